@@ -1,0 +1,246 @@
+//! The engine root: catalog of tables, TID source, epoch collector, memory limit.
+//! One `Engine` lives in the arena and is shared by every process.
+
+use crate::alloc;
+use crate::catalog::TableDef;
+use crate::epoch;
+use crate::error::{Error, Result};
+use crate::redo::CommitSink;
+use crate::scope;
+use crate::sync::SpinRwLock;
+use crate::table::{Table, TableStats};
+use crate::txn::{Txn, TxnHandle};
+use crossbeam_epoch::Collector;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Settings fixed when the engine is built.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Bytes the engine may use for data and transactions. With an arena installed,
+    /// it is compared with the arena's bytes in use; the arena keeps headroom above it.
+    pub memory_limit: usize,
+}
+
+impl EngineConfig {
+    /// A limit that leaves headroom in an arena of `capacity` bytes for garbage in
+    /// flight and for structures that must never fail to allocate (skip-list nodes,
+    /// epoch bags): 1/8 of the arena, at least 2 MiB.
+    pub fn for_arena(capacity: usize) -> Self {
+        let headroom = (capacity / 8).max(2 << 20);
+        EngineConfig {
+            memory_limit: capacity.saturating_sub(headroom),
+        }
+    }
+}
+
+pub struct Engine {
+    pub(crate) collector: Collector,
+    tables: SpinRwLock<HashMap<u32, Arc<Table>>>,
+    /// Last commit TID handed out.
+    last_tid: AtomicU64,
+    next_txn_id: AtomicU64,
+    config: EngineConfig,
+    /// Bytes accounted by the engine itself (used when no arena is installed).
+    accounted: AtomicUsize,
+    pub(crate) sink: Option<Box<dyn CommitSink>>,
+}
+
+/// A reference to a table that keeps it alive; dropping it enters the engine scope.
+pub struct TableHandle(Option<Arc<Table>>);
+
+impl TableHandle {
+    pub fn table(&self) -> &Table {
+        self.0.as_ref().expect("live handle")
+    }
+    pub(crate) fn arc(&self) -> &Arc<Table> {
+        self.0.as_ref().expect("live handle")
+    }
+}
+
+impl std::ops::Deref for TableHandle {
+    type Target = Table;
+    fn deref(&self) -> &Table {
+        self.table()
+    }
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        let _s = scope::enter();
+        drop(self.0.take());
+    }
+}
+
+/// Figures about the engine's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub limit: usize,
+    pub in_use: usize,
+    pub arena_capacity: usize,
+    pub arena_reserved: usize,
+}
+
+impl Engine {
+    /// Builds an engine. Inside an engine scope with an arena installed, it lives in the
+    /// arena (the caller leaks the box into shared memory).
+    pub fn new(config: EngineConfig, sink: Option<Box<dyn CommitSink>>) -> Box<Engine> {
+        let _s = scope::enter();
+        Box::new(Engine {
+            collector: Collector::new(),
+            tables: SpinRwLock::new(HashMap::new()),
+            last_tid: AtomicU64::new(0),
+            next_txn_id: AtomicU64::new(1),
+            config,
+            accounted: AtomicUsize::new(0),
+            sink,
+        })
+    }
+
+    /// Creates the engine table for relation `oid`.
+    pub fn create_table(&self, oid: u32, def: TableDef) -> Result<()> {
+        def.validate()?;
+        let _s = scope::enter();
+        self.check_memory(4096)?;
+        let mut tables = self.tables.write();
+        if tables.contains_key(&oid) {
+            return Err(Error::TableExists { oid });
+        }
+        tables.insert(oid, Arc::new(Table::new(oid, def, &self.collector)));
+        Ok(())
+    }
+
+    /// Removes table `oid` from the catalog; its memory is freed once no transaction
+    /// or scan refers to it. Returns false if there was no such table.
+    pub fn drop_table(&self, oid: u32) -> bool {
+        let _s = scope::enter();
+        let removed = self.tables.write().remove(&oid);
+        let found = removed.is_some();
+        if let Some(t) = removed {
+            // Retire through the collector: a process may still be between looking the
+            // table up and cloning nothing else (all users hold an Arc, but the drop of
+            // the skip lists must not race with epoch-protected readers of its nodes).
+            epoch::with_guard(&self.collector, |g| g.defer(move || drop(t)));
+            epoch::reclaim(&self.collector);
+        }
+        found
+    }
+
+    pub fn table(&self, oid: u32) -> Option<TableHandle> {
+        let _s = scope::enter();
+        let t = self.tables.read().get(&oid).cloned();
+        t.map(|t| TableHandle(Some(t)))
+    }
+
+    pub fn table_oids(&self) -> Vec<u32> {
+        let _s = scope::enter();
+        let oids: Vec<u32> = self.tables.read().keys().copied().collect();
+        scope::outside(|| oids.to_vec())
+    }
+
+    pub fn table_stats(&self, oid: u32) -> Option<TableStats> {
+        self.table(oid).map(|t| t.stats())
+    }
+
+    /// Starts a transaction.
+    pub fn begin(&'static self) -> TxnHandle {
+        let _s = scope::enter();
+        let id = self.next_txn_id.fetch_add(1, Ordering::Relaxed);
+        TxnHandle::new(Txn::new(self, id))
+    }
+
+    pub(crate) fn next_commit_tid(&self) -> u64 {
+        self.last_tid.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn last_tid(&self) -> u64 {
+        self.last_tid.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn account(&self, delta: isize) {
+        if delta >= 0 {
+            self.accounted.fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            self.accounted
+                .fetch_sub((-delta) as usize, Ordering::Relaxed);
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        match alloc::arena() {
+            Some(a) => a.stats().in_use,
+            None => self.accounted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuses new data (inserts, updates) that would need `need` more bytes beyond
+    /// the limit. Tries to reclaim garbage once before giving up.
+    pub(crate) fn check_memory(&self, need: usize) -> Result<()> {
+        self.check_against(need, self.config.memory_limit)
+    }
+
+    /// Like [`Engine::check_memory`], for the bookkeeping of deletes: they may use part
+    /// of the headroom, so that a full engine can still be emptied.
+    pub(crate) fn check_memory_for_delete(&self, need: usize) -> Result<()> {
+        let hard = match alloc::arena() {
+            Some(a) => {
+                let cap = a.stats().capacity;
+                cap - 2 * Self::floor(cap)
+            }
+            None => self.config.memory_limit + self.config.memory_limit / 8,
+        };
+        self.check_against(need, hard.max(self.config.memory_limit))
+    }
+
+    /// Part of the arena never handed out from the bump pointer for engine work: free
+    /// lists of other size classes cannot serve a new request, and epoch garbage and
+    /// skip-list nodes must never fail to allocate.
+    fn floor(capacity: usize) -> usize {
+        (capacity / 64).max(256 << 10)
+    }
+
+    fn check_against(&self, need: usize, limit: usize) -> Result<()> {
+        let fits = |e: &Engine| {
+            // Either the bump pointer has room beyond the floor, or the free lists hold
+            // that much (a heuristic: they may be of other size classes).
+            let floor_ok = alloc::arena().is_none_or(|a| {
+                let st = a.stats();
+                let floor = Self::floor(st.capacity);
+                a.unreserved() >= floor + need || e.in_use() + need + floor <= st.reserved
+            });
+            e.in_use() + need <= limit && floor_ok
+        };
+        if fits(self) {
+            return Ok(());
+        }
+        epoch::reclaim(&self.collector);
+        if fits(self) {
+            return Ok(());
+        }
+        Err(Error::OutOfMemory {
+            in_use: self.in_use(),
+            limit: self.config.memory_limit,
+        })
+    }
+
+    pub fn memory(&self) -> MemoryStats {
+        let (cap, res) = alloc::arena()
+            .map(|a| {
+                let s = a.stats();
+                (s.capacity, s.reserved)
+            })
+            .unwrap_or((0, 0));
+        MemoryStats {
+            limit: self.config.memory_limit,
+            in_use: self.in_use(),
+            arena_capacity: cap,
+            arena_reserved: res,
+        }
+    }
+
+    /// Frees garbage whose readers are gone (tests and introspection).
+    pub fn reclaim(&self) {
+        epoch::reclaim(&self.collector);
+    }
+}

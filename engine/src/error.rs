@@ -1,0 +1,85 @@
+//! The engine's errors. The FDW maps each kind to a SQLSTATE (see `Error::sqlstate`).
+
+/// Why an optimistic transaction could not commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// A row this transaction updated or deleted was changed by another transaction
+    /// after it was read.
+    WriteConflict,
+    /// A row this transaction updated or deleted was deleted by another transaction.
+    RowDeleted,
+}
+
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AbortReason::WriteConflict => "a row it changed was updated concurrently",
+            AbortReason::RowDeleted => "a row it changed was deleted concurrently",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    #[error("column \"{column}\" has type {type_name}, which memory tables do not support")]
+    UnsupportedType { column: String, type_name: String },
+    #[error("memory tables can have at most {max} columns, not {count}")]
+    TooManyColumns { count: usize, max: usize },
+    #[error("column \"{column}\" has invalid length {len}")]
+    InvalidLength { column: String, len: i64 },
+    #[error("name \"{name}\" is too long ({len} bytes, at most {max})")]
+    NameTooLong {
+        name: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("column \"{column}\" is defined more than once")]
+    DuplicateColumn { column: String },
+    #[error("a memory table needs at least one column")]
+    NoColumns,
+    #[error("row of {size} bytes is too large for a memory table (at most {max})")]
+    RowTooLarge { size: usize, max: usize },
+    #[error("null value in column \"{column}\" violates not-null constraint")]
+    NullViolation { column: String },
+    #[error("value for column \"{column}\" has {got} bytes, expected {expected}")]
+    BadValue {
+        column: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("row has {got} values, table has {expected} columns")]
+    ColumnCount { got: usize, expected: usize },
+    #[error("memory table {oid} already exists")]
+    TableExists { oid: u32 },
+    #[error("memory table {oid} does not exist in the engine")]
+    NoSuchTable { oid: u32 },
+    #[error("out of memory for memory tables: {in_use} bytes in use, limit {limit} bytes (memfdw.max_memory)")]
+    OutOfMemory { in_use: usize, limit: usize },
+    #[error("could not serialize access: {0}")]
+    Conflict(AbortReason),
+    #[error("the transaction is no longer active")]
+    TxnNotActive,
+}
+
+impl Error {
+    /// The PostgreSQL SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::UnsupportedType { .. } => "0A000",
+            Error::TooManyColumns { .. } | Error::RowTooLarge { .. } => "54000",
+            Error::InvalidLength { .. } => "42611",
+            Error::NameTooLong { .. } => "42622",
+            Error::DuplicateColumn { .. } => "42701",
+            Error::NoColumns => "42P16",
+            Error::NullViolation { .. } => "23502",
+            Error::BadValue { .. } | Error::ColumnCount { .. } => "XX000",
+            Error::TableExists { .. } => "42P07",
+            Error::NoSuchTable { .. } => "55000",
+            Error::OutOfMemory { .. } => "53200",
+            Error::Conflict(_) => "40001",
+            Error::TxnNotActive => "25P02",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,27 @@
+//! memfdw's engine: an in-memory OLTP table engine with no dependency on PostgreSQL.
+//!
+//! It is an ordinary thread-safe library that is also process-safe when its objects
+//! live in a region shared by forked processes (PostgreSQL's main shared memory):
+//! see [`arena`], [`alloc`] and [`scope`] for how shared objects are allocated, and
+//! [`epoch`] for how each process joins the epoch collector.
+
+pub mod alloc;
+pub mod arena;
+pub mod catalog;
+pub mod engine;
+pub mod epoch;
+pub mod error;
+pub mod index;
+pub mod record;
+pub mod redo;
+pub mod row;
+pub mod scope;
+pub mod sync;
+pub mod table;
+pub mod txn;
+
+pub use catalog::{ColumnDef, ColumnType, TableDef};
+pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle};
+pub use error::{AbortReason, Error, Result};
+pub use row::RowLayout;
+pub use txn::{BatchRow, RowBatch, ScanCursor, Stmt, TxnHandle, WriteOutcome};

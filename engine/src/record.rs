@@ -1,0 +1,219 @@
+//! Records: one per row, with Silo's 64-bit version word and a pointer to the row's
+//! immutable packed bytes.
+//!
+//! Version word: bit 63 = locked (a committer owns the record), bit 62 = absent (not
+//! yet committed, or deleted), bits 0..62 = the commit TID of the last writer.
+//!
+//! Invariants:
+//! * `data` changes only while the record is locked, and is null iff the record is
+//!   absent;
+//! * a committer stores `data` before it stores the new version word (Release), so a
+//!   reader that sees the same unlocked version word before and after loading `data`
+//!   has the pair a committer published;
+//! * replaced row buffers and removed records are freed through the epoch collector,
+//!   so a reader holding a guard may keep using what it loaded.
+
+use crate::sync::Backoff;
+use crossbeam_epoch::Guard;
+use std::alloc::Layout;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+pub const LOCK_BIT: u64 = 1 << 63;
+pub const ABSENT_BIT: u64 = 1 << 62;
+pub const TID_MASK: u64 = ABSENT_BIT - 1;
+
+pub struct Record {
+    version: AtomicU64,
+    data: AtomicPtr<u8>,
+    pub rowid: u64,
+}
+
+/// A raw pointer to a record in the arena, as stored in indexes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RecordPtr(pub *const Record);
+
+// SAFETY: records are shared between threads/processes by design; all mutable state
+// in them is atomic.
+unsafe impl Send for RecordPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RecordPtr {}
+
+impl RecordPtr {
+    /// # Safety
+    /// The record must not have been freed: the caller holds an epoch guard taken
+    /// before the record could have been unlinked, or owns the record.
+    #[inline]
+    pub unsafe fn get<'a>(self) -> &'a Record {
+        // SAFETY: forwarded contract.
+        unsafe { &*self.0 }
+    }
+
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A consistent view of a record: its version (lock bit cleared) and its bytes.
+pub struct Snapshot<'g> {
+    pub version: u64,
+    pub data: Option<&'g [u8]>,
+}
+
+impl Snapshot<'_> {
+    pub fn tid(&self) -> u64 {
+        self.version & TID_MASK
+    }
+    pub fn absent(&self) -> bool {
+        self.version & ABSENT_BIT != 0
+    }
+}
+
+impl Record {
+    /// A new record that is absent (its inserter has not committed).
+    pub fn new_absent(rowid: u64) -> Box<Record> {
+        Box::new(Record {
+            version: AtomicU64::new(ABSENT_BIT),
+            data: AtomicPtr::new(ptr::null_mut()),
+            rowid,
+        })
+    }
+
+    /// A committed record (used when loading data).
+    pub fn new_present(rowid: u64, tid: u64, data: *mut u8) -> Box<Record> {
+        Box::new(Record {
+            version: AtomicU64::new(tid & TID_MASK),
+            data: AtomicPtr::new(data),
+            rowid,
+        })
+    }
+
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Reads the latest committed state; waits while a committer installs.
+    pub fn read<'g>(&self, _guard: &'g Guard) -> Snapshot<'g> {
+        let mut backoff = Backoff::new();
+        loop {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & LOCK_BIT != 0 {
+                backoff.snooze();
+                continue;
+            }
+            let d = self.data.load(Ordering::Acquire);
+            let v2 = self.version.load(Ordering::Acquire);
+            if v1 == v2 {
+                let data = if d.is_null() {
+                    None
+                } else {
+                    // SAFETY: buffers are freed only through the epoch collector and we
+                    // hold a guard; `d` was published with this version.
+                    Some(unsafe { rowbuf_slice(d) })
+                };
+                return Snapshot { version: v1, data };
+            }
+        }
+    }
+
+    /// Spins until this committer holds the lock bit; returns the version it replaced.
+    pub fn lock(&self) -> u64 {
+        let mut backoff = Backoff::new();
+        loop {
+            let v = self.version.load(Ordering::Relaxed);
+            if v & LOCK_BIT == 0
+                && self
+                    .version
+                    .compare_exchange_weak(v, v | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return v;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Releases the lock without changing the record.
+    pub fn unlock(&self) {
+        self.version.fetch_and(!LOCK_BIT, Ordering::Release);
+    }
+
+    /// Installs `data` (null = absent) with commit `tid` and releases the lock.
+    /// Returns the previous buffer, which the caller retires through the collector.
+    ///
+    /// Must be called by the lock holder.
+    pub fn install_and_unlock(&self, data: *mut u8, tid: u64) -> *mut u8 {
+        debug_assert!(self.version.load(Ordering::Relaxed) & LOCK_BIT != 0);
+        let old = self.data.swap(data, Ordering::AcqRel);
+        let absent = if data.is_null() { ABSENT_BIT } else { 0 };
+        self.version
+            .store((tid & TID_MASK) | absent, Ordering::Release);
+        old
+    }
+
+    /// The record's buffer pointer, for its owner (drop paths).
+    pub fn data_ptr(&self) -> *mut u8 {
+        self.data.load(Ordering::Acquire)
+    }
+}
+
+const ROWBUF_HEADER: usize = 8;
+
+fn rowbuf_layout(len: usize) -> Layout {
+    Layout::from_size_align(ROWBUF_HEADER + len, 8).expect("row size checked by the packer")
+}
+
+/// Allocates (in the current allocator: the arena inside an engine scope) an immutable
+/// row buffer holding `bytes`. Returns null if the allocation fails.
+pub fn rowbuf_new(bytes: &[u8]) -> *mut u8 {
+    let layout = rowbuf_layout(bytes.len());
+    // SAFETY: layout has non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    if !p.is_null() {
+        // SAFETY: p is valid for header + len bytes.
+        unsafe {
+            (p as *mut u64).write(bytes.len() as u64);
+            ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(ROWBUF_HEADER), bytes.len());
+        }
+    }
+    p
+}
+
+/// Bytes accounted for a row buffer of `len` payload bytes.
+pub fn rowbuf_size(len: usize) -> usize {
+    ROWBUF_HEADER + len
+}
+
+/// # Safety
+/// `p` must be a live buffer from `rowbuf_new`; the slice must not outlive it.
+pub unsafe fn rowbuf_slice<'a>(p: *const u8) -> &'a [u8] {
+    // SAFETY: forwarded contract; the header holds the length.
+    unsafe {
+        let len = (p as *const u64).read() as usize;
+        std::slice::from_raw_parts(p.add(ROWBUF_HEADER), len)
+    }
+}
+
+/// # Safety
+/// `p` must be a buffer from `rowbuf_new` that nobody can reach any more.
+pub unsafe fn rowbuf_free(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let len = (p as *const u64).read() as usize;
+        std::alloc::dealloc(p, rowbuf_layout(len));
+    }
+}
+
+/// # Safety
+/// `r` must be a record from `Record::new_*` that nobody can reach any more.
+pub unsafe fn record_free(r: *const Record) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let rec = Box::from_raw(r as *mut Record);
+        let d = rec.data.load(Ordering::Relaxed);
+        if !d.is_null() {
+            rowbuf_free(d);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Multi-process stress test: the engine lives in a `MAP_SHARED` anonymous mapping
+//! behind the routing allocator (as in PostgreSQL's shared memory); four forked
+//! processes run disjoint write workloads with aborts and concurrent scans. The parent
+//! checks the exact final contents against the model, then deletes everything and
+//! checks that the memory came back across processes.
+//!
+//! `harness = false`: forking from libtest's worker threads is not safe.
+
+mod common;
+
+use common::*;
+use memfdw_engine::alloc::{install_arena, RoutingAllocator};
+use memfdw_engine::arena::Arena;
+use memfdw_engine::*;
+use std::collections::BTreeMap;
+
+#[global_allocator]
+static ALLOC: RoutingAllocator = RoutingAllocator;
+
+const WORKERS: i32 = 4;
+const TXNS: usize = 1500;
+const REGION: usize = 256 << 20;
+
+fn main() {
+    let mut passed = 0;
+    let mut failed = 0;
+    for (name, f) in [
+        (
+            "fork_stress::four_processes_match_model",
+            four_processes_match_model as fn(),
+        ),
+        (
+            "fork_stress::memory_limit_refuses_then_recovers",
+            memory_limit_refuses_then_recovers as fn(),
+        ),
+    ] {
+        match std::panic::catch_unwind(f) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn shared_region(len: usize) -> *mut u8 {
+    // SAFETY: anonymous shared mapping; checked for failure below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+    p as *mut u8
+}
+
+fn setup(len: usize) -> &'static Engine {
+    let region = shared_region(len);
+    // SAFETY: a fresh mapping used only as this arena, inherited at the same address by
+    // the children forked below.
+    let arena = unsafe { Arena::init(region, len) };
+    install_arena(arena);
+    let engine = Engine::new(EngineConfig::for_arena(arena.stats().capacity), None);
+    assert!(
+        arena.contains(&*engine as *const Engine as *const u8),
+        "engine lives in the arena"
+    );
+    Box::leak(engine)
+}
+
+/// Forks `n` children running `f(i)`; returns true if all exited 0.
+fn fork_all(n: i32, f: impl Fn(i32)) -> bool {
+    let mut pids = Vec::new();
+    for i in 0..n {
+        // SAFETY: the parent is single-threaded here (harness = false).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_ok();
+            memfdw_engine::epoch::unregister_current();
+            // SAFETY: leave without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pids.push(pid);
+    }
+    let mut all_ok = true;
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        all_ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    }
+    all_ok
+}
+
+fn four_processes_match_model() {
+    let engine = setup(REGION);
+    engine.create_table(7, table_def()).unwrap();
+    let arena = memfdw_engine::alloc::arena().unwrap();
+    let baseline = arena.stats().in_use;
+
+    assert!(fork_all(WORKERS, |w| run_worker(
+        engine,
+        7,
+        w,
+        500 + w as u64,
+        TXNS,
+        150
+    )));
+
+    let all = scan_all(engine, 7);
+    let mut expected = BTreeMap::new();
+    for w in 0..WORKERS {
+        for (k, v) in plan(500 + w as u64, TXNS).1 {
+            expected.insert((w, k), v);
+        }
+    }
+    assert_eq!(all.len(), expected.len());
+    assert_eq!(all, expected);
+    assert_eq!(engine.table_stats(7).unwrap().rows as usize, expected.len());
+
+    // Delete everything from another set of processes; memory comes back.
+    let peak = arena.stats().in_use;
+    assert!(fork_all(2, |half| {
+        let t = engine.table(7).unwrap();
+        let mut txn = engine.begin();
+        let mut cursor = ScanCursor::new();
+        let mut batch = RowBatch::new();
+        let mut victims = Vec::new();
+        while !cursor.done() {
+            txn.scan(&t, &mut cursor, 0, &mut batch, 256);
+            while let Some(r) = batch.next() {
+                if r.rowid % 2 == half as u64 {
+                    victims.push((r.rowid, r.tid));
+                }
+            }
+        }
+        for (rowid, tid) in victims {
+            assert_eq!(
+                txn.delete(&t, rowid, tid, Stmt { cid: 1, sub: 1 }).unwrap(),
+                WriteOutcome::Done
+            );
+        }
+        txn.commit().unwrap();
+        engine.reclaim();
+    }));
+    assert!(scan_all(engine, 7).is_empty());
+    for _ in 0..8 {
+        engine.reclaim();
+    }
+    let after = arena.stats().in_use;
+    assert!(
+        after - baseline < (peak - baseline) / 4,
+        "memory not reclaimed: baseline {baseline}, peak {peak}, after {after}"
+    );
+    assert!(engine.drop_table(7));
+}
+
+fn memory_limit_refuses_then_recovers() {
+    let engine = setup(32 << 20);
+    engine.create_table(9, table_def()).unwrap();
+    let t = engine.table(9).unwrap();
+    let big = "x".repeat(2000);
+    let fill = |engine: &'static Engine| -> usize {
+        let mut n = 0;
+        loop {
+            let mut txn = engine.begin();
+            match txn.insert(
+                &t,
+                &pack(&t.layout, 0, n as i64, &big),
+                Stmt { cid: 0, sub: 1 },
+            ) {
+                Ok(_) => {
+                    txn.commit().unwrap();
+                    n += 1;
+                }
+                Err(Error::OutOfMemory { .. }) => return n,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    };
+    let first = fill(engine);
+    assert!(first > 1000, "only {first} rows fit");
+    assert_eq!(
+        scan_all(engine, 9).len(),
+        first,
+        "committed rows intact after the refusal"
+    );
+    // Delete everything in a child process (a full engine can be emptied: deletes may
+    // use part of the headroom for their bookkeeping), then the space is usable again
+    // here.
+    assert!(fork_all(1, |_| {
+        let mut v = Vec::new();
+        let mut txn = engine.begin();
+        let mut cursor = ScanCursor::new();
+        let mut batch = RowBatch::new();
+        while !cursor.done() {
+            txn.scan(&t, &mut cursor, 0, &mut batch, 256);
+            while let Some(r) = batch.next() {
+                v.push((r.rowid, r.tid));
+            }
+        }
+        txn.commit().unwrap();
+        for chunk in v.chunks(first / 4) {
+            let mut txn = engine.begin();
+            for &(rowid, tid) in chunk {
+                if let Err(e) = txn.delete(&t, rowid, tid, Stmt { cid: 1, sub: 1 }) {
+                    panic!("{e} {:?}", engine.memory())
+                }
+            }
+            txn.commit().unwrap();
+        }
+    }));
+    assert!(scan_all(engine, 9).is_empty());
+    let second = fill(engine);
+    assert!(
+        second * 10 >= first * 9,
+        "after delete only {second} of {first} rows fit again"
+    );
+}
