@@ -83,8 +83,9 @@ pub struct MemoryStats {
 }
 
 impl Engine {
-    /// Builds an engine. Inside an engine scope with an arena installed, it lives in the
-    /// arena (the caller leaks the box into shared memory).
+    /// Builds an engine. With an arena installed, it lives in the arena (the caller
+    /// leaks the box into shared memory). A `sink` must itself be allocated inside an
+    /// engine scope, since every process calls it.
     pub fn new(config: EngineConfig, sink: Option<Box<dyn CommitSink>>) -> Box<Engine> {
         let _s = scope::enter();
         Box::new(Engine {
@@ -102,6 +103,11 @@ impl Engine {
     pub fn create_table(&self, oid: u32, def: TableDef) -> Result<()> {
         def.validate()?;
         let _s = scope::enter();
+        // The caller built `def` in its own (private) memory: copy it into the arena,
+        // or other processes would read this process's heap.
+        let shared_def = def.clone();
+        scope::outside(|| drop(def));
+        let def = shared_def;
         self.check_memory(4096)?;
         let mut tables = self.tables.write();
         if tables.contains_key(&oid) {

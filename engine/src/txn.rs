@@ -482,6 +482,45 @@ impl Txn {
         cursor.after = last;
     }
 
+    /// The version of row `rowid` a statement with command id `cid` sees, copied into
+    /// `out` (cleared first). Returns the version's TID (0 for own inserts).
+    fn get(&self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+        let own = self
+            .find_slot(t)
+            .and_then(|s| self.pending.get(&(s, rowid)))
+            .map(|&i| &self.entries[i]);
+        let copy = |out: &mut Vec<u8>, d: &[u8]| {
+            scope::outside(|| {
+                out.clear();
+                out.extend_from_slice(d);
+            })
+        };
+        if let Some(e) = own {
+            match (e.visible(cid), e.origin) {
+                (Some(v), _) if v.data.is_null() => return None,
+                (Some(v), _) => {
+                    // SAFETY: pending buffers live until the txn ends.
+                    copy(out, unsafe { record::rowbuf_slice(v.data) });
+                    return Some(e.reported_tid());
+                }
+                (None, Origin::Inserted) => return None,
+                (None, Origin::Existing { .. }) => {}
+            }
+        }
+        epoch::with_guard(&self.engine.collector, |g| {
+            let rec = t.rows.get(rowid, g)?;
+            // SAFETY: reached through the index under guard `g`.
+            let s = unsafe { rec.get() }.read(g);
+            match (s.absent(), s.data) {
+                (false, Some(d)) => {
+                    copy(out, d);
+                    Some(s.tid())
+                }
+                _ => None,
+            }
+        })
+    }
+
     fn commit(&mut self) -> Result<u64> {
         if !self.active {
             return Err(Error::TxnNotActive);
@@ -725,6 +764,13 @@ impl TxnHandle {
     ) {
         let _s = scope::enter();
         self.txn().scan(t, cursor, cid, batch, max_rows.max(1))
+    }
+
+    /// Point lookup: copies the version of row `rowid` that a statement with command id
+    /// `cid` sees into `out`; returns its TID, or None if there is no such row.
+    pub fn get(&mut self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+        let _s = scope::enter();
+        self.txn().get(t, rowid, cid, out)
     }
 
     /// Commits; returns the commit TID (0 for a transaction without writes).

@@ -33,6 +33,10 @@ fn main() {
             "fork_stress::memory_limit_refuses_then_recovers",
             memory_limit_refuses_then_recovers as fn(),
         ),
+        (
+            "fork_stress::table_created_by_a_child_is_shared",
+            table_created_by_a_child_is_shared as fn(),
+        ),
     ] {
         match std::panic::catch_unwind(f) {
             Ok(()) => {
@@ -229,5 +233,33 @@ fn memory_limit_refuses_then_recovers() {
     assert!(
         second * 10 >= first * 9,
         "after delete only {second} of {first} rows fit again"
+    );
+}
+
+/// A table defined in one process (its definition built in that process's private
+/// heap) is usable by every other process.
+fn table_created_by_a_child_is_shared() {
+    let engine = setup(32 << 20);
+    assert!(fork_all(1, |_| {
+        // Make the private heap differ from the parent's before building the def.
+        let noise: Vec<String> = (0..1000).map(|i| format!("noise {i}")).collect();
+        let mut def = table_def();
+        def.name = format!("made-by-child-{}", noise.len());
+        engine.create_table(21, def).unwrap();
+        let t = engine.table(21).unwrap();
+        let mut txn = engine.begin();
+        txn.insert(&t, &pack(&t.layout, 3, 4, "five"), Stmt { cid: 0, sub: 1 })
+            .unwrap();
+        txn.commit().unwrap();
+        drop(noise);
+    }));
+    let t = engine.table(21).expect("table made by the child");
+    assert_eq!(t.def.name, "made-by-child-1000");
+    assert_eq!(t.def.columns, table_def().columns);
+    drop(t);
+    let rows = scan_all(engine, 21);
+    assert_eq!(
+        rows.into_iter().collect::<Vec<_>>(),
+        vec![((3, 4), "five".to_string())]
     );
 }

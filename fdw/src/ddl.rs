@@ -1,0 +1,165 @@
+//! DDL on memory tables through PostgreSQL's hooks.
+//!
+//! * `CREATE FOREIGN TABLE ... SERVER <memfdw server>` creates the engine table after
+//!   the standard command has run (the relation's server is recorded only at its end);
+//!   unsupported column types are refused with 0A000, leaving no table.
+//! * `ALTER FOREIGN TABLE` on a memory table is refused (0A000), except OWNER TO: the
+//!   engine's row layout follows the columns fixed at creation.
+//! * Drops are seen through `object_access_hook` (OAT_DROP), which also covers drops
+//!   by CASCADE; the engine table goes away when the transaction commits.
+
+use crate::errors::OrRaise;
+use crate::handler::is_ours;
+use crate::shmem::{engine, preloaded};
+use crate::{types, xact};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_OBJECT_ACCESS: pg_sys::object_access_hook_type = None;
+
+/// # Safety
+/// Called once per process from `_PG_init`.
+pub unsafe fn install_hooks() {
+    // SAFETY: chaining hooks at load time.
+    unsafe {
+        PREV_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        PREV_OBJECT_ACCESS = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access);
+    }
+}
+
+/// True if relation `relid` is a foreign table of a memfdw server.
+fn is_memory_table(relid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups.
+    unsafe {
+        pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
+            && is_ours(pg_sys::GetFdwRoutineByRelId(relid))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_guard]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: PostgreSQL's statement structures; hooks chained as required.
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        if preloaded() && (*stmt).type_ == pg_sys::NodeTag::T_AlterTableStmt {
+            check_alter(stmt as *mut pg_sys::AlterTableStmt);
+        }
+        match PREV_UTILITY {
+            Some(prev) => pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                prev(pstmt, query, read_only_tree, context, params, env, dest, qc)
+            }),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query,
+                read_only_tree,
+                context,
+                params,
+                env,
+                dest,
+                qc,
+            ),
+        }
+        if (*stmt).type_ == pg_sys::NodeTag::T_CreateForeignTableStmt {
+            after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt);
+        }
+    }
+}
+
+/// # Safety
+/// `stmt` must be a valid statement.
+unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        if relid == pg_sys::InvalidOid || !is_memory_table(relid) {
+            return;
+        }
+        let cmds = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds);
+        for cmd in cmds.iter_ptr() {
+            if (*cmd).subtype != pg_sys::AlterTableType::AT_ChangeOwner {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "ALTER FOREIGN TABLE is not supported on memory table \"{}\"",
+                        types::relation_name(relid)
+                    ),
+                    "Only OWNER TO and RENAME are supported; create a new table and copy the rows."
+                );
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `stmt` must be a CREATE FOREIGN TABLE statement that has just been executed.
+unsafe fn after_create_foreign_table(stmt: *mut pg_sys::CreateForeignTableStmt) {
+    // SAFETY: forwarded contract; catalog lookups.
+    unsafe {
+        let server = pg_sys::GetForeignServerByName((*stmt).servername, false);
+        if !is_ours(pg_sys::GetFdwRoutineByServerId((*server).serverid)) {
+            return;
+        }
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).base.relation,
+            pg_sys::NoLock as _,
+            0,
+            None,
+            std::ptr::null_mut(),
+        );
+        let e = engine();
+        if e.table(relid.to_u32()).is_some() {
+            return; // CREATE FOREIGN TABLE IF NOT EXISTS on an existing table
+        }
+        let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as _);
+        let def = types::table_def(rel);
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as _);
+        e.create_table(relid.to_u32(), def.or_raise()).or_raise();
+        xact::note_create(relid.to_u32());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: chaining the previous hook.
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS {
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                prev(access, class_id, object_id, sub_id, arg)
+            });
+        }
+    }
+    if access == pg_sys::ObjectAccessType::OAT_DROP
+        && class_id == pg_sys::RelationRelationId
+        && sub_id == 0
+        && preloaded()
+        && engine().table(object_id.to_u32()).is_some()
+    {
+        xact::note_drop(object_id.to_u32());
+    }
+}

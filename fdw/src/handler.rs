@@ -1,0 +1,78 @@
+//! The FDW handler and validator, and the SQL that creates the wrapper and the
+//! ready-to-use server `memfdw`.
+
+use crate::{modify, scan};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+#[pg_extern]
+fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
+    // SAFETY: a palloc0'd FdwRoutine node filled with our callbacks.
+    unsafe {
+        let mut r = PgBox::<pg_sys::FdwRoutine>::alloc_node(pg_sys::NodeTag::T_FdwRoutine);
+        r.GetForeignRelSize = Some(scan::get_foreign_rel_size);
+        r.GetForeignPaths = Some(scan::get_foreign_paths);
+        r.GetForeignPlan = Some(scan::get_foreign_plan);
+        r.BeginForeignScan = Some(scan::begin_foreign_scan);
+        r.IterateForeignScan = Some(scan::iterate_foreign_scan);
+        r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
+        r.EndForeignScan = Some(scan::end_foreign_scan);
+        r.ExplainForeignScan = Some(scan::explain_foreign_scan);
+        r.AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
+        r.PlanForeignModify = Some(modify::plan_foreign_modify);
+        r.BeginForeignModify = Some(modify::begin_foreign_modify);
+        r.ExecForeignInsert = Some(modify::exec_foreign_insert);
+        r.ExecForeignUpdate = Some(modify::exec_foreign_update);
+        r.ExecForeignDelete = Some(modify::exec_foreign_delete);
+        r.EndForeignModify = Some(modify::end_foreign_modify);
+        r.BeginForeignInsert = Some(modify::begin_foreign_insert);
+        r.EndForeignInsert = Some(modify::end_foreign_insert);
+        r.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
+        r.into_pg_boxed()
+    }
+}
+
+/// True if `routine` is memfdw's (used to recognise memory tables and servers): its
+/// callbacks are this library's functions. They are plain non-generic `extern` items,
+/// emitted once, so their addresses identify them.
+pub fn is_ours(routine: *const pg_sys::FdwRoutine) -> bool {
+    if routine.is_null() {
+        return false;
+    }
+    // SAFETY: a routine returned by GetFdwRoutine*.
+    match unsafe { (*routine).GetForeignRelSize } {
+        Some(f) => std::ptr::fn_addr_eq(
+            f,
+            scan::get_foreign_rel_size as unsafe extern "C-unwind" fn(_, _, _),
+        ),
+        None => false,
+    }
+}
+
+#[pg_extern]
+fn memfdw_validator(options: Vec<String>, _catalog: pg_sys::Oid) {
+    if !crate::shmem::preloaded() {
+        // Raises the error that says what to put in postgresql.conf.
+        crate::shmem::engine();
+    }
+    if let Some(opt) = options.first() {
+        let name = opt.split('=').next().unwrap_or(opt);
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
+            format!("invalid option \"{name}\""),
+            "memfdw_validator",
+        )
+        .set_hint("memfdw takes no options.")
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE FOREIGN DATA WRAPPER memfdw HANDLER memfdw_handler VALIDATOR memfdw_validator;
+CREATE SERVER memfdw FOREIGN DATA WRAPPER memfdw;
+COMMENT ON SERVER memfdw IS 'memory tables: CREATE FOREIGN TABLE ... SERVER memfdw';
+"#,
+    name = "create_wrapper_and_server",
+    requires = [memfdw_handler, memfdw_validator],
+);

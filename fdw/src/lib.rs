@@ -1,0 +1,57 @@
+//! memfdw: PostgreSQL glue over `memfdw-engine`.
+//!
+//! This crate is thin on purpose: it declares the routing global allocator, hands the
+//! engine PostgreSQL's shared memory, translates datums to packed rows and back, maps
+//! the FDW callbacks, DDL hooks and transaction callbacks to engine calls, and engine
+//! errors to SQLSTATEs. It never holds an engine lock or epoch pin across a call into
+//! PostgreSQL: every engine call returns before PostgreSQL is called again.
+
+use pgrx::prelude::*;
+
+mod ddl;
+mod errors;
+mod handler;
+mod introspect;
+mod modify;
+mod scan;
+mod settings;
+mod shmem;
+mod types;
+mod xact;
+
+::pgrx::pg_module_magic!();
+
+/// Shared objects are allocated in the engine's arena inside an engine scope; every
+/// other Rust allocation of this library goes to the system allocator.
+#[global_allocator]
+static ALLOC: memfdw_engine::alloc::RoutingAllocator = memfdw_engine::alloc::RoutingAllocator;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+    // SAFETY: _PG_init runs once per process, before any other code of this library.
+    unsafe {
+        if pg_sys::process_shared_preload_libraries_in_progress {
+            shmem::install_hooks();
+        }
+        ddl::install_hooks();
+        xact::register_callbacks();
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'memfdw'",
+            "memfdw.max_memory = '256MB'",
+        ]
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;

@@ -1,0 +1,246 @@
+//! INSERT, UPDATE, DELETE and COPY FROM on memory tables.
+//!
+//! UPDATE and DELETE identify rows by `ctid`, which carries the engine row id. The scan
+//! that fed the statement remembered the version of every row it returned, and the
+//! engine refuses to overwrite a row that changed since (40001).
+
+use crate::errors::{self, OrRaise};
+use crate::shmem::engine;
+use crate::types::{self, Packer};
+use crate::xact;
+use memfdw_engine::{TableHandle, WriteOutcome};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+pub struct ModifyState {
+    relid: u32,
+    table: TableHandle,
+    packer: Packer,
+    ctid_attno: pg_sys::AttrNumber,
+    /// Buffer for the old row of DELETE ... RETURNING.
+    old: Vec<u8>,
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn add_foreign_update_targets(
+    root: *mut pg_sys::PlannerInfo,
+    rtindex: pg_sys::Index,
+    _target_rte: *mut pg_sys::RangeTblEntry,
+    _target_relation: pg_sys::Relation,
+) {
+    // SAFETY: planner structures handed to us by PostgreSQL.
+    unsafe {
+        let var = pg_sys::makeVar(
+            rtindex as _,
+            pg_sys::SelfItemPointerAttributeNumber as pg_sys::AttrNumber,
+            pg_sys::TIDOID,
+            -1,
+            pg_sys::InvalidOid,
+            0,
+        );
+        pg_sys::add_row_identity_var(root, var, rtindex, c"ctid".as_ptr());
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn plan_foreign_modify(
+    _root: *mut pg_sys::PlannerInfo,
+    _plan: *mut pg_sys::ModifyTable,
+    _result_relation: pg_sys::Index,
+    _subplan_index: std::ffi::c_int,
+) -> *mut pg_sys::List {
+    std::ptr::null_mut()
+}
+
+/// # Safety
+/// `rinfo` must be a valid result relation info; called from Begin callbacks.
+unsafe fn init_state(rinfo: *mut pg_sys::ResultRelInfo, ctid_attno: pg_sys::AttrNumber) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let relid = (*(*rinfo).ri_RelationDesc).rd_id;
+        let Some(table) = engine().table(relid.to_u32()) else {
+            errors::missing_table(relid)
+        };
+        let state = ModifyState {
+            relid: relid.to_u32(),
+            packer: Packer::new(&table.def),
+            table,
+            ctid_attno,
+            old: Vec::new(),
+        };
+        (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
+            as *mut std::ffi::c_void;
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_modify(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    _fdw_private: *mut pg_sys::List,
+    _subplan_index: std::ffi::c_int,
+    eflags: std::ffi::c_int,
+) {
+    if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY != 0 {
+        return;
+    }
+    // SAFETY: executor structures handed to us by PostgreSQL.
+    unsafe {
+        let op = (*mtstate).operation;
+        let mut ctid_attno = 0;
+        if op == pg_sys::CmdType::CMD_UPDATE || op == pg_sys::CmdType::CMD_DELETE {
+            let subplan = (*(*mtstate).ps.lefttree).plan;
+            ctid_attno =
+                pg_sys::ExecFindJunkAttributeInTlist((*subplan).targetlist, c"ctid".as_ptr());
+            if ctid_attno <= 0 {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "memfdw: could not find junk ctid column"
+                );
+            }
+        }
+        init_state(rinfo, ctid_attno);
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_insert(
+    _mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // SAFETY: as in begin_foreign_modify.
+    unsafe { init_state(rinfo, 0) }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_modify(
+    _estate: *mut pg_sys::EState,
+    _rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // The state is dropped with the executor's memory context.
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_insert(
+    _estate: *mut pg_sys::EState,
+    _rinfo: *mut pg_sys::ResultRelInfo,
+) {
+}
+
+/// # Safety
+/// `rinfo` must carry a `ModifyState` made by `init_state`.
+unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a mut ModifyState {
+    // SAFETY: forwarded contract.
+    unsafe { &mut *((*rinfo).ri_FdwState as *mut ModifyState) }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    _plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: executor structures; our state.
+    unsafe {
+        let st = state(rinfo);
+        st.packer.pack(&st.table.layout, slot).or_raise();
+        let stmt = xact::current_stmt(true);
+        let rowid = xact::with_txn(|t| t.insert(&st.table, &st.packer.out, stmt)).or_raise();
+        types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+        slot
+    }
+}
+
+/// The row id in the plan slot's junk ctid, and the version the scan saw.
+///
+/// # Safety
+/// `plan_slot` must be the ModifyTable's plan slot.
+unsafe fn target(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> (u64, u64) {
+    // SAFETY: forwarded contract; ctid is a non-null tid datum.
+    unsafe {
+        let mut isnull = false;
+        let d = pg_sys::ExecGetJunkAttribute(plan_slot, st.ctid_attno, &mut isnull);
+        if isnull {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "memfdw: ctid is NULL"
+            );
+        }
+        let rowid = types::ctid_to_rowid(&*(d.cast_mut_ptr::<pg_sys::ItemPointerData>()));
+        let Some(tid) = xact::fetched_tid(st.relid, rowid) else {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "memfdw: row to modify was not read by this statement"
+            );
+        };
+        (rowid, tid)
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_update(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: executor structures; our state.
+    unsafe {
+        let st = state(rinfo);
+        let (rowid, tid) = target(st, plan_slot);
+        st.packer.pack(&st.table.layout, slot).or_raise();
+        let stmt = xact::current_stmt(true);
+        match xact::with_txn(|t| t.update(&st.table, rowid, tid, &st.packer.out, stmt)).or_raise() {
+            WriteOutcome::Done => {
+                types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                slot
+            }
+            WriteOutcome::AlreadyModified | WriteOutcome::NotFound => std::ptr::null_mut(),
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_delete(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: executor structures; our state.
+    unsafe {
+        let st = state(rinfo);
+        let (rowid, tid) = target(st, plan_slot);
+        let stmt = xact::current_stmt(true);
+        let wants_old = !(*rinfo).ri_projectReturning.is_null();
+        let ModifyState {
+            table, old, packer, ..
+        } = &mut *st;
+        let had_old = wants_old && xact::with_txn(|t| t.get(table, rowid, stmt.cid, old)).is_some();
+        match xact::with_txn(|t| t.delete(table, rowid, tid, stmt)).or_raise() {
+            WriteOutcome::Done => {
+                if had_old {
+                    types::unpack(&packer.codecs, &table.layout, old, slot);
+                    types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                    pg_sys::ExecStoreVirtualTuple(slot);
+                }
+                slot
+            }
+            WriteOutcome::AlreadyModified | WriteOutcome::NotFound => std::ptr::null_mut(),
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(
+    _rel: pg_sys::Relation,
+) -> std::ffi::c_int {
+    (1 << pg_sys::CmdType::CMD_INSERT)
+        | (1 << pg_sys::CmdType::CMD_UPDATE)
+        | (1 << pg_sys::CmdType::CMD_DELETE)
+}

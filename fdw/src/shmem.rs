@@ -1,0 +1,121 @@
+//! The engine in PostgreSQL's main shared memory.
+//!
+//! The shmem request hook asks for `memfdw.max_memory`; the startup hook (run by the
+//! postmaster, again after every crash reinitialisation, in a new segment) turns the
+//! region into a fresh arena and builds the engine root in it. Backends inherit both
+//! pointers through fork. Each backend registers with the epoch collector on first use
+//! and leaves it at exit.
+
+use memfdw_engine::alloc::install_arena;
+use memfdw_engine::arena::{Arena, MIN_ALIGN};
+use memfdw_engine::{Engine, EngineConfig};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::settings::MAX_MEMORY_MB;
+
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+/// The engine of the current shared memory segment (set by the postmaster).
+static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+/// Pid of the process that registered its exit callback.
+static EXIT_REGISTERED_PID: AtomicU32 = AtomicU32::new(0);
+
+fn region_bytes() -> usize {
+    (MAX_MEMORY_MB.get().max(16) as usize) << 20
+}
+
+/// # Safety
+/// Called once from `_PG_init` while shared_preload_libraries is processed.
+pub unsafe fn install_hooks() {
+    // SAFETY: single-threaded postmaster start-up; we chain the previous hooks.
+    unsafe {
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: chaining the previous hook as PostgreSQL expects.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_REQUEST {
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| prev());
+        }
+        pg_sys::RequestAddinShmemSpace(region_bytes() + MIN_ALIGN);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: chaining the previous hook; ShmemInitStruct under AddinShmemInitLock as
+    // every extension does.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_STARTUP {
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| prev());
+        }
+        let lock: *mut pg_sys::LWLock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let len = region_bytes();
+        let mut found = false;
+        let raw =
+            pg_sys::ShmemInitStruct(c"memfdw arena".as_ptr(), len + MIN_ALIGN, &mut found) as usize;
+        let region = raw.next_multiple_of(MIN_ALIGN) as *mut u8;
+        if !found {
+            // A new segment (server start or crash reinitialisation): nothing may keep
+            // pointing into an old one, so arena and engine are rebuilt from scratch.
+            // SAFETY: the region is ours, mapped before any backend forks.
+            let arena = Arena::init(region, len);
+            install_arena(arena);
+            let engine = Engine::new(EngineConfig::for_arena(arena.stats().capacity), None);
+            ENGINE.store(Box::into_raw(engine), Ordering::Release);
+        }
+        pg_sys::LWLockRelease(lock);
+    }
+}
+
+/// The shared engine. Raises an error telling how to enable memfdw if the library was
+/// not preloaded.
+pub fn engine() -> &'static Engine {
+    let p = ENGINE.load(Ordering::Acquire);
+    if p.is_null() {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "memfdw must be loaded at server start",
+            "memfdw::engine",
+        )
+        .set_hint(
+            "Add shared_preload_libraries = 'memfdw' to postgresql.conf and restart the server.",
+        )
+        .report(PgLogLevel::ERROR);
+        unreachable!();
+    }
+    register_exit_callback();
+    // SAFETY: set once per segment by the postmaster before forking; lives as long as
+    // the segment, i.e. as long as this process.
+    unsafe { &*p }
+}
+
+/// True if memfdw was preloaded (its engine exists).
+pub fn preloaded() -> bool {
+    !ENGINE.load(Ordering::Acquire).is_null()
+}
+
+fn register_exit_callback() {
+    let pid = std::process::id();
+    if EXIT_REGISTERED_PID.load(Ordering::Relaxed) != pid {
+        EXIT_REGISTERED_PID.store(pid, Ordering::Relaxed);
+        // SAFETY: registering a plain callback for this process.
+        unsafe { pg_sys::on_proc_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    crate::xact::release_at_exit();
+    memfdw_engine::epoch::unregister_current();
+}

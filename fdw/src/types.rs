@@ -1,0 +1,300 @@
+//! PostgreSQL types and datums <-> engine column types and packed rows
+//! ("Pack" and "Unpack" in MOT's words).
+
+use memfdw_engine::{ColumnDef, ColumnType, Error, RowLayout, TableDef};
+use pgrx::pg_sys;
+use std::ffi::CStr;
+
+/// How one column's datum is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Bool,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    /// Pass-by-reference fixed-width value of this many bytes (timetz, interval, uuid).
+    ByRef(usize),
+    /// A varlena; its payload is stored without the header.
+    Varlena,
+}
+
+impl Codec {
+    pub fn of(ty: ColumnType) -> Codec {
+        use ColumnType::*;
+        match ty {
+            Bool => Codec::Bool,
+            Int2 => Codec::I16,
+            Int4 | Date => Codec::I32,
+            Int8 | Time | Timestamp | TimestampTz => Codec::I64,
+            Float4 => Codec::F32,
+            Float8 => Codec::F64,
+            TimeTz => Codec::ByRef(12),
+            Interval | Uuid => Codec::ByRef(16),
+            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb => Codec::Varlena,
+        }
+    }
+}
+
+/// The engine column type for a PostgreSQL type, or None if memory tables do not
+/// support it. Domains map to their base type.
+pub fn column_type(typid: pg_sys::Oid, typmod: i32) -> Option<ColumnType> {
+    let mut typmod = typmod;
+    // SAFETY: catalog lookup; errors surface as PostgreSQL errors.
+    let base = unsafe { pg_sys::getBaseTypeAndTypmod(typid, &mut typmod) };
+    let len = |m: i32| if m >= 4 { (m - 4) as u32 } else { 0 };
+    Some(match base {
+        pg_sys::BOOLOID => ColumnType::Bool,
+        pg_sys::INT2OID => ColumnType::Int2,
+        pg_sys::INT4OID => ColumnType::Int4,
+        pg_sys::INT8OID => ColumnType::Int8,
+        pg_sys::FLOAT4OID => ColumnType::Float4,
+        pg_sys::FLOAT8OID => ColumnType::Float8,
+        pg_sys::NUMERICOID => ColumnType::Numeric,
+        pg_sys::BPCHAROID if typmod >= 5 => ColumnType::Char(len(typmod)),
+        pg_sys::BPCHAROID => ColumnType::Varchar(0),
+        pg_sys::VARCHAROID => ColumnType::Varchar(len(typmod)),
+        pg_sys::TEXTOID => ColumnType::Text,
+        pg_sys::BYTEAOID => ColumnType::Bytea,
+        pg_sys::DATEOID => ColumnType::Date,
+        pg_sys::TIMEOID => ColumnType::Time,
+        pg_sys::TIMETZOID => ColumnType::TimeTz,
+        pg_sys::TIMESTAMPOID => ColumnType::Timestamp,
+        pg_sys::TIMESTAMPTZOID => ColumnType::TimestampTz,
+        pg_sys::INTERVALOID => ColumnType::Interval,
+        pg_sys::UUIDOID => ColumnType::Uuid,
+        pg_sys::JSONOID => ColumnType::Json,
+        pg_sys::JSONBOID => ColumnType::Jsonb,
+        _ => return None,
+    })
+}
+
+fn type_name(typid: pg_sys::Oid) -> String {
+    // SAFETY: format_type_be returns a palloc'd C string.
+    unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn relation_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: syscache lookup; null if the relation is gone.
+    let p = unsafe { pg_sys::get_rel_name(relid) };
+    if p.is_null() {
+        format!("{}", relid.to_u32())
+    } else {
+        // SAFETY: non-null palloc'd C string.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Attributes of a tuple descriptor.
+///
+/// # Safety
+/// `td` must be a valid tuple descriptor.
+pub unsafe fn attributes<'a>(td: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
+    // SAFETY: forwarded contract: `attrs` holds `natts` entries.
+    unsafe { (*td).attrs.as_slice((*td).natts as usize) }
+}
+
+/// The engine definition of relation `rel`, refusing unsupported types.
+///
+/// # Safety
+/// `rel` must be an open relation.
+pub unsafe fn table_def(rel: pg_sys::Relation) -> Result<TableDef, Error> {
+    // SAFETY: forwarded contract.
+    let (relid, td) = unsafe { ((*rel).rd_id, (*rel).rd_att) };
+    let mut columns = Vec::new();
+    // SAFETY: the relation's own descriptor.
+    for att in unsafe { attributes(td) } {
+        let name = pgrx::name_data_to_str(&att.attname).to_owned();
+        if att.attisdropped {
+            return Err(Error::UnsupportedType {
+                column: name,
+                type_name: "dropped column".into(),
+            });
+        }
+        let Some(ty) = column_type(att.atttypid, att.atttypmod) else {
+            return Err(Error::UnsupportedType {
+                column: name,
+                type_name: type_name(att.atttypid),
+            });
+        };
+        columns.push(ColumnDef {
+            name,
+            ty,
+            nullable: !att.attnotnull,
+        });
+    }
+    Ok(TableDef {
+        name: relation_name(relid),
+        columns,
+    })
+}
+
+/// Packs tuple slots into engine rows, reusing its buffers.
+pub struct Packer {
+    pub codecs: Vec<Codec>,
+    scratch: Vec<[u8; 16]>,
+    pub out: Vec<u8>,
+}
+
+impl Packer {
+    pub fn new(def: &TableDef) -> Packer {
+        Packer {
+            codecs: def.columns.iter().map(|c| Codec::of(c.ty)).collect(),
+            scratch: vec![[0u8; 16]; def.columns.len()],
+            out: Vec::new(),
+        }
+    }
+
+    /// Packs the values of `slot` into `self.out`.
+    ///
+    /// # Safety
+    /// `slot` must be a valid slot of the table's row type.
+    pub unsafe fn pack(
+        &mut self,
+        layout: &RowLayout,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> Result<(), Error> {
+        // SAFETY: forwarded contract; slot_getallattrs fills tts_values/tts_isnull.
+        let (values, nulls) = unsafe {
+            pg_sys::slot_getallattrs(slot);
+            let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+            (
+                std::slice::from_raw_parts((*slot).tts_values, n),
+                std::slice::from_raw_parts((*slot).tts_isnull, n),
+            )
+        };
+        let mut vals: Vec<Option<&[u8]>> = Vec::with_capacity(self.codecs.len());
+        for (i, codec) in self.codecs.iter().enumerate() {
+            if nulls[i] {
+                vals.push(None);
+                continue;
+            }
+            let d = values[i];
+            let s = &mut self.scratch[i];
+            let v: &[u8] = match *codec {
+                Codec::Bool => {
+                    s[0] = (d.value() != 0) as u8;
+                    &s[..1]
+                }
+                Codec::I16 => {
+                    s[..2].copy_from_slice(&(d.value() as i16).to_le_bytes());
+                    &s[..2]
+                }
+                Codec::I32 | Codec::F32 => {
+                    s[..4].copy_from_slice(&(d.value() as u32).to_le_bytes());
+                    &s[..4]
+                }
+                Codec::I64 | Codec::F64 => {
+                    s[..8].copy_from_slice(&(d.value() as u64).to_le_bytes());
+                    &s[..8]
+                }
+                Codec::ByRef(n) => {
+                    // SAFETY: a by-reference datum of this type points at n bytes.
+                    unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), n) }
+                }
+                Codec::Varlena => {
+                    // SAFETY: a varlena datum; detoasting copies into the current
+                    // (per-tuple) memory context if needed.
+                    unsafe {
+                        let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                        std::slice::from_raw_parts(
+                            pgrx::vardata_any(p) as *const u8,
+                            pgrx::varsize_any_exhdr(p),
+                        )
+                    }
+                }
+            };
+            // SAFETY: the scratch entry outlives `vals` (both end with this call) and is
+            // not written again until then; splitting the borrow per entry.
+            vals.push(Some(unsafe {
+                std::slice::from_raw_parts(v.as_ptr(), v.len())
+            }));
+        }
+        layout.pack_into(&vals, &mut self.out)
+    }
+}
+
+/// Unpacks `row` into the virtual tuple `slot` (values allocated in the current
+/// memory context).
+///
+/// # Safety
+/// `slot` must be a valid slot of the table's row type; `row` packed by `layout`.
+pub unsafe fn unpack(
+    codecs: &[Codec],
+    layout: &RowLayout,
+    row: &[u8],
+    slot: *mut pg_sys::TupleTableSlot,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        pg_sys::ExecClearTuple(slot);
+        let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
+        for (i, codec) in codecs.iter().enumerate().take(n) {
+            match layout.get(row, i) {
+                None => {
+                    nulls[i] = true;
+                    values[i] = pg_sys::Datum::from(0usize);
+                }
+                Some(b) => {
+                    nulls[i] = false;
+                    values[i] = datum(*codec, b);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Allocates in the current memory context.
+unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
+    match codec {
+        Codec::Bool => pg_sys::Datum::from(b[0] != 0),
+        Codec::I16 => pg_sys::Datum::from(i16::from_le_bytes([b[0], b[1]])),
+        Codec::I32 => pg_sys::Datum::from(i32::from_le_bytes(b[..4].try_into().unwrap())),
+        Codec::F32 => pg_sys::Datum::from(u32::from_le_bytes(b[..4].try_into().unwrap())),
+        Codec::I64 | Codec::F64 => {
+            pg_sys::Datum::from(u64::from_le_bytes(b[..8].try_into().unwrap()))
+        }
+        Codec::ByRef(n) => {
+            // SAFETY: palloc returns n writable bytes (or raises an error).
+            unsafe {
+                let p = pg_sys::palloc(n) as *mut u8;
+                std::ptr::copy_nonoverlapping(b.as_ptr(), p, n);
+                pg_sys::Datum::from(p)
+            }
+        }
+        Codec::Varlena => {
+            // SAFETY: as above; a 4-byte header followed by the payload.
+            unsafe {
+                let total = b.len() + pg_sys::VARHDRSZ;
+                let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
+                pgrx::set_varsize_4b(p, total as i32);
+                std::ptr::copy_nonoverlapping(
+                    b.as_ptr(),
+                    (p as *mut u8).add(pg_sys::VARHDRSZ),
+                    b.len(),
+                );
+                pg_sys::Datum::from(p)
+            }
+        }
+    }
+}
+
+/// Row ids travel through the executor as `ctid`: 47 bits of row id in the block
+/// number and a 1-based offset (offset 0 is invalid in an item pointer).
+pub fn rowid_to_ctid(rowid: u64, tid: &mut pg_sys::ItemPointerData) {
+    let block = (rowid >> 15) as u32;
+    tid.ip_blkid.bi_hi = (block >> 16) as u16;
+    tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
+    tid.ip_posid = ((rowid & 0x7fff) + 1) as u16;
+}
+
+pub fn ctid_to_rowid(tid: &pg_sys::ItemPointerData) -> u64 {
+    let block = ((tid.ip_blkid.bi_hi as u64) << 16) | tid.ip_blkid.bi_lo as u64;
+    (block << 15) | (tid.ip_posid as u64 - 1)
+}

@@ -1,0 +1,197 @@
+//! One engine transaction per PostgreSQL transaction, begun lazily.
+//!
+//! * PRE_COMMIT commits the engine transaction (validate, log, install); a conflict
+//!   raises 40001 there and PostgreSQL aborts the whole transaction.
+//! * ABORT releases everything the engine transaction holds (its absent records,
+//!   pending buffers) and undoes engine DDL of the transaction.
+//! * Subtransaction abort rolls the write set back to the savepoint.
+//! * Engine DDL is deferred or undone with the transaction: a CREATE made by an
+//!   aborted transaction is dropped again, a DROP takes effect at COMMIT.
+//!
+//! Everything here is backend-private (the backend is single-threaded).
+
+use crate::errors;
+use crate::shmem::engine;
+use memfdw_engine::{Error, Stmt, TxnHandle};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+#[derive(Default)]
+struct Backend {
+    txn: Option<TxnHandle>,
+    /// Engine tables created by this transaction: (relation oid, subtransaction).
+    creates: Vec<(u32, u32)>,
+    /// Engine tables dropped by this transaction, applied at commit.
+    drops: Vec<(u32, u32)>,
+    /// (relation, row id) -> version, for rows that UPDATE/DELETE scans returned.
+    fetched: HashMap<(u32, u64), u64>,
+}
+
+thread_local! {
+    static BACKEND: RefCell<Backend> = RefCell::new(Backend::default());
+}
+
+/// # Safety
+/// Called once per process from `_PG_init`.
+pub unsafe fn register_callbacks() {
+    // SAFETY: registering plain callbacks.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+/// The statement identity of the current command.
+pub fn current_stmt(for_write: bool) -> Stmt {
+    // SAFETY: plain reads of transaction state.
+    unsafe {
+        Stmt {
+            cid: pg_sys::GetCurrentCommandId(for_write),
+            sub: pg_sys::GetCurrentSubTransactionId(),
+        }
+    }
+}
+
+/// Runs `f` with this backend's engine transaction, starting it if needed.
+pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
+    let engine = engine();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let txn = b.txn.get_or_insert_with(|| engine.begin());
+        f(txn)
+    })
+}
+
+pub fn note_fetched(relid: u32, rowid: u64, tid: u64) {
+    BACKEND.with(|b| {
+        b.borrow_mut().fetched.insert((relid, rowid), tid);
+    })
+}
+
+pub fn fetched_tid(relid: u32, rowid: u64) -> Option<u64> {
+    BACKEND.with(|b| b.borrow().fetched.get(&(relid, rowid)).copied())
+}
+
+pub fn clear_fetched() {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.fetched.clear();
+        b.fetched.shrink_to(1024);
+    })
+}
+
+pub fn note_create(relid: u32) {
+    let sub = current_stmt(false).sub;
+    BACKEND.with(|b| b.borrow_mut().creates.push((relid, sub)));
+}
+
+pub fn note_drop(relid: u32) {
+    let sub = current_stmt(false).sub;
+    BACKEND.with(|b| b.borrow_mut().drops.push((relid, sub)));
+}
+
+fn take_txn() -> Option<TxnHandle> {
+    BACKEND.with(|b| b.borrow_mut().txn.take())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            if let Some(mut txn) = take_txn() {
+                let r: Result<u64, Error> = txn.commit();
+                drop(txn);
+                if let Err(e) = r {
+                    errors::raise(e);
+                }
+            }
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            let drops = BACKEND.with(|b| {
+                let mut b = b.borrow_mut();
+                b.creates.clear();
+                b.fetched.clear();
+                std::mem::take(&mut b.drops)
+            });
+            if !drops.is_empty() {
+                let e = engine();
+                for (oid, _) in drops {
+                    e.drop_table(oid);
+                }
+            }
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => release(),
+        XACT_EVENT_PRE_PREPARE => {
+            let busy = BACKEND.with(|b| {
+                let b = b.borrow();
+                b.txn.is_some() || !b.creates.is_empty() || !b.drops.is_empty()
+            });
+            if busy {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that has used memory tables"
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Aborts the engine transaction and undoes this transaction's engine DDL.
+fn release() {
+    let (txn, creates) = BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.drops.clear();
+        b.fetched.clear();
+        (b.txn.take(), std::mem::take(&mut b.creates))
+    });
+    drop(txn); // aborts
+    if !creates.is_empty() && crate::shmem::preloaded() {
+        let e = engine();
+        for (oid, _) in creates {
+            e.drop_table(oid);
+        }
+    }
+}
+
+/// At process exit: abort whatever is still open.
+pub fn release_at_exit() {
+    release();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        return;
+    }
+    // Subtransaction ids grow; every subtransaction started after `my_subid` is
+    // nested in it, so "sub >= my_subid" is exactly what this abort undoes.
+    let creates = BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        if let Some(txn) = b.txn.as_mut() {
+            txn.rollback_to(my_subid);
+        }
+        b.drops.retain(|&(_, s)| s < my_subid);
+        let (undo, keep): (Vec<_>, Vec<_>) = b.creates.iter().partition(|&&(_, s)| s >= my_subid);
+        b.creates = keep;
+        undo
+    });
+    if !creates.is_empty() {
+        let e = engine();
+        for (oid, _) in creates {
+            e.drop_table(oid);
+        }
+    }
+}
