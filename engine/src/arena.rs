@@ -1,22 +1,28 @@
 //! The arena: a process-safe allocator over one contiguous region (PostgreSQL's main
 //! shared memory segment, or a `MAP_SHARED` mapping in tests).
 //!
-//! Layout: the [`Arena`] header sits at the start of the region; the rest is heap.
-//! Memory comes from a bump pointer.
-//! * Small blocks (below [`LARGE_MIN`]) return to segregated free lists, one per size
-//!   class (4 classes per power of two, so at most 25% internal waste); a class's free
-//!   blocks are reused only by that class.
-//! * Large blocks (multiples of [`LARGE_UNIT`]) return to one address-ordered free list
-//!   where neighbours coalesce, first fit splits, and a free block that ends at the
-//!   bump pointer is given back to it. Growing vectors (write sets, hash tables) thus
-//!   reuse the space of their earlier, smaller buffers.
+//! Layout of the region: the [`Arena`] header, a page map (one word per page), then
+//! the heap, cut in pages of [`PAGE`] bytes.
+//! * **Page heap.** Runs of pages come from a bump pointer and return to one
+//!   address-ordered free list in which neighbours coalesce, first fit splits, and a
+//!   run that ends at the bump pointer is given back to it.
+//! * **Large requests** (above [`SMALL_MAX`]) take whole pages.
+//! * **Small requests** round up to a size class (4 classes per power of two, at most
+//!   25% internal waste) and are served from *spans*: page runs cut into blocks of one
+//!   class, with a header in front. A class keeps a list of its spans that have free
+//!   blocks; a span whose last block is freed goes back to the page heap (unless it is
+//!   the class's only one), so memory freed by one size is usable by every other.
 //!
 //! Invariants:
-//! * every address stored in the header is absolute: the region is mapped at the same
+//! * every address stored in the region is absolute: the region is mapped at the same
 //!   address in every process that uses it (inherited across `fork`);
-//! * every lock is an atomic inside the region (see [`crate::sync`]);
+//! * every lock is an atomic inside the region (see [`crate::sync`]); a class lock and
+//!   the page-heap lock are never held together;
+//! * `page map[p]` is the span header address for every page of a live span, 0
+//!   otherwise; it is written before the span is published under its class lock;
+//! * a span is in its class's list iff it has a free block (`used < nblocks`);
 //! * a block handed out for a layout with `align > MIN_ALIGN` stores the address of
-//!   its underlying class block in the word just before the returned pointer.
+//!   its underlying block in the word just before the returned pointer.
 
 use crate::sync::SpinLock;
 use std::alloc::Layout;
@@ -25,22 +31,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every block is aligned to this; class sizes are multiples of it.
 pub const MIN_ALIGN: usize = 16;
-/// Smallest large block; smaller requests use size classes.
-pub const LARGE_MIN: usize = 64 << 10;
-/// Granule of large blocks.
-pub const LARGE_UNIT: usize = 16 << 10;
-const NUM_CLASSES: usize = 4 + 4 * 10; // classes up to LARGE_MIN
+/// Granule of the page heap.
+pub const PAGE: usize = 16 << 10;
+/// Largest request served from spans.
+pub const SMALL_MAX: usize = 32 << 10;
+/// Smallest request that takes whole pages.
+pub const LARGE_MIN: usize = SMALL_MAX + 1;
+const NUM_CLASSES: usize = 4 + 4 * 9; // 16..=64 by 16, then 4 per power of two up to 32 KiB
+const SPAN_HEADER: usize = 64;
+/// A span holds at least this many blocks.
+const MIN_BLOCKS: usize = 8;
 const MAGIC: u64 = 0x6d65_6d66_6477_4152; // "memfdwAR"
 
 /// Figures about the arena, all in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArenaStats {
-    /// Size of the heap area.
+    /// Size of the heap.
     pub capacity: usize,
-    /// Bytes taken from the bump pointer so far (high-water mark).
+    /// Bytes taken from the bump pointer (high-water mark of the page heap).
     pub reserved: usize,
-    /// Bytes currently handed out (rounded to class sizes).
+    /// Bytes handed out (rounded to class sizes or pages).
     pub in_use: usize,
+    /// Bytes in free page runs (part of `reserved`). The rest of `reserved - in_use` is
+    /// free blocks in spans and span headers.
+    pub large_free: usize,
 }
 
 #[repr(C)]
@@ -48,22 +62,39 @@ pub struct Arena {
     magic: u64,
     start: usize,
     end: usize,
+    page_map: usize,
     bump: AtomicUsize,
     in_use: AtomicUsize,
-    /// Head of each class's intrusive free list (0 = empty).
-    free: [SpinLock<usize>; NUM_CLASSES],
-    /// Head of the address-ordered list of free large blocks (0 = empty). Each free
-    /// large block starts with a [`LargeFree`] header.
-    large: SpinLock<usize>,
+    large_free: AtomicUsize,
+    /// Head of the address-ordered free run list (0 = empty); each run starts with a
+    /// [`FreeRun`].
+    runs: SpinLock<usize>,
+    /// Per class: head of the list of spans with free blocks (0 = empty).
+    classes: [SpinLock<usize>; NUM_CLASSES],
 }
 
 #[repr(C)]
-struct LargeFree {
+struct FreeRun {
     size: usize,
     next: usize,
 }
 
-/// Returns (class index, class size) for a request of `size` bytes.
+/// Header of a span; all fields are protected by the span's class lock.
+#[repr(C)]
+struct Span {
+    pages: usize,
+    nblocks: usize,
+    used: usize,
+    /// Intrusive list of freed blocks.
+    free: usize,
+    /// Next never-used block (blocks are cut lazily) and the end of the blocks.
+    carve: usize,
+    end: usize,
+    next: usize,
+    prev: usize,
+}
+
+/// Returns (class index, class size) for a small request of `size` bytes.
 fn class_of(size: usize) -> (usize, usize) {
     let size = size.max(1);
     if size <= 64 {
@@ -76,6 +107,11 @@ fn class_of(size: usize) -> (usize, usize) {
     (4 + (p - 6) * 4 + k, (1usize << p) + (k + 1) * step)
 }
 
+/// Pages of a span of class size `csize`.
+fn span_pages(csize: usize) -> usize {
+    (MIN_BLOCKS * csize + SPAN_HEADER).div_ceil(PAGE)
+}
+
 impl Arena {
     /// Builds an empty arena over `len` bytes at `region`.
     ///
@@ -85,22 +121,28 @@ impl Arena {
     /// the same address in every process that will use the arena.
     pub unsafe fn init(region: *mut u8, len: usize) -> &'static Arena {
         let header = std::mem::size_of::<Arena>().next_multiple_of(MIN_ALIGN);
-        assert!(len > header + 4096, "arena region too small");
         assert_eq!(region as usize % MIN_ALIGN, 0, "arena region misaligned");
-        let start = region as usize + header;
+        let end = region as usize + len;
+        let map = region as usize + header;
+        let max_pages = len / PAGE;
+        let start = (map + max_pages * 8).next_multiple_of(PAGE);
+        assert!(start + 4 * PAGE <= end, "arena region too small");
         let arena = region as *mut Arena;
-        // SAFETY: the caller gives us the region; the header fits (checked above).
+        // SAFETY: the caller gives us the region; header and page map fit (checked).
         unsafe {
+            ptr::write_bytes(map as *mut u8, 0, max_pages * 8);
             ptr::addr_of_mut!((*arena).magic).write(MAGIC);
             ptr::addr_of_mut!((*arena).start).write(start);
-            ptr::addr_of_mut!((*arena).end).write(region as usize + len);
+            ptr::addr_of_mut!((*arena).end).write(end);
+            ptr::addr_of_mut!((*arena).page_map).write(map);
             ptr::addr_of_mut!((*arena).bump).write(AtomicUsize::new(start));
             ptr::addr_of_mut!((*arena).in_use).write(AtomicUsize::new(0));
-            let free = ptr::addr_of_mut!((*arena).free) as *mut SpinLock<usize>;
+            ptr::addr_of_mut!((*arena).large_free).write(AtomicUsize::new(0));
+            ptr::addr_of_mut!((*arena).runs).write(SpinLock::new(0));
+            let classes = ptr::addr_of_mut!((*arena).classes) as *mut SpinLock<usize>;
             for i in 0..NUM_CLASSES {
-                free.add(i).write(SpinLock::new(0));
+                classes.add(i).write(SpinLock::new(0));
             }
-            ptr::addr_of_mut!((*arena).large).write(SpinLock::new(0));
             &*arena
         }
     }
@@ -121,6 +163,7 @@ impl Arena {
             capacity: self.end - self.start,
             reserved: self.bump.load(Ordering::Relaxed) - self.start,
             in_use: self.in_use.load(Ordering::Relaxed),
+            large_free: self.large_free.load(Ordering::Relaxed),
         }
     }
 
@@ -129,124 +172,102 @@ impl Arena {
         self.end - self.bump.load(Ordering::Relaxed)
     }
 
-    fn bump(&self, size: usize) -> *mut u8 {
+    fn map_slot(&self, addr: usize) -> &AtomicUsize {
+        let page = (addr - self.start) / PAGE;
+        // SAFETY: the page map has an entry for every heap page (see `init`).
+        unsafe { &*((self.page_map + page * 8) as *const AtomicUsize) }
+    }
+
+    // ---- page heap ----
+
+    fn bump(&self, size: usize) -> usize {
         let mut cur = self.bump.load(Ordering::Relaxed);
         loop {
             let Some(next) = cur.checked_add(size).filter(|n| *n <= self.end) else {
-                return ptr::null_mut();
+                return 0;
             };
             match self
                 .bump
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return cur as *mut u8,
+                Ok(_) => return cur,
                 Err(seen) => cur = seen,
             }
         }
     }
 
-    fn alloc_block(&self, size: usize) -> *mut u8 {
-        if size >= LARGE_MIN {
-            return self.alloc_large(size.next_multiple_of(LARGE_UNIT));
-        }
-        let (class, csize) = class_of(size);
+    /// A run of `size` bytes (a multiple of PAGE), or 0.
+    fn alloc_pages(&self, size: usize) -> usize {
         {
-            let mut head = self.free[class].lock();
-            if *head != 0 {
-                let block = *head;
-                // SAFETY: a free block's first word holds the next free block (or 0).
-                *head = unsafe { *(block as *const usize) };
-                drop(head);
-                self.in_use.fetch_add(csize, Ordering::Relaxed);
-                return block as *mut u8;
-            }
-        }
-        let p = self.bump(csize);
-        if !p.is_null() {
-            self.in_use.fetch_add(csize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    fn alloc_large(&self, size: usize) -> *mut u8 {
-        {
-            let mut head = self.large.lock();
+            let mut head = self.runs.lock();
             let mut link: *mut usize = &mut *head;
-            // SAFETY: the list holds free large blocks only, each with a header; we
-            // hold the list lock.
+            // SAFETY: the list holds free runs only, each with a header; we hold its lock.
             unsafe {
                 while *link != 0 {
-                    let block = *link as *mut LargeFree;
-                    if (*block).size >= size {
-                        let rest = (*block).size - size;
-                        if rest >= LARGE_UNIT {
-                            let tail = (block as usize + size) as *mut LargeFree;
-                            tail.write(LargeFree {
+                    let run = *link as *mut FreeRun;
+                    if (*run).size >= size {
+                        let rest = (*run).size - size;
+                        if rest > 0 {
+                            let tail = (run as usize + size) as *mut FreeRun;
+                            tail.write(FreeRun {
                                 size: rest,
-                                next: (*block).next,
+                                next: (*run).next,
                             });
                             *link = tail as usize;
                         } else {
-                            *link = (*block).next;
+                            *link = (*run).next;
                         }
-                        drop(head);
-                        let got = size + if rest >= LARGE_UNIT { 0 } else { rest };
-                        debug_assert_eq!(got, size, "large sizes are multiples of LARGE_UNIT");
-                        self.in_use.fetch_add(size, Ordering::Relaxed);
-                        return block as *mut u8;
+                        self.large_free.fetch_sub(size, Ordering::Relaxed);
+                        return run as usize;
                     }
-                    link = &mut (*block).next;
+                    link = &mut (*run).next;
                 }
             }
         }
-        let p = self.bump(size);
-        if !p.is_null() {
-            self.in_use.fetch_add(size, Ordering::Relaxed);
-        }
-        p
+        self.bump(size)
     }
 
     /// # Safety
-    /// `block` must be a large block of `size` bytes that is no longer used.
-    unsafe fn free_large(&self, block: *mut u8, size: usize) {
-        self.in_use.fetch_sub(size, Ordering::Relaxed);
-        let mut head = self.large.lock();
-        let (mut start, mut len) = (block as usize, size);
-        // SAFETY: list invariants as in `alloc_large`; the block is ours.
+    /// `run` must be a run of `size` bytes from `alloc_pages` that is no longer used.
+    unsafe fn free_pages(&self, run: usize, size: usize) {
+        let mut head = self.runs.lock();
+        self.large_free.fetch_add(size, Ordering::Relaxed);
+        let (mut start, mut len) = (run, size);
+        // SAFETY: list invariants as in `alloc_pages`; the run is ours.
         unsafe {
-            // Find the neighbours: prev < block < next.
-            let mut prev: *mut LargeFree = ptr::null_mut();
+            let mut prev: *mut FreeRun = ptr::null_mut();
             let mut link: *mut usize = &mut *head;
             while *link != 0 && *link < start {
-                prev = *link as *mut LargeFree;
+                prev = *link as *mut FreeRun;
                 link = &mut (*prev).next;
             }
             let mut next = *link;
             if next != 0 && start + len == next {
-                len += (*(next as *mut LargeFree)).size;
-                next = (*(next as *mut LargeFree)).next;
+                len += (*(next as *mut FreeRun)).size;
+                next = (*(next as *mut FreeRun)).next;
             }
-            if !prev.is_null() && prev as usize + (*prev).size == start {
+            let merged_into_prev = !prev.is_null() && prev as usize + (*prev).size == start;
+            if merged_into_prev {
                 start = prev as usize;
                 len += (*prev).size;
                 (*prev).size = len;
                 (*prev).next = next;
             } else {
-                (start as *mut LargeFree).write(LargeFree { size: len, next });
+                (start as *mut FreeRun).write(FreeRun { size: len, next });
                 *link = start;
             }
-            // A free block at the top goes back to the bump pointer.
+            // The last run, if it ends at the bump pointer, goes back to it.
             if next == 0
                 && self
                     .bump
                     .compare_exchange(start + len, start, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                if !prev.is_null() && prev as usize == start {
-                    // `prev` was merged into this block: unlink it from its predecessor.
+                self.large_free.fetch_sub(len, Ordering::Relaxed);
+                if merged_into_prev {
                     let mut l: *mut usize = &mut *head;
                     while *l != start {
-                        l = &mut (*(*l as *mut LargeFree)).next;
+                        l = &mut (*(*l as *mut FreeRun)).next;
                     }
                     *l = 0;
                 } else {
@@ -256,20 +277,168 @@ impl Arena {
         }
     }
 
+    // ---- spans ----
+
+    fn new_span(&self, csize: usize) -> usize {
+        let pages = span_pages(csize);
+        let s = self.alloc_pages(pages * PAGE);
+        if s == 0 {
+            return 0;
+        }
+        let nblocks = (pages * PAGE - SPAN_HEADER) / csize;
+        // SAFETY: a fresh run of `pages` pages owned by us.
+        unsafe {
+            (s as *mut Span).write(Span {
+                pages,
+                nblocks,
+                used: 0,
+                free: 0,
+                carve: s + SPAN_HEADER,
+                end: s + SPAN_HEADER + nblocks * csize,
+                next: 0,
+                prev: 0,
+            });
+        }
+        for p in 0..pages {
+            self.map_slot(s + p * PAGE).store(s, Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// # Safety
+    /// The caller holds the class lock whose list head is `head`; `s` is not in a list.
+    unsafe fn push_span(head: &mut usize, s: usize) {
+        // SAFETY: span headers of this class, protected by the held lock.
+        unsafe {
+            let span = s as *mut Span;
+            (*span).prev = 0;
+            (*span).next = *head;
+            if *head != 0 {
+                (*(*head as *mut Span)).prev = s;
+            }
+            *head = s;
+        }
+    }
+
+    /// # Safety
+    /// As for `push_span`, with `s` in the list.
+    unsafe fn unlink_span(head: &mut usize, s: usize) {
+        // SAFETY: as above.
+        unsafe {
+            let span = s as *mut Span;
+            let (prev, next) = ((*span).prev, (*span).next);
+            if prev == 0 {
+                *head = next;
+            } else {
+                (*(prev as *mut Span)).next = next;
+            }
+            if next != 0 {
+                (*(next as *mut Span)).prev = prev;
+            }
+            (*span).next = 0;
+            (*span).prev = 0;
+        }
+    }
+
+    fn alloc_small(&self, size: usize) -> *mut u8 {
+        let (class, csize) = class_of(size);
+        let mut head = self.classes[class].lock();
+        if *head == 0 {
+            drop(head);
+            let s = self.new_span(csize);
+            if s == 0 {
+                return ptr::null_mut();
+            }
+            head = self.classes[class].lock();
+            // SAFETY: our new span, not yet in any list.
+            unsafe { Self::push_span(&mut head, s) };
+        }
+        let s = *head;
+        // SAFETY: the head span has a free block (list invariant); we hold its lock.
+        let block = unsafe {
+            let span = s as *mut Span;
+            let b = if (*span).free != 0 {
+                let b = (*span).free;
+                (*span).free = *(b as *const usize);
+                b
+            } else {
+                let b = (*span).carve;
+                (*span).carve += csize;
+                debug_assert!((*span).carve <= (*span).end);
+                b
+            };
+            (*span).used += 1;
+            if (*span).used == (*span).nblocks {
+                Self::unlink_span(&mut head, s);
+            }
+            b
+        };
+        drop(head);
+        self.in_use.fetch_add(csize, Ordering::Relaxed);
+        block as *mut u8
+    }
+
+    /// # Safety
+    /// `block` must come from `alloc_small(size)` and not be used again.
+    unsafe fn free_small(&self, block: *mut u8, size: usize) {
+        let (class, csize) = class_of(size);
+        let s = self.map_slot(block as usize).load(Ordering::Relaxed);
+        debug_assert_ne!(s, 0, "small block outside any span");
+        let mut head = self.classes[class].lock();
+        // SAFETY: the span owning the block, protected by its class lock.
+        let release = unsafe {
+            let span = s as *mut Span;
+            (block as *mut usize).write((*span).free);
+            (*span).free = block as usize;
+            let was_full = (*span).used == (*span).nblocks;
+            (*span).used -= 1;
+            if was_full {
+                Self::push_span(&mut head, s);
+            }
+            // An empty span goes back to the page heap unless it is the only one left.
+            if (*span).used == 0 && !(*head == s && (*span).next == 0) {
+                Self::unlink_span(&mut head, s);
+                Some((*span).pages)
+            } else {
+                None
+            }
+        };
+        drop(head);
+        self.in_use.fetch_sub(csize, Ordering::Relaxed);
+        if let Some(pages) = release {
+            for p in 0..pages {
+                self.map_slot(s + p * PAGE).store(0, Ordering::Relaxed);
+            }
+            // SAFETY: the span has no live block and is in no list.
+            unsafe { self.free_pages(s, pages * PAGE) };
+        }
+    }
+
+    // ---- blocks ----
+
+    fn alloc_block(&self, size: usize) -> *mut u8 {
+        if size <= SMALL_MAX {
+            return self.alloc_small(size);
+        }
+        let bytes = size.next_multiple_of(PAGE);
+        let p = self.alloc_pages(bytes);
+        if p != 0 {
+            self.in_use.fetch_add(bytes, Ordering::Relaxed);
+        }
+        p as *mut u8
+    }
+
     /// # Safety
     /// `block` must come from `alloc_block(size)` on this arena and not be used again.
     unsafe fn free_block(&self, block: *mut u8, size: usize) {
-        if size >= LARGE_MIN {
+        if size <= SMALL_MAX {
             // SAFETY: forwarded contract.
-            return unsafe { self.free_large(block, size.next_multiple_of(LARGE_UNIT)) };
+            return unsafe { self.free_small(block, size) };
         }
-        let (class, csize) = class_of(size);
-        let mut head = self.free[class].lock();
-        // SAFETY: the block is ours now and at least MIN_ALIGN bytes long.
-        unsafe { (block as *mut usize).write(*head) };
-        *head = block as usize;
-        drop(head);
-        self.in_use.fetch_sub(csize, Ordering::Relaxed);
+        let bytes = size.next_multiple_of(PAGE);
+        self.in_use.fetch_sub(bytes, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { self.free_pages(block as usize, bytes) };
     }
 
     /// Allocates memory for `layout`; null if the arena is exhausted.
@@ -317,11 +486,16 @@ mod tests {
         (unsafe { std::alloc::alloc_zeroed(layout) }, layout)
     }
 
+    fn lay(n: usize) -> Layout {
+        Layout::from_size_align(n, 16).unwrap()
+    }
+
     #[test]
     fn classes_are_monotonic_and_cover() {
         let mut last = class_of(1);
-        for size in 1..LARGE_MIN {
+        for size in 1..=SMALL_MAX {
             let (c, s) = class_of(size);
+            assert!(c < NUM_CLASSES);
             assert!(s >= size && s % MIN_ALIGN == 0, "size {size} -> {s}");
             assert!(s <= size + size / 4 + 16, "too much waste for {size}: {s}");
             assert!(c >= last.0 && s >= last.1);
@@ -330,54 +504,95 @@ mod tests {
             }
             last = (c, s);
         }
+        assert_eq!(class_of(SMALL_MAX).0, NUM_CLASSES - 1);
     }
 
     #[test]
-    fn alloc_free_reuse_and_alignment() {
-        let (r, l) = region(1 << 20);
+    fn alloc_free_reuse_alignment_and_exhaustion() {
+        let len = 1 << 20;
+        let (r, l) = region(len);
         // SAFETY: fresh region owned by this test.
-        let arena = unsafe { Arena::init(r, 1 << 20) };
-        let a = arena.alloc(Layout::from_size_align(100, 8).unwrap());
+        let arena = unsafe { Arena::init(r, len) };
+        let a = arena.alloc(lay(100));
         assert!(arena.contains(a));
         let b = arena.alloc(Layout::from_size_align(100, 128).unwrap());
         assert_eq!(b as usize % 128, 0);
-        assert!(arena.contains(b));
-        let used = arena.stats().in_use;
         // SAFETY: same layouts as allocated.
         unsafe {
-            arena.dealloc(a, Layout::from_size_align(100, 8).unwrap());
+            arena.dealloc(a, lay(100));
             arena.dealloc(b, Layout::from_size_align(100, 128).unwrap());
         }
         assert_eq!(arena.stats().in_use, 0);
-        let c = arena.alloc(Layout::from_size_align(100, 8).unwrap());
-        assert_eq!(c, a, "freed block of the same class is reused");
-        assert!(used > 0);
-        // Exhaustion gives null, never a block outside the region.
+        assert_eq!(arena.alloc(lay(100)), a, "freed block is reused");
         let mut n = 0;
         loop {
-            let p = arena.alloc(Layout::from_size_align(4000, 16).unwrap());
+            let p = arena.alloc(lay(3000));
             if p.is_null() {
                 break;
             }
             assert!(arena.contains(p));
             n += 1;
         }
-        assert!(n > 200);
+        assert!(n > 200, "{n}");
         // SAFETY: the test owns the region.
         unsafe { std::alloc::dealloc(r, l) };
     }
 
     #[test]
-    fn large_blocks_coalesce_split_and_return_to_bump() {
+    fn memory_freed_by_one_size_serves_every_other() {
         let len = 8 << 20;
         let (r, l) = region(len);
         // SAFETY: fresh region owned by this test.
         let arena = unsafe { Arena::init(r, len) };
-        let lay = |n: usize| Layout::from_size_align(n, 16).unwrap();
-        let small = arena.alloc(lay(100));
+        for (fill, other) in [(1000, 200), (200, 5000), (48, 100_000), (100_000, 48)] {
+            let mut blocks = Vec::new();
+            loop {
+                let p = arena.alloc(lay(fill));
+                if p.is_null() {
+                    break;
+                }
+                blocks.push(p);
+            }
+            assert!(
+                blocks.len() * fill > len / 2,
+                "filled only {} x {fill}",
+                blocks.len()
+            );
+            for p in blocks.drain(..) {
+                // SAFETY: allocated above.
+                unsafe { arena.dealloc(p, lay(fill)) };
+            }
+            assert_eq!(arena.stats().in_use, 0);
+            loop {
+                let p = arena.alloc(lay(other));
+                if p.is_null() {
+                    break;
+                }
+                blocks.push(p);
+            }
+            assert!(
+                blocks.len() * other > len * 3 / 5,
+                "after freeing {fill}-byte blocks only {} x {other} fit",
+                blocks.len()
+            );
+            for p in blocks {
+                // SAFETY: allocated above.
+                unsafe { arena.dealloc(p, lay(other)) };
+            }
+            assert_eq!(arena.stats().in_use, 0);
+        }
+        // SAFETY: the test owns the region.
+        unsafe { std::alloc::dealloc(r, l) };
+    }
+
+    #[test]
+    fn page_runs_coalesce_split_and_return_to_bump() {
+        let len = 8 << 20;
+        let (r, l) = region(len);
+        // SAFETY: fresh region owned by this test.
+        let arena = unsafe { Arena::init(r, len) };
         let base = arena.stats().reserved;
         // A vector growing by doubling: each step frees the previous buffer.
-        let mut sizes = Vec::new();
         let mut prev: Option<(*mut u8, usize)> = None;
         let mut n = LARGE_MIN;
         while n <= 2 << 20 {
@@ -388,7 +603,6 @@ mod tests {
                 unsafe { arena.dealloc(q, lay(m)) };
             }
             prev = Some((p, n));
-            sizes.push(n);
             n *= 2;
         }
         let (p, m) = prev.unwrap();
@@ -399,39 +613,75 @@ mod tests {
             base,
             "everything returned to the bump pointer"
         );
-        assert_eq!(arena.stats().in_use, class_of(100).1);
-        // Split and coalesce: three neighbours freed out of order merge into one block.
-        let a = arena.alloc(lay(LARGE_MIN));
-        let b = arena.alloc(lay(LARGE_MIN));
-        let c = arena.alloc(lay(LARGE_MIN));
-        let guard = arena.alloc(lay(LARGE_MIN));
+        assert_eq!(arena.stats().large_free, 0);
+        let big = 3 * PAGE;
+        let a = arena.alloc(lay(big));
+        let b = arena.alloc(lay(big));
+        let c = arena.alloc(lay(big));
+        let fence = arena.alloc(lay(big));
         // SAFETY: as above.
         unsafe {
-            arena.dealloc(a, lay(LARGE_MIN));
-            arena.dealloc(c, lay(LARGE_MIN));
-            arena.dealloc(b, lay(LARGE_MIN));
+            arena.dealloc(a, lay(big));
+            arena.dealloc(c, lay(big));
+            arena.dealloc(b, lay(big));
         }
-        let big = arena.alloc(lay(3 * LARGE_MIN));
-        assert_eq!(big, a, "coalesced block reused");
-        let reserved = arena.stats().reserved;
-        let d = arena.alloc(lay(LARGE_MIN));
-        assert_eq!(arena.stats().reserved, reserved + LARGE_MIN);
+        assert_eq!(arena.stats().large_free, 3 * big);
+        let whole = arena.alloc(lay(3 * big));
+        assert_eq!(whole, a, "coalesced run reused");
         // SAFETY: as above.
         unsafe {
-            arena.dealloc(big, lay(3 * LARGE_MIN));
-            let half = arena.alloc(lay(LARGE_MIN));
-            assert_eq!(half, a, "first fit splits");
-            arena.dealloc(half, lay(LARGE_MIN));
-            arena.dealloc(d, lay(LARGE_MIN));
-            arena.dealloc(guard, lay(LARGE_MIN));
-            arena.dealloc(small, lay(100));
+            arena.dealloc(whole, lay(3 * big));
+            let part = arena.alloc(lay(big));
+            assert_eq!(part, a, "first fit splits");
+            arena.dealloc(part, lay(big));
+            arena.dealloc(fence, lay(big));
         }
         assert_eq!(arena.stats().in_use, 0);
-        assert_eq!(
-            arena.stats().reserved,
-            base,
-            "all large space back at the top"
-        );
+        assert_eq!(arena.stats().reserved, base, "all pages back at the top");
+        // SAFETY: the test owns the region.
+        unsafe { std::alloc::dealloc(r, l) };
+    }
+
+    #[test]
+    fn threads_allocating_and_freeing_keep_blocks_intact() {
+        let len = 64 << 20;
+        let (r, l) = region(len);
+        // SAFETY: fresh region owned by this test.
+        let arena = unsafe { Arena::init(r, len) };
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                s.spawn(move || {
+                    let mut x = 0x1234_5678_9abc_def1u64 ^ t;
+                    let mut live: Vec<(usize, usize, u8)> = Vec::new();
+                    for i in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if live.len() > 200 || (x.is_multiple_of(3) && !live.is_empty()) {
+                            let (p, n, tag) = live.swap_remove((x as usize / 3) % live.len());
+                            // SAFETY: our live block of n bytes.
+                            let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+                            assert!(bytes.iter().all(|b| *b == tag), "block overwritten");
+                            // SAFETY: as above.
+                            unsafe { arena.dealloc(p as *mut u8, lay(n)) };
+                        } else {
+                            let n = [16, 24, 100, 700, 3000, 20_000, 70_000][(x >> 8) as usize % 7];
+                            let p = arena.alloc(lay(n));
+                            assert!(!p.is_null());
+                            let tag = (i % 251) as u8;
+                            // SAFETY: fresh block of n bytes.
+                            unsafe { ptr::write_bytes(p, tag, n) };
+                            live.push((p as usize, n, tag));
+                        }
+                    }
+                    for (p, n, _) in live {
+                        // SAFETY: our live blocks.
+                        unsafe { arena.dealloc(p as *mut u8, lay(n)) };
+                    }
+                });
+            }
+        });
+        assert_eq!(arena.stats().in_use, 0);
         // SAFETY: the test owns the region.
         unsafe { std::alloc::dealloc(r, l) };
     }

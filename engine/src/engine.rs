@@ -47,6 +47,46 @@ pub struct Engine {
     pub(crate) sink: Option<Box<dyn CommitSink>>,
 }
 
+/// Bytes an operation is about to allocate, split by how the arena serves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    /// Requests below `arena::LARGE_MIN`.
+    pub small: usize,
+    /// Requests of at least `arena::LARGE_MIN` (growing vectors, huge rows).
+    pub large: usize,
+}
+
+impl Need {
+    /// One allocation of `bytes`.
+    pub fn of(bytes: usize) -> Need {
+        if bytes >= crate::arena::LARGE_MIN {
+            Need {
+                small: 0,
+                large: bytes,
+            }
+        } else {
+            Need {
+                small: bytes,
+                large: 0,
+            }
+        }
+    }
+
+    pub fn total(self) -> usize {
+        self.small + self.large
+    }
+}
+
+impl std::ops::Add for Need {
+    type Output = Need;
+    fn add(self, o: Need) -> Need {
+        Need {
+            small: self.small + o.small,
+            large: self.large + o.large,
+        }
+    }
+}
+
 /// A reference to a table that keeps it alive; dropping it enters the engine scope.
 pub struct TableHandle(Option<Arc<Table>>);
 
@@ -108,7 +148,7 @@ impl Engine {
         let shared_def = def.clone();
         scope::outside(|| drop(def));
         let def = shared_def;
-        self.check_memory(4096)?;
+        self.check_memory(Need::of(4096))?;
         let mut tables = self.tables.write();
         if tables.contains_key(&oid) {
             return Err(Error::TableExists { oid });
@@ -182,13 +222,13 @@ impl Engine {
 
     /// Refuses new data (inserts, updates) that would need `need` more bytes beyond
     /// the limit. Tries to reclaim garbage once before giving up.
-    pub(crate) fn check_memory(&self, need: usize) -> Result<()> {
+    pub(crate) fn check_memory(&self, need: Need) -> Result<()> {
         self.check_against(need, self.config.memory_limit)
     }
 
     /// Like [`Engine::check_memory`], for the bookkeeping of deletes: they may use part
     /// of the headroom, so that a full engine can still be emptied.
-    pub(crate) fn check_memory_for_delete(&self, need: usize) -> Result<()> {
+    pub(crate) fn check_memory_for_delete(&self, need: Need) -> Result<()> {
         let hard = match alloc::arena() {
             Some(a) => {
                 let cap = a.stats().capacity;
@@ -199,29 +239,35 @@ impl Engine {
         self.check_against(need, hard.max(self.config.memory_limit))
     }
 
-    /// Part of the arena never handed out from the bump pointer for engine work: free
-    /// lists of other size classes cannot serve a new request, and epoch garbage and
-    /// skip-list nodes must never fail to allocate.
+    /// Part of the arena kept for allocations that must never fail (skip-list nodes,
+    /// epoch bags) beyond what any check asked for.
     fn floor(capacity: usize) -> usize {
         (capacity / 64).max(256 << 10)
     }
 
-    fn check_against(&self, need: usize, limit: usize) -> Result<()> {
-        let fits = |e: &Engine| {
-            // Either the bump pointer has room beyond the floor, or the free lists hold
-            // that much (a heuristic: they may be of other size classes).
-            let floor_ok = alloc::arena().is_none_or(|a| {
-                let st = a.stats();
-                let floor = Self::floor(st.capacity);
-                a.unreserved() >= floor + need || e.in_use() + need + floor <= st.reserved
-            });
-            e.in_use() + need <= limit && floor_ok
+    fn fits(&self, need: Need, limit: usize) -> bool {
+        if self.in_use() + need.total() > limit {
+            return false;
+        }
+        let Some(a) = alloc::arena() else {
+            return true;
         };
-        if fits(self) {
+        // Large requests are served by the bump pointer or the large free list only;
+        // small ones also by their class's free list (counted as a whole: a class list
+        // is usually refilled by data of the same sizes).
+        let st = a.stats();
+        let floor = Self::floor(st.capacity);
+        let for_large = a.unreserved() + st.large_free;
+        let small_free = st.reserved.saturating_sub(st.in_use + st.large_free);
+        for_large >= floor + need.large && for_large + small_free >= floor + need.total()
+    }
+
+    fn check_against(&self, need: Need, limit: usize) -> Result<()> {
+        if self.fits(need, limit) {
             return Ok(());
         }
         epoch::reclaim(&self.collector);
-        if fits(self) {
+        if self.fits(need, limit) {
             return Ok(());
         }
         Err(Error::OutOfMemory {

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod engine;
 pub mod epoch;
 pub mod error;
+mod garbage;
 pub mod index;
 pub mod record;
 pub mod redo;

@@ -8,8 +8,8 @@
 //! after it.
 //!
 //! Commit, in named phases (cf. Silo's `txn_impl.h`):
-//! 1. **lock**: lock every written record, in address order (one global order, so
-//!    committers cannot deadlock);
+//! 1. **lock**: lock every written record in (table address, row id) order: one
+//!    global order, so committers cannot deadlock;
 //! 2. **tid**: take a commit TID from the global counter (greater than every TID
 //!    this transaction read or wrote, since those were handed out before);
 //! 3. **validate**: every pre-existing row written must still carry the version the
@@ -18,16 +18,16 @@
 //! 5. **install**: publish new buffers and versions, unlink deleted rows, unlock;
 //!    replaced buffers and unlinked records are retired through the epoch collector.
 
-use crate::engine::{Engine, TableHandle};
+use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
+use crate::garbage::{Chunked, Garbage, Retired, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::record::{self, Record, RecordPtr, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::LoggedWrite;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Identifies the statement doing a write or a read: PostgreSQL's command id and
@@ -65,10 +65,11 @@ enum Origin {
 struct WriteEntry {
     table: usize,
     rowid: u64,
-    /// The record of an `Inserted` entry (ours alone until commit, so it stays alive).
-    /// For `Existing` entries it is not kept: another transaction may delete and free
-    /// the record meanwhile, so commit looks the row id up again under its guard.
-    inserted: Option<RecordPtr>,
+    /// The record. For an `Inserted` entry it is ours alone until commit, so it stays
+    /// alive. For an `Existing` one it is only set while commit holds its guard:
+    /// another transaction may delete and free the record meanwhile, so commit looks
+    /// the row id up again.
+    rec: Option<RecordPtr>,
     origin: Origin,
     newest: Version,
     /// Earlier pending versions, oldest first.
@@ -91,34 +92,15 @@ impl WriteEntry {
     }
 }
 
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// (table slot, row id) -> index in the write set.
-type PendingMap = HashMap<(usize, u64), usize, BuildHasherDefault<KeyHasher>>;
+/// (table address, row id) -> index in the write set. The key order is the global
+/// lock order of commit.
+type PendingMap = BTreeMap<(usize, u64), usize>;
 
 pub struct Txn {
     engine: &'static Engine,
     id: u64,
     tables: Vec<Arc<Table>>,
-    entries: Vec<WriteEntry>,
+    entries: Chunked<WriteEntry>,
     pending: PendingMap,
     active: bool,
 }
@@ -196,53 +178,9 @@ impl RowBatch {
     }
 }
 
-struct SendPtr<T>(*const T);
-// SAFETY: used only to move a retired pointer into a deferred destructor; the
-// pointee is unreachable by anybody else by then.
-unsafe impl<T> Send for SendPtr<T> {}
-
-/// Arena bytes of epoch garbage-bag space an entry may need at commit: two deferred
-/// functions (32 bytes each) in bags rounded up to their size class.
-const GARBAGE_PER_ENTRY: usize = 96;
-
-const RECORD_BYTES: usize = std::mem::size_of::<Record>() + 96; // record + skip-list node
-
-fn retire_buffer(engine: &'static Engine, guard: &Guard, p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: p is a live row buffer.
-    let size = record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len());
-    let p = SendPtr(p as *const u8);
-    // SAFETY: the buffer is unlinked; readers that loaded it hold guards older than
-    // this deferral, so it is freed only after they are gone.
-    unsafe {
-        guard.defer_unchecked(move || {
-            let p = p;
-            record::rowbuf_free(p.0 as *mut u8);
-            engine.account(-(size as isize));
-        })
-    };
-}
-
-fn retire_record(engine: &'static Engine, guard: &Guard, rec: RecordPtr) {
-    let p = SendPtr(rec.0);
-    // SAFETY: the record is unlinked from its index; see `retire_buffer`.
-    unsafe {
-        guard.defer_unchecked(move || {
-            let p = p;
-            let data = (*p.0).data_ptr();
-            let size = RECORD_BYTES
-                + if data.is_null() {
-                    0
-                } else {
-                    record::rowbuf_size(record::rowbuf_slice(data).len())
-                };
-            record::record_free(p.0);
-            engine.account(-(size as isize));
-        })
-    };
-}
+/// Arena bytes of one pending-map entry (B-tree nodes hold 11 keys, at least half
+/// full).
+const PENDING_BYTES_PER_ENTRY: usize = 2 * std::mem::size_of::<((usize, u64), usize)>() + 8;
 
 /// Frees a pending buffer nobody else ever saw.
 fn free_private(engine: &Engine, p: *mut u8) {
@@ -262,29 +200,37 @@ impl Txn {
             engine,
             id,
             tables: Vec::new(),
-            entries: Vec::new(),
-            pending: PendingMap::default(),
+            entries: Chunked::default(),
+            pending: PendingMap::new(),
             active: true,
         }
     }
 
     fn table_slot(&mut self, t: &TableHandle) -> usize {
-        if let Some(i) = self.find_slot(t) {
+        if let Some(i) = self.tables.iter().position(|x| Arc::ptr_eq(x, t.arc())) {
             return i;
         }
         self.tables.push(t.arc().clone());
         self.tables.len() - 1
     }
 
-    fn find_slot(&self, t: &TableHandle) -> Option<usize> {
-        self.tables.iter().position(|x| Arc::ptr_eq(x, t.arc()))
+    fn key(t: &TableHandle, rowid: u64) -> (usize, u64) {
+        (Arc::as_ptr(t.arc()) as usize, rowid)
+    }
+
+    fn pending_entry(&self, t: &TableHandle, rowid: u64) -> Option<usize> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending.get(&Self::key(t, rowid)).copied()
     }
 
     fn new_buffer(&self, row: Option<&[u8]>) -> Result<*mut u8> {
         let Some(row) = row else {
             return Ok(std::ptr::null_mut());
         };
-        self.engine.check_memory(row.len() + 64)?;
+        self.engine
+            .check_memory(Need::of(record::rowbuf_size(row.len())))?;
         let p = record::rowbuf_new(row);
         if p.is_null() {
             return Err(self.oom());
@@ -301,23 +247,15 @@ impl Txn {
         }
     }
 
-    /// Checks the memory limit before the write set grows (its vectors double).
+    /// Checks the memory limit for one more write-set entry: its share of a chunk,
+    /// its pending-map slot, and what retiring its objects at commit will take.
     fn reserve_entry(&mut self, delete: bool) -> Result<()> {
-        // The vector and the pending map double when full; check before they do.
-        let mut need = 0;
-        if self.entries.len() == self.entries.capacity() {
-            need += self.entries.capacity().max(4) * 2 * std::mem::size_of::<WriteEntry>();
+        let mut need = Need::of(PENDING_BYTES_PER_ENTRY + 2 * BYTES_PER_RETIRED);
+        if self.entries.next_push_allocates() {
+            need = need + Need::of(Chunked::<WriteEntry>::chunk_bytes());
         }
-        if self.pending.len() == self.pending.capacity() {
-            need += self.pending.capacity().max(4)
-                * 2
-                * (std::mem::size_of::<((usize, u64), usize)>() + 1)
-                * 8
-                / 7;
-        }
-        // At commit every entry may retire up to two objects (a buffer, a record); each
-        // costs a slot in an epoch garbage bag, which must not fail to allocate.
-        need += (self.entries.len() + 1) * GARBAGE_PER_ENTRY;
+        // Retirement of the entries already made, at commit, is not allocated yet.
+        need = need + Need::of(self.entries.len() * 2 * BYTES_PER_RETIRED);
         if delete {
             self.engine.check_memory_for_delete(need)
         } else {
@@ -326,12 +264,14 @@ impl Txn {
     }
 
     fn push_entry(&mut self, e: WriteEntry) {
-        self.pending.insert((e.table, e.rowid), self.entries.len());
+        let key = (Arc::as_ptr(&self.tables[e.table]) as usize, e.rowid);
+        self.pending.insert(key, self.entries.len());
         self.entries.push(e);
     }
 
     fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
-        self.engine.check_memory(row.len() + RECORD_BYTES + 64)?;
+        self.engine
+            .check_memory(Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES))?;
         self.reserve_entry(false)?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
@@ -342,7 +282,7 @@ impl Txn {
         self.push_entry(WriteEntry {
             table: slot,
             rowid,
-            inserted: Some(rec),
+            rec: Some(rec),
             origin: Origin::Inserted,
             newest: Version {
                 cid: stmt.cid,
@@ -364,11 +304,8 @@ impl Txn {
         stmt: Stmt,
     ) -> Result<WriteOutcome> {
         let engine = self.engine;
-        if let Some(&ei) = self
-            .find_slot(t)
-            .and_then(|s| self.pending.get(&(s, rowid)))
-        {
-            let e = &self.entries[ei];
+        if let Some(ei) = self.pending_entry(t, rowid) {
+            let e = self.entries.get(ei);
             if e.newest.cid == stmt.cid {
                 return Ok(WriteOutcome::AlreadyModified);
             }
@@ -376,7 +313,7 @@ impl Txn {
                 return Ok(WriteOutcome::NotFound);
             }
             let data = self.new_buffer(row)?;
-            let e = &mut self.entries[ei];
+            let e = self.entries.get_mut(ei);
             // Versions of the same subtransaction that no statement can see any more
             // (superseded by `newest`, which the current statement sees) are dropped.
             while e.newest.cid < stmt.cid && e.older.last().is_some_and(|o| o.sub == e.newest.sub) {
@@ -415,7 +352,7 @@ impl Txn {
         self.push_entry(WriteEntry {
             table: slot,
             rowid,
-            inserted: None,
+            rec: None,
             origin: Origin::Existing { read_tid: expected },
             newest: Version {
                 cid: stmt.cid,
@@ -441,16 +378,17 @@ impl Txn {
         }
         let mut last = cursor.after;
         let mut seen = 0usize;
-        let slot = self.find_slot(t);
-        let pending = &self.pending;
-        let entries = &self.entries;
+        let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
+        let this = &*self;
         epoch::with_guard(&self.engine.collector, |g| {
             t.rows.scan_after(cursor.after, g, |rowid, rec| {
                 last = Some(rowid);
                 seen += 1;
-                let own = slot
-                    .and_then(|s| pending.get(&(s, rowid)))
-                    .map(|&i| &entries[i]);
+                let own = if own_rows {
+                    this.pending_entry(t, rowid).map(|i| this.entries.get(i))
+                } else {
+                    None
+                };
                 let committed = |batch: &mut RowBatch| {
                     // SAFETY: reached through the index under guard `g`.
                     let s = unsafe { rec.get() }.read(g);
@@ -485,17 +423,13 @@ impl Txn {
     /// The version of row `rowid` a statement with command id `cid` sees, copied into
     /// `out` (cleared first). Returns the version's TID (0 for own inserts).
     fn get(&self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
-        let own = self
-            .find_slot(t)
-            .and_then(|s| self.pending.get(&(s, rowid)))
-            .map(|&i| &self.entries[i]);
         let copy = |out: &mut Vec<u8>, d: &[u8]| {
             scope::outside(|| {
                 out.clear();
                 out.extend_from_slice(d);
             })
         };
-        if let Some(e) = own {
+        if let Some(e) = self.pending_entry(t, rowid).map(|i| self.entries.get(i)) {
             match (e.visible(cid), e.origin) {
                 (Some(v), _) if v.data.is_null() => return None,
                 (Some(v), _) => {
@@ -539,34 +473,47 @@ impl Txn {
         outcome
     }
 
+    /// Unlocks the first `n` entries in lock order.
+    fn unlock_first(&self, n: usize) {
+        for &i in self.pending.values().take(n) {
+            let rec = self
+                .entries
+                .get(i)
+                .rec
+                .expect("locked entries have records");
+            // SAFETY: found under the commit guard, still held; we hold its lock.
+            unsafe { rec.get() }.unlock();
+        }
+    }
+
     fn commit_pinned(&mut self, g: &Guard) -> Result<u64> {
         let engine = self.engine;
         // Phase 0: find every written record under this guard. A pre-existing row that
         // is no longer linked was deleted by a committed transaction.
-        let mut recs: Vec<(RecordPtr, usize)> = Vec::with_capacity(self.entries.len());
-        for (i, e) in self.entries.iter().enumerate() {
-            let rec = match e.inserted {
-                Some(r) => r,
-                None => match self.tables[e.table].rows.get(e.rowid, g) {
-                    Some(r) => r,
-                    None => return Err(Error::Conflict(AbortReason::RowDeleted)),
-                },
-            };
-            recs.push((rec, i));
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            if e.origin != Origin::Inserted {
+                let found = self.tables[e.table].rows.get(e.rowid, g);
+                let Some(r) = found else {
+                    return Err(Error::Conflict(AbortReason::RowDeleted));
+                };
+                self.entries.get_mut(i).rec = Some(r);
+            }
         }
-        // Phase 1: lock the write set in address order.
-        recs.sort_unstable_by_key(|(r, _)| r.addr());
-        for (r, _) in &recs {
+        // Phase 1: lock the write set in (table, row id) order.
+        for &i in self.pending.values() {
+            let rec = self.entries.get(i).rec.expect("found in phase 0");
             // SAFETY: linked records found under `g` stay allocated while `g` lives.
-            unsafe { r.get() }.lock();
+            unsafe { rec.get() }.lock();
         }
         // Phase 2: the commit TID.
         let tid = engine.next_commit_tid();
         // Phase 3: validate.
-        for (r, i) in &recs {
-            if let Origin::Existing { read_tid } = self.entries[*i].origin {
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            if let Origin::Existing { read_tid } = e.origin {
                 // SAFETY: as above.
-                let v = unsafe { r.get() }.version() & !LOCK_BIT;
+                let v = unsafe { e.rec.expect("found").get() }.version() & !LOCK_BIT;
                 let reason = if v & ABSENT_BIT != 0 {
                     Some(AbortReason::RowDeleted)
                 } else if v & TID_MASK != read_tid {
@@ -575,10 +522,7 @@ impl Txn {
                     None
                 };
                 if let Some(reason) = reason {
-                    for (r, _) in &recs {
-                        // SAFETY: as above; we hold the lock.
-                        unsafe { r.get() }.unlock();
-                    }
+                    self.unlock_first(self.pending.len());
                     return Err(Error::Conflict(reason));
                 }
             }
@@ -586,8 +530,9 @@ impl Txn {
         // Phase 4: log.
         if let Some(sink) = &engine.sink {
             let writes: Vec<LoggedWrite<'_>> = self
-                .entries
-                .iter()
+                .pending
+                .values()
+                .map(|&i| self.entries.get(i))
                 .filter(|e| !(e.origin == Origin::Inserted && e.newest.data.is_null()))
                 .map(|e| LoggedWrite {
                     table_oid: self.tables[e.table].oid,
@@ -600,13 +545,13 @@ impl Txn {
             sink.append(tid, &writes);
         }
         // Phase 5: install and unlock.
-        let entries = std::mem::take(&mut self.entries);
-        for (r, i) in recs {
-            let e = &entries[i];
+        let mut garbage = Garbage::default();
+        for e in self.entries.take_all() {
             for o in &e.older {
                 free_private(engine, o.data);
             }
             let table = &self.tables[e.table];
+            let r = e.rec.expect("found");
             // SAFETY: as above.
             let rec = unsafe { r.get() };
             let old = rec.install_and_unlock(e.newest.data, tid);
@@ -625,60 +570,61 @@ impl Txn {
                 _ => 0,
             };
             table.account(rows_delta, size(e.newest.data) - size(old));
-            retire_buffer(engine, g, old);
+            garbage.push(Retired::Buffer(old));
             if deleted {
                 table.rows.remove(e.rowid, g);
-                retire_record(engine, g, r);
+                garbage.push(Retired::Record(r.0));
             }
         }
+        garbage.retire(engine, g);
         Ok(tid)
     }
 
     fn abort(&mut self) {
         let engine = self.engine;
-        let entries = std::mem::take(&mut self.entries);
+        let entries: Vec<WriteEntry> = self.entries.take_all().collect();
         epoch::with_guard(&engine.collector, |g| {
+            let mut garbage = Garbage::default();
             for e in entries {
-                self.discard_entry(e, g);
+                self.discard_entry(e, g, &mut garbage);
             }
+            garbage.retire(engine, g);
         });
         self.pending.clear();
         self.active = false;
     }
 
-    fn discard_entry(&self, e: WriteEntry, g: &Guard) {
+    fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {
         free_private(self.engine, e.newest.data);
         for o in &e.older {
             free_private(self.engine, o.data);
         }
-        if let Some(rec) = e.inserted {
+        if let (Origin::Inserted, Some(rec)) = (e.origin, e.rec) {
             // Our own absent record, linked until now.
             self.tables[e.table].rows.remove(e.rowid, g);
-            retire_record(self.engine, g, rec);
+            garbage.push(Retired::Record(rec.0));
         }
     }
 
     fn rollback_to(&mut self, sub: u32) {
         let engine = self.engine;
-        let entries = std::mem::take(&mut self.entries);
-        let mut kept = Vec::with_capacity(entries.len());
+        let entries: Vec<WriteEntry> = self.entries.take_all().collect();
+        self.pending.clear();
         epoch::with_guard(&engine.collector, |g| {
+            let mut garbage = Garbage::default();
             for mut e in entries {
                 while e.newest.sub >= sub {
                     let Some(prev) = e.older.pop() else { break };
                     free_private(engine, std::mem::replace(&mut e.newest, prev).data);
                 }
                 if e.newest.sub >= sub {
-                    self.discard_entry(e, g);
+                    self.discard_entry(e, g, &mut garbage);
                 } else {
-                    kept.push(e);
+                    self.push_entry(e);
                 }
             }
+            garbage.retire(engine, g);
         });
-        self.pending.clear();
-        for e in kept {
-            self.push_entry(e);
-        }
     }
 }
 

@@ -28,9 +28,9 @@ static ALLOC: memfdw_engine::alloc::RoutingAllocator = memfdw_engine::alloc::Rou
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    settings::register();
     // SAFETY: _PG_init runs once per process, before any other code of this library.
     unsafe {
+        settings::register(pg_sys::process_shared_preload_libraries_in_progress);
         if pg_sys::process_shared_preload_libraries_in_progress {
             shmem::install_hooks();
         }

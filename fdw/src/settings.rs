@@ -8,19 +8,12 @@ pub static MAX_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
-pub fn register() {
-    GucRegistry::define_int_guc(
-        c"memfdw.max_memory",
-        c"Shared memory reserved for memory tables.",
-        c"Size of the arena in PostgreSQL's main shared memory that holds every memory table, \
-          index and transaction. New rows are refused (SQLSTATE 53200) when the data reaches \
-          about 7/8 of it. Takes effect at server start.",
-        &MAX_MEMORY_MB,
-        16,
-        i32::MAX / 2,
-        GucContext::Postmaster,
-        GucFlags::UNIT_MB,
-    );
+/// Defines the settings. `memfdw.max_memory` is a server-start setting, which
+/// PostgreSQL accepts only while shared_preload_libraries is processed.
+pub fn register(preloading: bool) {
+    if preloading {
+        define_max_memory();
+    }
     GucRegistry::define_int_guc(
         c"memfdw.scan_batch_rows",
         c"Rows a memory table scan copies out of the engine at a time.",
@@ -33,4 +26,19 @@ pub fn register() {
     );
     // SAFETY: plain catalog call during _PG_init.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"memfdw".as_ptr()) };
+}
+
+fn define_max_memory() {
+    GucRegistry::define_int_guc(
+        c"memfdw.max_memory",
+        c"Shared memory reserved for memory tables.",
+        c"Size of the arena in PostgreSQL's main shared memory that holds every memory table, \
+          index and transaction. New rows are refused (SQLSTATE 53200) when the data reaches \
+          about 7/8 of it. Takes effect at server start.",
+        &MAX_MEMORY_MB,
+        16,
+        i32::MAX / 2,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
+    );
 }

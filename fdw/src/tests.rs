@@ -38,9 +38,9 @@ mod tests {
         .unwrap();
         assert_eq!(same, Some(true));
         // Values survive UPDATE of another column and are comparable as values, not text.
-        Spi::run("UPDATE m SET i4 = i4 + 1 WHERE i4 IS NOT NULL").unwrap();
+        Spi::run("UPDATE m SET i4 = i4 - 1 WHERE i4 IS NOT NULL").unwrap();
         let n = Spi::get_one::<i64>(
-            "SELECT count(*) FROM m JOIN h USING (n, ts, iv, u, by) WHERE m.i4 = h.i4 + 1",
+            "SELECT count(*) FROM m JOIN h USING (n, ts, iv, u, by) WHERE m.i4 = h.i4 - 1",
         )
         .unwrap();
         assert_eq!(n, Some(2));

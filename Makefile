@@ -1,0 +1,55 @@
+# memfdw: in-memory OLTP tables for PostgreSQL 15.
+#   make run      install what is missing, build, start a local cluster with memfdw, load a demo, open psql
+#   make test     every test: engine (threads + forked processes), in-server pgrx tests, end-to-end
+#   make install  build (release) and install the extension into the system PostgreSQL 15
+#   make bench    engine benchmarks and memory-vs-heap SQL benchmarks
+#   make stop     stop the local cluster
+
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/bin/pg_config
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+SUDO_FLAG := $(shell [ "$$(id -u)" -ne 0 ] && echo --sudo)
+PGRX_TEST_DIR ?= /tmp/memfdw-pgrx-test
+
+.PHONY: setup install run stop test test-engine test-pgrx test-e2e bench bench-smoke lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+install: setup
+	cd fdw && cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
+
+run: install
+	@bash scripts/run.sh
+
+stop:
+	@bash scripts/pg.sh stop
+
+test: setup test-engine test-pgrx test-e2e
+	@echo "make test: all suites passed"
+
+test-engine:
+	cargo test -p memfdw-engine
+
+test-pgrx:
+	@mkdir -p $(PGRX_TEST_DIR) && { [ "$$(id -u)" -ne 0 ] || chown postgres $(PGRX_TEST_DIR); }
+	cd fdw && cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
+
+# The in-server tests install a test build; the end-to-end tests need the real one.
+test-e2e: install
+	cargo test -p memfdw-e2e -- --test-threads=2
+
+bench: install
+	cargo bench -p memfdw-engine
+	bash benches/sql_vs_heap.sh
+
+bench-smoke: install
+	BENCH_SECONDS=3 bash benches/sql_vs_heap.sh
+
+lint:
+	cargo fmt --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean: stop
+	cargo clean
+	rm -rf target/pgdata $(PGRX_TEST_DIR)

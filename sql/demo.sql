@@ -1,0 +1,24 @@
+-- memfdw demo: memory tables beside a heap table.
+CREATE EXTENSION IF NOT EXISTS memfdw;
+
+CREATE FOREIGN TABLE accounts (
+    id      int NOT NULL,
+    owner   text,
+    balance bigint NOT NULL,
+    opened  date
+) SERVER memfdw;
+
+CREATE FOREIGN TABLE history (
+    account_id int NOT NULL,
+    delta      bigint NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    note       text
+) SERVER memfdw;
+
+INSERT INTO accounts
+SELECT g, 'owner ' || g, 1000 + g % 500, date '2020-01-01' + g % 1500
+FROM generate_series(1, 100000) g;
+
+INSERT INTO history (account_id, delta, note)
+SELECT 1 + g % 100000, (g % 200) - 100, 'initial'
+FROM generate_series(1, 20000) g;

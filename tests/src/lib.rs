@@ -1,0 +1,245 @@
+//! A throw-away PostgreSQL 15 cluster with memfdw preloaded, for end-to-end tests.
+//!
+//! The server runs as user `postgres` when the tests run as root (PostgreSQL refuses
+//! to run as root). memfdw must be installed (`make install`) first.
+
+use postgres::{Client, NoTls};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use postgres;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run_as_owner(args: &[&str]) -> std::process::Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]);
+        c.args(args);
+        c
+    } else {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]);
+        c
+    };
+    cmd.output().expect("run PostgreSQL tool")
+}
+
+fn chown_postgres(p: &Path) {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown {p:?}");
+    }
+}
+
+/// initdb once per test binary; clusters are copies of this template.
+fn template() -> &'static Path {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = PathBuf::from("/tmp/memfdw-e2e-template");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown_postgres(&dir);
+        let data = dir.join("data");
+        let out = run_as_owner(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-instructions",
+            "--no-sync",
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+pub struct Options {
+    pub preload: bool,
+    pub max_memory: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            preload: true,
+            max_memory: "256MB",
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Cluster {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/tmp/memfdw-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "copy template cluster");
+        let port = free_port();
+        let conf = dir.join("data/postgresql.conf");
+        let mut extra = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             max_connections = 40\nshared_buffers = 32MB\nfsync = off\nrestart_after_crash = on\n",
+            dir.display()
+        );
+        if opts.preload {
+            extra += &format!(
+                "shared_preload_libraries = 'memfdw'\nmemfdw.max_memory = '{}'\n",
+                opts.max_memory
+            );
+        }
+        let mut c = std::fs::read_to_string(&conf).unwrap();
+        c += &extra;
+        std::fs::write(&conf, c).unwrap();
+        chown_postgres(&dir);
+        let cluster = Cluster { dir, port };
+        cluster.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            cluster.log().to_str().unwrap(),
+        ]);
+        cluster
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let mut all = vec![
+            format!("{PG_BIN}/pg_ctl"),
+            "-D".into(),
+            data.to_str().unwrap().into(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        let out = run_as_owner(&refs);
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+    }
+
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
+            self.port
+        )
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.conn_str(), NoTls)
+            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log_text()))
+    }
+
+    /// Connects, retrying while the server restarts (after a crash).
+    pub fn connect_retry(&self, within: Duration) -> Client {
+        let start = Instant::now();
+        loop {
+            match Client::connect(&self.conn_str(), NoTls) {
+                Ok(mut c) => {
+                    if c.simple_query("SELECT 1").is_ok() {
+                        return c;
+                    }
+                }
+                Err(e) if start.elapsed() > within => {
+                    panic!("server did not come back: {e}\n{}", self.log_text())
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = run_as_owner(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The SQLSTATE of a failed query, if it came from the server.
+pub fn sqlstate(e: &postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_string())
+}
+
+/// A deterministic xorshift generator for randomised tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

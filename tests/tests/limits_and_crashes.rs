@@ -1,0 +1,139 @@
+//! The memory limit, a server without memfdw preloaded, and a backend killed with
+//! SIGKILL in the middle of a transaction.
+
+use memfdw_e2e::{sqlstate, Cluster, Options};
+use std::time::{Duration, Instant};
+
+#[test]
+fn memory_limit_refuses_cleanly_and_freed_space_is_reused() {
+    let c = Cluster::start_with(Options {
+        preload: true,
+        max_memory: "64MB",
+    });
+    let mut s = c.connect();
+    s.batch_execute("CREATE EXTENSION memfdw; CREATE FOREIGN TABLE big (id int NOT NULL, pad text) SERVER memfdw")
+        .unwrap();
+    let mut committed = 0i64;
+    let err = loop {
+        let r = s.execute(
+            "INSERT INTO big SELECT g, repeat('x', 1000) FROM generate_series($1::int + 1, $1::int + 5000) g",
+            &[&(committed as i32)],
+        );
+        match r {
+            Ok(n) => committed += n as i64,
+            Err(e) => break e,
+        }
+        assert!(committed < 1_000_000, "the limit never triggered");
+    };
+    assert_eq!(sqlstate(&err).as_deref(), Some("53200"), "{err}");
+    let msg = format!("{:?}", err);
+    assert!(
+        msg.contains("memfdw.max_memory"),
+        "message names the setting: {msg}"
+    );
+    assert!(committed > 20_000, "only {committed} rows fit in 64MB");
+    // The failed statement left nothing; committed rows are intact; the server is up.
+    let n: i64 = s.query_one("SELECT count(*) FROM big", &[]).unwrap().get(0);
+    assert_eq!(n, committed);
+    let sum: i64 = s
+        .query_one("SELECT sum(id)::int8 FROM big", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, committed * (committed + 1) / 2);
+    // Space freed by DELETE is usable again.
+    s.batch_execute("DELETE FROM big WHERE id % 2 = 0").unwrap();
+    let half = committed - committed / 2;
+    let mut again = 0i64;
+    while again < committed / 2 - 5000 {
+        s.execute(
+            "INSERT INTO big SELECT -g, repeat('y', 1000) FROM generate_series($1::int + 1, $1::int + 5000) g",
+            &[&(again as i32)],
+        )
+        .unwrap_or_else(|e| panic!("re-insert after DELETE failed at {again}: {e:?}"));
+        again += 5000;
+    }
+    let n: i64 = s.query_one("SELECT count(*) FROM big", &[]).unwrap().get(0);
+    assert_eq!(n, half + again);
+    // And space freed by DROP.
+    s.batch_execute(
+        "DROP FOREIGN TABLE big; CREATE FOREIGN TABLE big2 (id int, pad text) SERVER memfdw",
+    )
+    .unwrap();
+    s.execute(
+        "INSERT INTO big2 SELECT g, repeat('z', 1000) FROM generate_series(1, $1::int) g",
+        &[&(committed as i32 * 9 / 10)],
+    )
+    .unwrap();
+}
+
+#[test]
+fn without_preload_create_extension_says_what_to_configure() {
+    let c = Cluster::start_with(Options {
+        preload: false,
+        max_memory: "64MB",
+    });
+    let mut s = c.connect();
+    let e = s.batch_execute("CREATE EXTENSION memfdw").unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("shared_preload_libraries = 'memfdw'"),
+        "{text}"
+    );
+    let n: i64 = s
+        .query_one(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'memfdw'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn backend_killed_mid_transaction_leaves_no_session_blocked() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE FOREIGN TABLE kt (id int, v text) SERVER memfdw; \
+         INSERT INTO kt SELECT g, 'v' FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+    let mut victim = c.connect();
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    victim
+        .batch_execute("BEGIN; UPDATE kt SET v = 'w'; INSERT INTO kt SELECT g, 'n' FROM generate_series(1, 5000) g")
+        .unwrap();
+    // SAFETY: sending SIGKILL to the server's backend process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    drop(victim);
+    drop(s);
+    // PostgreSQL reinitialises shared memory; new sessions work and nothing waits on
+    // state the dead backend held.
+    let start = Instant::now();
+    let mut s = c.connect_retry(Duration::from_secs(60));
+    s.batch_execute("SET statement_timeout = '20s'").unwrap();
+    // Until durability lands, the table's contents are gone after the restart; the
+    // foreign table reports it clearly instead of crashing.
+    let e = s.batch_execute("SELECT count(*) FROM kt").unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55000"), "{e:?}");
+    s.batch_execute(
+        "DROP FOREIGN TABLE kt; CREATE FOREIGN TABLE kt (id int, v text) SERVER memfdw; \
+         INSERT INTO kt SELECT g, 'again' FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+    let mut others: Vec<_> = (0..3).map(|_| c.connect()).collect();
+    for o in &mut others {
+        o.batch_execute("SET statement_timeout = '20s'; UPDATE kt SET v = 'o' WHERE id % 3 = 0")
+            .unwrap();
+        let n: i64 = o.query_one("SELECT count(*) FROM kt", &[]).unwrap().get(0);
+        assert_eq!(n, 1000);
+    }
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(
+        c.log_text().contains("terminated by signal 9"),
+        "the kill reached the server"
+    );
+}
