@@ -25,19 +25,19 @@ run: install
 stop:
 	@bash scripts/pg.sh stop
 
-test: setup test-engine test-pgrx test-e2e
-	@echo "make test: all suites passed"
+test: setup
+	@bash scripts/test.sh
 
 test-engine:
-	cargo test -p memfdw-engine
+	timeout 1200 cargo test -p memfdw-engine
 
 test-pgrx:
 	@mkdir -p $(PGRX_TEST_DIR) && { [ "$$(id -u)" -ne 0 ] || chown postgres $(PGRX_TEST_DIR); }
-	cd fdw && cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
+	cd fdw && timeout 1800 cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
 
 # The in-server tests install a test build; the end-to-end tests need the real one.
 test-e2e: install
-	cargo test -p memfdw-e2e -- --test-threads=2
+	timeout 1800 cargo test -p memfdw-e2e -- --test-threads=2
 
 bench: install
 	cargo bench -p memfdw-engine

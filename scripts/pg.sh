@@ -48,6 +48,11 @@ CONF
 case "${1:-start}" in
 start)
     init
+    SO="$(/usr/bin/pg_config --pkglibdir)/memfdw.so"
+    if as_owner "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 && [ "$SO" -nt "$DATA/postmaster.pid" ]; then
+        echo "memfdw.so was rebuilt: restarting the server to load it"
+        as_owner "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    fi
     if ! as_owner "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
         as_owner "$PGBIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 start >/dev/null
     fi

@@ -6,7 +6,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG="$ROOT/scripts/pg.sh"
 
 "$PG" start
-if ! "$PG" psql -XAtq -c "SELECT 1 FROM pg_extension WHERE extname = 'memfdw'" | grep -q 1; then
+# (Re)load the demo unless its tables are there and hold data (memory tables come
+# back empty after a restart until the redo log lands).
+if ! "$PG" psql -XAtq -c "SELECT count(*) > 0 FROM accounts" 2>/dev/null | grep -q t; then
     "$PG" psql -Xq -v ON_ERROR_STOP=1 -f "$ROOT/sql/demo.sql" >/dev/null
 fi
 PORT="${MEMFDW_PORT:-5499}"

@@ -1,5 +1,7 @@
 -- memfdw demo: memory tables beside a heap table.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS memfdw;
+DROP FOREIGN TABLE IF EXISTS accounts, history;
 
 CREATE FOREIGN TABLE accounts (
     id      int NOT NULL,

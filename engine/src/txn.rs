@@ -719,6 +719,27 @@ impl TxnHandle {
         self.txn().get(t, rowid, cid, out)
     }
 
+    /// Deletes every row a statement with command id `stmt.cid` sees (TRUNCATE);
+    /// returns how many.
+    pub fn delete_all(&mut self, t: &TableHandle, stmt: Stmt) -> Result<u64> {
+        let mut cursor = ScanCursor::new();
+        let mut batch = RowBatch::new();
+        let mut victims: Vec<(u64, u64)> = Vec::new();
+        while !cursor.done() {
+            self.scan(t, &mut cursor, stmt.cid, &mut batch, 1024);
+            while let Some(r) = batch.next() {
+                victims.push((r.rowid, r.tid));
+            }
+        }
+        let mut n = 0;
+        for (rowid, tid) in victims {
+            if self.delete(t, rowid, tid, stmt)? == WriteOutcome::Done {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Commits; returns the commit TID (0 for a transaction without writes).
     pub fn commit(&mut self) -> Result<u64> {
         let _s = scope::enter();

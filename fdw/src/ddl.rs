@@ -40,6 +40,8 @@ fn is_memory_table(relid: pg_sys::Oid) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -138,6 +140,8 @@ unsafe fn after_create_foreign_table(stmt: *mut pg_sys::CreateForeignTableStmt) 
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn object_access(
     access: pg_sys::ObjectAccessType::Type,

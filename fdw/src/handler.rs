@@ -28,6 +28,7 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.BeginForeignInsert = Some(modify::begin_foreign_insert);
         r.EndForeignInsert = Some(modify::end_foreign_insert);
         r.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
+        r.ExecForeignTruncate = Some(modify::exec_foreign_truncate);
         r.into_pg_boxed()
     }
 }

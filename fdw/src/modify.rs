@@ -22,6 +22,8 @@ pub struct ModifyState {
     old: Vec<u8>,
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     root: *mut pg_sys::PlannerInfo,
@@ -43,6 +45,8 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn plan_foreign_modify(
     _root: *mut pg_sys::PlannerInfo,
@@ -74,6 +78,8 @@ unsafe fn init_state(rinfo: *mut pg_sys::ResultRelInfo, ctid_attno: pg_sys::Attr
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_modify(
     mtstate: *mut pg_sys::ModifyTableState,
@@ -105,6 +111,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_insert(
     _mtstate: *mut pg_sys::ModifyTableState,
@@ -114,6 +122,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     unsafe { init_state(rinfo, 0) }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_modify(
     _estate: *mut pg_sys::EState,
@@ -122,6 +132,8 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     // The state is dropped with the executor's memory context.
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_insert(
     _estate: *mut pg_sys::EState,
@@ -136,6 +148,8 @@ unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a mut ModifyState {
     unsafe { &mut *((*rinfo).ri_FdwState as *mut ModifyState) }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_insert(
     _estate: *mut pg_sys::EState,
@@ -182,6 +196,8 @@ unsafe fn target(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> (u
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_update(
     _estate: *mut pg_sys::EState,
@@ -205,6 +221,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_delete(
     _estate: *mut pg_sys::EState,
@@ -236,6 +254,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(
     _rel: pg_sys::Relation,
@@ -243,4 +263,25 @@ pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(
     (1 << pg_sys::CmdType::CMD_INSERT)
         | (1 << pg_sys::CmdType::CMD_UPDATE)
         | (1 << pg_sys::CmdType::CMD_DELETE)
+}
+
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_truncate(
+    rels: *mut pg_sys::List,
+    _behavior: pg_sys::DropBehavior::Type,
+    _restart_seqs: bool,
+) {
+    // SAFETY: a list of open relations handed to us by PostgreSQL.
+    unsafe {
+        let stmt = xact::current_stmt(true);
+        for rel in pgrx::PgList::<pg_sys::RelationData>::from_pg(rels).iter_ptr() {
+            let relid = (*rel).rd_id;
+            let Some(table) = engine().table(relid.to_u32()) else {
+                errors::missing_table(relid)
+            };
+            xact::with_txn(|t| t.delete_all(&table, stmt)).or_raise();
+        }
+    }
 }

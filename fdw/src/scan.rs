@@ -37,6 +37,8 @@ fn table_rows(relid: pg_sys::Oid) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     root: *mut pg_sys::PlannerInfo,
@@ -58,6 +60,8 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
@@ -88,6 +92,8 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     _root: *mut pg_sys::PlannerInfo,
@@ -114,6 +120,8 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
@@ -153,6 +161,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
@@ -194,6 +204,8 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     // SAFETY: fdw_state is ours.
@@ -206,11 +218,15 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_scan(_node: *mut pg_sys::ForeignScanState) {
     // The state is dropped with the executor's memory context.
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn explain_foreign_scan(
     node: *mut pg_sys::ForeignScanState,

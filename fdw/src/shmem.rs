@@ -39,6 +39,8 @@ pub unsafe fn install_hooks() {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
     // SAFETY: chaining the previous hook as PostgreSQL expects.
@@ -50,6 +52,8 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
     // SAFETY: chaining the previous hook; ShmemInitStruct under AddinShmemInitLock as
@@ -114,6 +118,8 @@ fn register_exit_callback() {
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
     crate::xact::release_at_exit();

@@ -96,6 +96,8 @@ fn take_txn() -> Option<TxnHandle> {
     BACKEND.with(|b| b.borrow_mut().txn.take())
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn xact_callback(
     event: pg_sys::XactEvent::Type,
@@ -166,6 +168,8 @@ pub fn release_at_exit() {
     release();
 }
 
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,

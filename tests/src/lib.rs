@@ -173,8 +173,10 @@ impl Cluster {
     }
 
     pub fn conn_str(&self) -> String {
+        // No statement may hang a test run: waits end in an error instead.
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10 \
+             options='-c statement_timeout=120s -c lock_timeout=60s'",
             self.port
         )
     }

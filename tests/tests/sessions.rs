@@ -8,6 +8,8 @@ const CREATE_T: &str = "CREATE FOREIGN TABLE t (id int NOT NULL, name text, amou
 fn setup() -> (Cluster, postgres::Client) {
     let c = Cluster::start();
     let mut s = c.connect();
+    let timeout: String = s.query_one("SHOW lock_timeout", &[]).unwrap().get(0);
+    assert_eq!(timeout, "1min", "the harness bounds every wait");
     s.batch_execute("CREATE EXTENSION memfdw").unwrap();
     (c, s)
 }
@@ -330,4 +332,55 @@ fn random_statements_match_a_heap_table() {
         (r.get(0), r.get(1), r.get(2), r.get(3))
     };
     assert_eq!(as_tuple(&m), as_tuple(&h));
+}
+
+#[test]
+fn copy_from_and_truncate_work_transactionally() {
+    use std::io::Write;
+    let (c, mut s) = setup();
+    s.batch_execute("CREATE FOREIGN TABLE cp (id int NOT NULL, v text, d date) SERVER memfdw")
+        .unwrap();
+    let mut w = s.copy_in("COPY cp FROM STDIN (FORMAT csv)").unwrap();
+    for i in 0..5000 {
+        writeln!(w, "{i},\"v,{i}\",2024-01-{:02}", 1 + i % 28).unwrap();
+    }
+    w.write_all(b"5000,,\n").unwrap();
+    assert_eq!(w.finish().unwrap(), 5001);
+    let mut other = c.connect();
+    assert_eq!(count(&mut other, "SELECT count(*) FROM cp"), 5001);
+    assert_eq!(
+        count(
+            &mut other,
+            "SELECT count(*) FROM cp WHERE v IS NULL AND d IS NULL"
+        ),
+        1
+    );
+    let v: String = other
+        .query_one("SELECT v FROM cp WHERE id = 42", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "v,42");
+    // A COPY that fails half-way leaves nothing.
+    let mut w = s.copy_in("COPY cp FROM STDIN (FORMAT csv)").unwrap();
+    w.write_all(b"9001,a,2024-01-01\n9002,b,not-a-date\n")
+        .unwrap();
+    assert!(w.finish().is_err());
+    assert_eq!(count(&mut other, "SELECT count(*) FROM cp"), 5001);
+    // TRUNCATE is transactional (others wait on its lock meanwhile, as with heap
+    // tables).
+    s.batch_execute("BEGIN; TRUNCATE cp; INSERT INTO cp VALUES (1, 'after', NULL)")
+        .unwrap();
+    assert_eq!(count(&mut s, "SELECT count(*) FROM cp"), 1);
+    s.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(count(&mut other, "SELECT count(*) FROM cp"), 5001);
+    s.batch_execute("TRUNCATE cp").unwrap();
+    assert_eq!(count(&mut other, "SELECT count(*) FROM cp"), 0);
+    let rows: i64 = other
+        .query_one(
+            "SELECT rows FROM memfdw.tables() WHERE table_name = 'cp'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Memory tables vs heap tables on the same server in the same run; prints ratios.
+# Uses the local cluster of scripts/pg.sh (started if needed). BENCH_SECONDS sets the
+# duration of each pgbench run (default 10); BENCH_CLIENTS the client count (default 4).
+#
+# Until indexes land, a memory table has no point lookup path, so this compares what
+# is comparable: single-row insert transactions (OLTP write path, commit included),
+# bulk insert, and full-scan aggregates.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG="$ROOT/scripts/pg.sh"
+SECS="${BENCH_SECONDS:-10}"
+CLIENTS="${BENCH_CLIENTS:-4}"
+PORT="${MEMFDW_PORT:-5499}"
+PGBENCH="$(/usr/bin/pg_config --bindir)/pgbench"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+"$PG" start
+psql_q() { "$PG" psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
+psql_q -c "CREATE EXTENSION IF NOT EXISTS memfdw" \
+       -c "DROP FOREIGN TABLE IF EXISTS bench_mem" -c "DROP TABLE IF EXISTS bench_heap" \
+       -c "CREATE FOREIGN TABLE bench_mem (id int NOT NULL, v int8, pad text) SERVER memfdw" \
+       -c "CREATE TABLE bench_heap (id int NOT NULL, v int8, pad text)"
+
+timed() { # prints milliseconds taken by a statement
+    local s e
+    s=$(date +%s%N); psql_q -c "$1" >/dev/null; e=$(date +%s%N)
+    echo $(( (e - s) / 1000000 ))
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+
+echo "== bulk insert of 500000 rows (ms, lower is better)"
+hm=$(timed "INSERT INTO bench_heap SELECT g, g, 'padding-' || g FROM generate_series(1, 500000) g")
+mm=$(timed "INSERT INTO bench_mem SELECT g, g, 'padding-' || g FROM generate_series(1, 500000) g")
+echo "heap $hm  memory $mm  speedup x$(ratio "$hm" "$mm")"
+
+echo "== full scan aggregate (ms, lower is better)"
+psql_q -c "VACUUM ANALYZE bench_heap" >/dev/null
+hs=$(timed "SELECT count(*), sum(v) FROM bench_heap")
+ms=$(timed "SELECT count(*), sum(v) FROM bench_mem")
+echo "heap $hs  memory $ms  speedup x$(ratio "$hs" "$ms")"
+
+echo "== single-row insert transactions, $CLIENTS clients, ${SECS}s each (tps, higher is better)"
+for t in heap mem; do
+    echo "\\set id random(1, 1000000000)" >"$TMP/$t.sql"
+    echo "INSERT INTO bench_$t VALUES (:id, :id, 'x');" >>"$TMP/$t.sql"
+done
+run_tps() {
+    "$PGBENCH" -h /tmp -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
+        -f "$TMP/$1.sql" postgres 2>/dev/null | awk '/^tps/ { printf "%d", $3 }'
+}
+htps=$(run_tps heap)
+mtps=$(run_tps mem)
+echo "heap $htps  memory $mtps  ratio x$(ratio "$mtps" "$htps")"
+psql_q -c "DROP FOREIGN TABLE bench_mem" -c "DROP TABLE bench_heap"
