@@ -66,11 +66,19 @@ pub struct Arena {
     bump: AtomicUsize,
     in_use: AtomicUsize,
     large_free: AtomicUsize,
-    /// Head of the address-ordered free run list (0 = empty); each run starts with a
-    /// [`FreeRun`].
-    runs: SpinLock<usize>,
+    /// The address-ordered free run list; each run starts with a [`FreeRun`].
+    runs: SpinLock<RunList>,
     /// Per class: head of the list of spans with free blocks (0 = empty).
     classes: [SpinLock<usize>; NUM_CLASSES],
+}
+
+/// Head of the free run list (0 = empty), and a hint: the run the last free ended in
+/// (0 = none). Runs freed in address order (a big write set's spans, say) then find
+/// their place from the hint instead of walking the list from its head.
+#[derive(Default)]
+struct RunList {
+    head: usize,
+    hint: usize,
 }
 
 #[repr(C)]
@@ -138,7 +146,7 @@ impl Arena {
             ptr::addr_of_mut!((*arena).bump).write(AtomicUsize::new(start));
             ptr::addr_of_mut!((*arena).in_use).write(AtomicUsize::new(0));
             ptr::addr_of_mut!((*arena).large_free).write(AtomicUsize::new(0));
-            ptr::addr_of_mut!((*arena).runs).write(SpinLock::new(0));
+            ptr::addr_of_mut!((*arena).runs).write(SpinLock::new(RunList::default()));
             let classes = ptr::addr_of_mut!((*arena).classes) as *mut SpinLock<usize>;
             for i in 0..NUM_CLASSES {
                 classes.add(i).write(SpinLock::new(0));
@@ -199,8 +207,9 @@ impl Arena {
     /// A run of `size` bytes (a multiple of PAGE), or 0.
     fn alloc_pages(&self, size: usize) -> usize {
         {
-            let mut head = self.runs.lock();
-            let mut link: *mut usize = &mut *head;
+            let mut runs = self.runs.lock();
+            runs.hint = 0;
+            let mut link: *mut usize = &mut runs.head;
             // SAFETY: the list holds free runs only, each with a header; we hold its lock.
             unsafe {
                 while *link != 0 {
@@ -230,13 +239,18 @@ impl Arena {
     /// # Safety
     /// `run` must be a run of `size` bytes from `alloc_pages` that is no longer used.
     unsafe fn free_pages(&self, run: usize, size: usize) {
-        let mut head = self.runs.lock();
+        let mut runs = self.runs.lock();
         self.large_free.fetch_add(size, Ordering::Relaxed);
         let (mut start, mut len) = (run, size);
-        // SAFETY: list invariants as in `alloc_pages`; the run is ours.
+        // SAFETY: list invariants as in `alloc_pages`; the run is ours. The hint, when
+        // set, is a node of the list (see `RunList`).
         unsafe {
             let mut prev: *mut FreeRun = ptr::null_mut();
-            let mut link: *mut usize = &mut *head;
+            let mut link: *mut usize = &mut runs.head;
+            if runs.hint != 0 && runs.hint < start {
+                prev = runs.hint as *mut FreeRun;
+                link = &mut (*prev).next;
+            }
             while *link != 0 && *link < start {
                 prev = *link as *mut FreeRun;
                 link = &mut (*prev).next;
@@ -265,7 +279,7 @@ impl Arena {
             {
                 self.large_free.fetch_sub(len, Ordering::Relaxed);
                 if merged_into_prev {
-                    let mut l: *mut usize = &mut *head;
+                    let mut l: *mut usize = &mut runs.head;
                     while *l != start {
                         l = &mut (*(*l as *mut FreeRun)).next;
                     }
@@ -273,6 +287,9 @@ impl Arena {
                 } else {
                     *link = 0;
                 }
+                runs.hint = 0;
+            } else {
+                runs.hint = start;
             }
         }
     }

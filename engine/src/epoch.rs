@@ -4,8 +4,9 @@
 //! registers its own `LocalHandle` the first time it pins, and drops it at exit
 //! (PostgreSQL: [`unregister_current`] from `on_proc_exit`; threads: the thread-local
 //! destructor). A handle inherited across `fork` belongs to the parent: the child
-//! detects it by pid and forgets it without touching it (dropping it would corrupt
-//! the parent's pin counters).
+//! detects it by its fork generation (bumped by a pthread_atfork handler, which every
+//! process that ever registered has installed) and forgets it without touching it
+//! (dropping it would corrupt the parent's pin counters).
 //!
 //! Pinning, unpinning and dropping a handle allocate (bags, queue nodes), so all of it
 //! happens inside an engine scope; [`with_guard`] enforces that ordering.
@@ -14,15 +15,36 @@ use crate::scope;
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+
+/// Bumped in every child process right after `fork` (pthread_atfork), so a handle
+/// inherited from the parent is recognised without a `getpid` system call per pin.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+fn generation() -> u64 {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork");
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
 
 struct Registered {
-    pid: u32,
+    /// The fork generation of the process that registered.
+    generation: u64,
     handle: ManuallyDrop<LocalHandle>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if self.pid == std::process::id() {
+        if self.generation == generation() {
             let _s = scope::enter();
             // SAFETY: dropped once, here, by the process that registered it.
             unsafe { ManuallyDrop::drop(&mut self.handle) };
@@ -38,14 +60,15 @@ thread_local! {
 fn pin(collector: &Collector) -> Guard {
     HANDLE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let pid = std::process::id();
-        let usable = matches!(&*slot, Some(r) if r.pid == pid && r.handle.collector() == collector);
+        let gen = generation();
+        let usable =
+            matches!(&*slot, Some(r) if r.generation == gen && r.handle.collector() == collector);
         if !usable {
             if let Some(old) = slot.take() {
                 drop(old); // no-op for an inherited handle, see `Registered::drop`
             }
             *slot = Some(Registered {
-                pid,
+                generation: gen,
                 handle: ManuallyDrop::new(collector.register()),
             });
         }

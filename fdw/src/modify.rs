@@ -243,7 +243,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         match xact::with_txn(|t| t.delete(table, rowid, tid, stmt)).or_raise() {
             WriteOutcome::Done => {
                 if had_old {
-                    types::unpack(&packer.codecs, &table.layout, old, slot);
+                    types::unpack(&packer.codecs, None, &table.layout, old, slot);
                     types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                     pg_sys::ExecStoreVirtualTuple(slot);
                 }

@@ -17,6 +17,8 @@ pub struct ScanState {
     relid: u32,
     table: TableHandle,
     codecs: Vec<Codec>,
+    /// Per column: does the plan read it? Others are returned as NULL, unpacked never.
+    needed: Vec<bool>,
     cursor: ScanCursor,
     batch: RowBatch,
     /// Command id of the statement's snapshot: own writes of earlier commands are seen.
@@ -107,16 +109,56 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
         let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
+        let fdw_private = needed_columns(baserel, quals);
         pg_sys::make_foreignscan(
             tlist,
             quals,
             (*baserel).relid,
             std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            fdw_private,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             outer_plan,
         )
+    }
+}
+
+/// The columns the plan reads (the relation's target list and its quals), as an
+/// integer list of attribute numbers; a list holding only 0 means every column.
+///
+/// # Safety
+/// Planner structures of the scanned relation.
+unsafe fn needed_columns(
+    baserel: *mut pg_sys::RelOptInfo,
+    quals: *mut pg_sys::List,
+) -> *mut pg_sys::List {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let relid = (*baserel).relid;
+        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        pg_sys::pull_varattnos(
+            (*(*baserel).reltarget).exprs as *mut pg_sys::Node,
+            relid,
+            &mut attrs,
+        );
+        pg_sys::pull_varattnos(quals as *mut pg_sys::Node, relid, &mut attrs);
+        let mut list: *mut pg_sys::List = std::ptr::null_mut();
+        let mut m = -1;
+        loop {
+            m = pg_sys::bms_next_member(attrs, m);
+            if m < 0 {
+                break;
+            }
+            let attno = m + pg_sys::FirstLowInvalidHeapAttributeNumber;
+            if attno == 0 {
+                // A whole-row reference needs every column.
+                return pg_sys::lappend_int(std::ptr::null_mut(), 0);
+            }
+            if attno > 0 {
+                list = pg_sys::lappend_int(list, attno);
+            }
+        }
+        list
     }
 }
 
@@ -145,8 +187,19 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         if for_update {
             xact::clear_fetched();
         }
+        let ncols = table.def.columns.len();
+        let private = (*plan).fdw_private;
+        let mut needed = vec![false; ncols];
+        for i in 0..pg_sys::list_length(private) {
+            match pg_sys::list_nth_int(private, i) {
+                0 => needed.iter_mut().for_each(|n| *n = true),
+                a if a as usize <= ncols => needed[a as usize - 1] = true,
+                _ => {}
+            }
+        }
         let state = ScanState {
             relid: relid.to_u32(),
+            needed,
             codecs: table.def.columns.iter().map(|c| Codec::of(c.ty)).collect(),
             table,
             cursor: ScanCursor::new(),
@@ -178,6 +231,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             relid,
             table,
             codecs,
+            needed,
             cursor,
             batch,
             cid,
@@ -187,13 +241,13 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         } = &mut *st;
         loop {
             if let Some(r) = batch.next() {
-                types::unpack(codecs, &table.layout, r.data, slot);
+                types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
                 types::rowid_to_ctid(r.rowid, &mut (*slot).tts_tid);
                 if *for_update {
                     xact::note_fetched(*relid, r.rowid, r.tid);
                 }
                 *examined += 1;
-                return pg_sys::ExecStoreVirtualTuple(slot);
+                return types::store_virtual(slot);
             }
             if cursor.done() {
                 return pg_sys::ExecClearTuple(slot);

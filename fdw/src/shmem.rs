@@ -11,7 +11,7 @@ use memfdw_engine::arena::{Arena, MIN_ALIGN};
 use memfdw_engine::{Engine, EngineConfig};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::settings::MAX_MEMORY_MB;
 
@@ -20,8 +20,9 @@ static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The engine of the current shared memory segment (set by the postmaster).
 static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
-/// Pid of the process that registered its exit callback.
-static EXIT_REGISTERED_PID: AtomicU32 = AtomicU32::new(0);
+/// Whether this process registered its exit callback. Backends inherit `false` from
+/// the postmaster, which never uses the engine itself.
+static EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 fn region_bytes() -> usize {
     (MAX_MEMORY_MB.get().max(16) as usize) << 20
@@ -110,9 +111,7 @@ pub fn preloaded() -> bool {
 }
 
 fn register_exit_callback() {
-    let pid = std::process::id();
-    if EXIT_REGISTERED_PID.load(Ordering::Relaxed) != pid {
-        EXIT_REGISTERED_PID.store(pid, Ordering::Relaxed);
+    if !EXIT_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: registering a plain callback for this process.
         unsafe { pg_sys::on_proc_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
     }

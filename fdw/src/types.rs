@@ -136,6 +136,9 @@ pub unsafe fn table_def(rel: pg_sys::Relation) -> Result<TableDef, Error> {
 pub struct Packer {
     pub codecs: Vec<Codec>,
     scratch: Vec<[u8; 16]>,
+    /// Per-row value list, reused; empty between calls (it never holds a reference
+    /// past `pack`).
+    vals: Vec<Option<&'static [u8]>>,
     pub out: Vec<u8>,
 }
 
@@ -144,6 +147,7 @@ impl Packer {
         Packer {
             codecs: def.columns.iter().map(|c| Codec::of(c.ty)).collect(),
             scratch: vec![[0u8; 16]; def.columns.len()],
+            vals: Vec::with_capacity(def.columns.len()),
             out: Vec::new(),
         }
     }
@@ -166,7 +170,8 @@ impl Packer {
                 std::slice::from_raw_parts((*slot).tts_isnull, n),
             )
         };
-        let mut vals: Vec<Option<&[u8]>> = Vec::with_capacity(self.codecs.len());
+        let mut vals = std::mem::take(&mut self.vals);
+        vals.clear();
         for (i, codec) in self.codecs.iter().enumerate() {
             if nulls[i] {
                 vals.push(None);
@@ -207,35 +212,44 @@ impl Packer {
                     }
                 }
             };
-            // SAFETY: the scratch entry outlives `vals` (both end with this call) and is
-            // not written again until then; splitting the borrow per entry.
+            // SAFETY: the bytes (a scratch entry, the slot's datum or its detoasted copy)
+            // stay valid and unwritten until `vals` is cleared below, before returning.
             vals.push(Some(unsafe {
                 std::slice::from_raw_parts(v.as_ptr(), v.len())
             }));
         }
-        layout.pack_into(&vals, &mut self.out)
+        let r = layout.pack_into(&vals, &mut self.out);
+        vals.clear();
+        self.vals = vals;
+        r
     }
 }
 
 /// Unpacks `row` into the virtual tuple `slot` (values allocated in the current
-/// memory context).
+/// memory context). Columns not `needed` are returned as NULL without being read.
 ///
 /// # Safety
 /// `slot` must be a valid slot of the table's row type; `row` packed by `layout`.
 pub unsafe fn unpack(
     codecs: &[Codec],
+    needed: Option<&[bool]>,
     layout: &RowLayout,
     row: &[u8],
     slot: *mut pg_sys::TupleTableSlot,
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        pg_sys::ExecClearTuple(slot);
+        clear_slot(slot);
         let n = (*(*slot).tts_tupleDescriptor).natts as usize;
         let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
         let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
         for (i, codec) in codecs.iter().enumerate().take(n) {
-            match layout.get(row, i) {
+            let value = if needed.is_none_or(|nd| nd[i]) {
+                layout.get(row, i)
+            } else {
+                None
+            };
+            match value {
                 None => {
                     nulls[i] = true;
                     values[i] = pg_sys::Datum::from(0usize);
@@ -297,4 +311,47 @@ pub fn rowid_to_ctid(rowid: u64, tid: &mut pg_sys::ItemPointerData) {
 pub fn ctid_to_rowid(tid: &pg_sys::ItemPointerData) -> u64 {
     let block = ((tid.ip_blkid.bi_hi as u64) << 16) | tid.ip_blkid.bi_lo as u64;
     (block << 15) | (tid.ip_posid as u64 - 1)
+}
+
+/// Empties `slot` like `ExecClearTuple`, without a guarded call into PostgreSQL per
+/// row when the slot holds nothing to free (the common case on our scan slots, which
+/// only ever receive virtual tuples).
+///
+/// # Safety
+/// `slot` must be a valid slot.
+pub unsafe fn clear_slot(slot: *mut pg_sys::TupleTableSlot) {
+    // SAFETY: forwarded contract; mirrors tts_virtual_clear / tts_heap_clear for a slot
+    // whose memory is not ours to free (TTS_FLAG_SHOULDFREE unset).
+    unsafe {
+        let ops = (*slot).tts_ops;
+        let heap = std::ptr::eq(ops, &raw const pg_sys::TTSOpsHeapTuple);
+        let virt = std::ptr::eq(ops, &raw const pg_sys::TTSOpsVirtual);
+        if (*slot).tts_flags & pg_sys::TTS_FLAG_SHOULDFREE as u16 != 0 || !(heap || virt) {
+            pg_sys::ExecClearTuple(slot);
+            return;
+        }
+        (*slot).tts_nvalid = 0;
+        (*slot).tts_flags |= pg_sys::TTS_FLAG_EMPTY as u16;
+        (*slot).tts_tid.ip_blkid.bi_hi = 0xffff;
+        (*slot).tts_tid.ip_blkid.bi_lo = 0xffff;
+        (*slot).tts_tid.ip_posid = 0;
+        if heap {
+            let h = slot as *mut pg_sys::HeapTupleTableSlot;
+            (*h).tuple = std::ptr::null_mut();
+            (*h).off = 0;
+        }
+    }
+}
+
+/// Marks the values of an emptied slot valid, like `ExecStoreVirtualTuple`.
+///
+/// # Safety
+/// `slot` must be empty (see [`clear_slot`]) with all its values and nulls set.
+pub unsafe fn store_virtual(slot: *mut pg_sys::TupleTableSlot) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: forwarded contract; mirrors ExecStoreVirtualTuple.
+    unsafe {
+        (*slot).tts_flags &= !(pg_sys::TTS_FLAG_EMPTY as u16);
+        (*slot).tts_nvalid = (*(*slot).tts_tupleDescriptor).natts as pg_sys::AttrNumber;
+        slot
+    }
 }
