@@ -16,7 +16,10 @@ PGRX_TEST_DIR ?= /tmp/memfdw-pgrx-test
 setup:
 	@bash scripts/setup.sh
 
+# Installing rewrites memfdw.so in place, which crashes servers that have it loaded:
+# the local cluster is stopped first (make run starts it again).
 install: setup
+	@bash scripts/pg.sh stop-if-running
 	cd fdw && cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG)
 
 run: install
@@ -32,6 +35,7 @@ test-engine:
 	timeout 1200 cargo test -p memfdw-engine
 
 test-pgrx:
+	@bash scripts/pg.sh stop-if-running
 	@mkdir -p $(PGRX_TEST_DIR) && { [ "$$(id -u)" -ne 0 ] || chown postgres $(PGRX_TEST_DIR); }
 	cd fdw && timeout 1800 cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
 

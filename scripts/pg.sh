@@ -57,6 +57,12 @@ start)
         as_owner "$PGBIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 start >/dev/null
     fi
     ;;
+stop-if-running)
+    if [ -f "$DATA/PG_VERSION" ] && as_owner "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+        echo "stopping the local memfdw cluster (memfdw.so is about to be replaced)"
+        as_owner "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    ;;
 stop)
     if [ -f "$DATA/PG_VERSION" ]; then
         as_owner "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -74,7 +80,7 @@ psql)
     exec "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -d postgres "$@"
     ;;
 *)
-    echo "usage: $0 start|stop|restart|status|psql [args]" >&2
+    echo "usage: $0 start|stop|stop-if-running|restart|status|psql [args]" >&2
     exit 2
     ;;
 esac
