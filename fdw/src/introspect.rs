@@ -21,9 +21,11 @@ fn tables() -> TableIterator<
         .filter_map(|oid| {
             let t = e.table(oid)?;
             let s = t.stats();
+            // The current name (the engine keeps the one given at creation).
+            let relid = pg_sys::Oid::from(oid);
             Some((
-                pg_sys::Oid::from(oid),
-                t.def.name.clone(),
+                relid,
+                crate::types::relation_name(relid),
                 s.rows,
                 s.data_bytes,
             ))
