@@ -1,0 +1,284 @@
+//! Log segments: framing, the appending writer, and the recovering reader.
+//!
+//! A segment file is named after the LSN of its first byte (`{lsn:016X}.redo`) and
+//! starts with a header; then come frames:
+//!
+//! ```text
+//! header: magic "MEMFDWLG" | version u32 | reserved u32 | start lsn u64 | crc32 u32 | pad u32
+//! frame:  payload length u32 | crc32 u32 | lsn u64 | payload
+//! ```
+//! The frame CRC covers the length, the LSN and the payload. A frame's LSN is its
+//! position in the log: the segment's start LSN plus its offset after the header, so a
+//! frame found at the wrong place is detected too. LSNs only grow; the next segment
+//! starts at the LSN where the previous one ends.
+//!
+//! Recovery reads segments in LSN order and accepts exactly the longest valid prefix:
+//! * an incomplete or corrupt frame at the end of the last segment, with no valid
+//!   frame after it, is a torn write: the segment is cut there ([`Truncation`]);
+//! * anything else (a bad frame followed by valid ones, a short sealed segment, a gap
+//!   between segments, a bad header) is corruption: recovery stops with an error that
+//!   names the file and the offset, and applies nothing past it.
+
+use super::storage::{LogDir, LogFile};
+use std::io;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"MEMFDWLG";
+const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 32;
+pub const FRAME_HEADER_LEN: usize = 16;
+/// Largest payload a frame may carry.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+
+/// Why recovery could not read the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("redo log I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("redo log corrupt in {file} at offset {offset}: {what}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        what: &'static str,
+    },
+    #[error("redo log segment missing: {file} should start at LSN {expected:X}, found {found:X}")]
+    MissingSegment {
+        file: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("redo record of {0} bytes is too large")]
+    TooLarge(usize),
+}
+
+/// A torn tail that recovery cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub file: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovered {
+    /// LSN after the last valid frame: where the log continues.
+    pub end_lsn: u64,
+    pub records: u64,
+    pub segments: usize,
+    pub truncated: Option<Truncation>,
+}
+
+pub fn segment_name(start_lsn: u64) -> String {
+    format!("{start_lsn:016X}.redo")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".redo")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
+    let crc = crc32fast::hash(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends `payload` framed at `lsn` to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&frame_crc(len, lsn, payload).to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends frames to the newest segment, starting a new one past `segment_size`.
+pub struct LogWriter {
+    dir: Arc<dyn LogDir>,
+    file: Box<dyn LogFile>,
+    /// Bytes in the current segment, header included.
+    seg_len: u64,
+    next_lsn: u64,
+    segment_size: u64,
+    buf: Vec<u8>,
+}
+
+impl LogWriter {
+    /// Starts a new segment at `next_lsn` (the end LSN recovery reported).
+    pub fn open(dir: Arc<dyn LogDir>, next_lsn: u64, segment_size: u64) -> io::Result<LogWriter> {
+        let file = Self::new_segment(&*dir, next_lsn)?;
+        Ok(LogWriter {
+            dir,
+            file,
+            seg_len: HEADER_LEN as u64,
+            next_lsn,
+            segment_size: segment_size.max(4096),
+            buf: Vec::new(),
+        })
+    }
+
+    fn new_segment(dir: &dyn LogDir, start_lsn: u64) -> io::Result<Box<dyn LogFile>> {
+        let mut f = dir.create(&segment_name(start_lsn))?;
+        f.append(&header(start_lsn))?;
+        f.sync()?;
+        Ok(f)
+    }
+
+    /// LSN the next frame will get.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Appends one record; returns its LSN. Not durable until [`LogWriter::sync`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, LogError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(LogError::TooLarge(payload.len()));
+        }
+        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+        if self.seg_len > HEADER_LEN as u64 && self.seg_len + frame_len > self.segment_size {
+            self.file.sync()?;
+            self.file = Self::new_segment(&*self.dir, self.next_lsn)?;
+            self.seg_len = HEADER_LEN as u64;
+        }
+        let lsn = self.next_lsn;
+        self.buf.clear();
+        encode_frame(&mut self.buf, lsn, payload);
+        self.file.append(&self.buf)?;
+        self.seg_len += frame_len;
+        self.next_lsn += frame_len;
+        Ok(lsn)
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// A well-formed frame at `pos` of `data` whose LSN is `lsn`, if any: (payload len).
+fn frame_at(data: &[u8], pos: usize, lsn: u64) -> Option<usize> {
+    if data.len() - pos < FRAME_HEADER_LEN {
+        return None;
+    }
+    let len = u32_at(data, pos) as usize;
+    if len > MAX_PAYLOAD
+        || data.len() - pos - FRAME_HEADER_LEN < len
+        || u64_at(data, pos + 8) != lsn
+    {
+        return None;
+    }
+    let payload = &data[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len];
+    (frame_crc(len as u32, lsn, payload) == u32_at(data, pos + 4)).then_some(len)
+}
+
+/// True if some valid frame starts after `pos` in `data` (segment starting at
+/// `seg_lsn`): then a bad frame at `pos` is corruption, not a torn tail.
+fn valid_frame_after(data: &[u8], pos: usize, seg_lsn: u64) -> bool {
+    (pos + 1..data.len().saturating_sub(FRAME_HEADER_LEN - 1))
+        .any(|p| frame_at(data, p, seg_lsn + (p - HEADER_LEN) as u64).is_some())
+}
+
+/// Reads every segment of `dir` in order, calls `apply(lsn, payload)` for each valid
+/// record, cuts a torn tail, and deletes an empty torn last segment.
+pub fn recover(
+    dir: &dyn LogDir,
+    mut apply: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
+) -> Result<Recovered, LogError> {
+    let mut segs: Vec<(u64, String)> = dir
+        .list()?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|l| (l, n)))
+        .collect();
+    segs.sort();
+    let mut out = Recovered {
+        segments: segs.len(),
+        ..Recovered::default()
+    };
+    let mut expected: Option<u64> = None;
+    let last = segs.len().saturating_sub(1);
+    for (i, (start, name)) in segs.iter().enumerate() {
+        let is_last = i == last;
+        if let Some(e) = expected {
+            if *start != e {
+                return Err(LogError::MissingSegment {
+                    file: name.clone(),
+                    expected: e,
+                    found: *start,
+                });
+            }
+        }
+        let data = dir.read(name)?;
+        let corrupt = |offset: usize, what| LogError::Corrupt {
+            file: name.clone(),
+            offset: offset as u64,
+            what,
+        };
+        let h = header(*start);
+        if data.len() < HEADER_LEN || data[..HEADER_LEN] != h {
+            // A last segment whose creation was cut short held nothing yet.
+            if is_last && data.len() < HEADER_LEN && data[..] == h[..data.len()] {
+                dir.remove(name)?;
+                out.segments -= 1;
+                out.end_lsn = *start;
+                return Ok(out);
+            }
+            return Err(corrupt(0, "bad segment header"));
+        }
+        let mut pos = HEADER_LEN;
+        while pos < data.len() {
+            let lsn = start + (pos - HEADER_LEN) as u64;
+            match frame_at(&data, pos, lsn) {
+                Some(len) => {
+                    apply(
+                        lsn,
+                        &data[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len],
+                    )?;
+                    out.records += 1;
+                    pos += FRAME_HEADER_LEN + len;
+                }
+                None => {
+                    if !is_last {
+                        return Err(corrupt(pos, "bad or incomplete frame in a sealed segment"));
+                    }
+                    if valid_frame_after(&data, pos, *start) {
+                        return Err(corrupt(pos, "bad frame followed by valid frames"));
+                    }
+                    dir.truncate(name, pos as u64)?;
+                    out.truncated = Some(Truncation {
+                        file: name.clone(),
+                        offset: pos as u64,
+                        bytes_dropped: (data.len() - pos) as u64,
+                    });
+                    break;
+                }
+            }
+        }
+        let end = start + (pos - HEADER_LEN) as u64;
+        expected = Some(end);
+        out.end_lsn = end;
+    }
+    Ok(out)
+}
