@@ -200,6 +200,11 @@ impl Engine {
         self.last_tid.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// Makes sure new commit TIDs are above `tid` (recovery).
+    pub(crate) fn observe_tid(&self, tid: u64) {
+        self.last_tid.fetch_max(tid, Ordering::AcqRel);
+    }
+
     pub fn last_tid(&self) -> u64 {
         self.last_tid.load(Ordering::Acquire)
     }

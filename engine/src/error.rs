@@ -59,6 +59,8 @@ pub enum Error {
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]
     TxnNotActive,
+    #[error("corrupt redo data: {0}")]
+    Corrupt(String),
 }
 
 impl Error {
@@ -78,6 +80,7 @@ impl Error {
             Error::OutOfMemory { .. } => "53200",
             Error::Conflict(_) => "40001",
             Error::TxnNotActive => "25P02",
+            Error::Corrupt(_) => "XX001",
         }
     }
 }

@@ -15,6 +15,7 @@ mod garbage;
 pub mod index;
 pub mod record;
 pub mod redo;
+mod replay;
 pub mod row;
 pub mod scope;
 pub mod sync;

@@ -45,6 +45,11 @@ impl Table {
         self.next_rowid.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Makes sure new row ids are above `rowid` (recovery).
+    pub(crate) fn observe_rowid(&self, rowid: u64) {
+        self.next_rowid.fetch_max(rowid + 1, Ordering::Relaxed);
+    }
+
     pub(crate) fn account(&self, rows: i64, bytes: i64) {
         if rows != 0 {
             self.live_rows.fetch_add(rows, Ordering::Relaxed);
