@@ -5,14 +5,15 @@ use crate::alloc;
 use crate::catalog::TableDef;
 use crate::epoch;
 use crate::error::{Error, Result};
-use crate::redo::CommitSink;
+use crate::redo::payload::LogRecord;
+use crate::redo::RedoSink;
 use crate::scope;
 use crate::sync::SpinRwLock;
 use crate::table::{Table, TableStats};
 use crate::txn::{Txn, TxnHandle};
 use crossbeam_epoch::Collector;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Settings fixed when the engine is built.
@@ -44,7 +45,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Bytes accounted by the engine itself (used when no arena is installed).
     accounted: AtomicUsize,
-    pub(crate) sink: Option<Box<dyn CommitSink>>,
+    /// The redo log, attached once (at start-up, after recovery); null = none.
+    sink: AtomicPtr<SinkBox>,
 }
 
 /// Bytes an operation is about to allocate, split by how the arena serves them.
@@ -113,6 +115,8 @@ impl Drop for TableHandle {
     }
 }
 
+struct SinkBox(Box<dyn RedoSink>);
+
 /// Figures about the engine's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryStats {
@@ -126,7 +130,7 @@ impl Engine {
     /// Builds an engine. With an arena installed, it lives in the arena (the caller
     /// leaks the box into shared memory). A `sink` must itself be allocated inside an
     /// engine scope, since every process calls it.
-    pub fn new(config: EngineConfig, sink: Option<Box<dyn CommitSink>>) -> Box<Engine> {
+    pub fn new(config: EngineConfig, sink: Option<Box<dyn RedoSink>>) -> Box<Engine> {
         let _s = scope::enter();
         Box::new(Engine {
             collector: Collector::new(),
@@ -135,13 +139,28 @@ impl Engine {
             next_txn_id: AtomicU64::new(1),
             config,
             accounted: AtomicUsize::new(0),
-            sink,
+            sink: AtomicPtr::new(sink.map_or(std::ptr::null_mut(), |s| {
+                Box::into_raw(Box::new(SinkBox(s)))
+            })),
         })
     }
 
     /// Creates the engine table for relation `oid`.
     pub fn create_table(&self, oid: u32, def: TableDef) -> Result<()> {
+        self.create_table_inner(oid, def, true)
+    }
+
+    pub(crate) fn create_table_inner(&self, oid: u32, def: TableDef, log: bool) -> Result<()> {
         def.validate()?;
+        if log {
+            if self.tables.read().contains_key(&oid) {
+                return Err(Error::TableExists { oid });
+            }
+            self.log_durably(&LogRecord::CreateTable {
+                oid,
+                def: def.clone(),
+            })?;
+        }
         let _s = scope::enter();
         // The caller built `def` in its own (private) memory: copy it into the arena,
         // or other processes would read this process's heap.
@@ -159,7 +178,29 @@ impl Engine {
 
     /// Removes table `oid` from the catalog; its memory is freed once no transaction
     /// or scan refers to it. Returns false if there was no such table.
-    pub fn drop_table(&self, oid: u32) -> bool {
+    ///
+    /// The drop is logged first; if the log cannot take it, nothing is dropped.
+    pub fn drop_table(&self, oid: u32) -> Result<bool> {
+        if !self.tables.read().contains_key(&oid) {
+            return Ok(false);
+        }
+        self.log_durably(&LogRecord::DropTable { oid })?;
+        Ok(self.drop_table_inner(oid))
+    }
+
+    /// Appends `rec` to the redo log (if any) and waits until it is durable.
+    fn log_durably(&self, rec: &LogRecord) -> Result<()> {
+        let Some(sink) = self.sink() else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        rec.encode(&mut buf);
+        let end = sink.append(&buf).map_err(|e| Error::LogIo(e.to_string()))?;
+        sink.make_durable(end)
+            .map_err(|e| Error::NotDurable(e.to_string()))
+    }
+
+    pub(crate) fn drop_table_inner(&self, oid: u32) -> bool {
         let _s = scope::enter();
         let removed = self.tables.write().remove(&oid);
         let found = removed.is_some();
@@ -187,6 +228,22 @@ impl Engine {
 
     pub fn table_stats(&self, oid: u32) -> Option<TableStats> {
         self.table(oid).map(|t| t.stats())
+    }
+
+    /// The redo log, if one is attached.
+    pub(crate) fn sink(&self) -> Option<&dyn RedoSink> {
+        let p = self.sink.load(Ordering::Acquire);
+        // SAFETY: set once from a leaked box that lives as long as the engine.
+        unsafe { p.as_ref() }.map(|b| &*b.0)
+    }
+
+    /// Attaches the redo log (once, after recovery, before any other process uses
+    /// the engine). The sink must have been allocated inside an engine scope.
+    pub fn attach_sink(&self, sink: Box<dyn RedoSink>) {
+        let _s = scope::enter();
+        let p = Box::into_raw(Box::new(SinkBox(sink)));
+        let old = self.sink.swap(p, Ordering::AcqRel);
+        assert!(old.is_null(), "a redo sink is already attached");
     }
 
     /// Starts a transaction.

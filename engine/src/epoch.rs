@@ -27,6 +27,12 @@ extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The fork generation of this process (see [`FORK_GENERATION`]): differs in a child
+/// from its parent's, without a system call.
+pub fn fork_generation() -> u64 {
+    generation()
+}
+
 fn generation() -> u64 {
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only touches an atomic.

@@ -61,6 +61,12 @@ pub enum Error {
     TxnNotActive,
     #[error("corrupt redo data: {0}")]
     Corrupt(String),
+    #[error("could not write the redo log: {0}")]
+    LogIo(String),
+    /// The commit is installed but could not be made durable: the server must restart
+    /// and recover (PostgreSQL answers fsync failures the same way).
+    #[error("could not make the redo log durable: {0}")]
+    NotDurable(String),
 }
 
 impl Error {
@@ -81,6 +87,7 @@ impl Error {
             Error::Conflict(_) => "40001",
             Error::TxnNotActive => "25P02",
             Error::Corrupt(_) => "XX001",
+            Error::LogIo(_) | Error::NotDurable(_) => "58030",
         }
     }
 }

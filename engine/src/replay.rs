@@ -20,11 +20,11 @@ impl Engine {
         match rec {
             LogRecord::CreateTable { oid, def } => {
                 if self.table(*oid).is_none() {
-                    self.create_table(*oid, def.clone())?;
+                    self.create_table_inner(*oid, def.clone(), false)?;
                 }
             }
             LogRecord::DropTable { oid } => {
-                self.drop_table(*oid);
+                self.drop_table_inner(*oid);
             }
             LogRecord::Commit { tid, writes } => {
                 self.observe_tid(*tid);

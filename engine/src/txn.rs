@@ -14,16 +14,20 @@
 //!    this transaction read or wrote, since those were handed out before);
 //! 3. **validate**: every pre-existing row written must still carry the version the
 //!    transaction read (else [`AbortReason`]);
-//! 4. **log**: hand the after-images to the redo sink;
+//! 4. **log**: append the commit record (TID and after-images) to the redo log;
 //! 5. **install**: publish new buffers and versions, unlink deleted rows, unlock;
-//!    replaced buffers and unlinked records are retired through the epoch collector.
+//!    replaced buffers and unlinked records are retired through the epoch collector;
+//! 6. **durable**: wait until the record is durable (group commit), locks released.
+//!
+//! Phase 0 looks every written row up again under the commit's guard (a row read
+//! earlier may have been deleted and freed since).
 
 use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Chunked, Garbage, Retired, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::record::{self, Record, RecordPtr, ABSENT_BIT, LOCK_BIT, TID_MASK};
-use crate::redo::LoggedWrite;
+use crate::redo::payload::encode_write;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
@@ -470,7 +474,14 @@ impl Txn {
         }
         self.pending.clear();
         self.active = false;
-        outcome
+        let (tid, log_end) = outcome?;
+        // Phase 6: durable. After the locks are gone, so readers never wait for an
+        // fsync; the caller acknowledges the commit only after this.
+        if let (Some(sink), Some(end)) = (engine.sink(), log_end) {
+            sink.make_durable(end)
+                .map_err(|e| Error::NotDurable(e.to_string()))?;
+        }
+        Ok(tid)
     }
 
     /// Unlocks the first `n` entries in lock order.
@@ -486,7 +497,9 @@ impl Txn {
         }
     }
 
-    fn commit_pinned(&mut self, g: &Guard) -> Result<u64> {
+    /// Phases 0-5 under one guard; returns the commit TID and where its redo record
+    /// ends in the log.
+    fn commit_pinned(&mut self, g: &Guard) -> Result<(u64, Option<u64>)> {
         let engine = self.engine;
         // Phase 0: find every written record under this guard. A pre-existing row that
         // is no longer linked was deleted by a committed transaction.
@@ -528,21 +541,17 @@ impl Txn {
             }
         }
         // Phase 4: log.
-        if let Some(sink) = &engine.sink {
-            let writes: Vec<LoggedWrite<'_>> = self
-                .pending
-                .values()
-                .map(|&i| self.entries.get(i))
-                .filter(|e| !(e.origin == Origin::Inserted && e.newest.data.is_null()))
-                .map(|e| LoggedWrite {
-                    table_oid: self.tables[e.table].oid,
-                    rowid: e.rowid,
-                    // SAFETY: pending buffers live until install.
-                    after: (!e.newest.data.is_null())
-                        .then(|| unsafe { record::rowbuf_slice(e.newest.data) }),
-                })
-                .collect();
-            sink.append(tid, &writes);
+        let mut log_end = None;
+        if let Some(sink) = engine.sink() {
+            let payload = scope::outside(|| self.commit_record(tid));
+            match sink.append(&payload) {
+                Ok(end) => log_end = Some(end),
+                Err(e) => {
+                    self.unlock_first(self.pending.len());
+                    return Err(Error::LogIo(e.to_string()));
+                }
+            }
+            scope::outside(|| drop(payload));
         }
         // Phase 5: install and unlock.
         let mut garbage = Garbage::default();
@@ -577,7 +586,34 @@ impl Txn {
             }
         }
         garbage.retire(engine, g);
-        Ok(tid)
+        Ok((tid, log_end))
+    }
+
+    /// The redo record of this commit (built in private memory).
+    fn commit_record(&self, tid: u64) -> Vec<u8> {
+        let logged = |e: &&WriteEntry| !(e.origin == Origin::Inserted && e.newest.data.is_null());
+        let n = self
+            .pending
+            .values()
+            .map(|&i| self.entries.get(i))
+            .filter(logged)
+            .count();
+        let mut out = Vec::with_capacity(13 + n * 32);
+        out.push(1);
+        out.extend_from_slice(&tid.to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for e in self
+            .pending
+            .values()
+            .map(|&i| self.entries.get(i))
+            .filter(logged)
+        {
+            // SAFETY: pending buffers live until install.
+            let after =
+                (!e.newest.data.is_null()).then(|| unsafe { record::rowbuf_slice(e.newest.data) });
+            encode_write(&mut out, self.tables[e.table].oid, e.rowid, after);
+        }
+        out
     }
 
     fn abort(&mut self) {

@@ -59,6 +59,16 @@ unsafe extern "C-unwind" fn process_utility(
         if preloaded() && (*stmt).type_ == pg_sys::NodeTag::T_AlterTableStmt {
             check_alter(stmt as *mut pg_sys::AlterTableStmt);
         }
+        let created = (*stmt).type_ == pg_sys::NodeTag::T_CreateForeignTableStmt;
+        // Did the relation exist already (CREATE ... IF NOT EXISTS then does nothing)?
+        // Looked up in the namespace it would be created in.
+        let existed = created && {
+            let rv = (*(stmt as *mut pg_sys::CreateForeignTableStmt))
+                .base
+                .relation;
+            let nsp = pg_sys::RangeVarGetCreationNamespace(rv);
+            pg_sys::get_relname_relid((*rv).relname, nsp) != pg_sys::InvalidOid
+        };
         match PREV_UTILITY {
             Some(prev) => pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
                 prev(pstmt, query, read_only_tree, context, params, env, dest, qc)
@@ -74,7 +84,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
-        if (*stmt).type_ == pg_sys::NodeTag::T_CreateForeignTableStmt {
+        if created && !existed {
             after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt);
         }
     }
@@ -130,7 +140,9 @@ unsafe fn after_create_foreign_table(stmt: *mut pg_sys::CreateForeignTableStmt) 
         );
         let e = engine();
         if e.table(relid.to_u32()).is_some() {
-            return; // CREATE FOREIGN TABLE IF NOT EXISTS on an existing table
+            // A table of a transaction that never committed (its CREATE was logged, then
+            // the server crashed) whose OID PostgreSQL has now reused: not ours.
+            e.drop_table(relid.to_u32()).or_raise();
         }
         let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as _);
         let def = types::table_def(rel);

@@ -21,6 +21,7 @@ fn code(e: &Error) -> PgSqlErrorCode {
         Error::Conflict(_) => ERRCODE_T_R_SERIALIZATION_FAILURE,
         Error::TxnNotActive => ERRCODE_IN_FAILED_SQL_TRANSACTION,
         Error::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
+        Error::LogIo(_) | Error::NotDurable(_) => ERRCODE_IO_ERROR,
     }
 }
 
@@ -35,6 +36,12 @@ pub fn raise(e: Error) -> ! {
         }
         Error::Conflict(_) => {
             report = report.set_hint("The transaction might succeed if retried.");
+        }
+        Error::NotDurable(_) => {
+            // Committed in memory but maybe not on disk: like PostgreSQL after a failed
+            // fsync, restart and recover from what the log holds.
+            report.report(PgLogLevel::PANIC);
+            unreachable!()
         }
         _ => {}
     }

@@ -5,6 +5,13 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// `memfdw.max_memory`, in MB: the size of the engine's shared memory arena.
 pub static MAX_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
+/// `memfdw.data_directory`: where the redo log lives (relative to the data directory).
+pub static DATA_DIRECTORY: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"memfdw"));
+
+/// Size of one redo log segment, in MB.
+pub static SEGMENT_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -13,6 +20,24 @@ pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 pub fn register(preloading: bool) {
     if preloading {
         define_max_memory();
+        GucRegistry::define_string_guc(
+            c"memfdw.data_directory",
+            c"Directory of memfdw's redo log.",
+            c"Relative paths are relative to the server's data directory. Takes effect at server start.",
+            &DATA_DIRECTORY,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"memfdw.segment_size",
+            c"Size of one redo log segment.",
+            c"",
+            &SEGMENT_SIZE_MB,
+            1,
+            1024,
+            GucContext::Postmaster,
+            GucFlags::UNIT_MB,
+        );
     }
     GucRegistry::define_int_guc(
         c"memfdw.scan_batch_rows",

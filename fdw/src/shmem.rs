@@ -76,10 +76,80 @@ unsafe extern "C-unwind" fn shmem_startup() {
             // SAFETY: the region is ours, mapped before any backend forks.
             let arena = Arena::init(region, len);
             install_arena(arena);
-            let engine = Engine::new(EngineConfig::for_arena(arena.stats().capacity), None);
-            ENGINE.store(Box::into_raw(engine), Ordering::Release);
+            let engine: &'static Engine = Box::leak(Engine::new(
+                EngineConfig::for_arena(arena.stats().capacity),
+                None,
+            ));
+            recover(engine);
+            ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
         }
         pg_sys::LWLockRelease(lock);
+    }
+}
+
+fn data_directory() -> String {
+    crate::settings::DATA_DIRECTORY
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "memfdw".into())
+}
+
+/// Rebuilds the engine's tables from the redo log and starts the log again where it
+/// ends. Runs in the postmaster, before any backend exists (at start-up and after
+/// every crash reinitialisation). A corrupt log stops the server: nothing past the
+/// corruption may be applied, and nothing may be written after it.
+fn recover(engine: &'static Engine) {
+    use memfdw_engine::redo::shared::{recover_engine, SharedLog};
+    let dir = data_directory();
+    let started = std::time::Instant::now();
+    let r = match recover_engine(engine, &dir) {
+        Ok(r) => r,
+        Err(e) => {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("memfdw: recovery from the redo log failed: {e}"),
+                "memfdw::recover",
+            )
+            .set_hint(format!(
+                "The log is in \"{dir}\"; nothing after the reported position was applied."
+            ))
+            .report(PgLogLevel::FATAL);
+            unreachable!();
+        }
+    };
+    if let Some(t) = &r.truncated {
+        pgrx::log!(
+            "memfdw: redo log ends with a torn write: cut {} bytes of \"{}/{}\" at offset {}",
+            t.bytes_dropped,
+            dir,
+            t.file,
+            t.offset
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    pgrx::log!(
+        "memfdw: recovered {} tables from {} redo records in {} segments in {:.3} s (log ends at LSN {:X})",
+        engine.table_oids().len(),
+        r.records,
+        r.segments,
+        secs,
+        r.end_lsn
+    );
+    let segment = (crate::settings::SEGMENT_SIZE_MB.get().max(1) as u64) << 20;
+    let log = {
+        let _s = memfdw_engine::scope::enter();
+        SharedLog::start(&dir, r.end_lsn, segment)
+    };
+    match log {
+        Ok(log) => engine.attach_sink(log),
+        Err(e) => {
+            ereport!(
+                FATAL,
+                PgSqlErrorCode::ERRCODE_IO_ERROR,
+                format!("memfdw: could not start the redo log in \"{dir}\": {e}")
+            );
+        }
     }
 }
 

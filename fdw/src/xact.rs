@@ -124,7 +124,7 @@ unsafe extern "C-unwind" fn xact_callback(
             if !drops.is_empty() {
                 let e = engine();
                 for (oid, _) in drops {
-                    e.drop_table(oid);
+                    must_drop(e, oid);
                 }
             }
         }
@@ -146,6 +146,14 @@ unsafe extern "C-unwind" fn xact_callback(
     }
 }
 
+/// Drops an engine table where no error may be raised (commit, abort): if the redo
+/// log cannot record it, the server must restart and recover.
+fn must_drop(e: &'static memfdw_engine::Engine, oid: u32) {
+    if let Err(err) = e.drop_table(oid) {
+        errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+    }
+}
+
 /// Aborts the engine transaction and undoes this transaction's engine DDL.
 fn release() {
     let (txn, creates) = BACKEND.with(|b| {
@@ -158,7 +166,7 @@ fn release() {
     if !creates.is_empty() && crate::shmem::preloaded() {
         let e = engine();
         for (oid, _) in creates {
-            e.drop_table(oid);
+            must_drop(e, oid);
         }
     }
 }
@@ -195,7 +203,7 @@ unsafe extern "C-unwind" fn subxact_callback(
     if !creates.is_empty() {
         let e = engine();
         for (oid, _) in creates {
-            e.drop_table(oid);
+            must_drop(e, oid);
         }
     }
 }

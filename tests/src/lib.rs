@@ -146,6 +146,48 @@ impl Cluster {
         cluster
     }
 
+    /// SIGKILL to the postmaster and every backend at once (a power cut that keeps
+    /// the page cache), then waits until they are gone.
+    pub fn kill9(&self) {
+        let pidfile =
+            std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
+        let pid: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid.to_string()])
+            .output()
+            .unwrap();
+        let mut pids: Vec<i32> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.push(pid);
+        for p in &pids {
+            // SAFETY: signalling processes of this test's own server.
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+        let start = Instant::now();
+        // SAFETY: probing for existence only.
+        while pids.iter().any(|p| unsafe { libc::kill(*p, 0) } == 0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server processes survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again (after `kill9`).
+    pub fn restart(&self) {
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            self.log().to_str().unwrap(),
+        ]);
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.join("server.log")
     }

@@ -2,27 +2,24 @@
 //! ([`segment`]), the files behind them ([`storage`]), and the seam where a commit
 //! hands its after-images to the log ([`CommitSink`]).
 //!
-//! Phase 4 of the commit protocol (see `txn.rs`) calls [`CommitSink::append`] with the
-//! commit TID and the after-images of every row the transaction wrote, while the
-//! write set is still locked: records reach the sink in an order compatible with
-//! their TIDs per row. The redo log proper (framing, group commit, segments) builds on
-//! this seam.
+//! Phase 4 of the commit protocol (see `txn.rs`) appends a commit record (TID and
+//! the after-images of every row written) while the write set is still locked, so
+//! records of one row reach the log in TID order; phase 6, after the locks are
+//! released, waits until the record is durable. [`shared::SharedLog`] is the
+//! implementation used by PostgreSQL backends.
 
 pub mod payload;
 pub mod segment;
+pub mod shared;
 pub mod storage;
 
-/// One row written by a committing transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct LoggedWrite<'a> {
-    pub table_oid: u32,
-    pub rowid: u64,
-    /// The row's new packed bytes, or None for a delete.
-    pub after: Option<&'a [u8]>,
-}
-
-pub trait CommitSink: Send + Sync {
-    /// Called once per committing read-write transaction, inside the engine scope.
-    /// Must not block for long and must not call back into the engine.
-    fn append(&self, tid: u64, writes: &[LoggedWrite<'_>]);
+/// Where redo records go. Lives in the arena (allocate it inside an engine scope)
+/// and is called by every process.
+pub trait RedoSink: Send + Sync {
+    /// Appends one encoded record (see [`payload`]); returns the LSN just past it.
+    /// Called while the committing transaction holds its row locks: must not wait
+    /// for durability. An error makes the commit fail (nothing installed).
+    fn append(&self, payload: &[u8]) -> std::io::Result<u64>;
+    /// Returns once everything up to `upto` is durable.
+    fn make_durable(&self, upto: u64) -> std::io::Result<()>;
 }

@@ -1,0 +1,214 @@
+//! The redo log shared by every process: one growing segment, LSNs handed out under
+//! a process-safe lock, group commit through a shared "flushed up to" LSN.
+//!
+//! The state (current segment, next LSN, flushed LSN) lives in the arena. File
+//! descriptors are per process: each process opens the current segment itself the
+//! first time it writes to it (a descriptor inherited across `fork` is not reused).
+//!
+//! * `append` reserves the frame's LSN and writes it at its offset with `pwrite`,
+//!   both under the lock, so every byte below `next_lsn` is written when the lock is
+//!   released. Before a new segment starts, the old one is synced: a sealed segment
+//!   is always complete.
+//! * `make_durable(upto)` returns at once if another process already synced past
+//!   `upto`; otherwise it syncs the current segment, which covers everything written
+//!   before it looked at `next_lsn`, and publishes that as flushed.
+
+use super::payload::LogRecord;
+use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
+use super::storage::{FsDir, LogDir};
+use super::RedoSink;
+use crate::engine::Engine;
+use crate::scope;
+use crate::sync::SpinLock;
+use std::cell::RefCell;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct LogState {
+    seg_start: u64,
+    next_lsn: u64,
+}
+
+pub struct SharedLog {
+    dir: String,
+    segment_size: u64,
+    state: SpinLock<LogState>,
+    flushed: AtomicU64,
+}
+
+/// This process's descriptor of one segment.
+struct OpenSegment {
+    generation: u64,
+    log: usize,
+    seg_start: u64,
+    file: std::fs::File,
+}
+
+thread_local! {
+    static OPEN: RefCell<Option<OpenSegment>> = const { RefCell::new(None) };
+}
+
+impl SharedLog {
+    /// Starts the log at `next_lsn` (where recovery ended) with a new segment.
+    /// Call inside an engine scope so the log lives in the arena.
+    pub fn start(dir: &str, next_lsn: u64, segment_size: u64) -> io::Result<Box<SharedLog>> {
+        scope::outside(|| -> io::Result<()> {
+            let mut w = segment::LogWriter::open(
+                std::sync::Arc::new(FsDir::open(dir)?),
+                next_lsn,
+                segment_size,
+            )?;
+            w.sync()
+        })?;
+        Ok(Box::new(SharedLog {
+            dir: dir.to_owned(),
+            segment_size: segment_size.max(1 << 16),
+            state: SpinLock::new(LogState {
+                seg_start: next_lsn,
+                next_lsn,
+            }),
+            flushed: AtomicU64::new(next_lsn),
+        }))
+    }
+
+    fn path(&self, seg_start: u64) -> PathBuf {
+        Path::new(&self.dir).join(segment_name(seg_start))
+    }
+
+    /// Runs `f` on this process's descriptor of segment `seg_start`.
+    fn with_file<R>(
+        &self,
+        seg_start: u64,
+        f: impl FnOnce(&std::fs::File) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let generation = crate::epoch::fork_generation();
+        let me = self as *const SharedLog as usize;
+        OPEN.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let usable =
+                matches!(&*slot, Some(o) if o.generation == generation && o.log == me && o.seg_start == seg_start);
+            if !usable {
+                if let Some(old) = slot.take() {
+                    if old.generation != generation {
+                        // Inherited from the parent: closing it here is harmless (the
+                        // parent has its own copy of the descriptor).
+                        drop(old.file);
+                    }
+                }
+                let file = std::fs::OpenOptions::new().write(true).open(self.path(seg_start))?;
+                *slot = Some(OpenSegment {
+                    generation,
+                    log: me,
+                    seg_start,
+                    file,
+                });
+            }
+            f(&slot.as_ref().expect("opened above").file)
+        })
+    }
+
+    /// LSN up to which the log is durable.
+    pub fn flushed_lsn(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+}
+
+impl RedoSink for SharedLog {
+    fn append(&self, payload: &[u8]) -> io::Result<u64> {
+        scope::outside(|| {
+            let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+            let mut buf = Vec::with_capacity(frame_len as usize);
+            let mut st = self.state.lock();
+            let used = HEADER_LEN as u64 + (st.next_lsn - st.seg_start);
+            if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
+                // Seal the current segment: it must be complete before a later one
+                // holds anything.
+                self.with_file(st.seg_start, |f| f.sync_data())?;
+                self.flushed.fetch_max(st.next_lsn, Ordering::AcqRel);
+                let mut w = segment::LogWriter::open(
+                    std::sync::Arc::new(FsDir::open(&self.dir)?),
+                    st.next_lsn,
+                    self.segment_size,
+                )?;
+                w.sync()?;
+                st.seg_start = st.next_lsn;
+            }
+            let lsn = st.next_lsn;
+            encode_frame(&mut buf, lsn, payload);
+            let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
+            self.with_file(st.seg_start, |f| f.write_all_at(&buf, offset))?;
+            st.next_lsn += frame_len;
+            Ok(st.next_lsn)
+        })
+    }
+
+    fn make_durable(&self, upto: u64) -> io::Result<()> {
+        scope::outside(|| loop {
+            if self.flushed.load(Ordering::Acquire) >= upto {
+                return Ok(());
+            }
+            let (seg, written) = {
+                let st = self.state.lock();
+                (st.seg_start, st.next_lsn)
+            };
+            if upto <= seg {
+                // Its segment was sealed, and synced, by a rotation.
+                self.flushed.fetch_max(seg, Ordering::AcqRel);
+                continue;
+            }
+            self.with_file(seg, |f| f.sync_data())?;
+            self.flushed.fetch_max(written, Ordering::AcqRel);
+        })
+    }
+}
+
+/// Why recovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Log(#[from] segment::LogError),
+    #[error("redo record at LSN {lsn:X}: {what}")]
+    Record { lsn: u64, what: String },
+}
+
+/// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
+pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
+    let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
+    let mut failure = None;
+    let r = scope::outside(|| {
+        segment::recover(&fs, |lsn, payload| {
+            let rec = LogRecord::decode(payload);
+            let applied = match rec {
+                Ok(rec) => engine.replay(&rec).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(what) = applied {
+                failure = Some(RecoveryError::Record { lsn, what });
+                // Stop reading: nothing after a bad record is applied.
+                return Err(segment::LogError::Corrupt {
+                    file: String::new(),
+                    offset: lsn,
+                    what: "record could not be applied",
+                });
+            }
+            Ok(())
+        })
+    });
+    match (r, failure) {
+        (_, Some(f)) => Err(f),
+        (r, None) => Ok(r?),
+    }
+}
+
+/// Names of the segments in `dir`, in LSN order.
+pub fn segments(dir: &str) -> io::Result<Vec<String>> {
+    let mut v: Vec<String> = FsDir::open(dir)?
+        .list()?
+        .into_iter()
+        .filter(|n| n.ends_with(".redo"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
