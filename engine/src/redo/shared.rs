@@ -10,8 +10,9 @@
 //!   released. Before a new segment starts, the old one is synced: a sealed segment
 //!   is always complete.
 //! * `make_durable(upto)` returns at once if another process already synced past
-//!   `upto`; otherwise it syncs the current segment, which covers everything written
-//!   before it looked at `next_lsn`, and publishes that as flushed.
+//!   `upto`; otherwise it waits for the process syncing now (one at a time), checks
+//!   again, and if still needed syncs the current segment, which covers everything
+//!   written before it looked at `next_lsn`, and publishes that as flushed.
 
 use super::payload::LogRecord;
 use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
@@ -36,6 +37,9 @@ pub struct SharedLog {
     segment_size: u64,
     state: SpinLock<LogState>,
     flushed: AtomicU64,
+    /// Held by the one process syncing; the others wait for it and usually find
+    /// their record covered by its sync (group commit).
+    syncing: SpinLock<()>,
 }
 
 /// This process's descriptor of one segment.
@@ -70,6 +74,7 @@ impl SharedLog {
                 next_lsn,
             }),
             flushed: AtomicU64::new(next_lsn),
+            syncing: SpinLock::new(()),
         }))
     }
 
@@ -146,6 +151,10 @@ impl RedoSink for SharedLog {
 
     fn make_durable(&self, upto: u64) -> io::Result<()> {
         scope::outside(|| loop {
+            if self.flushed.load(Ordering::Acquire) >= upto {
+                return Ok(());
+            }
+            let _syncer = self.syncing.lock();
             if self.flushed.load(Ordering::Acquire) >= upto {
                 return Ok(());
             }
