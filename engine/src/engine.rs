@@ -152,15 +152,6 @@ impl Engine {
 
     pub(crate) fn create_table_inner(&self, oid: u32, def: TableDef, log: bool) -> Result<()> {
         def.validate()?;
-        if log {
-            if self.tables.read().contains_key(&oid) {
-                return Err(Error::TableExists { oid });
-            }
-            self.log_durably(&LogRecord::CreateTable {
-                oid,
-                def: def.clone(),
-            })?;
-        }
         let _s = scope::enter();
         // The caller built `def` in its own (private) memory: copy it into the arena,
         // or other processes would read this process's heap.
@@ -168,11 +159,27 @@ impl Engine {
         scope::outside(|| drop(def));
         let def = shared_def;
         self.check_memory(Need::of(4096))?;
+        // The catalog stays locked from the log append to the change, so a checkpoint
+        // (which takes its start LSN under the catalog lock) sees the table or replays
+        // its record.
         let mut tables = self.tables.write();
         if tables.contains_key(&oid) {
             return Err(Error::TableExists { oid });
         }
+        let phase = if log {
+            let rec = scope::outside(|| LogRecord::CreateTable {
+                oid,
+                def: def.clone(),
+            });
+            self.log_durably(&rec)?
+        } else {
+            None
+        };
         tables.insert(oid, Arc::new(Table::new(oid, def, &self.collector)));
+        drop(tables);
+        if let (Some(sink), Some(p)) = (self.sink(), phase) {
+            sink.installed(p);
+        }
         Ok(())
     }
 
@@ -181,37 +188,56 @@ impl Engine {
     ///
     /// The drop is logged first; if the log cannot take it, nothing is dropped.
     pub fn drop_table(&self, oid: u32) -> Result<bool> {
-        if !self.tables.read().contains_key(&oid) {
-            return Ok(false);
-        }
-        self.log_durably(&LogRecord::DropTable { oid })?;
-        Ok(self.drop_table_inner(oid))
+        self.drop_table_logged(oid, true)
     }
 
-    /// Appends `rec` to the redo log (if any) and waits until it is durable.
-    fn log_durably(&self, rec: &LogRecord) -> Result<()> {
+    /// Appends `rec` to the redo log (if any) and waits until it is durable; returns
+    /// the checkpoint phase to report as installed.
+    fn log_durably(&self, rec: &LogRecord) -> Result<Option<usize>> {
         let Some(sink) = self.sink() else {
-            return Ok(());
+            return Ok(None);
         };
-        let mut buf = Vec::new();
-        rec.encode(&mut buf);
-        let end = sink.append(&buf).map_err(|e| Error::LogIo(e.to_string()))?;
-        sink.make_durable(end)
-            .map_err(|e| Error::NotDurable(e.to_string()))
+        let buf = scope::outside(|| {
+            let mut buf = Vec::new();
+            rec.encode(&mut buf);
+            buf
+        });
+        let a = sink.append(&buf).map_err(|e| Error::LogIo(e.to_string()))?;
+        scope::outside(|| drop(buf));
+        if let Err(e) = sink.make_durable(a.end) {
+            sink.installed(a.phase);
+            return Err(Error::NotDurable(e.to_string()));
+        }
+        Ok(Some(a.phase))
     }
 
     pub(crate) fn drop_table_inner(&self, oid: u32) -> bool {
+        self.drop_table_logged(oid, false).unwrap_or(false)
+    }
+
+    fn drop_table_logged(&self, oid: u32, log: bool) -> Result<bool> {
         let _s = scope::enter();
-        let removed = self.tables.write().remove(&oid);
-        let found = removed.is_some();
+        let mut tables = self.tables.write();
+        if !tables.contains_key(&oid) {
+            return Ok(false);
+        }
+        let phase = if log {
+            self.log_durably(&LogRecord::DropTable { oid })?
+        } else {
+            None
+        };
+        let removed = tables.remove(&oid);
+        drop(tables);
+        if let (Some(sink), Some(p)) = (self.sink(), phase) {
+            sink.installed(p);
+        }
         if let Some(t) = removed {
-            // Retire through the collector: a process may still be between looking the
-            // table up and cloning nothing else (all users hold an Arc, but the drop of
-            // the skip lists must not race with epoch-protected readers of its nodes).
+            // Retire through the collector: the drop of the skip lists must not race
+            // with epoch-protected readers of their nodes.
             epoch::with_guard(&self.collector, |g| g.defer(move || drop(t)));
             epoch::reclaim(&self.collector);
         }
-        found
+        Ok(true)
     }
 
     pub fn table(&self, oid: u32) -> Option<TableHandle> {
@@ -228,6 +254,14 @@ impl Engine {
 
     pub fn table_stats(&self, oid: u32) -> Option<TableStats> {
         self.table(oid).map(|t| t.stats())
+    }
+
+    /// Runs `f` while no table is created or dropped (checkpoints take their start
+    /// LSN this way: DDL logs and changes the catalog under its write lock).
+    pub fn with_stable_catalog<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _s = scope::enter();
+        let _g = self.tables.read();
+        scope::outside(f)
     }
 
     /// The redo log, if one is attached.

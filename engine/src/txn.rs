@@ -545,7 +545,7 @@ impl Txn {
         if let Some(sink) = engine.sink() {
             let payload = scope::outside(|| self.commit_record(tid));
             match sink.append(&payload) {
-                Ok(end) => log_end = Some(end),
+                Ok(a) => log_end = Some(a),
                 Err(e) => {
                     self.unlock_first(self.pending.len());
                     return Err(Error::LogIo(e.to_string()));
@@ -586,7 +586,10 @@ impl Txn {
             }
         }
         garbage.retire(engine, g);
-        Ok((tid, log_end))
+        if let (Some(sink), Some(a)) = (engine.sink(), log_end) {
+            sink.installed(a.phase);
+        }
+        Ok((tid, log_end.map(|a| a.end)))
     }
 
     /// The redo record of this commit (built in private memory).

@@ -54,3 +54,57 @@ fn memory() -> TableIterator<
         m.arena_reserved as i64,
     ))
 }
+
+/// Takes a checkpoint now: writes every table to `checkpoint` in the log directory and
+/// deletes the log segments it covers. Returns what it wrote.
+#[pg_extern]
+fn checkpoint() -> TableIterator<
+    'static,
+    (
+        name!(start_lsn, String),
+        name!(tables, i64),
+        name!(rows, i64),
+        name!(bytes, i64),
+        name!(segments_removed, i64),
+        name!(seconds, f64),
+    ),
+> {
+    let e = engine();
+    match memfdw_engine::redo::checkpoint::write_checkpoint(e, crate::shmem::log()) {
+        Ok(i) => TableIterator::once((
+            format!("{:X}", i.start_lsn),
+            i.tables as i64,
+            i.rows as i64,
+            i.bytes as i64,
+            i.segments_removed as i64,
+            i.seconds,
+        )),
+        Err(err) => {
+            let code = match err {
+                memfdw_engine::redo::checkpoint::CheckpointError::Busy => {
+                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE
+                }
+                _ => PgSqlErrorCode::ERRCODE_IO_ERROR,
+            };
+            ereport!(ERROR, code, format!("memfdw: checkpoint failed: {err}"));
+        }
+    }
+}
+
+/// The redo log: its segments (name, size) in LSN order.
+#[pg_extern]
+fn redo_segments() -> TableIterator<'static, (name!(segment, String), name!(bytes, i64))> {
+    engine();
+    let dir = crate::shmem::log().directory().to_owned();
+    let segs = memfdw_engine::redo::shared::segments(&dir).unwrap_or_default();
+    let rows: Vec<(String, i64)> = segs
+        .into_iter()
+        .map(|s| {
+            let len = std::fs::metadata(std::path::Path::new(&dir).join(&s))
+                .map(|m| m.len() as i64)
+                .unwrap_or(0);
+            (s, len)
+        })
+        .collect();
+    TableIterator::new(rows)
+}

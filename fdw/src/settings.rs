@@ -12,6 +12,10 @@ pub static DATA_DIRECTORY: GucSetting<Option<std::ffi::CString>> =
 /// Size of one redo log segment, in MB.
 pub static SEGMENT_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 
+/// `memfdw.max_log_size`, in MB: a commit that finds more log than this written since
+/// the last checkpoint takes one.
+pub static MAX_LOG_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -39,6 +43,16 @@ pub fn register(preloading: bool) {
             GucFlags::UNIT_MB,
         );
     }
+    GucRegistry::define_int_guc(
+        c"memfdw.max_log_size",
+        c"Redo log written since the last checkpoint that triggers the next one.",
+        c"A committing session that finds the log grown past this takes a checkpoint after its commit.",
+        &MAX_LOG_SIZE_MB,
+        1,
+        i32::MAX / 2,
+        GucContext::Sighup,
+        GucFlags::UNIT_MB,
+    );
     GucRegistry::define_int_guc(
         c"memfdw.scan_batch_rows",
         c"Rows a memory table scan copies out of the engine at a time.",

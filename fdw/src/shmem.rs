@@ -20,6 +20,9 @@ static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The engine of the current shared memory segment (set by the postmaster).
 static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+/// Its redo log (owned by the engine, which it is attached to).
+static LOG: AtomicPtr<memfdw_engine::redo::shared::SharedLog> =
+    AtomicPtr::new(std::ptr::null_mut());
 /// Whether this process registered its exit callback. Backends inherit `false` from
 /// the postmaster, which never uses the engine itself.
 static EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -142,7 +145,13 @@ fn recover(engine: &'static Engine) {
         SharedLog::start(&dir, r.end_lsn, segment)
     };
     match log {
-        Ok(log) => engine.attach_sink(log),
+        Ok(log) => {
+            LOG.store(
+                &*log as *const SharedLog as *mut SharedLog,
+                Ordering::Release,
+            );
+            engine.attach_sink(log);
+        }
         Err(e) => {
             ereport!(
                 FATAL,
@@ -173,6 +182,13 @@ pub fn engine() -> &'static Engine {
     // SAFETY: set once per segment by the postmaster before forking; lives as long as
     // the segment, i.e. as long as this process.
     unsafe { &*p }
+}
+
+/// The shared redo log (after `engine()` succeeded).
+pub fn log() -> &'static memfdw_engine::redo::shared::SharedLog {
+    let p = LOG.load(Ordering::Acquire);
+    // SAFETY: set with the engine by the postmaster; lives as long as the engine.
+    unsafe { p.as_ref() }.expect("memfdw: redo log not started")
 }
 
 /// True if memfdw was preloaded (its engine exists).

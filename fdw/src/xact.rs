@@ -108,9 +108,13 @@ unsafe extern "C-unwind" fn xact_callback(
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
             if let Some(mut txn) = take_txn() {
                 let r: Result<u64, Error> = txn.commit();
+                let wrote = r.as_ref().is_ok_and(|tid| *tid != 0);
                 drop(txn);
                 if let Err(e) = r {
                     errors::raise(e);
+                }
+                if wrote {
+                    checkpoint_if_due();
                 }
             }
         }
@@ -143,6 +147,30 @@ unsafe extern "C-unwind" fn xact_callback(
             }
         }
         _ => {}
+    }
+}
+
+/// Takes a checkpoint when the log has grown past `memfdw.max_log_size` since the
+/// last one. The transaction is already committed in the engine: a failure here is
+/// only a WARNING (the log keeps everything; the next commit tries again).
+fn checkpoint_if_due() {
+    let log = crate::shmem::log();
+    let limit = (crate::settings::MAX_LOG_SIZE_MB.get().max(1) as u64) << 20;
+    if log.bytes_since_checkpoint() < limit {
+        return;
+    }
+    match memfdw_engine::redo::checkpoint::write_checkpoint(engine(), log) {
+        Ok(i) => pgrx::log!(
+            "memfdw: checkpoint at LSN {:X}: {} tables, {} rows, {} bytes in {:.3} s; {} segments removed",
+            i.start_lsn,
+            i.tables,
+            i.rows,
+            i.bytes,
+            i.seconds,
+            i.segments_removed
+        ),
+        Err(memfdw_engine::redo::checkpoint::CheckpointError::Busy) => {}
+        Err(e) => pgrx::warning!("memfdw: checkpoint failed: {e}"),
     }
 }
 

@@ -208,9 +208,29 @@ fn kill_9_of_the_server_keeps_every_acknowledged_commit() {
                 })
             })
             .collect();
+        // Checkpoints run meanwhile, so some kills land during one.
+        let checkpointer = {
+            let (conn, stop) = (c.conn_str(), stop.clone());
+            std::thread::spawn(move || {
+                let mut done = 0;
+                if let Ok(mut s) = postgres::Client::connect(&conn, postgres::NoTls) {
+                    while !stop.load(Ordering::Relaxed) {
+                        match s.batch_execute("SELECT memfdw.checkpoint()") {
+                            Ok(()) => done += 1,
+                            Err(e) if e.code().is_some_and(|c| c.code() == "55006") => {}
+                            Err(_) => break,
+                        }
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                }
+                done
+            })
+        };
         std::thread::sleep(Duration::from_millis(800 + 400 * round));
         c.kill9();
         stop.store(true, Ordering::Relaxed);
+        let checkpoints = checkpointer.join().unwrap();
+        assert!(checkpoints > 0, "round {round}: no checkpoint ran");
         for (i, h) in handles.into_iter().enumerate() {
             next[i] = h.join().unwrap() + 1;
         }

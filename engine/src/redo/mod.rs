@@ -8,18 +8,33 @@
 //! released, waits until the record is durable. [`shared::SharedLog`] is the
 //! implementation used by PostgreSQL backends.
 
+pub mod checkpoint;
 pub mod payload;
 pub mod segment;
 pub mod shared;
 pub mod storage;
 
+/// Where an appended record ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// LSN just past the record.
+    pub end: u64,
+    /// Checkpoint phase (see `shared::SharedLog::begin_checkpoint`).
+    pub phase: usize,
+}
+
 /// Where redo records go. Lives in the arena (allocate it inside an engine scope)
 /// and is called by every process.
 pub trait RedoSink: Send + Sync {
-    /// Appends one encoded record (see [`payload`]); returns the LSN just past it.
-    /// Called while the committing transaction holds its row locks: must not wait
-    /// for durability. An error makes the commit fail (nothing installed).
-    fn append(&self, payload: &[u8]) -> std::io::Result<u64>;
+    /// Appends one encoded record (see [`payload`]); returns where it ends and the
+    /// checkpoint phase it belongs to. Called while the committing transaction holds
+    /// its row locks: must not wait for durability. An error makes the commit fail
+    /// (nothing installed). Every successful append is followed by
+    /// [`RedoSink::installed`] once its effect is in memory.
+    fn append(&self, payload: &[u8]) -> std::io::Result<Appended>;
+    /// The appended record's effect is installed in memory (a checkpoint waits for
+    /// every record appended before it started to reach this point).
+    fn installed(&self, _phase: usize) {}
     /// Returns once everything up to `upto` is durable.
     fn make_durable(&self, upto: u64) -> std::io::Result<()>;
 }

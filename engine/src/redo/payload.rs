@@ -4,6 +4,7 @@
 //! commit:       1 | tid u64 | count u32 | { table u32 | rowid u64 | kind u8 (0 row, 1 delete) | [len u32 | bytes] }*
 //! create table: 2 | oid u32 | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
 //! drop table:   3 | oid u32
+//! rows:         4 | table u32 | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
 //! name:         len u16 | utf-8 bytes
 //! ```
 //! Decoding checks every length against the buffer and returns an error on any
@@ -21,9 +22,22 @@ pub struct RowImage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRecord {
-    Commit { tid: u64, writes: Vec<RowImage> },
-    CreateTable { oid: u32, def: TableDef },
-    DropTable { oid: u32 },
+    Commit {
+        tid: u64,
+        writes: Vec<RowImage>,
+    },
+    CreateTable {
+        oid: u32,
+        def: TableDef,
+    },
+    DropTable {
+        oid: u32,
+    },
+    /// Committed rows of one table with their TIDs (checkpoints only).
+    Rows {
+        table_oid: u32,
+        rows: Vec<(u64, u64, Vec<u8>)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,6 +130,17 @@ impl LogRecord {
                 out.push(3);
                 out.extend_from_slice(&oid.to_le_bytes());
             }
+            LogRecord::Rows { table_oid, rows } => {
+                out.push(4);
+                out.extend_from_slice(&table_oid.to_le_bytes());
+                out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                for (rowid, tid, bytes) in rows {
+                    out.extend_from_slice(&rowid.to_le_bytes());
+                    out.extend_from_slice(&tid.to_le_bytes());
+                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
         }
     }
 
@@ -168,6 +193,21 @@ impl LogRecord {
                 }
             }
             3 => LogRecord::DropTable { oid: r.u32()? },
+            4 => {
+                let table_oid = r.u32()?;
+                let n = r.u32()? as usize;
+                if n > b.len() / 20 {
+                    return Err(DecodeError("row count exceeds record"));
+                }
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let rowid = r.u64()?;
+                    let tid = r.u64()?;
+                    let len = r.u32()? as usize;
+                    rows.push((rowid, tid, r.bytes(len)?.to_vec()));
+                }
+                LogRecord::Rows { table_oid, rows }
+            }
             _ => return Err(DecodeError("unknown record type")),
         };
         if r.pos != b.len() {
@@ -267,6 +307,10 @@ mod tests {
                 },
             },
             LogRecord::DropTable { oid: 16384 },
+            LogRecord::Rows {
+                table_oid: 3,
+                rows: vec![(1, 10, vec![1, 2]), (5, 11, vec![])],
+            },
         ]
     }
 

@@ -179,7 +179,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// A well-formed frame at `pos` of `data` whose LSN is `lsn`, if any: (payload len).
-fn frame_at(data: &[u8], pos: usize, lsn: u64) -> Option<usize> {
+pub(crate) fn frame_at(data: &[u8], pos: usize, lsn: u64) -> Option<usize> {
     if data.len() - pos < FRAME_HEADER_LEN {
         return None;
     }

@@ -17,7 +17,7 @@
 use super::payload::LogRecord;
 use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
 use super::storage::{FsDir, LogDir};
-use super::RedoSink;
+use super::{Appended, RedoSink};
 use crate::engine::Engine;
 use crate::scope;
 use crate::sync::SpinLock;
@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 struct LogState {
     seg_start: u64,
@@ -40,6 +40,14 @@ pub struct SharedLog {
     /// Held by the one process syncing; the others wait for it and usually find
     /// their record covered by its sync (group commit).
     syncing: SpinLock<()>,
+    /// Checkpoint phase of new appends (changed under `state`), and per phase the
+    /// appended records whose effect is not installed yet.
+    phase: AtomicUsize,
+    installing: [AtomicU64; 2],
+    /// True while a checkpoint runs (one at a time).
+    checkpointing: AtomicBool,
+    /// Start LSN of the last completed checkpoint.
+    last_checkpoint: AtomicU64,
 }
 
 /// This process's descriptor of one segment.
@@ -75,6 +83,10 @@ impl SharedLog {
             }),
             flushed: AtomicU64::new(next_lsn),
             syncing: SpinLock::new(()),
+            phase: AtomicUsize::new(0),
+            installing: [AtomicU64::new(0), AtomicU64::new(0)],
+            checkpointing: AtomicBool::new(false),
+            last_checkpoint: AtomicU64::new(next_lsn),
         }))
     }
 
@@ -114,6 +126,47 @@ impl SharedLog {
         })
     }
 
+    /// Starts a checkpoint: returns its start LSN and the phase of the records
+    /// appended before it, or None if a checkpoint is already running.
+    /// [`SharedLog::wait_installed`] and [`SharedLog::end_checkpoint`] must follow.
+    pub fn begin_checkpoint(&self) -> Option<(u64, usize)> {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let st = self.state.lock();
+        let old = self.phase.load(Ordering::Relaxed);
+        self.phase.store(old ^ 1, Ordering::Relaxed);
+        Some((st.next_lsn, old))
+    }
+
+    /// Waits until every record of `phase` is installed: a scan of memory from now on
+    /// sees all of them, and replay from the start LSN covers the rest. (Checkpoints
+    /// run one at a time, so the phase is not reused before it drains.)
+    pub fn wait_installed(&self, phase: usize) {
+        let mut backoff = crate::sync::Backoff::new();
+        while self.installing[phase].load(Ordering::Acquire) != 0 {
+            backoff.snooze();
+        }
+    }
+
+    /// Log bytes written since the last completed checkpoint started.
+    pub fn bytes_since_checkpoint(&self) -> u64 {
+        let next = self.state.lock().next_lsn;
+        next.saturating_sub(self.last_checkpoint.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn checkpoint_done(&self, start_lsn: u64) {
+        self.last_checkpoint.fetch_max(start_lsn, Ordering::AcqRel);
+    }
+
+    pub fn end_checkpoint(&self) {
+        self.checkpointing.store(false, Ordering::Release);
+    }
+
+    pub fn directory(&self) -> &str {
+        &self.dir
+    }
+
     /// LSN up to which the log is durable.
     pub fn flushed_lsn(&self) -> u64 {
         self.flushed.load(Ordering::Acquire)
@@ -121,7 +174,7 @@ impl SharedLog {
 }
 
 impl RedoSink for SharedLog {
-    fn append(&self, payload: &[u8]) -> io::Result<u64> {
+    fn append(&self, payload: &[u8]) -> io::Result<Appended> {
         scope::outside(|| {
             let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
             let mut buf = Vec::with_capacity(frame_len as usize);
@@ -145,8 +198,17 @@ impl RedoSink for SharedLog {
             let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
             self.with_file(st.seg_start, |f| f.write_all_at(&buf, offset))?;
             st.next_lsn += frame_len;
-            Ok(st.next_lsn)
+            let phase = self.phase.load(Ordering::Relaxed);
+            self.installing[phase].fetch_add(1, Ordering::AcqRel);
+            Ok(Appended {
+                end: st.next_lsn,
+                phase,
+            })
         })
+    }
+
+    fn installed(&self, phase: usize) {
+        self.installing[phase].fetch_sub(1, Ordering::AcqRel);
     }
 
     fn make_durable(&self, upto: u64) -> io::Result<()> {
@@ -180,14 +242,20 @@ pub enum RecoveryError {
     Log(#[from] segment::LogError),
     #[error("redo record at LSN {lsn:X}: {what}")]
     Record { lsn: u64, what: String },
+    #[error(transparent)]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
 }
 
 /// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
 pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
     let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
+    let start = super::checkpoint::load_checkpoint(engine, dir)?.unwrap_or(0);
     let mut failure = None;
     let r = scope::outside(|| {
         segment::recover(&fs, |lsn, payload| {
+            if lsn < start {
+                return Ok(()); // in the checkpoint already
+            }
             let rec = LogRecord::decode(payload);
             let applied = match rec {
                 Ok(rec) => engine.replay(&rec).map_err(|e| e.to_string()),

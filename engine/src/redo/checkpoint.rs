@@ -1,0 +1,226 @@
+//! Fuzzy checkpoints: a snapshot of every table, written while writers go on, after
+//! which the log segments it covers are deleted.
+//!
+//! 1. Under the catalog lock, flip the log's checkpoint phase and take the start LSN;
+//!    wait until every record appended before it is installed in memory, and make
+//!    the log durable up to it.
+//! 2. Scan every table (committed versions with their TIDs) into `checkpoint.tmp`:
+//!    a header, then frames (CRC32, sequence number) holding CREATE TABLE and row
+//!    batches, then an end frame with the frame count; sync it.
+//! 3. Rename it to `checkpoint` (atomic), sync the directory: only now is it valid.
+//! 4. Delete the segments that end at or before the start LSN.
+//!
+//! Recovery loads the checkpoint, then replays the log from its start LSN; rows the
+//! scan saw newer than a replayed record win by TID (replay is last-writer-wins).
+
+use super::payload::LogRecord;
+use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
+use super::shared::SharedLog;
+use super::RedoSink;
+use crate::engine::Engine;
+use crate::scope;
+use crate::txn::{RowBatch, ScanCursor};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+const TMP_FILE: &str = "checkpoint.tmp";
+const MAGIC: &[u8; 8] = b"MEMFDWCP";
+const HEADER_LEN: usize = 32;
+const END_MARK: u8 = 0xFE;
+const ROWS_PER_FRAME: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    pub start_lsn: u64,
+    pub tables: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub segments_removed: usize,
+    pub seconds: f64,
+    /// Frames written (the end frame excluded).
+    pub frames: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("a checkpoint is already running")]
+    Busy,
+    #[error("checkpoint I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("checkpoint file {file} is corrupt at offset {offset}: {what}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        what: String,
+    },
+}
+
+fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
+    let crc = crc32fast::hash(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a checkpoint of `engine` next to the log and deletes the segments it covers.
+pub fn write_checkpoint(
+    engine: &'static Engine,
+    log: &SharedLog,
+) -> Result<CheckpointInfo, CheckpointError> {
+    let started = Instant::now();
+    let Some((start, old_phase)) = engine.with_stable_catalog(|| log.begin_checkpoint()) else {
+        return Err(CheckpointError::Busy);
+    };
+    struct Running<'a>(&'a SharedLog);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.end_checkpoint();
+        }
+    }
+    let _running = Running(log);
+    log.wait_installed(old_phase);
+    log.make_durable(start)?;
+    scope::outside(|| {
+        let dir = Path::new(log.directory());
+        let tmp = dir.join(TMP_FILE);
+        let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        f.write_all(&header(start))?;
+        let mut info = CheckpointInfo {
+            start_lsn: start,
+            tables: 0,
+            rows: 0,
+            bytes: HEADER_LEN as u64,
+            segments_removed: 0,
+            seconds: 0.0,
+            frames: 0,
+        };
+        let mut payload = Vec::new();
+        let mut frame = Vec::new();
+        let mut emit =
+            |f: &mut io::BufWriter<std::fs::File>, payload: &[u8], info: &mut CheckpointInfo| {
+                frame.clear();
+                encode_frame(&mut frame, info.frames, payload);
+                info.frames += 1;
+                info.bytes += frame.len() as u64;
+                f.write_all(&frame)
+            };
+        for oid in engine.table_oids() {
+            let Some(t) = engine.table(oid) else { continue };
+            info.tables += 1;
+            payload.clear();
+            LogRecord::CreateTable {
+                oid,
+                def: t.def.clone(),
+            }
+            .encode(&mut payload);
+            emit(&mut f, &payload, &mut info)?;
+            let mut txn = engine.begin();
+            let mut cursor = ScanCursor::new();
+            let mut batch = RowBatch::new();
+            let mut rows = Vec::with_capacity(ROWS_PER_FRAME);
+            loop {
+                txn.scan(&t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME);
+                while let Some(r) = batch.next() {
+                    rows.push((r.rowid, r.tid, r.data.to_vec()));
+                }
+                if rows.len() >= ROWS_PER_FRAME || (cursor.done() && !rows.is_empty()) {
+                    info.rows += rows.len() as u64;
+                    payload.clear();
+                    LogRecord::Rows {
+                        table_oid: oid,
+                        rows: std::mem::take(&mut rows),
+                    }
+                    .encode(&mut payload);
+                    emit(&mut f, &payload, &mut info)?;
+                }
+                if cursor.done() {
+                    break;
+                }
+            }
+            let _ = txn.commit();
+        }
+        let mut end = vec![END_MARK];
+        end.extend_from_slice(&info.frames.to_le_bytes());
+        emit(&mut f, &end, &mut info)?;
+        let file = f.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+        sync_dir(dir)?;
+        // Segments that end at or before the start LSN are covered.
+        let segs = super::shared::segments(log.directory())?;
+        let starts: Vec<u64> = segs
+            .iter()
+            .filter_map(|n| u64::from_str_radix(n.trim_end_matches(".redo"), 16).ok())
+            .collect();
+        for (seg, next_start) in segs.iter().zip(starts.iter().skip(1)) {
+            if *next_start <= start {
+                std::fs::remove_file(dir.join(seg))?;
+                info.segments_removed += 1;
+            }
+        }
+        if info.segments_removed > 0 {
+            sync_dir(dir)?;
+        }
+        info.seconds = started.elapsed().as_secs_f64();
+        log.checkpoint_done(start);
+        Ok(info)
+    })
+}
+
+/// Loads the checkpoint in `dir` into `engine`, if there is one; returns its start
+/// LSN. A leftover `checkpoint.tmp` (a checkpoint that never completed) is removed.
+pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>, CheckpointError> {
+    let dir = Path::new(dir);
+    let _ = std::fs::remove_file(dir.join(TMP_FILE));
+    let path = dir.join(CHECKPOINT_FILE);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let corrupt = |offset: usize, what: &str| CheckpointError::Corrupt {
+        file: path.display().to_string(),
+        offset: offset as u64,
+        what: what.to_owned(),
+    };
+    if data.len() < HEADER_LEN
+        || data[..8] != MAGIC[..]
+        || header(u64::from_le_bytes(data[16..24].try_into().unwrap()))[..] != data[..HEADER_LEN]
+    {
+        return Err(corrupt(0, "bad header"));
+    }
+    let start = u64::from_le_bytes(data[16..24].try_into().unwrap());
+    let mut pos = HEADER_LEN;
+    let mut seq = 0u64;
+    loop {
+        let Some(len) = frame_at(&data, pos, seq) else {
+            return Err(corrupt(
+                pos,
+                "bad or missing frame (incomplete checkpoint?)",
+            ));
+        };
+        let payload = &data[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len];
+        if payload.first() == Some(&END_MARK) {
+            if payload.len() != 9 || u64::from_le_bytes(payload[1..9].try_into().unwrap()) != seq {
+                return Err(corrupt(pos, "bad end frame"));
+            }
+            return Ok(Some(start));
+        }
+        let rec = LogRecord::decode(payload).map_err(|e| corrupt(pos, &e.to_string()))?;
+        engine
+            .replay(&rec)
+            .map_err(|e| corrupt(pos, &e.to_string()))?;
+        pos += FRAME_HEADER_LEN + len;
+        seq += 1;
+    }
+}
