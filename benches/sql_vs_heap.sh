@@ -42,16 +42,26 @@ hs=$(timed "SELECT count(*), sum(v) FROM bench_heap")
 ms=$(timed "SELECT count(*), sum(v) FROM bench_mem")
 echo "heap $hs  memory $ms  speedup x$(ratio "$hs" "$ms")"
 
-echo "== single-row insert transactions, $CLIENTS clients, ${SECS}s each (tps, higher is better)"
+echo "== single-row insert transactions, ${SECS}s each (tps, higher is better)"
 for t in heap mem; do
     echo "\\set id random(1, 1000000000)" >"$TMP/$t.sql"
     echo "INSERT INTO bench_$t VALUES (:id, :id, 'x');" >>"$TMP/$t.sql"
 done
 run_tps() {
-    "$PGBENCH" -h /tmp -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
+    "$PGBENCH" -h /tmp -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j "$((CLIENTS < 2 ? CLIENTS : 2))" -T "$SECS" \
         -f "$TMP/$1.sql" postgres 2>/dev/null | awk '/^tps/ { printf "%d", $3 }'
 }
-htps=$(run_tps heap)
-mtps=$(run_tps mem)
-echo "heap $htps  memory $mtps  ratio x$(ratio "$mtps" "$htps")"
+for sc in on off; do
+    for c in 1 4 8; do
+        CLIENTS=$c
+        export PGOPTIONS="-c synchronous_commit=$sc"
+        htps=$(run_tps heap)
+        before=$(psql_q -c "SELECT records || ' ' || syncs FROM memfdw.redo_stats()")
+        mtps=$(run_tps mem)
+        after=$(psql_q -c "SELECT records || ' ' || syncs FROM memfdw.redo_stats()")
+        per=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " "); r = y[1] - x[1]; if (r > 0) printf "%.2f", (y[2] - x[2]) / r; else print "n/a" }')
+        echo "synchronous_commit=$sc clients=$c: heap $htps  memory $mtps tps  ratio x$(ratio "$mtps" "$htps")  syncs/commit $per"
+        unset PGOPTIONS
+    done
+done
 psql_q -c "DROP FOREIGN TABLE bench_mem" -c "DROP TABLE bench_heap"

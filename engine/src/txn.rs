@@ -459,7 +459,7 @@ impl Txn {
         })
     }
 
-    fn commit(&mut self) -> Result<u64> {
+    fn commit(&mut self, durable: bool) -> Result<u64> {
         if !self.active {
             return Err(Error::TxnNotActive);
         }
@@ -477,7 +477,7 @@ impl Txn {
         let (tid, log_end) = outcome?;
         // Phase 6: durable. After the locks are gone, so readers never wait for an
         // fsync; the caller acknowledges the commit only after this.
-        if let (Some(sink), Some(end)) = (engine.sink(), log_end) {
+        if let (true, Some(sink), Some(end)) = (durable, engine.sink(), log_end) {
             sink.make_durable(end)
                 .map_err(|e| Error::NotDurable(e.to_string()))?;
         }
@@ -779,10 +779,17 @@ impl TxnHandle {
         Ok(n)
     }
 
-    /// Commits; returns the commit TID (0 for a transaction without writes).
+    /// Commits; returns the commit TID (0 for a transaction without writes) once the
+    /// commit is durable.
     pub fn commit(&mut self) -> Result<u64> {
+        self.commit_with(true)
+    }
+
+    /// Commits; with `durable` false, returns before the redo record is synced
+    /// (asynchronous commit: a crash may lose it, never tear it).
+    pub fn commit_with(&mut self, durable: bool) -> Result<u64> {
         let _s = scope::enter();
-        self.txn().commit()
+        self.txn().commit(durable)
     }
 
     pub fn abort(&mut self) {

@@ -39,7 +39,6 @@ fn logged_engine(dir: &str) -> (&'static Engine, &'static SharedLog) {
     (e, log)
 }
 
-
 #[test]
 fn checkpoint_under_concurrent_writes_then_recovery_rebuilds_everything() {
     let dir = fresh_dir("live");

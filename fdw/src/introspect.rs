@@ -108,3 +108,28 @@ fn redo_segments() -> TableIterator<'static, (name!(segment, String), name!(byte
         .collect();
     TableIterator::new(rows)
 }
+
+/// The redo log's activity since the server started: LSNs, records appended, syncs
+/// (so syncs per commit can be read off), bytes since the last checkpoint.
+#[pg_extern]
+fn redo_stats() -> TableIterator<
+    'static,
+    (
+        name!(written_lsn, String),
+        name!(flushed_lsn, String),
+        name!(records, i64),
+        name!(syncs, i64),
+        name!(bytes_since_checkpoint, i64),
+    ),
+> {
+    engine();
+    let log = crate::shmem::log();
+    let (records, syncs) = log.counters();
+    TableIterator::once((
+        format!("{:X}", log.written_lsn()),
+        format!("{:X}", log.flushed_lsn()),
+        records as i64,
+        syncs as i64,
+        log.bytes_since_checkpoint() as i64,
+    ))
+}

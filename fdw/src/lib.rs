@@ -17,6 +17,7 @@ mod scan;
 mod settings;
 mod shmem;
 mod types;
+mod worker;
 mod xact;
 
 ::pgrx::pg_module_magic!();
@@ -33,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
         settings::register(pg_sys::process_shared_preload_libraries_in_progress);
         if pg_sys::process_shared_preload_libraries_in_progress {
             shmem::install_hooks();
+            worker::register();
         }
         ddl::install_hooks();
         xact::register_callbacks();

@@ -16,6 +16,9 @@ pub static SEGMENT_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// the last checkpoint takes one.
 pub static MAX_LOG_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
+/// `memfdw.checkpoint_timeout`, in seconds.
+pub static CHECKPOINT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -46,12 +49,22 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"memfdw.max_log_size",
         c"Redo log written since the last checkpoint that triggers the next one.",
-        c"A committing session that finds the log grown past this takes a checkpoint after its commit.",
+        c"memfdw's background worker takes a checkpoint when the log has grown past this.",
         &MAX_LOG_SIZE_MB,
         1,
         i32::MAX / 2,
         GucContext::Sighup,
         GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"memfdw.checkpoint_timeout",
+        c"Longest time between automatic checkpoints of memory tables.",
+        c"",
+        &CHECKPOINT_TIMEOUT_S,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"memfdw.scan_batch_rows",

@@ -107,14 +107,15 @@ unsafe extern "C-unwind" fn xact_callback(
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
             if let Some(mut txn) = take_txn() {
-                let r: Result<u64, Error> = txn.commit();
-                let wrote = r.as_ref().is_ok_and(|tid| *tid != 0);
+                // synchronous_commit = off: acknowledge before the log is synced (the
+                // background worker syncs it within memfdw's writer delay).
+                // SAFETY: reading a GUC variable.
+                let durable = unsafe { pg_sys::synchronous_commit }
+                    != pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32;
+                let r: Result<u64, Error> = txn.commit_with(durable);
                 drop(txn);
                 if let Err(e) = r {
                     errors::raise(e);
-                }
-                if wrote {
-                    checkpoint_if_due();
                 }
             }
         }
@@ -147,30 +148,6 @@ unsafe extern "C-unwind" fn xact_callback(
             }
         }
         _ => {}
-    }
-}
-
-/// Takes a checkpoint when the log has grown past `memfdw.max_log_size` since the
-/// last one. The transaction is already committed in the engine: a failure here is
-/// only a WARNING (the log keeps everything; the next commit tries again).
-fn checkpoint_if_due() {
-    let log = crate::shmem::log();
-    let limit = (crate::settings::MAX_LOG_SIZE_MB.get().max(1) as u64) << 20;
-    if log.bytes_since_checkpoint() < limit {
-        return;
-    }
-    match memfdw_engine::redo::checkpoint::write_checkpoint(engine(), log) {
-        Ok(i) => pgrx::log!(
-            "memfdw: checkpoint at LSN {:X}: {} tables, {} rows, {} bytes in {:.3} s; {} segments removed",
-            i.start_lsn,
-            i.tables,
-            i.rows,
-            i.bytes,
-            i.seconds,
-            i.segments_removed
-        ),
-        Err(memfdw_engine::redo::checkpoint::CheckpointError::Busy) => {}
-        Err(e) => pgrx::warning!("memfdw: checkpoint failed: {e}"),
     }
 }
 

@@ -277,3 +277,36 @@ fn kill_9_of_the_server_keeps_every_acknowledged_commit() {
         assert!(c.log_text().contains("memfdw: recovered"), "recovery ran");
     }
 }
+
+/// With synchronous_commit = off a commit returns before the log is synced; the
+/// background worker (which must be running) syncs it within its writer delay. A
+/// SIGKILL keeps the page cache, so this checks that asynchronous commits recover,
+/// not the sync itself (`memfdw.redo_stats()` counts those).
+#[test]
+fn asynchronous_commits_are_synced_by_the_background_worker() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE FOREIGN TABLE ac (id int NOT NULL) SERVER memfdw; \
+         SET synchronous_commit = off",
+    )
+    .unwrap();
+    let start = Instant::now();
+    while !c.log_text().contains("memfdw: background worker started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the memfdw background worker runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..200 {
+        s.execute("INSERT INTO ac VALUES ($1)", &[&i]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect_retry(Duration::from_secs(60));
+    let n: i64 = s.query_one("SELECT count(*) FROM ac", &[]).unwrap().get(0);
+    assert_eq!(n, 200);
+}

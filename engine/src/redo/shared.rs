@@ -48,6 +48,9 @@ pub struct SharedLog {
     checkpointing: AtomicBool,
     /// Start LSN of the last completed checkpoint.
     last_checkpoint: AtomicU64,
+    /// Records appended and syncs done, since start.
+    appends: AtomicU64,
+    syncs: AtomicU64,
 }
 
 /// This process's descriptor of one segment.
@@ -87,6 +90,8 @@ impl SharedLog {
             installing: [AtomicU64::new(0), AtomicU64::new(0)],
             checkpointing: AtomicBool::new(false),
             last_checkpoint: AtomicU64::new(next_lsn),
+            appends: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         }))
     }
 
@@ -149,6 +154,19 @@ impl SharedLog {
         }
     }
 
+    /// (records appended, syncs done) since the server started.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.appends.load(Ordering::Relaxed),
+            self.syncs.load(Ordering::Relaxed),
+        )
+    }
+
+    /// LSN just past everything appended so far.
+    pub fn written_lsn(&self) -> u64 {
+        self.state.lock().next_lsn
+    }
+
     /// Log bytes written since the last completed checkpoint started.
     pub fn bytes_since_checkpoint(&self) -> u64 {
         let next = self.state.lock().next_lsn;
@@ -200,6 +218,7 @@ impl RedoSink for SharedLog {
             st.next_lsn += frame_len;
             let phase = self.phase.load(Ordering::Relaxed);
             self.installing[phase].fetch_add(1, Ordering::AcqRel);
+            self.appends.fetch_add(1, Ordering::Relaxed);
             Ok(Appended {
                 end: st.next_lsn,
                 phase,
@@ -230,6 +249,7 @@ impl RedoSink for SharedLog {
                 continue;
             }
             self.with_file(seg, |f| f.sync_data())?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
             self.flushed.fetch_max(written, Ordering::AcqRel);
         })
     }
