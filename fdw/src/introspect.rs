@@ -91,26 +91,48 @@ fn checkpoint() -> TableIterator<
     }
 }
 
-/// The redo log: its segments (name, size) in LSN order.
+/// The redo log's segments in LSN order: name, size, whether it is the growing one,
+/// and the LSN it starts at.
 #[pg_extern]
-fn redo_segments() -> TableIterator<'static, (name!(segment, String), name!(bytes, i64))> {
+fn redo_segments() -> TableIterator<
+    'static,
+    (
+        name!(segment, String),
+        name!(bytes, i64),
+        name!(growing, bool),
+        name!(start_lsn, String),
+    ),
+> {
     engine();
     let dir = crate::shmem::log().directory().to_owned();
     let segs = memfdw_engine::redo::shared::segments(&dir).unwrap_or_default();
-    let rows: Vec<(String, i64)> = segs
+    let last = segs.len().saturating_sub(1);
+    let rows: Vec<_> = segs
         .into_iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let len = std::fs::metadata(std::path::Path::new(&dir).join(&s))
                 .map(|m| m.len() as i64)
                 .unwrap_or(0);
-            (s, len)
+            let start = s
+                .trim_end_matches(".redo")
+                .trim_start_matches('0')
+                .to_owned();
+            (
+                s,
+                len,
+                i == last,
+                if start.is_empty() { "0".into() } else { start },
+            )
         })
         .collect();
     TableIterator::new(rows)
 }
 
 /// The redo log's activity since the server started: LSNs, records appended, syncs
-/// (so syncs per commit can be read off), bytes since the last checkpoint.
+/// (so syncs per commit can be read off), bytes since the last checkpoint, and the
+/// last checkpoint taken since the start (LSN, time as Unix epoch, size, duration).
+#[allow(clippy::type_complexity)]
 #[pg_extern]
 fn redo_stats() -> TableIterator<
     'static,
@@ -120,16 +142,25 @@ fn redo_stats() -> TableIterator<
         name!(records, i64),
         name!(syncs, i64),
         name!(bytes_since_checkpoint, i64),
+        name!(last_checkpoint_lsn, Option<String>),
+        name!(last_checkpoint_epoch, Option<f64>),
+        name!(last_checkpoint_bytes, Option<i64>),
+        name!(last_checkpoint_seconds, Option<f64>),
     ),
 > {
     engine();
     let log = crate::shmem::log();
     let (records, syncs) = log.counters();
+    let last = log.last_checkpoint();
     TableIterator::once((
         format!("{:X}", log.written_lsn()),
         format!("{:X}", log.flushed_lsn()),
         records as i64,
         syncs as i64,
         log.bytes_since_checkpoint() as i64,
+        last.map(|c| format!("{:X}", c.start_lsn)),
+        last.map(|c| c.unix_ms as f64 / 1000.0),
+        last.map(|c| c.bytes as i64),
+        last.map(|c| c.duration_ms as f64 / 1000.0),
     ))
 }

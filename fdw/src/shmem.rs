@@ -103,10 +103,19 @@ fn data_directory() -> String {
 /// every crash reinitialisation). A corrupt log stops the server: nothing past the
 /// corruption may be applied, and nothing may be written after it.
 fn recover(engine: &'static Engine) {
-    use memfdw_engine::redo::shared::{recover_engine, SharedLog};
+    use memfdw_engine::redo::shared::{recover_engine_with_progress, SharedLog};
     let dir = data_directory();
     let started = std::time::Instant::now();
-    let r = match recover_engine(engine, &dir) {
+    let progress = |p: memfdw_engine::redo::shared::Progress| {
+        pgrx::log!(
+            "memfdw: recovery in progress: {} records, {:.1} MB replayed in {:.1} s ({:.1} MB/s)",
+            p.records,
+            p.bytes as f64 / 1e6,
+            p.seconds,
+            p.bytes as f64 / 1e6 / p.seconds.max(1e-9)
+        )
+    };
+    let r = match recover_engine_with_progress(engine, &dir, progress) {
         Ok(r) => r,
         Err(e) => {
             pgrx::pg_sys::panic::ErrorReport::new(
@@ -131,12 +140,22 @@ fn recover(engine: &'static Engine) {
         );
     }
     let secs = started.elapsed().as_secs_f64();
+    let rows: i64 = engine
+        .table_oids()
+        .into_iter()
+        .filter_map(|o| engine.table_stats(o))
+        .map(|s| s.rows)
+        .sum();
+    let bytes = engine.memory().in_use as f64;
     pgrx::log!(
-        "memfdw: recovered {} tables from {} redo records in {} segments in {:.3} s (log ends at LSN {:X})",
+        "memfdw: recovered {} tables, {} rows ({:.1} MB in memory) from {} redo records in {} segments in {:.3} s ({:.1} MB/s); log ends at LSN {:X}",
         engine.table_oids().len(),
+        rows,
+        bytes / 1e6,
         r.records,
         r.segments,
         secs,
+        bytes / 1e6 / secs.max(1e-9),
         r.end_lsn
     );
     let segment = (crate::settings::SEGMENT_SIZE_MB.get().max(1) as u64) << 20;

@@ -172,7 +172,7 @@ pub fn write_checkpoint(
             sync_dir(dir)?;
         }
         info.seconds = started.elapsed().as_secs_f64();
-        log.checkpoint_done(start);
+        log.checkpoint_done(start, info.bytes, info.seconds);
         Ok(info)
     })
 }

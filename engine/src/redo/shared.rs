@@ -51,6 +51,19 @@ pub struct SharedLog {
     /// Records appended and syncs done, since start.
     appends: AtomicU64,
     syncs: AtomicU64,
+    /// The last completed checkpoint: Unix time (ms), bytes, duration (ms).
+    last_checkpoint_at_ms: AtomicU64,
+    last_checkpoint_bytes: AtomicU64,
+    last_checkpoint_ms: AtomicU64,
+}
+
+/// What the last completed checkpoint was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LastCheckpoint {
+    pub start_lsn: u64,
+    pub unix_ms: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
 }
 
 /// This process's descriptor of one segment.
@@ -92,6 +105,9 @@ impl SharedLog {
             last_checkpoint: AtomicU64::new(next_lsn),
             appends: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            last_checkpoint_at_ms: AtomicU64::new(0),
+            last_checkpoint_bytes: AtomicU64::new(0),
+            last_checkpoint_ms: AtomicU64::new(0),
         }))
     }
 
@@ -173,8 +189,27 @@ impl SharedLog {
         next.saturating_sub(self.last_checkpoint.load(Ordering::Acquire))
     }
 
-    pub(crate) fn checkpoint_done(&self, start_lsn: u64) {
+    pub(crate) fn checkpoint_done(&self, start_lsn: u64, bytes: u64, seconds: f64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_checkpoint_bytes.store(bytes, Ordering::Relaxed);
+        self.last_checkpoint_ms
+            .store((seconds * 1000.0) as u64, Ordering::Relaxed);
+        self.last_checkpoint_at_ms.store(now, Ordering::Relaxed);
         self.last_checkpoint.fetch_max(start_lsn, Ordering::AcqRel);
+    }
+
+    /// The last checkpoint completed since the server started, if any.
+    pub fn last_checkpoint(&self) -> Option<LastCheckpoint> {
+        let unix_ms = self.last_checkpoint_at_ms.load(Ordering::Relaxed);
+        (unix_ms != 0).then(|| LastCheckpoint {
+            start_lsn: self.last_checkpoint.load(Ordering::Acquire),
+            unix_ms,
+            bytes: self.last_checkpoint_bytes.load(Ordering::Relaxed),
+            duration_ms: self.last_checkpoint_ms.load(Ordering::Relaxed),
+        })
     }
 
     pub fn end_checkpoint(&self) {
@@ -268,6 +303,26 @@ pub enum RecoveryError {
 
 /// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
 pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
+    recover_engine_with_progress(engine, dir, |_| {})
+}
+
+/// Progress of a recovery, reported about once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// [`recover_engine`], calling `progress` about once a second while replaying the log.
+pub fn recover_engine_with_progress(
+    engine: &'static Engine,
+    dir: &str,
+    mut progress: impl FnMut(Progress),
+) -> Result<Recovered, RecoveryError> {
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let (mut records, mut bytes) = (0u64, 0u64);
     let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
     let start = super::checkpoint::load_checkpoint(engine, dir)?.unwrap_or(0);
     let mut failure = None;
@@ -275,6 +330,16 @@ pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, R
         segment::recover(&fs, |lsn, payload| {
             if lsn < start {
                 return Ok(()); // in the checkpoint already
+            }
+            records += 1;
+            bytes += payload.len() as u64;
+            if last_report.elapsed().as_secs_f64() >= 1.0 {
+                last_report = std::time::Instant::now();
+                progress(Progress {
+                    records,
+                    bytes,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
             }
             let rec = LogRecord::decode(payload);
             let applied = match rec {
