@@ -310,3 +310,96 @@ fn asynchronous_commits_are_synced_by_the_background_worker() {
     let n: i64 = s.query_one("SELECT count(*) FROM ac", &[]).unwrap().get(0);
     assert_eq!(n, 200);
 }
+
+/// DDL in flight when the server is killed: every table whose CREATE (with its rows)
+/// was acknowledged is there with its rows, every acknowledged DROP stays dropped, and
+/// no memory table in the catalog is left without its data.
+#[test]
+fn kill_9_with_ddl_in_flight_keeps_catalog_and_engine_in_step() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute("CREATE EXTENSION memfdw").unwrap();
+    drop(s);
+    let mut created: BTreeSet<i32> = BTreeSet::new();
+    let mut next = 0i32;
+    for round in 0..2 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (conn, stop, mut created) = (c.conn_str(), stop.clone(), created.clone());
+            let mut n = next;
+            std::thread::spawn(move || {
+                let Ok(mut s) = postgres::Client::connect(&conn, postgres::NoTls) else {
+                    return (created, n);
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let sql = if n % 3 == 2 && !created.is_empty() {
+                        let victim = *created.iter().next().unwrap();
+                        (format!("DROP FOREIGN TABLE ddl_{victim}"), Some(victim))
+                    } else {
+                        (
+                            format!(
+                                "BEGIN; CREATE FOREIGN TABLE ddl_{n} (x int) SERVER memfdw; \
+                                 INSERT INTO ddl_{n} SELECT generate_series(1, 10); COMMIT"
+                            ),
+                            None,
+                        )
+                    };
+                    if s.batch_execute(&sql.0).is_err() {
+                        break;
+                    }
+                    match sql.1 {
+                        Some(v) => {
+                            created.remove(&v);
+                        }
+                        None => {
+                            created.insert(n);
+                        }
+                    }
+                    n += 1;
+                }
+                (created, n)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        c.kill9();
+        stop.store(true, Ordering::Relaxed);
+        let (acked, n) = worker.join().unwrap();
+        next = n + 1;
+        c.restart();
+        let mut s = c.connect_retry(Duration::from_secs(60));
+        let present: BTreeSet<i32> = s
+            .query(
+                "SELECT substr(relname, 5)::int FROM pg_class WHERE relname LIKE 'ddl\\_%' AND relkind = 'f'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            acked.len() > 3,
+            "round {round}: only {} tables created",
+            acked.len()
+        );
+        // At most the one statement in flight differs.
+        let missing: Vec<_> = acked.difference(&present).collect();
+        let extra: Vec<_> = present.difference(&acked).collect();
+        assert!(
+            missing.len() + extra.len() <= 1,
+            "round {round}: missing {missing:?} extra {extra:?}"
+        );
+        for t in &present {
+            let rows: i64 = s
+                .query_one(&format!("SELECT count(*) FROM ddl_{t}"), &[])
+                .unwrap_or_else(|e| panic!("round {round}: table ddl_{t} unusable: {e:?}"))
+                .get(0);
+            assert_eq!(rows, 10, "round {round}: ddl_{t}");
+        }
+        let engine_tables: i64 = s
+            .query_one("SELECT count(*) FROM memfdw.tables()", &[])
+            .unwrap()
+            .get(0);
+        assert!(engine_tables >= present.len() as i64);
+        created = present;
+    }
+}
