@@ -10,9 +10,10 @@
 //!   released. Before a new segment starts, the old one is synced: a sealed segment
 //!   is always complete.
 //! * `make_durable(upto)` returns at once if another process already synced past
-//!   `upto`; otherwise it waits for the process syncing now (one at a time), checks
-//!   again, and if still needed syncs the current segment, which covers everything
-//!   written before it looked at `next_lsn`, and publishes that as flushed.
+//!   `upto`; otherwise it sleeps (futex, across processes) while another process
+//!   syncs, checks again, and if still needed syncs the current segment itself, which
+//!   covers everything written before it looked at `next_lsn`, and publishes that as
+//!   flushed.
 
 use super::payload::LogRecord;
 use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
@@ -25,7 +26,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 struct LogState {
     seg_start: u64,
@@ -37,9 +38,10 @@ pub struct SharedLog {
     segment_size: u64,
     state: SpinLock<LogState>,
     flushed: AtomicU64,
-    /// Held by the one process syncing; the others wait for it and usually find
-    /// their record covered by its sync (group commit).
-    syncing: SpinLock<()>,
+    /// 1 while one process syncs; the others sleep on `sync_done` (a futex bumped
+    /// after every sync) and usually find their record covered (group commit).
+    syncing: AtomicU32,
+    sync_done: AtomicU32,
     /// Checkpoint phase of new appends (changed under `state`), and per phase the
     /// appended records whose effect is not installed yet.
     phase: AtomicUsize,
@@ -98,7 +100,8 @@ impl SharedLog {
                 next_lsn,
             }),
             flushed: AtomicU64::new(next_lsn),
-            syncing: SpinLock::new(()),
+            syncing: AtomicU32::new(0),
+            sync_done: AtomicU32::new(0),
             phase: AtomicUsize::new(0),
             installing: [AtomicU64::new(0), AtomicU64::new(0)],
             checkpointing: AtomicBool::new(false),
@@ -168,6 +171,26 @@ impl SharedLog {
         while self.installing[phase].load(Ordering::Acquire) != 0 {
             backoff.snooze();
         }
+    }
+
+    /// One sync by the process holding `syncing`.
+    fn sync_once(&self, upto: u64) -> io::Result<()> {
+        if self.flushed.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let (seg, written) = {
+            let st = self.state.lock();
+            (st.seg_start, st.next_lsn)
+        };
+        if upto <= seg {
+            // Its segment was sealed, and synced, by a rotation.
+            self.flushed.fetch_max(seg, Ordering::AcqRel);
+            return Ok(());
+        }
+        self.with_file(seg, |f| f.sync_data())?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.flushed.fetch_max(written, Ordering::AcqRel);
+        Ok(())
     }
 
     /// (records appended, syncs done) since the server started.
@@ -270,22 +293,27 @@ impl RedoSink for SharedLog {
             if self.flushed.load(Ordering::Acquire) >= upto {
                 return Ok(());
             }
-            let _syncer = self.syncing.lock();
-            if self.flushed.load(Ordering::Acquire) >= upto {
-                return Ok(());
-            }
-            let (seg, written) = {
-                let st = self.state.lock();
-                (st.seg_start, st.next_lsn)
-            };
-            if upto <= seg {
-                // Its segment was sealed, and synced, by a rotation.
-                self.flushed.fetch_max(seg, Ordering::AcqRel);
+            let done = self.sync_done.load(Ordering::Acquire);
+            if self
+                .syncing
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Another process is syncing: sleep until it is done, then look again.
+                if self.flushed.load(Ordering::Acquire) < upto {
+                    crate::sync::futex_wait(
+                        &self.sync_done,
+                        done,
+                        std::time::Duration::from_millis(20),
+                    );
+                }
                 continue;
             }
-            self.with_file(seg, |f| f.sync_data())?;
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.flushed.fetch_max(written, Ordering::AcqRel);
+            let r = self.sync_once(upto);
+            self.syncing.store(0, Ordering::Release);
+            self.sync_done.fetch_add(1, Ordering::AcqRel);
+            crate::sync::futex_wake_all(&self.sync_done);
+            r?;
         })
     }
 }
