@@ -27,13 +27,9 @@ extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The fork generation of this process (see [`FORK_GENERATION`]): differs in a child
+/// The fork generation of this process (bumped by a pthread_atfork handler): differs in a child
 /// from its parent's, without a system call.
 pub fn fork_generation() -> u64 {
-    generation()
-}
-
-fn generation() -> u64 {
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only touches an atomic.
         let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
@@ -50,7 +46,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if self.generation == generation() {
+        if self.generation == fork_generation() {
             let _s = scope::enter();
             // SAFETY: dropped once, here, by the process that registered it.
             unsafe { ManuallyDrop::drop(&mut self.handle) };
@@ -66,7 +62,7 @@ thread_local! {
 fn pin(collector: &Collector) -> Guard {
     HANDLE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let gen = generation();
+        let gen = fork_generation();
         let usable =
             matches!(&*slot, Some(r) if r.generation == gen && r.handle.collector() == collector);
         if !usable {

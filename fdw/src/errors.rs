@@ -72,7 +72,7 @@ pub fn missing_table(relid: pg_sys::Oid) -> ! {
         "memfdw",
     )
     .set_detail(
-        "Its contents were lost when the server restarted (memfdw does not keep a redo log yet).",
+        "The redo log replayed at start-up holds no table for it (was memfdw.data_directory changed or emptied?).",
     )
     .set_hint(format!(
         "Drop the foreign table \"{name}\" and create it again."

@@ -1,6 +1,6 @@
 //! The redo log: record contents ([`payload`]), segments with framing and recovery
 //! ([`segment`]), the files behind them ([`storage`]), and the seam where a commit
-//! hands its after-images to the log ([`CommitSink`]).
+//! hands its after-images to the log ([`RedoSink`]).
 //!
 //! Phase 4 of the commit protocol (see `txn.rs`) appends a commit record (TID and
 //! the after-images of every row written) while the write set is still locked, so
