@@ -47,7 +47,16 @@ pub struct Engine {
     accounted: AtomicUsize,
     /// The redo log, attached once (at start-up, after recovery); null = none.
     sink: AtomicPtr<SinkBox>,
+    /// Last index id handed out.
+    last_index_id: std::sync::atomic::AtomicU32,
+    /// Striped locks on unique keys, taken by committers (in stripe order, before
+    /// any record lock) for every unique key they write, so that two transactions
+    /// committing the same key serialise and the second sees the first.
+    key_locks: Box<[std::sync::atomic::AtomicU32]>,
 }
+
+/// Number of unique-key lock stripes.
+pub(crate) const KEY_LOCK_STRIPES: usize = 4096;
 
 /// Bytes an operation is about to allocate, split by how the arena serves them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,6 +151,10 @@ impl Engine {
             sink: AtomicPtr::new(sink.map_or(std::ptr::null_mut(), |s| {
                 Box::into_raw(Box::new(SinkBox(s)))
             })),
+            last_index_id: std::sync::atomic::AtomicU32::new(0),
+            key_locks: (0..KEY_LOCK_STRIPES)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
         })
     }
 
@@ -237,6 +250,107 @@ impl Engine {
             epoch::with_guard(&self.collector, |g| g.defer(move || drop(t)));
             epoch::reclaim(&self.collector);
         }
+        Ok(true)
+    }
+
+    /// Locks unique-key stripe `i` (spins: holders are committers in their commit
+    /// window, which never wait for anything but other commit-window locks taken in
+    /// the same global order).
+    pub(crate) fn lock_key_stripe(&self, i: usize) {
+        let w = &self.key_locks[i];
+        let mut backoff = crate::sync::Backoff::new();
+        while w
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            backoff.snooze();
+        }
+    }
+
+    pub(crate) fn unlock_key_stripe(&self, i: usize) {
+        self.key_locks[i].store(0, Ordering::Release);
+    }
+
+    /// A new index id.
+    pub fn next_index_id(&self) -> u32 {
+        self.last_index_id.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn observe_index_id(&self, id: u32) {
+        self.last_index_id.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// Publishes a built index on `t` (logged first when `log`): nothing changes if
+    /// the log cannot take it or the table already has an index of that name.
+    pub(crate) fn publish_index(
+        &self,
+        t: &Table,
+        index: Arc<crate::index::KeyIndex>,
+        log: bool,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        // The catalog lock orders index DDL with checkpoints, as for tables.
+        let tables = self.tables.write();
+        let current = t.indexes();
+        if current.iter().any(|i| i.def.name == index.def.name) {
+            return Err(scope::outside(|| Error::IndexExists {
+                name: index.def.name.clone(),
+            }));
+        }
+        let phase = if log {
+            let rec = scope::outside(|| LogRecord::CreateIndex {
+                table_oid: t.oid,
+                def: index.def.clone(),
+            });
+            let r = self.log_durably(&rec);
+            scope::outside(|| drop(rec));
+            r?
+        } else {
+            None
+        };
+        self.observe_index_id(index.def.id);
+        let mut list: Vec<_> = current.iter().cloned().collect();
+        list.push(index);
+        t.set_indexes(list);
+        drop(tables);
+        if let (Some(sink), Some(p)) = (self.sink(), phase) {
+            sink.installed(p);
+        }
+        Ok(())
+    }
+
+    /// Drops index `id` of table `table_oid` (logged first). Returns false if there
+    /// is no such index.
+    pub fn drop_index(&self, table_oid: u32, id: u32) -> Result<bool> {
+        self.drop_index_logged(table_oid, id, true)
+    }
+
+    pub(crate) fn drop_index_logged(&self, table_oid: u32, id: u32, log: bool) -> Result<bool> {
+        let _s = scope::enter();
+        let Some(t) = self.tables.read().get(&table_oid).cloned() else {
+            return Ok(false);
+        };
+        let tables = self.tables.write();
+        let current = t.indexes();
+        let Some(pos) = current.iter().position(|i| i.def.id == id) else {
+            return Ok(false);
+        };
+        let phase = if log {
+            self.log_durably(&LogRecord::DropIndex { table_oid, id })?
+        } else {
+            None
+        };
+        let mut list: Vec<_> = current.iter().cloned().collect();
+        let removed = list.remove(pos);
+        t.set_indexes(list);
+        drop(tables);
+        drop(current);
+        if let (Some(sink), Some(p)) = (self.sink(), phase) {
+            sink.installed(p);
+        }
+        // Scans look the index up again under each guard; free it once none can hold it.
+        epoch::with_guard(&self.collector, |g| g.defer(move || drop(removed)));
+        epoch::reclaim(&self.collector);
         Ok(true)
     }
 

@@ -8,6 +8,8 @@ pub enum AbortReason {
     WriteConflict,
     /// A row this transaction updated or deleted was deleted by another transaction.
     RowDeleted,
+    /// Another committer held a row with the same unique key for too long to wait.
+    UniqueKeyBusy,
 }
 
 impl std::fmt::Display for AbortReason {
@@ -15,6 +17,9 @@ impl std::fmt::Display for AbortReason {
         f.write_str(match self {
             AbortReason::WriteConflict => "a row it changed was updated concurrently",
             AbortReason::RowDeleted => "a row it changed was deleted concurrently",
+            AbortReason::UniqueKeyBusy => {
+                "another transaction was committing a row with the same unique key"
+            }
         })
     }
 }
@@ -55,6 +60,23 @@ pub enum Error {
     NoSuchTable { oid: u32 },
     #[error("out of memory for memory tables: {in_use} bytes in use, limit {limit} bytes (memfdw.max_memory)")]
     OutOfMemory { in_use: usize, limit: usize },
+    #[error("indexes can have at most {max} key columns, not {count}")]
+    TooManyKeyColumns { count: usize, max: usize },
+    #[error("column \"{column}\" has type {type_name}, which cannot be part of an index key")]
+    NotIndexable { column: String, type_name: String },
+    /// A unique index already holds the key of `row` (a packed row of `table_oid`, in
+    /// private memory) for another row.
+    #[error("duplicate key value violates unique constraint \"{index}\"")]
+    UniqueViolation {
+        index: String,
+        table_oid: u32,
+        columns: Vec<u16>,
+        row: Vec<u8>,
+    },
+    #[error("relation \"{name}\" already exists")]
+    IndexExists { name: String },
+    #[error("index {id} of memory table {table_oid} does not exist")]
+    NoSuchIndex { table_oid: u32, id: u32 },
     #[error("could not serialize access: {0}")]
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]
@@ -81,7 +103,11 @@ impl Error {
             Error::NoColumns => "42P16",
             Error::NullViolation { .. } => "23502",
             Error::BadValue { .. } | Error::ColumnCount { .. } => "XX000",
-            Error::TableExists { .. } => "42P07",
+            Error::TableExists { .. } | Error::IndexExists { .. } => "42P07",
+            Error::TooManyKeyColumns { .. } => "54011",
+            Error::NotIndexable { .. } => "42704",
+            Error::UniqueViolation { .. } => "23505",
+            Error::NoSuchIndex { .. } => "42704",
             Error::NoSuchTable { .. } => "55000",
             Error::OutOfMemory { .. } => "53200",
             Error::Conflict(_) => "40001",

@@ -77,3 +77,173 @@ impl RowIdIndex {
         }
     }
 }
+
+/// Bytes accounted for one key-index entry besides its key (skip-list node, box).
+pub const KEY_ENTRY_BYTES: usize = 96;
+
+/// Length of the row-id suffix of every key-index entry.
+pub const ROWID_SUFFIX: usize = 8;
+
+/// An ordered index over memcomparable keys (see [`crate::keys`]).
+///
+/// Every entry is `key ++ rowid (big-endian)`, so entries are unique even when keys
+/// are not, and all entries of one key are adjacent. Uniqueness of unique indexes is
+/// enforced by the transactions, not by the skip list (see `txn.rs`).
+///
+/// Invariants (maintained by commit, abort and replay):
+/// * every committed, present row has the entry of its committed key, pointing to
+///   its record;
+/// * an entry is removed only by the holder of its record's lock when the record's
+///   committed key differs from it, by the commit that deletes the record (before the
+///   record is retired), or by the abort of the transaction that inserted the record;
+/// * other entries may be stale (a key the record had or was about to have): readers
+///   recheck the key of the version they read against the entry.
+pub struct KeyIndex {
+    pub def: IndexDef,
+    pub(crate) types: Vec<crate::catalog::ColumnType>,
+    list: SkipList<Box<[u8]>, RecordPtr>,
+}
+
+impl KeyIndex {
+    pub(crate) fn new(
+        def: IndexDef,
+        table: &crate::catalog::TableDef,
+        collector: &Collector,
+    ) -> Self {
+        let types = def
+            .columns
+            .iter()
+            .map(|&c| table.columns[c as usize].ty)
+            .collect();
+        KeyIndex {
+            def,
+            types,
+            list: SkipList::new(collector.clone()),
+        }
+    }
+
+    /// Encodes the key of `row` into `out` (cleared first); returns true if a key
+    /// column is NULL (such keys never conflict in a unique index).
+    pub fn key_of(
+        &self,
+        layout: &crate::row::RowLayout,
+        row: &[u8],
+        out: &mut Vec<u8>,
+    ) -> crate::error::Result<bool> {
+        out.clear();
+        let mut null = false;
+        for (&c, &ty) in self.def.columns.iter().zip(&self.types) {
+            let v = layout.get(row, c as usize);
+            null |= v.is_none();
+            crate::keys::encode_value(ty, v, out)?;
+        }
+        Ok(null)
+    }
+
+    fn entry(key: &[u8], rowid: u64) -> Box<[u8]> {
+        let mut v = Vec::with_capacity(key.len() + ROWID_SUFFIX);
+        v.extend_from_slice(key);
+        v.extend_from_slice(&rowid.to_be_bytes());
+        v.into_boxed_slice()
+    }
+
+    /// Links entry (`key`, `rowid`) -> `rec` unless it exists.
+    pub fn insert(&self, key: &[u8], rowid: u64, rec: RecordPtr, guard: &Guard) {
+        self.list
+            .get_or_insert(Self::entry(key, rowid), rec, guard)
+            .release(guard);
+    }
+
+    /// Unlinks entry (`key`, `rowid`), if present.
+    pub fn remove(&self, key: &[u8], rowid: u64, guard: &Guard) {
+        let e = Self::entry(key, rowid);
+        if let Some(r) = self.list.remove(&e[..], guard) {
+            r.release(guard);
+        }
+    }
+
+    /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
+    /// reverse order, until `f` returns false. `f` gets the key (without the row-id
+    /// suffix), the row id and the record.
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        guard: &Guard,
+        mut f: impl FnMut(&[u8], u64, RecordPtr) -> bool,
+    ) {
+        let mut visit = |k: &[u8], v: RecordPtr| {
+            let (key, rid) = k.split_at(k.len() - ROWID_SUFFIX);
+            f(key, u64::from_be_bytes(rid.try_into().expect("suffix")), v)
+        };
+        let range = self.list.range::<[u8], _>((lower, upper), guard);
+        if reverse {
+            for e in range.rev() {
+                if !visit(e.key(), *e.value()) {
+                    break;
+                }
+            }
+        } else {
+            for e in range {
+                if !visit(e.key(), *e.value()) {
+                    break;
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The definition of a key index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    /// Engine-wide index id (not a PostgreSQL OID: PostgreSQL has no catalog entry).
+    pub id: u32,
+    pub name: String,
+    /// Positions of the key columns in the table, in key order.
+    pub columns: Vec<u16>,
+    pub unique: bool,
+    pub primary: bool,
+}
+
+/// Most key columns an index may have (PostgreSQL's INDEX_MAX_KEYS).
+pub const MAX_INDEX_COLUMNS: usize = 32;
+
+impl IndexDef {
+    pub fn validate(&self, table: &crate::catalog::TableDef) -> crate::error::Result<()> {
+        use crate::error::Error;
+        if self.name.len() > crate::catalog::MAX_NAME_LEN {
+            return Err(Error::NameTooLong {
+                name: self.name.clone(),
+                len: self.name.len(),
+                max: crate::catalog::MAX_NAME_LEN,
+            });
+        }
+        if self.columns.is_empty() || self.columns.len() > MAX_INDEX_COLUMNS {
+            return Err(Error::TooManyKeyColumns {
+                count: self.columns.len(),
+                max: MAX_INDEX_COLUMNS,
+            });
+        }
+        for &c in &self.columns {
+            let Some(col) = table.columns.get(c as usize) else {
+                return Err(Error::Corrupt(format!("index column {c} out of range")));
+            };
+            if !crate::keys::indexable(col.ty) {
+                return Err(Error::NotIndexable {
+                    column: col.name.clone(),
+                    type_name: col.ty.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -117,6 +117,36 @@ impl Record {
         }
     }
 
+    /// Like [`Record::read`], but gives up (None) if the record stays locked for
+    /// `max_wait`: for committers, which must not wait without bound while they hold
+    /// locks themselves.
+    pub fn try_read<'g>(
+        &self,
+        _guard: &'g Guard,
+        max_wait: std::time::Duration,
+    ) -> Option<Snapshot<'g>> {
+        let start = std::time::Instant::now();
+        loop {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & LOCK_BIT == 0 {
+                let d = self.data.load(Ordering::Acquire);
+                if self.version.load(Ordering::Acquire) == v1 {
+                    let data = if d.is_null() {
+                        None
+                    } else {
+                        // SAFETY: as in `read`.
+                        Some(unsafe { rowbuf_slice(d) })
+                    };
+                    return Some(Snapshot { version: v1, data });
+                }
+            }
+            if start.elapsed() > max_wait {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Spins until this committer holds the lock bit; returns the version it replaced.
     pub fn lock(&self) -> u64 {
         let mut backoff = Backoff::new();

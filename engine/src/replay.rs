@@ -9,9 +9,11 @@ use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
+use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::LogRecord;
 use crate::scope;
+use std::sync::Arc;
 
 impl Engine {
     /// Applies one redo record. Rows of tables the engine does not have (dropped
@@ -25,6 +27,17 @@ impl Engine {
             }
             LogRecord::DropTable { oid } => {
                 self.drop_table_inner(*oid);
+            }
+            LogRecord::CreateIndex { table_oid, def } => {
+                self.observe_index_id(def.id);
+                if let Some(t) = self.table(*table_oid) {
+                    if t.index_entries(def.id).is_none() {
+                        self.rebuild_index(&t, def.clone())?;
+                    }
+                }
+            }
+            LogRecord::DropIndex { table_oid, id } => {
+                self.drop_index_logged(*table_oid, *id, false)?;
             }
             LogRecord::Commit { tid, writes } => {
                 self.observe_tid(*tid);
@@ -44,6 +57,36 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Builds index `def` over the committed rows of `t` and publishes it, unlogged.
+    /// Uniqueness is not checked: during replay it may hold only at the end (a fuzzy
+    /// checkpoint can hold two rows with one key, one of them changed later in the log).
+    fn rebuild_index(&'static self, t: &TableHandle, def: IndexDef) -> Result<()> {
+        let _s = scope::enter();
+        let shared = def.clone();
+        scope::outside(|| drop(def));
+        let index = Arc::new(KeyIndex::new(shared, &t.def, &self.collector));
+        let res = epoch::with_guard(&self.collector, |g| {
+            let mut key = Vec::new();
+            let mut res = Ok(());
+            t.rows.scan_after(None, g, |rowid, rec| {
+                // SAFETY: reached through the row index under guard `g`.
+                let s = unsafe { rec.get() }.read(g);
+                if let (false, Some(d)) = (s.absent(), s.data) {
+                    if let Err(e) = index.key_of(&t.layout, d, &mut key) {
+                        res = Err(e);
+                        return false;
+                    }
+                    self.account((KEY_ENTRY_BYTES + key.len()) as isize);
+                    index.insert(&key, rowid, rec, g);
+                }
+                true
+            });
+            res
+        });
+        res?;
+        self.publish_index(t, index, false)
     }
 
     /// Installs version `tid` of row `rowid` (None = deleted) unless the row already
@@ -66,7 +109,9 @@ impl Engine {
         }
         t.observe_rowid(rowid);
         let _s = scope::enter();
+        let idx = t.indexes();
         epoch::with_guard(&self.collector, |g| {
+            let (mut ko, mut kn) = (Vec::new(), Vec::new());
             let mut garbage = Garbage::default();
             match (t.rows.get(rowid, g), after) {
                 (Some(r), after) => {
@@ -79,7 +124,31 @@ impl Engine {
                         let new = after
                             .map(record::rowbuf_new)
                             .unwrap_or(std::ptr::null_mut());
+                        let old_data = rec.data_ptr();
+                        let mut stale = Vec::new();
+                        for (n, index) in idx.iter().enumerate() {
+                            // SAFETY: the committed buffer is stable while we hold the lock.
+                            let old_row = (!old_data.is_null())
+                                .then(|| unsafe { record::rowbuf_slice(old_data) });
+                            if let Some(o) = old_row {
+                                index.key_of(&t.layout, o, &mut ko)?;
+                            }
+                            if let Some(a) = after {
+                                index.key_of(&t.layout, a, &mut kn)?;
+                                if old_row.is_none() || kn != ko {
+                                    index.insert(&kn, rowid, r, g);
+                                    self.account((KEY_ENTRY_BYTES + kn.len()) as isize);
+                                }
+                            }
+                            if old_row.is_some() && (after.is_none() || kn != ko) {
+                                stale.push((n, std::mem::take(&mut ko)));
+                            }
+                        }
                         let old = rec.install_and_unlock(new, tid);
+                        for (n, key) in stale {
+                            idx[n].remove(&key, rowid, g);
+                            self.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                        }
                         let size = |p: *mut u8| {
                             if p.is_null() {
                                 0
@@ -102,13 +171,18 @@ impl Engine {
                     let size = record::rowbuf_size(bytes.len());
                     let r = RecordPtr(Box::into_raw(Record::new_present(rowid, tid, data)));
                     t.rows.insert(rowid, r, g);
+                    for index in idx.iter() {
+                        index.key_of(&t.layout, bytes, &mut kn)?;
+                        index.insert(&kn, rowid, r, g);
+                        self.account((KEY_ENTRY_BYTES + kn.len()) as isize);
+                    }
                     t.account(1, size as i64);
                     self.account((size + RECORD_BYTES) as isize);
                 }
                 (None, None) => {}
             }
             garbage.retire(self, g);
-        });
-        Ok(())
+            Ok(())
+        })
     }
 }

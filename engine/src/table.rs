@@ -1,9 +1,11 @@
 //! A memory table: its definition, row layout, indexes and statistics.
 
 use crate::catalog::TableDef;
-use crate::index::RowIdIndex;
+use crate::index::{KeyIndex, RowIdIndex};
 use crate::row::RowLayout;
+use crate::sync::SpinRwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub struct Table {
     /// PostgreSQL's relation OID.
@@ -12,6 +14,9 @@ pub struct Table {
     pub layout: RowLayout,
     /// The pseudo-primary key.
     pub(crate) rows: RowIdIndex,
+    /// Key indexes. Changed only by index DDL (copy on write); readers clone the
+    /// outer `Arc` (inside the engine scope: dropping it may free arena memory).
+    indexes: SpinRwLock<Arc<[Arc<KeyIndex>]>>,
     next_rowid: AtomicU64,
     /// Committed live rows.
     live_rows: AtomicI64,
@@ -35,6 +40,7 @@ impl Table {
             def,
             layout,
             rows: RowIdIndex::new(collector),
+            indexes: SpinRwLock::new(Arc::from(Vec::new())),
             next_rowid: AtomicU64::new(1),
             live_rows: AtomicI64::new(0),
             data_bytes: AtomicI64::new(0),
@@ -57,6 +63,35 @@ impl Table {
         if bytes != 0 {
             self.data_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// The table's key indexes now. Call inside the engine scope.
+    pub(crate) fn indexes(&self) -> Arc<[Arc<KeyIndex>]> {
+        self.indexes.read().clone()
+    }
+
+    /// Replaces the index list (DDL; the caller serialises index DDL).
+    pub(crate) fn set_indexes(&self, list: Vec<Arc<KeyIndex>>) {
+        *self.indexes.write() = Arc::from(list);
+    }
+
+    /// The definitions of the table's indexes, in private memory.
+    pub fn index_defs(&self) -> Vec<crate::index::IndexDef> {
+        let _s = crate::scope::enter();
+        let list = self.indexes();
+        let defs: Vec<_> = list.iter().map(|i| i.def.clone()).collect();
+        let out = crate::scope::outside(|| defs.to_vec());
+        drop(defs);
+        out
+    }
+
+    /// Number of entries of index `id`, if the table has it.
+    pub fn index_entries(&self, id: u32) -> Option<usize> {
+        let _s = crate::scope::enter();
+        self.indexes()
+            .iter()
+            .find(|i| i.def.id == id)
+            .map(|i| i.len())
     }
 
     pub fn stats(&self) -> TableStats {

@@ -26,13 +26,21 @@ use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Chunked, Garbage, Retired, BYTES_PER_RETIRED, RECORD_BYTES};
+use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
+use crate::keys;
 use crate::record::{self, Record, RecordPtr, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::payload::encode_write;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a committer checking a unique key waits for another committer's row lock
+/// before it gives up with a serialization failure (it may hold locks that one needs).
+const UNIQUE_CHECK_WAIT: Duration = Duration::from_millis(20);
 
 /// Identifies the statement doing a write or a read: PostgreSQL's command id and
 /// subtransaction id.
@@ -88,6 +96,11 @@ impl WriteEntry {
             .find(|v| v.cid < cid)
     }
 
+    /// The version whose keys are in the indexes for an inserted row: its first one.
+    fn base_version(&self) -> *mut u8 {
+        self.older.first().map_or(self.newest.data, |o| o.data)
+    }
+
     fn reported_tid(&self) -> u64 {
         match self.origin {
             Origin::Inserted => 0,
@@ -106,6 +119,10 @@ pub struct Txn {
     tables: Vec<Arc<Table>>,
     entries: Chunked<WriteEntry>,
     pending: PendingMap,
+    /// Pending rows (table address, row id) an update gave another index key: their
+    /// new keys are not in the indexes until commit, so this transaction's own index
+    /// scans and unique checks look at them separately.
+    rekeyed: BTreeSet<(usize, u64)>,
     active: bool,
 }
 
@@ -186,6 +203,144 @@ impl RowBatch {
 /// full).
 const PENDING_BYTES_PER_ENTRY: usize = 2 * std::mem::size_of::<((usize, u64), usize)>() + 8;
 
+/// The keys of `row` in each index, with whether each has a NULL column.
+fn index_keys(t: &Table, idx: &[Arc<KeyIndex>], row: &[u8]) -> Result<Vec<(Vec<u8>, bool)>> {
+    idx.iter()
+        .map(|i| {
+            let mut k = Vec::new();
+            let null = i.key_of(&t.layout, row, &mut k)?;
+            Ok((k, null))
+        })
+        .collect()
+}
+
+/// The unique-violation error for `row` (copied into private memory).
+fn unique_violation(index: &KeyIndex, t: &Table, row: &[u8]) -> Error {
+    scope::outside(|| Error::UniqueViolation {
+        index: index.def.name.clone(),
+        table_oid: t.oid,
+        columns: index.def.columns.clone(),
+        row: row.to_vec(),
+    })
+}
+
+fn stripe_of(index_id: u32, key: &[u8]) -> usize {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index_id.to_le_bytes());
+    h.update(key);
+    h.finalize() as usize % crate::engine::KEY_LOCK_STRIPES
+}
+
+/// An index range scan: its bounds and its position. Lives in the caller's private
+/// memory; build it with [`IndexScan::new`] from encoded key parts (see
+/// [`crate::keys::encode_value`]).
+#[derive(Debug, Clone)]
+pub struct IndexScan {
+    pub index_id: u32,
+    pub reverse: bool,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    /// The last entry visited (key and row-id suffix).
+    cursor: Option<Vec<u8>>,
+    done: bool,
+    /// This transaction's rekeyed rows in range, sorted in scan order, and how many
+    /// were returned.
+    extras: Option<Vec<(Vec<u8>, u64)>>,
+    extra_pos: usize,
+    /// Index entries visited so far.
+    pub examined: u64,
+}
+
+/// One bound of the column after an equality prefix: its encoded value (with its
+/// NULL/value mark) and whether the bound includes it.
+pub type KeyBound = Option<(Vec<u8>, bool)>;
+
+impl IndexScan {
+    /// Scans the entries whose leading columns equal `prefix` (concatenated encoded
+    /// values; empty = all) and, if `range` is set, whose next column lies between the
+    /// bounds (NULLs excluded), in key order or in reverse.
+    pub fn new(
+        index_id: u32,
+        prefix: &[u8],
+        range: Option<(KeyBound, KeyBound)>,
+        reverse: bool,
+    ) -> IndexScan {
+        let cat = |a: &[u8], b: &[u8]| {
+            let mut v = a.to_vec();
+            v.extend_from_slice(b);
+            v
+        };
+        let succ_or_unbounded =
+            |v: Vec<u8>| keys::prefix_successor(&v).map_or(Bound::Unbounded, Bound::Excluded);
+        let (lower, upper) = match range {
+            None => (
+                Bound::Included(prefix.to_vec()),
+                succ_or_unbounded(prefix.to_vec()),
+            ),
+            Some((lo, hi)) => {
+                let lower = match lo {
+                    Some((v, true)) => Bound::Included(cat(prefix, &v)),
+                    Some((v, false)) => keys::prefix_successor(&cat(prefix, &v))
+                        .map_or(Bound::Excluded(vec![0xFF; 1]), Bound::Included),
+                    None => Bound::Included(cat(prefix, &[keys::VALUE_MARK])),
+                };
+                let upper = match hi {
+                    Some((v, true)) => succ_or_unbounded(cat(prefix, &v)),
+                    Some((v, false)) => Bound::Excluded(cat(prefix, &v)),
+                    None => Bound::Excluded(cat(prefix, &[keys::NULL_MARK])),
+                };
+                (lower, upper)
+            }
+        };
+        IndexScan {
+            index_id,
+            reverse,
+            lower,
+            upper,
+            cursor: None,
+            done: false,
+            extras: None,
+            extra_pos: 0,
+            examined: 0,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Starts over (rescan with the same bounds).
+    pub fn restart(&mut self) {
+        self.cursor = None;
+        self.done = false;
+        self.extras = None;
+        self.extra_pos = 0;
+    }
+
+    fn contains(&self, entry: &[u8]) -> bool {
+        let above = match &self.lower {
+            Bound::Included(l) => entry >= &l[..],
+            Bound::Excluded(l) => entry > &l[..],
+            Bound::Unbounded => true,
+        };
+        let below = match &self.upper {
+            Bound::Included(u) => entry <= &u[..],
+            Bound::Excluded(u) => entry < &u[..],
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    /// Is `a` before `b` in scan order?
+    fn before(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.reverse {
+            a > b
+        } else {
+            a < b
+        }
+    }
+}
+
 /// Frees a pending buffer nobody else ever saw.
 fn free_private(engine: &Engine, p: *mut u8) {
     if !p.is_null() {
@@ -206,6 +361,7 @@ impl Txn {
             tables: Vec::new(),
             entries: Chunked::default(),
             pending: PendingMap::new(),
+            rekeyed: BTreeSet::new(),
             active: true,
         }
     }
@@ -274,15 +430,39 @@ impl Txn {
     }
 
     fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
-        self.engine
-            .check_memory(Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES))?;
+        let idx = t.indexes();
+        let keys = if idx.is_empty() {
+            Vec::new()
+        } else {
+            index_keys(t, &idx, row)?
+        };
+        let key_bytes: usize = keys.iter().map(|(k, _)| KEY_ENTRY_BYTES + k.len()).sum();
+        self.engine.check_memory(
+            Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
+        )?;
+        if idx.iter().any(|i| i.def.unique) {
+            epoch::with_guard(&self.engine.collector, |g| {
+                for (index, (key, null)) in idx.iter().zip(&keys) {
+                    if index.def.unique && !null && self.unique_conflict(t, index, key, None, g)? {
+                        return Err(unique_violation(index, t, row));
+                    }
+                }
+                Ok(())
+            })?;
+        }
         self.reserve_entry(false)?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
         let rec = RecordPtr(Box::into_raw(Record::new_absent(rowid)));
         self.engine.account(RECORD_BYTES as isize);
-        epoch::with_guard(&self.engine.collector, |g| t.rows.insert(rowid, rec, g));
+        epoch::with_guard(&self.engine.collector, |g| {
+            t.rows.insert(rowid, rec, g);
+            for (index, (key, _)) in idx.iter().zip(&keys) {
+                index.insert(key, rowid, rec, g);
+            }
+        });
+        self.engine.account(key_bytes as isize);
         self.push_entry(WriteEntry {
             table: slot,
             rowid,
@@ -316,11 +496,20 @@ impl Txn {
             if e.newest.data.is_null() {
                 return Ok(WriteOutcome::NotFound);
             }
+            if let Some(new) = row {
+                // SAFETY: pending buffers live until the transaction ends.
+                let prev = unsafe { record::rowbuf_slice(e.newest.data) };
+                self.check_keys(t, rowid, new, prev)?;
+            }
             let data = self.new_buffer(row)?;
             let e = self.entries.get_mut(ei);
             // Versions of the same subtransaction that no statement can see any more
-            // (superseded by `newest`, which the current statement sees) are dropped.
-            while e.newest.cid < stmt.cid && e.older.last().is_some_and(|o| o.sub == e.newest.sub) {
+            // (superseded by `newest`, which the current statement sees) are dropped;
+            // an inserted row keeps its first version (its keys are in the indexes).
+            while e.newest.cid < stmt.cid
+                && e.older.last().is_some_and(|o| o.sub == e.newest.sub)
+                && !(e.origin == Origin::Inserted && e.older.len() == 1)
+            {
                 let o = e.older.pop().expect("checked");
                 free_private(engine, o.data);
             }
@@ -336,17 +525,28 @@ impl Txn {
             return Ok(WriteOutcome::Done);
         }
         // A committed row: it must still be the version the statement read.
+        let want_data = row.is_some() && !t.indexes().is_empty();
         let state = epoch::with_guard(&engine.collector, |g| {
             t.rows.get(rowid, g).map(|r| {
                 // SAFETY: reached through the index under guard `g`.
                 let s = unsafe { r.get() }.read(g);
-                (s.absent(), s.tid())
+                let data = if want_data {
+                    s.data.map(|d| scope::outside(|| d.to_vec()))
+                } else {
+                    None
+                };
+                (s.absent(), s.tid(), data)
             })
         });
         match state {
-            None | Some((true, _)) => return Err(Error::Conflict(AbortReason::RowDeleted)),
-            Some((false, tid)) if tid != expected => {
+            None | Some((true, _, _)) => return Err(Error::Conflict(AbortReason::RowDeleted)),
+            Some((false, tid, _)) if tid != expected => {
                 return Err(Error::Conflict(AbortReason::WriteConflict))
+            }
+            Some((_, _, Some(prev))) => {
+                let r = self.check_keys(t, rowid, row.expect("update"), &prev);
+                scope::outside(|| drop(prev));
+                r?;
             }
             Some(_) => {}
         }
@@ -366,6 +566,123 @@ impl Txn {
             older: Vec::new(),
         });
         Ok(WriteOutcome::Done)
+    }
+
+    /// Checks an update of row `rowid` from `prev` to `new` against the unique
+    /// indexes (keys it changes), and remembers the row if any key changes.
+    fn check_keys(&mut self, t: &TableHandle, rowid: u64, new: &[u8], prev: &[u8]) -> Result<()> {
+        let idx = t.indexes();
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let (mut kn, mut kp) = (Vec::new(), Vec::new());
+        let mut changed = false;
+        let mut need = 0;
+        for index in idx.iter() {
+            let null = index.key_of(&t.layout, new, &mut kn)?;
+            index.key_of(&t.layout, prev, &mut kp)?;
+            if kn == kp {
+                continue;
+            }
+            changed = true;
+            need += KEY_ENTRY_BYTES + kn.len();
+            if index.def.unique && !null {
+                let dup = epoch::with_guard(&self.engine.collector, |g| {
+                    self.unique_conflict(t, index, &kn, Some(rowid), g)
+                })?;
+                if dup {
+                    return Err(unique_violation(index, t, new));
+                }
+            }
+        }
+        if changed {
+            // The new keys' entries are made at commit.
+            self.engine.check_memory(Need::of(need))?;
+            self.rekeyed.insert(Self::key(t, rowid));
+        }
+        Ok(())
+    }
+
+    /// Does a row other than `rowid` hold `key` in unique index `index`, as this
+    /// transaction sees rows for uniqueness: its own newest versions (also those of
+    /// the current statement, as PostgreSQL checks each row at once), otherwise the
+    /// committed ones? Rows other transactions have not committed do not count here;
+    /// commit checks again (see `commit_pinned`).
+    fn unique_conflict(
+        &self,
+        t: &TableHandle,
+        index: &KeyIndex,
+        key: &[u8],
+        rowid: Option<u64>,
+        g: &Guard,
+    ) -> Result<bool> {
+        let upper = keys::prefix_successor(key);
+        let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let tk = Self::key(t, 0).0;
+        let mut found = false;
+        let mut err = None;
+        let mut buf = Vec::new();
+        index.scan(Bound::Included(key), hi, false, g, |k, rid, rec| {
+            if Some(rid) == rowid || k != key {
+                return true;
+            }
+            let data = match self.pending.get(&(tk, rid)) {
+                Some(&i) => {
+                    let e = self.entries.get(i);
+                    // SAFETY: pending buffers live until the transaction ends.
+                    (!e.newest.data.is_null())
+                        .then(|| unsafe { record::rowbuf_slice(e.newest.data) })
+                }
+                None => {
+                    // SAFETY: reached through the index under guard `g`.
+                    let s = unsafe { rec.get() }.read(g);
+                    if s.absent() {
+                        None
+                    } else {
+                        s.data
+                    }
+                }
+            };
+            if let Some(d) = data {
+                match index.key_of(&t.layout, d, &mut buf) {
+                    Ok(_) if buf == key => {
+                        found = true;
+                        return false;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        err = Some(e);
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if !found {
+            for &(_, rid) in self.rekeyed.range((tk, 0)..=(tk, u64::MAX)) {
+                if Some(rid) == rowid {
+                    continue;
+                }
+                let Some(&i) = self.pending.get(&(tk, rid)) else {
+                    continue;
+                };
+                let e = self.entries.get(i);
+                if e.newest.data.is_null() {
+                    continue;
+                }
+                // SAFETY: pending buffers live until the transaction ends.
+                let d = unsafe { record::rowbuf_slice(e.newest.data) };
+                index.key_of(&t.layout, d, &mut buf)?;
+                if buf == key {
+                    found = true;
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn scan(
@@ -424,6 +741,248 @@ impl Txn {
         cursor.after = last;
     }
 
+    /// The version of row `rowid` that a statement with command id `cid` sees, with
+    /// the TID to report, if the row exists for it.
+    fn visible_version<'g>(
+        &self,
+        t: &TableHandle,
+        rowid: u64,
+        rec: Option<RecordPtr>,
+        cid: u32,
+        g: &'g Guard,
+    ) -> Option<(&'g [u8], u64)> {
+        if let Some(e) = self.pending_entry(t, rowid).map(|i| self.entries.get(i)) {
+            match (e.visible(cid), e.origin) {
+                (Some(v), _) if v.data.is_null() => return None,
+                // SAFETY: pending buffers live until the transaction ends, beyond `g`'s use.
+                (Some(v), _) => {
+                    return Some((unsafe { record::rowbuf_slice(v.data) }, e.reported_tid()))
+                }
+                (None, Origin::Inserted) => return None,
+                (None, Origin::Existing { .. }) => {}
+            }
+        }
+        let rec = rec.or_else(|| t.rows.get(rowid, g))?;
+        // SAFETY: reached through an index under guard `g`.
+        let s = unsafe { rec.get() }.read(g);
+        match (s.absent(), s.data) {
+            (false, Some(d)) => Some((d, s.tid())),
+            _ => None,
+        }
+    }
+
+    fn index_scan(
+        &mut self,
+        t: &TableHandle,
+        scan: &mut IndexScan,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        batch.clear();
+        if scan.done {
+            return Ok(());
+        }
+        let idx = t.indexes();
+        let Some(index) = idx.iter().find(|i| i.def.id == scan.index_id) else {
+            return Err(Error::NoSuchIndex {
+                table_oid: t.oid,
+                id: scan.index_id,
+            });
+        };
+        let tk = Self::key(t, 0).0;
+        let has_rekeyed = self
+            .rekeyed
+            .range((tk, 0)..=(tk, u64::MAX))
+            .next()
+            .is_some();
+        let engine = self.engine;
+        let this = &*self;
+        epoch::with_guard(&engine.collector, |g| {
+            let mut key = Vec::new();
+            if scan.extras.is_none() {
+                let mut extras = scope::outside(Vec::new);
+                for &(_, rid) in this.rekeyed.range((tk, 0)..=(tk, u64::MAX)) {
+                    if let Some((d, _)) = this.visible_version(t, rid, None, cid, g) {
+                        index.key_of(&t.layout, d, &mut key)?;
+                        let entry = scope::outside(|| {
+                            let mut v = key.clone();
+                            v.extend_from_slice(&rid.to_be_bytes());
+                            v
+                        });
+                        if scan.contains(&entry) {
+                            scope::outside(|| extras.push((entry, rid)));
+                        }
+                    }
+                }
+                scope::outside(|| {
+                    extras.sort();
+                    if scan.reverse {
+                        extras.reverse();
+                    }
+                });
+                scan.extras = Some(extras);
+            }
+            let mut last = scope::outside(|| Vec::with_capacity(64));
+            let mut entry = scope::outside(|| Vec::with_capacity(64));
+            let mut seen = 0u64;
+            let mut stopped = false;
+            let mut err = None;
+            let (lo, hi) = match (&scan.cursor, scan.reverse) {
+                (Some(c), false) => (Bound::Excluded(&c[..]), as_ref(&scan.upper)),
+                (Some(c), true) => (as_ref(&scan.lower), Bound::Excluded(&c[..])),
+                (None, _) => (as_ref(&scan.lower), as_ref(&scan.upper)),
+            };
+            let extras = scan.extras.as_ref().expect("built");
+            let mut pos = scan.extra_pos;
+            let push_extra = |batch: &mut RowBatch, rid: u64| {
+                if let Some((d, tid)) = this.visible_version(t, rid, None, cid, g) {
+                    batch.push(rid, tid, d);
+                }
+            };
+            index.scan(lo, hi, scan.reverse, g, |k, rid, rec| {
+                entry.clear();
+                entry.extend_from_slice(k);
+                entry.extend_from_slice(&rid.to_be_bytes());
+                last.clear();
+                last.extend_from_slice(&entry);
+                seen += 1;
+                while pos < extras.len() && scan.before(&extras[pos].0, &entry) {
+                    push_extra(batch, extras[pos].1);
+                    pos += 1;
+                }
+                if !(has_rekeyed && this.rekeyed.contains(&(tk, rid))) {
+                    if let Some((d, tid)) = this.visible_version(t, rid, Some(rec), cid, g) {
+                        match index.key_of(&t.layout, d, &mut key) {
+                            Ok(_) if key == k => batch.push(rid, tid, d),
+                            Ok(_) => {}
+                            Err(e) => {
+                                err = Some(e);
+                                stopped = true;
+                                return false;
+                            }
+                        }
+                    }
+                }
+                let more = batch.len() < max_rows && seen < max_rows as u64 * 8;
+                stopped = !more;
+                more
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if !stopped {
+                while pos < extras.len() {
+                    push_extra(batch, extras[pos].1);
+                    pos += 1;
+                }
+                scan.done = true;
+            }
+            scan.extra_pos = pos;
+            scan.examined += seen;
+            if seen > 0 {
+                scope::outside(|| scan.cursor = Some(last));
+            } else {
+                scope::outside(|| drop(last));
+            }
+            scope::outside(|| drop(entry));
+            Ok(())
+        })
+    }
+
+    /// Builds index `def` over the rows of `t` and publishes it. Its entries are the
+    /// committed rows' keys and this transaction's inserted rows' first keys (what
+    /// commit and abort expect); uniqueness is checked on the rows as this transaction
+    /// sees them. The caller makes sure no other transaction writes to `t` meanwhile
+    /// (PostgreSQL's ShareLock on the table).
+    fn build_index(&mut self, t: &TableHandle, def: IndexDef) -> Result<()> {
+        def.validate(&t.def)?;
+        let engine = self.engine;
+        let shared = def.clone();
+        scope::outside(|| drop(def));
+        let unique = shared.unique;
+        let index = Arc::new(KeyIndex::new(shared, &t.def, &engine.collector));
+        let tk = Self::key(t, 0).0;
+        let mut keys_seen: Vec<(Vec<u8>, u64)> = scope::outside(Vec::new);
+        let this = &*self;
+        let mut bytes = 0usize;
+        let built = epoch::with_guard(&engine.collector, |g| {
+            let mut key = Vec::new();
+            let mut res = Ok(());
+            t.rows.scan_after(None, g, |rowid, rec| {
+                let own = this.pending.get(&(tk, rowid)).map(|&i| this.entries.get(i));
+                // SAFETY: reached through the row index under guard `g`.
+                let committed = || {
+                    let s = unsafe { rec.get() }.read(g);
+                    if s.absent() {
+                        None
+                    } else {
+                        s.data
+                    }
+                };
+                let pending = |p: *mut u8| {
+                    // SAFETY: pending buffers live until the transaction ends.
+                    (!p.is_null()).then(|| unsafe { record::rowbuf_slice(p) })
+                };
+                let (indexed, newest) = match own {
+                    Some(e) if e.origin == Origin::Inserted => {
+                        (pending(e.base_version()), pending(e.newest.data))
+                    }
+                    Some(e) => (committed(), pending(e.newest.data)),
+                    None => (committed(), committed()),
+                };
+                let step = (|| {
+                    if let Some(d) = indexed {
+                        index.key_of(&t.layout, d, &mut key)?;
+                        if bytes % (1 << 20) < KEY_ENTRY_BYTES + key.len() {
+                            engine.check_memory(Need::of(1 << 20))?;
+                        }
+                        bytes += KEY_ENTRY_BYTES + key.len();
+                        index.insert(&key, rowid, rec, g);
+                    }
+                    if let (true, Some(d)) = (unique, newest) {
+                        if !index.key_of(&t.layout, d, &mut key)? {
+                            scope::outside(|| keys_seen.push((key.clone(), rowid)));
+                        }
+                    }
+                    Ok(())
+                })();
+                res = step;
+                res.is_ok()
+            });
+            res
+        });
+        engine.account(bytes as isize);
+        let dup = if built.is_ok() && unique {
+            scope::outside(|| {
+                keys_seen.sort_unstable();
+                keys_seen
+                    .windows(2)
+                    .find(|w| w[0].0 == w[1].0)
+                    .map(|w| w[1].1)
+            })
+        } else {
+            None
+        };
+        scope::outside(|| drop(keys_seen));
+        let result = match (built, dup) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(rowid)) => {
+                let mut row = Vec::new();
+                self.get(t, rowid, u32::MAX, &mut row);
+                let e = unique_violation(&index, t, &row);
+                Err(e)
+            }
+            (Ok(()), None) => engine.publish_index(t, index.clone(), true),
+        };
+        if result.is_err() {
+            engine.account(-(bytes as isize));
+        }
+        // An unpublished index is dropped here: nobody else saw it.
+        drop(index);
+        result
+    }
+
     /// The version of row `rowid` a statement with command id `cid` sees, copied into
     /// `out` (cleared first). Returns the version's TID (0 for own inserts).
     fn get(&self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
@@ -473,6 +1032,7 @@ impl Txn {
             self.abort();
         }
         self.pending.clear();
+        self.rekeyed.clear();
         self.active = false;
         let (tid, log_end) = outcome?;
         // Phase 6: durable. After the locks are gone, so readers never wait for an
@@ -497,9 +1057,118 @@ impl Txn {
         }
     }
 
-    /// Phases 0-5 under one guard; returns the commit TID and where its redo record
-    /// ends in the log.
+    /// Unique-key stripes of every unique key of every row version this commit
+    /// writes, sorted and without repeats.
+    fn key_stripes(&self, idx: &[Arc<[Arc<KeyIndex>]>]) -> Result<Vec<usize>> {
+        let mut stripes = Vec::new();
+        let mut key = Vec::new();
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            if e.newest.data.is_null() {
+                continue;
+            }
+            let table = &self.tables[e.table];
+            for index in idx[e.table].iter().filter(|x| x.def.unique) {
+                // SAFETY: pending buffers live until install.
+                let row = unsafe { record::rowbuf_slice(e.newest.data) };
+                if !index.key_of(&table.layout, row, &mut key)? {
+                    stripes.push(stripe_of(index.def.id, &key));
+                }
+            }
+        }
+        stripes.sort_unstable();
+        stripes.dedup();
+        Ok(stripes)
+    }
+
+    /// Phases 0-5 under one guard, holding the unique-key stripes of the write set
+    /// (taken before any record lock: one global order); returns the commit TID and
+    /// where its redo record ends in the log.
     fn commit_pinned(&mut self, g: &Guard) -> Result<(u64, Option<u64>)> {
+        let idx: Vec<Arc<[Arc<KeyIndex>]>> = self.tables.iter().map(|t| t.indexes()).collect();
+        let stripes = self.key_stripes(&idx)?;
+        for &s in &stripes {
+            self.engine.lock_key_stripe(s);
+        }
+        let r = self.commit_locked(g, &idx);
+        for &s in &stripes {
+            self.engine.unlock_key_stripe(s);
+        }
+        r
+    }
+
+    /// Checks, under the commit locks, that no other committed row holds a unique key
+    /// this commit introduces (a key its rows did not have before). Rows of this
+    /// transaction were checked by their statements.
+    fn check_unique_at_commit(&self, idx: &[Arc<[Arc<KeyIndex>]>], g: &Guard) -> Result<()> {
+        let (mut kf, mut kb, mut ko) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            if e.newest.data.is_null() || !idx[e.table].iter().any(|x| x.def.unique) {
+                continue;
+            }
+            let table = &self.tables[e.table];
+            let tk = Arc::as_ptr(table) as usize;
+            // SAFETY: pending buffers live until install.
+            let fin = unsafe { record::rowbuf_slice(e.newest.data) };
+            let base = match e.origin {
+                Origin::Inserted => None,
+                Origin::Existing { .. } => {
+                    // SAFETY: found under `g` and locked by us: the committed buffer
+                    // cannot change or be freed.
+                    let p = unsafe { e.rec.expect("found").get() }.data_ptr();
+                    // SAFETY: as above.
+                    (!p.is_null()).then(|| unsafe { record::rowbuf_slice(p) })
+                }
+            };
+            for index in idx[e.table].iter().filter(|x| x.def.unique) {
+                if index.key_of(&table.layout, fin, &mut kf)? {
+                    continue;
+                }
+                if let Some(b) = base {
+                    index.key_of(&table.layout, b, &mut kb)?;
+                    if kb == kf {
+                        continue;
+                    }
+                }
+                let upper = keys::prefix_successor(&kf);
+                let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let mut res = Ok(());
+                index.scan(Bound::Included(&kf[..]), hi, false, g, |k, rid, rec| {
+                    if k != &kf[..] || self.pending.contains_key(&(tk, rid)) {
+                        return true;
+                    }
+                    // SAFETY: reached through the index under guard `g`.
+                    let Some(s) = unsafe { rec.get() }.try_read(g, UNIQUE_CHECK_WAIT) else {
+                        res = Err(Error::Conflict(AbortReason::UniqueKeyBusy));
+                        return false;
+                    };
+                    if let (false, Some(d)) = (s.absent(), s.data) {
+                        match index.key_of(&table.layout, d, &mut ko) {
+                            Ok(_) if ko == kf => {
+                                res = Err(unique_violation(index, table, fin));
+                                return false;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                res = Err(e);
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                });
+                res?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_locked(
+        &mut self,
+        g: &Guard,
+        idx: &[Arc<[Arc<KeyIndex>]>],
+    ) -> Result<(u64, Option<u64>)> {
         let engine = self.engine;
         // Phase 0: find every written record under this guard. A pre-existing row that
         // is no longer linked was deleted by a committed transaction.
@@ -540,6 +1209,13 @@ impl Txn {
                 }
             }
         }
+        // Phase 3b: unique keys.
+        if idx.iter().any(|l| l.iter().any(|x| x.def.unique)) {
+            if let Err(e) = self.check_unique_at_commit(idx, g) {
+                self.unlock_first(self.pending.len());
+                return Err(e);
+            }
+        }
         // Phase 4: log.
         let mut log_end = None;
         if let Some(sink) = engine.sink() {
@@ -555,15 +1231,61 @@ impl Txn {
         }
         // Phase 5: install and unlock.
         let mut garbage = Garbage::default();
+        let mut stale: Vec<(usize, Vec<u8>)> = Vec::new();
         for e in self.entries.take_all() {
-            for o in &e.older {
-                free_private(engine, o.data);
-            }
             let table = &self.tables[e.table];
             let r = e.rec.expect("found");
             // SAFETY: as above.
             let rec = unsafe { r.get() };
+            // Index entries: the final version's keys are linked before it is
+            // installed, the base version's other keys unlinked after.
+            let indexes = &idx[e.table];
+            let plain_insert =
+                e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
+            if !indexes.is_empty() && !plain_insert {
+                let base = match e.origin {
+                    Origin::Inserted => e.base_version(),
+                    Origin::Existing { .. } => rec.data_ptr(),
+                };
+                let mut kb = Vec::new();
+                let mut kf = Vec::new();
+                for (n, index) in indexes.iter().enumerate() {
+                    // Keys were encoded from these same rows before: cannot fail now.
+                    let has_base = !base.is_null();
+                    if has_base {
+                        // SAFETY: live buffers (pending, or committed under our lock).
+                        let _ = index.key_of(
+                            &table.layout,
+                            unsafe { record::rowbuf_slice(base) },
+                            &mut kb,
+                        );
+                    }
+                    let has_final = !e.newest.data.is_null();
+                    if has_final {
+                        // SAFETY: as above.
+                        let _ = index.key_of(
+                            &table.layout,
+                            unsafe { record::rowbuf_slice(e.newest.data) },
+                            &mut kf,
+                        );
+                    }
+                    if has_final && (!has_base || kf != kb) {
+                        index.insert(&kf, e.rowid, r, g);
+                        engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
+                    }
+                    if has_base && (!has_final || kf != kb) {
+                        stale.push((n, std::mem::take(&mut kb)));
+                    }
+                }
+            }
+            for o in &e.older {
+                free_private(engine, o.data);
+            }
             let old = rec.install_and_unlock(e.newest.data, tid);
+            for (n, key) in stale.drain(..) {
+                indexes[n].remove(&key, e.rowid, g);
+                engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+            }
             let size = |p: *mut u8| {
                 if p.is_null() {
                     0
@@ -630,10 +1352,34 @@ impl Txn {
             garbage.retire(engine, g);
         });
         self.pending.clear();
+        self.rekeyed.clear();
         self.active = false;
     }
 
     fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {
+        if e.origin == Origin::Inserted {
+            // Unlink the index entries of the inserted version before it is freed.
+            let table = &self.tables[e.table];
+            let base = e.base_version();
+            if !base.is_null() {
+                let mut key = Vec::new();
+                for index in table.indexes().iter() {
+                    // SAFETY: pending buffers live until freed below.
+                    if index
+                        .key_of(
+                            &table.layout,
+                            unsafe { record::rowbuf_slice(base) },
+                            &mut key,
+                        )
+                        .is_ok()
+                    {
+                        index.remove(&key, e.rowid, g);
+                        self.engine
+                            .account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                    }
+                }
+            }
+        }
         free_private(self.engine, e.newest.data);
         for o in &e.older {
             free_private(self.engine, o.data);
@@ -664,6 +1410,14 @@ impl Txn {
             }
             garbage.retire(engine, g);
         });
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(&v[..]),
+        Bound::Excluded(v) => Bound::Excluded(&v[..]),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -749,6 +1503,31 @@ impl TxnHandle {
     ) {
         let _s = scope::enter();
         self.txn().scan(t, cursor, cid, batch, max_rows.max(1))
+    }
+
+    /// Fills `batch` with up to `max_rows` rows of an index scan that a statement with
+    /// command id `cid` sees, in the scan's order, and advances the scan. Fails if the
+    /// index was dropped.
+    pub fn index_scan(
+        &mut self,
+        t: &TableHandle,
+        scan: &mut IndexScan,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        self.txn().index_scan(t, scan, cid, batch, max_rows.max(1))
+    }
+
+    /// Builds index `def` on `t` (its id from [`Engine::next_index_id`]) and publishes
+    /// it, logged. Fails with nothing left if a unique index meets a duplicate. The
+    /// caller keeps other writers of `t` out while it runs, and drops the index with
+    /// [`Engine::drop_index`] if the transaction aborts.
+    pub fn create_index(&mut self, t: &TableHandle, def: IndexDef) -> Result<()> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().build_index(t, def)
     }
 
     /// Point lookup: copies the version of row `rowid` that a statement with command id

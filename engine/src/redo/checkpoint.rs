@@ -123,6 +123,16 @@ pub fn write_checkpoint(
             }
             .encode(&mut payload);
             emit(&mut f, &payload, &mut info)?;
+            // Indexes before rows: loading maintains them row by row.
+            for def in t.index_defs() {
+                payload.clear();
+                LogRecord::CreateIndex {
+                    table_oid: oid,
+                    def,
+                }
+                .encode(&mut payload);
+                emit(&mut f, &payload, &mut info)?;
+            }
             let mut txn = engine.begin();
             let mut cursor = ScanCursor::new();
             let mut batch = RowBatch::new();

@@ -5,12 +5,15 @@
 //! create table: 2 | oid u32 | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
 //! drop table:   3 | oid u32
 //! rows:         4 | table u32 | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
+//! create index: 5 | table u32 | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
+//! drop index:   6 | table u32 | id u32
 //! name:         len u16 | utf-8 bytes
 //! ```
 //! Decoding checks every length against the buffer and returns an error on any
 //! inconsistency; it never panics on bad input.
 
 use crate::catalog::{ColumnDef, ColumnType, TableDef};
+use crate::index::IndexDef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowImage {
@@ -32,6 +35,14 @@ pub enum LogRecord {
     },
     DropTable {
         oid: u32,
+    },
+    CreateIndex {
+        table_oid: u32,
+        def: IndexDef,
+    },
+    DropIndex {
+        table_oid: u32,
+        id: u32,
     },
     /// Committed rows of one table with their TIDs (checkpoints only).
     Rows {
@@ -130,6 +141,22 @@ impl LogRecord {
                 out.push(3);
                 out.extend_from_slice(&oid.to_le_bytes());
             }
+            LogRecord::CreateIndex { table_oid, def } => {
+                out.push(5);
+                out.extend_from_slice(&table_oid.to_le_bytes());
+                out.extend_from_slice(&def.id.to_le_bytes());
+                put_name(out, &def.name);
+                out.push(def.unique as u8 | (def.primary as u8) << 1);
+                out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
+                for c in &def.columns {
+                    out.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+            LogRecord::DropIndex { table_oid, id } => {
+                out.push(6);
+                out.extend_from_slice(&table_oid.to_le_bytes());
+                out.extend_from_slice(&id.to_le_bytes());
+            }
             LogRecord::Rows { table_oid, rows } => {
                 out.push(4);
                 out.extend_from_slice(&table_oid.to_le_bytes());
@@ -208,6 +235,37 @@ impl LogRecord {
                 }
                 LogRecord::Rows { table_oid, rows }
             }
+            5 => {
+                let table_oid = r.u32()?;
+                let id = r.u32()?;
+                let name = r.name()?;
+                let flags = r.u8()?;
+                if flags > 3 {
+                    return Err(DecodeError("bad index flags"));
+                }
+                let n = r.u16()? as usize;
+                if n > crate::index::MAX_INDEX_COLUMNS {
+                    return Err(DecodeError("too many index columns"));
+                }
+                let mut columns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    columns.push(r.u16()?);
+                }
+                LogRecord::CreateIndex {
+                    table_oid,
+                    def: IndexDef {
+                        id,
+                        name,
+                        columns,
+                        unique: flags & 1 != 0,
+                        primary: flags & 2 != 0,
+                    },
+                }
+            }
+            6 => LogRecord::DropIndex {
+                table_oid: r.u32()?,
+                id: r.u32()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         };
         if r.pos != b.len() {
@@ -307,6 +365,20 @@ mod tests {
                 },
             },
             LogRecord::DropTable { oid: 16384 },
+            LogRecord::CreateIndex {
+                table_oid: 16384,
+                def: IndexDef {
+                    id: 3,
+                    name: "accounts_pkey".into(),
+                    columns: vec![0, 2],
+                    unique: true,
+                    primary: true,
+                },
+            },
+            LogRecord::DropIndex {
+                table_oid: 16384,
+                id: 3,
+            },
             LogRecord::Rows {
                 table_oid: 3,
                 rows: vec![(1, 10, vec![1, 2]), (5, 11, vec![])],

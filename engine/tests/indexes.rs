@@ -1,0 +1,550 @@
+//! Key indexes: unique checks at the statement and at commit, index scans against a
+//! model (own writes, key updates, aborts, savepoints), races for one unique key
+//! between threads, builds on populated tables, and replay rebuilding indexes.
+
+mod common;
+
+use common::Rng;
+use memfdw_engine::keys::encode_value;
+use memfdw_engine::redo::payload::LogRecord;
+use memfdw_engine::redo::{Appended, RedoSink};
+use memfdw_engine::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier, Mutex};
+
+fn engine() -> &'static Engine {
+    Box::leak(Engine::new(
+        EngineConfig {
+            memory_limit: 1 << 30,
+        },
+        None,
+    ))
+}
+
+/// t(k int4 null, v int8 null, s text null)
+fn def() -> TableDef {
+    TableDef {
+        name: "t".into(),
+        columns: vec![
+            ColumnDef::new("k", ColumnType::Int4, true),
+            ColumnDef::new("v", ColumnType::Int8, true),
+            ColumnDef::new("s", ColumnType::Text, true),
+        ],
+    }
+}
+
+fn row(t: &TableHandle, k: Option<i32>, v: Option<i64>) -> Vec<u8> {
+    let kb = k.map(|k| k.to_le_bytes());
+    let vb = v.map(|v| v.to_le_bytes());
+    t.layout
+        .pack(&[
+            kb.as_ref().map(|b| &b[..]),
+            vb.as_ref().map(|b| &b[..]),
+            Some(b"x"),
+        ])
+        .unwrap()
+}
+
+fn cols(t: &TableHandle, r: &[u8]) -> (Option<i32>, Option<i64>) {
+    (
+        t.layout
+            .get(r, 0)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap())),
+        t.layout
+            .get(r, 1)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap())),
+    )
+}
+
+fn index(id: u32, name: &str, columns: Vec<u16>, unique: bool) -> IndexDef {
+    IndexDef {
+        id,
+        name: name.into(),
+        columns,
+        unique,
+        primary: false,
+    }
+}
+
+fn k_enc(k: Option<i32>) -> Vec<u8> {
+    let b = k.map(|k| k.to_le_bytes());
+    let mut out = Vec::new();
+    encode_value(ColumnType::Int4, b.as_ref().map(|b| &b[..]), &mut out).unwrap();
+    out
+}
+
+/// Every row a scan returns: (row id, k, v).
+fn collect(
+    txn: &mut TxnHandle,
+    t: &TableHandle,
+    mut scan: IndexScan,
+    cid: u32,
+) -> Vec<(u64, Option<i32>, Option<i64>)> {
+    let mut out = Vec::new();
+    let mut batch = RowBatch::new();
+    while !scan.done() {
+        // Small batches exercise the cursor.
+        txn.index_scan(t, &mut scan, cid, &mut batch, 3).unwrap();
+        while let Some(r) = batch.next() {
+            let (k, v) = cols(t, r.data);
+            out.push((r.rowid, k, v));
+        }
+    }
+    out
+}
+
+fn is_unique_violation(e: &Error, name: &str) -> bool {
+    matches!(e, Error::UniqueViolation { index, .. } if index == name)
+}
+
+#[test]
+fn unique_checks_at_the_statement_nulls_never_conflict() {
+    let e = engine();
+    e.create_table(1, def()).unwrap();
+    let t = e.table(1).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(&t, index(1, "t_k_key", vec![0], true))
+        .unwrap();
+    let s = |cid| Stmt { cid, sub: 1 };
+    txn.insert(&t, &row(&t, Some(1), Some(10)), s(1)).unwrap();
+    // Same statement or a later one: PostgreSQL checks every row at once.
+    let err = txn
+        .insert(&t, &row(&t, Some(1), Some(11)), s(1))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "t_k_key"), "{err:?}");
+    assert_eq!(err.sqlstate(), "23505");
+    txn.insert(&t, &row(&t, None, Some(1)), s(2)).unwrap();
+    txn.insert(&t, &row(&t, None, Some(2)), s(2)).unwrap();
+    let r2 = txn.insert(&t, &row(&t, Some(2), Some(20)), s(2)).unwrap();
+    txn.commit().unwrap();
+
+    let mut txn = e.begin();
+    let err = txn.insert(&t, &row(&t, Some(2), None), s(1)).unwrap_err();
+    assert!(is_unique_violation(&err, "t_k_key"));
+    // An update onto a held key fails; moving the holder away first frees it.
+    let mut buf = Vec::new();
+    let all = collect(&mut txn, &t, IndexScan::new(1, &[], None, false), 1);
+    let r1 = all.iter().find(|r| r.1 == Some(1)).unwrap().0;
+    let tid1 = txn.get(&t, r1, 1, &mut buf).unwrap();
+    let err = txn
+        .update(&t, r1, tid1, &row(&t, Some(2), Some(10)), s(1))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "t_k_key"));
+    let tid2 = txn.get(&t, r2, 1, &mut buf).unwrap();
+    txn.update(&t, r2, tid2, &row(&t, Some(3), Some(20)), s(1))
+        .unwrap();
+    txn.update(&t, r1, tid1, &row(&t, Some(2), Some(10)), s(2))
+        .unwrap();
+    // Deleting a holder frees its key for an insert of the same transaction.
+    let tid0 = txn.get(&t, r1, 3, &mut buf).unwrap();
+    assert_eq!(tid0, tid1);
+    txn.delete(&t, r1, tid1, s(3)).unwrap();
+    txn.insert(&t, &row(&t, Some(2), Some(99)), s(4)).unwrap();
+    txn.commit().unwrap();
+
+    let mut txn = e.begin();
+    let got = collect(&mut txn, &t, IndexScan::new(1, &[], None, false), 1);
+    let keys: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (Some(2), Some(99)),
+            (Some(3), Some(20)),
+            (None, Some(1)),
+            (None, Some(2))
+        ]
+    );
+    // Point lookup, IS NULL, reverse.
+    let p = collect(
+        &mut txn,
+        &t,
+        IndexScan::new(1, &k_enc(Some(3)), None, false),
+        1,
+    );
+    assert_eq!(p.iter().map(|r| r.2).collect::<Vec<_>>(), vec![Some(20)]);
+    let n = collect(
+        &mut txn,
+        &t,
+        IndexScan::new(1, &k_enc(None), None, false),
+        1,
+    );
+    assert_eq!(n.len(), 2);
+    let rev = collect(&mut txn, &t, IndexScan::new(1, &[], None, true), 1);
+    assert_eq!(rev.first().unwrap().1, None);
+    assert_eq!(rev.last().unwrap().1, Some(2));
+    txn.commit().unwrap();
+}
+
+/// A transaction's view, as the model keeps it: row id -> (k, v).
+type View = BTreeMap<u64, (Option<i32>, Option<i64>)>;
+
+fn nulls_last(k: Option<i32>) -> (bool, i32) {
+    (k.is_none(), k.unwrap_or(0))
+}
+
+#[test]
+fn index_scans_match_a_model_through_updates_aborts_and_savepoints() {
+    let e = engine();
+    e.create_table(2, def()).unwrap();
+    let t = e.table(2).unwrap();
+    let mut setup = e.begin();
+    setup
+        .create_index(&t, index(10, "uk", vec![0], true))
+        .unwrap();
+    setup
+        .create_index(&t, index(11, "vk", vec![1, 0], false))
+        .unwrap();
+    setup.commit().unwrap();
+    let mut committed = View::new();
+    let mut rng = Rng::new(7);
+    let mut buf = Vec::new();
+    for round in 0..300 {
+        let mut txn = e.begin();
+        let mut view = committed.clone();
+        let mut saved: Option<(View, u32)> = None;
+        let mut cid = 1u32;
+        let mut sub = 1u32;
+        for _ in 0..rng.below(8) + 1 {
+            let op = rng.below(10);
+            let k = (rng.below(8) != 0).then(|| rng.below(40) as i32);
+            let v = (rng.below(8) != 0).then(|| rng.below(5) as i64);
+            let stmt = Stmt { cid, sub };
+            let holder = |view: &View, k: Option<i32>, me: Option<u64>| {
+                k.is_some() && view.iter().any(|(id, r)| r.0 == k && Some(*id) != me)
+            };
+            if op < 4 || view.is_empty() {
+                let res = txn.insert(&t, &row(&t, k, v), stmt);
+                if holder(&view, k, None) {
+                    assert!(is_unique_violation(&res.unwrap_err(), "uk"));
+                } else {
+                    view.insert(res.unwrap(), (k, v));
+                }
+            } else if op < 8 {
+                let id = *view
+                    .keys()
+                    .nth(rng.below(view.len() as u64) as usize)
+                    .unwrap();
+                let tid = txn.get(&t, id, cid, &mut buf).expect("visible");
+                let res = txn.update(&t, id, tid, &row(&t, k, v), stmt);
+                if holder(&view, k, Some(id)) {
+                    assert!(is_unique_violation(&res.unwrap_err(), "uk"));
+                } else {
+                    assert_eq!(res.unwrap(), WriteOutcome::Done);
+                    view.insert(id, (k, v));
+                }
+            } else if op < 9 {
+                let id = *view
+                    .keys()
+                    .nth(rng.below(view.len() as u64) as usize)
+                    .unwrap();
+                let tid = txn.get(&t, id, cid, &mut buf).expect("visible");
+                txn.delete(&t, id, tid, stmt).unwrap();
+                view.remove(&id);
+            } else if let Some((v0, s0)) = saved.take() {
+                txn.rollback_to(s0);
+                view = v0;
+            } else {
+                sub += 1;
+                saved = Some((view.clone(), sub));
+            }
+            cid += 1;
+            // Full scan in key order (NULLs last), then row id.
+            let mut want: Vec<_> = view.iter().map(|(id, r)| (*id, r.0, r.1)).collect();
+            want.sort_by_key(|r| (nulls_last(r.1), r.0));
+            let got = collect(&mut txn, &t, IndexScan::new(10, &[], None, false), cid);
+            assert_eq!(got, want, "round {round}: full scan");
+            // A range lo <= k < hi.
+            let (lo, hi) = (rng.below(40) as i32, rng.below(40) as i32);
+            let lo_b = Some((k_enc(Some(lo)), true));
+            let hi_b = Some((k_enc(Some(hi)), false));
+            let got = collect(
+                &mut txn,
+                &t,
+                IndexScan::new(10, &[], Some((lo_b, hi_b)), rng.below(2) == 0),
+                cid,
+            );
+            let mut got_ids: Vec<_> = got.iter().map(|r| r.0).collect();
+            got_ids.sort();
+            let want_ids: Vec<_> = view
+                .iter()
+                .filter(|(_, r)| r.0.is_some_and(|k| k >= lo && k < hi))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(got_ids, want_ids, "round {round}: range");
+            // Equality on the leading column of the non-unique index.
+            let probe = rng.below(5) as i64;
+            let mut p = Vec::new();
+            encode_value(ColumnType::Int8, Some(&probe.to_le_bytes()), &mut p).unwrap();
+            let got = collect(&mut txn, &t, IndexScan::new(11, &p, None, false), cid);
+            let mut got_ids: Vec<_> = got.iter().map(|r| r.0).collect();
+            got_ids.sort();
+            let want_ids: Vec<_> = view
+                .iter()
+                .filter(|(_, r)| r.1 == Some(probe))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(got_ids, want_ids, "round {round}: v = {probe}");
+        }
+        if rng.below(4) == 0 {
+            txn.abort();
+        } else {
+            txn.commit().unwrap();
+            committed = view;
+        }
+    }
+    // No stale entries left behind: each index holds one entry per row.
+    assert_eq!(t.index_entries(10), Some(committed.len()));
+    assert_eq!(t.index_entries(11), Some(committed.len()));
+}
+
+#[test]
+fn racing_inserts_of_one_key_exactly_one_wins() {
+    let e = engine();
+    e.create_table(3, def()).unwrap();
+    let t = e.table(3).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(&t, index(20, "race_key", vec![0], true))
+        .unwrap();
+    txn.commit().unwrap();
+    const ROUNDS: i32 = 300;
+    let barrier = Arc::new(Barrier::new(4));
+    let wins = Arc::new(Mutex::new(vec![0u32; ROUNDS as usize]));
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let (barrier, wins) = (barrier.clone(), wins.clone());
+            std::thread::spawn(move || {
+                let t = e.table(3).unwrap();
+                for k in 0..ROUNDS {
+                    barrier.wait();
+                    let mut txn = e.begin();
+                    let ins = txn.insert(&t, &row(&t, Some(k), Some(w)), Stmt { cid: 1, sub: 1 });
+                    // Odd rounds: everybody has inserted before anybody commits, so
+                    // only the commit-time check can stop the duplicates.
+                    if k % 2 == 1 {
+                        barrier.wait();
+                    }
+                    let res = ins.and_then(|_| txn.commit());
+                    match res {
+                        Ok(_) => wins.lock().unwrap()[k as usize] += 1,
+                        Err(Error::UniqueViolation { .. })
+                        | Err(Error::Conflict(AbortReason::UniqueKeyBusy)) => {}
+                        Err(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|h| h.join().unwrap());
+    let wins = wins.lock().unwrap();
+    let mut txn = e.begin();
+    let rows = collect(&mut txn, &t, IndexScan::new(20, &[], None, false), 1);
+    for k in 0..ROUNDS {
+        assert!(
+            wins[k as usize] <= 1,
+            "key {k} won {} times",
+            wins[k as usize]
+        );
+        let n = rows.iter().filter(|r| r.1 == Some(k)).count();
+        assert_eq!(n as u32, wins[k as usize], "key {k}");
+    }
+    // Busy-key aborts are possible but rare; nearly every key must have a winner.
+    let won = wins.iter().filter(|&&w| w == 1).count();
+    assert!(won as i32 > ROUNDS * 9 / 10, "only {won} keys won");
+}
+
+#[test]
+fn concurrent_key_updates_keep_every_row_findable_once() {
+    let e = engine();
+    e.create_table(4, def()).unwrap();
+    let t = e.table(4).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(&t, index(30, "mv_key", vec![0], true))
+        .unwrap();
+    for w in 0..4i64 {
+        for i in 0..25 {
+            txn.insert(
+                &t,
+                &row(&t, Some((w * 1000 + i) as i32), Some(w)),
+                Stmt { cid: 1, sub: 1 },
+            )
+            .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    let threads: Vec<_> = (0..4i64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let t = e.table(4).unwrap();
+                let mut rng = Rng::new(w as u64 + 1);
+                let mut buf = Vec::new();
+                let mut next = 100_000 * (w as i32 + 1);
+                for _ in 0..400 {
+                    let mut txn = e.begin();
+                    // My rows: v = w. Move one to a fresh key; readers run meanwhile.
+                    let mut pre = Vec::new();
+                    encode_value(ColumnType::Int8, Some(&w.to_le_bytes()), &mut pre).unwrap();
+                    let mine: Vec<_> = {
+                        let mut all =
+                            collect(&mut txn, &t, IndexScan::new(30, &[], None, false), 1);
+                        all.retain(|r| r.2 == Some(w));
+                        all
+                    };
+                    assert_eq!(mine.len(), 25, "worker {w} sees its 25 rows once");
+                    let pick = mine[rng.below(25) as usize].0;
+                    let tid = txn.get(&t, pick, 1, &mut buf).unwrap();
+                    next += 1;
+                    txn.update(
+                        &t,
+                        pick,
+                        tid,
+                        &row(&t, Some(next), Some(w)),
+                        Stmt { cid: 1, sub: 1 },
+                    )
+                    .unwrap();
+                    txn.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|h| h.join().unwrap());
+    let mut txn = e.begin();
+    let rows = collect(&mut txn, &t, IndexScan::new(30, &[], None, false), 1);
+    assert_eq!(rows.len(), 100);
+    assert_eq!(t.index_entries(30), Some(100));
+}
+
+#[test]
+fn building_on_populated_tables_and_duplicates_leave_no_index() {
+    let e = engine();
+    e.create_table(5, def()).unwrap();
+    let t = e.table(5).unwrap();
+    let mut txn = e.begin();
+    for i in 0..1000 {
+        txn.insert(
+            &t,
+            &row(&t, Some(i % 500), Some(i as i64)),
+            Stmt { cid: 1, sub: 1 },
+        )
+        .unwrap();
+    }
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    let err = txn
+        .create_index(&t, index(40, "dup_key", vec![0], true))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "dup_key"));
+    assert!(t.index_defs().is_empty());
+    txn.create_index(&t, index(41, "v_key", vec![1], true))
+        .unwrap();
+    // Own uncommitted inserts are indexed and checked too.
+    txn.insert(&t, &row(&t, Some(1), Some(5000)), Stmt { cid: 2, sub: 1 })
+        .unwrap();
+    let err = txn.create_index(&t, index(42, "k_v", vec![0, 1], true));
+    assert!(err.is_ok());
+    let err = txn
+        .insert(&t, &row(&t, Some(1), Some(5000)), Stmt { cid: 3, sub: 1 })
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "v_key") || is_unique_violation(&err, "k_v"));
+    assert_eq!(
+        txn.create_index(&t, index(43, "v_key", vec![2], false))
+            .unwrap_err()
+            .sqlstate(),
+        "42P07"
+    );
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    let got = collect(&mut txn, &t, IndexScan::new(41, &[], None, false), 1);
+    assert_eq!(got.len(), 1001);
+    assert!(got.windows(2).all(|w| w[0].2 < w[1].2));
+    assert!(e.drop_index(5, 41).unwrap());
+    assert!(!e.drop_index(5, 41).unwrap());
+    let err = txn.index_scan(
+        &t,
+        &mut IndexScan::new(41, &[], None, false),
+        1,
+        &mut RowBatch::new(),
+        10,
+    );
+    assert_eq!(err.unwrap_err().sqlstate(), "42704");
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Vec<u8>>>);
+
+impl RedoSink for Recorder {
+    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
+        let mut v = self.0.lock().unwrap();
+        v.push(payload.to_vec());
+        Ok(Appended {
+            end: v.len() as u64,
+            phase: 0,
+        })
+    }
+    fn make_durable(&self, _upto: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Forward(&'static Recorder);
+
+impl RedoSink for Forward {
+    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
+        self.0.append(payload)
+    }
+    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
+        self.0.make_durable(upto)
+    }
+}
+
+#[test]
+fn replay_rebuilds_indexes_and_their_drops() {
+    let log: &'static Recorder = Box::leak(Box::default());
+    let a: &'static Engine = Box::leak(Engine::new(
+        EngineConfig {
+            memory_limit: 1 << 30,
+        },
+        Some(Box::new(Forward(log))),
+    ));
+    a.create_table(6, def()).unwrap();
+    let t = a.table(6).unwrap();
+    let mut txn = a.begin();
+    txn.create_index(&t, index(50, "a_key", vec![0], true))
+        .unwrap();
+    txn.create_index(&t, index(51, "gone", vec![1], false))
+        .unwrap();
+    txn.commit().unwrap();
+    let mut rng = Rng::new(3);
+    let mut buf = Vec::new();
+    for i in 0..400 {
+        let mut txn = a.begin();
+        let s = Stmt { cid: 1, sub: 1 };
+        let all = collect(&mut txn, &t, IndexScan::new(50, &[], None, false), 1);
+        if all.is_empty() || rng.below(3) == 0 {
+            let _ = txn.insert(&t, &row(&t, Some(i), Some(i as i64)), s);
+        } else {
+            let r = all[rng.below(all.len() as u64) as usize];
+            let tid = txn.get(&t, r.0, 1, &mut buf).unwrap();
+            if rng.below(4) == 0 {
+                txn.delete(&t, r.0, tid, s).unwrap();
+            } else {
+                let _ = txn.update(&t, r.0, tid, &row(&t, Some(10_000 + i), r.2), s);
+            }
+        }
+        txn.commit().unwrap();
+    }
+    assert!(a.drop_index(6, 51).unwrap());
+    let b: &'static Engine = engine();
+    for payload in log.0.lock().unwrap().iter() {
+        b.replay(&LogRecord::decode(payload).unwrap()).unwrap();
+    }
+    let tb = b.table(6).unwrap();
+    let defs: Vec<_> = tb.index_defs().into_iter().map(|d| d.name).collect();
+    assert_eq!(defs, vec!["a_key".to_string()]);
+    let (mut ta, mut txb) = (a.begin(), b.begin());
+    let want = collect(&mut ta, &t, IndexScan::new(50, &[], None, false), 1);
+    let got = collect(&mut txb, &tb, IndexScan::new(50, &[], None, false), 1);
+    assert_eq!(got, want);
+    assert_eq!(tb.index_entries(50), Some(want.len()));
+    // New index ids do not collide with replayed ones.
+    assert!(b.next_index_id() > 51);
+}
