@@ -7,6 +7,9 @@
 # Environment: MEMFDW_PORT (default 5499), MEMFDW_MAX_MEMORY (default 1GB).
 # PostgreSQL refuses to run as root: as root, the server runs as user "postgres".
 set -euo pipefail
+# A Rust backtrace setting would make pgrx append backtraces to the DETAIL of every
+# error the server reports; the server never needs one.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGBIN="$(/usr/bin/pg_config --bindir)"

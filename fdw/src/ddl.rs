@@ -11,7 +11,7 @@
 use crate::errors::OrRaise;
 use crate::handler::is_ours;
 use crate::shmem::{engine, preloaded};
-use crate::{types, xact};
+use crate::{index_ddl, types, xact};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -31,7 +31,7 @@ pub unsafe fn install_hooks() {
 }
 
 /// True if relation `relid` is a foreign table of a memfdw server.
-fn is_memory_table(relid: pg_sys::Oid) -> bool {
+pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups.
     unsafe {
         pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
@@ -55,9 +55,48 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     // SAFETY: PostgreSQL's statement structures; hooks chained as required.
     unsafe {
+        let mut pstmt = pstmt;
         let stmt = (*pstmt).utilityStmt;
-        if preloaded() && (*stmt).type_ == pg_sys::NodeTag::T_AlterTableStmt {
-            check_alter(stmt as *mut pg_sys::AlterTableStmt);
+        let mut keys = Vec::new();
+        if preloaded() {
+            match (*stmt).type_ {
+                pg_sys::NodeTag::T_AlterTableStmt => {
+                    check_alter(stmt as *mut pg_sys::AlterTableStmt)
+                }
+                pg_sys::NodeTag::T_IndexStmt
+                    if index_ddl::create_index(stmt as *mut pg_sys::IndexStmt) =>
+                {
+                    return;
+                }
+                pg_sys::NodeTag::T_DropStmt
+                    if (*(stmt as *mut pg_sys::DropStmt)).removeType
+                        == pg_sys::ObjectType::OBJECT_INDEX =>
+                {
+                    match index_ddl::drop_indexes(stmt as *mut pg_sys::DropStmt) {
+                        None => return,
+                        Some(s) if s != stmt as *mut pg_sys::DropStmt => {
+                            pstmt = with_statement(pstmt, s as *mut pg_sys::Node);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                pg_sys::NodeTag::T_CreateForeignTableStmt => {
+                    let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
+                    let server = pg_sys::GetForeignServerByName((*cs).servername, true);
+                    if !server.is_null()
+                        && is_ours(pg_sys::GetFdwRoutineByServerId((*server).serverid))
+                    {
+                        // PostgreSQL refuses keys on foreign tables: run a copy without them.
+                        let copy = pg_sys::copyObjectImpl(cs as *const std::ffi::c_void)
+                            as *mut pg_sys::CreateForeignTableStmt;
+                        keys = index_ddl::take_keys(copy);
+                        if !keys.is_empty() {
+                            pstmt = with_statement(pstmt, copy as *mut pg_sys::Node);
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         let created = (*stmt).type_ == pg_sys::NodeTag::T_CreateForeignTableStmt;
         // Did the relation exist already (CREATE ... IF NOT EXISTS then does nothing)?
@@ -85,8 +124,29 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
         if created && !existed {
-            after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt);
+            if let Some(relid) =
+                after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt)
+            {
+                index_ddl::create_keys(relid, keys);
+            }
         }
+    }
+}
+
+/// A copy of `pstmt` that runs utility statement `stmt` instead.
+///
+/// # Safety
+/// Valid statement nodes.
+unsafe fn with_statement(
+    pstmt: *mut pg_sys::PlannedStmt,
+    stmt: *mut pg_sys::Node,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: forwarded contract; the copy lives in the current memory context.
+    unsafe {
+        let copy =
+            pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
+        (*copy).utilityStmt = stmt;
+        copy
     }
 }
 
@@ -122,14 +182,19 @@ unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
     }
 }
 
+/// Creates the engine table of a memory table; returns its relation (None if the
+/// statement was not for memfdw).
+///
 /// # Safety
 /// `stmt` must be a CREATE FOREIGN TABLE statement that has just been executed.
-unsafe fn after_create_foreign_table(stmt: *mut pg_sys::CreateForeignTableStmt) {
+unsafe fn after_create_foreign_table(
+    stmt: *mut pg_sys::CreateForeignTableStmt,
+) -> Option<pg_sys::Oid> {
     // SAFETY: forwarded contract; catalog lookups.
     unsafe {
         let server = pg_sys::GetForeignServerByName((*stmt).servername, false);
         if !is_ours(pg_sys::GetFdwRoutineByServerId((*server).serverid)) {
-            return;
+            return None;
         }
         let relid = pg_sys::RangeVarGetRelidExtended(
             (*stmt).base.relation,
@@ -149,6 +214,7 @@ unsafe fn after_create_foreign_table(stmt: *mut pg_sys::CreateForeignTableStmt) 
         pg_sys::relation_close(rel, pg_sys::AccessShareLock as _);
         e.create_table(relid.to_u32(), def.or_raise()).or_raise();
         xact::note_create(relid.to_u32());
+        Some(relid)
     }
 }
 

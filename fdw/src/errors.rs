@@ -22,6 +22,10 @@ fn code(e: &Error) -> PgSqlErrorCode {
         Error::TxnNotActive => ERRCODE_IN_FAILED_SQL_TRANSACTION,
         Error::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
         Error::LogIo(_) | Error::NotDurable(_) => ERRCODE_IO_ERROR,
+        Error::TooManyKeyColumns { .. } => ERRCODE_TOO_MANY_COLUMNS,
+        Error::NotIndexable { .. } | Error::NoSuchIndex { .. } => ERRCODE_UNDEFINED_OBJECT,
+        Error::UniqueViolation { .. } => ERRCODE_UNIQUE_VIOLATION,
+        Error::IndexExists { .. } => ERRCODE_DUPLICATE_TABLE,
     }
 }
 
@@ -37,6 +41,14 @@ pub fn raise(e: Error) -> ! {
         Error::Conflict(_) => {
             report = report.set_hint("The transaction might succeed if retried.");
         }
+        Error::UniqueViolation {
+            table_oid,
+            columns,
+            row,
+            ..
+        } => {
+            report = report.set_detail(key_detail(*table_oid, columns, row));
+        }
         Error::NotDurable(_) => {
             // Committed in memory but maybe not on disk: like PostgreSQL after a failed
             // fsync, restart and recover from what the log holds.
@@ -47,6 +59,44 @@ pub fn raise(e: Error) -> ! {
     }
     report.report(PgLogLevel::ERROR);
     unreachable!()
+}
+
+/// "Key (a, b)=(1, x) already exists." for the key columns of `row`, a packed row of
+/// relation `table_oid`.
+fn key_detail(table_oid: u32, columns: &[u16], row: &[u8]) -> String {
+    let relid = pg_sys::Oid::from(table_oid);
+    let Some(t) = crate::shmem::engine().table(table_oid) else {
+        return String::new();
+    };
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for &c in columns {
+        let col = &t.def.columns[c as usize];
+        names.push(col.name.clone());
+        let v = match t.layout.get(row, c as usize) {
+            None => "null".to_string(),
+            Some(b) => {
+                // SAFETY: catalog lookups; the datum is built from the column's own
+                // bytes and printed with the column type's output function.
+                unsafe {
+                    let typid = pg_sys::get_atttype(relid, (c + 1) as pg_sys::AttrNumber);
+                    let mut out = pg_sys::InvalidOid;
+                    let mut varlena = false;
+                    pg_sys::getTypeOutputInfo(typid, &mut out, &mut varlena);
+                    let d = crate::types::datum(crate::types::Codec::of(col.ty), b);
+                    std::ffi::CStr::from_ptr(pg_sys::OidOutputFunctionCall(out, d))
+                        .to_string_lossy()
+                        .into_owned()
+                }
+            }
+        };
+        values.push(v);
+    }
+    format!(
+        "Key ({})=({}) already exists.",
+        names.join(", "),
+        values.join(", ")
+    )
 }
 
 /// Unwraps an engine result or raises its error.

@@ -164,3 +164,44 @@ fn redo_stats() -> TableIterator<
         last.map(|c| c.duration_ms as f64 / 1000.0),
     ))
 }
+
+/// Every index of the memory tables: table, name, key columns, whether it is unique
+/// or the primary key, and its entries (one per row version in the index).
+#[pg_extern]
+fn indexes() -> TableIterator<
+    'static,
+    (
+        name!(relid, pg_sys::Oid),
+        name!(table_name, String),
+        name!(index_name, String),
+        name!(columns, String),
+        name!(is_unique, bool),
+        name!(is_primary, bool),
+        name!(entries, i64),
+    ),
+> {
+    let e = engine();
+    let mut rows = Vec::new();
+    for oid in e.table_oids() {
+        let Some(t) = e.table(oid) else { continue };
+        let relid = pg_sys::Oid::from(oid);
+        for d in t.index_defs() {
+            let cols: Vec<_> = d
+                .columns
+                .iter()
+                .map(|&c| t.def.columns[c as usize].name.clone())
+                .collect();
+            rows.push((
+                relid,
+                crate::types::relation_name(relid),
+                d.name.clone(),
+                cols.join(", "),
+                d.unique,
+                d.primary,
+                t.index_entries(d.id).unwrap_or(0) as i64,
+            ));
+        }
+    }
+    rows.sort_by(|a, b| (a.1.as_str(), a.2.as_str()).cmp(&(b.1.as_str(), b.2.as_str())));
+    TableIterator::new(rows)
+}

@@ -11,6 +11,8 @@ use pgrx::prelude::*;
 mod ddl;
 mod errors;
 mod handler;
+mod index_ddl;
+mod index_paths;
 mod introspect;
 mod modify;
 mod scan;

@@ -1,14 +1,17 @@
 //! Planning and executing scans of memory tables.
 //!
-//! Today a scan reads the whole table in row-id order (the pseudo-primary key); every
-//! qual is evaluated by PostgreSQL. Rows are copied out of the engine in batches into
-//! backend memory, so no engine pin is held while PostgreSQL runs.
+//! A scan reads the whole table in row-id order (the pseudo-primary key), or an index
+//! (see `index_paths` for the paths offered): one or more key ranges (one per value of
+//! an `IN` list), forwards or backwards. Every qual is still evaluated by PostgreSQL.
+//! Rows are copied out of the engine in batches into backend memory, so no engine pin
+//! is held while PostgreSQL runs.
 
 use crate::errors;
+use crate::index_paths::{CondKind, IndexChoice};
 use crate::shmem::engine;
 use crate::types::{self, Codec};
 use crate::xact;
-use memfdw_engine::{RowBatch, ScanCursor, TableHandle};
+use memfdw_engine::{keys, Error, IndexScan, KeyBound, RowBatch, ScanCursor, TableHandle};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -27,6 +30,17 @@ pub struct ScanState {
     for_update: bool,
     batch_rows: usize,
     examined: u64,
+    index: Option<IndexState>,
+}
+
+/// An index scan in progress.
+struct IndexState {
+    choice: IndexChoice,
+    /// Comparison values (`fdw_exprs`), evaluated at the start and at every rescan.
+    exprs: Vec<*mut pg_sys::ExprState>,
+    /// Key ranges still to read (built lazily), in order.
+    ranges: Option<Vec<IndexScan>>,
+    current: usize,
 }
 
 fn table_rows(relid: pg_sys::Oid) -> f64 {
@@ -68,7 +82,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
 ) {
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
@@ -91,6 +105,9 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
             std::ptr::null_mut(),
         );
         pg_sys::add_path(baserel, path as *mut pg_sys::Path);
+        if crate::shmem::preloaded() {
+            crate::index_paths::add_index_paths(root, baserel, relid);
+        }
     }
 }
 
@@ -101,7 +118,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     _root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     _relid: pg_sys::Oid,
-    _best_path: *mut pg_sys::ForeignPath,
+    best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
     outer_plan: *mut pg_sys::Plan,
@@ -109,12 +126,29 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
         let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
-        let fdw_private = needed_columns(baserel, quals);
+        // fdw_private: (needed columns, index choice or NIL); the index's comparison
+        // values go to fdw_exprs, where the planner turns outer columns into params.
+        let path_private = (*best_path).fdw_private;
+        let (choice, exprs) = if path_private.is_null() {
+            (std::ptr::null_mut(), std::ptr::null_mut())
+        } else {
+            (
+                pg_sys::list_nth(path_private, 0) as *mut pg_sys::List,
+                pg_sys::list_nth(path_private, 1) as *mut pg_sys::List,
+            )
+        };
+        let fdw_private = pg_sys::lappend(
+            pg_sys::lappend(
+                std::ptr::null_mut(),
+                needed_columns(baserel, quals) as *mut std::ffi::c_void,
+            ),
+            choice as *mut std::ffi::c_void,
+        );
         pg_sys::make_foreignscan(
             tlist,
             quals,
             (*baserel).relid,
-            std::ptr::null_mut(),
+            exprs,
             fdw_private,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -188,7 +222,21 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             xact::clear_fetched();
         }
         let ncols = table.def.columns.len();
-        let private = (*plan).fdw_private;
+        let private = pg_sys::list_nth((*plan).fdw_private, 0) as *mut pg_sys::List;
+        let index =
+            IndexChoice::from_list(pg_sys::list_nth((*plan).fdw_private, 1) as *mut pg_sys::List)
+                .map(|choice| {
+                    let states =
+                        pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
+                    IndexState {
+                        choice,
+                        exprs: (0..pg_sys::list_length(states))
+                            .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
+                            .collect(),
+                        ranges: None,
+                        current: 0,
+                    }
+                });
         let mut needed = vec![false; ncols];
         for i in 0..pg_sys::list_length(private) {
             match pg_sys::list_nth_int(private, i) {
@@ -208,6 +256,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             for_update,
             batch_rows: crate::settings::SCAN_BATCH_ROWS.get().max(1) as usize,
             examined: 0,
+            index,
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -238,7 +287,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             for_update,
             batch_rows,
             examined,
+            index,
         } = &mut *st;
+        let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
             if let Some(r) = batch.next() {
                 types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
@@ -246,15 +297,185 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 if *for_update {
                     xact::note_fetched(*relid, r.rowid, r.tid);
                 }
-                *examined += 1;
+                if index.is_none() {
+                    *examined += 1;
+                }
                 return types::store_virtual(slot);
+            }
+            pgrx::check_for_interrupts!();
+            if let Some(ix) = index {
+                if ix.ranges.is_none() {
+                    ix.ranges = Some(build_ranges(&ix.choice, &ix.exprs, econtext, table));
+                    ix.current = 0;
+                }
+                let ranges = ix.ranges.as_mut().expect("built");
+                while ix.current < ranges.len() && ranges[ix.current].done() {
+                    ix.current += 1;
+                }
+                let Some(range) = ranges.get_mut(ix.current) else {
+                    return pg_sys::ExecClearTuple(slot);
+                };
+                let r = xact::with_txn(|t| t.index_scan(table, range, *cid, batch, *batch_rows));
+                // Index entries visited (rows returned, for full scans).
+                *examined += std::mem::take(&mut range.examined);
+                match r {
+                    Ok(()) => {}
+                    // Dropped since the plan was made (its transaction aborted, so no
+                    // invalidation reached this plan): every qual is checked anyway.
+                    Err(Error::NoSuchIndex { .. }) if !ix.choice.ordered => {
+                        *index = None;
+                        *cursor = ScanCursor::new();
+                    }
+                    Err(e) => errors::raise(e),
+                }
+                continue;
             }
             if cursor.done() {
                 return pg_sys::ExecClearTuple(slot);
             }
-            pgrx::check_for_interrupts!();
             xact::with_txn(|t| t.scan(table, cursor, *cid, batch, *batch_rows));
         }
+    }
+}
+
+/// Evaluates the comparison values and builds the key ranges of an index scan: one per
+/// combination of the equality prefix (several with an IN list), none if a value makes
+/// the condition false for every row (a NULL comparison value).
+///
+/// # Safety
+/// Executor structures of the running scan.
+unsafe fn build_ranges(
+    choice: &IndexChoice,
+    exprs: &[*mut pg_sys::ExprState],
+    econtext: *mut pg_sys::ExprContext,
+    table: &TableHandle,
+) -> Vec<IndexScan> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let Some(def) = table
+            .index_defs()
+            .into_iter()
+            .find(|d| d.id == choice.index_id)
+        else {
+            // Dropped: the iterator reports it.
+            return vec![IndexScan::new(choice.index_id, &[], None, choice.reverse)];
+        };
+        let mut old =
+            pgrx::PgMemoryContexts::For((*econtext).ecxt_per_tuple_memory).set_as_current();
+        let mut scratch = [0u8; 16];
+        let ty_of = |col: usize| table.def.columns[def.columns[col] as usize].ty;
+        let mut encode = |col: usize, d: pg_sys::Datum| -> Vec<u8> {
+            let ty = ty_of(col);
+            let b = types::datum_bytes(Codec::of(ty), d, &mut scratch);
+            let mut out = Vec::new();
+            keys::encode_value(ty, Some(b), &mut out).unwrap_or_else(|e| errors::raise(e));
+            out
+        };
+        let eval = |i: i32| -> Option<pg_sys::Datum> {
+            let st = exprs[i as usize];
+            let mut isnull = false;
+            let d = (*st).evalfunc.expect("compiled expression")(st, econtext, &mut isnull);
+            (!isnull).then_some(d)
+        };
+        let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
+        let (mut lo, mut hi): (KeyBound, KeyBound) = (None, None);
+        let mut ranged = false;
+        let mut empty = false;
+        for c in &choice.conds {
+            match c.kind {
+                CondKind::Eq => match eval(c.expr) {
+                    Some(d) => {
+                        let v = encode(c.col, d);
+                        prefixes.iter_mut().for_each(|p| p.extend_from_slice(&v));
+                    }
+                    None => empty = true,
+                },
+                CondKind::IsNull => {
+                    prefixes.iter_mut().for_each(|p| p.push(keys::NULL_MARK));
+                }
+                CondKind::In => match eval(c.expr) {
+                    Some(arr) => {
+                        let mut vals: Vec<Vec<u8>> = array_elements(arr)
+                            .into_iter()
+                            .map(|d| encode(c.col, d))
+                            .collect();
+                        vals.sort();
+                        vals.dedup();
+                        prefixes = prefixes
+                            .iter()
+                            .flat_map(|p| {
+                                vals.iter().map(move |v| {
+                                    let mut x = p.clone();
+                                    x.extend_from_slice(v);
+                                    x
+                                })
+                            })
+                            .collect();
+                    }
+                    None => empty = true,
+                },
+                CondKind::Gt | CondKind::Ge => {
+                    ranged = true;
+                    match eval(c.expr) {
+                        Some(d) => lo = Some((encode(c.col, d), c.kind == CondKind::Ge)),
+                        None => empty = true,
+                    }
+                }
+                CondKind::Lt | CondKind::Le => {
+                    ranged = true;
+                    match eval(c.expr) {
+                        Some(d) => hi = Some((encode(c.col, d), c.kind == CondKind::Le)),
+                        None => empty = true,
+                    }
+                }
+                CondKind::NotNull => ranged = true,
+            }
+        }
+        old.set_as_current();
+        if empty {
+            return Vec::new();
+        }
+        if choice.reverse {
+            prefixes.reverse();
+        }
+        prefixes
+            .iter()
+            .map(|p| {
+                let range = ranged.then(|| (lo.clone(), hi.clone()));
+                IndexScan::new(choice.index_id, p, range, choice.reverse)
+            })
+            .collect()
+    }
+}
+
+/// The non-NULL elements of array datum `arr`.
+///
+/// # Safety
+/// `arr` must be an array datum.
+unsafe fn array_elements(arr: pg_sys::Datum) -> Vec<pg_sys::Datum> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let a = pg_sys::pg_detoast_datum(arr.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let elem = (*a).elemtype;
+        let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+        pg_sys::get_typlenbyvalalign(elem, &mut len, &mut byval, &mut align);
+        let mut values: *mut pg_sys::Datum = std::ptr::null_mut();
+        let mut nulls: *mut bool = std::ptr::null_mut();
+        let mut n = 0;
+        pg_sys::deconstruct_array(
+            a,
+            elem,
+            len as i32,
+            byval,
+            align,
+            &mut values,
+            &mut nulls,
+            &mut n,
+        );
+        (0..n as usize)
+            .filter(|&i| !*nulls.add(i))
+            .map(|i| *values.add(i))
+            .collect()
     }
 }
 
@@ -268,6 +489,10 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
         if let Some(st) = st.as_mut() {
             st.cursor = ScanCursor::new();
             st.batch = RowBatch::new();
+            if let Some(ix) = st.index.as_mut() {
+                // Parameters may have changed: evaluate the values again.
+                ix.ranges = None;
+            }
         }
     }
 }
@@ -288,11 +513,27 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 ) {
     // SAFETY: executor and explain structures handed to us by PostgreSQL.
     unsafe {
-        pg_sys::ExplainPropertyText(
-            c"Memory Table Access".as_ptr(),
-            c"full scan (row id order)".as_ptr(),
-            es,
-        );
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let relid = (*(*node).ss.ss_currentRelation).rd_id;
+        let choice =
+            IndexChoice::from_list(pg_sys::list_nth((*plan).fdw_private, 1) as *mut pg_sys::List);
+        let access = match &choice {
+            None => "full scan (row id order)".to_string(),
+            Some(c) => {
+                let name = engine()
+                    .table(relid.to_u32())
+                    .and_then(|t| t.index_defs().into_iter().find(|d| d.id == c.index_id))
+                    .map_or_else(|| format!("index {}", c.index_id), |d| d.name);
+                let order = match (c.ordered, c.reverse) {
+                    (true, false) => ", ordered",
+                    (true, true) => ", ordered backward",
+                    _ => "",
+                };
+                format!("index scan using {name} ({}{order})", c.kind_name())
+            }
+        };
+        let access = std::ffi::CString::new(access).expect("no NUL");
+        pg_sys::ExplainPropertyText(c"Memory Table Access".as_ptr(), access.as_ptr(), es);
         let st = (*node).fdw_state as *mut ScanState;
         if (*es).analyze {
             if let Some(st) = st.as_ref() {

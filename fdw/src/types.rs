@@ -177,41 +177,8 @@ impl Packer {
                 vals.push(None);
                 continue;
             }
-            let d = values[i];
-            let s = &mut self.scratch[i];
-            let v: &[u8] = match *codec {
-                Codec::Bool => {
-                    s[0] = (d.value() != 0) as u8;
-                    &s[..1]
-                }
-                Codec::I16 => {
-                    s[..2].copy_from_slice(&(d.value() as i16).to_le_bytes());
-                    &s[..2]
-                }
-                Codec::I32 | Codec::F32 => {
-                    s[..4].copy_from_slice(&(d.value() as u32).to_le_bytes());
-                    &s[..4]
-                }
-                Codec::I64 | Codec::F64 => {
-                    s[..8].copy_from_slice(&(d.value() as u64).to_le_bytes());
-                    &s[..8]
-                }
-                Codec::ByRef(n) => {
-                    // SAFETY: a by-reference datum of this type points at n bytes.
-                    unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), n) }
-                }
-                Codec::Varlena => {
-                    // SAFETY: a varlena datum; detoasting copies into the current
-                    // (per-tuple) memory context if needed.
-                    unsafe {
-                        let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-                        std::slice::from_raw_parts(
-                            pgrx::vardata_any(p) as *const u8,
-                            pgrx::varsize_any_exhdr(p),
-                        )
-                    }
-                }
-            };
+            // SAFETY: a datum of this column's type.
+            let v = unsafe { datum_bytes(*codec, values[i], &mut self.scratch[i]) };
             // SAFETY: the bytes (a scratch entry, the slot's datum or its detoasted copy)
             // stay valid and unwritten until `vals` is cleared below, before returning.
             vals.push(Some(unsafe {
@@ -222,6 +189,47 @@ impl Packer {
         vals.clear();
         self.vals = vals;
         r
+    }
+}
+
+/// The packed-row bytes of datum `d` (not NULL): in `scratch` for by-value types, in
+/// the datum itself (or its detoasted copy, in the current memory context) otherwise.
+///
+/// # Safety
+/// `d` must be a datum of a type `codec` describes.
+pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &[u8] {
+    match codec {
+        Codec::Bool => {
+            s[0] = (d.value() != 0) as u8;
+            &s[..1]
+        }
+        Codec::I16 => {
+            s[..2].copy_from_slice(&(d.value() as i16).to_le_bytes());
+            &s[..2]
+        }
+        Codec::I32 | Codec::F32 => {
+            s[..4].copy_from_slice(&(d.value() as u32).to_le_bytes());
+            &s[..4]
+        }
+        Codec::I64 | Codec::F64 => {
+            s[..8].copy_from_slice(&(d.value() as u64).to_le_bytes());
+            &s[..8]
+        }
+        Codec::ByRef(n) => {
+            // SAFETY: a by-reference datum of this type points at n bytes.
+            unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), n) }
+        }
+        Codec::Varlena => {
+            // SAFETY: a varlena datum; detoasting copies into the current memory
+            // context if needed.
+            unsafe {
+                let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                std::slice::from_raw_parts(
+                    pgrx::vardata_any(p) as *const u8,
+                    pgrx::varsize_any_exhdr(p),
+                )
+            }
+        }
     }
 }
 
@@ -265,7 +273,7 @@ pub unsafe fn unpack(
 
 /// # Safety
 /// Allocates in the current memory context.
-unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
+pub unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
     match codec {
         Codec::Bool => pg_sys::Datum::from(b[0] != 0),
         Codec::I16 => pg_sys::Datum::from(i16::from_le_bytes([b[0], b[1]])),

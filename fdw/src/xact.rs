@@ -25,6 +25,10 @@ struct Backend {
     creates: Vec<(u32, u32)>,
     /// Engine tables dropped by this transaction, applied at commit.
     drops: Vec<(u32, u32)>,
+    /// Engine indexes created by this transaction: (relation, index id, subtransaction).
+    index_creates: Vec<(u32, u32, u32)>,
+    /// Engine indexes dropped by this transaction, applied at commit.
+    index_drops: Vec<(u32, u32, u32)>,
     /// (relation, row id) -> version, for rows that UPDATE/DELETE scans returned.
     fetched: HashMap<(u32, u64), u64>,
 }
@@ -92,6 +96,26 @@ pub fn note_drop(relid: u32) {
     BACKEND.with(|b| b.borrow_mut().drops.push((relid, sub)));
 }
 
+pub fn note_index_create(relid: u32, id: u32) {
+    let sub = current_stmt(false).sub;
+    BACKEND.with(|b| b.borrow_mut().index_creates.push((relid, id, sub)));
+}
+
+pub fn note_index_drop(relid: u32, id: u32) {
+    let sub = current_stmt(false).sub;
+    BACKEND.with(|b| b.borrow_mut().index_drops.push((relid, id, sub)));
+}
+
+/// Has this transaction dropped index `id` of `relid` (effective at commit)?
+pub fn index_drop_pending(relid: u32, id: u32) -> bool {
+    BACKEND.with(|b| {
+        b.borrow()
+            .index_drops
+            .iter()
+            .any(|&(r, i, _)| r == relid && i == id)
+    })
+}
+
 fn take_txn() -> Option<TxnHandle> {
     BACKEND.with(|b| b.borrow_mut().txn.take())
 }
@@ -120,14 +144,21 @@ unsafe extern "C-unwind" fn xact_callback(
             }
         }
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
-            let drops = BACKEND.with(|b| {
+            let (drops, index_drops) = BACKEND.with(|b| {
                 let mut b = b.borrow_mut();
                 b.creates.clear();
+                b.index_creates.clear();
                 b.fetched.clear();
-                std::mem::take(&mut b.drops)
+                (
+                    std::mem::take(&mut b.drops),
+                    std::mem::take(&mut b.index_drops),
+                )
             });
-            if !drops.is_empty() {
+            if !drops.is_empty() || !index_drops.is_empty() {
                 let e = engine();
+                for (oid, id, _) in index_drops {
+                    must_drop_index(e, oid, id);
+                }
                 for (oid, _) in drops {
                     must_drop(e, oid);
                 }
@@ -137,7 +168,11 @@ unsafe extern "C-unwind" fn xact_callback(
         XACT_EVENT_PRE_PREPARE => {
             let busy = BACKEND.with(|b| {
                 let b = b.borrow();
-                b.txn.is_some() || !b.creates.is_empty() || !b.drops.is_empty()
+                b.txn.is_some()
+                    || !b.creates.is_empty()
+                    || !b.drops.is_empty()
+                    || !b.index_creates.is_empty()
+                    || !b.index_drops.is_empty()
             });
             if busy {
                 ereport!(
@@ -159,17 +194,32 @@ fn must_drop(e: &'static memfdw_engine::Engine, oid: u32) {
     }
 }
 
+/// Drops an engine index where no error may be raised (see `must_drop`).
+fn must_drop_index(e: &'static memfdw_engine::Engine, oid: u32, id: u32) {
+    if let Err(err) = e.drop_index(oid, id) {
+        errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+    }
+}
+
 /// Aborts the engine transaction and undoes this transaction's engine DDL.
 fn release() {
-    let (txn, creates) = BACKEND.with(|b| {
+    let (txn, creates, index_creates) = BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         b.drops.clear();
+        b.index_drops.clear();
         b.fetched.clear();
-        (b.txn.take(), std::mem::take(&mut b.creates))
+        (
+            b.txn.take(),
+            std::mem::take(&mut b.creates),
+            std::mem::take(&mut b.index_creates),
+        )
     });
     drop(txn); // aborts
-    if !creates.is_empty() && crate::shmem::preloaded() {
+    if (!creates.is_empty() || !index_creates.is_empty()) && crate::shmem::preloaded() {
         let e = engine();
+        for (oid, id, _) in index_creates {
+            must_drop_index(e, oid, id);
+        }
         for (oid, _) in creates {
             must_drop(e, oid);
         }
@@ -195,18 +245,27 @@ unsafe extern "C-unwind" fn subxact_callback(
     }
     // Subtransaction ids grow; every subtransaction started after `my_subid` is
     // nested in it, so "sub >= my_subid" is exactly what this abort undoes.
-    let creates = BACKEND.with(|b| {
+    let (creates, index_creates) = BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         if let Some(txn) = b.txn.as_mut() {
             txn.rollback_to(my_subid);
         }
         b.drops.retain(|&(_, s)| s < my_subid);
+        b.index_drops.retain(|&(_, _, s)| s < my_subid);
         let (undo, keep): (Vec<_>, Vec<_>) = b.creates.iter().partition(|&&(_, s)| s >= my_subid);
         b.creates = keep;
-        undo
+        let (iundo, ikeep): (Vec<_>, Vec<_>) = b
+            .index_creates
+            .iter()
+            .partition(|&&(_, _, s)| s >= my_subid);
+        b.index_creates = ikeep;
+        (undo, iundo)
     });
-    if !creates.is_empty() {
+    if !creates.is_empty() || !index_creates.is_empty() {
         let e = engine();
+        for (oid, id, _) in index_creates {
+            must_drop_index(e, oid, id);
+        }
         for (oid, _) in creates {
             must_drop(e, oid);
         }

@@ -32,6 +32,9 @@ fn run_as_owner(args: &[&str]) -> std::process::Output {
         c.args(&args[1..]);
         c
     };
+    // Keep pgrx from appending Rust backtraces to the server's error details.
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     cmd.output().expect("run PostgreSQL tool")
 }
 

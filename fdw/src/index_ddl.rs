@@ -1,0 +1,480 @@
+//! Keys and indexes of memory tables in SQL.
+//!
+//! PostgreSQL refuses PRIMARY KEY and UNIQUE on foreign tables and CREATE INDEX on
+//! them; memfdw takes these statements in `ProcessUtility_hook`:
+//! * `PRIMARY KEY` / `UNIQUE` (column or table constraints) of `CREATE FOREIGN TABLE`
+//!   are taken out of a copy of the statement before it runs (primary-key columns
+//!   become NOT NULL, as PostgreSQL makes them), then built as engine indexes;
+//! * `CREATE [UNIQUE] INDEX [IF NOT EXISTS] [name] ON t [USING btree] (col, ...)` builds
+//!   an engine index under a ShareLock on the table (writers wait, readers do not);
+//!   expression and partial indexes, INCLUDE, other access methods, DEFERRABLE and
+//!   NULLS NOT DISTINCT are refused with 0A000;
+//! * `DROP INDEX [IF EXISTS] name, ...` drops engine indexes at commit (and leaves
+//!   other names to PostgreSQL).
+//!
+//! Index names live in the table's schema, beside relation names: a new name may not
+//! be taken by either. Engine indexes have no pg_class entry; `memfdw.indexes()`
+//! lists them. Index DDL is undone with its (sub)transaction (see `xact`).
+
+use crate::errors::OrRaise;
+use crate::shmem::engine;
+use crate::{types, xact};
+use memfdw_engine::IndexDef;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
+use std::ffi::{CStr, CString};
+
+/// A key declared in CREATE FOREIGN TABLE.
+pub struct KeySpec {
+    name: Option<String>,
+    columns: Vec<String>,
+    primary: bool,
+}
+
+fn cstr(p: *const std::ffi::c_char) -> Option<String> {
+    // SAFETY: PostgreSQL C strings (or null).
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+fn unsupported(what: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("{what} are not supported on memory tables")
+    );
+}
+
+/// Checks a PRIMARY KEY or UNIQUE constraint memfdw can build.
+///
+/// # Safety
+/// `c` must be a valid constraint node.
+unsafe fn check_constraint(c: *mut pg_sys::Constraint) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if (*c).deferrable {
+            unsupported("deferrable unique constraints");
+        }
+        if (*c).nulls_not_distinct {
+            unsupported("NULLS NOT DISTINCT constraints");
+        }
+        if !(*c).including.is_null() {
+            unsupported("INCLUDE columns of keys");
+        }
+        if !(*c).options.is_null() {
+            unsupported("storage parameters of keys");
+        }
+    }
+}
+
+fn is_key(c: *mut pg_sys::Constraint) -> Option<bool> {
+    // SAFETY: a constraint node.
+    match unsafe { (*c).contype } {
+        pg_sys::ConstrType::CONSTR_PRIMARY => Some(true),
+        pg_sys::ConstrType::CONSTR_UNIQUE => Some(false),
+        _ => None,
+    }
+}
+
+/// Takes the PRIMARY KEY and UNIQUE constraints out of `stmt` (a copy the caller runs
+/// instead of the original) and returns them; primary-key columns are made NOT NULL.
+///
+/// # Safety
+/// `stmt` must be a valid, private copy of a CREATE FOREIGN TABLE statement.
+pub unsafe fn take_keys(stmt: *mut pg_sys::CreateForeignTableStmt) -> Vec<KeySpec> {
+    // SAFETY: forwarded contract; lists of parse nodes.
+    unsafe {
+        let base = &mut (*stmt).base;
+        let table = cstr((*base.relation).relname).unwrap_or_default();
+        let mut specs = Vec::new();
+        let mut kept: *mut pg_sys::List = std::ptr::null_mut();
+        let elts = PgList::<pg_sys::Node>::from_pg(base.tableElts);
+        for elt in elts.iter_ptr() {
+            match (*elt).type_ {
+                pg_sys::NodeTag::T_ColumnDef => {
+                    let col = elt as *mut pg_sys::ColumnDef;
+                    let mut cons: *mut pg_sys::List = std::ptr::null_mut();
+                    for c in PgList::<pg_sys::Constraint>::from_pg((*col).constraints).iter_ptr() {
+                        match is_key(c) {
+                            Some(primary) => {
+                                check_constraint(c);
+                                specs.push(KeySpec {
+                                    name: cstr((*c).conname),
+                                    columns: vec![cstr((*col).colname).unwrap_or_default()],
+                                    primary,
+                                });
+                            }
+                            None => cons = pg_sys::lappend(cons, c as *mut std::ffi::c_void),
+                        }
+                    }
+                    (*col).constraints = cons;
+                    kept = pg_sys::lappend(kept, elt as *mut std::ffi::c_void);
+                }
+                pg_sys::NodeTag::T_Constraint if is_key(elt as _).is_some() => {
+                    let c = elt as *mut pg_sys::Constraint;
+                    check_constraint(c);
+                    let columns = PgList::<pg_sys::Node>::from_pg((*c).keys)
+                        .iter_ptr()
+                        .map(|n| cstr(str_val(n)).unwrap_or_default())
+                        .collect();
+                    specs.push(KeySpec {
+                        name: cstr((*c).conname),
+                        columns,
+                        primary: is_key(c) == Some(true),
+                    });
+                }
+                _ => kept = pg_sys::lappend(kept, elt as *mut std::ffi::c_void),
+            }
+        }
+        base.tableElts = kept;
+        if specs.iter().filter(|s| s.primary).count() > 1 {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
+                format!("multiple primary keys for table \"{table}\" are not allowed")
+            );
+        }
+        // Primary-key columns are NOT NULL.
+        for spec in specs.iter().filter(|s| s.primary) {
+            for name in &spec.columns {
+                let mut found = false;
+                for elt in PgList::<pg_sys::Node>::from_pg(base.tableElts).iter_ptr() {
+                    if (*elt).type_ == pg_sys::NodeTag::T_ColumnDef {
+                        let col = elt as *mut pg_sys::ColumnDef;
+                        if cstr((*col).colname).as_deref() == Some(name) {
+                            (*col).is_not_null = true;
+                            found = true;
+                        }
+                    }
+                }
+                if !found {
+                    column_missing(name);
+                }
+            }
+        }
+        specs
+    }
+}
+
+/// The text of a String node (PostgreSQL's `strVal`).
+///
+/// # Safety
+/// `n` must be a String node.
+unsafe fn str_val(n: *mut pg_sys::Node) -> *const std::ffi::c_char {
+    // SAFETY: forwarded contract.
+    unsafe { (*(n as *mut pg_sys::String)).sval }
+}
+
+fn column_missing(name: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        format!("column \"{name}\" named in key does not exist")
+    );
+}
+
+/// Builds the keys of a memory table that CREATE FOREIGN TABLE has just created.
+pub fn create_keys(relid: pg_sys::Oid, specs: Vec<KeySpec>) {
+    for spec in specs {
+        let label = if spec.primary { "pkey" } else { "key" };
+        build(
+            relid,
+            spec.name,
+            &spec.columns,
+            true,
+            spec.primary,
+            label,
+            false,
+        );
+    }
+}
+
+/// Schema of relation `relid`.
+fn namespace_of(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: catalog lookup.
+    unsafe { pg_sys::get_rel_namespace(relid) }
+}
+
+/// The memory-table index called `name` in schema `nsp`: (table, index id).
+fn find_index(nsp: pg_sys::Oid, name: &str) -> Option<(u32, u32)> {
+    let e = engine();
+    e.table_oids().into_iter().find_map(|oid| {
+        if namespace_of(pg_sys::Oid::from(oid)) != nsp {
+            return None;
+        }
+        let t = e.table(oid)?;
+        t.index_defs()
+            .into_iter()
+            .find(|d| d.name == name && !xact::index_drop_pending(oid, d.id))
+            .map(|d| (oid, d.id))
+    })
+}
+
+fn name_taken(nsp: pg_sys::Oid, name: &str) -> bool {
+    let c = CString::new(name).expect("no NUL in identifiers");
+    // SAFETY: catalog lookup.
+    let rel = unsafe { pg_sys::get_relname_relid(c.as_ptr(), nsp) };
+    rel != pg_sys::InvalidOid || find_index(nsp, name).is_some()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A free name like PostgreSQL's: `table_pkey`, `table_col1_col2_key`, `table_col_idx`.
+fn choose_name(table: &str, columns: &[String], label: &str, nsp: pg_sys::Oid) -> String {
+    let base = if label == "pkey" {
+        table.to_string()
+    } else {
+        format!("{table}_{}", columns.join("_"))
+    };
+    for n in 0.. {
+        let suffix = if n == 0 {
+            format!("_{label}")
+        } else {
+            format!("_{label}{n}")
+        };
+        let name = format!("{}{suffix}", truncate(&base, 63 - suffix.len()));
+        if !name_taken(nsp, &name) {
+            return name;
+        }
+    }
+    unreachable!()
+}
+
+/// Builds an index on memory table `relid` named `name` (or a chosen name) over
+/// `columns`, inside the current transaction. Returns false if it was skipped (IF NOT
+/// EXISTS and the name is taken).
+fn build(
+    relid: pg_sys::Oid,
+    name: Option<String>,
+    columns: &[String],
+    unique: bool,
+    primary: bool,
+    label: &str,
+    if_not_exists: bool,
+) -> bool {
+    let e = engine();
+    let Some(table) = e.table(relid.to_u32()) else {
+        crate::errors::missing_table(relid)
+    };
+    let nsp = namespace_of(relid);
+    let table_name = types::relation_name(relid);
+    let positions: Vec<u16> = columns
+        .iter()
+        .map(
+            |c| match table.def.columns.iter().position(|d| &d.name == c) {
+                Some(p) => p as u16,
+                None => column_missing(c),
+            },
+        )
+        .collect();
+    if primary && table.index_defs().iter().any(|d| d.primary) {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
+            format!("multiple primary keys for table \"{table_name}\" are not allowed")
+        );
+    }
+    let name = match name {
+        Some(n) => {
+            if name_taken(nsp, &n) {
+                if if_not_exists {
+                    ereport!(
+                        NOTICE,
+                        PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                        format!("relation \"{n}\" already exists, skipping")
+                    );
+                    return false;
+                }
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                    format!("relation \"{n}\" already exists")
+                );
+            }
+            n
+        }
+        None => choose_name(&table_name, columns, label, nsp),
+    };
+    let def = IndexDef {
+        id: e.next_index_id(),
+        name,
+        columns: positions,
+        unique,
+        primary,
+    };
+    let id = def.id;
+    xact::with_txn(|t| t.create_index(&table, def)).or_raise();
+    xact::note_index_create(relid.to_u32(), id);
+    // Cached plans of the table are replanned once this commits.
+    // SAFETY: queues a relcache invalidation for the table.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    true
+}
+
+/// Handles CREATE INDEX on a memory table; returns false if the statement is not for
+/// one (PostgreSQL runs it).
+///
+/// # Safety
+/// `stmt` must be a valid, untransformed CREATE INDEX statement.
+pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
+    // SAFETY: forwarded contract; catalog lookups.
+    unsafe {
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        if relid == pg_sys::InvalidOid || !crate::ddl::is_memory_table(relid) {
+            return false;
+        }
+        // Writers wait while the index is built; readers go on (as PostgreSQL does).
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            pg_sys::ShareLock as _,
+            0,
+            None,
+            std::ptr::null_mut(),
+        );
+        let am = cstr((*stmt).accessMethod).unwrap_or_else(|| "btree".into());
+        if am != "btree" {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("access method \"{am}\" is not supported on memory tables"),
+                "Memory tables have ordered (btree) indexes only."
+            );
+        }
+        if !(*stmt).whereClause.is_null() {
+            unsupported("partial indexes");
+        }
+        if !(*stmt).indexIncludingParams.is_null() {
+            unsupported("INCLUDE columns of indexes");
+        }
+        if !(*stmt).options.is_null() {
+            unsupported("storage parameters of indexes");
+        }
+        if (*stmt).deferrable {
+            unsupported("deferrable unique constraints");
+        }
+        if (*stmt).nulls_not_distinct {
+            unsupported("NULLS NOT DISTINCT indexes");
+        }
+        let mut columns = Vec::new();
+        for el in PgList::<pg_sys::IndexElem>::from_pg((*stmt).indexParams).iter_ptr() {
+            if !(*el).expr.is_null() || (*el).name.is_null() {
+                unsupported("expression indexes");
+            }
+            if !(*el).collation.is_null() || !(*el).opclass.is_null() {
+                unsupported("index collations and operator classes");
+            }
+            columns.push(cstr((*el).name).unwrap_or_default());
+        }
+        if (*stmt).concurrent {
+            ereport!(
+                NOTICE,
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                "memfdw builds indexes while holding a lock that makes writers of the table wait"
+            );
+        }
+        build(
+            relid,
+            cstr((*stmt).idxname),
+            &columns,
+            (*stmt).unique,
+            (*stmt).primary,
+            "idx",
+            (*stmt).if_not_exists,
+        );
+        true
+    }
+}
+
+/// Resolves a (possibly qualified) index name to a memory-table index, following the
+/// search path like PostgreSQL; None if it names no such index (or a relation of
+/// PostgreSQL's comes first in the path).
+///
+/// # Safety
+/// `names` must be a list of String nodes.
+unsafe fn resolve(names: *mut pg_sys::List) -> Option<(u32, u32)> {
+    // SAFETY: forwarded contract; catalog lookups.
+    unsafe {
+        let parts: Vec<String> = PgList::<pg_sys::Node>::from_pg(names)
+            .iter_ptr()
+            .map(|n| cstr(str_val(n)).unwrap_or_default())
+            .collect();
+        let (schema, name) = match parts.as_slice() {
+            [n] => (None, n.clone()),
+            [s, n] => (Some(s.clone()), n.clone()),
+            [_, s, n] => (Some(s.clone()), n.clone()),
+            _ => return None,
+        };
+        let cname = CString::new(name.clone()).ok()?;
+        match schema {
+            Some(s) => {
+                let cs = CString::new(s).ok()?;
+                let nsp = pg_sys::get_namespace_oid(cs.as_ptr(), true);
+                if nsp == pg_sys::InvalidOid {
+                    return None;
+                }
+                find_index(nsp, &name)
+            }
+            None => {
+                let path = PgList::<std::ffi::c_void>::from_pg(pg_sys::fetch_search_path(false));
+                for i in 0..path.len() {
+                    let nsp = pg_sys::list_nth_oid(path.as_ptr(), i as i32);
+                    if pg_sys::get_relname_relid(cname.as_ptr(), nsp) != pg_sys::InvalidOid {
+                        return None;
+                    }
+                    if let Some(found) = find_index(nsp, &name) {
+                        return Some(found);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Handles the memory-table indexes of a DROP INDEX: they are dropped when the
+/// transaction commits. Returns the statement PostgreSQL should still run (with the
+/// other names), or None if nothing is left for it.
+///
+/// # Safety
+/// `stmt` must be a valid DROP INDEX statement.
+pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::DropStmt> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let objects = PgList::<pg_sys::List>::from_pg((*stmt).objects);
+        let mut rest: *mut pg_sys::List = std::ptr::null_mut();
+        let mut ours = 0;
+        for names in objects.iter_ptr() {
+            match resolve(names) {
+                Some((table, id)) => {
+                    let relid = pg_sys::Oid::from(table);
+                    pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
+                    xact::note_index_drop(table, id);
+                    pg_sys::CacheInvalidateRelcacheByRelid(relid);
+                    ours += 1;
+                }
+                None => rest = pg_sys::lappend(rest, names as *mut std::ffi::c_void),
+            }
+        }
+        if ours == 0 {
+            return Some(stmt);
+        }
+        if rest.is_null() {
+            return None;
+        }
+        let copy = pg_sys::copyObjectImpl(stmt as *const std::ffi::c_void) as *mut pg_sys::DropStmt;
+        (*copy).objects = rest;
+        Some(copy)
+    }
+}
