@@ -1,0 +1,402 @@
+//! Keys and indexes through SQL: DDL surface and its refusals, results of index plans
+//! against a heap table, sessions racing for one unique key, and indexes after a
+//! crash.
+
+use memfdw_e2e::{sqlstate, Cluster, Rng};
+use postgres::Client;
+use std::sync::{Arc, Barrier, Mutex};
+
+fn setup() -> (Cluster, Client) {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute("CREATE EXTENSION memfdw").unwrap();
+    (c, s)
+}
+
+fn err_state(s: &mut Client, sql: &str) -> String {
+    let e = s.batch_execute(sql).expect_err(sql);
+    sqlstate(&e).unwrap_or_else(|| panic!("{sql}: {e}"))
+}
+
+fn index_names(s: &mut Client, table: &str) -> Vec<String> {
+    s.query(
+        "SELECT index_name FROM memfdw.indexes() WHERE table_name = $1 ORDER BY 1",
+        &[&table],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn explain(s: &mut Client, sql: &str) -> String {
+    s.query(&format!("EXPLAIN {sql}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn keys_and_indexes_are_declared_with_ordinary_sql() {
+    let (_c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE acc (id int PRIMARY KEY, owner text, branch int, \
+         CONSTRAINT owner_branch UNIQUE (owner, branch)) SERVER memfdw",
+    )
+    .unwrap();
+    assert_eq!(index_names(&mut s, "acc"), ["acc_pkey", "owner_branch"]);
+    let notnull: bool = s
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'acc'::regclass AND attname = 'id'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(notnull, "primary-key columns are NOT NULL");
+    s.batch_execute("INSERT INTO acc VALUES (1, 'a', 1), (2, 'a', NULL), (3, 'a', NULL)")
+        .unwrap();
+    let e = s
+        .batch_execute("INSERT INTO acc VALUES (1, 'b', 1)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"));
+    let db = e.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"acc_pkey\""
+    );
+    assert_eq!(db.detail(), Some("Key (id)=(1) already exists."));
+    assert_eq!(
+        err_state(&mut s, "INSERT INTO acc VALUES (4, 'a', 1)"),
+        "23505"
+    );
+    assert_eq!(
+        err_state(&mut s, "UPDATE acc SET id = 1 WHERE id = 2"),
+        "23505"
+    );
+    assert_eq!(
+        err_state(&mut s, "INSERT INTO acc VALUES (NULL, 'z', 9)"),
+        "23502"
+    );
+    // A failed statement leaves nothing behind.
+    let n: i64 = s.query_one("SELECT count(*) FROM acc", &[]).unwrap().get(0);
+    assert_eq!(n, 3);
+
+    // CREATE INDEX on a populated table; unique builds meeting duplicates leave nothing.
+    s.batch_execute("CREATE INDEX ON acc (branch)").unwrap();
+    assert_eq!(
+        err_state(&mut s, "CREATE UNIQUE INDEX owner_u ON acc (owner)"),
+        "23505"
+    );
+    assert_eq!(
+        index_names(&mut s, "acc"),
+        ["acc_branch_idx", "acc_pkey", "owner_branch"]
+    );
+    // Refusals.
+    for sql in [
+        "CREATE INDEX ON acc USING hash (id)",
+        "CREATE INDEX ON acc ((id + 1))",
+        "CREATE INDEX ON acc (id) WHERE id > 0",
+        "CREATE INDEX ON acc (id) INCLUDE (owner)",
+        "CREATE FOREIGN TABLE d (a int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED) SERVER memfdw",
+    ] {
+        let st = err_state(&mut s, sql);
+        assert!(st == "0A000" || st == "42601", "{sql}: {st}");
+    }
+    assert_eq!(
+        err_state(&mut s, "CREATE INDEX acc_pkey ON acc (owner)"),
+        "42P07"
+    );
+    assert_eq!(
+        err_state(&mut s, "CREATE INDEX acc ON acc (owner)"),
+        "42P07"
+    );
+    s.batch_execute("CREATE INDEX IF NOT EXISTS acc_pkey ON acc (owner)")
+        .unwrap();
+    assert_eq!(
+        err_state(
+            &mut s,
+            "CREATE FOREIGN TABLE j (a jsonb PRIMARY KEY) SERVER memfdw"
+        ),
+        "42704"
+    );
+    assert_eq!(
+        err_state(
+            &mut s,
+            "CREATE FOREIGN TABLE k (a int PRIMARY KEY, b int PRIMARY KEY) SERVER memfdw"
+        ),
+        "42P16"
+    );
+    let leftovers: i64 = s
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('j', 'k', 'd')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0, "refused CREATE FOREIGN TABLE leaves no table");
+
+    // Index DDL follows its transaction and savepoints.
+    s.batch_execute("BEGIN; CREATE INDEX gone ON acc (owner); ROLLBACK")
+        .unwrap();
+    s.batch_execute(
+        "BEGIN; SAVEPOINT a; CREATE INDEX gone2 ON acc (owner); ROLLBACK TO a; \
+         CREATE INDEX kept ON acc (owner); DROP INDEX acc_branch_idx; COMMIT",
+    )
+    .unwrap();
+    assert_eq!(
+        index_names(&mut s, "acc"),
+        ["acc_pkey", "kept", "owner_branch"]
+    );
+    s.batch_execute("BEGIN; DROP INDEX kept; ROLLBACK").unwrap();
+    assert_eq!(
+        index_names(&mut s, "acc"),
+        ["acc_pkey", "kept", "owner_branch"]
+    );
+    s.batch_execute("DROP INDEX IF EXISTS nothing_here, public.kept")
+        .unwrap();
+    assert_eq!(err_state(&mut s, "DROP INDEX kept"), "42704");
+    assert_eq!(index_names(&mut s, "acc"), ["acc_pkey", "owner_branch"]);
+    // Heap-table indexes are PostgreSQL's business, also in a mixed DROP INDEX.
+    s.batch_execute(
+        "CREATE TABLE h (x int); CREATE INDEX h_x ON h (x); CREATE INDEX m_o ON acc (owner)",
+    )
+    .unwrap();
+    s.batch_execute("DROP INDEX h_x, m_o").unwrap();
+    let heap_idx: i64 = s
+        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'h_x'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(heap_idx, 0);
+    assert_eq!(index_names(&mut s, "acc"), ["acc_pkey", "owner_branch"]);
+    // Dropping the table drops its indexes.
+    s.batch_execute("DROP FOREIGN TABLE acc").unwrap();
+    let n: i64 = s
+        .query_one("SELECT count(*) FROM memfdw.indexes()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// Rows of a query as text, in order.
+fn rows(s: &mut Client, sql: &str) -> Vec<String> {
+    s.query(&format!("SELECT x::text FROM ({sql}) x"), &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn index_plans_return_what_heap_tables_return() {
+    let (_c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE m (id int PRIMARY KEY, grp int, val numeric, code text, ts timestamptz) SERVER memfdw; \
+         CREATE INDEX m_grp_val ON m (grp, val); \
+         CREATE UNIQUE INDEX m_code ON m (code); \
+         CREATE INDEX m_ts ON m (ts); \
+         CREATE TABLE h (id int PRIMARY KEY, grp int, val numeric, code text COLLATE \"C\", ts timestamptz); \
+         CREATE INDEX ON h (grp, val); CREATE UNIQUE INDEX ON h (code); \
+         CREATE TEMP TABLE probe (k int)",
+    )
+    .unwrap();
+    let load = "SELECT g, CASE WHEN g % 11 = 0 THEN NULL ELSE g % 50 END, \
+                CASE WHEN g % 13 = 0 THEN NULL ELSE round((g % 997) / 7.0, 2) END, \
+                CASE WHEN g % 17 = 0 THEN NULL ELSE 'c' || g END, \
+                '2024-01-01'::timestamptz + (g % 5000) * interval '1 minute' \
+                FROM generate_series(1, 100000) g";
+    s.batch_execute(&format!("INSERT INTO m {load}; INSERT INTO h {load}"))
+        .unwrap();
+    s.batch_execute(
+        "INSERT INTO probe SELECT g * 4999 FROM generate_series(1, 20) g; ANALYZE probe",
+    )
+    .unwrap();
+    // The planner picks the index where it should.
+    let point = explain(&mut s, "SELECT * FROM m WHERE id = 4242");
+    assert!(point.contains("index scan using m_pkey (point)"), "{point}");
+    let join = explain(&mut s, "SELECT * FROM probe p JOIN m ON m.id = p.k");
+    assert!(
+        join.contains("Nested Loop") && join.contains("m_pkey"),
+        "{join}"
+    );
+    let top = explain(&mut s, "SELECT * FROM m ORDER BY id DESC LIMIT 5");
+    assert!(
+        top.contains("ordered backward") && !top.contains("Sort"),
+        "{top}"
+    );
+
+    let mut rng = Rng(99);
+    for round in 0..4 {
+        let a = rng.below(100_000) as i64;
+        let b = a + rng.below(3000) as i64;
+        let g = rng.below(55) as i64;
+        let queries = [
+            format!("SELECT * FROM TBL WHERE id = {a}"),
+            format!("SELECT * FROM TBL WHERE id BETWEEN {a} AND {b} ORDER BY id"),
+            format!("SELECT * FROM TBL WHERE id > {a} AND id < {b} ORDER BY id DESC LIMIT 17"),
+            format!("SELECT * FROM TBL WHERE id IN ({a}, {b}, {a}, -5, NULL) ORDER BY id"),
+            format!("SELECT id FROM TBL WHERE grp = {g} ORDER BY id"),
+            format!("SELECT id, val FROM TBL WHERE grp = {g} AND val >= 10 AND val < 60 ORDER BY id"),
+            format!("SELECT id FROM TBL WHERE grp = {g} ORDER BY val DESC NULLS FIRST, id LIMIT 30"),
+            "SELECT id FROM TBL WHERE grp IS NULL AND val IS NULL ORDER BY id".to_string(),
+            "SELECT count(*) FROM TBL WHERE val IS NOT NULL AND grp = 7".to_string(),
+            format!("SELECT * FROM TBL WHERE code = 'c{a}'"),
+            "SELECT id FROM TBL WHERE code IS NULL ORDER BY id LIMIT 50".to_string(),
+            format!("SELECT id FROM TBL WHERE code > 'c{a}' ORDER BY code LIMIT 40"),
+            format!("SELECT id, ts FROM TBL WHERE ts >= '2024-01-02'::timestamptz + {g} * interval '1 hour' ORDER BY ts, id LIMIT 25"),
+            "SELECT p.k, TBL.code FROM probe p JOIN TBL ON TBL.id = p.k ORDER BY 1".to_string(),
+            "SELECT p.k, count(*) FROM probe p JOIN TBL ON TBL.grp = p.k % 50 GROUP BY 1 ORDER BY 1".to_string(),
+            "SELECT max(id), min(id) FROM TBL".to_string(),
+        ];
+        for q in &queries {
+            let want = rows(&mut s, &q.replace("TBL", "h"));
+            let got = rows(&mut s, &q.replace("TBL", "m"));
+            assert_eq!(got, want, "round {round}: {q}");
+        }
+        // Change keys, including the primary key, and delete some rows, in both tables.
+        let c = rng.below(100_000) as i64;
+        let change = format!(
+            "UPDATE TBL SET id = id + 200000, grp = grp + 1, code = code || 'x' WHERE id BETWEEN {c} AND {c} + 500; \
+             UPDATE TBL SET val = val + 1 WHERE grp = {g}; \
+             DELETE FROM TBL WHERE id % 97 = {r}",
+            r = round
+        );
+        s.batch_execute(&change.replace("TBL", "m")).unwrap();
+        s.batch_execute(&change.replace("TBL", "h")).unwrap();
+    }
+    // Own uncommitted key changes are found through the index, others' are not.
+    s.batch_execute("BEGIN; UPDATE m SET id = -id WHERE id BETWEEN 10 AND 12; UPDATE h SET id = -id WHERE id BETWEEN 10 AND 12")
+        .unwrap();
+    for q in [
+        "SELECT id FROM TBL WHERE id < 0 ORDER BY id",
+        "SELECT id FROM TBL WHERE id BETWEEN -20 AND 20 ORDER BY id DESC",
+    ] {
+        assert_eq!(
+            rows(&mut s, &q.replace("TBL", "m")),
+            rows(&mut s, &q.replace("TBL", "h")),
+            "{q}"
+        );
+    }
+    s.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn sessions_racing_for_one_key_exactly_one_wins() {
+    let (c, mut s) = setup();
+    s.batch_execute("CREATE FOREIGN TABLE u (k int PRIMARY KEY, who int) SERVER memfdw")
+        .unwrap();
+    const KEYS: i32 = 150;
+    let barrier = Arc::new(Barrier::new(4));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let mut s = c.connect();
+            let (barrier, outcomes) = (barrier.clone(), outcomes.clone());
+            std::thread::spawn(move || {
+                for k in 0..KEYS {
+                    barrier.wait();
+                    let r = if k % 2 == 0 {
+                        s.execute("INSERT INTO u VALUES ($1, $2)", &[&k, &w])
+                            .map(|_| ())
+                    } else {
+                        // Everybody inserts before anybody commits: the commit decides.
+                        s.batch_execute("BEGIN").unwrap();
+                        let ins = s.execute("INSERT INTO u VALUES ($1, $2)", &[&k, &w]);
+                        barrier.wait();
+                        match ins {
+                            Ok(_) => s.batch_execute("COMMIT"),
+                            Err(e) => {
+                                s.batch_execute("ROLLBACK").unwrap();
+                                Err(e)
+                            }
+                        }
+                    };
+                    let state = r.err().map(|e| sqlstate(&e).unwrap_or_default());
+                    outcomes.lock().unwrap().push((k, w, state));
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let outcomes = outcomes.lock().unwrap();
+    for k in 0..KEYS {
+        let wins: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.0 == k && o.2.is_none())
+            .collect();
+        assert!(wins.len() <= 1, "key {k} committed {} times", wins.len());
+        for o in outcomes.iter().filter(|o| o.0 == k && o.2.is_some()) {
+            let st = o.2.as_deref().unwrap();
+            assert!(st == "23505" || st == "40001", "key {k}: {st}");
+        }
+        let rows = s.query("SELECT who FROM u WHERE k = $1", &[&k]).unwrap();
+        assert_eq!(rows.len(), wins.len(), "key {k}");
+        if let (Some(w), Some(r)) = (wins.first(), rows.first()) {
+            assert_eq!(r.get::<_, i32>(0), w.1);
+        }
+    }
+    let won = outcomes.iter().filter(|o| o.2.is_none()).count();
+    assert!(
+        won >= KEYS as usize * 9 / 10,
+        "only {won} of {KEYS} keys were inserted"
+    );
+    let dup: i64 = s
+        .query_one("SELECT count(*) - count(DISTINCT k) FROM u", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(dup, 0);
+}
+
+#[test]
+fn indexes_and_keys_come_back_after_kill_9() {
+    let (c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE r (id int PRIMARY KEY, name text, n int) SERVER memfdw; \
+         INSERT INTO r SELECT g, 'n' || g, g % 100 FROM generate_series(1, 20000) g; \
+         CREATE INDEX r_n ON r (n); \
+         CREATE UNIQUE INDEX r_name ON r (name); \
+         CREATE INDEX r_gone ON r (n, id); \
+         SELECT memfdw.checkpoint(); \
+         UPDATE r SET id = id + 100000, name = name || 'u' WHERE id <= 1000; \
+         DELETE FROM r WHERE id BETWEEN 5000 AND 5999; \
+         DROP INDEX r_gone; \
+         CREATE INDEX r_late ON r (n DESC)",
+    )
+    .unwrap();
+    let before = index_names(&mut s, "r");
+    let q = "SELECT id, name, n FROM r WHERE n = 42 ORDER BY id";
+    let want = rows(&mut s, q);
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect_retry(std::time::Duration::from_secs(60));
+    assert_eq!(index_names(&mut s, "r"), before);
+    assert!(explain(&mut s, q).contains("index scan using r_n"));
+    assert_eq!(rows(&mut s, q), want);
+    let entries: Vec<i64> = s
+        .query(
+            "SELECT entries FROM memfdw.indexes() WHERE table_name = 'r'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(entries.iter().all(|&e| e == 19000), "{entries:?}");
+    assert_eq!(
+        err_state(&mut s, "INSERT INTO r VALUES (100001, 'x', 1)"),
+        "23505"
+    );
+    assert_eq!(
+        err_state(&mut s, "INSERT INTO r VALUES (-1, 'n1u', 1)"),
+        "23505"
+    );
+    s.batch_execute("INSERT INTO r VALUES (1, 'n1', 1)")
+        .unwrap();
+    let one: String = s
+        .query_one("SELECT name FROM r WHERE id = 100001", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(one, "n1u");
+}
