@@ -53,6 +53,13 @@ pub struct Engine {
     /// any record lock) for every unique key they write, so that two transactions
     /// committing the same key serialise and the second sees the first.
     key_locks: Box<[std::sync::atomic::AtomicU32]>,
+    /// Futex stripes of row-lock waiters (see [`crate::rowlock`]).
+    row_wakeups: Box<[std::sync::atomic::AtomicU32]>,
+    /// Who waits for whom, for deadlock detection.
+    wait_slots: Box<[crate::rowlock::WaitSlot]>,
+    /// Serialises deadlock checks, so that of a cycle's members checking at once only
+    /// the first is chosen (it leaves the waits-for graph before the next one looks).
+    pub(crate) deadlock_check: crate::sync::SpinLock<()>,
 }
 
 /// Number of unique-key lock stripes.
@@ -155,6 +162,9 @@ impl Engine {
             key_locks: (0..KEY_LOCK_STRIPES)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
+            row_wakeups: crate::rowlock::new_wakeups(),
+            wait_slots: crate::rowlock::new_wait_slots(),
+            deadlock_check: crate::sync::SpinLock::new(()),
         })
     }
 
@@ -269,6 +279,14 @@ impl Engine {
 
     pub(crate) fn unlock_key_stripe(&self, i: usize) {
         self.key_locks[i].store(0, Ordering::Release);
+    }
+
+    pub(crate) fn row_wakeups(&self) -> &[std::sync::atomic::AtomicU32] {
+        &self.row_wakeups
+    }
+
+    pub(crate) fn wait_slots(&self) -> &[crate::rowlock::WaitSlot] {
+        &self.wait_slots
     }
 
     /// A new index id.

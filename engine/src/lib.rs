@@ -18,6 +18,7 @@ pub mod record;
 pub mod redo;
 mod replay;
 pub mod row;
+pub mod rowlock;
 pub mod scope;
 pub mod sync;
 pub mod table;
@@ -28,4 +29,6 @@ pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle};
 pub use error::{AbortReason, Error, Result};
 pub use index::IndexDef;
 pub use row::RowLayout;
-pub use txn::{BatchRow, IndexScan, KeyBound, RowBatch, ScanCursor, Stmt, TxnHandle, WriteOutcome};
+pub use txn::{
+    BatchRow, IndexScan, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle, WriteOutcome,
+};

@@ -26,6 +26,9 @@ pub const TID_MASK: u64 = ABSENT_BIT - 1;
 pub struct Record {
     version: AtomicU64,
     data: AtomicPtr<u8>,
+    /// The row lock (see [`crate::rowlock`]): holder's transaction id, plus
+    /// [`crate::rowlock::WAITING`] while somebody waits for it.
+    pub(crate) owner: AtomicU64,
     pub rowid: u64,
 }
 
@@ -75,6 +78,7 @@ impl Record {
         Box::new(Record {
             version: AtomicU64::new(ABSENT_BIT),
             data: AtomicPtr::new(ptr::null_mut()),
+            owner: AtomicU64::new(0),
             rowid,
         })
     }
@@ -84,6 +88,7 @@ impl Record {
         Box::new(Record {
             version: AtomicU64::new(tid & TID_MASK),
             data: AtomicPtr::new(data),
+            owner: AtomicU64::new(0),
             rowid,
         })
     }

@@ -123,7 +123,21 @@ pub struct Txn {
     /// new keys are not in the indexes until commit, so this transaction's own index
     /// scans and unique checks look at them separately.
     rekeyed: BTreeSet<(usize, u64)>,
+    /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
+    row_locks: Vec<(RecordPtr, u32)>,
     active: bool,
+}
+
+/// What [`TxnHandle::lock_row`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLock {
+    /// The row is locked by this transaction; `tid` is its newest committed version
+    /// (0 for a row this transaction inserted), `fresh` if this call took the lock.
+    Locked { tid: u64, fresh: bool },
+    /// Another transaction holds the lock.
+    Busy { holder: u64 },
+    /// The row no longer exists.
+    Gone,
 }
 
 /// Resume point of a scan.
@@ -362,6 +376,7 @@ impl Txn {
             entries: Chunked::default(),
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
+            row_locks: Vec::new(),
             active: true,
         }
     }
@@ -1022,12 +1037,20 @@ impl Txn {
         if !self.active {
             return Err(Error::TxnNotActive);
         }
+        let engine = self.engine;
         if self.entries.is_empty() {
+            epoch::with_guard(&engine.collector, |g| self.release_row_locks(g, 0));
             self.active = false;
             return Ok(0);
         }
-        let engine = self.engine;
-        let outcome = epoch::with_guard(&engine.collector, |g| self.commit_pinned(g));
+        let outcome = epoch::with_guard(&engine.collector, |g| {
+            let r = self.commit_pinned(g);
+            if r.is_ok() {
+                // After the install: waiters then read the new versions.
+                self.release_row_locks(g, 0);
+            }
+            r
+        });
         if outcome.is_err() {
             self.abort();
         }
@@ -1341,10 +1364,84 @@ impl Txn {
         out
     }
 
+    /// Releases the row locks taken by subtransaction `sub` or later (0: all).
+    fn release_row_locks(&mut self, g: &Guard, sub: u32) {
+        let _ = g;
+        let (id, engine) = (self.id, self.engine);
+        self.row_locks.retain(|&(r, s)| {
+            if s >= sub {
+                // SAFETY: a row-locked record is deleted only by its holder (us), which
+                // releases it under the guard `g` of that commit: still allocated.
+                unsafe { r.get() }.unlock_row(id, engine);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> RowLock {
+        if let Some(e) = self.pending_entry(t, rowid).map(|i| self.entries.get(i)) {
+            if e.newest.data.is_null() {
+                return RowLock::Gone;
+            }
+            if e.origin == Origin::Inserted {
+                return RowLock::Locked {
+                    tid: 0,
+                    fresh: false,
+                };
+            }
+        }
+        let engine = self.engine;
+        let me = self.id;
+        epoch::with_guard(&engine.collector, |g| {
+            let Some(r) = t.rows.get(rowid, g) else {
+                return RowLock::Gone;
+            };
+            // SAFETY: reached through the row index under guard `g`.
+            let rec = unsafe { r.get() };
+            match rec.try_lock_row(me) {
+                crate::rowlock::TryLock::Busy { holder } => RowLock::Busy { holder },
+                crate::rowlock::TryLock::Held { fresh } => {
+                    let s = rec.read(g);
+                    if s.absent() {
+                        if fresh {
+                            rec.unlock_row(me, engine);
+                        }
+                        return RowLock::Gone;
+                    }
+                    if fresh {
+                        self.row_locks.push((r, sub));
+                    }
+                    RowLock::Locked {
+                        tid: s.tid(),
+                        fresh,
+                    }
+                }
+            }
+        })
+    }
+
+    /// Releases a lock `lock_row` just took (the row turned out not to qualify).
+    fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+        let engine = self.engine;
+        epoch::with_guard(&engine.collector, |g| {
+            if let Some(r) = t.rows.get(rowid, g) {
+                if let Some(pos) = self.row_locks.iter().rposition(|&(x, _)| x == r) {
+                    self.row_locks.remove(pos);
+                    // SAFETY: reached through the row index under guard `g`.
+                    unsafe { r.get() }.unlock_row(self.id, engine);
+                }
+            }
+        });
+    }
+
     fn abort(&mut self) {
         let engine = self.engine;
         let entries: Vec<WriteEntry> = self.entries.take_all().collect();
+        engine.set_waiting(self.id, 0);
         epoch::with_guard(&engine.collector, |g| {
+            self.release_row_locks(g, 0);
             let mut garbage = Garbage::default();
             for e in entries {
                 self.discard_entry(e, g, &mut garbage);
@@ -1395,7 +1492,11 @@ impl Txn {
         let engine = self.engine;
         let entries: Vec<WriteEntry> = self.entries.take_all().collect();
         self.pending.clear();
+        engine.set_waiting(self.id, 0);
         epoch::with_guard(&engine.collector, |g| {
+            // After the writes below are undone: PostgreSQL releases the row locks of
+            // an aborted subtransaction too.
+            let mut undo = Vec::new();
             let mut garbage = Garbage::default();
             for mut e in entries {
                 while e.newest.sub >= sub {
@@ -1403,11 +1504,15 @@ impl Txn {
                     free_private(engine, std::mem::replace(&mut e.newest, prev).data);
                 }
                 if e.newest.sub >= sub {
-                    self.discard_entry(e, g, &mut garbage);
+                    undo.push(e);
                 } else {
                     self.push_entry(e);
                 }
             }
+            for e in undo {
+                self.discard_entry(e, g, &mut garbage);
+            }
+            self.release_row_locks(g, sub);
             garbage.retire(engine, g);
         });
     }
@@ -1528,6 +1633,61 @@ impl TxnHandle {
         let _s = scope::enter();
         self.check_active()?;
         self.txn().build_index(t, def)
+    }
+
+    /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
+    /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
+    /// waits with [`TxnHandle::wait_row`] and tries again.
+    pub fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> RowLock {
+        let _s = scope::enter();
+        self.txn().lock_row(t, rowid, sub)
+    }
+
+    /// Releases the lock on `rowid` that the last `lock_row` took (it was `fresh`).
+    pub fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+        let _s = scope::enter();
+        self.txn().unlock_row(t, rowid)
+    }
+
+    /// Waits (at most `timeout`, less if interrupted or released) for `holder` to
+    /// release the lock on `rowid`, published as a wait for deadlock detection until
+    /// [`TxnHandle::stop_waiting`]. Holds no epoch pin while it sleeps.
+    pub fn wait_row(&mut self, t: &TableHandle, rowid: u64, holder: u64, timeout: Duration) {
+        let _s = scope::enter();
+        let txn = self.txn();
+        let engine = txn.engine;
+        engine.set_waiting(txn.id, holder);
+        let rec = epoch::with_guard(&engine.collector, |g| t.rows.get(rowid, g));
+        if let Some(r) = rec {
+            // The record may be freed once unpinned: only its address is used below,
+            // after the WAITING mark set under a fresh pin.
+            let seq = engine.wake_seq(r.addr());
+            let marked = epoch::with_guard(&engine.collector, |g| {
+                t.rows.get(rowid, g) == Some(r) && {
+                    // SAFETY: reached through the row index under guard `g`.
+                    unsafe { r.get() }
+                        .owner
+                        .fetch_or(crate::rowlock::WAITING, std::sync::atomic::Ordering::AcqRel)
+                        & !crate::rowlock::WAITING
+                        == holder
+                }
+            });
+            if marked {
+                engine.sleep_on_row_addr(r.addr(), seq, timeout);
+            }
+        }
+    }
+
+    /// Ends the wait published by [`TxnHandle::wait_row`].
+    pub fn stop_waiting(&mut self) {
+        let txn = self.txn();
+        txn.engine.set_waiting(txn.id, 0);
+    }
+
+    /// Is this transaction part of a cycle of row-lock waits?
+    pub fn deadlocked(&mut self) -> bool {
+        let txn = self.txn();
+        txn.engine.deadlocked(txn.id)
     }
 
     /// Point lookup: copies the version of row `rowid` that a statement with command id

@@ -31,6 +31,19 @@ pub struct ScanState {
     batch_rows: usize,
     examined: u64,
     index: Option<IndexState>,
+    lock: LockPolicy,
+    /// The newest version of a row whose lock was waited for.
+    reread: Vec<u8>,
+}
+
+/// How a scan locks the rows it returns (UPDATE, DELETE, SELECT FOR UPDATE/SHARE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum LockPolicy {
+    None = 0,
+    Wait = 1,
+    Skip = 2,
+    NoWait = 3,
 }
 
 /// An index scan in progress.
@@ -115,7 +128,7 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_plan(
-    _root: *mut pg_sys::PlannerInfo,
+    root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     _relid: pg_sys::Oid,
     best_path: *mut pg_sys::ForeignPath,
@@ -137,12 +150,30 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 pg_sys::list_nth(path_private, 1) as *mut pg_sys::List,
             )
         };
-        let fdw_private = pg_sys::lappend(
+        let mut fdw_private = pg_sys::lappend(
             pg_sys::lappend(
                 std::ptr::null_mut(),
                 needed_columns(baserel, quals) as *mut std::ffi::c_void,
             ),
             choice as *mut std::ffi::c_void,
+        );
+        // SELECT ... FOR UPDATE/SHARE: rows are locked as they are fetched.
+        let mut lock = LockPolicy::None;
+        for rm in pgrx::PgList::<pg_sys::PlanRowMark>::from_pg((*root).rowMarks).iter_ptr() {
+            if (*rm).rti == (*baserel).relid
+                && (*rm).strength != pg_sys::LockClauseStrength::LCS_NONE
+            {
+                lock = match (*rm).waitPolicy {
+                    pg_sys::LockWaitPolicy::LockWaitSkip => LockPolicy::Skip,
+                    pg_sys::LockWaitPolicy::LockWaitError => LockPolicy::NoWait,
+                    _ => LockPolicy::Wait,
+                };
+            }
+        }
+        // A node, not an int cell: fdw_private is copied as a list of nodes.
+        fdw_private = pg_sys::lappend(
+            fdw_private,
+            pg_sys::makeInteger(lock as i32) as *mut std::ffi::c_void,
         );
         pg_sys::make_foreignscan(
             tlist,
@@ -221,6 +252,16 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         if for_update {
             xact::clear_fetched();
         }
+        let lock = if for_update {
+            LockPolicy::Wait
+        } else {
+            match (*(pg_sys::list_nth((*plan).fdw_private, 2) as *mut pg_sys::Integer)).ival {
+                1 => LockPolicy::Wait,
+                2 => LockPolicy::Skip,
+                3 => LockPolicy::NoWait,
+                _ => LockPolicy::None,
+            }
+        };
         let ncols = table.def.columns.len();
         let private = pg_sys::list_nth((*plan).fdw_private, 0) as *mut pg_sys::List;
         let index =
@@ -257,6 +298,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             batch_rows: crate::settings::SCAN_BATCH_ROWS.get().max(1) as usize,
             examined: 0,
             index,
+            lock,
+            reread: Vec::new(),
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -288,14 +331,49 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             batch_rows,
             examined,
             index,
+            lock,
+            reread,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
             if let Some(r) = batch.next() {
+                let (rowid, mut tid) = (r.rowid, r.tid);
                 types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
-                types::rowid_to_ctid(r.rowid, &mut (*slot).tts_tid);
+                types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                types::store_virtual(slot);
+                if *lock != LockPolicy::None && tid != 0 {
+                    // Rows the statement will not touch are not locked.
+                    if !qual_passes(node, slot) {
+                        continue;
+                    }
+                    let Some((locked_tid, fresh)) = lock_row_waiting(table, *relid, rowid, *lock)
+                    else {
+                        continue;
+                    };
+                    if locked_tid != tid {
+                        // Changed while we waited: go on with the newest version if it
+                        // still qualifies (PostgreSQL's EvalPlanQual under READ COMMITTED).
+                        let newest = xact::with_txn(|t| t.get(table, rowid, *cid, reread));
+                        let Some(t2) = newest else {
+                            if fresh {
+                                xact::with_txn(|t| t.unlock_row(table, rowid));
+                            }
+                            continue;
+                        };
+                        types::unpack(codecs, Some(needed.as_slice()), &table.layout, reread, slot);
+                        types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                        types::store_virtual(slot);
+                        if !qual_passes(node, slot) {
+                            if fresh {
+                                xact::with_txn(|t| t.unlock_row(table, rowid));
+                            }
+                            continue;
+                        }
+                        tid = t2;
+                    }
+                }
                 if *for_update {
-                    xact::note_fetched(*relid, r.rowid, r.tid);
+                    xact::note_fetched(*relid, rowid, tid);
                 }
                 if index.is_none() {
                     *examined += 1;
@@ -334,6 +412,114 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 return pg_sys::ExecClearTuple(slot);
             }
             xact::with_txn(|t| t.scan(table, cursor, *cid, batch, *batch_rows));
+        }
+    }
+}
+
+/// Does the tuple in `slot` pass the scan's own quals?
+///
+/// # Safety
+/// Executor structures of the running scan.
+unsafe fn qual_passes(
+    node: *mut pg_sys::ForeignScanState,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let qual = (*node).ss.ps.qual;
+        if qual.is_null() {
+            return true;
+        }
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        (*econtext).ecxt_scantuple = slot;
+        let old = pg_sys::MemoryContextSwitchTo((*econtext).ecxt_per_tuple_memory);
+        let mut isnull = false;
+        let d = (*qual).evalfunc.expect("compiled qual")(qual, econtext, &mut isnull);
+        pg_sys::MemoryContextSwitchTo(old);
+        !isnull && d.value() != 0
+    }
+}
+
+/// Locks row `rowid` for the current statement, waiting for its holder like
+/// PostgreSQL waits for a row lock: interruptible (cancel, statement_timeout), bounded
+/// by lock_timeout (55P03) and deadlock detection after deadlock_timeout (40P01).
+/// Returns the row's newest version and whether this call took the lock; None if the
+/// row is gone (or locked and the policy is SKIP LOCKED).
+fn lock_row_waiting(
+    table: &TableHandle,
+    relid: u32,
+    rowid: u64,
+    policy: LockPolicy,
+) -> Option<(u64, bool)> {
+    use memfdw_engine::RowLock;
+    use std::time::{Duration, Instant};
+    let sub = xact::current_stmt(false).sub;
+    let start = Instant::now();
+    // SAFETY: reading GUC variables.
+    let (lock_timeout, deadlock_timeout) =
+        unsafe { (pg_sys::LockTimeout, pg_sys::DeadlockTimeout) };
+    let deadlock_every = Duration::from_millis(deadlock_timeout.max(1) as u64);
+    let mut next_check = deadlock_every;
+    let mut waited = false;
+    loop {
+        match xact::with_txn(|t| t.lock_row(table, rowid, sub)) {
+            RowLock::Locked { tid, fresh } => {
+                if waited {
+                    xact::with_txn(|t| t.stop_waiting());
+                }
+                return Some((tid, fresh));
+            }
+            RowLock::Gone => {
+                if waited {
+                    xact::with_txn(|t| t.stop_waiting());
+                }
+                return None;
+            }
+            RowLock::Busy { holder } => {
+                let name = || types::relation_name(pg_sys::Oid::from(relid));
+                match policy {
+                    LockPolicy::Skip => return None,
+                    LockPolicy::NoWait => {
+                        ereport!(
+                            ERROR,
+                            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                            format!("could not obtain lock on row in relation \"{}\"", name())
+                        );
+                    }
+                    _ => {}
+                }
+                waited = true;
+                pgrx::check_for_interrupts!();
+                let elapsed = start.elapsed();
+                let mut slice = Duration::from_millis(10);
+                if lock_timeout > 0 {
+                    let limit = Duration::from_millis(lock_timeout as u64);
+                    if elapsed >= limit {
+                        ereport!(
+                            ERROR,
+                            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                            "canceling statement due to lock timeout",
+                            format!("Waiting for a row lock in relation \"{}\".", name())
+                        );
+                    }
+                    slice = slice.min(limit - elapsed);
+                }
+                if elapsed >= next_check {
+                    next_check += deadlock_every;
+                    if xact::with_txn(|t| t.deadlocked()) {
+                        ereport!(
+                            ERROR,
+                            PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
+                            "deadlock detected",
+                            format!(
+                                "This transaction waits for a row lock in relation \"{}\" held by a transaction that waits for it, directly or not.",
+                                name()
+                            )
+                        );
+                    }
+                }
+                xact::with_txn(|t| t.wait_row(table, rowid, holder, slice));
+            }
         }
     }
 }

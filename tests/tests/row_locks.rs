@@ -1,0 +1,181 @@
+//! Rows that UPDATE, DELETE and SELECT FOR UPDATE target are locked as they are
+//! fetched: concurrent increments queue up and all succeed (READ COMMITTED), waits end
+//! with deadlock detection, lock_timeout, statement_timeout or cancel, NOWAIT and SKIP
+//! LOCKED behave as in PostgreSQL, and a rolled-back savepoint releases its locks.
+
+use memfdw_e2e::{sqlstate, Cluster};
+use postgres::{Client, NoTls};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+fn setup() -> (Cluster, Client) {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE ctr (id int PRIMARY KEY, n int) SERVER memfdw; \
+         INSERT INTO ctr VALUES (1, 0), (2, 0), (3, 0)",
+    )
+    .unwrap();
+    (c, s)
+}
+
+fn n(s: &mut Client, id: i32) -> i32 {
+    s.query_one("SELECT n FROM ctr WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn eight_sessions_incrementing_one_row_lose_nothing_and_fail_nothing() {
+    let (c, mut s) = setup();
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let mut s = c.connect();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    // Through the index and through a full scan, with and without a
+                    // transaction block.
+                    let sql = if i % 2 == 0 {
+                        "UPDATE ctr SET n = n + 1 WHERE id = 1"
+                    } else {
+                        "UPDATE ctr SET n = n + 1 WHERE n >= 0 AND id + 0 = 1"
+                    };
+                    if w % 2 == 0 {
+                        s.batch_execute(sql).unwrap();
+                    } else {
+                        s.batch_execute(&format!(
+                            "BEGIN; {sql}; UPDATE ctr SET n = n + 1 WHERE id = 3; COMMIT"
+                        ))
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(n(&mut s, 1), 8 * 150);
+    assert_eq!(n(&mut s, 3), 4 * 150);
+    // DELETE waits too, then sees the row gone or changed.
+    let mut a = c.connect();
+    a.batch_execute("BEGIN; UPDATE ctr SET n = -1 WHERE id = 2")
+        .unwrap();
+    let mut b = c.connect();
+    let waiter = std::thread::spawn(move || {
+        b.execute("DELETE FROM ctr WHERE id = 2 AND n = 0", &[])
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.batch_execute("COMMIT").unwrap();
+    // The newest version (n = -1) no longer qualifies: nothing is deleted.
+    assert_eq!(waiter.join().unwrap(), 0);
+    assert_eq!(n(&mut s, 2), -1);
+}
+
+#[test]
+fn waits_end_in_deadlock_detection_timeouts_or_cancel() {
+    let (c, _s) = setup();
+    // Deadlock: each holds one row and wants the other's.
+    let barrier = Arc::new(Barrier::new(2));
+    let hs: Vec<_> = [(1, 2), (2, 1)]
+        .into_iter()
+        .map(|(first, second)| {
+            let mut s = c.connect();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                s.batch_execute("SET deadlock_timeout = '200ms'; BEGIN")
+                    .unwrap();
+                s.execute("UPDATE ctr SET n = n + 1 WHERE id = $1", &[&first])
+                    .unwrap();
+                barrier.wait();
+                let r = s.execute("UPDATE ctr SET n = n + 1 WHERE id = $1", &[&second]);
+                let st = r.err().map(|e| sqlstate(&e).unwrap_or_default());
+                if st.is_some() {
+                    s.batch_execute("ROLLBACK").unwrap();
+                } else {
+                    s.batch_execute("COMMIT").unwrap();
+                }
+                st
+            })
+        })
+        .collect();
+    let states: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(states.contains(&Some("40P01".to_string())), "{states:?}");
+    assert!(states.contains(&None), "the other one goes on: {states:?}");
+
+    let mut holder = c.connect();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM ctr WHERE id = 1 FOR UPDATE")
+        .unwrap();
+    let mut s = c.connect();
+    // lock_timeout
+    let t = Instant::now();
+    let e = s
+        .batch_execute("SET lock_timeout = '300ms'; UPDATE ctr SET n = 5 WHERE id = 1")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // statement_timeout
+    let e = s
+        .batch_execute(
+            "SET lock_timeout = 0; SET statement_timeout = '300ms'; DELETE FROM ctr WHERE id = 1",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
+    s.batch_execute("SET statement_timeout = 0").unwrap();
+    // NOWAIT and SKIP LOCKED
+    let e = s
+        .batch_execute("SELECT * FROM ctr WHERE id = 1 FOR UPDATE NOWAIT")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"));
+    let ids: Vec<i32> = s
+        .query("SELECT id FROM ctr ORDER BY id FOR UPDATE SKIP LOCKED", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [2, 3]);
+    // Cancel from another connection.
+    let cancel = s.cancel_token();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.cancel_query(NoTls).unwrap();
+    });
+    let e = s
+        .batch_execute("UPDATE ctr SET n = 7 WHERE id = 1")
+        .unwrap_err();
+    canceller.join().unwrap();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
+    // After the holder ends, the row is free.
+    holder.batch_execute("COMMIT").unwrap();
+    s.batch_execute("UPDATE ctr SET n = 9 WHERE id = 1")
+        .unwrap();
+    assert_eq!(n(&mut s, 1), 9);
+}
+
+#[test]
+fn a_rolled_back_savepoint_releases_its_row_locks() {
+    let (c, mut s) = setup();
+    s.batch_execute(
+        "BEGIN; UPDATE ctr SET n = 1 WHERE id = 3; SAVEPOINT a; UPDATE ctr SET n = 1 WHERE id = 1",
+    )
+    .unwrap();
+    let mut other = c.connect();
+    other.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    let e = other
+        .batch_execute("UPDATE ctr SET n = 2 WHERE id = 1")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"));
+    s.batch_execute("ROLLBACK TO a").unwrap();
+    other
+        .batch_execute("UPDATE ctr SET n = 2 WHERE id = 1")
+        .unwrap();
+    // The lock taken before the savepoint is still held.
+    let e = other
+        .batch_execute("UPDATE ctr SET n = 2 WHERE id = 3")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"));
+    s.batch_execute("COMMIT").unwrap();
+    assert_eq!(n(&mut other, 1), 2);
+    assert_eq!(n(&mut other, 3), 1);
+}
