@@ -46,10 +46,12 @@ test-e2e: install
 bench: install
 	cargo bench -p memfdw-engine
 	bash benches/sql_vs_heap.sh
+	bash benches/pgbench_vs_heap.sh
 
 # CI runs this short smoke of the SQL benchmark (not a test: it prints ratios).
 bench-smoke: install
 	BENCH_SECONDS=1 bash benches/sql_vs_heap.sh
+	BENCH_SECONDS=1 BENCH_SCALE=1 bash benches/pgbench_vs_heap.sh
 	@bash scripts/pg.sh stop
 
 lint:

@@ -29,6 +29,7 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.EndForeignInsert = Some(modify::end_foreign_insert);
         r.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
         r.ExecForeignTruncate = Some(modify::exec_foreign_truncate);
+        r.AnalyzeForeignTable = Some(crate::analyze::analyze_foreign_table);
         r.into_pg_boxed()
     }
 }

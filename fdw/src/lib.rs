@@ -8,6 +8,7 @@
 
 use pgrx::prelude::*;
 
+mod analyze;
 mod ddl;
 mod errors;
 mod handler;

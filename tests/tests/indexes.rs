@@ -212,6 +212,24 @@ fn index_plans_return_what_heap_tables_return() {
         "INSERT INTO probe SELECT g * 4999 FROM generate_series(1, 20) g; ANALYZE probe",
     )
     .unwrap();
+    // ANALYZE samples memory tables like heap tables.
+    s.batch_execute("ANALYZE m; ANALYZE h").unwrap();
+    let stats: i64 = s
+        .query_one("SELECT count(*) FROM pg_stats WHERE tablename = 'm'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stats, 5, "every column of m has statistics");
+    let distinct: f32 = s
+        .query_one(
+            "SELECT n_distinct FROM pg_stats WHERE tablename = 'm' AND attname = 'grp'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        (49.0..=51.0).contains(&distinct),
+        "n_distinct of grp: {distinct}"
+    );
     // The planner picks the index where it should.
     let point = explain(&mut s, "SELECT * FROM m WHERE id = 4242");
     assert!(point.contains("index scan using m_pkey (point)"), "{point}");
