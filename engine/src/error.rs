@@ -10,6 +10,12 @@ pub enum AbortReason {
     RowDeleted,
     /// Another committer held a row with the same unique key for too long to wait.
     UniqueKeyBusy,
+    /// (Repeatable read, serializable) a row this transaction read was changed or
+    /// deleted by a transaction that committed after it started.
+    ReadChanged,
+    /// (Repeatable read, serializable) a table this transaction scanned was written
+    /// (rows inserted, or moved into a range it read) after it started.
+    TableChanged,
 }
 
 impl std::fmt::Display for AbortReason {
@@ -17,6 +23,8 @@ impl std::fmt::Display for AbortReason {
         f.write_str(match self {
             AbortReason::WriteConflict => "a row it changed was updated concurrently",
             AbortReason::RowDeleted => "a row it changed was deleted concurrently",
+            AbortReason::ReadChanged => "a row it read was changed by a concurrent transaction",
+            AbortReason::TableChanged => "a table it read was written by a concurrent transaction",
             AbortReason::UniqueKeyBusy => {
                 "another transaction was committing a row with the same unique key"
             }

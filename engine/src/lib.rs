@@ -30,5 +30,6 @@ pub use error::{AbortReason, Error, Result};
 pub use index::IndexDef;
 pub use row::RowLayout;
 pub use txn::{
-    BatchRow, IndexScan, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle, WriteOutcome,
+    BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,
+    WriteOutcome,
 };

@@ -20,6 +20,11 @@ pub struct Table {
     next_rowid: AtomicU64,
     /// Committed live rows.
     live_rows: AtomicI64,
+    /// For serializable validation (see `txn.rs`): committers writing this table now,
+    /// and the newest commit TID that wrote any row / inserted or re-keyed a row.
+    pub(crate) writers_in_flight: std::sync::atomic::AtomicU32,
+    pub(crate) last_write_tid: AtomicU64,
+    pub(crate) last_insert_tid: AtomicU64,
     /// Bytes of committed row data (payloads and buffer headers).
     data_bytes: AtomicI64,
 }
@@ -44,6 +49,9 @@ impl Table {
             next_rowid: AtomicU64::new(1),
             live_rows: AtomicI64::new(0),
             data_bytes: AtomicI64::new(0),
+            writers_in_flight: std::sync::atomic::AtomicU32::new(0),
+            last_write_tid: AtomicU64::new(0),
+            last_insert_tid: AtomicU64::new(0),
         }
     }
 

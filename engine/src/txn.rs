@@ -125,8 +125,41 @@ pub struct Txn {
     rekeyed: BTreeSet<(usize, u64)>,
     /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
     row_locks: Vec<(RecordPtr, u32)>,
+    iso: Isolation,
+    /// Snapshot TID (repeatable read, serializable): the newest TID handed out when the
+    /// transaction started. A committer holds its records locked from before it takes
+    /// its TID until they are installed, so every read waits for commits up to it.
+    start_tid: u64,
+    /// Rows read (table address, row id, version) for commit validation.
+    read_rows: Vec<(usize, u64, u64)>,
+    /// Tables read (slot in `tables`): `true` = scanned whole (any write after the
+    /// start conflicts), `false` = read through an index (inserts conflict).
+    read_tables: Vec<(usize, bool)>,
     active: bool,
 }
+
+/// Isolation level of a transaction (PostgreSQL's; READ UNCOMMITTED is READ COMMITTED).
+///
+/// * `ReadCommitted`: every read sees the newest committed version; UPDATE/DELETE lock
+///   rows at fetch and go on with their newest version.
+/// * `RepeatableRead` and `Serializable`: optimistic, Silo-style. The transaction's
+///   start TID is its snapshot; reading a committed version newer than it fails at once
+///   (40001), and commit validates what was read: rows read must be unchanged, tables
+///   scanned whole must not have been written, and tables read through an index range
+///   must not have received rows (inserts, or keys moved) since the start. This refuses
+///   write skew and phantoms, so both levels are serializable; REPEATABLE READ is thus
+///   stricter than PostgreSQL's (more 40001, never an anomaly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Isolation {
+    #[default]
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+/// Rows recorded per transaction for read validation; beyond it, tables are validated
+/// as a whole.
+const MAX_READ_ROWS: usize = 100_000;
 
 /// What [`TxnHandle::lock_row`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +296,10 @@ pub struct IndexScan {
     extra_pos: usize,
     /// Index entries visited so far.
     pub examined: u64,
+    /// Set by the caller when the bounds fix every column of a unique index (at most
+    /// one row): a row found needs no phantom protection under serializable.
+    pub unique_point: bool,
+    returned: u64,
 }
 
 /// One bound of the column after an equality prefix: its encoded value (with its
@@ -316,6 +353,8 @@ impl IndexScan {
             extras: None,
             extra_pos: 0,
             examined: 0,
+            unique_point: false,
+            returned: 0,
         }
     }
 
@@ -329,6 +368,7 @@ impl IndexScan {
         self.done = false;
         self.extras = None;
         self.extra_pos = 0;
+        self.returned = 0;
     }
 
     fn contains(&self, entry: &[u8]) -> bool {
@@ -377,6 +417,10 @@ impl Txn {
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
             row_locks: Vec::new(),
+            iso: Isolation::ReadCommitted,
+            start_tid: 0,
+            read_rows: Vec::new(),
+            read_tables: Vec::new(),
             active: true,
         }
     }
@@ -700,6 +744,58 @@ impl Txn {
         Ok(found)
     }
 
+    /// Notes that `t` was read (whole, or through an index) for commit validation.
+    fn note_table_read(&mut self, t: &TableHandle, whole: bool) {
+        let slot = self.table_slot(t);
+        match self.read_tables.iter_mut().find(|(s, _)| *s == slot) {
+            Some(e) => e.1 |= whole,
+            None => self.read_tables.push((slot, whole)),
+        }
+    }
+
+    /// Commit validation of what this transaction read (repeatable read,
+    /// serializable); run before its own writers are marked in flight.
+    fn validate_reads(&self, g: &Guard) -> Result<()> {
+        if self.iso == Isolation::ReadCommitted {
+            return Ok(());
+        }
+        for &(tk, rowid, tid) in &self.read_rows {
+            if self.pending.contains_key(&(tk, rowid)) {
+                continue;
+            }
+            let Some(t) = self.tables.iter().find(|t| Arc::as_ptr(t) as usize == tk) else {
+                continue;
+            };
+            let changed = match t.rows.get(rowid, g) {
+                None => true,
+                Some(r) => {
+                    // SAFETY: reached through the row index under guard `g`.
+                    let v = unsafe { r.get() }.version();
+                    v & (LOCK_BIT | ABSENT_BIT) != 0 || v & TID_MASK != tid
+                }
+            };
+            if changed {
+                return Err(Error::Conflict(AbortReason::ReadChanged));
+            }
+        }
+        for &(slot, whole) in &self.read_tables {
+            let t = &self.tables[slot];
+            let last = if whole {
+                t.last_write_tid.load(std::sync::atomic::Ordering::Acquire)
+            } else {
+                t.last_insert_tid.load(std::sync::atomic::Ordering::Acquire)
+            };
+            if t.writers_in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0
+                || last > self.start_tid
+            {
+                return Err(Error::Conflict(AbortReason::TableChanged));
+            }
+        }
+        Ok(())
+    }
+
     fn scan(
         &mut self,
         t: &TableHandle,
@@ -707,11 +803,16 @@ impl Txn {
         cid: u32,
         batch: &mut RowBatch,
         max_rows: usize,
-    ) {
+    ) -> Result<()> {
         batch.clear();
         if cursor.done {
-            return;
+            return Ok(());
         }
+        if self.iso != Isolation::ReadCommitted {
+            self.note_table_read(t, true);
+        }
+        let snapshot = (self.iso != Isolation::ReadCommitted).then_some(self.start_tid);
+        let mut too_new = false;
         let mut last = cursor.after;
         let mut seen = 0usize;
         let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
@@ -725,10 +826,13 @@ impl Txn {
                 } else {
                     None
                 };
-                let committed = |batch: &mut RowBatch| {
+                let mut committed = |batch: &mut RowBatch| {
                     // SAFETY: reached through the index under guard `g`.
                     let s = unsafe { rec.get() }.read(g);
                     if let (false, Some(d)) = (s.absent(), s.data) {
+                        if snapshot.is_some_and(|st| s.tid() > st) {
+                            too_new = true;
+                        }
                         batch.push(rowid, s.tid(), d);
                     }
                 };
@@ -747,13 +851,18 @@ impl Txn {
                         (None, Origin::Existing { .. }) => committed(batch),
                     },
                 }
-                batch.len() < max_rows && seen < max_rows * 8
+                !too_new && batch.len() < max_rows && seen < max_rows * 8
             });
         });
+        if too_new {
+            batch.clear();
+            return Err(Error::Conflict(AbortReason::ReadChanged));
+        }
         if last == cursor.after {
             cursor.done = true;
         }
         cursor.after = last;
+        Ok(())
     }
 
     /// The version of row `rowid` that a statement with command id `cid` sees, with
@@ -812,8 +921,14 @@ impl Txn {
             .next()
             .is_some();
         let engine = self.engine;
+        let snapshot = (self.iso != Isolation::ReadCommitted).then_some(self.start_tid);
+        if snapshot.is_some() && !scan.unique_point {
+            self.note_table_read(t, false);
+        }
+        let mut reads: Vec<(u64, u64)> = Vec::new();
+        let mut too_new = false;
         let this = &*self;
-        epoch::with_guard(&engine.collector, |g| {
+        let res = epoch::with_guard(&engine.collector, |g| {
             let mut key = Vec::new();
             if scan.extras.is_none() {
                 let mut extras = scope::outside(Vec::new);
@@ -869,7 +984,18 @@ impl Txn {
                 if !(has_rekeyed && this.rekeyed.contains(&(tk, rid))) {
                     if let Some((d, tid)) = this.visible_version(t, rid, Some(rec), cid, g) {
                         match index.key_of(&t.layout, d, &mut key) {
-                            Ok(_) if key == k => batch.push(rid, tid, d),
+                            Ok(_) if key == k => {
+                                if let Some(st) = snapshot {
+                                    if this.pending_entry(t, rid).is_none() {
+                                        if tid > st {
+                                            too_new = true;
+                                            return false;
+                                        }
+                                        reads.push((rid, tid));
+                                    }
+                                }
+                                batch.push(rid, tid, d)
+                            }
                             Ok(_) => {}
                             Err(e) => {
                                 err = Some(e);
@@ -902,7 +1028,28 @@ impl Txn {
             }
             scope::outside(|| drop(entry));
             Ok(())
-        })
+        });
+        if too_new {
+            batch.clear();
+            return Err(Error::Conflict(AbortReason::ReadChanged));
+        }
+        res?;
+        scan.returned += batch.len() as u64;
+        if snapshot.is_some() {
+            // Validation finds the table of recorded rows among the transaction's.
+            self.table_slot(t);
+            if self.read_rows.len() + reads.len() > MAX_READ_ROWS {
+                self.note_table_read(t, true);
+            } else {
+                self.read_rows
+                    .extend(reads.iter().map(|&(r, v)| (tk, r, v)));
+            }
+            if scan.unique_point && scan.done && scan.returned == 0 {
+                // A key looked for and not found: its later insert is a phantom.
+                self.note_table_read(t, false);
+            }
+        }
+        Ok(())
     }
 
     /// Builds index `def` over the rows of `t` and publishes it. Its entries are the
@@ -1039,9 +1186,13 @@ impl Txn {
         }
         let engine = self.engine;
         if self.entries.is_empty() {
-            epoch::with_guard(&engine.collector, |g| self.release_row_locks(g, 0));
+            let valid = epoch::with_guard(&engine.collector, |g| {
+                let v = self.validate_reads(g);
+                self.release_row_locks(g, 0);
+                v
+            });
             self.active = false;
-            return Ok(0);
+            return valid.map(|_| 0);
         }
         let outcome = epoch::with_guard(&engine.collector, |g| {
             let r = self.commit_pinned(g);
@@ -1192,7 +1343,6 @@ impl Txn {
         g: &Guard,
         idx: &[Arc<[Arc<KeyIndex>]>],
     ) -> Result<(u64, Option<u64>)> {
-        let engine = self.engine;
         // Phase 0: find every written record under this guard. A pre-existing row that
         // is no longer linked was deleted by a committed transaction.
         for &i in self.pending.values() {
@@ -1211,6 +1361,117 @@ impl Txn {
             // SAFETY: linked records found under `g` stay allocated while `g` lives.
             unsafe { rec.get() }.lock();
         }
+        // Phase 1b: validate what was read (repeatable read, serializable).
+        if let Err(e) = self.validate_reads(g) {
+            self.unlock_first(self.pending.len());
+            return Err(e);
+        }
+        // Phase 1c: mark the written tables (serializable readers validating from now
+        // on conflict) and link the new keys of re-keyed rows, before the TID exists:
+        // a reader that finds such an entry waits on the locked record.
+        let mut written: Vec<usize> = self
+            .pending
+            .values()
+            .map(|&i| self.entries.get(i).table)
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        for &w in &written {
+            self.tables[w]
+                .writers_in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        let (links, mut stale) = self.link_new_keys(idx, g);
+        let r = self.commit_from_tid(g, idx, &links, &mut stale);
+        if r.is_err() {
+            for (slot, n, key, rowid) in &links {
+                idx[*slot][*n].remove(key, *rowid, g);
+            }
+            self.unlock_first(self.pending.len());
+        }
+        for &w in &written {
+            self.tables[w]
+                .writers_in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        r
+    }
+
+    /// Links the index entries of the final keys of re-keyed and updated-inserted rows;
+    /// returns them (to unlink on failure) and, per write-set entry, the base keys to
+    /// unlink after install.
+    #[allow(clippy::type_complexity)]
+    fn link_new_keys(
+        &self,
+        idx: &[Arc<[Arc<KeyIndex>]>],
+        g: &Guard,
+    ) -> (
+        Vec<(usize, usize, Vec<u8>, u64)>,
+        BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
+    ) {
+        let mut links = Vec::new();
+        let mut stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            let indexes = &idx[e.table];
+            let plain_insert =
+                e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
+            if indexes.is_empty() || plain_insert {
+                continue;
+            }
+            let table = &self.tables[e.table];
+            let r = e.rec.expect("found");
+            let base = match e.origin {
+                Origin::Inserted => e.base_version(),
+                // SAFETY: locked by us: the committed buffer is stable.
+                Origin::Existing { .. } => unsafe { r.get() }.data_ptr(),
+            };
+            let (mut kb, mut kf) = (Vec::new(), Vec::new());
+            for (n, index) in indexes.iter().enumerate() {
+                // Keys were encoded from these same rows before: cannot fail now.
+                let has_base = !base.is_null();
+                if has_base {
+                    // SAFETY: live buffers (pending, or committed under our lock).
+                    let _ = index.key_of(
+                        &table.layout,
+                        unsafe { record::rowbuf_slice(base) },
+                        &mut kb,
+                    );
+                }
+                let has_final = !e.newest.data.is_null();
+                if has_final {
+                    // SAFETY: as above.
+                    let _ = index.key_of(
+                        &table.layout,
+                        unsafe { record::rowbuf_slice(e.newest.data) },
+                        &mut kf,
+                    );
+                }
+                if has_final && (!has_base || kf != kb) {
+                    index.insert(&kf, e.rowid, r, g);
+                    self.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
+                    links.push((e.table, n, kf.clone(), e.rowid));
+                }
+                if has_base && (!has_final || kf != kb) {
+                    stale
+                        .entry(i)
+                        .or_default()
+                        .push((n, std::mem::take(&mut kb)));
+                }
+            }
+        }
+        (links, stale)
+    }
+
+    /// Phases 2-5, with the write set locked and new keys linked.
+    fn commit_from_tid(
+        &mut self,
+        g: &Guard,
+        idx: &[Arc<[Arc<KeyIndex>]>],
+        links: &[(usize, usize, Vec<u8>, u64)],
+        stale: &mut BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
+    ) -> Result<(u64, Option<u64>)> {
+        let engine = self.engine;
         // Phase 2: the commit TID.
         let tid = engine.next_commit_tid();
         // Phase 3: validate.
@@ -1227,17 +1488,13 @@ impl Txn {
                     None
                 };
                 if let Some(reason) = reason {
-                    self.unlock_first(self.pending.len());
                     return Err(Error::Conflict(reason));
                 }
             }
         }
         // Phase 3b: unique keys.
         if idx.iter().any(|l| l.iter().any(|x| x.def.unique)) {
-            if let Err(e) = self.check_unique_at_commit(idx, g) {
-                self.unlock_first(self.pending.len());
-                return Err(e);
-            }
+            self.check_unique_at_commit(idx, g)?;
         }
         // Phase 4: log.
         let mut log_end = None;
@@ -1245,69 +1502,31 @@ impl Txn {
             let payload = scope::outside(|| self.commit_record(tid));
             match sink.append(&payload) {
                 Ok(a) => log_end = Some(a),
-                Err(e) => {
-                    self.unlock_first(self.pending.len());
-                    return Err(Error::LogIo(e.to_string()));
-                }
+                Err(e) => return Err(Error::LogIo(e.to_string())),
             }
             scope::outside(|| drop(payload));
         }
-        // Phase 5: install and unlock.
+        // Phase 5: install and unlock; then unlink the keys rows no longer have.
         let mut garbage = Garbage::default();
-        let mut stale: Vec<(usize, Vec<u8>)> = Vec::new();
-        for e in self.entries.take_all() {
+        let rekeyed_tables: Vec<usize> = links.iter().map(|l| l.0).collect();
+        for (i, e) in self.entries.take_all().enumerate() {
             let table = &self.tables[e.table];
             let r = e.rec.expect("found");
             // SAFETY: as above.
             let rec = unsafe { r.get() };
-            // Index entries: the final version's keys are linked before it is
-            // installed, the base version's other keys unlinked after.
             let indexes = &idx[e.table];
-            let plain_insert =
-                e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
-            if !indexes.is_empty() && !plain_insert {
-                let base = match e.origin {
-                    Origin::Inserted => e.base_version(),
-                    Origin::Existing { .. } => rec.data_ptr(),
-                };
-                let mut kb = Vec::new();
-                let mut kf = Vec::new();
-                for (n, index) in indexes.iter().enumerate() {
-                    // Keys were encoded from these same rows before: cannot fail now.
-                    let has_base = !base.is_null();
-                    if has_base {
-                        // SAFETY: live buffers (pending, or committed under our lock).
-                        let _ = index.key_of(
-                            &table.layout,
-                            unsafe { record::rowbuf_slice(base) },
-                            &mut kb,
-                        );
-                    }
-                    let has_final = !e.newest.data.is_null();
-                    if has_final {
-                        // SAFETY: as above.
-                        let _ = index.key_of(
-                            &table.layout,
-                            unsafe { record::rowbuf_slice(e.newest.data) },
-                            &mut kf,
-                        );
-                    }
-                    if has_final && (!has_base || kf != kb) {
-                        index.insert(&kf, e.rowid, r, g);
-                        engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
-                    }
-                    if has_base && (!has_final || kf != kb) {
-                        stale.push((n, std::mem::take(&mut kb)));
-                    }
-                }
-            }
             for o in &e.older {
                 free_private(engine, o.data);
             }
             let old = rec.install_and_unlock(e.newest.data, tid);
-            for (n, key) in stale.drain(..) {
+            for (n, key) in stale.remove(&i).unwrap_or_default() {
                 indexes[n].remove(&key, e.rowid, g);
                 engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+            }
+            use std::sync::atomic::Ordering::AcqRel;
+            table.last_write_tid.fetch_max(tid, AcqRel);
+            if e.origin == Origin::Inserted && !e.newest.data.is_null() {
+                table.last_insert_tid.fetch_max(tid, AcqRel);
             }
             let size = |p: *mut u8| {
                 if p.is_null() {
@@ -1329,6 +1548,11 @@ impl Txn {
                 table.rows.remove(e.rowid, g);
                 garbage.push(Retired::Record(r.0));
             }
+        }
+        for slot in rekeyed_tables {
+            self.tables[slot]
+                .last_insert_tid
+                .fetch_max(tid, std::sync::atomic::Ordering::AcqRel);
         }
         garbage.retire(engine, g);
         if let (Some(sink), Some(a)) = (engine.sink(), log_end) {
@@ -1605,7 +1829,7 @@ impl TxnHandle {
         cid: u32,
         batch: &mut RowBatch,
         max_rows: usize,
-    ) {
+    ) -> Result<()> {
         let _s = scope::enter();
         self.txn().scan(t, cursor, cid, batch, max_rows.max(1))
     }
@@ -1633,6 +1857,18 @@ impl TxnHandle {
         let _s = scope::enter();
         self.check_active()?;
         self.txn().build_index(t, def)
+    }
+
+    /// Sets the isolation level; call right after [`Engine::begin`], before any read.
+    /// Repeatable read and serializable take their snapshot TID here.
+    pub fn set_isolation(&mut self, iso: Isolation) {
+        let txn = self.txn();
+        txn.iso = iso;
+        txn.start_tid = txn.engine.last_tid();
+    }
+
+    pub fn isolation(&mut self) -> Isolation {
+        self.txn().iso
     }
 
     /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
@@ -1704,7 +1940,7 @@ impl TxnHandle {
         let mut batch = RowBatch::new();
         let mut victims: Vec<(u64, u64)> = Vec::new();
         while !cursor.done() {
-            self.scan(t, &mut cursor, stmt.cid, &mut batch, 1024);
+            self.scan(t, &mut cursor, stmt.cid, &mut batch, 1024)?;
             while let Some(r) = batch.next() {
                 victims.push((r.rowid, r.tid));
             }

@@ -149,7 +149,7 @@ fn four_processes_match_model() {
         let mut batch = RowBatch::new();
         let mut victims = Vec::new();
         while !cursor.done() {
-            txn.scan(&t, &mut cursor, 0, &mut batch, 256);
+            txn.scan(&t, &mut cursor, 0, &mut batch, 256).unwrap();
             while let Some(r) = batch.next() {
                 if r.rowid % 2 == half as u64 {
                     victims.push((r.rowid, r.tid));
@@ -216,7 +216,7 @@ fn memory_limit_refuses_then_recovers() {
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
         while !cursor.done() {
-            txn.scan(&t, &mut cursor, 0, &mut batch, 256);
+            txn.scan(&t, &mut cursor, 0, &mut batch, 256).unwrap();
             while let Some(r) = batch.next() {
                 v.push((r.rowid, r.tid));
             }

@@ -2,6 +2,7 @@
 //! PostgreSQL's statistics (pg_statistic), so the planner estimates selectivities of
 //! quals and joins on memory tables as well as on heap tables.
 
+use crate::errors::OrRaise;
 use crate::shmem::engine;
 use crate::types::{self, Codec};
 use memfdw_engine::{RowBatch, ScanCursor};
@@ -65,7 +66,9 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         let mut seen = 0u64;
         while !cursor.done() {
             pgrx::check_for_interrupts!();
-            txn.scan(&table, &mut cursor, u32::MAX, &mut batch, 1024);
+            // A read-committed scan never conflicts.
+            txn.scan(&table, &mut cursor, u32::MAX, &mut batch, 1024)
+                .or_raise();
             while let Some(r) = batch.next() {
                 seen += 1;
                 // Algorithm R: the first `target` rows, then row `seen` replaces a

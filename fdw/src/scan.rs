@@ -350,6 +350,12 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     else {
                         continue;
                     };
+                    if locked_tid != tid && xact::snapshot_isolation() {
+                        // PostgreSQL's message for the same case.
+                        errors::raise(memfdw_engine::Error::Conflict(
+                            memfdw_engine::AbortReason::ReadChanged,
+                        ));
+                    }
                     if locked_tid != tid {
                         // Changed while we waited: go on with the newest version if it
                         // still qualifies (PostgreSQL's EvalPlanQual under READ COMMITTED).
@@ -411,7 +417,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             if cursor.done() {
                 return pg_sys::ExecClearTuple(slot);
             }
-            xact::with_txn(|t| t.scan(table, cursor, *cid, batch, *batch_rows));
+            if let Err(e) = xact::with_txn(|t| t.scan(table, cursor, *cid, batch, *batch_rows)) {
+                errors::raise(e);
+            }
         }
     }
 }
@@ -628,7 +636,9 @@ unsafe fn build_ranges(
             .iter()
             .map(|p| {
                 let range = ranged.then(|| (lo.clone(), hi.clone()));
-                IndexScan::new(choice.index_id, p, range, choice.reverse)
+                let mut s = IndexScan::new(choice.index_id, p, range, choice.reverse);
+                s.unique_point = choice.point;
+                s
             })
             .collect()
     }

@@ -12,7 +12,7 @@
 
 use crate::errors;
 use crate::shmem::engine;
-use memfdw_engine::{Error, Stmt, TxnHandle};
+use memfdw_engine::{Error, Isolation, Stmt, TxnHandle};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -63,9 +63,29 @@ pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
-        let txn = b.txn.get_or_insert_with(|| engine.begin());
+        let txn = b.txn.get_or_insert_with(|| {
+            let mut t = engine.begin();
+            t.set_isolation(isolation());
+            t
+        });
         f(txn)
     })
+}
+
+/// The engine isolation level for PostgreSQL's current one (READ UNCOMMITTED is
+/// READ COMMITTED, as in PostgreSQL).
+fn isolation() -> Isolation {
+    // SAFETY: reading a GUC variable.
+    match unsafe { pg_sys::XactIsoLevel } as u32 {
+        pg_sys::XACT_SERIALIZABLE => Isolation::Serializable,
+        pg_sys::XACT_REPEATABLE_READ => Isolation::RepeatableRead,
+        _ => Isolation::ReadCommitted,
+    }
+}
+
+/// Does the current transaction run at REPEATABLE READ or SERIALIZABLE?
+pub fn snapshot_isolation() -> bool {
+    isolation() != Isolation::ReadCommitted
 }
 
 pub fn note_fetched(relid: u32, rowid: u64, tid: u64) {

@@ -138,7 +138,9 @@ pub fn write_checkpoint(
             let mut batch = RowBatch::new();
             let mut rows = Vec::with_capacity(ROWS_PER_FRAME);
             loop {
-                txn.scan(&t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME);
+                // A read-committed scan never conflicts.
+                txn.scan(&t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 while let Some(r) = batch.next() {
                     rows.push((r.rowid, r.tid, r.data.to_vec()));
                 }

@@ -113,7 +113,8 @@ pub fn scan_all(engine: &'static Engine, oid: u32) -> BTreeMap<(i32, i64), Strin
     let mut batch = RowBatch::new();
     let mut out = BTreeMap::new();
     loop {
-        txn.scan(&t, &mut cursor, u32::MAX, &mut batch, 128);
+        txn.scan(&t, &mut cursor, u32::MAX, &mut batch, 128)
+            .unwrap();
         while let Some(r) = batch.next() {
             let (w, k, v) = unpack(&t.layout, r.data);
             assert!(out.insert((w, k), v).is_none(), "row seen twice");
