@@ -125,6 +125,10 @@ pub struct Txn {
     rekeyed: BTreeSet<(usize, u64)>,
     /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
     row_locks: Vec<(RecordPtr, u32)>,
+    /// What this transaction writes into the owner word of rows it locks (and how
+    /// waiters name it): its id, or a tag the caller chose (the FDW uses PostgreSQL's
+    /// virtual transaction id, so waiters can wait on PostgreSQL's lock for it).
+    lock_tag: u64,
     iso: Isolation,
     /// Snapshot TID (repeatable read, serializable): the newest TID handed out when the
     /// transaction started. A committer holds its records locked from before it takes
@@ -417,6 +421,7 @@ impl Txn {
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
             row_locks: Vec::new(),
+            lock_tag: id,
             iso: Isolation::ReadCommitted,
             start_tid: 0,
             read_rows: Vec::new(),
@@ -1591,7 +1596,7 @@ impl Txn {
     /// Releases the row locks taken by subtransaction `sub` or later (0: all).
     fn release_row_locks(&mut self, g: &Guard, sub: u32) {
         let _ = g;
-        let (id, engine) = (self.id, self.engine);
+        let (id, engine) = (self.lock_tag, self.engine);
         self.row_locks.retain(|&(r, s)| {
             if s >= sub {
                 // SAFETY: a row-locked record is deleted only by its holder (us), which
@@ -1617,7 +1622,7 @@ impl Txn {
             }
         }
         let engine = self.engine;
-        let me = self.id;
+        let me = self.lock_tag;
         epoch::with_guard(&engine.collector, |g| {
             let Some(r) = t.rows.get(rowid, g) else {
                 return RowLock::Gone;
@@ -1654,7 +1659,7 @@ impl Txn {
                 if let Some(pos) = self.row_locks.iter().rposition(|&(x, _)| x == r) {
                     self.row_locks.remove(pos);
                     // SAFETY: reached through the row index under guard `g`.
-                    unsafe { r.get() }.unlock_row(self.id, engine);
+                    unsafe { r.get() }.unlock_row(self.lock_tag, engine);
                 }
             }
         });
@@ -1663,7 +1668,7 @@ impl Txn {
     fn abort(&mut self) {
         let engine = self.engine;
         let entries: Vec<WriteEntry> = self.entries.take_all().collect();
-        engine.set_waiting(self.id, 0);
+        engine.set_waiting(self.lock_tag, 0);
         epoch::with_guard(&engine.collector, |g| {
             self.release_row_locks(g, 0);
             let mut garbage = Garbage::default();
@@ -1716,7 +1721,7 @@ impl Txn {
         let engine = self.engine;
         let entries: Vec<WriteEntry> = self.entries.take_all().collect();
         self.pending.clear();
-        engine.set_waiting(self.id, 0);
+        engine.set_waiting(self.lock_tag, 0);
         epoch::with_guard(&engine.collector, |g| {
             // After the writes below are undone: PostgreSQL releases the row locks of
             // an aborted subtransaction too.
@@ -1871,6 +1876,16 @@ impl TxnHandle {
         self.txn().iso
     }
 
+    /// Names this transaction in row locks by `tag` (non-zero, below 2^63, unique
+    /// among live transactions) instead of its id; call before locking any row.
+    pub fn set_lock_tag(&mut self, tag: u64) {
+        assert!(
+            tag != 0 && tag & crate::rowlock::WAITING == 0,
+            "invalid lock tag"
+        );
+        self.txn().lock_tag = tag;
+    }
+
     /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
     /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
     /// waits with [`TxnHandle::wait_row`] and tries again.
@@ -1892,7 +1907,7 @@ impl TxnHandle {
         let _s = scope::enter();
         let txn = self.txn();
         let engine = txn.engine;
-        engine.set_waiting(txn.id, holder);
+        engine.set_waiting(txn.lock_tag, holder);
         let rec = epoch::with_guard(&engine.collector, |g| t.rows.get(rowid, g));
         if let Some(r) = rec {
             // The record may be freed once unpinned: only its address is used below,
@@ -1917,13 +1932,13 @@ impl TxnHandle {
     /// Ends the wait published by [`TxnHandle::wait_row`].
     pub fn stop_waiting(&mut self) {
         let txn = self.txn();
-        txn.engine.set_waiting(txn.id, 0);
+        txn.engine.set_waiting(txn.lock_tag, 0);
     }
 
     /// Is this transaction part of a cycle of row-lock waits?
     pub fn deadlocked(&mut self) -> bool {
         let txn = self.txn();
-        txn.engine.deadlocked(txn.id)
+        txn.engine.deadlocked(txn.lock_tag)
     }
 
     /// Point lookup: copies the version of row `rowid` that a statement with command id

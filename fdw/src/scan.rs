@@ -449,10 +449,13 @@ unsafe fn qual_passes(
 }
 
 /// Locks row `rowid` for the current statement, waiting for its holder like
-/// PostgreSQL waits for a row lock: interruptible (cancel, statement_timeout), bounded
-/// by lock_timeout (55P03) and deadlock detection after deadlock_timeout (40P01).
-/// Returns the row's newest version and whether this call took the lock; None if the
-/// row is gone (or locked and the policy is SKIP LOCKED).
+/// PostgreSQL waits for a heap row lock: on the holder's transaction, through
+/// PostgreSQL's lock manager (the holder is named by its virtual transaction id).
+/// So the wait shows in pg_locks, PostgreSQL's deadlock detector sees it (also in
+/// cycles through heap-table locks: 40P01), and lock_timeout (55P03),
+/// statement_timeout and cancel (57014) end it. Returns the row's newest version and
+/// whether this call took the lock; None if the row is gone (or locked and the
+/// policy is SKIP LOCKED).
 fn lock_row_waiting(
     table: &TableHandle,
     relid: u32,
@@ -460,73 +463,46 @@ fn lock_row_waiting(
     policy: LockPolicy,
 ) -> Option<(u64, bool)> {
     use memfdw_engine::RowLock;
-    use std::time::{Duration, Instant};
     let sub = xact::current_stmt(false).sub;
-    let start = Instant::now();
-    // SAFETY: reading GUC variables.
-    let (lock_timeout, deadlock_timeout) =
-        unsafe { (pg_sys::LockTimeout, pg_sys::DeadlockTimeout) };
-    let deadlock_every = Duration::from_millis(deadlock_timeout.max(1) as u64);
-    let mut next_check = deadlock_every;
-    let mut waited = false;
+    let mut spins = 0u32;
     loop {
         match xact::with_txn(|t| t.lock_row(table, rowid, sub)) {
-            RowLock::Locked { tid, fresh } => {
-                if waited {
-                    xact::with_txn(|t| t.stop_waiting());
-                }
-                return Some((tid, fresh));
-            }
-            RowLock::Gone => {
-                if waited {
-                    xact::with_txn(|t| t.stop_waiting());
-                }
-                return None;
-            }
+            RowLock::Locked { tid, fresh } => return Some((tid, fresh)),
+            RowLock::Gone => return None,
             RowLock::Busy { holder } => {
-                let name = || types::relation_name(pg_sys::Oid::from(relid));
+                let vxid = xact::vxid_of_tag(holder);
                 match policy {
                     LockPolicy::Skip => return None,
                     LockPolicy::NoWait => {
-                        ereport!(
-                            ERROR,
-                            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                            format!("could not obtain lock on row in relation \"{}\"", name())
-                        );
+                        // SAFETY: a lock-manager call; false = the holder still runs.
+                        if !unsafe { pg_sys::VirtualXactLock(vxid, false) } {
+                            ereport!(
+                                ERROR,
+                                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                                format!(
+                                    "could not obtain lock on row in relation \"{}\"",
+                                    types::relation_name(pg_sys::Oid::from(relid))
+                                )
+                            );
+                        }
                     }
-                    _ => {}
+                    _ => {
+                        // SAFETY: a lock-manager wait; errors (deadlock, timeouts,
+                        // cancel) are raised by PostgreSQL.
+                        unsafe { pg_sys::VirtualXactLock(vxid, true) };
+                    }
                 }
-                waited = true;
+                // The holder's transaction ended, so its row locks are gone; if the
+                // row is still busy, it is another holder's (or, briefly, the holder
+                // is between releasing its locks and ending its transaction).
                 pgrx::check_for_interrupts!();
-                let elapsed = start.elapsed();
-                let mut slice = Duration::from_millis(10);
-                if lock_timeout > 0 {
-                    let limit = Duration::from_millis(lock_timeout as u64);
-                    if elapsed >= limit {
-                        ereport!(
-                            ERROR,
-                            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                            "canceling statement due to lock timeout",
-                            format!("Waiting for a row lock in relation \"{}\".", name())
-                        );
-                    }
-                    slice = slice.min(limit - elapsed);
+                spins += 1;
+                if spins > 3 {
+                    xact::with_txn(|t| {
+                        t.wait_row(table, rowid, holder, std::time::Duration::from_millis(1));
+                        t.stop_waiting();
+                    });
                 }
-                if elapsed >= next_check {
-                    next_check += deadlock_every;
-                    if xact::with_txn(|t| t.deadlocked()) {
-                        ereport!(
-                            ERROR,
-                            PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
-                            "deadlock detected",
-                            format!(
-                                "This transaction waits for a row lock in relation \"{}\" held by a transaction that waits for it, directly or not.",
-                                name()
-                            )
-                        );
-                    }
-                }
-                xact::with_txn(|t| t.wait_row(table, rowid, holder, slice));
             }
         }
     }

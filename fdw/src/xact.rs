@@ -66,6 +66,7 @@ pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
         let txn = b.txn.get_or_insert_with(|| {
             let mut t = engine.begin();
             t.set_isolation(isolation());
+            t.set_lock_tag(my_vxid_tag());
             t
         });
         f(txn)
@@ -80,6 +81,22 @@ fn isolation() -> Isolation {
         pg_sys::XACT_SERIALIZABLE => Isolation::Serializable,
         pg_sys::XACT_REPEATABLE_READ => Isolation::RepeatableRead,
         _ => Isolation::ReadCommitted,
+    }
+}
+
+/// This backend's virtual transaction id, packed as the engine's row-lock tag: a
+/// waiter unpacks it and waits on PostgreSQL's lock of that virtual transaction.
+fn my_vxid_tag() -> u64 {
+    // SAFETY: this backend's PGPROC and id, valid inside a transaction.
+    let (backend, lxid) = unsafe { (pg_sys::MyBackendId, (*pg_sys::MyProc).lxid) };
+    ((backend as u32 as u64) << 32) | lxid as u64
+}
+
+/// The virtual transaction id a row-lock tag names.
+pub fn vxid_of_tag(tag: u64) -> pg_sys::VirtualTransactionId {
+    pg_sys::VirtualTransactionId {
+        backendId: (tag >> 32) as u32 as pg_sys::BackendId,
+        localTransactionId: tag as u32,
     }
 }
 
