@@ -94,7 +94,23 @@ pub unsafe fn take_keys(stmt: *mut pg_sys::CreateForeignTableStmt) -> Vec<KeySpe
                 pg_sys::NodeTag::T_ColumnDef => {
                     let col = elt as *mut pg_sys::ColumnDef;
                     let mut cons: *mut pg_sys::List = std::ptr::null_mut();
+                    let mut after_key = false;
                     for c in PgList::<pg_sys::Constraint>::from_pg((*col).constraints).iter_ptr() {
+                        // DEFERRABLE & co. follow the constraint they qualify.
+                        let attr = (*c).contype;
+                        if after_key
+                            && (attr == pg_sys::ConstrType::CONSTR_ATTR_DEFERRABLE
+                                || attr == pg_sys::ConstrType::CONSTR_ATTR_DEFERRED)
+                        {
+                            unsupported("deferrable unique constraints");
+                        }
+                        if after_key
+                            && (attr == pg_sys::ConstrType::CONSTR_ATTR_NOT_DEFERRABLE
+                                || attr == pg_sys::ConstrType::CONSTR_ATTR_IMMEDIATE)
+                        {
+                            continue;
+                        }
+                        after_key = is_key(c).is_some();
                         match is_key(c) {
                             Some(primary) => {
                                 check_constraint(c);

@@ -449,13 +449,11 @@ unsafe fn qual_passes(
 }
 
 /// Locks row `rowid` for the current statement, waiting for its holder like
-/// PostgreSQL waits for a heap row lock: on the holder's transaction, through
-/// PostgreSQL's lock manager (the holder is named by its virtual transaction id).
-/// So the wait shows in pg_locks, PostgreSQL's deadlock detector sees it (also in
-/// cycles through heap-table locks: 40P01), and lock_timeout (55P03),
-/// statement_timeout and cancel (57014) end it. Returns the row's newest version and
-/// whether this call took the lock; None if the row is gone (or locked and the
-/// policy is SKIP LOCKED).
+/// PostgreSQL waits for a heap row lock: in PostgreSQL's lock manager, on the holder's
+/// holder lock (see `xact::wait_for_holder`), so lock_timeout (55P03), statement_timeout
+/// and cancel (57014) end the wait and PostgreSQL's deadlock detector sees it (40P01).
+/// Returns the row's newest version and whether this call took the lock; None if the
+/// row is gone (or locked and the policy is SKIP LOCKED).
 fn lock_row_waiting(
     table: &TableHandle,
     relid: u32,
@@ -464,18 +462,18 @@ fn lock_row_waiting(
 ) -> Option<(u64, bool)> {
     use memfdw_engine::RowLock;
     let sub = xact::current_stmt(false).sub;
+    // Before the row lock: a waiter that sees the row lock finds this one held.
+    xact::ensure_holder_lock();
     let mut spins = 0u32;
     loop {
         match xact::with_txn(|t| t.lock_row(table, rowid, sub)) {
             RowLock::Locked { tid, fresh } => return Some((tid, fresh)),
             RowLock::Gone => return None,
             RowLock::Busy { holder } => {
-                let vxid = xact::vxid_of_tag(holder);
                 match policy {
                     LockPolicy::Skip => return None,
                     LockPolicy::NoWait => {
-                        // SAFETY: a lock-manager call; false = the holder still runs.
-                        if !unsafe { pg_sys::VirtualXactLock(vxid, false) } {
+                        if !xact::wait_for_holder(holder, true) {
                             ereport!(
                                 ERROR,
                                 PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
@@ -487,14 +485,12 @@ fn lock_row_waiting(
                         }
                     }
                     _ => {
-                        // SAFETY: a lock-manager wait; errors (deadlock, timeouts,
-                        // cancel) are raised by PostgreSQL.
-                        unsafe { pg_sys::VirtualXactLock(vxid, true) };
+                        xact::wait_for_holder(holder, false);
                     }
                 }
-                // The holder's transaction ended, so its row locks are gone; if the
-                // row is still busy, it is another holder's (or, briefly, the holder
-                // is between releasing its locks and ending its transaction).
+                // The holder's lock was free: its row lock is gone, unless the row
+                // was locked again meanwhile (by another holder, or by the same one
+                // still in a transaction that holds its lock at another level).
                 pgrx::check_for_interrupts!();
                 spins += 1;
                 if spins > 3 {

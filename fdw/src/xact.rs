@@ -29,6 +29,9 @@ struct Backend {
     index_creates: Vec<(u32, u32, u32)>,
     /// Engine indexes dropped by this transaction, applied at commit.
     index_drops: Vec<(u32, u32, u32)>,
+    /// Subtransactions holding this transaction's row-lock holder lock (see
+    /// `ensure_holder_lock`).
+    holder_locked: Vec<u32>,
     /// (relation, row id) -> version, for rows that UPDATE/DELETE scans returned.
     fetched: HashMap<(u32, u64), u64>,
 }
@@ -92,12 +95,51 @@ fn my_vxid_tag() -> u64 {
     ((backend as u32 as u64) << 32) | lxid as u64
 }
 
-/// The virtual transaction id a row-lock tag names.
-pub fn vxid_of_tag(tag: u64) -> pg_sys::VirtualTransactionId {
-    pg_sys::VirtualTransactionId {
-        backendId: (tag >> 32) as u32 as pg_sys::BackendId,
-        localTransactionId: tag as u32,
+/// PostgreSQL lock standing for "transaction `tag` holds memory-table row locks": an
+/// advisory-class lock (field 4 = 3, a class user advisory locks never use). The
+/// holder takes it exclusively in every subtransaction that locks rows, so a rolled
+/// back subtransaction releases it with its row locks; a waiter takes it shared and
+/// lets it go, which waits exactly as long as the holder may hold the row. Waiting in
+/// PostgreSQL's lock manager shows in pg_locks and isolationtester, joins
+/// PostgreSQL's deadlock detection (also across heap-table locks), and ends on
+/// lock_timeout, statement_timeout and cancel.
+fn holder_locktag(tag: u64) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field1: 0,
+        locktag_field2: (tag >> 32) as u32,
+        locktag_field3: tag as u32,
+        locktag_field4: 3,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
     }
+}
+
+/// Takes this transaction's holder lock in the current subtransaction (once).
+pub fn ensure_holder_lock() {
+    let sub = current_stmt(false).sub;
+    let needed = BACKEND.with(|b| !b.borrow().holder_locked.contains(&sub));
+    if needed {
+        let tag = holder_locktag(my_vxid_tag());
+        // SAFETY: a lock-manager call; the lock belongs to the current resource owner.
+        unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as _, false, false) };
+        BACKEND.with(|b| b.borrow_mut().holder_locked.push(sub));
+    }
+}
+
+/// Waits until row-lock holder `holder` may no longer hold the row (its holder lock
+/// is free). With `nowait`, returns false instead of waiting.
+pub fn wait_for_holder(holder: u64, nowait: bool) -> bool {
+    let tag = holder_locktag(holder);
+    // SAFETY: lock-manager calls; errors (deadlock, timeouts, cancel) are raised by
+    // PostgreSQL.
+    unsafe {
+        let r = pg_sys::LockAcquire(&tag, pg_sys::ShareLock as _, false, nowait);
+        if r == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+            return false;
+        }
+        pg_sys::LockRelease(&tag, pg_sys::ShareLock as _, false);
+    }
+    true
 }
 
 /// Does the current transaction run at REPEATABLE READ or SERIALIZABLE?
@@ -185,6 +227,7 @@ unsafe extern "C-unwind" fn xact_callback(
                 let mut b = b.borrow_mut();
                 b.creates.clear();
                 b.index_creates.clear();
+                b.holder_locked.clear();
                 b.fetched.clear();
                 (
                     std::mem::take(&mut b.drops),
@@ -244,6 +287,7 @@ fn release() {
         let mut b = b.borrow_mut();
         b.drops.clear();
         b.index_drops.clear();
+        b.holder_locked.clear();
         b.fetched.clear();
         (
             b.txn.take(),
@@ -277,9 +321,22 @@ unsafe extern "C-unwind" fn subxact_callback(
     _parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB {
+        // Its locks now belong to the parent.
+        BACKEND.with(|b| {
+            for s in b.borrow_mut().holder_locked.iter_mut() {
+                if *s == my_subid {
+                    *s = _parent;
+                }
+            }
+        });
+        return;
+    }
     if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         return;
     }
+    // PostgreSQL releases the subtransaction's holder lock itself.
+    BACKEND.with(|b| b.borrow_mut().holder_locked.retain(|&s| s < my_subid));
     // Subtransaction ids grow; every subtransaction started after `my_subid` is
     // nested in it, so "sub >= my_subid" is exactly what this abort undoes.
     let (creates, index_creates) = BACKEND.with(|b| {

@@ -1,0 +1,41 @@
+-- Keys and indexes of memory tables declared with ordinary SQL.
+CREATE FOREIGN TABLE acc (id int PRIMARY KEY, owner text, branch int,
+    CONSTRAINT owner_branch UNIQUE (owner, branch)) SERVER memfdw;
+SELECT table_name, index_name, columns, is_unique, is_primary FROM memfdw.indexes() ORDER BY 2;
+\d acc
+INSERT INTO acc VALUES (1, 'a', 1), (2, 'a', NULL), (3, 'a', NULL);
+-- unique violations name the constraint and the key
+INSERT INTO acc VALUES (1, 'b', 1);
+INSERT INTO acc VALUES (4, 'a', 1);
+UPDATE acc SET id = 1 WHERE id = 2;
+INSERT INTO acc VALUES (NULL, 'z', 9);
+-- indexes on populated tables; a unique build meeting duplicates leaves nothing
+CREATE INDEX ON acc (branch);
+CREATE UNIQUE INDEX owner_u ON acc (owner);
+-- what memory tables refuse
+CREATE INDEX ON acc USING hash (id);
+CREATE INDEX ON acc ((id + 1));
+CREATE INDEX ON acc (id) WHERE id > 0;
+CREATE INDEX ON acc (id) INCLUDE (owner);
+CREATE INDEX acc_pkey ON acc (owner);
+CREATE INDEX IF NOT EXISTS acc_pkey ON acc (owner);
+CREATE FOREIGN TABLE j (a jsonb PRIMARY KEY) SERVER memfdw;
+CREATE FOREIGN TABLE k (a int PRIMARY KEY, b int PRIMARY KEY) SERVER memfdw;
+CREATE FOREIGN TABLE d (a int UNIQUE DEFERRABLE) SERVER memfdw;
+-- index DDL follows transactions and savepoints
+BEGIN;
+CREATE INDEX gone ON acc (owner);
+ROLLBACK;
+BEGIN;
+SAVEPOINT a;
+CREATE INDEX gone2 ON acc (owner);
+ROLLBACK TO a;
+CREATE INDEX kept ON acc (owner);
+COMMIT;
+DROP INDEX acc_branch_idx;
+DROP INDEX IF EXISTS nothing_here, kept;
+DROP INDEX kept;
+SELECT index_name, columns, entries FROM memfdw.indexes() ORDER BY 1;
+SELECT * FROM acc ORDER BY id;
+DROP FOREIGN TABLE acc;
+SELECT count(*) FROM memfdw.indexes();
