@@ -4,8 +4,8 @@ CREATE EXTENSION IF NOT EXISTS memfdw;
 DROP FOREIGN TABLE IF EXISTS accounts, history;
 
 CREATE FOREIGN TABLE accounts (
-    id      int NOT NULL,
-    owner   text,
+    id      int PRIMARY KEY,
+    owner   text UNIQUE,
     balance bigint NOT NULL,
     opened  date
 ) SERVER memfdw;
@@ -24,3 +24,7 @@ FROM generate_series(1, 100000) g;
 INSERT INTO history (account_id, delta, note)
 SELECT 1 + g % 100000, (g % 200) - 100, 'initial'
 FROM generate_series(1, 20000) g;
+
+CREATE INDEX history_account ON history (account_id);
+ANALYZE accounts;
+ANALYZE history;
