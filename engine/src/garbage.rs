@@ -68,6 +68,29 @@ impl<T> Chunked<T> {
         self.chunks
     }
 
+    /// The last element.
+    pub fn last(&self) -> Option<&T> {
+        self.chunks.last().and_then(|c| c.last())
+    }
+
+    /// Removes the last element.
+    pub fn pop(&mut self) -> Option<T> {
+        let c = self.chunks.last_mut()?;
+        let v = c.pop()?;
+        if c.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        Some(v)
+    }
+
+    /// Empties the vector, returning its chunks (no allocation: a transaction that
+    /// failed for lack of memory must still be able to roll back).
+    pub fn take_chunks(&mut self) -> Vec<Vec<T>> {
+        self.len = 0;
+        std::mem::take(&mut self.chunks)
+    }
+
     /// Empties the vector, yielding its elements.
     pub fn take_all(&mut self) -> impl Iterator<Item = T> {
         self.len = 0;

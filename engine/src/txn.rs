@@ -124,7 +124,7 @@ pub struct Txn {
     /// scans and unique checks look at them separately.
     rekeyed: BTreeSet<(usize, u64)>,
     /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
-    row_locks: Vec<(RecordPtr, u32)>,
+    row_locks: Chunked<(RecordPtr, u32)>,
     /// What this transaction writes into the owner word of rows it locks (and how
     /// waiters name it): its id, or a tag the caller chose (the FDW uses PostgreSQL's
     /// virtual transaction id, so waiters can wait on PostgreSQL's lock for it).
@@ -420,7 +420,7 @@ impl Txn {
             entries: Chunked::default(),
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
-            row_locks: Vec::new(),
+            row_locks: Chunked::default(),
             lock_tag: id,
             iso: Isolation::ReadCommitted,
             start_tid: 0,
@@ -1414,7 +1414,9 @@ impl Txn {
         Vec<(usize, usize, Vec<u8>, u64)>,
         BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
     ) {
-        let mut links = Vec::new();
+        // In private memory: these may be large (a mass key update) and live only
+        // during this commit, in this process.
+        let mut links = scope::outside(|| Vec::with_capacity(16));
         let mut stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
@@ -1455,13 +1457,10 @@ impl Txn {
                 if has_final && (!has_base || kf != kb) {
                     index.insert(&kf, e.rowid, r, g);
                     self.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
-                    links.push((e.table, n, kf.clone(), e.rowid));
+                    scope::outside(|| links.push((e.table, n, kf.clone(), e.rowid)));
                 }
                 if has_base && (!has_final || kf != kb) {
-                    stale
-                        .entry(i)
-                        .or_default()
-                        .push((n, std::mem::take(&mut kb)));
+                    scope::outside(|| stale.entry(i).or_default().push((n, kb.clone())));
                 }
             }
         }
@@ -1597,33 +1596,40 @@ impl Txn {
     fn release_row_locks(&mut self, g: &Guard, sub: u32) {
         let _ = g;
         let (id, engine) = (self.lock_tag, self.engine);
-        self.row_locks.retain(|&(r, s)| {
-            if s >= sub {
-                // SAFETY: a row-locked record is deleted only by its holder (us), which
-                // releases it under the guard `g` of that commit: still allocated.
-                unsafe { r.get() }.unlock_row(id, engine);
-                false
-            } else {
-                true
+        // Chunk by chunk, without allocating more than the kept entries' chunks.
+        for chunk in self.row_locks.take_chunks() {
+            for (r, s) in chunk {
+                if s >= sub {
+                    // SAFETY: a row-locked record is deleted only by its holder (us),
+                    // which releases it under the guard `g` of that commit: still
+                    // allocated.
+                    unsafe { r.get() }.unlock_row(id, engine);
+                } else {
+                    self.row_locks.push((r, s));
+                }
             }
-        });
+        }
     }
 
-    fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> RowLock {
+    fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
         if let Some(e) = self.pending_entry(t, rowid).map(|i| self.entries.get(i)) {
             if e.newest.data.is_null() {
-                return RowLock::Gone;
+                return Ok(RowLock::Gone);
             }
             if e.origin == Origin::Inserted {
-                return RowLock::Locked {
+                return Ok(RowLock::Locked {
                     tid: 0,
                     fresh: false,
-                };
+                });
             }
         }
         let engine = self.engine;
+        if self.row_locks.next_push_allocates() {
+            // Like a delete's bookkeeping: may use part of the headroom.
+            engine.check_memory_for_delete(Need::of(Chunked::<(RecordPtr, u32)>::chunk_bytes()))?;
+        }
         let me = self.lock_tag;
-        epoch::with_guard(&engine.collector, |g| {
+        Ok(epoch::with_guard(&engine.collector, |g| {
             let Some(r) = t.rows.get(rowid, g) else {
                 return RowLock::Gone;
             };
@@ -1648,7 +1654,7 @@ impl Txn {
                     }
                 }
             }
-        })
+        }))
     }
 
     /// Releases a lock `lock_row` just took (the row turned out not to qualify).
@@ -1656,8 +1662,10 @@ impl Txn {
         let engine = self.engine;
         epoch::with_guard(&engine.collector, |g| {
             if let Some(r) = t.rows.get(rowid, g) {
-                if let Some(pos) = self.row_locks.iter().rposition(|&(x, _)| x == r) {
-                    self.row_locks.remove(pos);
+                // The lock just taken is the last one recorded; otherwise it stays
+                // held until the transaction ends.
+                if self.row_locks.last().is_some_and(|&(x, _)| x == r) {
+                    self.row_locks.pop();
                     // SAFETY: reached through the row index under guard `g`.
                     unsafe { r.get() }.unlock_row(self.lock_tag, engine);
                 }
@@ -1667,13 +1675,17 @@ impl Txn {
 
     fn abort(&mut self) {
         let engine = self.engine;
-        let entries: Vec<WriteEntry> = self.entries.take_all().collect();
+        // Chunk by chunk, freeing each as it goes: an abort must not need memory (it
+        // often follows a statement refused for lack of it).
+        let chunks = self.entries.take_chunks();
         engine.set_waiting(self.lock_tag, 0);
         epoch::with_guard(&engine.collector, |g| {
             self.release_row_locks(g, 0);
             let mut garbage = Garbage::default();
-            for e in entries {
-                self.discard_entry(e, g, &mut garbage);
+            for chunk in chunks {
+                for e in chunk {
+                    self.discard_entry(e, g, &mut garbage);
+                }
             }
             garbage.retire(engine, g);
         });
@@ -1719,28 +1731,28 @@ impl Txn {
 
     fn rollback_to(&mut self, sub: u32) {
         let engine = self.engine;
-        let entries: Vec<WriteEntry> = self.entries.take_all().collect();
+        // Chunk by chunk (see `abort`): kept entries move to new chunks as old ones
+        // are freed.
+        let chunks = self.entries.take_chunks();
         self.pending.clear();
         engine.set_waiting(self.lock_tag, 0);
         epoch::with_guard(&engine.collector, |g| {
-            // After the writes below are undone: PostgreSQL releases the row locks of
-            // an aborted subtransaction too.
-            let mut undo = Vec::new();
             let mut garbage = Garbage::default();
-            for mut e in entries {
-                while e.newest.sub >= sub {
-                    let Some(prev) = e.older.pop() else { break };
-                    free_private(engine, std::mem::replace(&mut e.newest, prev).data);
-                }
-                if e.newest.sub >= sub {
-                    undo.push(e);
-                } else {
-                    self.push_entry(e);
+            for chunk in chunks {
+                for mut e in chunk {
+                    while e.newest.sub >= sub {
+                        let Some(prev) = e.older.pop() else { break };
+                        free_private(engine, std::mem::replace(&mut e.newest, prev).data);
+                    }
+                    if e.newest.sub >= sub {
+                        self.discard_entry(e, g, &mut garbage);
+                    } else {
+                        self.push_entry(e);
+                    }
                 }
             }
-            for e in undo {
-                self.discard_entry(e, g, &mut garbage);
-            }
+            // After the writes are undone: PostgreSQL releases the row locks of an
+            // aborted subtransaction too.
             self.release_row_locks(g, sub);
             garbage.retire(engine, g);
         });
@@ -1889,7 +1901,7 @@ impl TxnHandle {
     /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
     /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
     /// waits with [`TxnHandle::wait_row`] and tries again.
-    pub fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> RowLock {
+    pub fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
         let _s = scope::enter();
         self.txn().lock_row(t, rowid, sub)
     }

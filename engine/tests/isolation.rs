@@ -125,7 +125,8 @@ fn bank(iso: Isolation, oid: u32) {
                             // PostgreSQL-style: lock, then write the newest versions.
                             // In row-id order: this test has no deadlock detection.
                             for r in [ra.min(rb), ra.max(rb)] {
-                                while let RowLock::Busy { holder } = txn.lock_row(&t, r, 1) {
+                                while let RowLock::Busy { holder } = txn.lock_row(&t, r, 1).unwrap()
+                                {
                                     txn.wait_row(
                                         &t,
                                         r,

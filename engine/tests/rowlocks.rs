@@ -40,7 +40,7 @@ fn lock(
 ) -> std::result::Result<u64, ()> {
     let start = Instant::now();
     loop {
-        match txn.lock_row(t, rowid, sub) {
+        match txn.lock_row(t, rowid, sub).unwrap() {
             RowLock::Locked { tid, .. } => {
                 txn.stop_waiting();
                 return Ok(tid);
@@ -151,27 +151,30 @@ fn savepoint_rollback_releases_its_row_locks() {
     t1.update(&t, r, tid, &pack(&t, 5), Stmt { cid: 1, sub: 2 })
         .unwrap();
     let mut t2 = e.begin();
-    assert!(matches!(t2.lock_row(&t, r, 1), RowLock::Busy { .. }));
+    assert!(matches!(
+        t2.lock_row(&t, r, 1).unwrap(),
+        RowLock::Busy { .. }
+    ));
     t1.rollback_to(2);
     assert!(matches!(
-        t2.lock_row(&t, r, 1),
+        t2.lock_row(&t, r, 1).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     // A lock taken and given back leaves the row free.
     t2.unlock_row(&t, r);
     assert!(matches!(
-        t1.lock_row(&t, r, 1),
+        t1.lock_row(&t, r, 1).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     t1.commit().unwrap();
     assert!(matches!(
-        t2.lock_row(&t, r, 1),
+        t2.lock_row(&t, r, 1).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     t2.abort();
     let mut t3 = e.begin();
     assert!(matches!(
-        t3.lock_row(&t, r, 1),
+        t3.lock_row(&t, r, 1).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
 }

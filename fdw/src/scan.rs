@@ -6,7 +6,7 @@
 //! Rows are copied out of the engine in batches into backend memory, so no engine pin
 //! is held while PostgreSQL runs.
 
-use crate::errors;
+use crate::errors::{self, OrRaise};
 use crate::index_paths::{CondKind, IndexChoice};
 use crate::shmem::engine;
 use crate::types::{self, Codec};
@@ -466,7 +466,7 @@ fn lock_row_waiting(
     xact::ensure_holder_lock();
     let mut spins = 0u32;
     loop {
-        match xact::with_txn(|t| t.lock_row(table, rowid, sub)) {
+        match xact::with_txn(|t| t.lock_row(table, rowid, sub)).or_raise() {
             RowLock::Locked { tid, fresh } => return Some((tid, fresh)),
             RowLock::Gone => return None,
             RowLock::Busy { holder } => {

@@ -67,6 +67,23 @@ fn memory_limit_refuses_cleanly_and_freed_space_is_reused() {
         &[&(committed as i32 * 9 / 10)],
     )
     .unwrap();
+    // One statement far larger than the engine: refused, and rolled back without
+    // needing memory (its write set is freed chunk by chunk); the server stays up.
+    s.batch_execute(
+        "DROP FOREIGN TABLE big2; CREATE FOREIGN TABLE big3 (id int, pad text) SERVER memfdw",
+    )
+    .unwrap();
+    let e = s
+        .batch_execute(
+            "INSERT INTO big3 SELECT g, repeat('z', 50) FROM generate_series(1, 3000000) g",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
+    let n: i64 = s
+        .query_one("SELECT count(*) FROM big3", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
 }
 
 #[test]
