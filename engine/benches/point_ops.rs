@@ -42,6 +42,7 @@ fn engine() -> &'static Engine {
             None,
         ));
         let def = TableDef {
+            database: 0,
             name: "bench".into(),
             columns: vec![
                 ColumnDef::new("id", ColumnType::Int8, false),

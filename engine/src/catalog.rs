@@ -102,6 +102,9 @@ impl ColumnDef {
 pub struct TableDef {
     pub name: String,
     pub columns: Vec<ColumnDef>,
+    /// OID of the PostgreSQL database the table belongs to (0: unknown): a DROP
+    /// DATABASE drops the engine tables of that database.
+    pub database: u32,
 }
 
 impl TableDef {
@@ -160,6 +163,7 @@ mod tests {
 
     fn def(cols: Vec<ColumnDef>) -> TableDef {
         TableDef {
+            database: 0,
             name: "t".into(),
             columns: cols,
         }

@@ -192,6 +192,7 @@ mod tests {
             Jsonb,
         ];
         TableDef {
+            database: 0,
             name: "all".into(),
             columns: tys
                 .iter()

@@ -24,6 +24,7 @@ fn engine() -> &'static Engine {
 /// t(k int4 null, v int8 null, s text null)
 fn def() -> TableDef {
     TableDef {
+        database: 0,
         name: "t".into(),
         columns: vec![
             ColumnDef::new("k", ColumnType::Int4, true),

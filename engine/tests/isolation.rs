@@ -25,6 +25,7 @@ fn setup(e: &'static Engine, oid: u32, n: i32, bal: i64) -> TableHandle {
     e.create_table(
         oid,
         TableDef {
+            database: 0,
             name: "acct".into(),
             columns: vec![
                 ColumnDef::new("id", ColumnType::Int4, false),

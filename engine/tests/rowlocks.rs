@@ -18,6 +18,7 @@ fn engine() -> &'static Engine {
 
 fn def() -> TableDef {
     TableDef {
+        database: 0,
         name: "c".into(),
         columns: vec![ColumnDef::new("n", ColumnType::Int8, false)],
     }

@@ -58,6 +58,7 @@ unsafe extern "C-unwind" fn process_utility(
         let mut pstmt = pstmt;
         let stmt = (*pstmt).utilityStmt;
         let mut keys = Vec::new();
+        let mut dropped_db = pg_sys::InvalidOid;
         if preloaded() {
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_AlterTableStmt => {
@@ -79,6 +80,10 @@ unsafe extern "C-unwind" fn process_utility(
                         }
                         Some(_) => {}
                     }
+                }
+                pg_sys::NodeTag::T_DropdbStmt => {
+                    let name = (*(stmt as *mut pg_sys::DropdbStmt)).dbname;
+                    dropped_db = pg_sys::get_database_oid(name, true);
                 }
                 pg_sys::NodeTag::T_CreateForeignTableStmt => {
                     let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
@@ -123,12 +128,28 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        if dropped_db != pg_sys::InvalidOid {
+            // DROP DATABASE removed the database without dropping its objects one by
+            // one (no OAT_DROP for them): its memory tables go now. It cannot run in a
+            // transaction block, so it has committed.
+            drop_database_tables(dropped_db);
+        }
         if created && !existed {
             if let Some(relid) =
                 after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt)
             {
                 index_ddl::create_keys(relid, keys);
             }
+        }
+    }
+}
+
+/// Drops the engine tables of database `db`.
+fn drop_database_tables(db: pg_sys::Oid) {
+    let e = engine();
+    for oid in e.table_oids() {
+        if e.table(oid).is_some_and(|t| t.def.database == db.to_u32()) {
+            e.drop_table(oid).or_raise();
         }
     }
 }

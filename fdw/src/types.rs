@@ -129,6 +129,8 @@ pub unsafe fn table_def(rel: pg_sys::Relation) -> Result<TableDef, Error> {
     Ok(TableDef {
         name: relation_name(relid),
         columns,
+        // SAFETY: this backend's database, set at connection.
+        database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
     })
 }
 

@@ -384,3 +384,40 @@ fn copy_from_and_truncate_work_transactionally() {
         .get(0);
     assert_eq!(rows, 0);
 }
+
+#[test]
+fn drop_database_drops_its_memory_tables() {
+    let (c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE here (id int PRIMARY KEY) SERVER memfdw; INSERT INTO here VALUES (1)",
+    )
+    .unwrap();
+    s.batch_execute("CREATE DATABASE other").unwrap();
+    let mut o = postgres::Client::connect(
+        &c.conn_str().replace("dbname=postgres", "dbname=other"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    o.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE FOREIGN TABLE there (id int PRIMARY KEY, pad text) SERVER memfdw; \
+         INSERT INTO there SELECT g, repeat('x', 200) FROM generate_series(1, 50000) g",
+    )
+    .unwrap();
+    drop(o);
+    assert_eq!(count(&mut s, "SELECT count(*) FROM memfdw.tables()"), 2);
+    let before: i64 = s
+        .query_one("SELECT in_use_bytes FROM memfdw.memory()", &[])
+        .unwrap()
+        .get(0);
+    s.batch_execute("DROP DATABASE other").unwrap();
+    assert_eq!(count(&mut s, "SELECT count(*) FROM memfdw.tables()"), 1);
+    assert_eq!(count(&mut s, "SELECT count(*) FROM here"), 1);
+    let after: i64 = s
+        .query_one("SELECT in_use_bytes FROM memfdw.memory()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        after < before - 10_000_000,
+        "memory not freed: {before} -> {after}"
+    );
+}

@@ -60,7 +60,8 @@ pub enum CheckpointError {
 fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    // Format 2: CREATE TABLE records carry the database.
+    h[8..12].copy_from_slice(&2u32.to_le_bytes());
     h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
     let crc = crc32fast::hash(&h[..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());

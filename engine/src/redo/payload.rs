@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! commit:       1 | tid u64 | count u32 | { table u32 | rowid u64 | kind u8 (0 row, 1 delete) | [len u32 | bytes] }*
-//! create table: 2 | oid u32 | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
+//! create table: 2 | oid u32 | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }* | database u32
 //! drop table:   3 | oid u32
 //! rows:         4 | table u32 | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
 //! create index: 5 | table u32 | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
@@ -136,6 +136,7 @@ impl LogRecord {
                     out.extend_from_slice(&p.to_le_bytes());
                     out.push(c.nullable as u8);
                 }
+                out.extend_from_slice(&def.database.to_le_bytes());
             }
             LogRecord::DropTable { oid } => {
                 out.push(3);
@@ -216,7 +217,11 @@ impl LogRecord {
                 }
                 LogRecord::CreateTable {
                     oid,
-                    def: TableDef { name, columns },
+                    def: TableDef {
+                        name,
+                        columns,
+                        database: r.u32()?,
+                    },
                 }
             }
             3 => LogRecord::DropTable { oid: r.u32()? },
@@ -355,6 +360,7 @@ mod tests {
             LogRecord::CreateTable {
                 oid: 16384,
                 def: TableDef {
+                    database: 16384,
                     name: "accounts".into(),
                     columns: vec![
                         ColumnDef::new("id", ColumnType::Int4, false),

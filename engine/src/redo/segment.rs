@@ -24,7 +24,8 @@ use std::io;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"MEMFDWLG";
-const VERSION: u32 = 1;
+/// 2: CREATE TABLE records carry the database; index DDL records.
+const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.

@@ -42,6 +42,7 @@ pub struct PlannedTxn {
 
 pub fn table_def() -> TableDef {
     TableDef {
+        database: 0,
         name: "stress".into(),
         columns: vec![
             ColumnDef::new("worker", ColumnType::Int4, false),
