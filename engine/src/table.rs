@@ -93,6 +93,15 @@ impl Table {
         out
     }
 
+    /// The column types of index `id`'s key, in key order, if the table has it.
+    pub fn index_key_types(&self, id: u32) -> Option<Vec<crate::catalog::ColumnType>> {
+        let _s = crate::scope::enter();
+        let list = self.indexes();
+        let i = list.iter().find(|i| i.def.id == id)?;
+        let types = crate::scope::outside(|| i.types.clone());
+        Some(types)
+    }
+
     /// Number of entries of index `id`, if the table has it.
     pub fn index_entries(&self, id: u32) -> Option<usize> {
         let _s = crate::scope::enter();

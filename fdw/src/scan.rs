@@ -518,18 +518,14 @@ unsafe fn build_ranges(
 ) -> Vec<IndexScan> {
     // SAFETY: forwarded contract.
     unsafe {
-        let Some(def) = table
-            .index_defs()
-            .into_iter()
-            .find(|d| d.id == choice.index_id)
-        else {
+        let Some(key_types) = table.index_key_types(choice.index_id) else {
             // Dropped: the iterator reports it.
             return vec![IndexScan::new(choice.index_id, &[], None, choice.reverse)];
         };
         let mut old =
             pgrx::PgMemoryContexts::For((*econtext).ecxt_per_tuple_memory).set_as_current();
         let mut scratch = [0u8; 16];
-        let ty_of = |col: usize| table.def.columns[def.columns[col] as usize].ty;
+        let ty_of = |col: usize| key_types[col];
         let mut encode = |col: usize, d: pg_sys::Datum| -> Vec<u8> {
             let ty = ty_of(col);
             let b = types::datum_bytes(Codec::of(ty), d, &mut scratch);
