@@ -1,7 +1,9 @@
 //! Engine point operations on a 1M-row table, with the engine in a shared arena behind
 //! the routing allocator (as inside PostgreSQL):
 //! * point lookup: begin, read one row by row id, commit;
-//! * single-row update: begin, read, update, commit.
+//! * single-row update: begin, read, update, commit;
+//! * index point get: begin, look the row up by its key in a unique index, commit;
+//! * index range: begin, read 100 consecutive keys through the index, commit.
 //!
 //! Each is measured with one and with two threads (throughput over both).
 
@@ -17,6 +19,7 @@ static ALLOC: RoutingAllocator = RoutingAllocator;
 
 const ROWS: u64 = 1_000_000;
 const OID: u32 = 1;
+const IDX: u32 = 1;
 
 fn engine() -> &'static Engine {
     static E: OnceLock<&'static Engine> = OnceLock::new();
@@ -68,8 +71,48 @@ fn engine() -> &'static Engine {
             }
             txn.commit().unwrap();
         }
+        let mut txn = e.begin();
+        txn.create_index(
+            &t,
+            IndexDef {
+                id: IDX,
+                name: "bench_pkey".into(),
+                columns: vec![0],
+                unique: true,
+                primary: true,
+            },
+        )
+        .unwrap();
+        txn.commit().unwrap();
         e
     })
+}
+
+fn key(id: i64) -> Vec<u8> {
+    let mut k = Vec::new();
+    keys::encode_value(ColumnType::Int8, Some(&id.to_le_bytes()), &mut k).unwrap();
+    k
+}
+
+fn index_get(e: &'static Engine, t: &TableHandle, rowid: u64, _buf: &mut Vec<u8>) {
+    let mut txn = e.begin();
+    let mut scan = IndexScan::new(IDX, &key(rowid as i64 - 1), None, false);
+    scan.unique_point = true;
+    let mut batch = RowBatch::new();
+    txn.index_scan(t, &mut scan, 1, &mut batch, 1).unwrap();
+    assert_eq!(batch.len(), 1);
+    txn.commit().unwrap();
+}
+
+fn index_range100(e: &'static Engine, t: &TableHandle, rowid: u64, _buf: &mut Vec<u8>) {
+    let first = (rowid as i64 - 1).min(ROWS as i64 - 100);
+    let mut txn = e.begin();
+    let range = (Some((key(first), true)), Some((key(first + 100), false)));
+    let mut scan = IndexScan::new(IDX, &[], Some(range), false);
+    let mut batch = RowBatch::new();
+    txn.index_scan(t, &mut scan, 1, &mut batch, 128).unwrap();
+    assert_eq!(batch.len(), 100);
+    txn.commit().unwrap();
 }
 
 fn lookup(e: &'static Engine, t: &TableHandle, rowid: u64, buf: &mut Vec<u8>) {
@@ -137,6 +180,12 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("update_txn/{threads}_threads"), |b| {
             b.iter_custom(|iters| run_threads(threads, iters.max(threads), update))
+        });
+        g.bench_function(format!("index_get_txn/{threads}_threads"), |b| {
+            b.iter_custom(|iters| run_threads(threads, iters.max(threads), index_get))
+        });
+        g.bench_function(format!("index_range100_txn/{threads}_threads"), |b| {
+            b.iter_custom(|iters| run_threads(threads, iters.max(threads), index_range100))
         });
     }
     g.finish();

@@ -643,6 +643,15 @@ impl Txn {
         let mut changed = false;
         let mut need = 0;
         for index in idx.iter() {
+            // Same column bytes, same key: most updates leave keys alone.
+            let same = index
+                .def
+                .columns
+                .iter()
+                .all(|&c| t.layout.get(new, c as usize) == t.layout.get(prev, c as usize));
+            if same {
+                continue;
+            }
             let null = index.key_of(&t.layout, new, &mut kn)?;
             index.key_of(&t.layout, prev, &mut kp)?;
             if kn == kp {
@@ -1147,6 +1156,18 @@ impl Txn {
         }
         // An unpublished index is dropped here: nobody else saw it.
         drop(index);
+        if result.is_ok() {
+            // This transaction's pending updates of the table may give their rows
+            // another key in the new index than the committed one: commit must look.
+            let tk = Self::key(t, 0).0;
+            let own: Vec<(usize, u64)> = self
+                .pending
+                .range((tk, 0)..=(tk, u64::MAX))
+                .filter(|(_, &i)| self.entries.get(i).origin != Origin::Inserted)
+                .map(|(&k, _)| k)
+                .collect();
+            self.rekeyed.extend(own);
+        }
         result
     }
 
@@ -1191,6 +1212,10 @@ impl Txn {
         }
         let engine = self.engine;
         if self.entries.is_empty() {
+            if self.iso == Isolation::ReadCommitted && self.row_locks.is_empty() {
+                self.active = false;
+                return Ok(0);
+            }
             let valid = epoch::with_guard(&engine.collector, |g| {
                 let v = self.validate_reads(g);
                 self.release_row_locks(g, 0);
@@ -1236,6 +1261,15 @@ impl Txn {
         }
     }
 
+    /// Can entry `e` change index keys at commit? Not a pre-existing row whose every
+    /// update kept its keys (such rows are never in `rekeyed`).
+    fn may_rekey(&self, e: &WriteEntry) -> bool {
+        e.origin == Origin::Inserted
+            || self
+                .rekeyed
+                .contains(&(Arc::as_ptr(&self.tables[e.table]) as usize, e.rowid))
+    }
+
     /// Unique-key stripes of every unique key of every row version this commit
     /// writes, sorted and without repeats.
     fn key_stripes(&self, idx: &[Arc<[Arc<KeyIndex>]>]) -> Result<Vec<usize>> {
@@ -1243,7 +1277,7 @@ impl Txn {
         let mut key = Vec::new();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
-            if e.newest.data.is_null() {
+            if e.newest.data.is_null() || !self.may_rekey(e) {
                 continue;
             }
             let table = &self.tables[e.table];
@@ -1283,7 +1317,10 @@ impl Txn {
         let (mut kf, mut kb, mut ko) = (Vec::new(), Vec::new(), Vec::new());
         for &i in self.pending.values() {
             let e = self.entries.get(i);
-            if e.newest.data.is_null() || !idx[e.table].iter().any(|x| x.def.unique) {
+            if e.newest.data.is_null()
+                || !idx[e.table].iter().any(|x| x.def.unique)
+                || !self.may_rekey(e)
+            {
                 continue;
             }
             let table = &self.tables[e.table];
@@ -1423,7 +1460,8 @@ impl Txn {
             let indexes = &idx[e.table];
             let plain_insert =
                 e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
-            if indexes.is_empty() || plain_insert {
+            let keeps_keys = !e.newest.data.is_null() && !self.may_rekey(e);
+            if indexes.is_empty() || plain_insert || keeps_keys {
                 continue;
             }
             let table = &self.tables[e.table];

@@ -549,3 +549,44 @@ fn replay_rebuilds_indexes_and_their_drops() {
     // New index ids do not collide with replayed ones.
     assert!(b.next_index_id() > 51);
 }
+
+#[test]
+fn an_index_built_after_own_updates_gets_their_new_keys_at_commit() {
+    let e = engine();
+    e.create_table(7, def()).unwrap();
+    let t = e.table(7).unwrap();
+    let mut txn = e.begin();
+    let r = txn
+        .insert(&t, &row(&t, Some(1), Some(10)), Stmt { cid: 1, sub: 1 })
+        .unwrap();
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    let mut buf = Vec::new();
+    let tid = txn.get(&t, r, 1, &mut buf).unwrap();
+    txn.update(
+        &t,
+        r,
+        tid,
+        &row(&t, Some(1), Some(20)),
+        Stmt { cid: 1, sub: 1 },
+    )
+    .unwrap();
+    txn.create_index(&t, index(70, "late_v", vec![1], false))
+        .unwrap();
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    let v = |n: i64| {
+        let mut k = Vec::new();
+        encode_value(ColumnType::Int8, Some(&n.to_le_bytes()), &mut k).unwrap();
+        k
+    };
+    assert_eq!(
+        collect(&mut txn, &t, IndexScan::new(70, &v(20), None, false), 1).len(),
+        1
+    );
+    assert_eq!(
+        collect(&mut txn, &t, IndexScan::new(70, &v(10), None, false), 1).len(),
+        0
+    );
+    assert_eq!(t.index_entries(70), Some(1));
+}

@@ -317,6 +317,15 @@ fn build(
         }
         None => choose_name(&table_name, columns, label, nsp),
     };
+    // The first unique index built on an empty table without a primary key becomes
+    // its primary key (DESIGN.md §3); the key columns must then be NOT NULL.
+    let primary = primary
+        || (unique
+            && !table.index_defs().iter().any(|d| d.primary)
+            && table.stats().rows == 0
+            && positions
+                .iter()
+                .all(|&p| !table.def.columns[p as usize].nullable));
     let def = IndexDef {
         id: e.next_index_id(),
         name,
