@@ -140,6 +140,18 @@ impl KeyIndex {
         Ok(null)
     }
 
+    /// Does `row` have key `key` in this index? (`buf` is scratch space.)
+    pub fn key_is(
+        &self,
+        layout: &crate::row::RowLayout,
+        row: &[u8],
+        key: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> crate::error::Result<bool> {
+        self.key_of(layout, row, buf)?;
+        Ok(buf[..] == *key)
+    }
+
     fn entry(key: &[u8], rowid: u64) -> Box<[u8]> {
         let mut v = Vec::with_capacity(key.len() + ROWID_SUFFIX);
         v.extend_from_slice(key);

@@ -716,20 +716,12 @@ impl Txn {
                     }
                 }
             };
-            if let Some(d) = data {
-                match index.key_of(&t.layout, d, &mut buf) {
-                    Ok(_) if buf == key => {
-                        found = true;
-                        return false;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        err = Some(e);
-                        return false;
-                    }
-                }
+            match data.map(|d| index.key_is(&t.layout, d, key, &mut buf)) {
+                Some(Ok(true)) => found = true,
+                Some(Err(e)) => err = Some(e),
+                _ => return true,
             }
-            true
+            false
         });
         if let Some(e) = err {
             return Err(e);
@@ -1359,20 +1351,13 @@ impl Txn {
                         res = Err(Error::Conflict(AbortReason::UniqueKeyBusy));
                         return false;
                     };
-                    if let (false, Some(d)) = (s.absent(), s.data) {
-                        match index.key_of(&table.layout, d, &mut ko) {
-                            Ok(_) if ko == kf => {
-                                res = Err(unique_violation(index, table, fin));
-                                return false;
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                res = Err(e);
-                                return false;
-                            }
-                        }
+                    let data = (!s.absent()).then_some(s.data).flatten();
+                    match data.map(|d| index.key_is(&table.layout, d, &kf, &mut ko)) {
+                        Some(Ok(true)) => res = Err(unique_violation(index, table, fin)),
+                        Some(Err(e)) => res = Err(e),
+                        _ => return true,
                     }
-                    true
+                    false
                 });
                 res?;
             }

@@ -345,7 +345,7 @@ fn processes_racing_for_unique_keys_one_wins_each() {
     }));
     let rows = scan_all(engine, 31);
     let mut per_key = BTreeMap::new();
-    for ((_, k), _) in &rows {
+    for (_, k) in rows.keys() {
         *per_key.entry(*k).or_insert(0) += 1;
     }
     assert!(

@@ -4,22 +4,11 @@
 
 mod common;
 
-use common::Rng;
+use common::{engine, Forward, Recorder, Rng};
 use memfdw_engine::keys::encode_value;
-use memfdw_engine::redo::payload::LogRecord;
-use memfdw_engine::redo::{Appended, RedoSink};
 use memfdw_engine::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier, Mutex};
-
-fn engine() -> &'static Engine {
-    Box::leak(Engine::new(
-        EngineConfig {
-            memory_limit: 1 << 30,
-        },
-        None,
-    ))
-}
 
 /// t(k int4 null, v int8 null, s text null)
 fn def() -> TableDef {
@@ -469,34 +458,6 @@ fn building_on_populated_tables_and_duplicates_leave_no_index() {
     assert_eq!(err.unwrap_err().sqlstate(), "42704");
 }
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Vec<u8>>>);
-
-impl RedoSink for Recorder {
-    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
-        let mut v = self.0.lock().unwrap();
-        v.push(payload.to_vec());
-        Ok(Appended {
-            end: v.len() as u64,
-            phase: 0,
-        })
-    }
-    fn make_durable(&self, _upto: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Forward(&'static Recorder);
-
-impl RedoSink for Forward {
-    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
-        self.0.append(payload)
-    }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
-        self.0.make_durable(upto)
-    }
-}
-
 #[test]
 fn replay_rebuilds_indexes_and_their_drops() {
     let log: &'static Recorder = Box::leak(Box::default());
@@ -535,8 +496,8 @@ fn replay_rebuilds_indexes_and_their_drops() {
     }
     assert!(a.drop_index(6, 51).unwrap());
     let b: &'static Engine = engine();
-    for payload in log.0.lock().unwrap().iter() {
-        b.replay(&LogRecord::decode(payload).unwrap()).unwrap();
+    for rec in log.0.lock().unwrap().iter() {
+        b.replay(rec).unwrap();
     }
     let tb = b.table(6).unwrap();
     let defs: Vec<_> = tb.index_defs().into_iter().map(|d| d.name).collect();

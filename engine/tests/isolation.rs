@@ -5,20 +5,11 @@
 
 mod common;
 
-use common::Rng;
+use common::{engine, Rng};
 use memfdw_engine::txn::Isolation;
 use memfdw_engine::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-
-fn engine() -> &'static Engine {
-    Box::leak(Engine::new(
-        EngineConfig {
-            memory_limit: 1 << 30,
-        },
-        None,
-    ))
-}
 
 /// acct(id int4, bal int8) with a unique index on id.
 fn setup(e: &'static Engine, oid: u32, n: i32, bal: i64) -> TableHandle {
@@ -122,9 +113,9 @@ fn bank(iso: Isolation, oid: u32) {
                     let res = (|| -> Result<()> {
                         let (ra, ta, ba) = read(&mut txn, &t, oid, a)?.unwrap();
                         let (rb, tb, bb) = read(&mut txn, &t, oid, b)?.unwrap();
-                        if iso == Isolation::ReadCommitted {
-                            // PostgreSQL-style: lock, then write the newest versions.
-                            // In row-id order: this test has no deadlock detection.
+                        let ((ta, ba), (tb, bb)) = if iso == Isolation::ReadCommitted {
+                            // PostgreSQL-style: lock (in row-id order: this test has no
+                            // deadlock detection), then write the newest versions.
                             for r in [ra.min(rb), ra.max(rb)] {
                                 while let RowLock::Busy { holder } = txn.lock_row(&t, r, 1).unwrap()
                                 {
@@ -137,40 +128,17 @@ fn bank(iso: Isolation, oid: u32) {
                                 }
                             }
                             let mut buf = Vec::new();
-                            let ta = txn.get(&t, ra, 1, &mut buf).unwrap();
-                            let ba = bal(&t, &buf);
-                            let tb = txn.get(&t, rb, 1, &mut buf).unwrap();
-                            let bb = bal(&t, &buf);
-                            txn.update(
-                                &t,
-                                ra,
-                                ta,
-                                &row(&t, a, ba - amount),
-                                Stmt { cid: 2, sub: 1 },
-                            )?;
-                            txn.update(
-                                &t,
-                                rb,
-                                tb,
-                                &row(&t, b, bb + amount),
-                                Stmt { cid: 2, sub: 1 },
-                            )?;
+                            let mut newest = |r| {
+                                let tid = txn.get(&t, r, 1, &mut buf).unwrap();
+                                (tid, bal(&t, &buf))
+                            };
+                            (newest(ra), newest(rb))
                         } else {
-                            txn.update(
-                                &t,
-                                ra,
-                                ta,
-                                &row(&t, a, ba - amount),
-                                Stmt { cid: 2, sub: 1 },
-                            )?;
-                            txn.update(
-                                &t,
-                                rb,
-                                tb,
-                                &row(&t, b, bb + amount),
-                                Stmt { cid: 2, sub: 1 },
-                            )?;
-                        }
+                            ((ta, ba), (tb, bb))
+                        };
+                        let s2 = Stmt { cid: 2, sub: 1 };
+                        txn.update(&t, ra, ta, &row(&t, a, ba - amount), s2)?;
+                        txn.update(&t, rb, tb, &row(&t, b, bb + amount), s2)?;
                         txn.commit()?;
                         Ok(())
                     })();

@@ -7,37 +7,7 @@ mod common;
 
 use common::*;
 use memfdw_engine::redo::payload::{LogRecord, RowImage};
-use memfdw_engine::redo::{Appended, RedoSink};
 use memfdw_engine::*;
-use std::sync::Mutex;
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<LogRecord>>);
-
-impl RedoSink for Recorder {
-    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
-        let mut v = self.0.lock().unwrap();
-        v.push(LogRecord::decode(payload).expect("the engine encodes valid records"));
-        Ok(Appended {
-            end: v.len() as u64,
-            phase: 0,
-        })
-    }
-    fn make_durable(&self, _upto: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Forward(&'static Recorder);
-
-impl RedoSink for Forward {
-    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
-        self.0.append(payload)
-    }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
-        self.0.make_durable(upto)
-    }
-}
 
 fn config() -> EngineConfig {
     EngineConfig {

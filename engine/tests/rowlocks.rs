@@ -3,18 +3,11 @@
 
 mod common;
 
+use common::engine;
+
 use memfdw_engine::*;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-
-fn engine() -> &'static Engine {
-    Box::leak(Engine::new(
-        EngineConfig {
-            memory_limit: 1 << 30,
-        },
-        None,
-    ))
-}
 
 fn def() -> TableDef {
     TableDef {

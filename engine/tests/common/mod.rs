@@ -5,8 +5,51 @@
 
 #![allow(dead_code)]
 
+use memfdw_engine::redo::payload::LogRecord;
+use memfdw_engine::redo::{Appended, RedoSink};
 use memfdw_engine::*;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// An engine without arena and without redo log (threads only), leaked.
+pub fn engine() -> &'static Engine {
+    Box::leak(Engine::new(
+        EngineConfig {
+            memory_limit: 1 << 30,
+        },
+        None,
+    ))
+}
+
+/// A redo sink that keeps every record the engine appends (decoded).
+#[derive(Default)]
+pub struct Recorder(pub Mutex<Vec<LogRecord>>);
+
+impl RedoSink for Recorder {
+    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
+        let mut v = self.0.lock().unwrap();
+        v.push(LogRecord::decode(payload).expect("the engine encodes valid records"));
+        Ok(Appended {
+            end: v.len() as u64,
+            phase: 0,
+        })
+    }
+    fn make_durable(&self, _upto: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink forwarding to a leaked [`Recorder`] (engines take boxed sinks).
+pub struct Forward(pub &'static Recorder);
+
+impl RedoSink for Forward {
+    fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
+        self.0.append(payload)
+    }
+    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
+        self.0.make_durable(upto)
+    }
+}
 
 pub struct Rng(u64);
 
