@@ -101,7 +101,7 @@ pub const ROWID_SUFFIX: usize = 8;
 pub struct KeyIndex {
     pub def: IndexDef,
     pub(crate) types: Vec<crate::catalog::ColumnType>,
-    list: SkipList<Box<[u8]>, RecordPtr>,
+    list: SkipList<IndexKey, RecordPtr>,
 }
 
 impl KeyIndex {
@@ -152,11 +152,19 @@ impl KeyIndex {
         Ok(buf[..] == *key)
     }
 
-    fn entry(key: &[u8], rowid: u64) -> Box<[u8]> {
-        let mut v = Vec::with_capacity(key.len() + ROWID_SUFFIX);
-        v.extend_from_slice(key);
-        v.extend_from_slice(&rowid.to_be_bytes());
-        v.into_boxed_slice()
+    fn entry(key: &[u8], rowid: u64) -> IndexKey {
+        let mut stack = [0u8; 64];
+        let n = key.len() + ROWID_SUFFIX;
+        if n <= stack.len() {
+            stack[..key.len()].copy_from_slice(key);
+            stack[key.len()..n].copy_from_slice(&rowid.to_be_bytes());
+            IndexKey::new(&stack[..n])
+        } else {
+            let mut v = Vec::with_capacity(n);
+            v.extend_from_slice(key);
+            v.extend_from_slice(&rowid.to_be_bytes());
+            IndexKey::new(&v)
+        }
     }
 
     /// Links entry (`key`, `rowid`) -> `rec` unless it exists.
@@ -169,7 +177,7 @@ impl KeyIndex {
     /// Unlinks entry (`key`, `rowid`), if present.
     pub fn remove(&self, key: &[u8], rowid: u64, guard: &Guard) {
         let e = Self::entry(key, rowid);
-        if let Some(r) = self.list.remove(&e[..], guard) {
+        if let Some(r) = self.list.remove(&e, guard) {
             r.release(guard);
         }
     }
@@ -185,11 +193,20 @@ impl KeyIndex {
         guard: &Guard,
         mut f: impl FnMut(&[u8], u64, RecordPtr) -> bool,
     ) {
-        let mut visit = |k: &[u8], v: RecordPtr| {
+        let (mut stack, mut heap) = ([0u8; 64], Vec::new());
+        let mut visit = |k: &IndexKey, v: RecordPtr| {
+            let k = k.bytes(&mut stack, &mut heap);
             let (key, rid) = k.split_at(k.len() - ROWID_SUFFIX);
             f(key, u64::from_be_bytes(rid.try_into().expect("suffix")), v)
         };
-        let range = self.list.range::<[u8], _>((lower, upper), guard);
+        let bound = |b: Bound<&[u8]>| match b {
+            Bound::Included(x) => Bound::Included(IndexKey::new(x)),
+            Bound::Excluded(x) => Bound::Excluded(IndexKey::new(x)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let range = self
+            .list
+            .range::<IndexKey, _>((bound(lower), bound(upper)), guard);
         if reverse {
             for e in range.rev() {
                 if !visit(e.key(), *e.value()) {
@@ -211,6 +228,80 @@ impl KeyIndex {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+/// Bytes of an index entry kept inline in the skip-list node.
+const HEAD: usize = 24;
+
+/// An index entry's bytes, the first [`HEAD`] inline (as big-endian words, so that
+/// comparing words compares bytes) and the rest boxed. A point lookup compares keys
+/// without leaving the nodes it walks (no pointer to follow for short keys), and
+/// short entries need no allocation of their own.
+///
+/// Order = byte-string order: heads compare as zero-padded bytes; with equal heads the
+/// tails (bytes past the head) compare, then the lengths (equal heads and empty tails
+/// mean one string is the other plus zero padding).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct IndexKey {
+    head: [u64; HEAD / 8],
+    len: u32,
+    tail: Option<Box<[u8]>>,
+}
+
+impl IndexKey {
+    pub(crate) fn new(bytes: &[u8]) -> IndexKey {
+        let mut padded = [0u8; HEAD];
+        let n = bytes.len().min(HEAD);
+        padded[..n].copy_from_slice(&bytes[..n]);
+        let mut head = [0u64; HEAD / 8];
+        for (i, w) in head.iter_mut().enumerate() {
+            *w = u64::from_be_bytes(padded[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        }
+        IndexKey {
+            head,
+            len: bytes.len() as u32,
+            tail: (bytes.len() > HEAD).then(|| bytes[HEAD..].into()),
+        }
+    }
+
+    fn tail(&self) -> &[u8] {
+        self.tail.as_deref().unwrap_or(&[])
+    }
+
+    /// The bytes, in `stack` when they fit, else in `heap`.
+    fn bytes<'a>(&self, stack: &'a mut [u8; 64], heap: &'a mut Vec<u8>) -> &'a [u8] {
+        let len = self.len as usize;
+        let mut padded = [0u8; HEAD];
+        for (i, w) in self.head.iter().enumerate() {
+            padded[i * 8..i * 8 + 8].copy_from_slice(&w.to_be_bytes());
+        }
+        if len <= stack.len() {
+            let n = len.min(HEAD);
+            stack[..n].copy_from_slice(&padded[..n]);
+            stack[n..len].copy_from_slice(self.tail());
+            &stack[..len]
+        } else {
+            heap.clear();
+            heap.extend_from_slice(&padded);
+            heap.extend_from_slice(self.tail());
+            heap
+        }
+    }
+}
+
+impl Ord for IndexKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&o.head)
+            .then_with(|| self.tail().cmp(o.tail()))
+            .then_with(|| self.len.cmp(&o.len))
+    }
+}
+
+impl PartialOrd for IndexKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
     }
 }
 
@@ -257,5 +348,39 @@ impl IndexDef {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexKey;
+    use proptest::prelude::*;
+
+    fn bytes(k: &IndexKey) -> Vec<u8> {
+        let (mut stack, mut heap) = ([0u8; 64], Vec::new());
+        k.bytes(&mut stack, &mut heap).to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn index_keys_order_like_their_bytes(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), any::<u8>()], 0..80),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), any::<u8>()], 0..80),
+        ) {
+            let (ka, kb) = (IndexKey::new(&a), IndexKey::new(&b));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(ka == kb, a == b);
+            prop_assert_eq!(bytes(&ka), a);
+        }
+
+        #[test]
+        fn shared_prefixes_and_zero_padding(p in proptest::collection::vec(any::<u8>(), 0..40), n in 0usize..30, m in 0usize..30) {
+            // Strings that differ only by trailing zeros are the hard case.
+            let mut a = p.clone();
+            a.extend(std::iter::repeat_n(0u8, n));
+            let mut b = p;
+            b.extend(std::iter::repeat_n(0u8, m));
+            prop_assert_eq!(IndexKey::new(&a).cmp(&IndexKey::new(&b)), a.cmp(&b));
+        }
     }
 }
