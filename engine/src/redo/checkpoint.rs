@@ -196,8 +196,8 @@ pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>
     let dir = Path::new(dir);
     let _ = std::fs::remove_file(dir.join(TMP_FILE));
     let path = dir.join(CHECKPOINT_FILE);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
@@ -206,6 +206,14 @@ pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>
         offset: offset as u64,
         what: what.to_owned(),
     };
+    if (file.metadata()?.len() as usize) < HEADER_LEN {
+        return Err(corrupt(0, "bad header"));
+    }
+    // Mapped, not read: the rows are copied once, from the page cache into the arena.
+    // SAFETY: nobody writes the checkpoint while recovery runs (the checkpointer starts
+    // after it, and writes `checkpoint.tmp`, published by rename, never this file).
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let data: &[u8] = &map;
     if data.len() < HEADER_LEN
         || data[..8] != MAGIC[..]
         || header(u64::from_le_bytes(data[16..24].try_into().unwrap()))[..] != data[..HEADER_LEN]
@@ -216,7 +224,7 @@ pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>
     let mut pos = HEADER_LEN;
     let mut seq = 0u64;
     loop {
-        let Some(len) = frame_at(&data, pos, seq) else {
+        let Some(len) = frame_at(data, pos, seq) else {
             return Err(corrupt(
                 pos,
                 "bad or missing frame (incomplete checkpoint?)",
