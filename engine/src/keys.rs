@@ -8,7 +8,7 @@
 //!
 //! * NULL is `0x02`, a value is `0x01` followed by its encoding, so NULLs sort last
 //!   (PostgreSQL's default `ASC NULLS LAST`; read backwards: `DESC NULLS FIRST`);
-//! * integers, date, time, timestamp[tz]: big-endian with the sign bit flipped;
+//! * integers, date, time, timestamp, timestamptz: big-endian with the sign bit flipped;
 //! * float4/8: IEEE bits, all bits flipped for negatives, the sign bit for positives;
 //!   `-0` is encoded as `0` and every NaN as the largest value (PostgreSQL's order);
 //! * numeric: class byte (-inf, negative, zero, positive, +inf, NaN), then for

@@ -7,20 +7,28 @@
 //! PostgreSQL rule), and rolling back to a savepoint drops exactly the writes made
 //! after it.
 //!
-//! Commit, in named phases (cf. Silo's `txn_impl.h`):
+//! Commit, in named phases (cf. Silo's `txn_impl.h`), after taking the unique-key
+//! stripes of the keys it writes (before any record lock: one global order):
+//! 0. **find**: look every written row up again under the commit's guard (a row read
+//!    earlier may have been deleted and freed since);
 //! 1. **lock**: lock every written record in (table address, row id) order: one
 //!    global order, so committers cannot deadlock;
+//!    1b. **validate reads** (repeatable read, serializable): rows read unchanged,
+//!    tables read not written since the start (see [`Isolation`]);
+//!    1c. **mark and link**: count this committer in flight on its tables and link the
+//!    index entries of keys its rows gain, before the TID exists;
 //! 2. **tid**: take a commit TID from the global counter (greater than every TID
 //!    this transaction read or wrote, since those were handed out before);
 //! 3. **validate**: every pre-existing row written must still carry the version the
-//!    transaction read (else [`AbortReason`]);
+//!    transaction read (else [`AbortReason`]); 3b. no other committed row holds a
+//!    unique key this commit introduces;
 //! 4. **log**: append the commit record (TID and after-images) to the redo log;
-//! 5. **install**: publish new buffers and versions, unlink deleted rows, unlock;
-//!    replaced buffers and unlinked records are retired through the epoch collector;
+//! 5. **install**: publish new buffers and versions, unlink deleted rows and keys rows
+//!    no longer have, unlock; replaced buffers and unlinked records are retired through
+//!    the epoch collector; release row locks;
 //! 6. **durable**: wait until the record is durable (group commit), locks released.
 //!
-//! Phase 0 looks every written row up again under the commit's guard (a row read
-//! earlier may have been deleted and freed since).
+//! A failure after 1c unlinks what 1c linked before unlocking.
 
 use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;

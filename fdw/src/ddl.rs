@@ -31,6 +31,24 @@ pub unsafe fn install_hooks() {
 }
 
 /// True if relation `relid` is a foreign table of a memfdw server.
+/// The memory table `rv` names, if it names one (looked up without a lock).
+///
+/// # Safety
+/// `rv` must be a valid range variable.
+pub(crate) unsafe fn memory_table_of(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
+    // SAFETY: forwarded contract; catalog lookup.
+    let relid = unsafe {
+        pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    (relid != pg_sys::InvalidOid && is_memory_table(relid)).then_some(relid)
+}
+
 pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups.
     unsafe {
@@ -176,16 +194,9 @@ unsafe fn with_statement(
 unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
     // SAFETY: forwarded contract.
     unsafe {
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            (*stmt).relation,
-            pg_sys::NoLock as _,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        if relid == pg_sys::InvalidOid || !is_memory_table(relid) {
+        let Some(relid) = memory_table_of((*stmt).relation) else {
             return;
-        }
+        };
         let cmds = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds);
         for cmd in cmds.iter_ptr() {
             if (*cmd).subtype != pg_sys::AlterTableType::AT_ChangeOwner {

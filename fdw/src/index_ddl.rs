@@ -350,14 +350,7 @@ fn build(
 pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
     // SAFETY: forwarded contract; catalog lookups.
     unsafe {
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            (*stmt).relation,
-            pg_sys::NoLock as _,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        if relid == pg_sys::InvalidOid || !crate::ddl::is_memory_table(relid) {
+        if crate::ddl::memory_table_of((*stmt).relation).is_none() {
             return false;
         }
         // Writers wait while the index is built; readers go on (as PostgreSQL does).

@@ -323,6 +323,7 @@ impl Matcher {
         let t = if t == pg_sys::InvalidOid {
             t
         } else {
+            // SAFETY: catalog lookup of a valid type.
             unsafe { pg_sys::getBaseType(t) }
         };
         if !(t == col.typid || is_text(t) && is_text(col.typid)) {
