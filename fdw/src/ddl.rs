@@ -272,6 +272,7 @@ unsafe extern "C-unwind" fn object_access(
         && class_id == pg_sys::RelationRelationId
         && sub_id == 0
         && preloaded()
+        && is_memory_table(object_id)
         && engine().table(object_id.to_u32()).is_some()
     {
         xact::note_drop(object_id.to_u32());

@@ -19,6 +19,10 @@ pub static MAX_LOG_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `memfdw.checkpoint_timeout`, in seconds.
 pub static CHECKPOINT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 
+/// Developer setting for tests: the background worker waits this long (ms) before
+/// recovering, so that sessions demonstrably wait for recovery.
+pub static DEBUG_RECOVERY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -44,6 +48,16 @@ pub fn register(preloading: bool) {
             1024,
             GucContext::Postmaster,
             GucFlags::UNIT_MB,
+        );
+        GucRegistry::define_int_guc(
+            c"memfdw.debug_recovery_delay",
+            c"Developer option: delay before recovery starts, to test sessions waiting for it.",
+            c"",
+            &DEBUG_RECOVERY_DELAY_MS,
+            0,
+            600_000,
+            GucContext::Postmaster,
+            GucFlags::UNIT_MS | GucFlags::NO_SHOW_ALL,
         );
     }
     GucRegistry::define_int_guc(

@@ -2,16 +2,24 @@
 //!
 //! The shmem request hook asks for `memfdw.max_memory`; the startup hook (run by the
 //! postmaster, again after every crash reinitialisation, in a new segment) turns the
-//! region into a fresh arena and builds the engine root in it. Backends inherit both
-//! pointers through fork. Each backend registers with the epoch collector on first use
-//! and leaves it at exit.
+//! region into a fresh arena and builds an empty engine root in it. Backends inherit
+//! both pointers through fork. Each backend registers with the epoch collector on first
+//! use and leaves it at exit.
+//!
+//! Recovery (checkpoint + redo log) runs in memfdw's background worker, not in the
+//! postmaster: the server accepts connections meanwhile, and a session that touches a
+//! memory table waits in [`engine`] (cancellable, `statement_timeout` applies) until the
+//! worker publishes the engine as ready. Nobody sees a partially recovered engine, and
+//! nothing can commit before the redo log is started where recovery ended.
 
 use memfdw_engine::alloc::install_arena;
 use memfdw_engine::arena::{Arena, MIN_ALIGN};
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::{Engine, EngineConfig};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::settings::MAX_MEMORY_MB;
 
@@ -20,12 +28,67 @@ static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The engine of the current shared memory segment (set by the postmaster).
 static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
-/// Its redo log (owned by the engine, which it is attached to).
-static LOG: AtomicPtr<memfdw_engine::redo::shared::SharedLog> =
-    AtomicPtr::new(std::ptr::null_mut());
+/// The start-up state of that engine (set by the postmaster with it; lives in the arena).
+static STARTUP: AtomicPtr<Startup> = AtomicPtr::new(std::ptr::null_mut());
 /// Whether this process registered its exit callback. Backends inherit `false` from
 /// the postmaster, which never uses the engine itself.
 static EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Recovery has not begun (the background worker has not started yet).
+const NOT_STARTED: u32 = 0;
+/// The background worker is recovering.
+const RECOVERING: u32 = 1;
+/// Recovered, redo log started: sessions may use the engine.
+const READY: u32 = 2;
+/// Recovery failed; `failure` says why. Memory tables stay unavailable until restart.
+const FAILED: u32 = 3;
+
+const FAILURE_BYTES: usize = 2048;
+
+/// Where the engine of one shared memory segment is in its start-up. Lives in the
+/// arena, so every process of the segment sees the same one.
+///
+/// Invariants: `state` only moves NOT_STARTED -> RECOVERING -> READY | FAILED, by the
+/// background worker. `log` is set before `state` becomes READY; `failure` and
+/// `failure_len` are written once, before `state` becomes FAILED, and never again; both
+/// are published by the Release store of `state` and read after an Acquire load of it.
+struct Startup {
+    state: AtomicU32,
+    log: AtomicPtr<SharedLog>,
+    failure_len: AtomicUsize,
+    failure: UnsafeCell<[u8; FAILURE_BYTES]>,
+}
+
+// SAFETY: `failure` is written by one process before the Release store that makes
+// `state` FAILED and only read after an Acquire load that saw FAILED (see the type's
+// invariants); everything else is atomic.
+unsafe impl Sync for Startup {}
+
+impl Startup {
+    fn state(&self) -> u32 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Records why recovery failed and publishes FAILED (first call only).
+    fn fail(&self, why: &str) {
+        let prev = self.state.load(Ordering::Acquire);
+        if prev == READY || prev == FAILED {
+            return;
+        }
+        let n = why.floor_char_boundary(FAILURE_BYTES);
+        // SAFETY: only the background worker writes, once, before publishing FAILED
+        // (nobody reads `failure` before seeing FAILED).
+        unsafe { (&mut *self.failure.get())[..n].copy_from_slice(&why.as_bytes()[..n]) };
+        self.failure_len.store(n, Ordering::Relaxed);
+        self.state.store(FAILED, Ordering::Release);
+    }
+
+    fn failure(&self) -> String {
+        let n = self.failure_len.load(Ordering::Relaxed);
+        // SAFETY: called only after an Acquire load saw FAILED: written and final.
+        String::from_utf8_lossy(unsafe { &(&*self.failure.get())[..n] }).into_owned()
+    }
+}
 
 fn region_bytes() -> usize {
     (MAX_MEMORY_MB.get().max(16) as usize) << 20
@@ -83,7 +146,16 @@ unsafe extern "C-unwind" fn shmem_startup() {
                 EngineConfig::for_arena(arena.stats().capacity),
                 None,
             ));
-            recover(engine);
+            let startup: &'static Startup = {
+                let _s = memfdw_engine::scope::enter();
+                Box::leak(Box::new(Startup {
+                    state: AtomicU32::new(NOT_STARTED),
+                    log: AtomicPtr::new(std::ptr::null_mut()),
+                    failure_len: AtomicUsize::new(0),
+                    failure: UnsafeCell::new([0; FAILURE_BYTES]),
+                }))
+            };
+            STARTUP.store(startup as *const Startup as *mut Startup, Ordering::Release);
             ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
         }
         pg_sys::LWLockRelease(lock);
@@ -98,14 +170,78 @@ fn data_directory() -> String {
         .unwrap_or_else(|| "memfdw".into())
 }
 
-/// Rebuilds the engine's tables from the redo log and starts the log again where it
-/// ends. Runs in the postmaster, before any backend exists (at start-up and after
-/// every crash reinitialisation). A corrupt log stops the server: nothing past the
-/// corruption may be applied, and nothing may be written after it.
-fn recover(engine: &'static Engine) {
-    use memfdw_engine::redo::shared::{recover_engine_with_progress, SharedLog};
+/// Brings the engine of this segment up, in the background worker: recovers it unless
+/// an earlier worker already did. Returns false if memory tables are unavailable
+/// (recovery failed, now or in an earlier worker of this segment).
+pub fn start_engine() -> bool {
+    let p = ENGINE.load(Ordering::Acquire);
+    assert!(
+        !p.is_null(),
+        "memfdw: the background worker runs without an engine"
+    );
+    // SAFETY: set by the postmaster before forking; lives as long as the segment.
+    let engine: &'static Engine = unsafe { &*p };
+    let st = startup();
+    match st
+        .state
+        .compare_exchange(NOT_STARTED, RECOVERING, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {}
+        Err(READY) => return true,
+        Err(FAILED) => return false,
+        Err(_) => {
+            // A previous worker died half-way (an error, not a crash: a crash would have
+            // given us a new segment). What it left is not known to be consistent.
+            let why = "memfdw: recovery was interrupted (the background worker exited during recovery); restart the server".to_owned();
+            report_failure(&why, None);
+            st.fail(&why);
+            return false;
+        }
+    }
+    register_exit_callback();
+    let delay = crate::settings::DEBUG_RECOVERY_DELAY_MS.get();
+    if delay > 0 {
+        pgrx::log!("memfdw: waiting {delay} ms before recovery (memfdw.debug_recovery_delay)");
+        std::thread::sleep(std::time::Duration::from_millis(delay as u64));
+    }
+    match recover(engine) {
+        Ok(log) => {
+            st.log
+                .store(log as *const SharedLog as *mut SharedLog, Ordering::Release);
+            st.state.store(READY, Ordering::Release);
+            true
+        }
+        Err((why, hint)) => {
+            report_failure(&why, hint.as_deref());
+            st.fail(&why);
+            false
+        }
+    }
+}
+
+fn report_failure(why: &str, hint: Option<&str>) {
+    let mut r = pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        why.to_owned(),
+        "memfdw::recover",
+    );
+    if let Some(h) = hint {
+        r = r.set_hint(h.to_owned());
+    }
+    // LOG, not FATAL: the worker stays (idle) so the postmaster does not restart it
+    // into the same failure every second; sessions get the error when they touch a
+    // memory table. Heap tables are unaffected.
+    r.report(PgLogLevel::LOG);
+}
+
+/// Rebuilds the engine's tables from the checkpoint and the redo log and starts the log
+/// again where it ends. A corrupt log fails recovery: nothing past the corruption may be
+/// applied, and nothing may be written after it.
+fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Option<String>)> {
+    use memfdw_engine::redo::shared::recover_engine_with_progress;
     let dir = data_directory();
     let started = std::time::Instant::now();
+    pgrx::log!("memfdw: recovery of memory tables from \"{dir}\" started");
     let progress = |p: memfdw_engine::redo::shared::Progress| {
         pgrx::log!(
             "memfdw: recovery in progress: {} records, {:.1} MB replayed in {:.1} s ({:.1} MB/s)",
@@ -115,21 +251,14 @@ fn recover(engine: &'static Engine) {
             p.bytes as f64 / 1e6 / p.seconds.max(1e-9)
         )
     };
-    let r = match recover_engine_with_progress(engine, &dir, progress) {
-        Ok(r) => r,
-        Err(e) => {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                format!("memfdw: recovery from the redo log failed: {e}"),
-                "memfdw::recover",
-            )
-            .set_hint(format!(
-                "The log is in \"{dir}\"; nothing after the reported position was applied."
-            ))
-            .report(PgLogLevel::FATAL);
-            unreachable!();
-        }
-    };
+    let r = recover_engine_with_progress(engine, &dir, progress).map_err(|e| {
+        (
+            format!("memfdw: recovery from the redo log failed: {e}"),
+            Some(format!(
+                "The log is in \"{dir}\"; nothing after the reported position was applied. Memory tables are unavailable until the server is restarted with a readable log."
+            )),
+        )
+    })?;
     if let Some(t) = &r.truncated {
         pgrx::log!(
             "memfdw: redo log ends with a torn write: cut {} bytes of \"{}/{}\" at offset {}",
@@ -165,19 +294,60 @@ fn recover(engine: &'static Engine) {
     };
     match log {
         Ok(log) => {
-            LOG.store(
-                &*log as *const SharedLog as *mut SharedLog,
-                Ordering::Release,
-            );
+            let shared: &'static SharedLog = {
+                // SAFETY: the log lives in the arena as long as the engine it is
+                // attached to, i.e. as long as the segment; it is never freed.
+                unsafe { &*(&*log as *const SharedLog) }
+            };
             engine.attach_sink(log);
+            Ok(shared)
         }
-        Err(e) => {
-            ereport!(
-                FATAL,
-                PgSqlErrorCode::ERRCODE_IO_ERROR,
-                format!("memfdw: could not start the redo log in \"{dir}\": {e}")
+        Err(e) => Err((
+            format!("memfdw: could not start the redo log in \"{dir}\": {e}"),
+            None,
+        )),
+    }
+}
+
+fn startup() -> &'static Startup {
+    let p = STARTUP.load(Ordering::Acquire);
+    // SAFETY: set with ENGINE by the postmaster before forking (callers checked ENGINE);
+    // lives in the arena as long as the segment.
+    unsafe { p.as_ref() }.expect("memfdw: no start-up state")
+}
+
+/// Waits (cancellable) until the background worker has recovered the engine; raises
+/// the recovery failure if it failed.
+fn wait_until_ready() {
+    let st = startup();
+    loop {
+        match st.state() {
+            READY => return,
+            FAILED => {
+                pgrx::pg_sys::panic::ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    "memfdw: memory tables are unavailable: their recovery failed",
+                    "memfdw::engine",
+                )
+                .set_detail(st.failure())
+                .set_hint("See the server log; fix or remove the damaged redo file and restart the server.")
+                .report(PgLogLevel::ERROR);
+                unreachable!();
+            }
+            _ => {}
+        }
+        // SAFETY: a plain latch wait of this backend, as PostgreSQL's own waits do; the
+        // latch is reset before interrupts are checked, so no wake-up is lost.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                10,
+                pg_sys::PG_WAIT_EXTENSION,
             );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
         }
+        pgrx::check_for_interrupts!();
     }
 }
 
@@ -197,6 +367,9 @@ pub fn engine() -> &'static Engine {
         .report(PgLogLevel::ERROR);
         unreachable!();
     }
+    if startup().state() != READY {
+        wait_until_ready();
+    }
     register_exit_callback();
     // SAFETY: set once per segment by the postmaster before forking; lives as long as
     // the segment, i.e. as long as this process.
@@ -204,9 +377,10 @@ pub fn engine() -> &'static Engine {
 }
 
 /// The shared redo log (after `engine()` succeeded).
-pub fn log() -> &'static memfdw_engine::redo::shared::SharedLog {
-    let p = LOG.load(Ordering::Acquire);
-    // SAFETY: set with the engine by the postmaster; lives as long as the engine.
+pub fn log() -> &'static SharedLog {
+    let p = startup().log.load(Ordering::Acquire);
+    // SAFETY: set by the background worker before the engine became ready; lives as
+    // long as the engine.
     unsafe { p.as_ref() }.expect("memfdw: redo log not started")
 }
 

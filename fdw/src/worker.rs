@@ -1,4 +1,4 @@
-//! memfdw's background worker: syncs the redo log every `WRITER_DELAY` (so
+//! memfdw's background worker: recovers the engine at start-up (see `shmem`), then syncs the redo log every `WRITER_DELAY` (so
 //! asynchronous commits are lost at most that long after they return) and takes
 //! checkpoints when `memfdw.checkpoint_timeout` has passed or the log has grown past
 //! `memfdw.max_log_size`. Restarted by the postmaster if it dies.
@@ -33,6 +33,12 @@ pub fn register() {
 #[no_mangle]
 pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    if !crate::shmem::start_engine() {
+        // Recovery failed: stay, idle, until shutdown (exiting would have the
+        // postmaster start us again into the same failure).
+        while BackgroundWorker::wait_latch(None) {}
+        return;
+    }
     let e = engine();
     let log = log();
     pgrx::log!(

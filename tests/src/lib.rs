@@ -191,6 +191,21 @@ impl Cluster {
         ]);
     }
 
+    /// Appends `lines` to postgresql.conf (read at the next start).
+    pub fn append_conf(&self, lines: &str) {
+        let conf = self.dir.join("data/postgresql.conf");
+        let mut c = std::fs::read_to_string(&conf).unwrap();
+        c.push('\n');
+        c += lines;
+        c.push('\n');
+        std::fs::write(&conf, c).unwrap();
+    }
+
+    /// The directory of memfdw's redo log and checkpoint.
+    pub fn redo_dir(&self) -> PathBuf {
+        self.dir.join("data/memfdw")
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.join("server.log")
     }

@@ -1,0 +1,134 @@
+//! Recovery runs in memfdw's background worker: the server accepts connections at
+//! once, heap tables work meanwhile, sessions touching memory tables wait (and can be
+//! cancelled), and a corrupt log makes memory tables unavailable, not the server.
+
+use memfdw_e2e::{sqlstate, Cluster};
+use std::time::{Duration, Instant};
+
+fn populated() -> Cluster {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE TABLE heap_t (a int); INSERT INTO heap_t VALUES (1), (2); \
+         CREATE FOREIGN TABLE m (id int PRIMARY KEY, v text) SERVER memfdw",
+    )
+    .unwrap();
+    // Several commits, so that the log holds many frames.
+    for i in 0..50 {
+        s.execute(
+            "INSERT INTO m SELECT g, 'v' || g FROM generate_series($1 * 100, $1 * 100 + 99) g",
+            &[&i],
+        )
+        .unwrap();
+    }
+    c
+}
+
+#[test]
+fn sessions_wait_for_recovery_and_the_wait_can_be_cancelled() {
+    let c = populated();
+    c.kill9();
+    c.append_conf("memfdw.debug_recovery_delay = 4000");
+    c.restart();
+    let started = Instant::now();
+    let mut s = c.connect();
+    // Heap tables do not wait for memfdw.
+    let n: i64 = s
+        .query_one("SELECT count(*) FROM heap_t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    // A memory table waits; statement_timeout ends the wait with 57014.
+    s.batch_execute("SET statement_timeout = '300ms'").unwrap();
+    let t = Instant::now();
+    let e = s.query_one("SELECT count(*) FROM m", &[]).unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Another session sees the waiter in pg_stat_activity while it waits.
+    let conn = c.conn_str();
+    let waiter = std::thread::spawn(move || {
+        let mut w = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+        let n: i64 = w
+            .query_one("SELECT count(*) FROM m WHERE id < 1000", &[])
+            .unwrap()
+            .get(0);
+        n
+    });
+    let mut seen = false;
+    for _ in 0..100 {
+        let waiting: i64 = s
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE 'SELECT count(*) FROM m WHERE%' AND wait_event_type = 'Extension'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen, "no session was seen waiting for recovery");
+    // Without a timeout the wait ends when recovery does, with every row there.
+    assert_eq!(waiter.join().unwrap(), 1000);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    s.batch_execute("SET statement_timeout = 0").unwrap();
+    let n: i64 = s.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
+    assert_eq!(n, 5000);
+    let log = c.log_text();
+    assert!(log.contains("memfdw: recovery of memory tables"), "{log}");
+    assert!(
+        log.contains("memfdw: recovered 1 tables, 5000 rows"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_corrupt_log_makes_memory_tables_unavailable_not_the_server() {
+    let c = populated();
+    c.kill9();
+    let mut segs: Vec<_> = std::fs::read_dir(c.redo_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "redo"))
+        .collect();
+    segs.sort();
+    let seg = segs.first().expect("a redo segment").clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.len() > 4096, "segment holds {} bytes", bytes.len());
+    // Inside the first frame's payload (32-byte header, 16-byte frame header), with
+    // many valid frames after it: corruption, not a torn tail.
+    bytes[32 + 16 + 4] ^= 0x5a;
+    std::fs::write(&seg, &bytes).unwrap();
+    c.restart();
+    let mut s = c.connect_retry(Duration::from_secs(30));
+    let n: i64 = s
+        .query_one("SELECT count(*) FROM heap_t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let e = s.query_one("SELECT count(*) FROM m", &[]).unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("XX001"), "{e}");
+    let db = e.as_db_error().unwrap();
+    let detail = db.detail().unwrap_or_default();
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(detail.contains(name), "{detail}");
+    assert!(detail.contains("offset 32"), "{detail}");
+    // Writes are refused too, and nothing is logged after the corruption.
+    let e = s
+        .execute("INSERT INTO m VALUES (-1, 'x')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("XX001"), "{e}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "the log was changed");
+    // The server log names the file and offset once, from the worker.
+    let log = c.log_text();
+    assert!(
+        log.contains("memfdw: recovery from the redo log failed") && log.contains(name),
+        "{log}"
+    );
+    // Dropping heap tables still works.
+    s.batch_execute("DROP TABLE heap_t").unwrap();
+}
