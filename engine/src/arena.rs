@@ -103,8 +103,8 @@ struct Span {
 }
 
 /// Returns (class index, class size) for a small request of `size` bytes.
-fn class_of(size: usize) -> (usize, usize) {
-    let size = size.max(1);
+const fn class_of(size: usize) -> (usize, usize) {
+    let size = if size == 0 { 1 } else { size };
     if size <= 64 {
         let c = size.div_ceil(16);
         return (c - 1, c * 16);
@@ -113,6 +113,30 @@ fn class_of(size: usize) -> (usize, usize) {
     let step = 1usize << (p - 2);
     let k = (size - 1 - (1usize << p)) / step;
     (4 + (p - 6) * 4 + k, (1usize << p) + (k + 1) * step)
+}
+
+/// Largest request served through the per-thread caches of the routing allocator.
+pub(crate) const CACHED_MAX: usize = 512;
+/// Size classes up to [`CACHED_MAX`].
+pub(crate) const CACHED_CLASSES: usize = class_of(CACHED_MAX).0 + 1;
+/// Most blocks one [`Arena::free_batch`] call takes.
+pub(crate) const FREE_BATCH_MAX: usize = 64;
+
+/// Class index and class size of a request of `size` bytes (alignment at most
+/// [`MIN_ALIGN`]) if it is served through the per-thread caches.
+#[inline]
+pub(crate) fn cached_class(size: usize) -> Option<(usize, usize)> {
+    (size <= CACHED_MAX).then(|| class_of(size))
+}
+
+/// Size of the blocks of class `class`.
+pub(crate) fn class_size(class: usize) -> usize {
+    if class < 4 {
+        return (class + 1) * 16;
+    }
+    let p = (class - 4) / 4 + 6;
+    let k = (class - 4) % 4;
+    (1usize << p) + (k + 1) * (1usize << (p - 2))
 }
 
 /// Pages of a span of class size `csize`.
@@ -359,70 +383,108 @@ impl Arena {
 
     fn alloc_small(&self, size: usize) -> *mut u8 {
         let (class, csize) = class_of(size);
-        let mut head = self.classes[class].lock();
-        if *head == 0 {
-            drop(head);
-            let s = self.new_span(csize);
-            if s == 0 {
-                return ptr::null_mut();
-            }
-            head = self.classes[class].lock();
-            // SAFETY: our new span, not yet in any list.
-            unsafe { Self::push_span(&mut head, s) };
+        let mut out = [0usize; 1];
+        if self.alloc_batch(class, csize, &mut out) == 0 {
+            return ptr::null_mut();
         }
-        let s = *head;
-        // SAFETY: the head span has a free block (list invariant); we hold its lock.
-        let block = unsafe {
-            let span = s as *mut Span;
-            let b = if (*span).free != 0 {
-                let b = (*span).free;
-                (*span).free = *(b as *const usize);
-                b
-            } else {
-                let b = (*span).carve;
-                (*span).carve += csize;
-                debug_assert!((*span).carve <= (*span).end);
-                b
-            };
-            (*span).used += 1;
-            if (*span).used == (*span).nblocks {
-                Self::unlink_span(&mut head, s);
+        out[0] as *mut u8
+    }
+
+    /// Takes up to `out.len()` blocks of size class `class` (of size `csize`, from
+    /// [`cached_class`]), holding the class lock once per span list visit instead of
+    /// once per block; new spans are made outside it. Returns how many it took (fewer
+    /// only when the arena is exhausted). The blocks count as in use.
+    pub(crate) fn alloc_batch(&self, class: usize, csize: usize, out: &mut [usize]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let mut head = self.classes[class].lock();
+            if *head == 0 {
+                drop(head);
+                let s = self.new_span(csize);
+                if s == 0 {
+                    break;
+                }
+                head = self.classes[class].lock();
+                // SAFETY: our new span, not yet in any list.
+                unsafe { Self::push_span(&mut head, s) };
             }
-            b
-        };
-        drop(head);
-        self.in_use.fetch_add(csize, Ordering::Relaxed);
-        block as *mut u8
+            while n < out.len() && *head != 0 {
+                let s = *head;
+                // SAFETY: the head span has a free block (list invariant); we hold its
+                // lock.
+                out[n] = unsafe {
+                    let span = s as *mut Span;
+                    let b = if (*span).free != 0 {
+                        let b = (*span).free;
+                        (*span).free = *(b as *const usize);
+                        b
+                    } else {
+                        let b = (*span).carve;
+                        (*span).carve += csize;
+                        debug_assert!((*span).carve <= (*span).end);
+                        b
+                    };
+                    (*span).used += 1;
+                    if (*span).used == (*span).nblocks {
+                        Self::unlink_span(&mut head, s);
+                    }
+                    b
+                };
+                n += 1;
+            }
+            drop(head);
+        }
+        self.in_use.fetch_add(n * csize, Ordering::Relaxed);
+        n
     }
 
     /// # Safety
     /// `block` must come from `alloc_small(size)` and not be used again.
     unsafe fn free_small(&self, block: *mut u8, size: usize) {
         let (class, csize) = class_of(size);
-        let s = self.map_slot(block as usize).load(Ordering::Relaxed);
-        debug_assert_ne!(s, 0, "small block outside any span");
+        // SAFETY: forwarded contract.
+        unsafe { self.free_batch(class, csize, &[block as usize]) }
+    }
+
+    /// Returns `blocks`, all of size class `class` (size `csize`), under one
+    /// acquisition of the class lock. Spans left empty go back to the page heap after
+    /// the lock is released (a class lock and the page-heap lock are never held
+    /// together).
+    ///
+    /// # Safety
+    /// Every block must come from this arena's class `class` (`alloc_small` or
+    /// `alloc_batch`), and none may be used again. At most [`FREE_BATCH_MAX`] blocks.
+    pub(crate) unsafe fn free_batch(&self, class: usize, csize: usize, blocks: &[usize]) {
+        assert!(blocks.len() <= FREE_BATCH_MAX);
+        let mut released = [(0usize, 0usize); FREE_BATCH_MAX];
+        let mut nreleased = 0;
         let mut head = self.classes[class].lock();
-        // SAFETY: the span owning the block, protected by its class lock.
-        let release = unsafe {
-            let span = s as *mut Span;
-            (block as *mut usize).write((*span).free);
-            (*span).free = block as usize;
-            let was_full = (*span).used == (*span).nblocks;
-            (*span).used -= 1;
-            if was_full {
-                Self::push_span(&mut head, s);
+        for &block in blocks {
+            let s = self.map_slot(block).load(Ordering::Relaxed);
+            debug_assert_ne!(s, 0, "small block outside any span");
+            // SAFETY: the span owning the block, protected by its class lock.
+            unsafe {
+                let span = s as *mut Span;
+                (block as *mut usize).write((*span).free);
+                (*span).free = block;
+                let was_full = (*span).used == (*span).nblocks;
+                (*span).used -= 1;
+                if was_full {
+                    Self::push_span(&mut head, s);
+                }
+                // An empty span goes back to the page heap unless it is the only one
+                // left.
+                if (*span).used == 0 && !(*head == s && (*span).next == 0) {
+                    Self::unlink_span(&mut head, s);
+                    released[nreleased] = (s, (*span).pages);
+                    nreleased += 1;
+                }
             }
-            // An empty span goes back to the page heap unless it is the only one left.
-            if (*span).used == 0 && !(*head == s && (*span).next == 0) {
-                Self::unlink_span(&mut head, s);
-                Some((*span).pages)
-            } else {
-                None
-            }
-        };
+        }
         drop(head);
-        self.in_use.fetch_sub(csize, Ordering::Relaxed);
-        if let Some(pages) = release {
+        self.in_use
+            .fetch_sub(blocks.len() * csize, Ordering::Relaxed);
+        for &(s, pages) in &released[..nreleased] {
             for p in 0..pages {
                 self.map_slot(s + p * PAGE).store(0, Ordering::Relaxed);
             }
@@ -516,6 +578,7 @@ mod tests {
             assert!(s >= size && s % MIN_ALIGN == 0, "size {size} -> {s}");
             assert!(s <= size + size / 4 + 16, "too much waste for {size}: {s}");
             assert!(c >= last.0 && s >= last.1);
+            assert_eq!(class_size(c), s, "class {c}");
             if c == last.0 {
                 assert_eq!(s, last.1);
             }

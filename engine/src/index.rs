@@ -29,6 +29,31 @@ impl RowIdIndex {
         self.list.get(&rowid, guard).map(|e| *e.value())
     }
 
+    /// The record of `rowid`, linking `make()` first if there is none (one search).
+    /// Returns the record and whether it is the one `make` built. `make` may run and
+    /// its record be discarded if another thread linked `rowid` first: the caller
+    /// frees it when the returned record is not its own.
+    pub fn get_or_insert_with(
+        &self,
+        rowid: u64,
+        make: impl FnOnce() -> RecordPtr,
+        guard: &Guard,
+    ) -> (RecordPtr, Option<RecordPtr>) {
+        let mut made = None;
+        let e = self.list.get_or_insert_with(
+            rowid,
+            || {
+                let r = make();
+                made = Some(r);
+                r
+            },
+            guard,
+        );
+        let r = *e.value();
+        e.release(guard);
+        (r, made)
+    }
+
     /// Unlinks `rowid`; the caller retires the record through the collector.
     pub fn remove(&self, rowid: u64, guard: &Guard) -> Option<RecordPtr> {
         self.list.remove(&rowid, guard).map(|e| {

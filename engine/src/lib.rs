@@ -28,6 +28,7 @@ pub use catalog::{ColumnDef, ColumnType, TableDef};
 pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle};
 pub use error::{AbortReason, Error, Result};
 pub use index::IndexDef;
+pub use replay::Replayer;
 pub use row::RowLayout;
 pub use txn::{
     BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,

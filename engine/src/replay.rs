@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
-use crate::redo::payload::LogRecord;
+use crate::redo::payload::{decode_rows, LogRecord, RowRef};
 use crate::scope;
 use std::sync::Arc;
 
@@ -63,30 +63,64 @@ impl Engine {
     /// Uniqueness is not checked: during replay it may hold only at the end (a fuzzy
     /// checkpoint can hold two rows with one key, one of them changed later in the log).
     fn rebuild_index(&'static self, t: &TableHandle, def: IndexDef) -> Result<()> {
-        let _s = scope::enter();
-        let shared = def.clone();
-        scope::outside(|| drop(def));
-        let index = Arc::new(KeyIndex::new(shared, &t.def, &self.collector));
-        let res = epoch::with_guard(&self.collector, |g| {
-            let mut key = Vec::new();
-            let mut res = Ok(());
-            t.rows.scan_after(None, g, |rowid, rec| {
-                // SAFETY: reached through the row index under guard `g`.
-                let s = unsafe { rec.get() }.read(g);
-                if let (false, Some(d)) = (s.absent(), s.data) {
-                    if let Err(e) = index.key_of(&t.layout, d, &mut key) {
-                        res = Err(e);
+        self.build_index_parallel(t, def, 1)
+    }
+
+    /// [`Engine::rebuild_index`] with `threads` threads, each over one range of row ids.
+    fn build_index_parallel(
+        &'static self,
+        t: &TableHandle,
+        def: IndexDef,
+        threads: usize,
+    ) -> Result<()> {
+        let index = {
+            let _s = scope::enter();
+            let shared = def.clone();
+            scope::outside(|| drop(def));
+            Arc::new(KeyIndex::new(shared, &t.def, &self.collector))
+        };
+        // Row ids are handed out densely from 1, so equal ranges hold similar counts.
+        let end = t.peek_next_rowid();
+        let per = end.div_ceil(threads.max(1) as u64).max(1);
+        let ranges: Vec<(u64, u64)> = (0..end)
+            .step_by(per as usize)
+            .map(|lo| (lo, (lo + per).min(end)))
+            .collect();
+        let build = |&(lo, hi): &(u64, u64)| -> Result<()> {
+            let mut bytes = 0isize;
+            let res = epoch::with_guard(&self.collector, |g| {
+                let mut key = Vec::new();
+                let mut res = Ok(());
+                t.rows.scan_after(lo.checked_sub(1), g, |rowid, rec| {
+                    if rowid >= hi {
                         return false;
                     }
-                    self.account((KEY_ENTRY_BYTES + key.len()) as isize);
-                    index.insert(&key, rowid, rec, g);
-                }
-                true
+                    // SAFETY: reached through the row index under guard `g`.
+                    let s = unsafe { rec.get() }.read(g);
+                    if let (false, Some(d)) = (s.absent(), s.data) {
+                        if let Err(e) = index.key_of(&t.layout, d, &mut key) {
+                            res = Err(e);
+                            return false;
+                        }
+                        bytes += (KEY_ENTRY_BYTES + key.len()) as isize;
+                        index.insert(&key, rowid, rec, g);
+                    }
+                    true
+                });
+                res
             });
+            self.account(bytes);
             res
-        });
-        res?;
-        self.publish_index(t, index, false)
+        };
+        let res = parallel(ranges, build);
+        let _s = scope::enter();
+        match res {
+            Ok(()) => self.publish_index(t, index, false),
+            Err(e) => {
+                drop(index);
+                Err(e)
+            }
+        }
     }
 
     /// Installs version `tid` of row `rowid` (None = deleted) unless the row already
@@ -98,6 +132,79 @@ impl Engine {
         tid: u64,
         after: Option<&[u8]>,
     ) -> Result<()> {
+        let row = RowRef {
+            table_oid: t.oid,
+            rowid,
+            tid,
+            after,
+        };
+        self.apply_rows_part(std::slice::from_ref(&row))
+    }
+
+    /// Applies `rows` in order, CHUNK_ROWS at a time: one memory check, one epoch pin
+    /// and one update of the shared counters per chunk. Rows of tables the engine does
+    /// not have are skipped.
+    fn apply_rows_part(&'static self, rows: &[RowRef<'_>]) -> Result<()> {
+        let _s = scope::enter();
+        let mut cur: Option<Current> = None;
+        let mut keys = (Vec::new(), Vec::new());
+        let mut res = Ok(());
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut need = Need::default();
+            for r in chunk {
+                if let Some(b) = r.after {
+                    need = need + Need::of(record::rowbuf_size(b.len())) + Need::of(RECORD_BYTES);
+                }
+            }
+            res = self.check_memory(need);
+            if res.is_err() {
+                break;
+            }
+            let mut engine_bytes = 0isize;
+            res = epoch::with_guard(&self.collector, |g| {
+                let mut garbage = Garbage::default();
+                let mut res = Ok(());
+                for row in chunk {
+                    if cur.as_ref().map(|c| c.oid) != Some(row.table_oid) {
+                        if let Some(c) = cur.take() {
+                            c.flush();
+                        }
+                        cur = Some(Current::of(self, row.table_oid));
+                    }
+                    let c = cur.as_mut().expect("set above");
+                    if c.table.is_none() {
+                        continue;
+                    }
+                    res = self.apply_row_in(c, row, g, &mut keys, &mut garbage, &mut engine_bytes);
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                garbage.retire(self, g);
+                res
+            });
+            self.account(engine_bytes);
+            if res.is_err() {
+                break;
+            }
+        }
+        if let Some(c) = cur.take() {
+            c.flush();
+        }
+        res
+    }
+
+    fn apply_row_in(
+        &'static self,
+        c: &mut Current,
+        row: &RowRef<'_>,
+        g: &crossbeam_epoch::Guard,
+        (ko, kn): &mut (Vec<u8>, Vec<u8>),
+        garbage: &mut Garbage,
+        engine_bytes: &mut isize,
+    ) -> Result<()> {
+        let t = c.table.as_ref().expect("caller checked");
+        let (rowid, tid, after) = (row.rowid, row.tid, row.after);
         if let Some(bytes) = after {
             if !t.layout.check(bytes) {
                 return Err(Error::Corrupt(format!(
@@ -105,84 +212,287 @@ impl Engine {
                     t.oid
                 )));
             }
-            self.check_memory(Need::of(record::rowbuf_size(bytes.len())) + Need::of(RECORD_BYTES))?;
         }
-        t.observe_rowid(rowid);
-        let _s = scope::enter();
-        let idx = t.indexes();
-        epoch::with_guard(&self.collector, |g| {
-            let (mut ko, mut kn) = (Vec::new(), Vec::new());
-            let mut garbage = Garbage::default();
-            match (t.rows.get(rowid, g), after) {
-                (Some(r), after) => {
-                    // SAFETY: reached through the index under guard `g`.
-                    let rec = unsafe { r.get() };
-                    let old_v = rec.lock();
-                    if old_v & TID_MASK >= tid {
-                        rec.unlock();
-                    } else {
-                        let new = after
-                            .map(record::rowbuf_new)
-                            .unwrap_or(std::ptr::null_mut());
-                        let old_data = rec.data_ptr();
-                        let mut stale = Vec::new();
-                        for (n, index) in idx.iter().enumerate() {
-                            // SAFETY: the committed buffer is stable while we hold the lock.
-                            let old_row = (!old_data.is_null())
-                                .then(|| unsafe { record::rowbuf_slice(old_data) });
-                            if let Some(o) = old_row {
-                                index.key_of(&t.layout, o, &mut ko)?;
-                            }
-                            if let Some(a) = after {
-                                index.key_of(&t.layout, a, &mut kn)?;
-                                if old_row.is_none() || kn != ko {
-                                    index.insert(&kn, rowid, r, g);
-                                    self.account((KEY_ENTRY_BYTES + kn.len()) as isize);
-                                }
-                            }
-                            if old_row.is_some() && (after.is_none() || kn != ko) {
-                                stale.push((n, std::mem::take(&mut ko)));
-                            }
+        c.max_rowid = c.max_rowid.max(rowid);
+        let idx = &c.indexes;
+        let existing = match after {
+            None => match t.rows.get(rowid, g) {
+                Some(r) => r,
+                None => return Ok(()),
+            },
+            Some(bytes) => {
+                let (r, made) = t.rows.get_or_insert_with(
+                    rowid,
+                    || {
+                        let data = record::rowbuf_new(bytes);
+                        RecordPtr(Box::into_raw(Record::new_present(rowid, tid, data)))
+                    },
+                    g,
+                );
+                match made {
+                    Some(m) if m == r => {
+                        // A new row: link its index entries.
+                        let size = record::rowbuf_size(bytes.len());
+                        for index in idx.iter() {
+                            index.key_of(&t.layout, bytes, kn)?;
+                            index.insert(kn, rowid, r, g);
+                            *engine_bytes += (KEY_ENTRY_BYTES + kn.len()) as isize;
                         }
-                        let old = rec.install_and_unlock(new, tid);
-                        for (n, key) in stale {
-                            idx[n].remove(&key, rowid, g);
-                            self.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
-                        }
-                        let size = |p: *mut u8| {
-                            if p.is_null() {
-                                0
-                            } else {
-                                // SAFETY: live buffer (new, or old not yet retired).
-                                record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len()) as i64
-                            }
-                        };
-                        t.account(if new.is_null() { -1 } else { 0 }, size(new) - size(old));
-                        self.account(size(new) as isize);
-                        garbage.push(Retired::Buffer(old));
-                        if new.is_null() {
-                            t.rows.remove(rowid, g);
-                            garbage.push(Retired::Record(r.0));
-                        }
+                        c.rows += 1;
+                        c.data_bytes += size as i64;
+                        *engine_bytes += (size + RECORD_BYTES) as isize;
+                        return Ok(());
                     }
-                }
-                (None, Some(bytes)) => {
-                    let data = record::rowbuf_new(bytes);
-                    let size = record::rowbuf_size(bytes.len());
-                    let r = RecordPtr(Box::into_raw(Record::new_present(rowid, tid, data)));
-                    t.rows.insert(rowid, r, g);
-                    for index in idx.iter() {
-                        index.key_of(&t.layout, bytes, &mut kn)?;
-                        index.insert(&kn, rowid, r, g);
-                        self.account((KEY_ENTRY_BYTES + kn.len()) as isize);
+                    Some(m) => {
+                        // SAFETY: `m` was never linked; nobody else can reach it.
+                        unsafe { record::record_free(m.0) };
+                        r
                     }
-                    t.account(1, size as i64);
-                    self.account((size + RECORD_BYTES) as isize);
+                    None => r,
                 }
-                (None, None) => {}
             }
-            garbage.retire(self, g);
-            Ok(())
-        })
+        };
+        let r = existing;
+        // SAFETY: reached through the index under guard `g`.
+        let rec = unsafe { r.get() };
+        let old_v = rec.lock();
+        if old_v & TID_MASK >= tid {
+            rec.unlock();
+            return Ok(());
+        }
+        let new = after
+            .map(record::rowbuf_new)
+            .unwrap_or(std::ptr::null_mut());
+        let old_data = rec.data_ptr();
+        let mut stale = Vec::new();
+        for (n, index) in idx.iter().enumerate() {
+            // SAFETY: the committed buffer is stable while we hold the lock.
+            let old_row = (!old_data.is_null()).then(|| unsafe { record::rowbuf_slice(old_data) });
+            if let Some(o) = old_row {
+                index.key_of(&t.layout, o, ko)?;
+            }
+            if let Some(a) = after {
+                index.key_of(&t.layout, a, kn)?;
+                if old_row.is_none() || kn != ko {
+                    index.insert(kn, rowid, r, g);
+                    *engine_bytes += (KEY_ENTRY_BYTES + kn.len()) as isize;
+                }
+            }
+            if old_row.is_some() && (after.is_none() || kn != ko) {
+                stale.push((n, std::mem::take(ko)));
+            }
+        }
+        let old = rec.install_and_unlock(new, tid);
+        for (n, key) in stale {
+            idx[n].remove(&key, rowid, g);
+            *engine_bytes -= (KEY_ENTRY_BYTES + key.len()) as isize;
+        }
+        let size = |p: *mut u8| {
+            if p.is_null() {
+                0
+            } else {
+                // SAFETY: live buffer (new, or old not yet retired).
+                record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len()) as i64
+            }
+        };
+        if new.is_null() {
+            c.rows -= 1;
+        }
+        c.data_bytes += size(new) - size(old);
+        *engine_bytes += size(new) as isize;
+        garbage.push(Retired::Buffer(old));
+        if new.is_null() {
+            t.rows.remove(rowid, g);
+            garbage.push(Retired::Record(r.0));
+        }
+        Ok(())
     }
+}
+
+/// Rows applied per epoch pin, memory check and counter update.
+const CHUNK_ROWS: usize = 256;
+/// Row batches at least this large are split between the replayer's threads.
+const PARALLEL_MIN_ROWS: usize = 8192;
+
+/// The table a run of rows belongs to, and what applying them changed in its counters
+/// (published by `flush`, once per run instead of once per row).
+struct Current {
+    oid: u32,
+    table: Option<TableHandle>,
+    indexes: Arc<[Arc<KeyIndex>]>,
+    max_rowid: u64,
+    rows: i64,
+    data_bytes: i64,
+}
+
+impl Current {
+    fn of(engine: &Engine, oid: u32) -> Current {
+        let table = engine.table(oid);
+        let indexes = match &table {
+            Some(t) => t.indexes(),
+            None => Arc::from(Vec::new()),
+        };
+        Current {
+            oid,
+            table,
+            indexes,
+            max_rowid: 0,
+            rows: 0,
+            data_bytes: 0,
+        }
+    }
+
+    fn flush(self) {
+        if let Some(t) = &self.table {
+            if self.max_rowid > 0 {
+                t.observe_rowid(self.max_rowid);
+            }
+            t.account(self.rows, self.data_bytes);
+        }
+    }
+}
+
+/// Applies the records of a recovery (checkpoint frames, then log records) to an
+/// engine, faster than [`Engine::replay`] one record at a time:
+/// * rows are applied straight from the payload (no copy), and batches of at least
+///   `PARALLEL_MIN_ROWS` rows are split between `threads` threads (the rows of one
+///   record are distinct, and records still apply in order);
+/// * indexes the stream creates are not maintained row by row: [`Replayer::finish`]
+///   builds each over the final rows, with `threads` threads.
+///
+/// Until `finish` returns, the engine's indexes are incomplete: nothing else may use
+/// the engine meanwhile (recovery runs before anybody can).
+pub struct Replayer {
+    engine: &'static Engine,
+    threads: usize,
+    /// Indexes created by the stream and not dropped since: (table, definition).
+    deferred: Vec<(u32, IndexDef)>,
+}
+
+impl Replayer {
+    pub fn new(engine: &'static Engine, threads: usize) -> Replayer {
+        Replayer {
+            engine,
+            threads: threads.max(1),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Applies one encoded record.
+    pub fn apply(&mut self, payload: &[u8]) -> Result<()> {
+        let corrupt = |e: crate::redo::payload::DecodeError| Error::Corrupt(e.to_string());
+        match decode_rows(payload).map_err(corrupt)? {
+            Some(rows) => self.apply_rows(&rows),
+            None => self.apply_record(&LogRecord::decode(payload).map_err(corrupt)?),
+        }
+    }
+
+    /// Applies one decoded record.
+    pub fn apply_record(&mut self, rec: &LogRecord) -> Result<()> {
+        let e = self.engine;
+        match rec {
+            LogRecord::DropTable { oid } => {
+                self.deferred.retain(|(o, _)| o != oid);
+                e.drop_table_inner(*oid);
+            }
+            LogRecord::CreateIndex { table_oid, def } => {
+                e.observe_index_id(def.id);
+                let known = self
+                    .deferred
+                    .iter()
+                    .any(|(o, d)| o == table_oid && d.id == def.id);
+                if let Some(t) = e.table(*table_oid) {
+                    if !known && t.index_entries(def.id).is_none() {
+                        self.deferred.push((*table_oid, def.clone()));
+                    }
+                }
+            }
+            LogRecord::DropIndex { table_oid, id } => {
+                let before = self.deferred.len();
+                self.deferred
+                    .retain(|(o, d)| !(o == table_oid && d.id == *id));
+                if self.deferred.len() == before {
+                    e.drop_index_logged(*table_oid, *id, false)?;
+                }
+            }
+            other => e.replay(other)?,
+        }
+        Ok(())
+    }
+
+    /// Applies rows of one record, or of several records whose rows are pairwise
+    /// distinct (the frames of one checkpoint).
+    pub fn apply_distinct_rows(&mut self, rows: &[RowRef<'_>]) -> Result<()> {
+        self.apply_rows(rows)
+    }
+
+    fn apply_rows(&mut self, rows: &[RowRef<'_>]) -> Result<()> {
+        let e = self.engine;
+        if let Some(max) = rows.iter().map(|r| r.tid).max() {
+            e.observe_tid(max);
+        }
+        if self.threads < 2 || rows.len() < PARALLEL_MIN_ROWS {
+            return e.apply_rows_part(rows);
+        }
+        let per = rows.len().div_ceil(self.threads);
+        parallel(rows.chunks(per).collect(), |part| e.apply_rows_part(part))
+    }
+
+    /// Builds the deferred indexes and publishes them. Uniqueness is not checked (see
+    /// [`Engine::rebuild_index`]).
+    pub fn finish(self) -> Result<()> {
+        let e = self.engine;
+        for (oid, def) in self.deferred {
+            if let Some(t) = e.table(oid) {
+                e.build_index_parallel(&t, def, self.threads)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on every part, one thread per part (the caller's thread takes the first),
+/// with every signal blocked in the helper threads: PostgreSQL's signal handlers must
+/// run on the process's main thread. Returns the first error.
+fn parallel<T: Sync>(parts: Vec<T>, f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    if parts.len() < 2 {
+        return parts.iter().try_for_each(&f);
+    }
+    scope::outside(|| {
+        // SAFETY: plain signal-mask calls on this thread; the old mask is restored
+        // below, and threads spawned meanwhile inherit the full mask.
+        let old = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
+        let res = std::thread::scope(|s| {
+            let handles: Vec<_> = parts[1..]
+                .iter()
+                .map(|p| {
+                    s.spawn(|| {
+                        let r = f(p);
+                        // The blocks this thread cached go back before it ends.
+                        crate::alloc::release_thread_cache();
+                        r
+                    })
+                })
+                .collect();
+            // SAFETY: restores this thread's mask (helpers keep theirs).
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+            let mut res = f(&parts[0]);
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Corrupt("a recovery thread panicked".into())));
+                if res.is_ok() {
+                    res = r;
+                }
+            }
+            res
+        });
+        res
+    })
 }

@@ -59,6 +59,11 @@ impl Table {
         self.next_rowid.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The row id the next insert will get (all row ids in use are below it).
+    pub(crate) fn peek_next_rowid(&self) -> u64 {
+        self.next_rowid.load(Ordering::Relaxed)
+    }
+
     /// Makes sure new row ids are above `rowid` (recovery).
     pub(crate) fn observe_rowid(&self, rowid: u64) {
         self.next_rowid.fetch_max(rowid + 1, Ordering::Relaxed);

@@ -41,7 +41,7 @@ use crate::redo::payload::encode_write;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +131,14 @@ pub struct Txn {
     /// new keys are not in the indexes until commit, so this transaction's own index
     /// scans and unique checks look at them separately.
     rekeyed: BTreeSet<(usize, u64)>,
+    /// Hashes of every new key an update of this transaction gave a rekeyed row, per
+    /// (table address, index id): a unique check looks at the rekeyed rows only if the
+    /// key's hash is here (so a big key-changing UPDATE is not quadratic). Never shrinks
+    /// before the transaction ends, so it stays a superset after savepoint rollbacks.
+    /// Tables in `rekeyed_unhashed` have rekeyed rows whose keys were never hashed
+    /// (an index created after the updates): always look there.
+    rekeyed_hashes: HashSet<(usize, u32, u64)>,
+    rekeyed_unhashed: BTreeSet<usize>,
     /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
     row_locks: Chunked<(RecordPtr, u32)>,
     /// What this transaction writes into the owner word of rows it locks (and how
@@ -428,6 +436,8 @@ impl Txn {
             entries: Chunked::default(),
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
+            rekeyed_hashes: HashSet::new(),
+            rekeyed_unhashed: BTreeSet::new(),
             row_locks: Chunked::default(),
             lock_tag: id,
             iso: Isolation::ReadCommitted,
@@ -674,6 +684,8 @@ impl Txn {
                 if dup {
                     return Err(unique_violation(index, t, new));
                 }
+                self.rekeyed_hashes
+                    .insert((Self::key(t, 0).0, index.def.id, Self::key_hash(&kn)));
             }
         }
         if changed {
@@ -734,7 +746,11 @@ impl Txn {
         if let Some(e) = err {
             return Err(e);
         }
-        if !found {
+        let may_be_rekeyed = self.rekeyed_unhashed.contains(&tk)
+            || self
+                .rekeyed_hashes
+                .contains(&(tk, index.def.id, Self::key_hash(key)));
+        if !found && may_be_rekeyed {
             for &(_, rid) in self.rekeyed.range((tk, 0)..=(tk, u64::MAX)) {
                 if Some(rid) == rowid {
                     continue;
@@ -1166,6 +1182,9 @@ impl Txn {
                 .filter(|(_, &i)| self.entries.get(i).origin != Origin::Inserted)
                 .map(|(&k, _)| k)
                 .collect();
+            if !own.is_empty() {
+                self.rekeyed_unhashed.insert(tk);
+            }
             self.rekeyed.extend(own);
         }
         result
@@ -1236,7 +1255,7 @@ impl Txn {
             self.abort();
         }
         self.pending.clear();
-        self.rekeyed.clear();
+        self.clear_rekeyed();
         self.active = false;
         let (tid, log_end) = outcome?;
         // Phase 6: durable. After the locks are gone, so readers never wait for an
@@ -1721,8 +1740,21 @@ impl Txn {
             garbage.retire(engine, g);
         });
         self.pending.clear();
-        self.rekeyed.clear();
+        self.clear_rekeyed();
         self.active = false;
+    }
+
+    fn clear_rekeyed(&mut self) {
+        self.rekeyed.clear();
+        self.rekeyed_hashes.clear();
+        self.rekeyed_unhashed.clear();
+    }
+
+    fn key_hash(key: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
     }
 
     fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {

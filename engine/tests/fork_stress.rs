@@ -103,6 +103,7 @@ fn fork_all(n: i32, f: impl Fn(i32)) -> bool {
         if pid == 0 {
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_ok();
             memfdw_engine::epoch::unregister_current();
+            memfdw_engine::alloc::release_thread_cache();
             // SAFETY: leave without running the parent's atexit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }

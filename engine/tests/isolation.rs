@@ -98,11 +98,18 @@ fn bank(iso: Isolation, oid: u32) {
     let audits = Arc::new(AtomicU64::new(0));
     let transfers: Vec<_> = (0..3)
         .map(|w| {
+            let audits = audits.clone();
             std::thread::spawn(move || {
                 let t = e.table(oid).unwrap();
                 let mut rng = Rng::new(w + 1);
                 let mut done = 0;
-                while done < 300 {
+                let started = std::time::Instant::now();
+                // At least 300 transfers each, and on until an audit has committed
+                // while they run (the auditor may start late on a loaded machine).
+                while done < 300
+                    || (audits.load(Ordering::Relaxed) == 0
+                        && started.elapsed() < std::time::Duration::from_secs(20))
+                {
                     let (a, b) = (rng.below(N as u64) as i32, rng.below(N as u64) as i32);
                     if a == b {
                         continue;

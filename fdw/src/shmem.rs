@@ -402,4 +402,7 @@ fn register_exit_callback() {
 unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
     crate::xact::release_at_exit();
     memfdw_engine::epoch::unregister_current();
+    // Blocks this process cached go back to the arena (after the unregistration,
+    // which may free some).
+    memfdw_engine::alloc::release_thread_cache();
 }

@@ -13,7 +13,7 @@
 //! Recovery loads the checkpoint, then replays the log from its start LSN; rows the
 //! scan saw newer than a replayed record win by TID (replay is last-writer-wins).
 
-use super::payload::LogRecord;
+use super::payload::{decode_rows, LogRecord, RowRef};
 use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
 use super::shared::SharedLog;
 use super::RedoSink;
@@ -192,7 +192,10 @@ pub fn write_checkpoint(
 
 /// Loads the checkpoint in `dir` into `engine`, if there is one; returns its start
 /// LSN. A leftover `checkpoint.tmp` (a checkpoint that never completed) is removed.
-pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>, CheckpointError> {
+pub fn load_checkpoint(
+    replayer: &mut crate::replay::Replayer,
+    dir: &str,
+) -> Result<Option<u64>, CheckpointError> {
     let dir = Path::new(dir);
     let _ = std::fs::remove_file(dir.join(TMP_FILE));
     let path = dir.join(CHECKPOINT_FILE);
@@ -223,6 +226,23 @@ pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>
     let start = u64::from_le_bytes(data[16..24].try_into().unwrap());
     let mut pos = HEADER_LEN;
     let mut seq = 0u64;
+    // Rows of consecutive row frames, applied together (by several threads): every row
+    // appears once in a checkpoint, so they are pairwise distinct. `batch_pos` is the
+    // offset of the batch's first frame, named if applying it fails.
+    let mut batch: Vec<RowRef<'_>> = Vec::new();
+    let mut batch_pos = pos;
+    let flush = |replayer: &mut crate::replay::Replayer,
+                 batch: &mut Vec<RowRef<'_>>,
+                 at: usize|
+     -> Result<(), CheckpointError> {
+        if !batch.is_empty() {
+            replayer
+                .apply_distinct_rows(batch)
+                .map_err(|e| corrupt(at, &e.to_string()))?;
+            batch.clear();
+        }
+        Ok(())
+    };
     loop {
         let Some(len) = frame_at(data, pos, seq) else {
             return Err(corrupt(
@@ -235,13 +255,30 @@ pub fn load_checkpoint(engine: &'static Engine, dir: &str) -> Result<Option<u64>
             if payload.len() != 9 || u64::from_le_bytes(payload[1..9].try_into().unwrap()) != seq {
                 return Err(corrupt(pos, "bad end frame"));
             }
+            flush(replayer, &mut batch, batch_pos)?;
             return Ok(Some(start));
         }
-        let rec = LogRecord::decode(payload).map_err(|e| corrupt(pos, &e.to_string()))?;
-        engine
-            .replay(&rec)
-            .map_err(|e| corrupt(pos, &e.to_string()))?;
+        match decode_rows(payload).map_err(|e| corrupt(pos, &e.to_string()))? {
+            Some(rows) => {
+                if batch.is_empty() {
+                    batch_pos = pos;
+                }
+                batch.extend(rows);
+                if batch.len() >= BATCH_ROWS {
+                    flush(replayer, &mut batch, batch_pos)?;
+                }
+            }
+            None => {
+                flush(replayer, &mut batch, batch_pos)?;
+                replayer
+                    .apply(payload)
+                    .map_err(|e| corrupt(pos, &e.to_string()))?;
+            }
+        }
         pos += FRAME_HEADER_LEN + len;
         seq += 1;
     }
 }
+
+/// Rows of a checkpoint applied as one batch at load.
+const BATCH_ROWS: usize = 64 * 1024;

@@ -51,6 +51,77 @@ pub enum LogRecord {
     },
 }
 
+/// One row change borrowed from a commit or rows payload (see [`decode_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRef<'a> {
+    pub table_oid: u32,
+    pub rowid: u64,
+    pub tid: u64,
+    /// The row's packed bytes, or None for a delete.
+    pub after: Option<&'a [u8]>,
+}
+
+/// Decodes the rows of a commit (1) or rows (4) payload without copying them (recovery
+/// applies them straight from the mapped file). `Ok(None)` for every other kind. The
+/// same checks as [`LogRecord::decode`].
+pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
+    let mut r = Reader { b, pos: 0 };
+    let rows = match r.u8()? {
+        1 => {
+            let tid = r.u64()?;
+            let n = r.u32()? as usize;
+            if n > b.len() / 13 {
+                return Err(DecodeError("write count exceeds record"));
+            }
+            let mut rows = Vec::with_capacity(n);
+            for _ in 0..n {
+                let table_oid = r.u32()?;
+                let rowid = r.u64()?;
+                let after = match r.u8()? {
+                    0 => {
+                        let len = r.u32()? as usize;
+                        Some(r.bytes(len)?)
+                    }
+                    1 => None,
+                    _ => return Err(DecodeError("bad write kind")),
+                };
+                rows.push(RowRef {
+                    table_oid,
+                    rowid,
+                    tid,
+                    after,
+                });
+            }
+            rows
+        }
+        4 => {
+            let table_oid = r.u32()?;
+            let n = r.u32()? as usize;
+            if n > b.len() / 20 {
+                return Err(DecodeError("row count exceeds record"));
+            }
+            let mut rows = Vec::with_capacity(n);
+            for _ in 0..n {
+                let rowid = r.u64()?;
+                let tid = r.u64()?;
+                let len = r.u32()? as usize;
+                rows.push(RowRef {
+                    table_oid,
+                    rowid,
+                    tid,
+                    after: Some(r.bytes(len)?),
+                });
+            }
+            rows
+        }
+        _ => return Ok(None),
+    };
+    if r.pos != b.len() {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(Some(rows))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed redo record: {0}")]
 pub struct DecodeError(pub &'static str);
@@ -398,6 +469,48 @@ mod tests {
             let mut buf = Vec::new();
             rec.encode(&mut buf);
             assert_eq!(LogRecord::decode(&buf).unwrap(), rec);
+        }
+    }
+
+    #[test]
+    fn borrowed_rows_match_the_decoded_records() {
+        for rec in samples() {
+            let mut b = Vec::new();
+            rec.encode(&mut b);
+            let rows = decode_rows(&b).unwrap();
+            match &rec {
+                LogRecord::Commit { tid, writes } => {
+                    let want: Vec<_> = writes
+                        .iter()
+                        .map(|w| RowRef {
+                            table_oid: w.table_oid,
+                            rowid: w.rowid,
+                            tid: *tid,
+                            after: w.after.as_deref(),
+                        })
+                        .collect();
+                    assert_eq!(rows, Some(want));
+                }
+                LogRecord::Rows { table_oid, rows: r } => {
+                    let want: Vec<_> = r
+                        .iter()
+                        .map(|(rowid, tid, bytes)| RowRef {
+                            table_oid: *table_oid,
+                            rowid: *rowid,
+                            tid: *tid,
+                            after: Some(bytes),
+                        })
+                        .collect();
+                    assert_eq!(rows, Some(want));
+                }
+                _ => assert_eq!(rows, None),
+            }
+            // Every truncation of a row payload is an error, never a panic.
+            if rows.is_some() {
+                for n in 0..b.len() {
+                    assert!(decode_rows(&b[..n]).is_err(), "prefix {n} of {rec:?}");
+                }
+            }
         }
     }
 

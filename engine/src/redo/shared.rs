@@ -15,7 +15,6 @@
 //!   covers everything written before it looked at `next_lsn`, and publishes that as
 //!   flushed.
 
-use super::payload::LogRecord;
 use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
 use super::storage::{FsDir, LogDir};
 use super::{Appended, RedoSink};
@@ -352,7 +351,9 @@ pub fn recover_engine_with_progress(
     let mut last_report = started;
     let (mut records, mut bytes) = (0u64, 0u64);
     let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
-    let start = super::checkpoint::load_checkpoint(engine, dir)?.unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut replayer = crate::replay::Replayer::new(engine, threads);
+    let start = super::checkpoint::load_checkpoint(&mut replayer, dir)?.unwrap_or(0);
     let mut failure = None;
     let r = scope::outside(|| {
         segment::recover(&fs, |lsn, payload| {
@@ -369,12 +370,7 @@ pub fn recover_engine_with_progress(
                     seconds: started.elapsed().as_secs_f64(),
                 });
             }
-            let rec = LogRecord::decode(payload);
-            let applied = match rec {
-                Ok(rec) => engine.replay(&rec).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(what) = applied {
+            if let Err(what) = replayer.apply(payload).map_err(|e| e.to_string()) {
                 failure = Some(RecoveryError::Record { lsn, what });
                 // Stop reading: nothing after a bad record is applied.
                 return Err(segment::LogError::Corrupt {
@@ -386,10 +382,15 @@ pub fn recover_engine_with_progress(
             Ok(())
         })
     });
-    match (r, failure) {
-        (_, Some(f)) => Err(f),
-        (r, None) => Ok(r?),
-    }
+    let r = match (r, failure) {
+        (_, Some(f)) => return Err(f),
+        (r, None) => r?,
+    };
+    replayer.finish().map_err(|e| RecoveryError::Record {
+        lsn: r.end_lsn,
+        what: format!("building the indexes: {e}"),
+    })?;
+    Ok(r)
 }
 
 /// Names of the segments in `dir`, in LSN order.
