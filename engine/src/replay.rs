@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
-use crate::redo::payload::{decode_rows, LogRecord, RowRef};
+use crate::redo::payload::{commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART};
 use crate::scope;
 use std::sync::Arc;
 
@@ -367,6 +367,12 @@ pub struct Replayer {
     threads: usize,
     /// Indexes created by the stream and not dropped since: (table, definition).
     deferred: Vec<(u32, IndexDef)>,
+    /// Commit parts waiting for their commit record (copies: they may span segments),
+    /// and their TID.
+    parts: Vec<Vec<u8>>,
+    parts_tid: u64,
+    /// Parts dropped because no commit record followed them.
+    incomplete_commits: u64,
 }
 
 impl Replayer {
@@ -375,12 +381,40 @@ impl Replayer {
             engine,
             threads: threads.max(1),
             deferred: Vec::new(),
+            parts: Vec::new(),
+            parts_tid: 0,
+            incomplete_commits: 0,
         }
     }
 
-    /// Applies one encoded record.
+    /// Applies one encoded record. Commit parts wait for their commit record (see
+    /// `redo::payload`): then all of them apply at once; parts followed by anything
+    /// else are dropped.
     pub fn apply(&mut self, payload: &[u8]) -> Result<()> {
         let corrupt = |e: crate::redo::payload::DecodeError| Error::Corrupt(e.to_string());
+        let kind = payload.first().copied();
+        let tid = commit_tid(payload);
+        if kind == Some(COMMIT_PART) {
+            decode_rows(payload).map_err(corrupt)?;
+            let tid = tid.expect("decoded above");
+            if !self.parts.is_empty() && self.parts_tid != tid {
+                self.drop_parts();
+            }
+            self.parts_tid = tid;
+            self.parts.push(payload.to_vec());
+            return Ok(());
+        }
+        if !self.parts.is_empty() {
+            if kind == Some(COMMIT) && tid == Some(self.parts_tid) {
+                let parts = std::mem::take(&mut self.parts);
+                let mut rows = Vec::new();
+                for p in parts.iter().map(|p| &p[..]).chain([payload]) {
+                    rows.extend(decode_rows(p).map_err(corrupt)?.expect("commit rows"));
+                }
+                return self.apply_rows(&rows);
+            }
+            self.drop_parts();
+        }
         match decode_rows(payload).map_err(corrupt)? {
             Some(rows) => self.apply_rows(&rows),
             None => self.apply_record(&LogRecord::decode(payload).map_err(corrupt)?),
@@ -438,16 +472,25 @@ impl Replayer {
         parallel(rows.chunks(per).collect(), |part| e.apply_rows_part(part))
     }
 
-    /// Builds the deferred indexes and publishes them. Uniqueness is not checked (see
-    /// [`Engine::rebuild_index`]).
-    pub fn finish(self) -> Result<()> {
+    fn drop_parts(&mut self) {
+        if !self.parts.is_empty() {
+            self.incomplete_commits += 1;
+            self.parts.clear();
+        }
+    }
+
+    /// Drops parts still waiting (the log ended before their commit record), builds
+    /// the deferred indexes and publishes them. Uniqueness is not checked (see
+    /// [`Engine::rebuild_index`]). Returns how many incomplete big commits were dropped.
+    pub fn finish(mut self) -> Result<u64> {
+        self.drop_parts();
         let e = self.engine;
-        for (oid, def) in self.deferred {
+        for (oid, def) in std::mem::take(&mut self.deferred) {
             if let Some(t) = e.table(oid) {
                 e.build_index_parallel(&t, def, self.threads)?;
             }
         }
-        Ok(())
+        Ok(self.incomplete_commits)
     }
 }
 

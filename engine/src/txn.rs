@@ -1553,12 +1553,16 @@ impl Txn {
         // Phase 4: log.
         let mut log_end = None;
         if let Some(sink) = engine.sink() {
-            let payload = scope::outside(|| self.commit_record(tid));
-            match sink.append(&payload) {
+            let parts = scope::outside(|| self.commit_records(tid, sink.max_record()));
+            let appended = scope::outside(|| {
+                let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                sink.append_parts(&refs)
+            });
+            scope::outside(|| drop(parts));
+            match appended {
                 Ok(a) => log_end = Some(a),
                 Err(e) => return Err(Error::LogIo(e.to_string())),
             }
-            scope::outside(|| drop(payload));
         }
         // Phase 5: install and unlock; then unlink the keys rows no longer have.
         let mut garbage = Garbage::default();
@@ -1616,18 +1620,22 @@ impl Txn {
     }
 
     /// The redo record of this commit (built in private memory).
-    fn commit_record(&self, tid: u64) -> Vec<u8> {
+    /// The redo record of this commit: one commit record, or commit parts and a final
+    /// commit record (see `redo::payload`) if the after-images exceed `max` bytes.
+    fn commit_records(&self, tid: u64, max: usize) -> Vec<Vec<u8>> {
+        use crate::redo::payload::{COMMIT, COMMIT_PART};
         let logged = |e: &&WriteEntry| !(e.origin == Origin::Inserted && e.newest.data.is_null());
-        let n = self
-            .pending
-            .values()
-            .map(|&i| self.entries.get(i))
-            .filter(logged)
-            .count();
-        let mut out = Vec::with_capacity(13 + n * 32);
-        out.push(1);
-        out.extend_from_slice(&tid.to_le_bytes());
-        out.extend_from_slice(&(n as u32).to_le_bytes());
+        let start = |parts: &mut Vec<Vec<u8>>| {
+            let mut out = Vec::with_capacity(64 << 10);
+            out.push(COMMIT);
+            out.extend_from_slice(&tid.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            parts.push(out);
+        };
+        let mut parts = Vec::new();
+        let mut counts = vec![0u32];
+        start(&mut parts);
+        let mut write = Vec::new();
         for e in self
             .pending
             .values()
@@ -1637,9 +1645,22 @@ impl Txn {
             // SAFETY: pending buffers live until install.
             let after =
                 (!e.newest.data.is_null()).then(|| unsafe { record::rowbuf_slice(e.newest.data) });
-            encode_write(&mut out, self.tables[e.table].oid, e.rowid, after);
+            write.clear();
+            encode_write(&mut write, self.tables[e.table].oid, e.rowid, after);
+            let cur = parts.last().expect("started");
+            if *counts.last().unwrap() > 0 && cur.len() + write.len() > max {
+                start(&mut parts);
+                counts.push(0);
+            }
+            parts.last_mut().unwrap().extend_from_slice(&write);
+            *counts.last_mut().unwrap() += 1;
         }
-        out
+        let last = parts.len() - 1;
+        for (n, (p, c)) in parts.iter_mut().zip(counts).enumerate() {
+            p[0] = if n == last { COMMIT } else { COMMIT_PART };
+            p[9..13].copy_from_slice(&c.to_le_bytes());
+        }
+        parts
     }
 
     /// Releases the row locks taken by subtransaction `sub` or later (0: all).

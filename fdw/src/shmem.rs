@@ -268,6 +268,12 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
             t.offset
         );
     }
+    if r.incomplete_commits > 0 {
+        pgrx::log!(
+            "memfdw: dropped {} big commits whose log records were incomplete (never acknowledged)",
+            r.incomplete_commits
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
     let rows: i64 = engine
         .table_oids()

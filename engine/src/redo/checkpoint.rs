@@ -13,7 +13,7 @@
 //! Recovery loads the checkpoint, then replays the log from its start LSN; rows the
 //! scan saw newer than a replayed record win by TID (replay is last-writer-wins).
 
-use super::payload::{decode_rows, LogRecord, RowRef};
+use super::payload::{decode_rows, LogRecord, RowRef, ROWS};
 use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
 use super::shared::SharedLog;
 use super::RedoSink;
@@ -258,7 +258,12 @@ pub fn load_checkpoint(
             flush(replayer, &mut batch, batch_pos)?;
             return Ok(Some(start));
         }
-        match decode_rows(payload).map_err(|e| corrupt(pos, &e.to_string()))? {
+        let rows = if payload.first() == Some(&ROWS) {
+            decode_rows(payload).map_err(|e| corrupt(pos, &e.to_string()))?
+        } else {
+            None
+        };
+        match rows {
             Some(rows) => {
                 if batch.is_empty() {
                     batch_pos = pos;

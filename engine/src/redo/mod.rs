@@ -32,6 +32,21 @@ pub trait RedoSink: Send + Sync {
     /// (nothing installed). Every successful append is followed by
     /// [`RedoSink::installed`] once its effect is in memory.
     fn append(&self, payload: &[u8]) -> std::io::Result<Appended>;
+    /// Appends several records in consecutive frames, as one append (one
+    /// [`RedoSink::installed`] follows): the parts of a big commit. Sinks that cannot
+    /// keep them together take only one.
+    fn append_parts(&self, parts: &[&[u8]]) -> std::io::Result<Appended> {
+        match parts {
+            [one] => self.append(one),
+            _ => Err(std::io::Error::other(
+                "this redo sink cannot log a commit split into parts",
+            )),
+        }
+    }
+    /// The largest payload one record may have; bigger commits are split into parts.
+    fn max_record(&self) -> usize {
+        segment::MAX_PAYLOAD
+    }
     /// The appended record's effect is installed in memory (a checkpoint waits for
     /// every record appended before it started to reach this point).
     fn installed(&self, _phase: usize) {}

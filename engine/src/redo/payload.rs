@@ -7,8 +7,16 @@
 //! rows:         4 | table u32 | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
 //! create index: 5 | table u32 | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
 //! drop index:   6 | table u32 | id u32
+//! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
 //! name:         len u16 | utf-8 bytes
 //! ```
+//! A commit whose record would exceed the largest frame is logged as commit parts
+//! followed by one commit record, all with its TID, in consecutive frames (appended
+//! under one hold of the log lock): recovery applies the parts only together with
+//! their commit record, and drops parts not followed by it (a commit that never
+//! completed, so was never acknowledged). [`LogRecord::decode`] does not decode parts;
+//! [`decode_rows`] does.
+//!
 //! Decoding checks every length against the buffer and returns an error on any
 //! inconsistency; it never panics on bad input.
 
@@ -51,6 +59,23 @@ pub enum LogRecord {
     },
 }
 
+/// Kind byte of a commit record.
+pub const COMMIT: u8 = 1;
+/// Kind byte of a checkpoint's rows record.
+pub const ROWS: u8 = 4;
+/// Kind byte of a commit part (see the module documentation).
+pub const COMMIT_PART: u8 = 7;
+
+/// The TID of a commit or commit-part payload.
+pub fn commit_tid(b: &[u8]) -> Option<u64> {
+    match b.first() {
+        Some(&COMMIT) | Some(&COMMIT_PART) if b.len() >= 9 => {
+            Some(u64::from_le_bytes(b[1..9].try_into().unwrap()))
+        }
+        _ => None,
+    }
+}
+
 /// One row change borrowed from a commit or rows payload (see [`decode_rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowRef<'a> {
@@ -67,7 +92,7 @@ pub struct RowRef<'a> {
 pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
     let mut r = Reader { b, pos: 0 };
     let rows = match r.u8()? {
-        1 => {
+        COMMIT | COMMIT_PART => {
             let tid = r.u64()?;
             let n = r.u32()? as usize;
             if n > b.len() / 13 {

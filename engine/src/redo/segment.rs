@@ -68,6 +68,9 @@ pub struct Recovered {
     pub records: u64,
     pub segments: usize,
     pub truncated: Option<Truncation>,
+    /// Big commits whose parts were not followed by their commit record (never
+    /// acknowledged), dropped.
+    pub incomplete_commits: u64,
 }
 
 pub fn segment_name(start_lsn: u64) -> String {

@@ -56,6 +56,8 @@ pub struct SharedLog {
     last_checkpoint_at_ms: AtomicU64,
     last_checkpoint_bytes: AtomicU64,
     last_checkpoint_ms: AtomicU64,
+    /// Largest record payload; bigger commits are logged in parts.
+    max_record: AtomicUsize,
 }
 
 /// What the last completed checkpoint was.
@@ -110,7 +112,15 @@ impl SharedLog {
             last_checkpoint_at_ms: AtomicU64::new(0),
             last_checkpoint_bytes: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
+            max_record: AtomicUsize::new(segment::MAX_PAYLOAD),
         }))
+    }
+
+    /// Sets the largest record payload (at least 64 bytes; tests split commits with a
+    /// small one).
+    pub fn set_max_record(&self, bytes: usize) {
+        self.max_record
+            .store(bytes.clamp(64, segment::MAX_PAYLOAD), Ordering::Relaxed);
     }
 
     fn path(&self, seg_start: u64) -> PathBuf {
@@ -250,29 +260,46 @@ impl SharedLog {
 
 impl RedoSink for SharedLog {
     fn append(&self, payload: &[u8]) -> io::Result<Appended> {
+        self.append_parts(&[payload])
+    }
+
+    fn max_record(&self) -> usize {
+        self.max_record.load(Ordering::Relaxed)
+    }
+
+    fn append_parts(&self, parts: &[&[u8]]) -> io::Result<Appended> {
+        if let Some(p) = parts.iter().find(|p| p.len() > segment::MAX_PAYLOAD) {
+            return Err(io::Error::other(format!(
+                "redo record of {} bytes exceeds the largest frame",
+                p.len()
+            )));
+        }
         scope::outside(|| {
-            let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-            let mut buf = Vec::with_capacity(frame_len as usize);
+            let mut buf = Vec::new();
             let mut st = self.state.lock();
-            let used = HEADER_LEN as u64 + (st.next_lsn - st.seg_start);
-            if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
-                // Seal the current segment: it must be complete before a later one
-                // holds anything.
-                self.with_file(st.seg_start, |f| f.sync_data())?;
-                self.flushed.fetch_max(st.next_lsn, Ordering::AcqRel);
-                let mut w = segment::LogWriter::open(
-                    std::sync::Arc::new(FsDir::open(&self.dir)?),
-                    st.next_lsn,
-                    self.segment_size,
-                )?;
-                w.sync()?;
-                st.seg_start = st.next_lsn;
+            for payload in parts {
+                let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+                let used = HEADER_LEN as u64 + (st.next_lsn - st.seg_start);
+                if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
+                    // Seal the current segment: it must be complete before a later one
+                    // holds anything.
+                    self.with_file(st.seg_start, |f| f.sync_data())?;
+                    self.flushed.fetch_max(st.next_lsn, Ordering::AcqRel);
+                    let mut w = segment::LogWriter::open(
+                        std::sync::Arc::new(FsDir::open(&self.dir)?),
+                        st.next_lsn,
+                        self.segment_size,
+                    )?;
+                    w.sync()?;
+                    st.seg_start = st.next_lsn;
+                }
+                let lsn = st.next_lsn;
+                buf.clear();
+                encode_frame(&mut buf, lsn, payload);
+                let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
+                self.with_file(st.seg_start, |f| f.write_all_at(&buf, offset))?;
+                st.next_lsn += frame_len;
             }
-            let lsn = st.next_lsn;
-            encode_frame(&mut buf, lsn, payload);
-            let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
-            self.with_file(st.seg_start, |f| f.write_all_at(&buf, offset))?;
-            st.next_lsn += frame_len;
             let phase = self.phase.load(Ordering::Relaxed);
             self.installing[phase].fetch_add(1, Ordering::AcqRel);
             self.appends.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +413,8 @@ pub fn recover_engine_with_progress(
         (_, Some(f)) => return Err(f),
         (r, None) => r?,
     };
-    replayer.finish().map_err(|e| RecoveryError::Record {
+    let mut r = r;
+    r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
         lsn: r.end_lsn,
         what: format!("building the indexes: {e}"),
     })?;
