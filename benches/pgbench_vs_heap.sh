@@ -7,7 +7,8 @@
 # The heap side is database memfdw_bench_heap (pgbench -i); the memory side is
 # database memfdw_bench_mem, whose pgbench_* tables are memory tables with the same
 # keys, filled with the same rows. Uses the cluster of scripts/pg.sh.
-# BENCH_SCALE (default 10), BENCH_SECONDS (default 10), BENCH_CLIENTS (default 8).
+# BENCH_SCALE (default 10), BENCH_SECONDS (default 10), BENCH_CLIENTS (default 8);
+# BENCH_KEEP=1 keeps both databases for further runs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG="$ROOT/scripts/pg.sh"
@@ -51,4 +52,6 @@ for mode in "-S" "-N" "-b tpcb-like"; do
     m=$(run memfdw_bench_mem $mode)
     echo "pgbench $mode: heap $h tps  memory $m tps  ratio x$(ratio "$m" "$h")"
 done
-q -c "DROP DATABASE memfdw_bench_heap" -c "DROP DATABASE memfdw_bench_mem"
+if [ -z "${BENCH_KEEP:-}" ]; then
+    q -c "DROP DATABASE memfdw_bench_heap" -c "DROP DATABASE memfdw_bench_mem"
+fi

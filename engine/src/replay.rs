@@ -356,17 +356,15 @@ impl Current {
 /// engine, faster than [`Engine::replay`] one record at a time:
 /// * rows are applied straight from the payload (no copy), and batches of at least
 ///   `PARALLEL_MIN_ROWS` rows are split between `threads` threads (the rows of one
-///   record are distinct, and records still apply in order);
-/// * indexes the stream creates are not maintained row by row: [`Replayer::finish`]
-///   builds each over the final rows, with `threads` threads.
+///   record are distinct, and records still apply in order); indexes are maintained
+///   as rows arrive (cheaper than building them afterwards: the row is in the cache);
+/// * an index created over rows already there is built by `threads` threads;
+/// * commit parts wait for their commit record.
 ///
-/// Until `finish` returns, the engine's indexes are incomplete: nothing else may use
-/// the engine meanwhile (recovery runs before anybody can).
+/// Nothing else may use the engine meanwhile (recovery runs before anybody can).
 pub struct Replayer {
     engine: &'static Engine,
     threads: usize,
-    /// Indexes created by the stream and not dropped since: (table, definition).
-    deferred: Vec<(u32, IndexDef)>,
     /// Commit parts waiting for their commit record (copies: they may span segments),
     /// and their TID.
     parts: Vec<Vec<u8>>,
@@ -380,7 +378,6 @@ impl Replayer {
         Replayer {
             engine,
             threads: threads.max(1),
-            deferred: Vec::new(),
             parts: Vec::new(),
             parts_tid: 0,
             incomplete_commits: 0,
@@ -425,28 +422,12 @@ impl Replayer {
     pub fn apply_record(&mut self, rec: &LogRecord) -> Result<()> {
         let e = self.engine;
         match rec {
-            LogRecord::DropTable { oid } => {
-                self.deferred.retain(|(o, _)| o != oid);
-                e.drop_table_inner(*oid);
-            }
             LogRecord::CreateIndex { table_oid, def } => {
                 e.observe_index_id(def.id);
-                let known = self
-                    .deferred
-                    .iter()
-                    .any(|(o, d)| o == table_oid && d.id == def.id);
                 if let Some(t) = e.table(*table_oid) {
-                    if !known && t.index_entries(def.id).is_none() {
-                        self.deferred.push((*table_oid, def.clone()));
+                    if t.index_entries(def.id).is_none() {
+                        e.build_index_parallel(&t, def.clone(), self.threads)?;
                     }
-                }
-            }
-            LogRecord::DropIndex { table_oid, id } => {
-                let before = self.deferred.len();
-                self.deferred
-                    .retain(|(o, d)| !(o == table_oid && d.id == *id));
-                if self.deferred.len() == before {
-                    e.drop_index_logged(*table_oid, *id, false)?;
                 }
             }
             other => e.replay(other)?,
@@ -479,17 +460,10 @@ impl Replayer {
         }
     }
 
-    /// Drops parts still waiting (the log ended before their commit record), builds
-    /// the deferred indexes and publishes them. Uniqueness is not checked (see
-    /// [`Engine::rebuild_index`]). Returns how many incomplete big commits were dropped.
+    /// Ends the stream: drops parts still waiting (the log ended before their commit
+    /// record). Returns how many incomplete big commits were dropped.
     pub fn finish(mut self) -> Result<u64> {
         self.drop_parts();
-        let e = self.engine;
-        for (oid, def) in std::mem::take(&mut self.deferred) {
-            if let Some(t) = e.table(oid) {
-                e.build_index_parallel(&t, def, self.threads)?;
-            }
-        }
         Ok(self.incomplete_commits)
     }
 }

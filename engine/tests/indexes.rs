@@ -552,8 +552,8 @@ fn an_index_built_after_own_updates_gets_their_new_keys_at_commit() {
     assert_eq!(t.index_entries(70), Some(1));
 }
 
-/// Recovery's replayer (rows applied by two threads, indexes built once at the end)
-/// ends in the same state as replaying record by record: big batches (inserts, key
+/// Recovery's replayer (big batches applied by two threads, indexes over existing rows
+/// built by two threads) ends in the same state as replaying record by record: big batches (inserts, key
 /// changes, deletes), an index dropped and one created later, a table dropped and
 /// recreated under the same OID.
 #[test]
