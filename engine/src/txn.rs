@@ -135,10 +135,14 @@ pub struct Txn {
     /// (table address, index id): a unique check looks at the rekeyed rows only if the
     /// key's hash is here (so a big key-changing UPDATE is not quadratic). Never shrinks
     /// before the transaction ends, so it stays a superset after savepoint rollbacks.
-    /// Tables in `rekeyed_unhashed` have rekeyed rows whose keys were never hashed
+    /// Tables in `rekeyed_untracked` have rekeyed rows whose keys were never hashed
     /// (an index created after the updates): always look there.
     rekeyed_hashes: HashSet<(usize, u32, u64)>,
-    rekeyed_unhashed: BTreeSet<usize>,
+    /// The rekeyed rows per (table address, index id, row id) whose key in that index
+    /// changed: an index scan looks only at those (unless the table is untracked), so
+    /// rows rekeyed in one index do not slow every scan of another.
+    rekeyed_in: BTreeSet<(usize, u32, u64)>,
+    rekeyed_untracked: BTreeSet<usize>,
     /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
     row_locks: Chunked<(RecordPtr, u32)>,
     /// What this transaction writes into the owner word of rows it locks (and how
@@ -437,7 +441,8 @@ impl Txn {
             pending: PendingMap::new(),
             rekeyed: BTreeSet::new(),
             rekeyed_hashes: HashSet::new(),
-            rekeyed_unhashed: BTreeSet::new(),
+            rekeyed_in: BTreeSet::new(),
+            rekeyed_untracked: BTreeSet::new(),
             row_locks: Chunked::default(),
             lock_tag: id,
             iso: Isolation::ReadCommitted,
@@ -677,6 +682,8 @@ impl Txn {
             }
             changed = true;
             need += KEY_ENTRY_BYTES + kn.len();
+            self.rekeyed_in
+                .insert((Self::key(t, 0).0, index.def.id, rowid));
             if index.def.unique && !null {
                 let dup = epoch::with_guard(&self.engine.collector, |g| {
                     self.unique_conflict(t, index, &kn, Some(rowid), g)
@@ -746,7 +753,7 @@ impl Txn {
         if let Some(e) = err {
             return Err(e);
         }
-        let may_be_rekeyed = self.rekeyed_unhashed.contains(&tk)
+        let may_be_rekeyed = self.rekeyed_untracked.contains(&tk)
             || self
                 .rekeyed_hashes
                 .contains(&(tk, index.def.id, Self::key_hash(key)));
@@ -945,11 +952,9 @@ impl Txn {
             });
         };
         let tk = Self::key(t, 0).0;
-        let has_rekeyed = self
-            .rekeyed
-            .range((tk, 0)..=(tk, u64::MAX))
-            .next()
-            .is_some();
+        let index_id = index.def.id;
+        // Own rows whose key in this index may differ from their committed entry.
+        let untracked = self.rekeyed_untracked.contains(&tk);
         let engine = self.engine;
         let snapshot = (self.iso != Isolation::ReadCommitted).then_some(self.start_tid);
         if snapshot.is_some() && !scan.unique_point {
@@ -958,11 +963,34 @@ impl Txn {
         let mut reads: Vec<(u64, u64)> = Vec::new();
         let mut too_new = false;
         let this = &*self;
+        let rekeyed_here = || -> Box<dyn Iterator<Item = u64> + '_> {
+            if untracked {
+                Box::new(
+                    this.rekeyed
+                        .range((tk, 0)..=(tk, u64::MAX))
+                        .map(|&(_, r)| r),
+                )
+            } else {
+                Box::new(
+                    this.rekeyed_in
+                        .range((tk, index_id, 0)..=(tk, index_id, u64::MAX))
+                        .map(|&(_, _, r)| r),
+                )
+            }
+        };
+        let is_rekeyed_here = |rid: u64| {
+            if untracked {
+                this.rekeyed.contains(&(tk, rid))
+            } else {
+                this.rekeyed_in.contains(&(tk, index_id, rid))
+            }
+        };
+        let has_rekeyed = scope::outside(|| rekeyed_here().next().is_some());
         let res = epoch::with_guard(&engine.collector, |g| {
             let mut key = Vec::new();
             if scan.extras.is_none() {
                 let mut extras = scope::outside(Vec::new);
-                for &(_, rid) in this.rekeyed.range((tk, 0)..=(tk, u64::MAX)) {
+                for rid in scope::outside(rekeyed_here) {
                     if let Some((d, _)) = this.visible_version(t, rid, None, cid, g) {
                         index.key_of(&t.layout, d, &mut key)?;
                         let entry = scope::outside(|| {
@@ -1011,7 +1039,7 @@ impl Txn {
                     push_extra(batch, extras[pos].1);
                     pos += 1;
                 }
-                if !(has_rekeyed && this.rekeyed.contains(&(tk, rid))) {
+                if !(has_rekeyed && is_rekeyed_here(rid)) {
                     if let Some((d, tid)) = this.visible_version(t, rid, Some(rec), cid, g) {
                         match index.key_of(&t.layout, d, &mut key) {
                             Ok(_) if key == k => {
@@ -1183,7 +1211,7 @@ impl Txn {
                 .map(|(&k, _)| k)
                 .collect();
             if !own.is_empty() {
-                self.rekeyed_unhashed.insert(tk);
+                self.rekeyed_untracked.insert(tk);
             }
             self.rekeyed.extend(own);
         }
@@ -1768,7 +1796,8 @@ impl Txn {
     fn clear_rekeyed(&mut self) {
         self.rekeyed.clear();
         self.rekeyed_hashes.clear();
-        self.rekeyed_unhashed.clear();
+        self.rekeyed_in.clear();
+        self.rekeyed_untracked.clear();
     }
 
     fn key_hash(key: &[u8]) -> u64 {
