@@ -16,9 +16,10 @@ PGBIN="$(/usr/bin/pg_config --bindir)"
 as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 psql_q() { "$PG" psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
 
+"$PG" stop
 rm -rf "$MEMFDW_PGDATA"
 "$PG" start
-trap '"$PG" stop' EXIT
+trap '"$PG" stop; rm -rf "$MEMFDW_PGDATA"' EXIT
 
 kill9() {
     local pid
@@ -32,8 +33,13 @@ kill9() {
 restart_to_usable() { # prints seconds from pg_ctl start to an answered query
     local s e
     s=$(date +%s%N)
-    as_owner "$PGBIN/pg_ctl" -D "$MEMFDW_PGDATA" -l "$MEMFDW_PGDATA/server.log" -w -t 120 start >/dev/null
-    n=$(psql_q -c "SELECT count(*) FROM rec WHERE id = 42")
+    # Not `pg_ctl -w`: it polls every 100 ms. Connect as soon as the server accepts
+    # connections; the query itself waits for memfdw's recovery.
+    as_owner "$PGBIN/pg_ctl" -D "$MEMFDW_PGDATA" -l "$MEMFDW_PGDATA/server.log" start >/dev/null
+    until n=$(psql_q -c "SELECT count(*) FROM rec WHERE id = 42" 2>/dev/null); do
+        sleep 0.005
+        [ $(( $(date +%s%N) - s )) -lt 120000000000 ] || { echo "server did not start" >&2; exit 1; }
+    done
     e=$(date +%s%N)
     [ "$n" = 1 ] || { echo "row 42 missing after recovery" >&2; exit 1; }
     awk -v ns=$((e - s)) 'BEGIN { printf "%.2f", ns / 1e9 }'
