@@ -391,6 +391,12 @@ impl Replayer {
         let corrupt = |e: crate::redo::payload::DecodeError| Error::Corrupt(e.to_string());
         let kind = payload.first().copied();
         let tid = commit_tid(payload);
+        if let Some(t) = tid {
+            // Also for parts that will be dropped, and commits without rows: their TID
+            // was handed out, and must never be handed out again (a later commit with
+            // the same TID would look like the missing end of those parts).
+            self.engine.observe_tid(t);
+        }
         if kind == Some(COMMIT_PART) {
             decode_rows(payload).map_err(corrupt)?;
             let tid = tid.expect("decoded above");
@@ -491,7 +497,10 @@ fn parallel<T: Sync>(parts: Vec<T>, f: impl Fn(&T) -> Result<()> + Sync) -> Resu
                 .map(|p| {
                     s.spawn(|| {
                         let r = f(p);
-                        // The blocks this thread cached go back before it ends.
+                        // Leave the collector (which may free blocks into this thread's
+                        // cache), then give the cached blocks back, before the thread
+                        // ends: a thread-local destructor would run too late for both.
+                        crate::epoch::unregister_current();
                         crate::alloc::release_thread_cache();
                         r
                     })

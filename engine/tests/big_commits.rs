@@ -179,3 +179,52 @@ fn parts_not_followed_by_their_commit_are_dropped_and_later_commits_kept() {
     let keys: Vec<i64> = scan_all(b, 1).keys().map(|&(_, k)| k).collect();
     assert_eq!(keys, vec![2, 3, 4]);
 }
+
+#[test]
+fn the_tid_of_dropped_parts_is_never_handed_out_again() {
+    // The log ends with parts of TID 9 (the server died while logging a big commit):
+    // the next commit must get a higher TID, or its record would complete those parts
+    // at the next recovery.
+    let dir = fresh_dir("tid");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = Arc::new(FsDir::open(&dir).unwrap());
+    let mut w = LogWriter::open(fs, 0, 1 << 20).unwrap();
+    let layout = RowLayout::new(&table_def());
+    let enc = |r: LogRecord| {
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        b
+    };
+    let commit = |tid: u64, rowid: u64| LogRecord::Commit {
+        tid,
+        writes: vec![redo::payload::RowImage {
+            table_oid: 1,
+            rowid,
+            after: Some(pack(&layout, 0, rowid as i64, "x")),
+        }],
+    };
+    w.append(&enc(LogRecord::CreateTable {
+        oid: 1,
+        def: table_def(),
+    }))
+    .unwrap();
+    w.append(&enc(commit(3, 1))).unwrap();
+    let mut part = enc(commit(9, 2));
+    part[0] = COMMIT_PART;
+    w.append(&part).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let r = recover_engine(b, &dir).unwrap();
+    assert_eq!(r.incomplete_commits, 1);
+    assert!(
+        b.last_tid() >= 9,
+        "TID {} could be handed out again",
+        b.last_tid()
+    );
+    let t = b.table(1).unwrap();
+    let mut txn = b.begin();
+    txn.insert(&t, &pack(&t.layout, 0, 5, "y"), Stmt { cid: 0, sub: 1 })
+        .unwrap();
+    assert!(txn.commit().unwrap() > 9);
+}

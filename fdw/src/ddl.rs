@@ -102,6 +102,11 @@ unsafe extern "C-unwind" fn process_utility(
                 pg_sys::NodeTag::T_DropdbStmt => {
                     let name = (*(stmt as *mut pg_sys::DropdbStmt)).dbname;
                     dropped_db = pg_sys::get_database_oid(name, true);
+                    if dropped_db != pg_sys::InvalidOid && preloaded() {
+                        // Wait for recovery (or fail) before the database is gone, not
+                        // after: its memory tables must be dropped with it.
+                        engine();
+                    }
                 }
                 pg_sys::NodeTag::T_CreateForeignTableStmt => {
                     let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
@@ -146,7 +151,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
-        if dropped_db != pg_sys::InvalidOid {
+        if dropped_db != pg_sys::InvalidOid && preloaded() {
             // DROP DATABASE removed the database without dropping its objects one by
             // one (no OAT_DROP for them): its memory tables go now. It cannot run in a
             // transaction block, so it has committed.

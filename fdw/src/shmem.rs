@@ -157,6 +157,9 @@ unsafe extern "C-unwind" fn shmem_startup() {
             };
             STARTUP.store(startup as *const Startup as *mut Startup, Ordering::Release);
             ENGINE.store(engine as *const Engine as *mut Engine, Ordering::Release);
+            // The postmaster allocates nothing more: the blocks it cached go back (its
+            // children forget their inherited copy of the cache).
+            memfdw_engine::alloc::release_thread_cache();
         }
         pg_sys::LWLockRelease(lock);
     }
