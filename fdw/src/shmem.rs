@@ -205,7 +205,16 @@ pub fn start_engine() -> bool {
     let delay = crate::settings::DEBUG_RECOVERY_DELAY_MS.get();
     if delay > 0 {
         pgrx::log!("memfdw: waiting {delay} ms before recovery (memfdw.debug_recovery_delay)");
-        std::thread::sleep(std::time::Duration::from_millis(delay as u64));
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(delay as u64);
+        while std::time::Instant::now() < until && !crate::worker::shutdown_requested() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if crate::worker::shutdown_requested() {
+            let why = "memfdw: recovery was interrupted by a shutdown request";
+            report_failure(why, None);
+            st.fail(why);
+            return false;
+        }
     }
     match recover(engine) {
         Ok(log) => {
@@ -246,21 +255,32 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     let started = std::time::Instant::now();
     pgrx::log!("memfdw: recovery of memory tables from \"{dir}\" started");
     let progress = |p: memfdw_engine::redo::shared::Progress| {
+        let what = if p.phase == "log" {
+            "log records"
+        } else {
+            "checkpoint frames"
+        };
         pgrx::log!(
-            "memfdw: recovery in progress: {} records, {:.1} MB replayed in {:.1} s ({:.1} MB/s)",
+            "memfdw: recovery in progress: {} {what}, {:.1} MB applied in {:.1} s ({:.1} MB/s)",
             p.records,
             p.bytes as f64 / 1e6,
             p.seconds,
             p.bytes as f64 / 1e6 / p.seconds.max(1e-9)
-        )
+        );
+        // A shutdown request stops recovery (within about a second).
+        !crate::worker::shutdown_requested()
     };
-    let r = recover_engine_with_progress(engine, &dir, progress).map_err(|e| {
-        (
+    let r = recover_engine_with_progress(engine, &dir, progress).map_err(|e| match e {
+        memfdw_engine::redo::shared::RecoveryError::Interrupted => (
+            "memfdw: recovery was interrupted by a shutdown request".to_owned(),
+            None,
+        ),
+        e => (
             format!("memfdw: recovery from the redo log failed: {e}"),
             Some(format!(
                 "The log is in \"{dir}\"; nothing after the reported position was applied. Memory tables are unavailable until the server is restarted with a readable log."
             )),
-        )
+        ),
     })?;
     if let Some(t) = &r.truncated {
         pgrx::log!(

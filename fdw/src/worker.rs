@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 /// How often the worker syncs the log.
 pub const WRITER_DELAY: Duration = Duration::from_millis(200);
 
+/// A SIGTERM seen by [`shutdown_requested`] (pgrx's flag is cleared when read).
+static SHUTDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once the worker was asked to stop (SIGTERM); stays true.
+pub fn shutdown_requested() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if BackgroundWorker::sigterm_received() {
+        SHUTDOWN.store(true, Relaxed);
+    }
+    SHUTDOWN.load(Relaxed)
+}
+
 /// Registers the worker (from `_PG_init`, while preloading).
 pub fn register() {
     BackgroundWorkerBuilder::new("memfdw log writer and checkpointer")
@@ -36,7 +48,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     if !crate::shmem::start_engine() {
         // Recovery failed: stay, idle, until shutdown (exiting would have the
         // postmaster start us again into the same failure).
-        while BackgroundWorker::wait_latch(None) {}
+        while !shutdown_requested() && BackgroundWorker::wait_latch(None) {}
         return;
     }
     let e = engine();
@@ -46,7 +58,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         WRITER_DELAY.as_millis()
     );
     let mut last_checkpoint = Instant::now();
-    while BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
+    while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };

@@ -191,6 +191,13 @@ impl Cluster {
         ]);
     }
 
+    /// `pg_ctl stop -m fast`; returns how long it took.
+    pub fn stop_fast(&self) -> Duration {
+        let t = Instant::now();
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
+        t.elapsed()
+    }
+
     /// Appends `lines` to postgresql.conf (read at the next start).
     pub fn append_conf(&self, lines: &str) {
         let conf = self.dir.join("data/postgresql.conf");

@@ -132,3 +132,39 @@ fn a_corrupt_log_makes_memory_tables_unavailable_not_the_server() {
     // Dropping heap tables still works.
     s.batch_execute("DROP TABLE heap_t").unwrap();
 }
+
+#[test]
+fn a_shutdown_does_not_wait_for_recovery_to_finish() {
+    let c = populated();
+    c.kill9();
+    c.append_conf("memfdw.debug_recovery_delay = 60000");
+    c.restart();
+    let mut s = c.connect();
+    s.batch_execute("SET statement_timeout = '200ms'").unwrap();
+    let e = s.query_one("SELECT count(*) FROM m", &[]).unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    drop(s);
+    let took = c.stop_fast();
+    assert!(
+        took < Duration::from_secs(10),
+        "fast shutdown took {took:?}"
+    );
+    assert!(
+        c.log_text()
+            .contains("memfdw: recovery was interrupted by a shutdown request"),
+        "{}",
+        c.log_text()
+    );
+    // The next start recovers everything.
+    std::fs::write(
+        c.dir.join("data/postgresql.conf"),
+        std::fs::read_to_string(c.dir.join("data/postgresql.conf"))
+            .unwrap()
+            .replace("memfdw.debug_recovery_delay = 60000", ""),
+    )
+    .unwrap();
+    c.restart();
+    let mut s = c.connect();
+    let n: i64 = s.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
+    assert_eq!(n, 5000);
+}

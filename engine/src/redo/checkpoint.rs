@@ -55,6 +55,8 @@ pub enum CheckpointError {
         offset: u64,
         what: String,
     },
+    #[error("checkpoint loading was interrupted")]
+    Interrupted,
 }
 
 fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
@@ -190,11 +192,14 @@ pub fn write_checkpoint(
     })
 }
 
-/// Loads the checkpoint in `dir` into `engine`, if there is one; returns its start
+/// Loads the checkpoint in `dir` through `replayer`, if there is one; returns its start
 /// LSN. A leftover `checkpoint.tmp` (a checkpoint that never completed) is removed.
+/// `tick(frames, bytes)` is called every 64 frames; loading stops with
+/// [`CheckpointError::Interrupted`] when it returns false.
 pub fn load_checkpoint(
     replayer: &mut crate::replay::Replayer,
     dir: &str,
+    tick: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<Option<u64>, CheckpointError> {
     let dir = Path::new(dir);
     let _ = std::fs::remove_file(dir.join(TMP_FILE));
@@ -282,6 +287,9 @@ pub fn load_checkpoint(
         }
         pos += FRAME_HEADER_LEN + len;
         seq += 1;
+        if seq.is_multiple_of(64) && !tick(seq, pos as u64) {
+            return Err(CheckpointError::Interrupted);
+        }
     }
 }
 

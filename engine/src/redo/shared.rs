@@ -353,26 +353,35 @@ pub enum RecoveryError {
     Record { lsn: u64, what: String },
     #[error(transparent)]
     Checkpoint(#[from] super::checkpoint::CheckpointError),
+    #[error("recovery was interrupted")]
+    Interrupted,
 }
 
 /// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
 pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
-    recover_engine_with_progress(engine, dir, |_| {})
+    recover_engine_with_progress(engine, dir, |_| true)
 }
 
 /// Progress of a recovery, reported about once a second.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// "checkpoint" while the checkpoint loads, then "log".
+    pub phase: &'static str,
+    /// Frames of the checkpoint, or records of the log, applied so far.
     pub records: u64,
+    /// Bytes of them.
     pub bytes: u64,
+    /// Since recovery started.
     pub seconds: f64,
 }
 
-/// [`recover_engine`], calling `progress` about once a second while replaying the log.
+/// [`recover_engine`], calling `progress` about once a second (while the checkpoint
+/// loads and while the log replays); recovery stops with
+/// [`RecoveryError::Interrupted`] when it returns false (a shutdown request).
 pub fn recover_engine_with_progress(
     engine: &'static Engine,
     dir: &str,
-    mut progress: impl FnMut(Progress),
+    mut progress: impl FnMut(Progress) -> bool,
 ) -> Result<Recovered, RecoveryError> {
     let started = std::time::Instant::now();
     let mut last_report = started;
@@ -380,7 +389,24 @@ pub fn recover_engine_with_progress(
     let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let mut replayer = crate::replay::Replayer::new(engine, threads);
-    let start = super::checkpoint::load_checkpoint(&mut replayer, dir)?.unwrap_or(0);
+    let mut tick = |frames: u64, at: u64| {
+        if last_report.elapsed().as_secs_f64() < 1.0 {
+            return true;
+        }
+        last_report = std::time::Instant::now();
+        progress(Progress {
+            phase: "checkpoint",
+            records: frames,
+            bytes: at,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    };
+    let start = match super::checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
+        Err(super::checkpoint::CheckpointError::Interrupted) => {
+            return Err(RecoveryError::Interrupted)
+        }
+        r => r?.unwrap_or(0),
+    };
     let mut failure = None;
     let r = scope::outside(|| {
         segment::recover(&fs, |lsn, payload| {
@@ -391,11 +417,20 @@ pub fn recover_engine_with_progress(
             bytes += payload.len() as u64;
             if last_report.elapsed().as_secs_f64() >= 1.0 {
                 last_report = std::time::Instant::now();
-                progress(Progress {
+                let go_on = progress(Progress {
+                    phase: "log",
                     records,
                     bytes,
                     seconds: started.elapsed().as_secs_f64(),
                 });
+                if !go_on {
+                    failure = Some(RecoveryError::Interrupted);
+                    return Err(segment::LogError::Corrupt {
+                        file: String::new(),
+                        offset: lsn,
+                        what: "recovery interrupted",
+                    });
+                }
             }
             if let Err(what) = replayer.apply(payload).map_err(|e| e.to_string()) {
                 failure = Some(RecoveryError::Record { lsn, what });
