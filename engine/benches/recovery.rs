@@ -89,6 +89,46 @@ fn main() {
         "recovery of {rows} rows ({:.0} MB of frames) with a primary key",
         bytes as f64 / 1e6
     );
+    // The same rows as a log of single-row commits (an OLTP log without checkpoint).
+    let small: Vec<Vec<u8>> = frames[..2]
+        .iter()
+        .cloned()
+        .chain((1..=rows).map(|id| {
+            let row = layout
+                .pack(&[
+                    Some(&(id as i32).to_le_bytes()),
+                    Some(&(id as i64 * 7).to_le_bytes()),
+                    Some(pad.as_bytes()),
+                ])
+                .unwrap();
+            let mut b = Vec::new();
+            LogRecord::Commit {
+                tid: 10 + id,
+                writes: vec![redo::payload::RowImage {
+                    table_oid: 1,
+                    rowid: id,
+                    after: Some(row),
+                }],
+            }
+            .encode(&mut b);
+            b
+        }))
+        .collect();
+    for threads in [1, 2] {
+        let e: &'static Engine = Box::leak(Engine::new(
+            EngineConfig::for_arena(arena.stats().capacity),
+            None,
+        ));
+        let t0 = Instant::now();
+        let mut r = Replayer::new(e, threads);
+        for f in &small {
+            r.apply(f).unwrap();
+        }
+        r.finish().unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(e.table_stats(1).unwrap().rows as u64, rows);
+        println!("log of {rows} single-row commits, threads {threads}: {secs:.3} s");
+    }
     for threads in [1, 2, 1, 2] {
         let e: &'static Engine = Box::leak(Engine::new(
             EngineConfig::for_arena(arena.stats().capacity),

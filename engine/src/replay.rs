@@ -313,6 +313,8 @@ impl Engine {
 const CHUNK_ROWS: usize = 256;
 /// Row batches at least this large are split between the replayer's threads.
 const PARALLEL_MIN_ROWS: usize = 8192;
+/// Rows of small commits collected before they are applied together.
+const SMALL_BATCH_ROWS: usize = 32 * 1024;
 
 /// The table a run of rows belongs to, and what applying them changed in its counters
 /// (published by `flush`, once per run instead of once per row).
@@ -359,6 +361,8 @@ impl Current {
 ///   record are distinct, and records still apply in order); indexes are maintained
 ///   as rows arrive (cheaper than building them afterwards: the row is in the cache);
 /// * an index created over rows already there is built by `threads` threads;
+/// * small commits are collected and applied together (by several threads when no row
+///   appears twice among them);
 /// * commit parts wait for their commit record.
 ///
 /// Nothing else may use the engine meanwhile (recovery runs before anybody can).
@@ -369,6 +373,12 @@ pub struct Replayer {
     /// and their TID.
     parts: Vec<Vec<u8>>,
     parts_tid: u64,
+    /// Small commit records waiting to be applied together: their payloads, one after
+    /// the other (copies), where each ends, and how many rows they hold. A row that
+    /// does not match its table is reported at the record whose arrival applied them.
+    small: Vec<u8>,
+    small_ends: Vec<usize>,
+    small_rows: usize,
     /// Parts dropped because no commit record followed them.
     incomplete_commits: u64,
 }
@@ -380,6 +390,9 @@ impl Replayer {
             threads: threads.max(1),
             parts: Vec::new(),
             parts_tid: 0,
+            small: Vec::new(),
+            small_ends: Vec::new(),
+            small_rows: 0,
             incomplete_commits: 0,
         }
     }
@@ -399,6 +412,7 @@ impl Replayer {
         }
         if kind == Some(COMMIT_PART) {
             decode_rows(payload).map_err(corrupt)?;
+            self.flush_small()?;
             let tid = tid.expect("decoded above");
             if !self.parts.is_empty() && self.parts_tid != tid {
                 self.drop_parts();
@@ -414,13 +428,60 @@ impl Replayer {
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
                     rows.extend(decode_rows(p).map_err(corrupt)?.expect("commit rows"));
                 }
+                self.flush_small()?;
                 return self.apply_rows(&rows);
             }
             self.drop_parts();
         }
         match decode_rows(payload).map_err(corrupt)? {
-            Some(rows) => self.apply_rows(&rows),
-            None => self.apply_record(&LogRecord::decode(payload).map_err(corrupt)?),
+            Some(rows) if kind == Some(COMMIT) && rows.len() < PARALLEL_MIN_ROWS => {
+                // A small commit waits to be applied with the next ones.
+                self.small.extend_from_slice(payload);
+                self.small_ends.push(self.small.len());
+                self.small_rows += rows.len();
+                if self.small_rows >= SMALL_BATCH_ROWS {
+                    self.flush_small()?;
+                }
+                Ok(())
+            }
+            Some(rows) => {
+                self.flush_small()?;
+                self.apply_rows(&rows)
+            }
+            None => {
+                self.flush_small()?;
+                self.apply_record(&LogRecord::decode(payload).map_err(corrupt)?)
+            }
+        }
+    }
+
+    /// Applies the small commits waiting, in log order: by several threads if no row
+    /// appears twice among them (then order does not matter: replay is per row), else
+    /// by this thread in order.
+    fn flush_small(&mut self) -> Result<()> {
+        if self.small_ends.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.small);
+        let ends = std::mem::take(&mut self.small_ends);
+        let mut rows = Vec::with_capacity(self.small_rows);
+        self.small_rows = 0;
+        let mut start = 0;
+        for end in ends {
+            let part = decode_rows(&buf[start..end])
+                .map_err(|e| Error::Corrupt(e.to_string()))?
+                .expect("a commit");
+            rows.extend(part);
+            start = end;
+        }
+        let distinct = self.threads > 1 && rows.len() >= PARALLEL_MIN_ROWS && {
+            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            rows.iter().all(|r| seen.insert((r.table_oid, r.rowid)))
+        };
+        if distinct {
+            self.apply_rows(&rows)
+        } else {
+            self.engine.apply_rows_part(&rows)
         }
     }
 
@@ -444,6 +505,7 @@ impl Replayer {
     /// Applies rows of one record, or of several records whose rows are pairwise
     /// distinct (the frames of one checkpoint).
     pub fn apply_distinct_rows(&mut self, rows: &[RowRef<'_>]) -> Result<()> {
+        self.flush_small()?;
         self.apply_rows(rows)
     }
 
@@ -469,6 +531,7 @@ impl Replayer {
     /// Ends the stream: drops parts still waiting (the log ended before their commit
     /// record). Returns how many incomplete big commits were dropped.
     pub fn finish(mut self) -> Result<u64> {
+        self.flush_small()?;
         self.drop_parts();
         Ok(self.incomplete_commits)
     }
