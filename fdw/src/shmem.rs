@@ -323,6 +323,7 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     };
     match log {
         Ok(log) => {
+            log.restore_checkpoint_info(r.checkpoint);
             let shared: &'static SharedLog = {
                 // SAFETY: the log lives in the arena as long as the engine it is
                 // attached to, i.e. as long as the segment; it is never freed.

@@ -168,3 +168,28 @@ fn a_shutdown_does_not_wait_for_recovery_to_finish() {
     let n: i64 = s.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
     assert_eq!(n, 5000);
 }
+
+#[test]
+fn the_checkpoint_recovery_started_from_is_shown_after_a_restart() {
+    let c = populated();
+    let mut s = c.connect();
+    s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
+    s.execute("INSERT INTO m VALUES (-1, 'after the checkpoint')", &[])
+        .unwrap();
+    let q = "SELECT last_checkpoint_lsn, last_checkpoint_bytes, bytes_since_checkpoint \
+             FROM memfdw.redo_stats()";
+    let before = s.query_one(q, &[]).unwrap();
+    let (lsn, bytes): (Option<String>, Option<i64>) = (before.get(0), before.get(1));
+    assert!(lsn.is_some() && bytes.unwrap() > 0);
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect();
+    let after = s.query_one(q, &[]).unwrap();
+    assert_eq!(after.get::<_, Option<String>>(0), lsn);
+    assert_eq!(after.get::<_, Option<i64>>(1), bytes);
+    // The log replayed since the checkpoint counts towards the next one.
+    assert!(after.get::<_, i64>(2) > 0);
+    let n: i64 = s.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
+    assert_eq!(n, 5001);
+}

@@ -71,6 +71,17 @@ pub struct Recovered {
     /// Big commits whose parts were not followed by their commit record (never
     /// acknowledged), dropped.
     pub incomplete_commits: u64,
+    /// The checkpoint recovery started from, if any.
+    pub checkpoint: Option<LoadedCheckpoint>,
+}
+
+/// The checkpoint file recovery loaded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadedCheckpoint {
+    pub start_lsn: u64,
+    pub bytes: u64,
+    /// When the file was written (its modification time), Unix milliseconds.
+    pub unix_ms: u64,
 }
 
 pub fn segment_name(start_lsn: u64) -> String {

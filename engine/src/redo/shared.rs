@@ -233,6 +233,18 @@ impl SharedLog {
         self.last_checkpoint.fetch_max(start_lsn, Ordering::AcqRel);
     }
 
+    /// Makes the checkpoint recovery loaded (None: there was none) the last one: the log
+    /// written since it counts towards `memfdw.max_log_size`, and it is shown until
+    /// the next one completes (its duration is not known: 0).
+    pub fn restore_checkpoint_info(&self, loaded: Option<segment::LoadedCheckpoint>) {
+        let c = loaded.unwrap_or_default();
+        self.last_checkpoint.store(c.start_lsn, Ordering::Release);
+        self.last_checkpoint_bytes.store(c.bytes, Ordering::Relaxed);
+        self.last_checkpoint_ms.store(0, Ordering::Relaxed);
+        self.last_checkpoint_at_ms
+            .store(c.unix_ms, Ordering::Relaxed);
+    }
+
     /// The last checkpoint completed since the server started, if any.
     pub fn last_checkpoint(&self) -> Option<LastCheckpoint> {
         let unix_ms = self.last_checkpoint_at_ms.load(Ordering::Relaxed);
@@ -401,12 +413,24 @@ pub fn recover_engine_with_progress(
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    let start = match super::checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
+    let loaded = match super::checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
         Err(super::checkpoint::CheckpointError::Interrupted) => {
             return Err(RecoveryError::Interrupted)
         }
-        r => r?.unwrap_or(0),
+        r => r?,
     };
+    let start = loaded.unwrap_or(0);
+    let checkpoint = loaded.map(|start_lsn| {
+        let meta = std::fs::metadata(Path::new(dir).join(super::checkpoint::CHECKPOINT_FILE)).ok();
+        segment::LoadedCheckpoint {
+            start_lsn,
+            bytes: meta.as_ref().map_or(0, |m| m.len()),
+            unix_ms: meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    });
     let mut failure = None;
     let r = scope::outside(|| {
         segment::recover(&fs, |lsn, payload| {
@@ -449,6 +473,7 @@ pub fn recover_engine_with_progress(
         (r, None) => r?,
     };
     let mut r = r;
+    r.checkpoint = checkpoint;
     r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
         lsn: r.end_lsn,
         what: format!("building the indexes: {e}"),
