@@ -49,6 +49,15 @@ fn main() {
     // The frames a checkpoint of the table holds: DDL, then rows 1024 per frame.
     let layout = RowLayout::new(&def());
     let pad = "x".repeat(80);
+    let row = |id: u64| {
+        layout
+            .pack(&[
+                Some(&(id as i32).to_le_bytes()),
+                Some(&(id as i64 * 7).to_le_bytes()),
+                Some(pad.as_bytes()),
+            ])
+            .unwrap()
+    };
     let mut frames = Vec::new();
     let mut enc = |r: LogRecord| {
         let mut b = Vec::new();
@@ -68,16 +77,7 @@ fn main() {
     });
     for start in (1..=rows).step_by(1024) {
         let batch = (start..(start + 1024).min(rows + 1))
-            .map(|id| {
-                let row = layout
-                    .pack(&[
-                        Some(&(id as i32).to_le_bytes()),
-                        Some(&(id as i64 * 7).to_le_bytes()),
-                        Some(pad.as_bytes()),
-                    ])
-                    .unwrap();
-                (id, 10 + id, row)
-            })
+            .map(|id| (id, 10 + id, row(id)))
             .collect();
         enc(LogRecord::Rows {
             table_oid: 1,
@@ -94,20 +94,13 @@ fn main() {
         .iter()
         .cloned()
         .chain((1..=rows).map(|id| {
-            let row = layout
-                .pack(&[
-                    Some(&(id as i32).to_le_bytes()),
-                    Some(&(id as i64 * 7).to_le_bytes()),
-                    Some(pad.as_bytes()),
-                ])
-                .unwrap();
             let mut b = Vec::new();
             LogRecord::Commit {
                 tid: 10 + id,
                 writes: vec![redo::payload::RowImage {
                     table_oid: 1,
                     rowid: id,
-                    after: Some(row),
+                    after: Some(row(id)),
                 }],
             }
             .encode(&mut b);

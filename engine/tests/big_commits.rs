@@ -24,29 +24,10 @@ fn fresh_dir(name: &str) -> String {
     dir
 }
 
-struct Fwd(&'static SharedLog);
-impl redo::RedoSink for Fwd {
-    fn append(&self, p: &[u8]) -> std::io::Result<redo::Appended> {
-        self.0.append(p)
-    }
-    fn append_parts(&self, parts: &[&[u8]]) -> std::io::Result<redo::Appended> {
-        self.0.append_parts(parts)
-    }
-    fn max_record(&self) -> usize {
-        self.0.max_record()
-    }
-    fn installed(&self, phase: usize) {
-        self.0.installed(phase)
-    }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
-        self.0.make_durable(upto)
-    }
-}
-
 fn logged_engine(dir: &str, max_record: usize) -> &'static Engine {
     let log: &'static SharedLog = Box::leak(SharedLog::start(dir, 0, 1 << 20).unwrap());
     log.set_max_record(max_record);
-    Box::leak(Engine::new(config(), Some(Box::new(Fwd(log)))))
+    Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))))
 }
 
 fn insert_rows(e: &'static Engine, oid: u32, worker: i32, keys: std::ops::Range<i64>) {
@@ -134,44 +115,58 @@ fn a_torn_big_commit_is_dropped_whole() {
     }
 }
 
-#[test]
-fn parts_not_followed_by_their_commit_are_dropped_and_later_commits_kept() {
-    // A log written by hand: parts of TID 5 left by a failed append, then commit 6.
-    let dir = fresh_dir("orphan");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fs = Arc::new(FsDir::open(&dir).unwrap());
-    let mut w = LogWriter::open(fs, 0, 1 << 20).unwrap();
+/// A one-row commit of table 1 (key = row id), or a commit part with that content.
+fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
     let layout = RowLayout::new(&table_def());
-    let rec = |r: LogRecord| {
-        let mut b = Vec::new();
-        r.encode(&mut b);
-        b
-    };
-    let commit = |tid: u64, rowid: u64| LogRecord::Commit {
+    let mut b = Vec::new();
+    LogRecord::Commit {
         tid,
         writes: vec![redo::payload::RowImage {
             table_oid: 1,
             rowid,
             after: Some(pack(&layout, 0, rowid as i64, "x")),
         }],
-    };
-    w.append(&rec(LogRecord::CreateTable {
+    }
+    .encode(&mut b);
+    if part {
+        b[0] = COMMIT_PART;
+    }
+    b
+}
+
+/// Writes a log by hand in a fresh `dir`: CREATE TABLE 1, then `records`.
+fn hand_written_log(dir: &str, records: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let fs = Arc::new(FsDir::open(dir).unwrap());
+    let mut w = LogWriter::open(fs, 0, 1 << 20).unwrap();
+    let mut b = Vec::new();
+    LogRecord::CreateTable {
         oid: 1,
         def: table_def(),
-    }))
-    .unwrap();
-    let mut part = rec(commit(5, 1));
-    part[0] = COMMIT_PART;
-    w.append(&part).unwrap();
-    w.append(&part).unwrap();
-    w.append(&rec(commit(6, 2))).unwrap();
-    // Parts of TID 7 followed by the commit of TID 7: applied.
-    let mut part7 = rec(commit(7, 3));
-    part7[0] = COMMIT_PART;
-    w.append(&part7).unwrap();
-    w.append(&rec(commit(7, 4))).unwrap();
+    }
+    .encode(&mut b);
+    w.append(&b).unwrap();
+    for r in records {
+        w.append(r).unwrap();
+    }
     w.sync().unwrap();
-    drop(w);
+}
+
+#[test]
+fn parts_not_followed_by_their_commit_are_dropped_and_later_commits_kept() {
+    // Parts of TID 5 left by a failed append, then commit 6; then parts of TID 7
+    // followed by the commit of TID 7: applied.
+    let dir = fresh_dir("orphan");
+    hand_written_log(
+        &dir,
+        &[
+            one_row(5, 1, true),
+            one_row(5, 1, true),
+            one_row(6, 2, false),
+            one_row(7, 3, true),
+            one_row(7, 4, false),
+        ],
+    );
     assert!(std::path::Path::new(&format!("{dir}/{}", segment_name(0))).exists());
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
     let r = recover_engine(b, &dir).unwrap();
@@ -186,34 +181,7 @@ fn the_tid_of_dropped_parts_is_never_handed_out_again() {
     // the next commit must get a higher TID, or its record would complete those parts
     // at the next recovery.
     let dir = fresh_dir("tid");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fs = Arc::new(FsDir::open(&dir).unwrap());
-    let mut w = LogWriter::open(fs, 0, 1 << 20).unwrap();
-    let layout = RowLayout::new(&table_def());
-    let enc = |r: LogRecord| {
-        let mut b = Vec::new();
-        r.encode(&mut b);
-        b
-    };
-    let commit = |tid: u64, rowid: u64| LogRecord::Commit {
-        tid,
-        writes: vec![redo::payload::RowImage {
-            table_oid: 1,
-            rowid,
-            after: Some(pack(&layout, 0, rowid as i64, "x")),
-        }],
-    };
-    w.append(&enc(LogRecord::CreateTable {
-        oid: 1,
-        def: table_def(),
-    }))
-    .unwrap();
-    w.append(&enc(commit(3, 1))).unwrap();
-    let mut part = enc(commit(9, 2));
-    part[0] = COMMIT_PART;
-    w.append(&part).unwrap();
-    w.sync().unwrap();
-    drop(w);
+    hand_written_log(&dir, &[one_row(3, 1, false), one_row(9, 2, true)]);
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
     let r = recover_engine(b, &dir).unwrap();
     assert_eq!(r.incomplete_commits, 1);

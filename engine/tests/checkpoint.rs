@@ -23,19 +23,7 @@ fn fresh_dir(name: &str) -> String {
 
 fn logged_engine(dir: &str) -> (&'static Engine, &'static SharedLog) {
     let log: &'static SharedLog = Box::leak(SharedLog::start(dir, 0, 64 << 10).unwrap());
-    struct Fwd(&'static SharedLog);
-    impl memfdw_engine::redo::RedoSink for Fwd {
-        fn append(&self, p: &[u8]) -> std::io::Result<memfdw_engine::redo::Appended> {
-            self.0.append(p)
-        }
-        fn installed(&self, phase: usize) {
-            self.0.installed(phase)
-        }
-        fn make_durable(&self, upto: u64) -> std::io::Result<()> {
-            self.0.make_durable(upto)
-        }
-    }
-    let e: &'static Engine = Box::leak(Engine::new(config(), Some(Box::new(Fwd(log)))));
+    let e: &'static Engine = Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))));
     (e, log)
 }
 

@@ -13,25 +13,6 @@ use memfdw_engine::redo::shared::{recover_engine, segments, SharedLog};
 use memfdw_engine::*;
 use std::collections::BTreeMap;
 
-struct Fwd(&'static SharedLog);
-impl redo::RedoSink for Fwd {
-    fn append(&self, p: &[u8]) -> std::io::Result<redo::Appended> {
-        self.0.append(p)
-    }
-    fn append_parts(&self, parts: &[&[u8]]) -> std::io::Result<redo::Appended> {
-        self.0.append_parts(parts)
-    }
-    fn max_record(&self) -> usize {
-        self.0.max_record()
-    }
-    fn installed(&self, phase: usize) {
-        self.0.installed(phase)
-    }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
-        self.0.make_durable(upto)
-    }
-}
-
 const OID: u32 = 1;
 const KEY_INDEX: u32 = 1;
 
@@ -89,7 +70,7 @@ fn random_workload_crashes_recover_a_prefix_holding_every_acknowledged_commit() 
             EngineConfig {
                 memory_limit: 1 << 30,
             },
-            Some(Box::new(Fwd(log))),
+            Some(Box::new(LogSink(log))),
         ));
         e.create_table(OID, table_def()).unwrap();
         let t = e.table(OID).unwrap();

@@ -269,35 +269,37 @@ impl LogRecord {
     }
 
     pub fn decode(b: &[u8]) -> Result<LogRecord, DecodeError> {
+        // Row-carrying records: parsed once, by `decode_rows`, then owned.
+        match b.first() {
+            Some(&COMMIT) => {
+                let rows = decode_rows(b)?.expect("a commit");
+                let tid = commit_tid(b).expect("decoded above");
+                let writes = rows
+                    .into_iter()
+                    .map(|w| RowImage {
+                        table_oid: w.table_oid,
+                        rowid: w.rowid,
+                        after: w.after.map(<[u8]>::to_vec),
+                    })
+                    .collect();
+                return Ok(LogRecord::Commit { tid, writes });
+            }
+            Some(&ROWS) => {
+                let rows = decode_rows(b)?.expect("rows");
+                let table_oid = rows
+                    .first()
+                    .map(|r| r.table_oid)
+                    .unwrap_or_else(|| u32::from_le_bytes(b[1..5].try_into().unwrap()));
+                let rows = rows
+                    .into_iter()
+                    .map(|r| (r.rowid, r.tid, r.after.expect("rows have data").to_vec()))
+                    .collect();
+                return Ok(LogRecord::Rows { table_oid, rows });
+            }
+            _ => {}
+        }
         let mut r = Reader { b, pos: 0 };
         let rec = match r.u8()? {
-            1 => {
-                let tid = r.u64()?;
-                let n = r.u32()? as usize;
-                // Each write takes at least 13 bytes: reject absurd counts up front.
-                if n > b.len() / 13 {
-                    return Err(DecodeError("write count exceeds record"));
-                }
-                let mut writes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let table_oid = r.u32()?;
-                    let rowid = r.u64()?;
-                    let after = match r.u8()? {
-                        0 => {
-                            let len = r.u32()? as usize;
-                            Some(r.bytes(len)?.to_vec())
-                        }
-                        1 => None,
-                        _ => return Err(DecodeError("bad write kind")),
-                    };
-                    writes.push(RowImage {
-                        table_oid,
-                        rowid,
-                        after,
-                    });
-                }
-                LogRecord::Commit { tid, writes }
-            }
             2 => {
                 let oid = r.u32()?;
                 let name = r.name()?;
@@ -321,21 +323,6 @@ impl LogRecord {
                 }
             }
             3 => LogRecord::DropTable { oid: r.u32()? },
-            4 => {
-                let table_oid = r.u32()?;
-                let n = r.u32()? as usize;
-                if n > b.len() / 20 {
-                    return Err(DecodeError("row count exceeds record"));
-                }
-                let mut rows = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let rowid = r.u64()?;
-                    let tid = r.u64()?;
-                    let len = r.u32()? as usize;
-                    rows.push((rowid, tid, r.bytes(len)?.to_vec()));
-                }
-                LogRecord::Rows { table_oid, rows }
-            }
             5 => {
                 let table_oid = r.u32()?;
                 let id = r.u32()?;

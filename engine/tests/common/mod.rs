@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use memfdw_engine::redo::payload::LogRecord;
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::redo::{Appended, RedoSink};
 use memfdw_engine::*;
 use std::collections::BTreeMap;
@@ -45,6 +46,28 @@ pub struct Forward(pub &'static Recorder);
 impl RedoSink for Forward {
     fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
         self.0.append(payload)
+    }
+    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
+        self.0.make_durable(upto)
+    }
+}
+
+/// A sink forwarding everything to a leaked [`SharedLog`] (tests keep the log to look
+/// at it; the engine takes a boxed sink).
+pub struct LogSink(pub &'static SharedLog);
+
+impl RedoSink for LogSink {
+    fn append(&self, p: &[u8]) -> std::io::Result<Appended> {
+        self.0.append(p)
+    }
+    fn append_parts(&self, parts: &[&[u8]]) -> std::io::Result<Appended> {
+        self.0.append_parts(parts)
+    }
+    fn max_record(&self) -> usize {
+        self.0.max_record()
+    }
+    fn installed(&self, phase: usize) {
+        self.0.installed(phase)
     }
     fn make_durable(&self, upto: u64) -> std::io::Result<()> {
         self.0.make_durable(upto)
