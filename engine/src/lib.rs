@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod arena;
 pub mod catalog;
+mod chunked;
 pub mod engine;
 pub mod epoch;
 pub mod error;

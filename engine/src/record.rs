@@ -63,12 +63,20 @@ pub struct Snapshot<'g> {
     pub data: Option<&'g [u8]>,
 }
 
-impl Snapshot<'_> {
+impl<'g> Snapshot<'g> {
     pub fn tid(&self) -> u64 {
         self.version & TID_MASK
     }
     pub fn absent(&self) -> bool {
         self.version & ABSENT_BIT != 0
+    }
+    /// The committed row's bytes and TID; None if the row is absent (deleted, or its
+    /// inserter has not committed).
+    pub fn live(&self) -> Option<(&'g [u8], u64)> {
+        match (self.absent(), self.data) {
+            (false, Some(d)) => Some((d, self.tid())),
+            _ => None,
+        }
     }
 }
 

@@ -61,10 +61,86 @@ pub enum LogRecord {
 
 /// Kind byte of a commit record.
 pub const COMMIT: u8 = 1;
+/// Kind byte of a create-table record.
+pub const CREATE_TABLE: u8 = 2;
+/// Kind byte of a drop-table record.
+pub const DROP_TABLE: u8 = 3;
 /// Kind byte of a checkpoint's rows record.
 pub const ROWS: u8 = 4;
+/// Kind byte of a create-index record.
+pub const CREATE_INDEX: u8 = 5;
+/// Kind byte of a drop-index record.
+pub const DROP_INDEX: u8 = 6;
 /// Kind byte of a commit part (see the module documentation).
 pub const COMMIT_PART: u8 = 7;
+
+/// Bytes before the first write of a commit or commit part: kind, TID, count.
+const COMMIT_HEADER_LEN: usize = 1 + 8 + 4;
+
+/// Encodes the redo record of one commit: a commit record, or, when the after-images
+/// exceed `max` bytes, commit parts followed by a final commit record (see the module
+/// documentation). The one encoder of commit records, used by the commit path and by
+/// [`LogRecord::encode`].
+pub struct CommitRecords {
+    tid: u64,
+    max: usize,
+    /// Finished parts, then the one being filled.
+    parts: Vec<Vec<u8>>,
+    /// Writes in the part being filled.
+    count: u32,
+    write: Vec<u8>,
+}
+
+impl CommitRecords {
+    pub fn new(tid: u64, max: usize) -> CommitRecords {
+        let mut r = CommitRecords {
+            tid,
+            max,
+            parts: Vec::new(),
+            count: 0,
+            write: Vec::new(),
+        };
+        r.start_part();
+        r
+    }
+
+    fn start_part(&mut self) {
+        let mut out = Vec::with_capacity(64 << 10);
+        out.push(COMMIT_PART);
+        out.extend_from_slice(&self.tid.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        self.parts.push(out);
+        self.count = 0;
+    }
+
+    fn seal_part(&mut self, kind: u8) {
+        let p = self.parts.last_mut().expect("started");
+        p[0] = kind;
+        p[9..COMMIT_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Adds the after-image of row `rowid` of table `table_oid` (None: deleted).
+    pub fn push(&mut self, table_oid: u32, rowid: u64, after: Option<&[u8]>) {
+        self.write.clear();
+        encode_write(&mut self.write, table_oid, rowid, after);
+        let cur = self.parts.last().expect("started");
+        if self.count > 0 && cur.len() + self.write.len() > self.max {
+            self.seal_part(COMMIT_PART);
+            self.start_part();
+        }
+        self.parts
+            .last_mut()
+            .expect("started")
+            .extend_from_slice(&self.write);
+        self.count += 1;
+    }
+
+    /// The payloads to append, in order: the last one is the commit record.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        self.seal_part(COMMIT);
+        self.parts
+    }
+}
 
 /// The TID of a commit or commit-part payload.
 pub fn commit_tid(b: &[u8]) -> Option<u64> {
@@ -119,7 +195,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
             }
             rows
         }
-        4 => {
+        ROWS => {
             let table_oid = r.u32()?;
             let n = r.u32()? as usize;
             if n > b.len() / 20 {
@@ -213,15 +289,15 @@ impl LogRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             LogRecord::Commit { tid, writes } => {
-                out.push(1);
-                out.extend_from_slice(&tid.to_le_bytes());
-                out.extend_from_slice(&(writes.len() as u32).to_le_bytes());
+                // One record whatever its size: this form is for records that fit.
+                let mut r = CommitRecords::new(*tid, usize::MAX);
                 for w in writes {
-                    encode_write(out, w.table_oid, w.rowid, w.after.as_deref());
+                    r.push(w.table_oid, w.rowid, w.after.as_deref());
                 }
+                out.extend_from_slice(&r.finish().pop().expect("one record"));
             }
             LogRecord::CreateTable { oid, def } => {
-                out.push(2);
+                out.push(CREATE_TABLE);
                 out.extend_from_slice(&oid.to_le_bytes());
                 put_name(out, &def.name);
                 out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
@@ -235,11 +311,11 @@ impl LogRecord {
                 out.extend_from_slice(&def.database.to_le_bytes());
             }
             LogRecord::DropTable { oid } => {
-                out.push(3);
+                out.push(DROP_TABLE);
                 out.extend_from_slice(&oid.to_le_bytes());
             }
             LogRecord::CreateIndex { table_oid, def } => {
-                out.push(5);
+                out.push(CREATE_INDEX);
                 out.extend_from_slice(&table_oid.to_le_bytes());
                 out.extend_from_slice(&def.id.to_le_bytes());
                 put_name(out, &def.name);
@@ -250,12 +326,12 @@ impl LogRecord {
                 }
             }
             LogRecord::DropIndex { table_oid, id } => {
-                out.push(6);
+                out.push(DROP_INDEX);
                 out.extend_from_slice(&table_oid.to_le_bytes());
                 out.extend_from_slice(&id.to_le_bytes());
             }
             LogRecord::Rows { table_oid, rows } => {
-                out.push(4);
+                out.push(ROWS);
                 out.extend_from_slice(&table_oid.to_le_bytes());
                 out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
                 for (rowid, tid, bytes) in rows {
@@ -300,7 +376,7 @@ impl LogRecord {
         }
         let mut r = Reader { b, pos: 0 };
         let rec = match r.u8()? {
-            2 => {
+            CREATE_TABLE => {
                 let oid = r.u32()?;
                 let name = r.name()?;
                 let n = r.u16()? as usize;
@@ -322,8 +398,8 @@ impl LogRecord {
                     },
                 }
             }
-            3 => LogRecord::DropTable { oid: r.u32()? },
-            5 => {
+            DROP_TABLE => LogRecord::DropTable { oid: r.u32()? },
+            CREATE_INDEX => {
                 let table_oid = r.u32()?;
                 let id = r.u32()?;
                 let name = r.name()?;
@@ -350,7 +426,7 @@ impl LogRecord {
                     },
                 }
             }
-            6 => LogRecord::DropIndex {
+            DROP_INDEX => LogRecord::DropIndex {
                 table_oid: r.u32()?,
                 id: r.u32()?,
             },
@@ -363,9 +439,8 @@ impl LogRecord {
     }
 }
 
-/// Appends one row image of a commit record (used by the commit path without
-/// building a `RowImage`).
-pub fn encode_write(out: &mut Vec<u8>, table_oid: u32, rowid: u64, after: Option<&[u8]>) {
+/// Appends one row image of a commit record.
+fn encode_write(out: &mut Vec<u8>, table_oid: u32, rowid: u64, after: Option<&[u8]>) {
     out.extend_from_slice(&table_oid.to_le_bytes());
     out.extend_from_slice(&rowid.to_le_bytes());
     match after {

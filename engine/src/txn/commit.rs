@@ -1,0 +1,420 @@
+//! The commit protocol, in named phases (cf. Silo's `txn_impl.h`). [`Commit::run`]
+//! reads as the protocol:
+//!
+//! 1. **lock key stripes**: the striped locks of every unique key the write set gives
+//!    a row, before any record lock (one global order);
+//! 2. **find records**: look every written row up again under the commit's guard (a
+//!    row read earlier may have been deleted and freed since);
+//! 3. **lock write set**: lock every written record in [`super::RowKey`] order (table
+//!    address, row id): one global order, so committers cannot deadlock;
+//! 4. **validate reads** (repeatable read, serializable): rows read unchanged, tables
+//!    read not written since the start (see [`super::read_set`]);
+//! 5. **mark writers**: count this committer in flight on the tables it writes, so
+//!    serializable readers validating from now on conflict;
+//! 6. **link new keys**: add the index entries of keys rows gain (rekeyed rows,
+//!    updated inserts) before the TID exists: a reader finding one waits on the locked
+//!    record;
+//! 7. **take TID**: from the global counter, greater than every TID this transaction
+//!    read or wrote (those were handed out before);
+//! 8. **validate writes**: every pre-existing row written still carries the version
+//!    the transaction read (else [`AbortReason`]);
+//! 9. **check unique keys**: no other committed row holds a unique key this commit
+//!    introduces;
+//! 10. **append redo**: the commit record (TID and after-images) goes to the redo log
+//!     while the records are locked, so one row's records reach the log in TID order;
+//! 11. **install**: publish new buffers and versions and unlock; unlink deleted rows
+//!     and keys rows no longer have; replaced buffers and unlinked records are retired
+//!     through the epoch collector;
+//! 12. **make durable** (after row locks are released, outside the guard): wait until
+//!     the record is durable (group commit), so readers never wait for an fsync.
+//!
+//! A failure in any phase before install leaves nothing behind: [`Commit`]'s `Drop`
+//! undoes, in reverse order, whatever the phases so far did (links, record locks,
+//! writer marks, key stripes), and the caller then aborts the write set.
+
+use super::write_set::Origin;
+use super::{free_private, Isolation, Txn};
+use crate::engine::Engine;
+use crate::epoch;
+use crate::error::{AbortReason, Error, Result};
+use crate::garbage::{Garbage, Retired};
+use crate::index::{KeyIndex, KEY_ENTRY_BYTES};
+use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
+use crate::redo::payload::CommitRecords;
+use crate::redo::Appended;
+use crate::scope;
+use crossbeam_epoch::Guard;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::AcqRel;
+use std::sync::Arc;
+
+impl Txn {
+    /// Commits: runs the phases, then (if `durable`) waits until the redo record is
+    /// durable. Returns the commit TID (0 if nothing was written).
+    pub(super) fn commit(&mut self, durable: bool) -> Result<u64> {
+        if !self.active {
+            return Err(Error::TxnNotActive);
+        }
+        if self.entries.is_empty() {
+            return self.commit_read_only();
+        }
+        let engine = self.engine;
+        let outcome = epoch::with_guard(&engine.collector, |g| {
+            let r = Commit::new(self, g).run();
+            if r.is_ok() {
+                // After the install: waiters then read the new versions.
+                self.release_row_locks(g, 0);
+            }
+            r
+        });
+        if outcome.is_err() {
+            self.abort();
+        }
+        self.pending.clear();
+        self.rekeyed.clear();
+        self.active = false;
+        let (tid, log_end) = outcome?;
+        if durable {
+            make_durable(engine, log_end)?;
+        }
+        Ok(tid)
+    }
+
+    /// A transaction without writes: validate its reads, release its row locks.
+    fn commit_read_only(&mut self) -> Result<u64> {
+        if self.iso == Isolation::ReadCommitted && self.row_locks.is_empty() {
+            self.active = false;
+            return Ok(0);
+        }
+        let valid = epoch::with_guard(&self.engine.collector, |g| {
+            let v = self.validate_reads(g);
+            self.release_row_locks(g, 0);
+            v
+        });
+        self.active = false;
+        valid.map(|_| 0)
+    }
+}
+
+/// Phase 12: returns once the record ending at `log_end` is durable.
+fn make_durable(engine: &Engine, log_end: Option<u64>) -> Result<()> {
+    if let (Some(sink), Some(end)) = (engine.sink(), log_end) {
+        sink.make_durable(end)
+            .map_err(|e| Error::NotDurable(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// An index entry linked by phase 6 (unlinked again if the commit fails).
+struct Link {
+    /// Slot of the table in [`Txn::tables`], and of the index in its index list.
+    table: usize,
+    index: usize,
+    key: Vec<u8>,
+    rowid: u64,
+}
+
+/// A commit in progress, under one epoch guard. It records what the phases have done
+/// that a failure must undo; dropping it undoes that (see the module documentation).
+struct Commit<'t, 'g> {
+    txn: &'t mut Txn,
+    g: &'g Guard,
+    /// Each written table's indexes, by table slot, as of the commit.
+    idx: Vec<Arc<[Arc<KeyIndex>]>>,
+    /// Key stripes held (phase 1).
+    stripes: Vec<usize>,
+    /// Records locked (phase 3): the first `locked` entries in lock order.
+    locked: usize,
+    /// Table slots marked with a writer in flight (phase 5).
+    marked: Vec<usize>,
+    /// Index entries linked (phase 6), in private memory: a mass key update makes many,
+    /// and they live only during this commit, in this process.
+    links: Vec<Link>,
+    /// Per write-set entry, the keys (index slot, key) its row no longer has, unlinked
+    /// after install.
+    stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
+}
+
+impl<'t, 'g> Commit<'t, 'g> {
+    fn new(txn: &'t mut Txn, g: &'g Guard) -> Self {
+        let idx = txn.tables.iter().map(|t| t.indexes()).collect();
+        Commit {
+            txn,
+            g,
+            idx,
+            stripes: Vec::new(),
+            locked: 0,
+            marked: Vec::new(),
+            links: scope::outside(Vec::new),
+            stale: BTreeMap::new(),
+        }
+    }
+
+    /// The protocol; returns the commit TID and where its redo record ends.
+    fn run(mut self) -> Result<(u64, Option<u64>)> {
+        self.lock_key_stripes()?;
+        self.find_records()?;
+        self.lock_write_set();
+        self.validate_reads()?;
+        self.mark_writers();
+        self.link_new_keys();
+        let tid = self.take_tid();
+        self.validate_writes()?;
+        self.check_unique_keys()?;
+        let logged = self.append_redo(tid)?;
+        self.install(tid, logged);
+        Ok((tid, logged.map(|a| a.end)))
+    }
+
+    /// Phase 1.
+    fn lock_key_stripes(&mut self) -> Result<()> {
+        let stripes = self.txn.key_stripes(&self.idx)?;
+        for &s in &stripes {
+            self.txn.engine.lock_key_stripe(s);
+        }
+        self.stripes = stripes;
+        Ok(())
+    }
+
+    /// Phase 2. A pre-existing row that is no longer linked was deleted by a
+    /// committed transaction.
+    fn find_records(&mut self) -> Result<()> {
+        let txn = &mut *self.txn;
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            if e.origin != Origin::Inserted {
+                let Some(r) = txn.tables[e.table].rows.get(e.rowid, self.g) else {
+                    return Err(Error::Conflict(AbortReason::RowDeleted));
+                };
+                txn.entries.get_mut(i).rec = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 3.
+    fn lock_write_set(&mut self) {
+        for &i in self.txn.pending.values() {
+            let rec = self.txn.entries.get(i).rec.expect("found in phase 2");
+            // SAFETY: linked records found under the guard stay allocated while it
+            // lives.
+            unsafe { rec.get() }.lock();
+            self.locked += 1;
+        }
+    }
+
+    /// Phase 4.
+    fn validate_reads(&self) -> Result<()> {
+        self.txn.validate_reads(self.g)
+    }
+
+    /// Phase 5.
+    fn mark_writers(&mut self) {
+        let txn = &*self.txn;
+        let mut written: Vec<usize> = txn
+            .pending
+            .values()
+            .map(|&i| txn.entries.get(i).table)
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        for &w in &written {
+            txn.tables[w].writers_in_flight.fetch_add(1, AcqRel);
+        }
+        self.marked = written;
+    }
+
+    /// Phase 6: links the index entries of the final keys of rekeyed rows and of
+    /// updated inserted rows, and notes the keys they lose (unlinked after install).
+    fn link_new_keys(&mut self) {
+        let txn = &*self.txn;
+        let g = self.g;
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            let indexes = &self.idx[e.table];
+            let plain_insert =
+                e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
+            let keeps_keys = !e.newest.data.is_null() && !txn.may_rekey(i);
+            if indexes.is_empty() || plain_insert || keeps_keys {
+                continue;
+            }
+            let table = &txn.tables[e.table];
+            let r = e.rec.expect("found");
+            let base = match e.origin {
+                Origin::Inserted => e.base_version(),
+                // SAFETY: locked by us: the committed buffer is stable.
+                Origin::Existing { .. } => unsafe { r.get() }.data_ptr(),
+            };
+            // SAFETY: live buffers (pending, or committed under our lock).
+            let base = unsafe { super::pending_bytes(base) };
+            let fin = e.newest_bytes();
+            let (mut kb, mut kf) = (Vec::new(), Vec::new());
+            for (n, index) in indexes.iter().enumerate() {
+                // Keys were encoded from these same rows before: cannot fail now.
+                if let Some(b) = base {
+                    let _ = index.key_of(&table.layout, b, &mut kb);
+                }
+                if let Some(f) = fin {
+                    let _ = index.key_of(&table.layout, f, &mut kf);
+                }
+                let moved = base.is_none() || fin.is_none() || kf != kb;
+                if fin.is_some() && moved {
+                    index.insert(&kf, e.rowid, r, g);
+                    txn.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
+                    scope::outside(|| {
+                        self.links.push(Link {
+                            table: e.table,
+                            index: n,
+                            key: kf.clone(),
+                            rowid: e.rowid,
+                        })
+                    });
+                }
+                if base.is_some() && moved {
+                    scope::outside(|| self.stale.entry(i).or_default().push((n, kb.clone())));
+                }
+            }
+        }
+    }
+
+    /// Phase 7.
+    fn take_tid(&self) -> u64 {
+        self.txn.engine.next_commit_tid()
+    }
+
+    /// Phase 8.
+    fn validate_writes(&self) -> Result<()> {
+        let txn = &*self.txn;
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            if let Origin::Existing { read_tid } = e.origin {
+                // SAFETY: found under the guard and locked by us.
+                let v = unsafe { e.rec.expect("found").get() }.version() & !LOCK_BIT;
+                if v & ABSENT_BIT != 0 {
+                    return Err(Error::Conflict(AbortReason::RowDeleted));
+                }
+                if v & TID_MASK != read_tid {
+                    return Err(Error::Conflict(AbortReason::WriteConflict));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 9.
+    fn check_unique_keys(&self) -> Result<()> {
+        if self.idx.iter().any(|l| l.iter().any(|x| x.def.unique)) {
+            self.txn.check_unique_at_commit(&self.idx, self.g)?;
+        }
+        Ok(())
+    }
+
+    /// Phase 10: the commit record (or its parts, see [`CommitRecords`]), encoded and
+    /// appended in private memory.
+    fn append_redo(&self, tid: u64) -> Result<Option<Appended>> {
+        let txn = &*self.txn;
+        let Some(sink) = txn.engine.sink() else {
+            return Ok(None);
+        };
+        let appended = scope::outside(|| {
+            let mut records = CommitRecords::new(tid, sink.max_record());
+            for &i in txn.pending.values() {
+                let e = txn.entries.get(i);
+                if e.logged() {
+                    records.push(txn.tables[e.table].oid, e.rowid, e.newest_bytes());
+                }
+            }
+            let parts = records.finish();
+            let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            sink.append_parts(&refs)
+        });
+        appended
+            .map(Some)
+            .map_err(|e| Error::LogIo(e.to_string()))
+    }
+
+    /// Phase 11: install every entry and unlock it; unlink the keys rows no longer
+    /// have, deleted rows, and retire what was replaced. Cannot fail.
+    fn install(&mut self, tid: u64, logged: Option<Appended>) {
+        let txn = &mut *self.txn;
+        let (engine, g) = (txn.engine, self.g);
+        let mut garbage = Garbage::default();
+        for (i, e) in txn.entries.take_all().enumerate() {
+            let table = &txn.tables[e.table];
+            let r = e.rec.expect("found");
+            // SAFETY: found under the guard and locked by us.
+            let rec = unsafe { r.get() };
+            for o in &e.older {
+                free_private(engine, o.data);
+            }
+            let old = rec.install_and_unlock(e.newest.data, tid);
+            for (n, key) in self.stale.remove(&i).unwrap_or_default() {
+                self.idx[e.table][n].remove(&key, e.rowid, g);
+                engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+            }
+            table.last_write_tid.fetch_max(tid, AcqRel);
+            if e.origin == Origin::Inserted && !e.newest.data.is_null() {
+                table.last_insert_tid.fetch_max(tid, AcqRel);
+            }
+            let size = |p: *mut u8| {
+                if p.is_null() {
+                    0
+                } else {
+                    // SAFETY: `p` is live (pending, or replaced and not yet retired).
+                    record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len()) as i64
+                }
+            };
+            let deleted = e.newest.data.is_null();
+            let rows_delta = match (e.origin, deleted) {
+                (Origin::Inserted, false) => 1,
+                (Origin::Existing { .. }, true) => -1,
+                _ => 0,
+            };
+            table.account(rows_delta, size(e.newest.data) - size(old));
+            garbage.push(Retired::Buffer(old));
+            if deleted {
+                table.rows.remove(e.rowid, g);
+                garbage.push(Retired::Record(r.0));
+            }
+        }
+        // Every record is unlocked; the linked keys stay.
+        self.locked = 0;
+        // Rows that moved into an index range count as inserts for phantom checks.
+        for l in std::mem::take(&mut self.links) {
+            txn.tables[l.table].last_insert_tid.fetch_max(tid, AcqRel);
+        }
+        garbage.retire(engine, g);
+        if let (Some(sink), Some(a)) = (engine.sink(), logged) {
+            sink.installed(a.phase);
+        }
+    }
+}
+
+impl Drop for Commit<'_, '_> {
+    /// Undoes what the phases did, latest first. After a successful install only the
+    /// writer marks and key stripes remain to release.
+    fn drop(&mut self) {
+        for l in &self.links {
+            self.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
+            self.txn
+                .engine
+                .account(-((KEY_ENTRY_BYTES + l.key.len()) as isize));
+        }
+        for &i in self.txn.pending.values().take(self.locked) {
+            let rec = self
+                .txn
+                .entries
+                .get(i)
+                .rec
+                .expect("locked entries have records");
+            // SAFETY: found under the commit guard, still held; we hold its lock.
+            unsafe { rec.get() }.unlock();
+        }
+        for &w in &self.marked {
+            self.txn.tables[w].writers_in_flight.fetch_sub(1, AcqRel);
+        }
+        for &s in &self.stripes {
+            self.txn.engine.unlock_key_stripe(s);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! [`TxnHandle`]: the transaction as callers see it. Every call that touches shared
+//! structures enters the engine scope for its whole duration (see [`crate::scope`]).
+
+use super::{IndexScan, Isolation, RowBatch, RowLock, ScanCursor, Stmt, Txn, WriteOutcome};
+use crate::engine::TableHandle;
+use crate::error::{Error, Result};
+use crate::index::IndexDef;
+use crate::scope;
+use std::time::Duration;
+
+/// A transaction owned by one thread (one PostgreSQL backend). It lives in the arena;
+/// dropping an unfinished handle aborts it.
+pub struct TxnHandle {
+    txn: *mut Txn,
+}
+
+// SAFETY: a handle is used by one thread at a time; everything it points to is in
+// shared memory and synchronised by the engine's protocols.
+unsafe impl Send for TxnHandle {}
+
+impl TxnHandle {
+    pub(crate) fn new(txn: Txn) -> TxnHandle {
+        let _s = scope::enter();
+        TxnHandle {
+            txn: Box::into_raw(Box::new(txn)),
+        }
+    }
+
+    fn txn(&mut self) -> &mut Txn {
+        // SAFETY: the handle owns the box until drop.
+        unsafe { &mut *self.txn }
+    }
+
+    pub fn id(&mut self) -> u64 {
+        self.txn().id
+    }
+
+    /// True if the transaction has pending writes.
+    pub fn has_writes(&mut self) -> bool {
+        !self.txn().entries.is_empty()
+    }
+
+    pub fn is_active(&mut self) -> bool {
+        self.txn().active
+    }
+
+    /// Inserts a packed row; returns its row id.
+    pub fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().insert(t, row, stmt)
+    }
+
+    /// Replaces row `rowid`, which the caller read at version `expected`.
+    pub fn update(
+        &mut self,
+        t: &TableHandle,
+        rowid: u64,
+        expected: u64,
+        row: &[u8],
+        stmt: Stmt,
+    ) -> Result<WriteOutcome> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().write(t, rowid, expected, Some(row), stmt)
+    }
+
+    /// Deletes row `rowid`, which the caller read at version `expected`.
+    pub fn delete(
+        &mut self,
+        t: &TableHandle,
+        rowid: u64,
+        expected: u64,
+        stmt: Stmt,
+    ) -> Result<WriteOutcome> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().write(t, rowid, expected, None, stmt)
+    }
+
+    /// Fills `batch` with up to `max_rows` rows after the cursor that a statement with
+    /// command id `cid` sees, and advances the cursor.
+    pub fn scan(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        self.txn().scan(t, cursor, cid, batch, max_rows.max(1))
+    }
+
+    /// Fills `batch` with up to `max_rows` rows of an index scan that a statement with
+    /// command id `cid` sees, in the scan's order, and advances the scan. Fails if the
+    /// index was dropped.
+    pub fn index_scan(
+        &mut self,
+        t: &TableHandle,
+        scan: &mut IndexScan,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        self.txn().index_scan(t, scan, cid, batch, max_rows.max(1))
+    }
+
+    /// Builds index `def` on `t` (its id from [`Engine::next_index_id`]) and publishes
+    /// it, logged. Fails with nothing left if a unique index meets a duplicate. The
+    /// caller keeps other writers of `t` out while it runs, and drops the index with
+    /// [`Engine::drop_index`] if the transaction aborts.
+    pub fn create_index(&mut self, t: &TableHandle, def: IndexDef) -> Result<()> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().build_index(t, def)
+    }
+
+    /// Sets the isolation level; call right after [`Engine::begin`], before any read.
+    /// Repeatable read and serializable take their snapshot TID here.
+    pub fn set_isolation(&mut self, iso: Isolation) {
+        let txn = self.txn();
+        txn.iso = iso;
+        txn.start_tid = txn.engine.last_tid();
+    }
+
+    pub fn isolation(&mut self) -> Isolation {
+        self.txn().iso
+    }
+
+    /// Names this transaction in row locks by `tag` (non-zero, below 2^63, unique
+    /// among live transactions) instead of its id; call before locking any row.
+    pub fn set_lock_tag(&mut self, tag: u64) {
+        assert!(
+            tag != 0 && tag & crate::rowlock::WAITING == 0,
+            "invalid lock tag"
+        );
+        self.txn().lock_tag = tag;
+    }
+
+    /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
+    /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
+    /// waits with [`TxnHandle::wait_row`] and tries again.
+    pub fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
+        let _s = scope::enter();
+        self.txn().lock_row(t, rowid, sub)
+    }
+
+    /// Releases the lock on `rowid` that the last `lock_row` took (it was `fresh`).
+    pub fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+        let _s = scope::enter();
+        self.txn().unlock_row(t, rowid)
+    }
+
+    /// Waits (at most `timeout`, less if interrupted or released) for `holder` to
+    /// release the lock on `rowid`, published as a wait for deadlock detection until
+    /// [`TxnHandle::stop_waiting`]. Holds no epoch pin while it sleeps.
+    pub fn wait_row(&mut self, t: &TableHandle, rowid: u64, holder: u64, timeout: Duration) {
+        let _s = scope::enter();
+        self.txn().wait_row(t, rowid, holder, timeout)
+    }
+
+    /// Ends the wait published by [`TxnHandle::wait_row`].
+    pub fn stop_waiting(&mut self) {
+        self.txn().stop_waiting()
+    }
+
+    /// Is this transaction part of a cycle of row-lock waits?
+    pub fn deadlocked(&mut self) -> bool {
+        let txn = self.txn();
+        txn.engine.deadlocked(txn.lock_tag)
+    }
+
+    /// Point lookup: copies the version of row `rowid` that a statement with command id
+    /// `cid` sees into `out`; returns its TID, or None if there is no such row.
+    pub fn get(&mut self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+        let _s = scope::enter();
+        self.txn().get(t, rowid, cid, out)
+    }
+
+    /// Deletes every row a statement with command id `stmt.cid` sees (TRUNCATE);
+    /// returns how many.
+    pub fn delete_all(&mut self, t: &TableHandle, stmt: Stmt) -> Result<u64> {
+        let mut cursor = ScanCursor::new();
+        let mut batch = RowBatch::new();
+        let mut victims: Vec<(u64, u64)> = Vec::new();
+        while !cursor.done() {
+            self.scan(t, &mut cursor, stmt.cid, &mut batch, 1024)?;
+            while let Some(r) = batch.next() {
+                victims.push((r.rowid, r.tid));
+            }
+        }
+        let mut n = 0;
+        for (rowid, tid) in victims {
+            if self.delete(t, rowid, tid, stmt)? == WriteOutcome::Done {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Commits; returns the commit TID (0 for a transaction without writes) once the
+    /// commit is durable.
+    pub fn commit(&mut self) -> Result<u64> {
+        self.commit_with(true)
+    }
+
+    /// Commits; with `durable` false, returns before the redo record is synced
+    /// (asynchronous commit: a crash may lose it, never tear it).
+    pub fn commit_with(&mut self, durable: bool) -> Result<u64> {
+        let _s = scope::enter();
+        self.txn().commit(durable)
+    }
+
+    pub fn abort(&mut self) {
+        let _s = scope::enter();
+        if self.txn().active {
+            self.txn().abort();
+        }
+    }
+
+    /// Undoes every write made by subtransaction `sub` and its children.
+    pub fn rollback_to(&mut self, sub: u32) {
+        let _s = scope::enter();
+        self.txn().rollback_to(sub)
+    }
+
+    fn check_active(&mut self) -> Result<()> {
+        if self.txn().active {
+            Ok(())
+        } else {
+            Err(Error::TxnNotActive)
+        }
+    }
+}
+
+impl Drop for TxnHandle {
+    fn drop(&mut self) {
+        let _s = scope::enter();
+        self.abort();
+        // SAFETY: allocated by `new`, dropped once.
+        drop(unsafe { Box::from_raw(self.txn) });
+    }
+}

@@ -1,0 +1,241 @@
+//! Optimistic transactions (Silo-style) over the per-record version word.
+//!
+//! A transaction buffers its writes in a write set; new rows are linked into the
+//! row-id index at once as *absent* records, invisible to everybody else. Each pending
+//! write carries the command id and subtransaction id that made it, so a statement
+//! sees the writes of earlier statements of its transaction but not its own (the
+//! PostgreSQL rule), and rolling back to a savepoint drops exactly the writes made
+//! after it.
+//!
+//! Where each part lives:
+//! * [`handle`]: [`TxnHandle`], the entry point every caller uses (it enters the
+//!   engine scope around each call);
+//! * [`write_set`]: pending versions, *the* rule for which version a command sees,
+//!   inserts, updates and deletes;
+//! * [`rekeyed`]: rows whose index keys an update changed (their new keys reach the
+//!   indexes only at commit);
+//! * [`read_set`]: what repeatable read and serializable transactions read, and its
+//!   validation at commit;
+//! * [`unique`]: unique-key probes (at each statement and again at commit) and the
+//!   striped key locks;
+//! * [`scan`] and [`index_scan`]: reading rows; [`index_build`]: CREATE INDEX;
+//! * [`row_locks`]: row locks for UPDATE/DELETE/SELECT FOR UPDATE;
+//! * [`rollback`]: abort and rollback to a savepoint;
+//! * [`commit`]: the commit protocol, one function per phase.
+
+mod commit;
+mod handle;
+mod index_build;
+mod index_scan;
+mod read_set;
+mod rekeyed;
+mod rollback;
+mod row_locks;
+mod scan;
+mod unique;
+mod write_set;
+
+pub use handle::TxnHandle;
+pub use index_scan::{IndexScan, KeyBound};
+pub use scan::{BatchRow, RowBatch, ScanCursor};
+
+use crate::chunked::Chunked;
+use crate::engine::{Engine, Need, TableHandle};
+use crate::error::{Error, Result};
+use crate::record::{self, RecordPtr};
+use crate::table::Table;
+use read_set::ReadSet;
+use rekeyed::Rekeyed;
+use std::sync::Arc;
+use write_set::{PendingMap, WriteEntry};
+
+/// Identifies the statement doing a write or a read: PostgreSQL's command id and
+/// subtransaction id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stmt {
+    pub cid: u32,
+    pub sub: u32,
+}
+
+/// What happened to an update or delete that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Done,
+    /// The row was already written by this same command; nothing was done.
+    AlreadyModified,
+    /// The row no longer exists for this transaction (it deleted it earlier).
+    NotFound,
+}
+
+/// Isolation level of a transaction (PostgreSQL's; READ UNCOMMITTED is READ COMMITTED).
+///
+/// * `ReadCommitted`: every read sees the newest committed version; UPDATE/DELETE lock
+///   rows at fetch and go on with their newest version.
+/// * `RepeatableRead` and `Serializable`: optimistic, Silo-style. The transaction's
+///   start TID is its snapshot; reading a committed version newer than it fails at once
+///   (40001), and commit validates what was read: rows read must be unchanged, tables
+///   scanned whole must not have been written, and tables read through an index range
+///   must not have received rows (inserts, or keys moved) since the start. This refuses
+///   write skew and phantoms, so both levels are serializable; REPEATABLE READ is thus
+///   stricter than PostgreSQL's (more 40001, never an anomaly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Isolation {
+    #[default]
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+/// What [`TxnHandle::lock_row`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLock {
+    /// The row is locked by this transaction; `tid` is its newest committed version
+    /// (0 for a row this transaction inserted), `fresh` if this call took the lock.
+    Locked { tid: u64, fresh: bool },
+    /// Another transaction holds the lock.
+    Busy { holder: u64 },
+    /// The row no longer exists.
+    Gone,
+}
+
+/// Names a table within a transaction: the address of its shared [`Table`], stable
+/// while the transaction holds the table's `Arc` (in [`Txn::tables`]). Its order is
+/// the first half of commit's global lock order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct TableKey(usize);
+
+impl TableKey {
+    fn of(t: &Arc<Table>) -> TableKey {
+        TableKey(Arc::as_ptr(t) as usize)
+    }
+}
+
+/// Names a row within a transaction. Ordered by table, then row id: the global order in
+/// which commit locks records, so committers cannot deadlock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct RowKey {
+    table: TableKey,
+    rowid: u64,
+}
+
+impl RowKey {
+    /// Every row of table `table`, as a range of keys.
+    fn all_of(table: TableKey) -> std::ops::RangeInclusive<RowKey> {
+        RowKey { table, rowid: 0 }..=RowKey {
+            table,
+            rowid: u64::MAX,
+        }
+    }
+}
+
+/// One engine transaction. Lives in the arena (see [`TxnHandle`]), so everything it
+/// holds is shared memory, except what a function allocates explicitly outside the
+/// engine scope for its own duration.
+pub(crate) struct Txn {
+    engine: &'static Engine,
+    id: u64,
+    /// Tables this transaction touched; a write-set entry names its table by slot here.
+    tables: Vec<Arc<Table>>,
+    entries: Chunked<WriteEntry>,
+    /// Row -> index in `entries`, in lock order.
+    pending: PendingMap,
+    rekeyed: Rekeyed,
+    /// Row locks held (see [`crate::rowlock`]), with the subtransaction that took each.
+    row_locks: Chunked<(RecordPtr, u32)>,
+    /// What this transaction writes into the owner word of rows it locks (and how
+    /// waiters name it): its id, or a tag the caller chose (the FDW uses PostgreSQL's
+    /// virtual transaction id, so waiters can wait on PostgreSQL's lock for it).
+    lock_tag: u64,
+    iso: Isolation,
+    /// Snapshot TID (repeatable read, serializable): the newest TID handed out when the
+    /// transaction started. A committer holds its records locked from before it takes
+    /// its TID until they are installed, so every read waits for commits up to it.
+    start_tid: u64,
+    reads: ReadSet,
+    active: bool,
+}
+
+impl Txn {
+    pub(crate) fn new(engine: &'static Engine, id: u64) -> Txn {
+        Txn {
+            engine,
+            id,
+            tables: Vec::new(),
+            entries: Chunked::default(),
+            pending: PendingMap::new(),
+            rekeyed: Rekeyed::default(),
+            row_locks: Chunked::default(),
+            lock_tag: id,
+            iso: Isolation::ReadCommitted,
+            start_tid: 0,
+            reads: ReadSet::default(),
+            active: true,
+        }
+    }
+
+    /// The slot of `t` in [`Txn::tables`], added if new.
+    fn table_slot(&mut self, t: &TableHandle) -> usize {
+        if let Some(i) = self.tables.iter().position(|x| Arc::ptr_eq(x, t.arc())) {
+            return i;
+        }
+        self.tables.push(t.arc().clone());
+        self.tables.len() - 1
+    }
+
+    fn row_key(t: &TableHandle, rowid: u64) -> RowKey {
+        RowKey {
+            table: TableKey::of(t.arc()),
+            rowid,
+        }
+    }
+
+    /// Does snapshot isolation apply to reads (repeatable read, serializable)?
+    fn snapshot(&self) -> Option<u64> {
+        (self.iso != Isolation::ReadCommitted).then_some(self.start_tid)
+    }
+
+    /// A new pending buffer holding `row` (None: a delete, null), accounted.
+    fn new_buffer(&self, row: Option<&[u8]>) -> Result<*mut u8> {
+        let Some(row) = row else {
+            return Ok(std::ptr::null_mut());
+        };
+        self.engine
+            .check_memory(Need::of(record::rowbuf_size(row.len())))?;
+        let p = record::rowbuf_new(row);
+        if p.is_null() {
+            return Err(self.oom());
+        }
+        self.engine.account(record::rowbuf_size(row.len()) as isize);
+        Ok(p)
+    }
+
+    fn oom(&self) -> Error {
+        let m = self.engine.memory();
+        Error::OutOfMemory {
+            in_use: m.in_use,
+            limit: m.limit,
+        }
+    }
+}
+
+/// Frees a pending buffer nobody else ever saw.
+fn free_private(engine: &Engine, p: *mut u8) {
+    if !p.is_null() {
+        // SAFETY: pending buffers are owned by the write set alone.
+        unsafe {
+            let size = record::rowbuf_size(record::rowbuf_slice(p).len());
+            record::rowbuf_free(p);
+            engine.account(-(size as isize));
+        }
+    }
+}
+
+/// The bytes of pending buffer `p`, or None for a delete (null).
+///
+/// # Safety
+/// `p` is null or a pending buffer of a live write set; the slice must not outlive the
+/// buffer (pending buffers live until install or rollback frees them).
+unsafe fn pending_bytes<'a>(p: *mut u8) -> Option<&'a [u8]> {
+    // SAFETY: forwarded contract.
+    (!p.is_null()).then(|| unsafe { record::rowbuf_slice(p) })
+}

@@ -1,0 +1,90 @@
+//! Undoing writes: abort of the whole transaction, and rollback to a savepoint
+//! (every write of a subtransaction and its children).
+//!
+//! Both work chunk by chunk, freeing as they go: an abort must not need memory (it
+//! often follows a statement refused for lack of it).
+
+use super::write_set::{Origin, WriteEntry};
+use super::{free_private, pending_bytes, Txn};
+use crate::epoch;
+use crate::garbage::{Garbage, Retired};
+use crate::index::KEY_ENTRY_BYTES;
+use crossbeam_epoch::Guard;
+
+impl Txn {
+    pub(super) fn abort(&mut self) {
+        let engine = self.engine;
+        let chunks = self.entries.take_chunks();
+        engine.set_waiting(self.lock_tag, 0);
+        epoch::with_guard(&engine.collector, |g| {
+            self.release_row_locks(g, 0);
+            let mut garbage = Garbage::default();
+            for chunk in chunks {
+                for e in chunk {
+                    self.discard_entry(e, g, &mut garbage);
+                }
+            }
+            garbage.retire(engine, g);
+        });
+        self.pending.clear();
+        self.rekeyed.clear();
+        self.active = false;
+    }
+
+    /// Undoes one write-set entry: unlinks what its insert linked, frees its buffers.
+    fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {
+        if e.origin == Origin::Inserted {
+            // Unlink the index entries of the inserted version before it is freed.
+            let table = &self.tables[e.table];
+            // SAFETY: pending buffers live until freed below.
+            if let Some(base) = unsafe { pending_bytes(e.base_version()) } {
+                let mut key = Vec::new();
+                for index in table.indexes().iter() {
+                    if index.key_of(&table.layout, base, &mut key).is_ok() {
+                        index.remove(&key, e.rowid, g);
+                        self.engine
+                            .account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                    }
+                }
+            }
+        }
+        free_private(self.engine, e.newest.data);
+        for o in &e.older {
+            free_private(self.engine, o.data);
+        }
+        if let (Origin::Inserted, Some(rec)) = (e.origin, e.rec) {
+            // Our own absent record, linked until now.
+            self.tables[e.table].rows.remove(e.rowid, g);
+            garbage.push(Retired::Record(rec.0));
+        }
+    }
+
+    pub(super) fn rollback_to(&mut self, sub: u32) {
+        let engine = self.engine;
+        // Chunk by chunk (see `abort`): kept entries move to new chunks as old ones
+        // are freed.
+        let chunks = self.entries.take_chunks();
+        self.pending.clear();
+        engine.set_waiting(self.lock_tag, 0);
+        epoch::with_guard(&engine.collector, |g| {
+            let mut garbage = Garbage::default();
+            for chunk in chunks {
+                for mut e in chunk {
+                    while e.newest.sub >= sub {
+                        let Some(prev) = e.older.pop() else { break };
+                        free_private(engine, std::mem::replace(&mut e.newest, prev).data);
+                    }
+                    if e.newest.sub >= sub {
+                        self.discard_entry(e, g, &mut garbage);
+                    } else {
+                        self.push_entry(e);
+                    }
+                }
+            }
+            // After the writes are undone: PostgreSQL releases the row locks of an
+            // aborted subtransaction too.
+            self.release_row_locks(g, sub);
+            garbage.retire(engine, g);
+        });
+    }
+}

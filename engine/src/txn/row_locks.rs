@@ -1,0 +1,127 @@
+//! Row locks taken for UPDATE, DELETE and SELECT FOR UPDATE (see [`crate::rowlock`]
+//! for the lock word and waits), held until the transaction or the subtransaction
+//! that took them ends.
+
+use super::{RowLock, Txn};
+use crate::chunked::Chunked;
+use crate::engine::{Need, TableHandle};
+use crate::epoch;
+use crate::error::Result;
+use crate::record::RecordPtr;
+use crossbeam_epoch::Guard;
+use std::time::Duration;
+
+impl Txn {
+    /// Releases the row locks taken by subtransaction `sub` or later (0: all).
+    pub(super) fn release_row_locks(&mut self, g: &Guard, sub: u32) {
+        let _ = g;
+        let (id, engine) = (self.lock_tag, self.engine);
+        // Chunk by chunk, without allocating more than the kept entries' chunks.
+        for chunk in self.row_locks.take_chunks() {
+            for (r, s) in chunk {
+                if s >= sub {
+                    // SAFETY: a row-locked record is deleted only by its holder (us),
+                    // which releases it under the guard `g` of that commit: still
+                    // allocated.
+                    unsafe { r.get() }.unlock_row(id, engine);
+                } else {
+                    self.row_locks.push((r, s));
+                }
+            }
+        }
+    }
+
+    pub(super) fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
+        if let Some(e) = self.pending_entry(t, rowid) {
+            if e.newest.data.is_null() {
+                return Ok(RowLock::Gone);
+            }
+            if e.origin == super::write_set::Origin::Inserted {
+                return Ok(RowLock::Locked {
+                    tid: 0,
+                    fresh: false,
+                });
+            }
+        }
+        let engine = self.engine;
+        if self.row_locks.next_push_allocates() {
+            // Like a delete's bookkeeping: may use part of the headroom.
+            engine.check_memory_for_delete(Need::of(Chunked::<(RecordPtr, u32)>::chunk_bytes()))?;
+        }
+        let me = self.lock_tag;
+        Ok(epoch::with_guard(&engine.collector, |g| {
+            let Some(r) = t.rows.get(rowid, g) else {
+                return RowLock::Gone;
+            };
+            // SAFETY: reached through the row index under guard `g`.
+            let rec = unsafe { r.get() };
+            match rec.try_lock_row(me) {
+                crate::rowlock::TryLock::Busy { holder } => RowLock::Busy { holder },
+                crate::rowlock::TryLock::Held { fresh } => {
+                    let s = rec.read(g);
+                    if s.absent() {
+                        if fresh {
+                            rec.unlock_row(me, engine);
+                        }
+                        return RowLock::Gone;
+                    }
+                    if fresh {
+                        self.row_locks.push((r, sub));
+                    }
+                    RowLock::Locked {
+                        tid: s.tid(),
+                        fresh,
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Releases a lock `lock_row` just took (the row turned out not to qualify).
+    pub(super) fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+        let engine = self.engine;
+        epoch::with_guard(&engine.collector, |g| {
+            if let Some(r) = t.rows.get(rowid, g) {
+                // The lock just taken is the last one recorded; otherwise it stays
+                // held until the transaction ends.
+                if self.row_locks.last().is_some_and(|&(x, _)| x == r) {
+                    self.row_locks.pop();
+                    // SAFETY: reached through the row index under guard `g`.
+                    unsafe { r.get() }.unlock_row(self.lock_tag, engine);
+                }
+            }
+        });
+    }
+
+    /// Waits (at most `timeout`, less if interrupted or released) for `holder` to
+    /// release the lock on `rowid`, published as a wait for deadlock detection until
+    /// [`Txn::stop_waiting`]. Holds no epoch pin while it sleeps.
+    pub(super) fn wait_row(&mut self, t: &TableHandle, rowid: u64, holder: u64, timeout: Duration) {
+        let engine = self.engine;
+        engine.set_waiting(self.lock_tag, holder);
+        let rec = epoch::with_guard(&engine.collector, |g| t.rows.get(rowid, g));
+        if let Some(r) = rec {
+            // The record may be freed once unpinned: only its address is used below,
+            // after the WAITING mark set under a fresh pin.
+            let seq = engine.wake_seq(r.addr());
+            let marked = epoch::with_guard(&engine.collector, |g| {
+                t.rows.get(rowid, g) == Some(r) && {
+                    // SAFETY: reached through the row index under guard `g`.
+                    unsafe { r.get() }
+                        .owner
+                        .fetch_or(crate::rowlock::WAITING, std::sync::atomic::Ordering::AcqRel)
+                        & !crate::rowlock::WAITING
+                        == holder
+                }
+            });
+            if marked {
+                engine.sleep_on_row_addr(r.addr(), seq, timeout);
+            }
+        }
+    }
+
+    /// Ends the wait published by [`Txn::wait_row`].
+    pub(super) fn stop_waiting(&mut self) {
+        self.engine.set_waiting(self.lock_tag, 0);
+    }
+}

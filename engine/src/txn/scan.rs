@@ -1,0 +1,190 @@
+//! Reading rows: sequential scans in row-id order, point lookups, and the batch that
+//! carries rows out of the engine into the caller's private memory.
+
+use super::read_set::TableRead;
+use super::write_set::Seen;
+use super::Txn;
+use crate::engine::TableHandle;
+use crate::epoch;
+use crate::error::{AbortReason, Error, Result};
+use crate::record::RecordPtr;
+use crate::scope;
+use crossbeam_epoch::Guard;
+use std::sync::Arc;
+
+/// Resume point of a scan.
+#[derive(Debug, Default, Clone)]
+pub struct ScanCursor {
+    after: Option<u64>,
+    done: bool,
+}
+
+impl ScanCursor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Rows copied out of the engine into memory private to the caller.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    buf: Vec<u8>,
+    /// (row id, TID, start, end in `buf`).
+    rows: Vec<(u64, u64, usize, usize)>,
+    next: usize,
+}
+
+/// One row of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRow<'a> {
+    pub rowid: u64,
+    /// The version the row was read at (0 for rows this transaction inserted).
+    pub tid: u64,
+    pub data: &'a [u8],
+}
+
+impl RowBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.buf.clear();
+        self.rows.clear();
+        self.next = 0;
+    }
+
+    pub(super) fn push(&mut self, rowid: u64, tid: u64, data: &[u8]) {
+        scope::outside(|| {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(data);
+            self.rows.push((rowid, tid, start, self.buf.len()));
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The next unread row.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<BatchRow<'_>> {
+        let &(rowid, tid, s, e) = self.rows.get(self.next)?;
+        self.next += 1;
+        Some(BatchRow {
+            rowid,
+            tid,
+            data: &self.buf[s..e],
+        })
+    }
+}
+
+impl Txn {
+    /// The version of row `rowid` that a statement with command id `cid` sees, with
+    /// the TID to report, if the row exists for it. `rec` is the row's record if the
+    /// caller has it (found under `g`).
+    pub(super) fn visible_version<'g>(
+        &'g self,
+        t: &TableHandle,
+        rowid: u64,
+        rec: Option<RecordPtr>,
+        cid: u32,
+        g: &'g Guard,
+    ) -> Option<(&'g [u8], u64)> {
+        match self.seen(t, rowid, cid) {
+            Seen::Own(v) => v,
+            Seen::Committed => {
+                let rec = rec.or_else(|| t.rows.get(rowid, g))?;
+                // SAFETY: reached through an index under guard `g`.
+                unsafe { rec.get() }.read(g).live()
+            }
+        }
+    }
+
+    /// The version of row `rowid` a statement with command id `cid` sees, copied into
+    /// `out` (cleared first). Returns the version's TID (0 for own inserts).
+    pub(super) fn get(&self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+        let copy = |out: &mut Vec<u8>, (d, tid): (&[u8], u64)| {
+            scope::outside(|| {
+                out.clear();
+                out.extend_from_slice(d);
+            });
+            tid
+        };
+        match self.seen(t, rowid, cid) {
+            Seen::Own(v) => v.map(|v| copy(out, v)),
+            // Pinned only when the committed row is needed.
+            Seen::Committed => epoch::with_guard(&self.engine.collector, |g| {
+                let rec = t.rows.get(rowid, g)?;
+                // SAFETY: reached through the index under guard `g`.
+                unsafe { rec.get() }.read(g).live().map(|v| copy(out, v))
+            }),
+        }
+    }
+
+    /// Fills `batch` with up to `max_rows` rows after `cursor` that a statement with
+    /// command id `cid` sees.
+    pub(super) fn scan(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        batch.clear();
+        if cursor.done {
+            return Ok(());
+        }
+        let snapshot = self.snapshot();
+        if snapshot.is_some() {
+            self.note_table_read(t, TableRead::Whole);
+        }
+        let mut too_new = false;
+        let mut last = cursor.after;
+        let mut seen = 0usize;
+        let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
+        let this = &*self;
+        epoch::with_guard(&self.engine.collector, |g| {
+            t.rows.scan_after(cursor.after, g, |rowid, rec| {
+                last = Some(rowid);
+                seen += 1;
+                let view = if own_rows {
+                    this.seen(t, rowid, cid)
+                } else {
+                    Seen::Committed
+                };
+                match view {
+                    Seen::Own(Some((d, tid))) => batch.push(rowid, tid, d),
+                    Seen::Own(None) => {}
+                    Seen::Committed => {
+                        // SAFETY: reached through the index under guard `g`.
+                        if let Some((d, tid)) = unsafe { rec.get() }.read(g).live() {
+                            if snapshot.is_some_and(|st| tid > st) {
+                                too_new = true;
+                            }
+                            batch.push(rowid, tid, d);
+                        }
+                    }
+                }
+                !too_new && batch.len() < max_rows && seen < max_rows * 8
+            });
+        });
+        if too_new {
+            batch.clear();
+            return Err(Error::Conflict(AbortReason::ReadChanged));
+        }
+        if last == cursor.after {
+            cursor.done = true;
+        }
+        cursor.after = last;
+        Ok(())
+    }
+}

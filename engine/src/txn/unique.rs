@@ -1,0 +1,230 @@
+//! Unique keys: the probe "does another row hold this key", asked by every statement
+//! that gives a row a unique key (against rows as this transaction sees them) and
+//! again by commit (against committed rows, under the key's stripe lock), so two
+//! transactions inserting the same key cannot both commit.
+
+use super::{pending_bytes, write_set::Origin, RowKey, TableKey, Txn};
+use crate::engine::TableHandle;
+use crate::error::{AbortReason, Error, Result};
+use crate::index::KeyIndex;
+use crate::keys;
+use crate::record::{self, RecordPtr};
+use crate::row::RowLayout;
+use crate::scope;
+use crate::table::Table;
+use crossbeam_epoch::Guard;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a committer checking a unique key waits for another committer's row lock
+/// before it gives up with a serialization failure (it may hold locks that one needs).
+const UNIQUE_CHECK_WAIT: Duration = Duration::from_millis(20);
+
+/// The keys of `row` in each index, with whether each has a NULL column.
+pub(super) fn index_keys(
+    t: &Table,
+    idx: &[Arc<KeyIndex>],
+    row: &[u8],
+) -> Result<Vec<(Vec<u8>, bool)>> {
+    idx.iter()
+        .map(|i| {
+            let mut k = Vec::new();
+            let null = i.key_of(&t.layout, row, &mut k)?;
+            Ok((k, null))
+        })
+        .collect()
+}
+
+/// The unique-violation error for `row` (copied into private memory).
+pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8]) -> Error {
+    scope::outside(|| Error::UniqueViolation {
+        index: index.def.name.clone(),
+        table_oid: t.oid,
+        columns: index.def.columns.clone(),
+        row: row.to_vec(),
+    })
+}
+
+/// The key-lock stripe of `key` in index `index_id`.
+fn stripe_of(index_id: u32, key: &[u8]) -> usize {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index_id.to_le_bytes());
+    h.update(key);
+    h.finalize() as usize % crate::engine::KEY_LOCK_STRIPES
+}
+
+/// Walks the entries of `index` whose key is exactly `key` and asks `row_of` for each
+/// entry's row (`Ok(None)`: skip it); returns true at the first row that really holds
+/// `key` (an entry may be stale: its row's current version has another key).
+fn key_held<'r>(
+    index: &KeyIndex,
+    layout: &RowLayout,
+    key: &[u8],
+    g: &Guard,
+    mut row_of: impl FnMut(u64, RecordPtr) -> Result<Option<&'r [u8]>>,
+) -> Result<bool> {
+    let upper = keys::prefix_successor(key);
+    let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    let mut found = Ok(false);
+    let mut buf = Vec::new();
+    index.scan(Bound::Included(key), hi, false, g, |k, rid, rec| {
+        if k != key {
+            return true;
+        }
+        let held = row_of(rid, rec).and_then(|row| match row {
+            Some(d) => index.key_is(layout, d, key, &mut buf),
+            None => Ok(false),
+        });
+        match held {
+            Ok(false) => true,
+            other => {
+                found = other;
+                false
+            }
+        }
+    });
+    found
+}
+
+impl Txn {
+    /// Does a row other than `rowid` hold `key` in unique index `index`, as this
+    /// transaction sees rows for uniqueness: its own newest versions (also those of
+    /// the current statement, as PostgreSQL checks each row at once), otherwise the
+    /// committed ones? Rows other transactions have not committed do not count here;
+    /// commit checks again ([`Txn::check_unique_at_commit`]).
+    pub(super) fn unique_conflict(
+        &self,
+        t: &TableHandle,
+        index: &KeyIndex,
+        key: &[u8],
+        rowid: Option<u64>,
+        g: &Guard,
+    ) -> Result<bool> {
+        let tk = TableKey::of(t.arc());
+        let found = key_held(index, &t.layout, key, g, |rid, rec| {
+            if Some(rid) == rowid {
+                return Ok(None);
+            }
+            Ok(match self.pending.get(&RowKey { table: tk, rowid: rid }) {
+                // SAFETY: pending buffers live until the transaction ends.
+                Some(&i) => unsafe { pending_bytes(self.entries.get(i).newest.data) },
+                // SAFETY: reached through the index under guard `g`.
+                None => unsafe { rec.get() }.read(g).live().map(|(d, _)| d),
+            })
+        })?;
+        if found || !self.rekeyed.may_hold_key(tk, index.def.id, key) {
+            return Ok(found);
+        }
+        // Rows whose new key in this index is not in it yet.
+        let mut buf = Vec::new();
+        for rid in self.rekeyed.rows_of(tk) {
+            if Some(rid) == rowid {
+                continue;
+            }
+            let Some(&i) = self.pending.get(&RowKey { table: tk, rowid: rid }) else {
+                continue;
+            };
+            if let Some(d) = self.entries.get(i).newest_bytes() {
+                index.key_of(&t.layout, d, &mut buf)?;
+                if buf == key {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Can write-set entry `i` change index keys at commit? Not a pre-existing row
+    /// whose every update kept its keys (such rows are never rekeyed).
+    pub(super) fn may_rekey(&self, i: usize) -> bool {
+        let e = self.entries.get(i);
+        e.origin == Origin::Inserted
+            || self.rekeyed.contains(RowKey {
+                table: TableKey::of(&self.tables[e.table]),
+                rowid: e.rowid,
+            })
+    }
+
+    /// Unique-key stripes of every unique key of every row version this commit
+    /// writes, sorted and without repeats.
+    pub(super) fn key_stripes(&self, idx: &[Arc<[Arc<KeyIndex>]>]) -> Result<Vec<usize>> {
+        let mut stripes = Vec::new();
+        let mut key = Vec::new();
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            let Some(row) = e.newest_bytes() else {
+                continue;
+            };
+            if !self.may_rekey(i) {
+                continue;
+            }
+            let table = &self.tables[e.table];
+            for index in idx[e.table].iter().filter(|x| x.def.unique) {
+                if !index.key_of(&table.layout, row, &mut key)? {
+                    stripes.push(stripe_of(index.def.id, &key));
+                }
+            }
+        }
+        stripes.sort_unstable();
+        stripes.dedup();
+        Ok(stripes)
+    }
+
+    /// Checks, under the commit locks, that no other committed row holds a unique key
+    /// this commit introduces (a key its rows did not have before). Rows of this
+    /// transaction were checked by their statements.
+    pub(super) fn check_unique_at_commit(
+        &self,
+        idx: &[Arc<[Arc<KeyIndex>]>],
+        g: &Guard,
+    ) -> Result<()> {
+        let (mut kf, mut kb) = (Vec::new(), Vec::new());
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            let Some(fin) = e.newest_bytes() else {
+                continue;
+            };
+            if !idx[e.table].iter().any(|x| x.def.unique) || !self.may_rekey(i) {
+                continue;
+            }
+            let table = &self.tables[e.table];
+            let tk = TableKey::of(table);
+            let base = match e.origin {
+                Origin::Inserted => None,
+                Origin::Existing { .. } => {
+                    // SAFETY: found under `g` and locked by us: the committed buffer
+                    // cannot change or be freed.
+                    let p = unsafe { e.rec.expect("found").get() }.data_ptr();
+                    // SAFETY: as above.
+                    (!p.is_null()).then(|| unsafe { record::rowbuf_slice(p) })
+                }
+            };
+            for index in idx[e.table].iter().filter(|x| x.def.unique) {
+                if index.key_of(&table.layout, fin, &mut kf)? {
+                    continue;
+                }
+                if let Some(b) = base {
+                    index.key_of(&table.layout, b, &mut kb)?;
+                    if kb == kf {
+                        continue;
+                    }
+                }
+                let taken = key_held(index, &table.layout, &kf, g, |rid, rec| {
+                    if self.pending.contains_key(&RowKey { table: tk, rowid: rid }) {
+                        return Ok(None);
+                    }
+                    // SAFETY: reached through the index under guard `g`.
+                    match unsafe { rec.get() }.try_read(g, UNIQUE_CHECK_WAIT) {
+                        Some(s) => Ok(s.live().map(|(d, _)| d)),
+                        None => Err(Error::Conflict(AbortReason::UniqueKeyBusy)),
+                    }
+                })?;
+                if taken {
+                    return Err(violation(index, table, fin));
+                }
+            }
+        }
+        Ok(())
+    }
+}

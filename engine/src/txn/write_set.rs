@@ -1,0 +1,363 @@
+//! The write set: pending versions of the rows a transaction inserted, updated or
+//! deleted, and the one rule for which of them a statement sees.
+//!
+//! Invariants:
+//! * an entry's buffers (`newest`, `older`) are private to this transaction until
+//!   commit installs `newest` (the rest are freed then) or rollback frees them;
+//! * an `Inserted` row's record is linked in the row-id index (absent) and its
+//!   *first* version's keys are in every index, from the insert until commit or
+//!   rollback; later versions' keys reach the indexes only at commit (see
+//!   [`super::rekeyed`]);
+//! * an `Existing` row's record pointer is set only while commit holds its guard.
+
+use super::{free_private, pending_bytes, unique, RowKey, Stmt, Txn, WriteOutcome};
+use crate::chunked::Chunked;
+use crate::engine::{Need, TableHandle};
+use crate::epoch;
+use crate::error::{AbortReason, Error, Result};
+use crate::garbage::{BYTES_PER_RETIRED, RECORD_BYTES};
+use crate::index::KEY_ENTRY_BYTES;
+use crate::record::{self, Record, RecordPtr};
+use crate::scope;
+use std::collections::BTreeMap;
+
+/// One pending version of a row.
+#[derive(Clone, Copy)]
+pub(super) struct Version {
+    pub cid: u32,
+    pub sub: u32,
+    /// Row buffer, or null for a delete.
+    pub data: *mut u8,
+}
+
+/// Where a written row came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Inserted by this transaction.
+    Inserted,
+    /// Committed before, read at version `read_tid`.
+    Existing { read_tid: u64 },
+}
+
+pub(super) struct WriteEntry {
+    /// Slot in [`Txn::tables`].
+    pub table: usize,
+    pub rowid: u64,
+    /// The record. For an `Inserted` entry it is ours alone until commit, so it stays
+    /// alive. For an `Existing` one it is only set while commit holds its guard:
+    /// another transaction may delete and free the record meanwhile, so commit looks
+    /// the row id up again.
+    pub rec: Option<RecordPtr>,
+    pub origin: Origin,
+    pub newest: Version,
+    /// Earlier pending versions, oldest first.
+    pub older: Vec<Version>,
+}
+
+/// What a statement sees of a row, given this transaction's own writes.
+pub(super) enum Seen<'a> {
+    /// Nothing of ours hides the committed version: read that.
+    Committed,
+    /// One of our pending versions (bytes and the TID to report), or None if the row
+    /// does not exist for the statement (deleted by us, or inserted by a later command).
+    Own(Option<(&'a [u8], u64)>),
+}
+
+impl WriteEntry {
+    /// The newest pending version a statement with command id `cid` sees.
+    fn visible(&self, cid: u32) -> Option<&Version> {
+        std::iter::once(&self.newest)
+            .chain(self.older.iter().rev())
+            .find(|v| v.cid < cid)
+    }
+
+    /// What a statement with command id `cid` sees of this row: the version made by
+    /// the newest earlier command; if none, the committed row, or nothing for a row
+    /// inserted by this same command or a later one.
+    pub fn seen_by(&self, cid: u32) -> Seen<'_> {
+        match (self.visible(cid), self.origin) {
+            // SAFETY: pending buffers live until the transaction ends, beyond the
+            // borrow of `self`.
+            (Some(v), _) => {
+                Seen::Own(unsafe { pending_bytes(v.data) }.map(|d| (d, self.reported_tid())))
+            }
+            (None, Origin::Inserted) => Seen::Own(None),
+            (None, Origin::Existing { .. }) => Seen::Committed,
+        }
+    }
+
+    /// The version whose keys are in the indexes for an inserted row: its first one.
+    pub fn base_version(&self) -> *mut u8 {
+        self.older.first().map_or(self.newest.data, |o| o.data)
+    }
+
+    /// The newest version's bytes (None: deleted).
+    pub fn newest_bytes(&self) -> Option<&[u8]> {
+        // SAFETY: pending buffers live until the transaction ends.
+        unsafe { pending_bytes(self.newest.data) }
+    }
+
+    /// The TID a reader of a pending version is given: the version it replaces.
+    pub fn reported_tid(&self) -> u64 {
+        match self.origin {
+            Origin::Inserted => 0,
+            Origin::Existing { read_tid } => read_tid,
+        }
+    }
+
+    /// Is this entry written to the redo log at commit? Not a row inserted and deleted
+    /// again by this transaction.
+    pub fn logged(&self) -> bool {
+        !(self.origin == Origin::Inserted && self.newest.data.is_null())
+    }
+}
+
+/// Row -> index in the write set; its order is commit's lock order.
+pub(super) type PendingMap = BTreeMap<RowKey, usize>;
+
+/// Arena bytes of one pending-map entry (B-tree nodes hold 11 keys, at least half
+/// full).
+const PENDING_BYTES_PER_ENTRY: usize = 2 * std::mem::size_of::<(RowKey, usize)>() + 8;
+
+impl Txn {
+    pub(super) fn pending_entry(&self, t: &TableHandle, rowid: u64) -> Option<&WriteEntry> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending
+            .get(&Self::row_key(t, rowid))
+            .map(|&i| self.entries.get(i))
+    }
+
+    /// What a statement with command id `cid` sees of row `rowid` of `t`, given this
+    /// transaction's writes (see [`Seen`]).
+    pub(super) fn seen(&self, t: &TableHandle, rowid: u64, cid: u32) -> Seen<'_> {
+        match self.pending_entry(t, rowid) {
+            Some(e) => e.seen_by(cid),
+            None => Seen::Committed,
+        }
+    }
+
+    /// Checks the memory limit for one more write-set entry: its share of a chunk,
+    /// its pending-map slot, and what retiring its objects at commit will take.
+    fn reserve_entry(&mut self, delete: bool) -> Result<()> {
+        let mut need = Need::of(PENDING_BYTES_PER_ENTRY + 2 * BYTES_PER_RETIRED);
+        if self.entries.next_push_allocates() {
+            need = need + Need::of(Chunked::<WriteEntry>::chunk_bytes());
+        }
+        // Retirement of the entries already made, at commit, is not allocated yet.
+        need = need + Need::of(self.entries.len() * 2 * BYTES_PER_RETIRED);
+        if delete {
+            self.engine.check_memory_for_delete(need)
+        } else {
+            self.engine.check_memory(need)
+        }
+    }
+
+    pub(super) fn push_entry(&mut self, e: WriteEntry) {
+        let key = RowKey {
+            table: super::TableKey::of(&self.tables[e.table]),
+            rowid: e.rowid,
+        };
+        self.pending.insert(key, self.entries.len());
+        self.entries.push(e);
+    }
+
+    pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
+        let idx = t.indexes();
+        let keys = if idx.is_empty() {
+            Vec::new()
+        } else {
+            unique::index_keys(t, &idx, row)?
+        };
+        let key_bytes: usize = keys.iter().map(|(k, _)| KEY_ENTRY_BYTES + k.len()).sum();
+        self.engine.check_memory(
+            Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
+        )?;
+        if idx.iter().any(|i| i.def.unique) {
+            epoch::with_guard(&self.engine.collector, |g| {
+                for (index, (key, null)) in idx.iter().zip(&keys) {
+                    if index.def.unique && !null && self.unique_conflict(t, index, key, None, g)? {
+                        return Err(unique::violation(index, t, row));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        self.reserve_entry(false)?;
+        let data = self.new_buffer(Some(row))?;
+        let slot = self.table_slot(t);
+        let rowid = t.next_rowid();
+        let rec = RecordPtr(Box::into_raw(Record::new_absent(rowid)));
+        self.engine.account(RECORD_BYTES as isize);
+        epoch::with_guard(&self.engine.collector, |g| {
+            t.rows.insert(rowid, rec, g);
+            for (index, (key, _)) in idx.iter().zip(&keys) {
+                index.insert(key, rowid, rec, g);
+            }
+        });
+        self.engine.account(key_bytes as isize);
+        self.push_entry(WriteEntry {
+            table: slot,
+            rowid,
+            rec: Some(rec),
+            origin: Origin::Inserted,
+            newest: Version {
+                cid: stmt.cid,
+                sub: stmt.sub,
+                data,
+            },
+            older: Vec::new(),
+        });
+        Ok(rowid)
+    }
+
+    /// Update (`row` = Some) or delete (None) of row `rowid`, read at `expected`.
+    pub(super) fn write(
+        &mut self,
+        t: &TableHandle,
+        rowid: u64,
+        expected: u64,
+        row: Option<&[u8]>,
+        stmt: Stmt,
+    ) -> Result<WriteOutcome> {
+        if let Some(&ei) = self.pending.get(&Self::row_key(t, rowid)) {
+            return self.write_again(t, ei, row, stmt);
+        }
+        let engine = self.engine;
+        // A committed row: it must still be the version the statement read.
+        let want_data = row.is_some() && !t.indexes().is_empty();
+        let state = epoch::with_guard(&engine.collector, |g| {
+            t.rows.get(rowid, g).map(|r| {
+                // SAFETY: reached through the index under guard `g`.
+                let s = unsafe { r.get() }.read(g);
+                let data = if want_data {
+                    s.data.map(|d| scope::outside(|| d.to_vec()))
+                } else {
+                    None
+                };
+                (s.absent(), s.tid(), data)
+            })
+        });
+        match state {
+            None | Some((true, _, _)) => return Err(Error::Conflict(AbortReason::RowDeleted)),
+            Some((false, tid, _)) if tid != expected => {
+                return Err(Error::Conflict(AbortReason::WriteConflict))
+            }
+            Some((_, _, Some(prev))) => {
+                let r = self.check_keys(t, rowid, row.expect("update"), &prev);
+                scope::outside(|| drop(prev));
+                r?;
+            }
+            Some(_) => {}
+        }
+        self.reserve_entry(row.is_none())?;
+        let data = self.new_buffer(row)?;
+        let slot = self.table_slot(t);
+        self.push_entry(WriteEntry {
+            table: slot,
+            rowid,
+            rec: None,
+            origin: Origin::Existing { read_tid: expected },
+            newest: Version {
+                cid: stmt.cid,
+                sub: stmt.sub,
+                data,
+            },
+            older: Vec::new(),
+        });
+        Ok(WriteOutcome::Done)
+    }
+
+    /// Another write of a row this transaction wrote before (entry `ei`).
+    fn write_again(
+        &mut self,
+        t: &TableHandle,
+        ei: usize,
+        row: Option<&[u8]>,
+        stmt: Stmt,
+    ) -> Result<WriteOutcome> {
+        let engine = self.engine;
+        let e = self.entries.get(ei);
+        if e.newest.cid == stmt.cid {
+            return Ok(WriteOutcome::AlreadyModified);
+        }
+        let rowid = e.rowid;
+        // SAFETY: pending buffers live until the transaction ends.
+        let Some(prev) = (unsafe { pending_bytes(e.newest.data) }) else {
+            return Ok(WriteOutcome::NotFound);
+        };
+        if let Some(new) = row {
+            self.check_keys(t, rowid, new, prev)?;
+        }
+        let data = self.new_buffer(row)?;
+        let e = self.entries.get_mut(ei);
+        // Versions of the same subtransaction that no statement can see any more
+        // (superseded by `newest`, which the current statement sees) are dropped;
+        // an inserted row keeps its first version (its keys are in the indexes).
+        while e.newest.cid < stmt.cid
+            && e.older.last().is_some_and(|o| o.sub == e.newest.sub)
+            && !(e.origin == Origin::Inserted && e.older.len() == 1)
+        {
+            let o = e.older.pop().expect("checked");
+            free_private(engine, o.data);
+        }
+        let prev = std::mem::replace(
+            &mut e.newest,
+            Version {
+                cid: stmt.cid,
+                sub: stmt.sub,
+                data,
+            },
+        );
+        e.older.push(prev);
+        Ok(WriteOutcome::Done)
+    }
+
+    /// Checks an update of row `rowid` from `prev` to `new` against the unique
+    /// indexes (keys it changes), and remembers the row as rekeyed if any key changes.
+    fn check_keys(&mut self, t: &TableHandle, rowid: u64, new: &[u8], prev: &[u8]) -> Result<()> {
+        let idx = t.indexes();
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let tk = super::TableKey::of(t.arc());
+        let (mut kn, mut kp) = (Vec::new(), Vec::new());
+        let mut changed = false;
+        let mut need = 0;
+        for index in idx.iter() {
+            // Same column bytes, same key: most updates leave keys alone.
+            let same = index
+                .def
+                .columns
+                .iter()
+                .all(|&c| t.layout.get(new, c as usize) == t.layout.get(prev, c as usize));
+            if same {
+                continue;
+            }
+            let null = index.key_of(&t.layout, new, &mut kn)?;
+            index.key_of(&t.layout, prev, &mut kp)?;
+            if kn == kp {
+                continue;
+            }
+            changed = true;
+            need += KEY_ENTRY_BYTES + kn.len();
+            self.rekeyed.note_key_change(tk, index.def.id, rowid);
+            if index.def.unique && !null {
+                let dup = epoch::with_guard(&self.engine.collector, |g| {
+                    self.unique_conflict(t, index, &kn, Some(rowid), g)
+                })?;
+                if dup {
+                    return Err(unique::violation(index, t, new));
+                }
+                self.rekeyed.note_unique_key(tk, index.def.id, &kn);
+            }
+        }
+        if changed {
+            // The new keys' entries are made at commit.
+            self.engine.check_memory(Need::of(need))?;
+            self.rekeyed.note_row(tk, rowid);
+        }
+        Ok(())
+    }
+}
