@@ -91,4 +91,3 @@ impl<T> Chunked<T> {
         std::mem::take(&mut self.chunks).into_iter().flatten()
     }
 }
-

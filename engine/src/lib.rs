@@ -16,8 +16,8 @@ mod garbage;
 pub mod index;
 pub mod keys;
 pub mod record;
+pub mod recovery;
 pub mod redo;
-mod replay;
 pub mod row;
 pub mod rowlock;
 pub mod scope;
@@ -29,7 +29,7 @@ pub use catalog::{ColumnDef, ColumnType, TableDef};
 pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle};
 pub use error::{AbortReason, Error, Result};
 pub use index::IndexDef;
-pub use replay::Replayer;
+pub use recovery::Replayer;
 pub use row::RowLayout;
 pub use txn::{
     BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,

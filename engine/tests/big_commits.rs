@@ -5,12 +5,13 @@
 mod common;
 
 use common::*;
+use memfdw_engine::recovery::recover_engine;
+use memfdw_engine::redo::files::{segment_name, segments};
 use memfdw_engine::redo::payload::{LogRecord, COMMIT, COMMIT_PART};
-use memfdw_engine::redo::segment::{segment_name, LogWriter};
-use memfdw_engine::redo::shared::{recover_engine, segments, SharedLog};
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::redo::storage::FsDir;
+use memfdw_engine::redo::RedoSink;
 use memfdw_engine::*;
-use std::sync::Arc;
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -137,8 +138,7 @@ fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
 /// Writes a log by hand in a fresh `dir`: CREATE TABLE 1, then `records`.
 fn hand_written_log(dir: &str, records: &[Vec<u8>]) {
     std::fs::create_dir_all(dir).unwrap();
-    let fs = Arc::new(FsDir::open(dir).unwrap());
-    let mut w = LogWriter::open(fs, 0, 1 << 20).unwrap();
+    let w = SharedLog::start(dir, 0, 1 << 20).unwrap();
     let mut b = Vec::new();
     LogRecord::CreateTable {
         oid: 1,
@@ -149,7 +149,7 @@ fn hand_written_log(dir: &str, records: &[Vec<u8>]) {
     for r in records {
         w.append(r).unwrap();
     }
-    w.sync().unwrap();
+    w.make_durable(w.written_lsn()).unwrap();
 }
 
 #[test]

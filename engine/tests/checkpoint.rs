@@ -5,8 +5,10 @@
 mod common;
 
 use common::*;
+use memfdw_engine::recovery::{recover_engine, RecoveryError};
 use memfdw_engine::redo::checkpoint::{write_checkpoint, CheckpointError, CHECKPOINT_FILE};
-use memfdw_engine::redo::shared::{recover_engine, segments, RecoveryError, SharedLog};
+use memfdw_engine::redo::files::segments;
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::*;
 
 fn config() -> EngineConfig {

@@ -8,8 +8,10 @@
 mod common;
 
 use common::*;
-use memfdw_engine::redo::segment::HEADER_LEN;
-use memfdw_engine::redo::shared::{recover_engine, segments, SharedLog};
+use memfdw_engine::recovery::recover_engine;
+use memfdw_engine::redo::files::segments;
+use memfdw_engine::redo::files::HEADER_LEN;
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::*;
 use std::collections::BTreeMap;
 

@@ -276,7 +276,8 @@ fn table_created_by_a_child_is_shared() {
 /// Four processes commit through one shared redo log (small segments, so they rotate
 /// it under each other); recovery from the files rebuilds exactly the same table.
 fn processes_share_one_redo_log() {
-    use memfdw_engine::redo::shared::{recover_engine, SharedLog};
+    use memfdw_engine::recovery::recover_engine;
+    use memfdw_engine::redo::shared::SharedLog;
     let dir = format!("/tmp/memfdw-fork-redo-{}", std::process::id());
     let _ = std::fs::remove_dir_all(&dir);
     // A fresh arena; the engine built with the log below lives in it too.
@@ -296,7 +297,7 @@ fn processes_share_one_redo_log() {
         400,
         0
     )));
-    let segments = memfdw_engine::redo::shared::segments(&dir).unwrap();
+    let segments = memfdw_engine::redo::files::segments(&dir).unwrap();
     assert!(segments.len() > 2, "segments rotated: {segments:?}");
     let b: &'static Engine = Box::leak(Engine::new(config, None));
     let r = recover_engine(b, &dir).unwrap();

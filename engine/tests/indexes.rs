@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{engine, Forward, Recorder, Rng};
+use common::{engine, replay_all, Forward, Recorder, Rng};
 use memfdw_engine::keys::encode_value;
 use memfdw_engine::*;
 use std::collections::BTreeMap;
@@ -496,9 +496,7 @@ fn replay_rebuilds_indexes_and_their_drops() {
     }
     assert!(a.drop_index(6, 51).unwrap());
     let b: &'static Engine = engine();
-    for rec in log.0.lock().unwrap().iter() {
-        b.replay(rec).unwrap();
-    }
+    replay_all(b, log.0.lock().unwrap().iter()).unwrap();
     let tb = b.table(6).unwrap();
     let defs: Vec<_> = tb.index_defs().into_iter().map(|d| d.name).collect();
     assert_eq!(defs, vec!["a_key".to_string()]);
@@ -652,9 +650,7 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
 
     let records = log.0.lock().unwrap().clone();
     let one_by_one: &'static Engine = engine();
-    for rec in &records {
-        one_by_one.replay(rec).unwrap();
-    }
+    replay_all(one_by_one, &records).unwrap();
     let parallel: &'static Engine = engine();
     let mut replayer = Replayer::new(parallel, 2);
     let mut payload = Vec::new();

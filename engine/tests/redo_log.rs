@@ -2,25 +2,43 @@
 //! directory that can fail I/O and cut files at any byte. One test per corruption
 //! kind; a randomized crash test against a model of synced records.
 
-use memfdw_engine::redo::segment::{
-    recover, segment_name, LogError, LogWriter, Recovered, HEADER_LEN,
-};
-use memfdw_engine::redo::storage::{Faults, LogDir, MemDir};
-use std::sync::Arc;
+mod common;
+
+use common::mem_dir::{Faults, MemDir};
+use memfdw_engine::redo::files::{segment_name, HEADER_LEN};
+use memfdw_engine::redo::segment::{recover, LogError, Recovered, FRAME_HEADER_LEN};
+use memfdw_engine::redo::shared::SharedLog;
+use memfdw_engine::redo::storage::LogDir;
+use memfdw_engine::redo::RedoSink;
+use std::io;
 
 fn payload(i: u64) -> Vec<u8> {
     let n = (i * 37 % 200) as usize;
     (0..n).map(|k| (i as u8).wrapping_add(k as u8)).collect()
 }
 
-fn write(
-    dir: &MemDir,
-    from: u64,
-    n: u64,
-    segment_size: u64,
-    start_lsn: u64,
-) -> (LogWriter, Vec<u64>) {
-    let mut w = LogWriter::open(Arc::new(dir.clone()), start_lsn, segment_size).unwrap();
+/// The production log writer ([`SharedLog`]) over an in-memory directory.
+struct Writer(Box<SharedLog>);
+
+impl Writer {
+    fn open(dir: &MemDir, start_lsn: u64, segment_size: u64) -> Writer {
+        Writer(SharedLog::open(Box::new(dir.clone()), start_lsn, segment_size).unwrap())
+    }
+    /// Appends one record; returns its LSN.
+    fn append(&mut self, p: &[u8]) -> io::Result<u64> {
+        let a = self.0.append(p)?;
+        Ok(a.end - (FRAME_HEADER_LEN + p.len()) as u64)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.make_durable(self.0.written_lsn())
+    }
+    fn next_lsn(&self) -> u64 {
+        self.0.written_lsn()
+    }
+}
+
+fn write(dir: &MemDir, from: u64, n: u64, segment_size: u64, start_lsn: u64) -> (Writer, Vec<u64>) {
+    let mut w = Writer::open(dir, start_lsn, segment_size);
     let lsns = (from..from + n)
         .map(|i| w.append(&payload(i)).unwrap())
         .collect();
@@ -181,8 +199,8 @@ fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
     let end = w.next_lsn();
     drop(w);
     // A crash right after creating the next segment, mid-header.
-    let mut f = dir.create(&segment_name(end)).unwrap();
-    f.append(b"MEMFD").unwrap();
+    dir.create(&segment_name(end)).unwrap();
+    dir.write_at(&segment_name(end), 0, b"MEMFD").unwrap();
     let (got, r) = read_all(&dir).unwrap();
     assert_eq!(got.len(), 20);
     assert_eq!(r.end_lsn, end);
@@ -197,13 +215,16 @@ fn failed_writes_and_syncs_are_reported() {
         fail_appends_after: Some(0),
         fail_syncs_from: None,
     });
-    assert!(matches!(w.append(&payload(5)), Err(LogError::Io(_))));
+    assert!(matches!(w.append(&payload(5)), Err(e) if e.kind() == io::ErrorKind::StorageFull));
     dir.set_faults(Faults {
         fail_appends_after: None,
         fail_syncs_from: Some(0),
     });
+    // A record written, whose sync fails: reported, and not durable.
+    w.append(&payload(6)).unwrap();
     assert!(w.sync().is_err());
     dir.set_faults(Faults::default());
+    dir.crash(|_, _| 0);
     let (got, _) = read_all(&dir).unwrap();
     assert_eq!(got.len(), 5);
 }
@@ -224,7 +245,7 @@ fn random_crashes_keep_every_synced_record_and_only_written_ones() {
         let mut next_lsn = 0;
         // A few lives: write, crash, recover, continue.
         for _life in 0..3 {
-            let mut w = LogWriter::open(Arc::new(dir.clone()), next_lsn, 2048 + rnd(8192)).unwrap();
+            let mut w = Writer::open(&dir, next_lsn, 2048 + rnd(8192));
             for _ in 0..rnd(120) {
                 let p = payload(rnd(10_000));
                 w.append(&p).unwrap();

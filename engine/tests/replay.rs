@@ -50,18 +50,14 @@ fn replaying_the_log_rebuilds_the_same_tables() {
     assert_eq!(records.last(), Some(&LogRecord::DropTable { oid: 6 }));
 
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
-    for r in &records {
-        b.replay(r).unwrap();
-    }
+    replay_all(b, &records).unwrap();
     let expected = scan_all(a, 5);
     assert!(expected.len() > 500);
     assert_eq!(scan_all(b, 5), expected);
     assert_eq!(b.table_stats(5).unwrap().rows as usize, expected.len());
     assert!(b.table(6).is_none());
     // Idempotent: everything again changes nothing.
-    for r in &records {
-        b.replay(r).unwrap();
-    }
+    replay_all(b, &records).unwrap();
     assert_eq!(scan_all(b, 5), expected);
     assert_eq!(b.table_stats(5).unwrap().rows as usize, expected.len());
     // New work continues above the recovered row ids and TIDs.
@@ -90,10 +86,13 @@ fn replaying_the_log_rebuilds_the_same_tables() {
 #[test]
 fn a_row_that_does_not_match_its_table_is_corruption() {
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
-    b.replay(&LogRecord::CreateTable {
-        oid: 1,
-        def: table_def(),
-    })
+    replay_all(
+        b,
+        &[LogRecord::CreateTable {
+            oid: 1,
+            def: table_def(),
+        }],
+    )
     .unwrap();
     let bad = LogRecord::Commit {
         tid: 3,
@@ -103,6 +102,6 @@ fn a_row_that_does_not_match_its_table_is_corruption() {
             after: Some(vec![0, 1, 2]),
         }],
     };
-    assert_eq!(b.replay(&bad).unwrap_err().sqlstate(), "XX001");
+    assert_eq!(replay_all(b, [&bad]).unwrap_err().sqlstate(), "XX001");
     assert!(scan_all(b, 1).is_empty());
 }

@@ -725,10 +725,11 @@ unsafe fn add_path(
         for &e in &cand.exprs {
             exprs = pg_sys::lappend(exprs, e as *mut c_void);
         }
-        let private = pg_sys::lappend(
-            pg_sys::lappend(std::ptr::null_mut(), choice.to_list() as *mut c_void),
-            exprs as *mut c_void,
-        );
+        let private = crate::plan_private::PathPrivate {
+            choice: choice.to_list(),
+            exprs,
+        }
+        .to_list();
         let pathkeys = if order.is_some() {
             (*root).query_pathkeys
         } else {

@@ -105,7 +105,7 @@ fn redo_segments() -> TableIterator<
 > {
     engine();
     let dir = crate::shmem::log().directory().to_owned();
-    let segs = memfdw_engine::redo::shared::segments(&dir).unwrap_or_default();
+    let segs = memfdw_engine::redo::files::segments(&dir).unwrap_or_default();
     let last = segs.len().saturating_sub(1);
     let rows: Vec<_> = segs
         .into_iter()
@@ -114,16 +114,8 @@ fn redo_segments() -> TableIterator<
             let len = std::fs::metadata(std::path::Path::new(&dir).join(&s))
                 .map(|m| m.len() as i64)
                 .unwrap_or(0);
-            let start = s
-                .trim_end_matches(".redo")
-                .trim_start_matches('0')
-                .to_owned();
-            (
-                s,
-                len,
-                i == last,
-                if start.is_empty() { "0".into() } else { start },
-            )
+            let start = memfdw_engine::redo::files::parse_segment_name(&s).unwrap_or(0);
+            (s, len, i == last, format!("{start:X}"))
         })
         .collect();
     TableIterator::new(rows)

@@ -8,6 +8,7 @@
 
 use crate::errors::{self, OrRaise};
 use crate::index_paths::{CondKind, IndexChoice};
+use crate::plan_private::{LockPolicy, PathPrivate, ScanPrivate};
 use crate::shmem::engine;
 use crate::types::{self, Codec};
 use crate::xact;
@@ -34,16 +35,6 @@ pub struct ScanState {
     lock: LockPolicy,
     /// The newest version of a row whose lock was waited for.
     reread: Vec<u8>,
-}
-
-/// How a scan locks the rows it returns (UPDATE, DELETE, SELECT FOR UPDATE/SHARE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
-enum LockPolicy {
-    None = 0,
-    Wait = 1,
-    Skip = 2,
-    NoWait = 3,
 }
 
 /// An index scan in progress.
@@ -139,24 +130,9 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
         let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
-        // fdw_private: (needed columns, index choice or NIL); the index's comparison
-        // values go to fdw_exprs, where the planner turns outer columns into params.
-        let path_private = (*best_path).fdw_private;
-        let (choice, exprs) = if path_private.is_null() {
-            (std::ptr::null_mut(), std::ptr::null_mut())
-        } else {
-            (
-                pg_sys::list_nth(path_private, 0) as *mut pg_sys::List,
-                pg_sys::list_nth(path_private, 1) as *mut pg_sys::List,
-            )
-        };
-        let mut fdw_private = pg_sys::lappend(
-            pg_sys::lappend(
-                std::ptr::null_mut(),
-                needed_columns(baserel, quals) as *mut std::ffi::c_void,
-            ),
-            choice as *mut std::ffi::c_void,
-        );
+        // The index's comparison values go to fdw_exprs, where the planner turns outer
+        // columns into params.
+        let path = PathPrivate::from_list((*best_path).fdw_private);
         // SELECT ... FOR UPDATE/SHARE: rows are locked as they are fetched.
         let mut lock = LockPolicy::None;
         for rm in pgrx::PgList::<pg_sys::PlanRowMark>::from_pg((*root).rowMarks).iter_ptr() {
@@ -170,17 +146,17 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 };
             }
         }
-        // A node, not an int cell: fdw_private is copied as a list of nodes.
-        fdw_private = pg_sys::lappend(
-            fdw_private,
-            pg_sys::makeInteger(lock as i32) as *mut std::ffi::c_void,
-        );
+        let private = ScanPrivate {
+            needed: needed_columns(baserel, quals),
+            choice: path.choice,
+            lock,
+        };
         pg_sys::make_foreignscan(
             tlist,
             quals,
             (*baserel).relid,
-            exprs,
-            fdw_private,
+            path.exprs,
+            private.to_list(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             outer_plan,
@@ -252,35 +228,28 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         if for_update {
             xact::clear_fetched();
         }
+        let private = ScanPrivate::from_list((*plan).fdw_private);
         let lock = if for_update {
             LockPolicy::Wait
         } else {
-            match (*(pg_sys::list_nth((*plan).fdw_private, 2) as *mut pg_sys::Integer)).ival {
-                1 => LockPolicy::Wait,
-                2 => LockPolicy::Skip,
-                3 => LockPolicy::NoWait,
-                _ => LockPolicy::None,
-            }
+            private.lock
         };
         let ncols = table.def.columns.len();
-        let private = pg_sys::list_nth((*plan).fdw_private, 0) as *mut pg_sys::List;
-        let index =
-            IndexChoice::from_list(pg_sys::list_nth((*plan).fdw_private, 1) as *mut pg_sys::List)
-                .map(|choice| {
-                    let states =
-                        pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
-                    IndexState {
-                        choice,
-                        exprs: (0..pg_sys::list_length(states))
-                            .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
-                            .collect(),
-                        ranges: None,
-                        current: 0,
-                    }
-                });
+        let index = IndexChoice::from_list(private.choice).map(|choice| {
+            let states =
+                pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
+            IndexState {
+                choice,
+                exprs: (0..pg_sys::list_length(states))
+                    .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
+                    .collect(),
+                ranges: None,
+                current: 0,
+            }
+        });
         let mut needed = vec![false; ncols];
-        for i in 0..pg_sys::list_length(private) {
-            match pg_sys::list_nth_int(private, i) {
+        for i in 0..pg_sys::list_length(private.needed) {
+            match pg_sys::list_nth_int(private.needed, i) {
                 0 => needed.iter_mut().for_each(|n| *n = true),
                 a if a as usize <= ncols => needed[a as usize - 1] = true,
                 _ => {}
@@ -679,8 +648,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let relid = (*(*node).ss.ss_currentRelation).rd_id;
-        let choice =
-            IndexChoice::from_list(pg_sys::list_nth((*plan).fdw_private, 1) as *mut pg_sys::List);
+        let choice = IndexChoice::from_list(ScanPrivate::from_list((*plan).fdw_private).choice);
         let access = match &choice {
             None => "full scan (row id order)".to_string(),
             Some(c) => {

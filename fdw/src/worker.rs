@@ -1,10 +1,15 @@
-//! memfdw's background worker: recovers the engine at start-up (see `shmem`), then syncs the redo log every `WRITER_DELAY` (so
+//! memfdw's background worker: recovers the engine at start-up (checkpoint and redo
+//! log, with progress and failure reporting; `startup` publishes the outcome to the
+//! sessions), then syncs the redo log every `WRITER_DELAY` (so
 //! asynchronous commits are lost at most that long after they return) and takes
 //! checkpoints when `memfdw.checkpoint_timeout` has passed or the log has grown past
 //! `memfdw.max_log_size`. Restarted by the postmaster if it dies.
 
 use crate::shmem::{engine, log};
+use crate::startup;
+use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::redo::RedoSink;
+use memfdw_engine::Engine;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -45,7 +50,7 @@ pub fn register() {
 #[no_mangle]
 pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    if !crate::shmem::start_engine() {
+    if !start_engine() {
         // Recovery failed: stay, idle, until shutdown (exiting would have the
         // postmaster start us again into the same failure).
         while !shutdown_requested() && BackgroundWorker::wait_latch(None) {}
@@ -88,5 +93,142 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
                 Err(err) => pgrx::warning!("memfdw: checkpoint failed: {err}"),
             }
         }
+    }
+}
+
+pub fn data_directory() -> String {
+    crate::settings::DATA_DIRECTORY
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "memfdw".into())
+}
+
+/// Brings the engine of this segment up: recovers it unless an earlier worker of this
+/// segment already did. Returns false if memory tables are unavailable (recovery
+/// failed, now or in an earlier worker of this segment).
+fn start_engine() -> bool {
+    let engine = crate::shmem::engine_for_worker();
+    match startup::begin_recovery() {
+        startup::Begin::Recover => {}
+        startup::Begin::AlreadyReady => return true,
+        startup::Begin::Failed => return false,
+    }
+    let delay = crate::settings::DEBUG_RECOVERY_DELAY_MS.get();
+    if delay > 0 {
+        pgrx::log!("memfdw: waiting {delay} ms before recovery (memfdw.debug_recovery_delay)");
+        let until = Instant::now() + Duration::from_millis(delay as u64);
+        while Instant::now() < until && !shutdown_requested() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if shutdown_requested() {
+            startup::publish_failure(
+                "memfdw: recovery was interrupted by a shutdown request",
+                None,
+            );
+            return false;
+        }
+    }
+    match recover(engine) {
+        Ok(log) => {
+            startup::publish_ready(log);
+            true
+        }
+        Err((why, hint)) => {
+            startup::publish_failure(&why, hint.as_deref());
+            false
+        }
+    }
+}
+
+/// Rebuilds the engine's tables from the checkpoint and the redo log and starts the log
+/// again where it ends. A corrupt log fails recovery: nothing past the corruption may be
+/// applied, and nothing may be written after it.
+fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Option<String>)> {
+    let dir = data_directory();
+    let started = std::time::Instant::now();
+    pgrx::log!("memfdw: recovery of memory tables from \"{dir}\" started");
+    let progress = |p: memfdw_engine::recovery::Progress| {
+        let what = if p.phase == "log" {
+            "log records"
+        } else {
+            "checkpoint frames"
+        };
+        pgrx::log!(
+            "memfdw: recovery in progress: {} {what}, {:.1} MB applied in {:.1} s ({:.1} MB/s)",
+            p.records,
+            p.bytes as f64 / 1e6,
+            p.seconds,
+            p.bytes as f64 / 1e6 / p.seconds.max(1e-9)
+        );
+        // A shutdown request stops recovery (within about a second).
+        !shutdown_requested()
+    };
+    let r = memfdw_engine::recovery::recover_engine_with_progress(engine, &dir, progress).map_err(|e| match e {
+        memfdw_engine::recovery::RecoveryError::Interrupted => (
+            "memfdw: recovery was interrupted by a shutdown request".to_owned(),
+            None,
+        ),
+        e => (
+            format!("memfdw: recovery from the redo log failed: {e}"),
+            Some(format!(
+                "The log is in \"{dir}\"; nothing after the reported position was applied. Memory tables are unavailable until the server is restarted with a readable log."
+            )),
+        ),
+    })?;
+    if let Some(t) = &r.truncated {
+        pgrx::log!(
+            "memfdw: redo log ends with a torn write: cut {} bytes of \"{}/{}\" at offset {}",
+            t.bytes_dropped,
+            dir,
+            t.file,
+            t.offset
+        );
+    }
+    if r.incomplete_commits > 0 {
+        pgrx::log!(
+            "memfdw: dropped {} big commits whose log records were incomplete (never acknowledged)",
+            r.incomplete_commits
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rows: i64 = engine
+        .table_oids()
+        .into_iter()
+        .filter_map(|o| engine.table_stats(o))
+        .map(|s| s.rows)
+        .sum();
+    let bytes = engine.memory().in_use as f64;
+    pgrx::log!(
+        "memfdw: recovered {} tables, {} rows ({:.1} MB in memory) from {} redo records in {} segments in {:.3} s ({:.1} MB/s); log ends at LSN {:X}",
+        engine.table_oids().len(),
+        rows,
+        bytes / 1e6,
+        r.records,
+        r.segments,
+        secs,
+        bytes / 1e6 / secs.max(1e-9),
+        r.end_lsn
+    );
+    let segment = (crate::settings::SEGMENT_SIZE_MB.get().max(1) as u64) << 20;
+    let log = {
+        let _s = memfdw_engine::scope::enter();
+        SharedLog::start(&dir, r.end_lsn, segment)
+    };
+    match log {
+        Ok(log) => {
+            log.restore_checkpoint_info(r.checkpoint);
+            let shared: &'static SharedLog = {
+                // SAFETY: the log lives in the arena as long as the engine it is
+                // attached to, i.e. as long as the segment; it is never freed.
+                unsafe { &*(&*log as *const SharedLog) }
+            };
+            engine.attach_sink(log);
+            Ok(shared)
+        }
+        Err(e) => Err((
+            format!("memfdw: could not start the redo log in \"{dir}\": {e}"),
+            None,
+        )),
     }
 }

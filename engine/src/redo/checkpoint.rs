@@ -13,6 +13,7 @@
 //! Recovery loads the checkpoint, then replays the log from its start LSN; rows the
 //! scan saw newer than a replayed record win by TID (replay is last-writer-wins).
 
+use super::files::{file_header, list_segments, read_header, sync_dir, HEADER_LEN};
 use super::payload::{decode_rows, LogRecord, RowRef, ROWS};
 use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
 use super::shared::SharedLog;
@@ -27,7 +28,6 @@ use std::time::Instant;
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 const TMP_FILE: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"MEMFDWCP";
-const HEADER_LEN: usize = 32;
 const END_MARK: u8 = 0xFE;
 const ROWS_PER_FRAME: usize = 1024;
 
@@ -59,20 +59,8 @@ pub enum CheckpointError {
     Interrupted,
 }
 
-fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(MAGIC);
-    // Format 2: CREATE TABLE records carry the database.
-    h[8..12].copy_from_slice(&2u32.to_le_bytes());
-    h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
-    let crc = crc32fast::hash(&h[..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+/// Format 2: CREATE TABLE records carry the database.
+const VERSION: u32 = 2;
 
 /// Writes a checkpoint of `engine` next to the log and deletes the segments it covers.
 pub fn write_checkpoint(
@@ -96,7 +84,7 @@ pub fn write_checkpoint(
         let dir = Path::new(log.directory());
         let tmp = dir.join(TMP_FILE);
         let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        f.write_all(&header(start))?;
+        f.write_all(&file_header(MAGIC, VERSION, start))?;
         let mut info = CheckpointInfo {
             start_lsn: start,
             tables: 0,
@@ -172,19 +160,12 @@ pub fn write_checkpoint(
         std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
         sync_dir(dir)?;
         // Segments that end at or before the start LSN are covered.
-        let segs = super::shared::segments(log.directory())?;
-        let starts: Vec<u64> = segs
-            .iter()
-            .filter_map(|n| u64::from_str_radix(n.trim_end_matches(".redo"), 16).ok())
-            .collect();
-        for (seg, next_start) in segs.iter().zip(starts.iter().skip(1)) {
-            if *next_start <= start {
-                std::fs::remove_file(dir.join(seg))?;
+        let segs = list_segments(log.dir())?;
+        for (seg, next) in segs.iter().zip(segs.iter().skip(1)) {
+            if next.0 <= start {
+                log.dir().remove(&seg.1)?;
                 info.segments_removed += 1;
             }
-        }
-        if info.segments_removed > 0 {
-            sync_dir(dir)?;
         }
         info.seconds = started.elapsed().as_secs_f64();
         log.checkpoint_done(start, info.bytes, info.seconds);
@@ -197,7 +178,7 @@ pub fn write_checkpoint(
 /// `tick(frames, bytes)` is called every 64 frames; loading stops with
 /// [`CheckpointError::Interrupted`] when it returns false.
 pub fn load_checkpoint(
-    replayer: &mut crate::replay::Replayer,
+    replayer: &mut crate::recovery::Replayer,
     dir: &str,
     tick: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<Option<u64>, CheckpointError> {
@@ -222,13 +203,9 @@ pub fn load_checkpoint(
     // after it, and writes `checkpoint.tmp`, published by rename, never this file).
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let data: &[u8] = &map;
-    if data.len() < HEADER_LEN
-        || data[..8] != MAGIC[..]
-        || header(u64::from_le_bytes(data[16..24].try_into().unwrap()))[..] != data[..HEADER_LEN]
-    {
+    let Some(start) = read_header(data, MAGIC, VERSION) else {
         return Err(corrupt(0, "bad header"));
-    }
-    let start = u64::from_le_bytes(data[16..24].try_into().unwrap());
+    };
     let mut pos = HEADER_LEN;
     let mut seq = 0u64;
     // Rows of consecutive row frames, applied together (by several threads): every row
@@ -236,7 +213,7 @@ pub fn load_checkpoint(
     // offset of the batch's first frame, named if applying it fails.
     let mut batch: Vec<RowRef<'_>> = Vec::new();
     let mut batch_pos = pos;
-    let flush = |replayer: &mut crate::replay::Replayer,
+    let flush = |replayer: &mut crate::recovery::Replayer,
                  batch: &mut Vec<RowRef<'_>>,
                  at: usize|
      -> Result<(), CheckpointError> {

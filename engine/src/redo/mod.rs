@@ -9,6 +9,7 @@
 //! implementation used by PostgreSQL backends.
 
 pub mod checkpoint;
+pub mod files;
 pub mod payload;
 pub mod segment;
 pub mod shared;

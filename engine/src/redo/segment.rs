@@ -1,10 +1,10 @@
-//! Log segments: framing, the appending writer, and the recovering reader.
+//! Log segments: framing, creating a segment, and the recovering reader. (Appending
+//! is [`super::shared::SharedLog`]'s.)
 //!
-//! A segment file is named after the LSN of its first byte (`{lsn:016X}.redo`) and
-//! starts with a header; then come frames:
+//! A segment file is named after the LSN of its first byte (see [`super::files`]) and
+//! starts with a file header (magic "MEMFDWLG"); then come frames:
 //!
 //! ```text
-//! header: magic "MEMFDWLG" | version u32 | reserved u32 | start lsn u64 | crc32 u32 | pad u32
 //! frame:  payload length u32 | crc32 u32 | lsn u64 | payload
 //! ```
 //! The frame CRC covers the length, the LSN and the payload. A frame's LSN is its
@@ -19,14 +19,13 @@
 //!   between segments, a bad header) is corruption: recovery stops with an error that
 //!   names the file and the offset, and applies nothing past it.
 
-use super::storage::{LogDir, LogFile};
+use super::files::{file_header, list_segments, segment_name, HEADER_LEN};
+use super::storage::LogDir;
 use std::io;
-use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"MEMFDWLG";
 /// 2: CREATE TABLE records carry the database; index DDL records.
 const VERSION: u32 = 2;
-pub const HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.
 pub const MAX_PAYLOAD: usize = 256 << 20;
@@ -84,26 +83,12 @@ pub struct LoadedCheckpoint {
     pub unix_ms: u64,
 }
 
-pub fn segment_name(start_lsn: u64) -> String {
-    format!("{start_lsn:016X}.redo")
-}
-
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".redo")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
-
-fn header(start_lsn: u64) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
-    let crc = crc32fast::hash(&h[..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
-    h
+/// Creates the segment starting at `start_lsn`: its header, durably.
+pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: u64) -> io::Result<()> {
+    let name = segment_name(start_lsn);
+    dir.create(&name)?;
+    dir.write_at(&name, 0, &file_header(MAGIC, VERSION, start_lsn))?;
+    dir.sync(&name)
 }
 
 fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
@@ -121,68 +106,6 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
     out.extend_from_slice(&frame_crc(len, lsn, payload).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
-}
-
-/// Appends frames to the newest segment, starting a new one past `segment_size`.
-pub struct LogWriter {
-    dir: Arc<dyn LogDir>,
-    file: Box<dyn LogFile>,
-    /// Bytes in the current segment, header included.
-    seg_len: u64,
-    next_lsn: u64,
-    segment_size: u64,
-    buf: Vec<u8>,
-}
-
-impl LogWriter {
-    /// Starts a new segment at `next_lsn` (the end LSN recovery reported).
-    pub fn open(dir: Arc<dyn LogDir>, next_lsn: u64, segment_size: u64) -> io::Result<LogWriter> {
-        let file = Self::new_segment(&*dir, next_lsn)?;
-        Ok(LogWriter {
-            dir,
-            file,
-            seg_len: HEADER_LEN as u64,
-            next_lsn,
-            segment_size: segment_size.max(4096),
-            buf: Vec::new(),
-        })
-    }
-
-    fn new_segment(dir: &dyn LogDir, start_lsn: u64) -> io::Result<Box<dyn LogFile>> {
-        let mut f = dir.create(&segment_name(start_lsn))?;
-        f.append(&header(start_lsn))?;
-        f.sync()?;
-        Ok(f)
-    }
-
-    /// LSN the next frame will get.
-    pub fn next_lsn(&self) -> u64 {
-        self.next_lsn
-    }
-
-    /// Appends one record; returns its LSN. Not durable until [`LogWriter::sync`].
-    pub fn append(&mut self, payload: &[u8]) -> Result<u64, LogError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(LogError::TooLarge(payload.len()));
-        }
-        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-        if self.seg_len > HEADER_LEN as u64 && self.seg_len + frame_len > self.segment_size {
-            self.file.sync()?;
-            self.file = Self::new_segment(&*self.dir, self.next_lsn)?;
-            self.seg_len = HEADER_LEN as u64;
-        }
-        let lsn = self.next_lsn;
-        self.buf.clear();
-        encode_frame(&mut self.buf, lsn, payload);
-        self.file.append(&self.buf)?;
-        self.seg_len += frame_len;
-        self.next_lsn += frame_len;
-        Ok(lsn)
-    }
-
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.file.sync()
-    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -222,12 +145,7 @@ pub fn recover(
     dir: &dyn LogDir,
     mut apply: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
 ) -> Result<Recovered, LogError> {
-    let mut segs: Vec<(u64, String)> = dir
-        .list()?
-        .into_iter()
-        .filter_map(|n| parse_segment_name(&n).map(|l| (l, n)))
-        .collect();
-    segs.sort();
+    let segs = list_segments(dir)?;
     let mut out = Recovered {
         segments: segs.len(),
         ..Recovered::default()
@@ -251,7 +169,7 @@ pub fn recover(
             offset: offset as u64,
             what,
         };
-        let h = header(*start);
+        let h = file_header(MAGIC, VERSION, *start);
         if data.len() < HEADER_LEN || data[..HEADER_LEN] != h {
             // A last segment whose creation was cut short held nothing yet.
             if is_last && data.len() < HEADER_LEN && data[..] == h[..data.len()] {

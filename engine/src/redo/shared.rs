@@ -1,9 +1,9 @@
 //! The redo log shared by every process: one growing segment, LSNs handed out under
 //! a process-safe lock, group commit through a shared "flushed up to" LSN.
 //!
-//! The state (current segment, next LSN, flushed LSN) lives in the arena. File
-//! descriptors are per process: each process opens the current segment itself the
-//! first time it writes to it (a descriptor inherited across `fork` is not reused).
+//! The state (current segment, next LSN, flushed LSN) lives in the arena. Files are
+//! written through the log's [`LogDir`] (per-process descriptors in [`FsDir`]; an
+//! in-memory directory with injected faults in the engine's tests).
 //!
 //! * `append` reserves the frame's LSN and writes it at its offset with `pwrite`,
 //!   both under the lock, so every byte below `next_lsn` is written when the lock is
@@ -15,16 +15,13 @@
 //!   covers everything written before it looked at `next_lsn`, and publishes that as
 //!   flushed.
 
-use super::segment::{self, encode_frame, segment_name, Recovered, FRAME_HEADER_LEN, HEADER_LEN};
+use super::files::{SegmentName, HEADER_LEN};
+use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN};
 use super::storage::{FsDir, LogDir};
 use super::{Appended, RedoSink};
-use crate::engine::Engine;
 use crate::scope;
 use crate::sync::SpinLock;
-use std::cell::RefCell;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 struct LogState {
@@ -33,7 +30,9 @@ struct LogState {
 }
 
 pub struct SharedLog {
-    dir: String,
+    dir: Box<dyn LogDir>,
+    /// The directory's path ("" if it is not in the file system).
+    path: String,
     segment_size: u64,
     state: SpinLock<LogState>,
     flushed: AtomicU64,
@@ -69,33 +68,30 @@ pub struct LastCheckpoint {
     pub duration_ms: u64,
 }
 
-/// This process's descriptor of one segment.
-struct OpenSegment {
-    generation: u64,
-    log: usize,
-    seg_start: u64,
-    file: std::fs::File,
-}
-
-thread_local! {
-    static OPEN: RefCell<Option<OpenSegment>> = const { RefCell::new(None) };
-}
-
 impl SharedLog {
-    /// Starts the log at `next_lsn` (where recovery ended) with a new segment.
-    /// Call inside an engine scope so the log lives in the arena.
-    pub fn start(dir: &str, next_lsn: u64, segment_size: u64) -> io::Result<Box<SharedLog>> {
-        scope::outside(|| -> io::Result<()> {
-            let mut w = segment::LogWriter::open(
-                std::sync::Arc::new(FsDir::open(dir)?),
-                next_lsn,
-                segment_size,
-            )?;
-            w.sync()
-        })?;
+    /// Starts the log in directory `path` at `next_lsn` (where recovery ended) with a
+    /// new segment. Call inside an engine scope so the log lives in the arena.
+    pub fn start(path: &str, next_lsn: u64, segment_size: u64) -> io::Result<Box<SharedLog>> {
+        let dir = Box::new(FsDir::open(path)?);
+        Self::open(dir, next_lsn, segment_size)
+    }
+
+    /// Starts the log in `dir` at `next_lsn` with a new segment (segments of at least
+    /// 4 KiB).
+    pub fn open(
+        dir: Box<dyn LogDir>,
+        next_lsn: u64,
+        segment_size: u64,
+    ) -> io::Result<Box<SharedLog>> {
+        scope::outside(|| create_segment(&*dir, next_lsn))?;
+        let path = dir
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Box::new(SharedLog {
-            dir: dir.to_owned(),
-            segment_size: segment_size.max(1 << 16),
+            dir,
+            path,
+            segment_size: segment_size.max(4096),
             state: SpinLock::new(LogState {
                 seg_start: next_lsn,
                 next_lsn,
@@ -123,40 +119,9 @@ impl SharedLog {
             .store(bytes.clamp(64, segment::MAX_PAYLOAD), Ordering::Relaxed);
     }
 
-    fn path(&self, seg_start: u64) -> PathBuf {
-        Path::new(&self.dir).join(segment_name(seg_start))
-    }
-
-    /// Runs `f` on this process's descriptor of segment `seg_start`.
-    fn with_file<R>(
-        &self,
-        seg_start: u64,
-        f: impl FnOnce(&std::fs::File) -> io::Result<R>,
-    ) -> io::Result<R> {
-        let generation = crate::epoch::fork_generation();
-        let me = self as *const SharedLog as usize;
-        OPEN.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let usable =
-                matches!(&*slot, Some(o) if o.generation == generation && o.log == me && o.seg_start == seg_start);
-            if !usable {
-                if let Some(old) = slot.take() {
-                    if old.generation != generation {
-                        // Inherited from the parent: closing it here is harmless (the
-                        // parent has its own copy of the descriptor).
-                        drop(old.file);
-                    }
-                }
-                let file = std::fs::OpenOptions::new().write(true).open(self.path(seg_start))?;
-                *slot = Some(OpenSegment {
-                    generation,
-                    log: me,
-                    seg_start,
-                    file,
-                });
-            }
-            f(&slot.as_ref().expect("opened above").file)
-        })
+    /// The log's directory.
+    pub(crate) fn dir(&self) -> &dyn LogDir {
+        &*self.dir
     }
 
     /// Starts a checkpoint: returns its start LSN and the phase of the records
@@ -196,7 +161,7 @@ impl SharedLog {
             self.flushed.fetch_max(seg, Ordering::AcqRel);
             return Ok(());
         }
-        self.with_file(seg, |f| f.sync_data())?;
+        self.dir.sync(&SegmentName::new(seg))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.flushed.fetch_max(written, Ordering::AcqRel);
         Ok(())
@@ -260,8 +225,9 @@ impl SharedLog {
         self.checkpointing.store(false, Ordering::Release);
     }
 
+    /// The log's directory in the file system ("" if it is elsewhere).
     pub fn directory(&self) -> &str {
-        &self.dir
+        &self.path
     }
 
     /// LSN up to which the log is durable.
@@ -295,21 +261,17 @@ impl RedoSink for SharedLog {
                 if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
                     // Seal the current segment: it must be complete before a later one
                     // holds anything.
-                    self.with_file(st.seg_start, |f| f.sync_data())?;
+                    self.dir.sync(&SegmentName::new(st.seg_start))?;
                     self.flushed.fetch_max(st.next_lsn, Ordering::AcqRel);
-                    let mut w = segment::LogWriter::open(
-                        std::sync::Arc::new(FsDir::open(&self.dir)?),
-                        st.next_lsn,
-                        self.segment_size,
-                    )?;
-                    w.sync()?;
+                    create_segment(&*self.dir, st.next_lsn)?;
                     st.seg_start = st.next_lsn;
                 }
                 let lsn = st.next_lsn;
                 buf.clear();
                 encode_frame(&mut buf, lsn, payload);
                 let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
-                self.with_file(st.seg_start, |f| f.write_all_at(&buf, offset))?;
+                self.dir
+                    .write_at(&SegmentName::new(st.seg_start), offset, &buf)?;
                 st.next_lsn += frame_len;
             }
             let phase = self.phase.load(Ordering::Relaxed);
@@ -354,140 +316,4 @@ impl RedoSink for SharedLog {
             r?;
         })
     }
-}
-
-/// Why recovery failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RecoveryError {
-    #[error(transparent)]
-    Log(#[from] segment::LogError),
-    #[error("redo record at LSN {lsn:X}: {what}")]
-    Record { lsn: u64, what: String },
-    #[error(transparent)]
-    Checkpoint(#[from] super::checkpoint::CheckpointError),
-    #[error("recovery was interrupted")]
-    Interrupted,
-}
-
-/// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
-pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
-    recover_engine_with_progress(engine, dir, |_| true)
-}
-
-/// Progress of a recovery, reported about once a second.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    /// "checkpoint" while the checkpoint loads, then "log".
-    pub phase: &'static str,
-    /// Frames of the checkpoint, or records of the log, applied so far.
-    pub records: u64,
-    /// Bytes of them.
-    pub bytes: u64,
-    /// Since recovery started.
-    pub seconds: f64,
-}
-
-/// [`recover_engine`], calling `progress` about once a second (while the checkpoint
-/// loads and while the log replays); recovery stops with
-/// [`RecoveryError::Interrupted`] when it returns false (a shutdown request).
-pub fn recover_engine_with_progress(
-    engine: &'static Engine,
-    dir: &str,
-    mut progress: impl FnMut(Progress) -> bool,
-) -> Result<Recovered, RecoveryError> {
-    let started = std::time::Instant::now();
-    let mut last_report = started;
-    let (mut records, mut bytes) = (0u64, 0u64);
-    let fs = scope::outside(|| FsDir::open(dir)).map_err(segment::LogError::Io)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let mut replayer = crate::replay::Replayer::new(engine, threads);
-    let mut tick = |frames: u64, at: u64| {
-        if last_report.elapsed().as_secs_f64() < 1.0 {
-            return true;
-        }
-        last_report = std::time::Instant::now();
-        progress(Progress {
-            phase: "checkpoint",
-            records: frames,
-            bytes: at,
-            seconds: started.elapsed().as_secs_f64(),
-        })
-    };
-    let loaded = match super::checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
-        Err(super::checkpoint::CheckpointError::Interrupted) => {
-            return Err(RecoveryError::Interrupted)
-        }
-        r => r?,
-    };
-    let start = loaded.unwrap_or(0);
-    let checkpoint = loaded.map(|start_lsn| {
-        let meta = std::fs::metadata(Path::new(dir).join(super::checkpoint::CHECKPOINT_FILE)).ok();
-        segment::LoadedCheckpoint {
-            start_lsn,
-            bytes: meta.as_ref().map_or(0, |m| m.len()),
-            unix_ms: meta
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as u64),
-        }
-    });
-    let mut failure = None;
-    let r = scope::outside(|| {
-        segment::recover(&fs, |lsn, payload| {
-            if lsn < start {
-                return Ok(()); // in the checkpoint already
-            }
-            records += 1;
-            bytes += payload.len() as u64;
-            if last_report.elapsed().as_secs_f64() >= 1.0 {
-                last_report = std::time::Instant::now();
-                let go_on = progress(Progress {
-                    phase: "log",
-                    records,
-                    bytes,
-                    seconds: started.elapsed().as_secs_f64(),
-                });
-                if !go_on {
-                    failure = Some(RecoveryError::Interrupted);
-                    return Err(segment::LogError::Corrupt {
-                        file: String::new(),
-                        offset: lsn,
-                        what: "recovery interrupted",
-                    });
-                }
-            }
-            if let Err(what) = replayer.apply(payload).map_err(|e| e.to_string()) {
-                failure = Some(RecoveryError::Record { lsn, what });
-                // Stop reading: nothing after a bad record is applied.
-                return Err(segment::LogError::Corrupt {
-                    file: String::new(),
-                    offset: lsn,
-                    what: "record could not be applied",
-                });
-            }
-            Ok(())
-        })
-    });
-    let r = match (r, failure) {
-        (_, Some(f)) => return Err(f),
-        (r, None) => r?,
-    };
-    let mut r = r;
-    r.checkpoint = checkpoint;
-    r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
-        lsn: r.end_lsn,
-        what: format!("building the indexes: {e}"),
-    })?;
-    Ok(r)
-}
-
-/// Names of the segments in `dir`, in LSN order.
-pub fn segments(dir: &str) -> io::Result<Vec<String>> {
-    let mut v: Vec<String> = FsDir::open(dir)?
-        .list()?
-        .into_iter()
-        .filter(|n| n.ends_with(".redo"))
-        .collect();
-    v.sort();
-    Ok(v)
 }

@@ -1,27 +1,36 @@
 //! Where log segments live: a directory of files behind a small trait, so tests can
-//! fail writes and syncs and cut files at any byte (as a crash would).
+//! fail writes and syncs and cut files at any byte (as a crash would) through the
+//! same code that production runs (an in-memory directory in `engine/tests/common`).
+//!
+//! Writes are positional: every process of the server appends to the current segment
+//! at an offset it reserved under the log's lock (see [`super::shared`]).
 
-use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use super::files::sync_dir;
+use std::cell::RefCell;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
-/// An append-only file.
-pub trait LogFile: Send {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
-    /// Makes everything appended so far durable.
-    fn sync(&mut self) -> io::Result<()>;
-}
-
-/// A directory of log segments.
+/// A directory of log segments. Implementations are shared by every process using
+/// the log (a `Box<dyn LogDir>` lives in the arena), so per-process state such as file
+/// descriptors must be kept per process.
 pub trait LogDir: Send + Sync {
     /// File names, in any order.
     fn list(&self) -> io::Result<Vec<String>>;
-    /// Creates (or truncates) `name` for appending.
-    fn create(&self, name: &str) -> io::Result<Box<dyn LogFile>>;
+    /// Creates (or truncates) `name`, durably (its directory entry survives a crash).
+    fn create(&self, name: &str) -> io::Result<()>;
+    /// Writes `buf` at `offset` of `name`. Not durable until [`LogDir::sync`].
+    fn write_at(&self, name: &str, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Makes every byte written to `name` so far durable.
+    fn sync(&self, name: &str) -> io::Result<()>;
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Where the files are, for messages and for files kept beside the log
+    /// (checkpoints); None if they are not in the file system.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Segments as files in a directory of the file system.
@@ -36,20 +45,51 @@ impl FsDir {
         Ok(FsDir { path })
     }
 
-    fn sync_dir(&self) -> io::Result<()> {
-        std::fs::File::open(&self.path)?.sync_all()
+    /// Runs `f` on this process's descriptor of file `name`, opening it the first time
+    /// (a descriptor inherited across `fork` is not reused).
+    fn with_file<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&std::fs::File) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let generation = crate::epoch::fork_generation();
+        let me = self as *const FsDir as usize;
+        // The cache is this process's own: private memory even inside an engine scope.
+        crate::scope::outside(|| {
+            OPEN.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let usable = matches!(&*slot,
+                Some(o) if o.generation == generation && o.dir == me && o.name == name);
+                if !usable {
+                    // A descriptor inherited from the parent is closed here harmlessly
+                    // (the parent has its own copy).
+                    *slot = None;
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(self.path.join(name))?;
+                    *slot = Some(OpenFile {
+                        generation,
+                        dir: me,
+                        name: name.to_owned(),
+                        file,
+                    });
+                }
+                f(&slot.as_ref().expect("opened above").file)
+            })
+        })
     }
 }
 
-struct FsFile(std::fs::File);
+/// This process's descriptor of the file it last wrote (the growing segment).
+struct OpenFile {
+    generation: u64,
+    dir: usize,
+    name: String,
+    file: std::fs::File,
+}
 
-impl LogFile for FsFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_data()
-    }
+thread_local! {
+    static OPEN: RefCell<Option<OpenFile>> = const { RefCell::new(None) };
 }
 
 impl LogDir for FsDir {
@@ -61,15 +101,22 @@ impl LogDir for FsDir {
         Ok(out)
     }
 
-    fn create(&self, name: &str) -> io::Result<Box<dyn LogFile>> {
-        let f = std::fs::OpenOptions::new()
+    fn create(&self, name: &str) -> io::Result<()> {
+        std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(self.path.join(name))?;
         // The new name must survive a crash too.
-        self.sync_dir()?;
-        Ok(Box::new(FsFile(f)))
+        sync_dir(&self.path)
+    }
+
+    fn write_at(&self, name: &str, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.with_file(name, |f| f.write_all_at(buf, offset))
+    }
+
+    fn sync(&self, name: &str) -> io::Result<()> {
+        self.with_file(name, |f| f.sync_data())
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -86,148 +133,10 @@ impl LogDir for FsDir {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         std::fs::remove_file(self.path.join(name))?;
-        self.sync_dir()
-    }
-}
-
-/// Faults a [`MemDir`] injects.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Faults {
-    /// Fail every append once this many bytes were appended in total.
-    pub fail_appends_after: Option<u64>,
-    /// Fail every sync from this (0-based) sync call on.
-    pub fail_syncs_from: Option<u64>,
-}
-
-#[derive(Default)]
-struct MemFileState {
-    data: Vec<u8>,
-    /// Bytes known durable (the prefix synced).
-    synced: usize,
-}
-
-#[derive(Default)]
-struct MemState {
-    files: BTreeMap<String, MemFileState>,
-    appended: u64,
-    syncs: u64,
-    faults: Faults,
-}
-
-/// An in-memory directory for tests: it can fail I/O on demand and simulate a crash
-/// that keeps every synced byte and an arbitrary prefix of the rest.
-#[derive(Clone, Default)]
-pub struct MemDir {
-    state: Arc<Mutex<MemState>>,
-}
-
-struct MemFile {
-    name: String,
-    state: Arc<Mutex<MemState>>,
-}
-
-impl MemDir {
-    pub fn new() -> MemDir {
-        MemDir::default()
+        sync_dir(&self.path)
     }
 
-    pub fn set_faults(&self, f: Faults) {
-        self.state.lock().unwrap().faults = f;
-    }
-
-    /// A crash: every file keeps its synced prefix plus `keep(name, unsynced_len)`
-    /// more bytes of what was appended after it.
-    pub fn crash(&self, mut keep: impl FnMut(&str, usize) -> usize) {
-        let mut s = self.state.lock().unwrap();
-        for (name, f) in s.files.iter_mut() {
-            let extra = f.data.len() - f.synced;
-            let k = keep(name, extra).min(extra);
-            f.data.truncate(f.synced + k);
-            f.synced = f.data.len();
-        }
-    }
-
-    /// Raw access for corruption tests.
-    pub fn with_file<R>(&self, name: &str, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        let mut s = self.state.lock().unwrap();
-        let file = s.files.get_mut(name).expect("no such file");
-        let r = f(&mut file.data);
-        file.synced = file.synced.min(file.data.len());
-        r
-    }
-}
-
-impl LogFile for MemFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap();
-        if let Some(limit) = s.faults.fail_appends_after {
-            if s.appended + buf.len() as u64 > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "injected write failure",
-                ));
-            }
-        }
-        s.appended += buf.len() as u64;
-        s.files
-            .get_mut(&self.name)
-            .expect("file")
-            .data
-            .extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap();
-        let n = s.syncs;
-        s.syncs += 1;
-        if s.faults.fail_syncs_from.is_some_and(|from| n >= from) {
-            return Err(io::Error::other("injected fsync failure"));
-        }
-        let f = s.files.get_mut(&self.name).expect("file");
-        f.synced = f.data.len();
-        Ok(())
-    }
-}
-
-impl LogDir for MemDir {
-    fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.state.lock().unwrap().files.keys().cloned().collect())
-    }
-
-    fn create(&self, name: &str) -> io::Result<Box<dyn LogFile>> {
-        self.state
-            .lock()
-            .unwrap()
-            .files
-            .insert(name.to_owned(), MemFileState::default());
-        Ok(Box::new(MemFile {
-            name: name.to_owned(),
-            state: self.state.clone(),
-        }))
-    }
-
-    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        let s = self.state.lock().unwrap();
-        s.files
-            .get(name)
-            .map(|f| f.data.clone())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, name.to_owned()))
-    }
-
-    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap();
-        let f = s
-            .files
-            .get_mut(name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        f.data.truncate(len as usize);
-        f.synced = f.synced.min(f.data.len());
-        Ok(())
-    }
-
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.state.lock().unwrap().files.remove(name);
-        Ok(())
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }

@@ -328,9 +328,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
             sink.append_parts(&refs)
         });
-        appended
-            .map(Some)
-            .map_err(|e| Error::LogIo(e.to_string()))
+        appended.map(Some).map_err(|e| Error::LogIo(e.to_string()))
     }
 
     /// Phase 11: install every entry and unlock it; unlink the keys rows no longer

@@ -127,7 +127,6 @@ impl IndexScan {
     }
 }
 
-
 impl Txn {
     /// Fills `batch` with up to `max_rows` rows of `scan` that a statement with command
     /// id `cid` sees, in the scan's order, and advances the scan.

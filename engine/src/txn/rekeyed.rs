@@ -82,9 +82,7 @@ impl Rekeyed {
     /// May a rekeyed row of `table` hold `key` in unique index `index_id`?
     pub fn may_hold_key(&self, table: TableKey, index_id: u32, key: &[u8]) -> bool {
         self.untracked.contains(&table)
-            || self
-                .unique_keys
-                .contains(&(table, index_id, key_hash(key)))
+            || self.unique_keys.contains(&(table, index_id, key_hash(key)))
     }
 
     /// Every rekeyed row of `table`.

@@ -110,7 +110,13 @@ impl Txn {
 
     /// The version of row `rowid` a statement with command id `cid` sees, copied into
     /// `out` (cleared first). Returns the version's TID (0 for own inserts).
-    pub(super) fn get(&self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+    pub(super) fn get(
+        &self,
+        t: &TableHandle,
+        rowid: u64,
+        cid: u32,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
         let copy = |out: &mut Vec<u8>, (d, tid): (&[u8], u64)| {
             scope::outside(|| {
                 out.clear();

@@ -106,12 +106,17 @@ impl Txn {
             if Some(rid) == rowid {
                 return Ok(None);
             }
-            Ok(match self.pending.get(&RowKey { table: tk, rowid: rid }) {
-                // SAFETY: pending buffers live until the transaction ends.
-                Some(&i) => unsafe { pending_bytes(self.entries.get(i).newest.data) },
-                // SAFETY: reached through the index under guard `g`.
-                None => unsafe { rec.get() }.read(g).live().map(|(d, _)| d),
-            })
+            Ok(
+                match self.pending.get(&RowKey {
+                    table: tk,
+                    rowid: rid,
+                }) {
+                    // SAFETY: pending buffers live until the transaction ends.
+                    Some(&i) => unsafe { pending_bytes(self.entries.get(i).newest.data) },
+                    // SAFETY: reached through the index under guard `g`.
+                    None => unsafe { rec.get() }.read(g).live().map(|(d, _)| d),
+                },
+            )
         })?;
         if found || !self.rekeyed.may_hold_key(tk, index.def.id, key) {
             return Ok(found);
@@ -122,7 +127,10 @@ impl Txn {
             if Some(rid) == rowid {
                 continue;
             }
-            let Some(&i) = self.pending.get(&RowKey { table: tk, rowid: rid }) else {
+            let Some(&i) = self.pending.get(&RowKey {
+                table: tk,
+                rowid: rid,
+            }) else {
                 continue;
             };
             if let Some(d) = self.entries.get(i).newest_bytes() {
@@ -211,7 +219,10 @@ impl Txn {
                     }
                 }
                 let taken = key_held(index, &table.layout, &kf, g, |rid, rec| {
-                    if self.pending.contains_key(&RowKey { table: tk, rowid: rid }) {
+                    if self.pending.contains_key(&RowKey {
+                        table: tk,
+                        rowid: rid,
+                    }) {
                         return Ok(None);
                     }
                     // SAFETY: reached through the index under guard `g`.

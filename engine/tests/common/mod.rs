@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod mem_dir;
+
 use memfdw_engine::redo::payload::LogRecord;
 use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::redo::{Appended, RedoSink};
@@ -276,4 +278,20 @@ pub fn run_worker(
             );
         }
     }
+}
+
+/// Replays `records` into `engine` through a one-thread [`Replayer`] (the one way in),
+/// as recovery would read them from the log.
+pub fn replay_all<'a>(
+    engine: &'static Engine,
+    records: impl IntoIterator<Item = &'a LogRecord>,
+) -> Result<()> {
+    let mut r = Replayer::new(engine, 1);
+    let mut payload = Vec::new();
+    for rec in records {
+        payload.clear();
+        rec.encode(&mut payload);
+        r.apply(&payload)?;
+    }
+    r.finish().map(|_| ())
 }

@@ -1,4 +1,5 @@
-//! Applying redo records to an engine during recovery.
+//! Applying redo records to an engine during recovery: [`Replayer`] is the one way in
+//! (encoded records, as read from the log or a checkpoint).
 //!
 //! Replay is last-writer-wins by commit TID per row, so applying a record twice, or a
 //! record older than what a row already holds (a fuzzy checkpoint taken while writers
@@ -16,9 +17,9 @@ use crate::scope;
 use std::sync::Arc;
 
 impl Engine {
-    /// Applies one redo record. Rows of tables the engine does not have (dropped
-    /// later in the log) are skipped.
-    pub fn replay(&'static self, rec: &LogRecord) -> Result<()> {
+    /// Applies one decoded redo record (see [`Replayer::apply`]). Rows of tables the
+    /// engine does not have (dropped later in the log) are skipped.
+    fn apply_record(&'static self, rec: &LogRecord, threads: usize) -> Result<()> {
         match rec {
             LogRecord::CreateTable { oid, def } => {
                 if self.table(*oid).is_none() {
@@ -32,7 +33,7 @@ impl Engine {
                 self.observe_index_id(def.id);
                 if let Some(t) = self.table(*table_oid) {
                     if t.index_entries(def.id).is_none() {
-                        self.rebuild_index(&t, def.clone())?;
+                        self.build_index_parallel(&t, def.clone(), threads)?;
                     }
                 }
             }
@@ -59,14 +60,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Builds index `def` over the committed rows of `t` and publishes it, unlogged.
-    /// Uniqueness is not checked: during replay it may hold only at the end (a fuzzy
-    /// checkpoint can hold two rows with one key, one of them changed later in the log).
-    fn rebuild_index(&'static self, t: &TableHandle, def: IndexDef) -> Result<()> {
-        self.build_index_parallel(t, def, 1)
-    }
-
-    /// [`Engine::rebuild_index`] with `threads` threads, each over one range of row ids.
+    /// Builds index `def` over the committed rows of `t` and publishes it, unlogged,
+    /// with `threads` threads, each over one range of row ids. Uniqueness is not
+    /// checked: during replay it may hold only at the end (a fuzzy checkpoint can hold
+    /// two rows with one key, one of them changed later in the log).
     fn build_index_parallel(
         &'static self,
         t: &TableHandle,
@@ -450,7 +447,8 @@ impl Replayer {
             }
             None => {
                 self.flush_small()?;
-                self.apply_record(&LogRecord::decode(payload).map_err(corrupt)?)
+                self.engine
+                    .apply_record(&LogRecord::decode(payload).map_err(corrupt)?, self.threads)
             }
         }
     }
@@ -483,23 +481,6 @@ impl Replayer {
         } else {
             self.engine.apply_rows_part(&rows)
         }
-    }
-
-    /// Applies one decoded record.
-    pub fn apply_record(&mut self, rec: &LogRecord) -> Result<()> {
-        let e = self.engine;
-        match rec {
-            LogRecord::CreateIndex { table_oid, def } => {
-                e.observe_index_id(def.id);
-                if let Some(t) = e.table(*table_oid) {
-                    if t.index_entries(def.id).is_none() {
-                        e.build_index_parallel(&t, def.clone(), self.threads)?;
-                    }
-                }
-            }
-            other => e.replay(other)?,
-        }
-        Ok(())
     }
 
     /// Applies rows of one record, or of several records whose rows are pairwise

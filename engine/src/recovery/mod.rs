@@ -1,0 +1,143 @@
+//! Recovery: rebuild an engine from its data directory at start-up. Loads the newest
+//! complete checkpoint, then replays the redo log from the checkpoint's start LSN
+//! through one [`Replayer`], cutting a torn tail; reports progress about once a second
+//! and stops when asked to (a shutdown).
+//!
+//! Errors name what is wrong and where: a file and offset for a corrupt log or
+//! checkpoint ([`crate::redo::segment::LogError`], [`CheckpointError`]), the LSN of a
+//! record that cannot be applied.
+
+mod replayer;
+
+pub use crate::redo::segment::{LoadedCheckpoint, Recovered, Truncation};
+pub use replayer::Replayer;
+
+use crate::engine::Engine;
+use crate::redo::checkpoint::{self, CheckpointError};
+use crate::redo::segment::{self, LogError};
+use crate::redo::storage::FsDir;
+use crate::scope;
+use std::path::Path;
+
+/// Why recovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("redo record at LSN {lsn:X}: {what}")]
+    Record { lsn: u64, what: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("recovery was interrupted")]
+    Interrupted,
+}
+
+/// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
+pub fn recover_engine(engine: &'static Engine, dir: &str) -> Result<Recovered, RecoveryError> {
+    recover_engine_with_progress(engine, dir, |_| true)
+}
+
+/// Progress of a recovery, reported about once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// "checkpoint" while the checkpoint loads, then "log".
+    pub phase: &'static str,
+    /// Frames of the checkpoint, or records of the log, applied so far.
+    pub records: u64,
+    /// Bytes of them.
+    pub bytes: u64,
+    /// Since recovery started.
+    pub seconds: f64,
+}
+
+/// [`recover_engine`], calling `progress` about once a second (while the checkpoint
+/// loads and while the log replays); recovery stops with
+/// [`RecoveryError::Interrupted`] when it returns false (a shutdown request).
+pub fn recover_engine_with_progress(
+    engine: &'static Engine,
+    dir: &str,
+    mut progress: impl FnMut(Progress) -> bool,
+) -> Result<Recovered, RecoveryError> {
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let fs = scope::outside(|| FsDir::open(dir)).map_err(LogError::Io)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut replayer = Replayer::new(engine, threads);
+    let mut tick = |frames: u64, at: u64| {
+        if last_report.elapsed().as_secs_f64() < 1.0 {
+            return true;
+        }
+        last_report = std::time::Instant::now();
+        progress(Progress {
+            phase: "checkpoint",
+            records: frames,
+            bytes: at,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    };
+    let loaded = match checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
+        Err(CheckpointError::Interrupted) => return Err(RecoveryError::Interrupted),
+        r => r?,
+    };
+    let start = loaded.unwrap_or(0);
+    let checkpoint = loaded.map(|start_lsn| {
+        let meta = std::fs::metadata(Path::new(dir).join(checkpoint::CHECKPOINT_FILE)).ok();
+        LoadedCheckpoint {
+            start_lsn,
+            bytes: meta.as_ref().map_or(0, |m| m.len()),
+            unix_ms: meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    });
+    let mut failure = None;
+    let r = scope::outside(|| {
+        segment::recover(&fs, |lsn, payload| {
+            if lsn < start {
+                return Ok(()); // in the checkpoint already
+            }
+            records += 1;
+            bytes += payload.len() as u64;
+            if last_report.elapsed().as_secs_f64() >= 1.0 {
+                last_report = std::time::Instant::now();
+                let go_on = progress(Progress {
+                    phase: "log",
+                    records,
+                    bytes,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+                if !go_on {
+                    failure = Some(RecoveryError::Interrupted);
+                    return Err(LogError::Corrupt {
+                        file: String::new(),
+                        offset: lsn,
+                        what: "recovery interrupted",
+                    });
+                }
+            }
+            if let Err(what) = replayer.apply(payload).map_err(|e| e.to_string()) {
+                failure = Some(RecoveryError::Record { lsn, what });
+                // Stop reading: nothing after a bad record is applied.
+                return Err(LogError::Corrupt {
+                    file: String::new(),
+                    offset: lsn,
+                    what: "record could not be applied",
+                });
+            }
+            Ok(())
+        })
+    });
+    let r = match (r, failure) {
+        (_, Some(f)) => return Err(f),
+        (r, None) => r?,
+    };
+    let mut r = r;
+    r.checkpoint = checkpoint;
+    r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
+        lsn: r.end_lsn,
+        what: format!("building the indexes: {e}"),
+    })?;
+    Ok(r)
+}

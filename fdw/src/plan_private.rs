@@ -1,0 +1,106 @@
+//! The layouts of memfdw's `fdw_private` lists: what planning hands on to execution.
+//! PostgreSQL copies plans with `copyObject`, so these are lists of nodes and integer
+//! lists only, read and written here and nowhere else.
+
+use pgrx::pg_sys;
+use std::ffi::c_void;
+
+/// How rows fetched by a scan are locked (`SELECT ... FOR UPDATE/SHARE` and its wait
+/// policy); stored as an `Integer` node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPolicy {
+    None = 0,
+    Wait = 1,
+    Skip = 2,
+    NoWait = 3,
+}
+
+impl LockPolicy {
+    fn from_int(v: i32) -> LockPolicy {
+        match v {
+            1 => LockPolicy::Wait,
+            2 => LockPolicy::Skip,
+            3 => LockPolicy::NoWait,
+            _ => LockPolicy::None,
+        }
+    }
+}
+
+/// A `ForeignPath`'s `fdw_private`: NIL for a full scan, else
+/// `(index choice, comparison expressions)`.
+pub struct PathPrivate {
+    /// The index choice as an integer list (see `IndexChoice::to_list`), or NIL.
+    pub choice: *mut pg_sys::List,
+    /// The values the index conditions compare with (they become `fdw_exprs`).
+    pub exprs: *mut pg_sys::List,
+}
+
+impl PathPrivate {
+    /// # Safety
+    /// Builds a list in the current memory context; the members must be valid lists.
+    pub unsafe fn to_list(&self) -> *mut pg_sys::List {
+        // SAFETY: forwarded contract.
+        unsafe {
+            pg_sys::lappend(
+                pg_sys::lappend(std::ptr::null_mut(), self.choice as *mut c_void),
+                self.exprs as *mut c_void,
+            )
+        }
+    }
+
+    /// # Safety
+    /// `l` is NIL or a list built by [`PathPrivate::to_list`].
+    pub unsafe fn from_list(l: *mut pg_sys::List) -> PathPrivate {
+        if l.is_null() {
+            return PathPrivate {
+                choice: std::ptr::null_mut(),
+                exprs: std::ptr::null_mut(),
+            };
+        }
+        // SAFETY: a two-element list we built.
+        unsafe {
+            PathPrivate {
+                choice: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
+                exprs: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+            }
+        }
+    }
+}
+
+/// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock policy)`.
+pub struct ScanPrivate {
+    /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
+    pub needed: *mut pg_sys::List,
+    /// As in [`PathPrivate::choice`].
+    pub choice: *mut pg_sys::List,
+    pub lock: LockPolicy,
+}
+
+impl ScanPrivate {
+    /// # Safety
+    /// Builds a list in the current memory context; the members must be valid lists.
+    pub unsafe fn to_list(&self) -> *mut pg_sys::List {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let mut l = pg_sys::lappend(std::ptr::null_mut(), self.needed as *mut c_void);
+            l = pg_sys::lappend(l, self.choice as *mut c_void);
+            // A node, not an int cell: fdw_private is copied as a list of nodes.
+            pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void)
+        }
+    }
+
+    /// # Safety
+    /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
+    pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
+        // SAFETY: a three-element list we built.
+        unsafe {
+            ScanPrivate {
+                needed: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
+                choice: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                lock: LockPolicy::from_int(
+                    (*(pg_sys::list_nth(l, 2) as *mut pg_sys::Integer)).ival,
+                ),
+            }
+        }
+    }
+}
