@@ -9,7 +9,7 @@
 //!   by CASCADE; the engine table goes away when the transaction commits.
 
 use crate::errors::OrRaise;
-use crate::handler::is_ours;
+use crate::handler::{is_memory_table, is_ours, memory_table_of};
 use crate::shmem::{engine, preloaded};
 use crate::{index_ddl, types, xact};
 use pgrx::pg_sys;
@@ -27,33 +27,6 @@ pub unsafe fn install_hooks() {
         pg_sys::ProcessUtility_hook = Some(process_utility);
         PREV_OBJECT_ACCESS = pg_sys::object_access_hook;
         pg_sys::object_access_hook = Some(object_access);
-    }
-}
-
-/// True if relation `relid` is a foreign table of a memfdw server.
-/// The memory table `rv` names, if it names one (looked up without a lock).
-///
-/// # Safety
-/// `rv` must be a valid range variable.
-pub(crate) unsafe fn memory_table_of(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
-    // SAFETY: forwarded contract; catalog lookup.
-    let relid = unsafe {
-        pg_sys::RangeVarGetRelidExtended(
-            rv,
-            pg_sys::NoLock as _,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    (relid != pg_sys::InvalidOid && is_memory_table(relid)).then_some(relid)
-}
-
-pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookups.
-    unsafe {
-        pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
-            && is_ours(pg_sys::GetFdwRoutineByRelId(relid))
     }
 }
 

@@ -78,3 +78,30 @@ COMMENT ON SERVER memfdw IS 'memory tables: CREATE FOREIGN TABLE ... SERVER memf
     name = "create_wrapper_and_server",
     requires = [memfdw_handler, memfdw_validator],
 );
+
+/// The memory table `rv` names, if it names one (looked up without a lock).
+///
+/// # Safety
+/// `rv` must be a valid range variable.
+pub(crate) unsafe fn memory_table_of(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
+    // SAFETY: forwarded contract; catalog lookup.
+    let relid = unsafe {
+        pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    (relid != pg_sys::InvalidOid && is_memory_table(relid)).then_some(relid)
+}
+
+/// True if relation `relid` is a foreign table of a memfdw server.
+pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups.
+    unsafe {
+        pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
+            && is_ours(pg_sys::GetFdwRoutineByRelId(relid))
+    }
+}

@@ -350,7 +350,7 @@ fn build(
 pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
     // SAFETY: forwarded contract; catalog lookups.
     unsafe {
-        if crate::ddl::memory_table_of((*stmt).relation).is_none() {
+        if crate::handler::memory_table_of((*stmt).relation).is_none() {
             return false;
         }
         // Writers wait while the index is built; readers go on (as PostgreSQL does).

@@ -43,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
         }
         ddl::install_hooks();
         xact::register_callbacks();
+        shmem::set_before_exit(xact::release_at_exit);
     }
 }
 

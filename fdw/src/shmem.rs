@@ -36,6 +36,15 @@ static EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
 /// `lwlocknames.txt`; the C macro is not available through pgrx).
 const ADDIN_SHMEM_INIT_LOCK: usize = 21;
 
+/// What must run at process exit before this process leaves the epoch collector (the
+/// backend's engine transaction is released: `xact`), set once by `_PG_init`.
+static BEFORE_EXIT: std::sync::OnceLock<Option<fn()>> = std::sync::OnceLock::new();
+
+/// Sets what runs at process exit before the engine is left (see [`BEFORE_EXIT`]).
+pub fn set_before_exit(f: fn()) {
+    let _ = BEFORE_EXIT.set(Some(f));
+}
+
 fn region_bytes() -> usize {
     (MAX_MEMORY_MB.get().max(16) as usize) << 20
 }
@@ -162,7 +171,9 @@ pub fn register_exit_callback() {
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
-    crate::xact::release_at_exit();
+    if let Some(release) = BEFORE_EXIT.get().copied().flatten() {
+        release();
+    }
     memfdw_engine::epoch::unregister_current();
     // Blocks this process cached go back to the arena (after the unregistration,
     // which may free some).
