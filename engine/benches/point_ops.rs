@@ -117,14 +117,14 @@ fn index_range100(e: &'static Engine, t: &TableHandle, rowid: u64, _buf: &mut Ve
 
 fn lookup(e: &'static Engine, t: &TableHandle, rowid: u64, buf: &mut Vec<u8>) {
     let mut txn = e.begin();
-    assert!(txn.get(t, rowid, 1, buf).is_some());
+    assert!(txn.get(t, RowId(rowid), 1, buf).is_some());
     txn.commit().unwrap();
 }
 
 fn update(e: &'static Engine, t: &TableHandle, rowid: u64, buf: &mut Vec<u8>) {
     loop {
         let mut txn = e.begin();
-        let tid = txn.get(t, rowid, 1, buf).expect("row");
+        let tid = txn.get(t, RowId(rowid), 1, buf).expect("row");
         let bal = i64::from_le_bytes(t.layout.get(buf, 1).unwrap().try_into().unwrap()) + 1;
         let row = t
             .layout
@@ -135,7 +135,7 @@ fn update(e: &'static Engine, t: &TableHandle, rowid: u64, buf: &mut Vec<u8>) {
             ])
             .unwrap();
         if txn
-            .update(t, rowid, tid, &row, Stmt { cid: 1, sub: 1 })
+            .update(t, RowId(rowid), tid, &row, Stmt { cid: 1, sub: 1 })
             .is_ok()
             && txn.commit().is_ok()
         {

@@ -77,7 +77,7 @@ fn main() {
     });
     for start in (1..=rows).step_by(1024) {
         let batch = (start..(start + 1024).min(rows + 1))
-            .map(|id| (id, 10 + id, row(id)))
+            .map(|id| (RowId(id), Tid(10 + id), row(id)))
             .collect();
         enc(LogRecord::Rows {
             table_oid: 1,
@@ -96,10 +96,10 @@ fn main() {
         .chain((1..=rows).map(|id| {
             let mut b = Vec::new();
             LogRecord::Commit {
-                tid: 10 + id,
+                tid: Tid(10 + id),
                 writes: vec![redo::payload::RowImage {
                     table_oid: 1,
-                    rowid: id,
+                    rowid: RowId(id),
                     after: Some(row(id)),
                 }],
             }

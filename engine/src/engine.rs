@@ -5,6 +5,7 @@ use crate::alloc;
 use crate::catalog::TableDef;
 use crate::epoch;
 use crate::error::{Error, Result};
+use crate::ids::Tid;
 use crate::redo::payload::LogRecord;
 use crate::redo::RedoSink;
 use crate::scope;
@@ -419,17 +420,18 @@ impl Engine {
         TxnHandle::new(Txn::new(self, id))
     }
 
-    pub(crate) fn next_commit_tid(&self) -> u64 {
-        self.last_tid.fetch_add(1, Ordering::AcqRel) + 1
+    pub(crate) fn next_commit_tid(&self) -> Tid {
+        Tid(self.last_tid.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     /// Makes sure new commit TIDs are above `tid` (recovery).
-    pub(crate) fn observe_tid(&self, tid: u64) {
-        self.last_tid.fetch_max(tid, Ordering::AcqRel);
+    pub(crate) fn observe_tid(&self, tid: Tid) {
+        self.last_tid.fetch_max(tid.get(), Ordering::AcqRel);
     }
 
-    pub fn last_tid(&self) -> u64 {
-        self.last_tid.load(Ordering::Acquire)
+    /// The newest commit TID handed out.
+    pub fn last_tid(&self) -> Tid {
+        Tid(self.last_tid.load(Ordering::Acquire))
     }
 
     pub(crate) fn account(&self, delta: isize) {

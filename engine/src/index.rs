@@ -4,6 +4,7 @@
 //! Today a table has one index: the pseudo-primary key, an internal 8-byte row id.
 //! Key indexes over memcomparable-encoded columns plug in beside it.
 
+use crate::ids::RowId;
 use crate::record::RecordPtr;
 use crossbeam_epoch::{Collector, Guard};
 use crossbeam_skiplist::base::SkipList;
@@ -11,7 +12,7 @@ use std::ops::Bound;
 
 /// The row-id index: row id -> record.
 pub struct RowIdIndex {
-    list: SkipList<u64, RecordPtr>,
+    list: SkipList<RowId, RecordPtr>,
 }
 
 impl RowIdIndex {
@@ -21,11 +22,11 @@ impl RowIdIndex {
         }
     }
 
-    pub fn insert(&self, rowid: u64, rec: RecordPtr, guard: &Guard) {
+    pub fn insert(&self, rowid: RowId, rec: RecordPtr, guard: &Guard) {
         self.list.insert(rowid, rec, guard).release(guard);
     }
 
-    pub fn get(&self, rowid: u64, guard: &Guard) -> Option<RecordPtr> {
+    pub fn get(&self, rowid: RowId, guard: &Guard) -> Option<RecordPtr> {
         self.list.get(&rowid, guard).map(|e| *e.value())
     }
 
@@ -35,7 +36,7 @@ impl RowIdIndex {
     /// frees it when the returned record is not its own.
     pub fn get_or_insert_with(
         &self,
-        rowid: u64,
+        rowid: RowId,
         make: impl FnOnce() -> RecordPtr,
         guard: &Guard,
     ) -> (RecordPtr, Option<RecordPtr>) {
@@ -55,7 +56,7 @@ impl RowIdIndex {
     }
 
     /// Unlinks `rowid`; the caller retires the record through the collector.
-    pub fn remove(&self, rowid: u64, guard: &Guard) -> Option<RecordPtr> {
+    pub fn remove(&self, rowid: RowId, guard: &Guard) -> Option<RecordPtr> {
         self.list.remove(&rowid, guard).map(|e| {
             let r = *e.value();
             e.release(guard);
@@ -66,15 +67,18 @@ impl RowIdIndex {
     /// Visits entries with row id greater than `after` in order until `f` returns false.
     pub fn scan_after(
         &self,
-        after: Option<u64>,
+        after: Option<RowId>,
         guard: &Guard,
-        mut f: impl FnMut(u64, RecordPtr) -> bool,
+        mut f: impl FnMut(RowId, RecordPtr) -> bool,
     ) {
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        for e in self.list.range::<u64, _>((lower, Bound::Unbounded), guard) {
+        for e in self
+            .list
+            .range::<RowId, _>((lower, Bound::Unbounded), guard)
+        {
             if !f(*e.key(), *e.value()) {
                 break;
             }
@@ -177,30 +181,30 @@ impl KeyIndex {
         Ok(buf[..] == *key)
     }
 
-    fn entry(key: &[u8], rowid: u64) -> IndexKey {
+    fn entry(key: &[u8], rowid: RowId) -> IndexKey {
         let mut stack = [0u8; 64];
         let n = key.len() + ROWID_SUFFIX;
         if n <= stack.len() {
             stack[..key.len()].copy_from_slice(key);
-            stack[key.len()..n].copy_from_slice(&rowid.to_be_bytes());
+            stack[key.len()..n].copy_from_slice(&rowid.get().to_be_bytes());
             IndexKey::new(&stack[..n])
         } else {
             let mut v = Vec::with_capacity(n);
             v.extend_from_slice(key);
-            v.extend_from_slice(&rowid.to_be_bytes());
+            v.extend_from_slice(&rowid.get().to_be_bytes());
             IndexKey::new(&v)
         }
     }
 
     /// Links entry (`key`, `rowid`) -> `rec` unless it exists.
-    pub fn insert(&self, key: &[u8], rowid: u64, rec: RecordPtr, guard: &Guard) {
+    pub fn insert(&self, key: &[u8], rowid: RowId, rec: RecordPtr, guard: &Guard) {
         self.list
             .get_or_insert(Self::entry(key, rowid), rec, guard)
             .release(guard);
     }
 
     /// Unlinks entry (`key`, `rowid`), if present.
-    pub fn remove(&self, key: &[u8], rowid: u64, guard: &Guard) {
+    pub fn remove(&self, key: &[u8], rowid: RowId, guard: &Guard) {
         let e = Self::entry(key, rowid);
         if let Some(r) = self.list.remove(&e, guard) {
             r.release(guard);
@@ -216,13 +220,17 @@ impl KeyIndex {
         upper: Bound<&[u8]>,
         reverse: bool,
         guard: &Guard,
-        mut f: impl FnMut(&[u8], u64, RecordPtr) -> bool,
+        mut f: impl FnMut(&[u8], RowId, RecordPtr) -> bool,
     ) {
         let (mut stack, mut heap) = ([0u8; 64], Vec::new());
         let mut visit = |k: &IndexKey, v: RecordPtr| {
             let k = k.bytes(&mut stack, &mut heap);
             let (key, rid) = k.split_at(k.len() - ROWID_SUFFIX);
-            f(key, u64::from_be_bytes(rid.try_into().expect("suffix")), v)
+            f(
+                key,
+                RowId(u64::from_be_bytes(rid.try_into().expect("suffix"))),
+                v,
+            )
         };
         let bound = |b: Bound<&[u8]>| match b {
             Bound::Included(x) => Bound::Included(IndexKey::new(x)),

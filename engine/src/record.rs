@@ -13,6 +13,7 @@
 //! * replaced row buffers and removed records are freed through the epoch collector,
 //!   so a reader holding a guard may keep using what it loaded.
 
+use crate::ids::{RowId, Tid};
 use crate::sync::Backoff;
 use crossbeam_epoch::Guard;
 use std::alloc::Layout;
@@ -29,7 +30,7 @@ pub struct Record {
     /// The row lock (see [`crate::rowlock`]): holder's transaction id, plus
     /// [`crate::rowlock::WAITING`] while somebody waits for it.
     pub(crate) owner: AtomicU64,
-    pub rowid: u64,
+    pub rowid: RowId,
 }
 
 /// A raw pointer to a record in the arena, as stored in indexes.
@@ -64,15 +65,15 @@ pub struct Snapshot<'g> {
 }
 
 impl<'g> Snapshot<'g> {
-    pub fn tid(&self) -> u64 {
-        self.version & TID_MASK
+    pub fn tid(&self) -> Tid {
+        Tid(self.version & TID_MASK)
     }
     pub fn absent(&self) -> bool {
         self.version & ABSENT_BIT != 0
     }
     /// The committed row's bytes and TID; None if the row is absent (deleted, or its
     /// inserter has not committed).
-    pub fn live(&self) -> Option<(&'g [u8], u64)> {
+    pub fn live(&self) -> Option<(&'g [u8], Tid)> {
         match (self.absent(), self.data) {
             (false, Some(d)) => Some((d, self.tid())),
             _ => None,
@@ -82,7 +83,7 @@ impl<'g> Snapshot<'g> {
 
 impl Record {
     /// A new record that is absent (its inserter has not committed).
-    pub fn new_absent(rowid: u64) -> Box<Record> {
+    pub fn new_absent(rowid: RowId) -> Box<Record> {
         Box::new(Record {
             version: AtomicU64::new(ABSENT_BIT),
             data: AtomicPtr::new(ptr::null_mut()),
@@ -92,9 +93,9 @@ impl Record {
     }
 
     /// A committed record (used when loading data).
-    pub fn new_present(rowid: u64, tid: u64, data: *mut u8) -> Box<Record> {
+    pub fn new_present(rowid: RowId, tid: Tid, data: *mut u8) -> Box<Record> {
         Box::new(Record {
-            version: AtomicU64::new(tid & TID_MASK),
+            version: AtomicU64::new(tid.get() & TID_MASK),
             data: AtomicPtr::new(data),
             owner: AtomicU64::new(0),
             rowid,
@@ -186,12 +187,12 @@ impl Record {
     /// Returns the previous buffer, which the caller retires through the collector.
     ///
     /// Must be called by the lock holder.
-    pub fn install_and_unlock(&self, data: *mut u8, tid: u64) -> *mut u8 {
+    pub fn install_and_unlock(&self, data: *mut u8, tid: Tid) -> *mut u8 {
         debug_assert!(self.version.load(Ordering::Relaxed) & LOCK_BIT != 0);
         let old = self.data.swap(data, Ordering::AcqRel);
         let absent = if data.is_null() { ABSENT_BIT } else { 0 };
         self.version
-            .store((tid & TID_MASK) | absent, Ordering::Release);
+            .store((tid.get() & TID_MASK) | absent, Ordering::Release);
         old
     }
 

@@ -1,6 +1,7 @@
 //! A memory table: its definition, row layout, indexes and statistics.
 
 use crate::catalog::TableDef;
+use crate::ids::RowId;
 use crate::index::{KeyIndex, RowIdIndex};
 use crate::row::RowLayout;
 use crate::sync::SpinRwLock;
@@ -55,18 +56,19 @@ impl Table {
         }
     }
 
-    pub(crate) fn next_rowid(&self) -> u64 {
-        self.next_rowid.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_rowid(&self) -> RowId {
+        RowId(self.next_rowid.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The row id the next insert will get (all row ids in use are below it).
-    pub(crate) fn peek_next_rowid(&self) -> u64 {
-        self.next_rowid.load(Ordering::Relaxed)
+    pub(crate) fn peek_next_rowid(&self) -> RowId {
+        RowId(self.next_rowid.load(Ordering::Relaxed))
     }
 
     /// Makes sure new row ids are above `rowid` (recovery).
-    pub(crate) fn observe_rowid(&self, rowid: u64) {
-        self.next_rowid.fetch_max(rowid + 1, Ordering::Relaxed);
+    pub(crate) fn observe_rowid(&self, rowid: RowId) {
+        self.next_rowid
+            .fetch_max(rowid.get() + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn account(&self, rows: i64, bytes: i64) {

@@ -26,7 +26,7 @@ fn fresh_dir(name: &str) -> String {
 }
 
 fn logged_engine(dir: &str, max_record: usize) -> &'static Engine {
-    let log: &'static SharedLog = Box::leak(SharedLog::start(dir, 0, 1 << 20).unwrap());
+    let log: &'static SharedLog = Box::leak(SharedLog::start(dir, Lsn(0), 1 << 20).unwrap());
     log.set_max_record(max_record);
     Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))))
 }
@@ -121,10 +121,10 @@ fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
     let layout = RowLayout::new(&table_def());
     let mut b = Vec::new();
     LogRecord::Commit {
-        tid,
+        tid: Tid(tid),
         writes: vec![redo::payload::RowImage {
             table_oid: 1,
-            rowid,
+            rowid: RowId(rowid),
             after: Some(pack(&layout, 0, rowid as i64, "x")),
         }],
     }
@@ -138,7 +138,7 @@ fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
 /// Writes a log by hand in a fresh `dir`: CREATE TABLE 1, then `records`.
 fn hand_written_log(dir: &str, records: &[Vec<u8>]) {
     std::fs::create_dir_all(dir).unwrap();
-    let w = SharedLog::start(dir, 0, 1 << 20).unwrap();
+    let w = SharedLog::start(dir, Lsn(0), 1 << 20).unwrap();
     let mut b = Vec::new();
     LogRecord::CreateTable {
         oid: 1,
@@ -167,7 +167,7 @@ fn parts_not_followed_by_their_commit_are_dropped_and_later_commits_kept() {
             one_row(7, 4, false),
         ],
     );
-    assert!(std::path::Path::new(&format!("{dir}/{}", segment_name(0))).exists());
+    assert!(std::path::Path::new(&format!("{dir}/{}", segment_name(Lsn(0)))).exists());
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
     let r = recover_engine(b, &dir).unwrap();
     assert_eq!(r.incomplete_commits, 1);
@@ -186,7 +186,7 @@ fn the_tid_of_dropped_parts_is_never_handed_out_again() {
     let r = recover_engine(b, &dir).unwrap();
     assert_eq!(r.incomplete_commits, 1);
     assert!(
-        b.last_tid() >= 9,
+        b.last_tid() >= Tid(9),
         "TID {} could be handed out again",
         b.last_tid()
     );
@@ -194,5 +194,5 @@ fn the_tid_of_dropped_parts_is_never_handed_out_again() {
     let mut txn = b.begin();
     txn.insert(&t, &pack(&t.layout, 0, 5, "y"), Stmt { cid: 0, sub: 1 })
         .unwrap();
-    assert!(txn.commit().unwrap() > 9);
+    assert!(txn.commit().unwrap() > Tid(9));
 }

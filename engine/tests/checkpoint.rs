@@ -24,7 +24,7 @@ fn fresh_dir(name: &str) -> String {
 }
 
 fn logged_engine(dir: &str) -> (&'static Engine, &'static SharedLog) {
-    let log: &'static SharedLog = Box::leak(SharedLog::start(dir, 0, 64 << 10).unwrap());
+    let log: &'static SharedLog = Box::leak(SharedLog::start(dir, Lsn(0), 64 << 10).unwrap());
     let e: &'static Engine = Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))));
     (e, log)
 }

@@ -30,10 +30,10 @@ fn crash_copy(dir: &str, to: &str, log: &SharedLog, rng: &mut Rng) {
         std::fs::copy(format!("{dir}/{s}"), format!("{to}/{s}")).unwrap();
     }
     let last = segs.last().unwrap();
-    let start = u64::from_str_radix(last.trim_end_matches(".redo"), 16).unwrap();
+    let start = memfdw_engine::redo::files::parse_segment_name(last).unwrap();
     let path = format!("{to}/{last}");
     let len = std::fs::metadata(&path).unwrap().len();
-    let durable = HEADER_LEN as u64 + log.flushed_lsn().saturating_sub(start);
+    let durable = HEADER_LEN as u64 + log.flushed_lsn().since(start);
     let durable = durable.min(len);
     let cut = durable + rng.below(len - durable + 1);
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -64,7 +64,7 @@ fn random_workload_crashes_recover_a_prefix_holding_every_acknowledged_commit() 
         let dir = format!("/tmp/memfdw-crash-{round}-{}", std::process::id());
         let _ = std::fs::remove_dir_all(&dir);
         let log: &'static SharedLog =
-            Box::leak(SharedLog::start(&dir, 0, 16 << 10 << rng.below(3)).unwrap());
+            Box::leak(SharedLog::start(&dir, Lsn(0), 16 << 10 << rng.below(3)).unwrap());
         if rng.below(2) == 0 {
             log.set_max_record(512 + rng.below(4096) as usize);
         }
@@ -92,7 +92,7 @@ fn random_workload_crashes_recover_a_prefix_holding_every_acknowledged_commit() 
 
         // The model after each commit; `acked` commits are known durable.
         let mut model: Model = BTreeMap::new();
-        let mut rowids: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut rowids: BTreeMap<i64, RowId> = BTreeMap::new();
         let mut states = vec![model.clone()];
         let mut acked = 1;
         let mut next_key = 0i64;

@@ -156,7 +156,7 @@ fn four_processes_match_model() {
         while !cursor.done() {
             txn.scan(&t, &mut cursor, 0, &mut batch, 256).unwrap();
             while let Some(r) = batch.next() {
-                if r.rowid % 2 == half as u64 {
+                if r.rowid.get() % 2 == half as u64 {
                     victims.push((r.rowid, r.tid));
                 }
             }
@@ -284,7 +284,7 @@ fn processes_share_one_redo_log() {
     let _ = setup(REGION);
     let log = {
         let _s = memfdw_engine::scope::enter();
-        SharedLog::start(&dir, 0, 64 << 10).unwrap()
+        SharedLog::start(&dir, Lsn(0), 64 << 10).unwrap()
     };
     let config = EngineConfig::for_arena(memfdw_engine::alloc::arena().unwrap().stats().capacity);
     let a: &'static Engine = Box::leak(Engine::new(config, Some(log)));

@@ -69,7 +69,7 @@ fn collect(
     t: &TableHandle,
     mut scan: IndexScan,
     cid: u32,
-) -> Vec<(u64, Option<i32>, Option<i64>)> {
+) -> Vec<(RowId, Option<i32>, Option<i64>)> {
     let mut out = Vec::new();
     let mut batch = RowBatch::new();
     while !scan.done() {
@@ -166,7 +166,7 @@ fn unique_checks_at_the_statement_nulls_never_conflict() {
 }
 
 /// A transaction's view, as the model keeps it: row id -> (k, v).
-type View = BTreeMap<u64, (Option<i32>, Option<i64>)>;
+type View = BTreeMap<RowId, (Option<i32>, Option<i64>)>;
 
 fn nulls_last(k: Option<i32>) -> (bool, i32) {
     (k.is_none(), k.unwrap_or(0))
@@ -199,7 +199,7 @@ fn index_scans_match_a_model_through_updates_aborts_and_savepoints() {
             let k = (rng.below(8) != 0).then(|| rng.below(40) as i32);
             let v = (rng.below(8) != 0).then(|| rng.below(5) as i64);
             let stmt = Stmt { cid, sub };
-            let holder = |view: &View, k: Option<i32>, me: Option<u64>| {
+            let holder = |view: &View, k: Option<i32>, me: Option<RowId>| {
                 k.is_some() && view.iter().any(|(id, r)| r.0 == k && Some(*id) != me)
             };
             if op < 4 || view.is_empty() {
@@ -594,7 +594,7 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
     const N: i32 = 20_000;
     let s = Stmt { cid: 1, sub: 1 };
     let mut txn = a.begin();
-    let rowids: Vec<u64> = (0..N)
+    let rowids: Vec<RowId> = (0..N)
         .map(|i| {
             txn.insert(&t, &row(&t, Some(i), Some(i as i64 % 97)), s)
                 .unwrap()

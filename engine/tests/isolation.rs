@@ -68,7 +68,7 @@ fn read(
     t: &TableHandle,
     oid: u32,
     id: i32,
-) -> Result<Option<(u64, u64, i64)>> {
+) -> Result<Option<(RowId, Tid, i64)>> {
     let mut scan = IndexScan::new(oid, &key(id), None, false);
     scan.unique_point = true;
     let mut batch = RowBatch::new();

@@ -10,6 +10,7 @@ use memfdw_engine::redo::segment::{recover, LogError, Recovered, FRAME_HEADER_LE
 use memfdw_engine::redo::shared::SharedLog;
 use memfdw_engine::redo::storage::LogDir;
 use memfdw_engine::redo::RedoSink;
+use memfdw_engine::Lsn;
 use std::io;
 
 fn payload(i: u64) -> Vec<u8> {
@@ -21,23 +22,23 @@ fn payload(i: u64) -> Vec<u8> {
 struct Writer(Box<SharedLog>);
 
 impl Writer {
-    fn open(dir: &MemDir, start_lsn: u64, segment_size: u64) -> Writer {
+    fn open(dir: &MemDir, start_lsn: Lsn, segment_size: u64) -> Writer {
         Writer(SharedLog::open(Box::new(dir.clone()), start_lsn, segment_size).unwrap())
     }
     /// Appends one record; returns its LSN.
-    fn append(&mut self, p: &[u8]) -> io::Result<u64> {
+    fn append(&mut self, p: &[u8]) -> io::Result<Lsn> {
         let a = self.0.append(p)?;
-        Ok(a.end - (FRAME_HEADER_LEN + p.len()) as u64)
+        Ok(Lsn(a.end.get() - (FRAME_HEADER_LEN + p.len()) as u64))
     }
     fn sync(&mut self) -> io::Result<()> {
         self.0.make_durable(self.0.written_lsn())
     }
-    fn next_lsn(&self) -> u64 {
+    fn next_lsn(&self) -> Lsn {
         self.0.written_lsn()
     }
 }
 
-fn write(dir: &MemDir, from: u64, n: u64, segment_size: u64, start_lsn: u64) -> (Writer, Vec<u64>) {
+fn write(dir: &MemDir, from: u64, n: u64, segment_size: u64, start_lsn: Lsn) -> (Writer, Vec<Lsn>) {
     let mut w = Writer::open(dir, start_lsn, segment_size);
     let lsns = (from..from + n)
         .map(|i| w.append(&payload(i)).unwrap())
@@ -46,7 +47,7 @@ fn write(dir: &MemDir, from: u64, n: u64, segment_size: u64, start_lsn: u64) -> 
     (w, lsns)
 }
 
-type Records = Vec<(u64, Vec<u8>)>;
+type Records = Vec<(Lsn, Vec<u8>)>;
 
 fn read_all(dir: &MemDir) -> Result<(Records, Recovered), LogError> {
     let mut got = Vec::new();
@@ -66,7 +67,7 @@ fn segments(dir: &MemDir) -> Vec<String> {
 #[test]
 fn records_survive_across_segments_and_reopen() {
     let dir = MemDir::new();
-    let (w, lsns) = write(&dir, 0, 300, 4096, 0);
+    let (w, lsns) = write(&dir, 0, 300, 4096, Lsn(0));
     assert!(segments(&dir).len() > 3, "small segments rotate");
     let (got, r) = read_all(&dir).unwrap();
     assert_eq!(got.len(), 300);
@@ -88,7 +89,7 @@ fn records_survive_across_segments_and_reopen() {
 #[test]
 fn torn_record_at_the_tail_is_cut() {
     let dir = MemDir::new();
-    let (mut w, _) = write(&dir, 0, 10, 1 << 20, 0);
+    let (mut w, _) = write(&dir, 0, 10, 1 << 20, Lsn(0));
     w.append(&payload(10)).unwrap(); // not synced
     let name = segments(&dir).pop().unwrap();
     dir.crash(|_, unsynced| unsynced / 2);
@@ -111,7 +112,7 @@ fn torn_record_at_the_tail_is_cut() {
 #[test]
 fn garbage_after_the_last_record_is_cut() {
     let dir = MemDir::new();
-    let (w, _) = write(&dir, 0, 10, 1 << 20, 0);
+    let (w, _) = write(&dir, 0, 10, 1 << 20, Lsn(0));
     drop(w);
     let name = segments(&dir).pop().unwrap();
     let valid = dir.read(&name).unwrap().len();
@@ -126,11 +127,11 @@ fn garbage_after_the_last_record_is_cut() {
 #[test]
 fn bad_crc_in_the_middle_stops_recovery_with_file_and_offset() {
     let dir = MemDir::new();
-    let (w, lsns) = write(&dir, 0, 10, 1 << 20, 0);
+    let (w, lsns) = write(&dir, 0, 10, 1 << 20, Lsn(0));
     drop(w);
     let name = segments(&dir).pop().unwrap();
     // Flip a payload byte of the fourth record.
-    let at = HEADER_LEN + (lsns[3] as usize) + 16;
+    let at = HEADER_LEN + (lsns[3].get() as usize) + 16;
     dir.with_file(&name, |d| d[at] ^= 0x40);
     let mut applied = 0;
     let err = recover(&dir, |_, _| {
@@ -141,7 +142,7 @@ fn bad_crc_in_the_middle_stops_recovery_with_file_and_offset() {
     match err {
         LogError::Corrupt { file, offset, .. } => {
             assert_eq!(file, name);
-            assert_eq!(offset, HEADER_LEN as u64 + lsns[3]);
+            assert_eq!(offset, HEADER_LEN as u64 + lsns[3].get());
         }
         e => panic!("unexpected {e}"),
     }
@@ -153,7 +154,7 @@ fn bad_crc_in_the_middle_stops_recovery_with_file_and_offset() {
 fn a_sealed_segment_cut_short_is_an_error() {
     // Cut inside a frame.
     let dir = MemDir::new();
-    drop(write(&dir, 0, 200, 4096, 0).0);
+    drop(write(&dir, 0, 200, 4096, Lsn(0)).0);
     let first = segments(&dir)[0].clone();
     dir.with_file(&first, |d| d.truncate(d.len() - 5));
     match read_all(&dir).unwrap_err() {
@@ -162,7 +163,7 @@ fn a_sealed_segment_cut_short_is_an_error() {
     }
     // Cut exactly at a frame boundary: the next segment no longer follows it.
     let dir = MemDir::new();
-    drop(write(&dir, 0, 200, 4096, 0).0);
+    drop(write(&dir, 0, 200, 4096, Lsn(0)).0);
     let first = segments(&dir)[0].clone();
     dir.with_file(&first, |d| d.truncate(HEADER_LEN + 16 + payload(0).len()));
     assert!(matches!(
@@ -174,7 +175,7 @@ fn a_sealed_segment_cut_short_is_an_error() {
 #[test]
 fn a_missing_segment_is_an_error() {
     let dir = MemDir::new();
-    drop(write(&dir, 0, 200, 4096, 0).0);
+    drop(write(&dir, 0, 200, 4096, Lsn(0)).0);
     let segs = segments(&dir);
     dir.remove(&segs[1]).unwrap();
     match read_all(&dir).unwrap_err() {
@@ -186,7 +187,7 @@ fn a_missing_segment_is_an_error() {
 #[test]
 fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
     let dir = MemDir::new();
-    drop(write(&dir, 0, 20, 1 << 20, 0).0);
+    drop(write(&dir, 0, 20, 1 << 20, Lsn(0)).0);
     let name = segments(&dir)[0].clone();
     dir.with_file(&name, |d| d[3] ^= 1);
     assert!(matches!(
@@ -195,7 +196,7 @@ fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
     ));
 
     let dir = MemDir::new();
-    let (w, _) = write(&dir, 0, 20, 1 << 20, 0);
+    let (w, _) = write(&dir, 0, 20, 1 << 20, Lsn(0));
     let end = w.next_lsn();
     drop(w);
     // A crash right after creating the next segment, mid-header.
@@ -210,7 +211,7 @@ fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
 #[test]
 fn failed_writes_and_syncs_are_reported() {
     let dir = MemDir::new();
-    let (mut w, _) = write(&dir, 0, 5, 1 << 20, 0);
+    let (mut w, _) = write(&dir, 0, 5, 1 << 20, Lsn(0));
     dir.set_faults(Faults {
         fail_appends_after: Some(0),
         fail_syncs_from: None,
@@ -242,7 +243,7 @@ fn random_crashes_keep_every_synced_record_and_only_written_ones() {
         let dir = MemDir::new();
         let mut written: Vec<Vec<u8>> = Vec::new();
         let mut synced = 0usize;
-        let mut next_lsn = 0;
+        let mut next_lsn = Lsn(0);
         // A few lives: write, crash, recover, continue.
         for _life in 0..3 {
             let mut w = Writer::open(&dir, next_lsn, 2048 + rnd(8192));

@@ -95,10 +95,10 @@ fn a_row_that_does_not_match_its_table_is_corruption() {
     )
     .unwrap();
     let bad = LogRecord::Commit {
-        tid: 3,
+        tid: Tid(3),
         writes: vec![RowImage {
             table_oid: 1,
-            rowid: 1,
+            rowid: RowId(1),
             after: Some(vec![0, 1, 2]),
         }],
     };

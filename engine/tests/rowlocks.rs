@@ -29,9 +29,9 @@ fn pack(t: &TableHandle, n: i64) -> Vec<u8> {
 fn lock(
     txn: &mut TxnHandle,
     t: &TableHandle,
-    rowid: u64,
+    rowid: RowId,
     sub: u32,
-) -> std::result::Result<u64, ()> {
+) -> std::result::Result<Tid, ()> {
     let start = Instant::now();
     loop {
         match txn.lock_row(t, rowid, sub).unwrap() {

@@ -114,7 +114,7 @@ fn redo_segments() -> TableIterator<
             let len = std::fs::metadata(std::path::Path::new(&dir).join(&s))
                 .map(|m| m.len() as i64)
                 .unwrap_or(0);
-            let start = memfdw_engine::redo::files::parse_segment_name(&s).unwrap_or(0);
+            let start = memfdw_engine::redo::files::parse_segment_name(&s).unwrap_or_default();
             (s, len, i == last, format!("{start:X}"))
         })
         .collect();

@@ -8,6 +8,7 @@ use crate::errors::{self, OrRaise};
 use crate::shmem::engine;
 use crate::types::{self, Packer};
 use crate::xact;
+use memfdw_engine::{RowId, Tid};
 use memfdw_engine::{TableHandle, WriteOutcome};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -172,7 +173,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
 ///
 /// # Safety
 /// `plan_slot` must be the ModifyTable's plan slot.
-unsafe fn target(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> (u64, u64) {
+unsafe fn target(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> (RowId, Tid) {
     // SAFETY: forwarded contract; ctid is a non-null tid datum.
     unsafe {
         let mut isnull = false;

@@ -13,6 +13,7 @@ use crate::shmem::engine;
 use crate::types::{self, Codec};
 use crate::xact;
 use memfdw_engine::{keys, Error, IndexScan, KeyBound, RowBatch, ScanCursor, TableHandle};
+use memfdw_engine::{RowId, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -310,7 +311,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
                 types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                 types::store_virtual(slot);
-                if *lock != LockPolicy::None && tid != 0 {
+                if *lock != LockPolicy::None && tid != Tid::NONE {
                     // Rows the statement will not touch are not locked.
                     if !qual_passes(node, slot) {
                         continue;
@@ -426,9 +427,9 @@ unsafe fn qual_passes(
 fn lock_row_waiting(
     table: &TableHandle,
     relid: u32,
-    rowid: u64,
+    rowid: RowId,
     policy: LockPolicy,
-) -> Option<(u64, bool)> {
+) -> Option<(Tid, bool)> {
     use memfdw_engine::RowLock;
     let sub = xact::current_stmt(false).sub;
     // Before the row lock: a waiter that sees the row lock finds this one held.

@@ -1,6 +1,7 @@
 //! PostgreSQL types and datums <-> engine column types and packed rows
 //! ("Pack" and "Unpack" in MOT's words).
 
+use memfdw_engine::RowId;
 use memfdw_engine::{ColumnDef, ColumnType, Error, RowLayout, TableDef};
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -311,16 +312,17 @@ pub unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
 
 /// Row ids travel through the executor as `ctid`: 47 bits of row id in the block
 /// number and a 1-based offset (offset 0 is invalid in an item pointer).
-pub fn rowid_to_ctid(rowid: u64, tid: &mut pg_sys::ItemPointerData) {
+pub fn rowid_to_ctid(rowid: RowId, tid: &mut pg_sys::ItemPointerData) {
+    let rowid = rowid.get();
     let block = (rowid >> 15) as u32;
     tid.ip_blkid.bi_hi = (block >> 16) as u16;
     tid.ip_blkid.bi_lo = (block & 0xffff) as u16;
     tid.ip_posid = ((rowid & 0x7fff) + 1) as u16;
 }
 
-pub fn ctid_to_rowid(tid: &pg_sys::ItemPointerData) -> u64 {
+pub fn ctid_to_rowid(tid: &pg_sys::ItemPointerData) -> RowId {
     let block = ((tid.ip_blkid.bi_hi as u64) << 16) | tid.ip_blkid.bi_lo as u64;
-    (block << 15) | (tid.ip_posid as u64 - 1)
+    RowId((block << 15) | (tid.ip_posid as u64 - 1))
 }
 
 /// Empties `slot` like `ExecClearTuple`, without a guarded call into PostgreSQL per

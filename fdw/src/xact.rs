@@ -13,6 +13,7 @@
 use crate::errors;
 use crate::shmem::engine;
 use memfdw_engine::{Error, Isolation, Stmt, TxnHandle};
+use memfdw_engine::{RowId, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -33,7 +34,7 @@ struct Backend {
     /// `ensure_holder_lock`).
     holder_locked: Vec<u32>,
     /// (relation, row id) -> version, for rows that UPDATE/DELETE scans returned.
-    fetched: HashMap<(u32, u64), u64>,
+    fetched: HashMap<(u32, RowId), Tid>,
 }
 
 thread_local! {
@@ -147,13 +148,13 @@ pub fn snapshot_isolation() -> bool {
     isolation() != Isolation::ReadCommitted
 }
 
-pub fn note_fetched(relid: u32, rowid: u64, tid: u64) {
+pub fn note_fetched(relid: u32, rowid: RowId, tid: Tid) {
     BACKEND.with(|b| {
         b.borrow_mut().fetched.insert((relid, rowid), tid);
     })
 }
 
-pub fn fetched_tid(relid: u32, rowid: u64) -> Option<u64> {
+pub fn fetched_tid(relid: u32, rowid: RowId) -> Option<Tid> {
     BACKEND.with(|b| b.borrow().fetched.get(&(relid, rowid)).copied())
 }
 
@@ -215,7 +216,7 @@ unsafe extern "C-unwind" fn xact_callback(
                 // SAFETY: reading a GUC variable.
                 let durable = unsafe { pg_sys::synchronous_commit }
                     != pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32;
-                let r: Result<u64, Error> = txn.commit_with(durable);
+                let r: Result<Tid, Error> = txn.commit_with(durable);
                 drop(txn);
                 if let Err(e) = r {
                     errors::raise(e);

@@ -13,6 +13,7 @@ pub use crate::redo::segment::{LoadedCheckpoint, Recovered, Truncation};
 pub use replayer::Replayer;
 
 use crate::engine::Engine;
+use crate::ids::Lsn;
 use crate::redo::checkpoint::{self, CheckpointError};
 use crate::redo::segment::{self, LogError};
 use crate::redo::storage::FsDir;
@@ -25,7 +26,7 @@ pub enum RecoveryError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("redo record at LSN {lsn:X}: {what}")]
-    Record { lsn: u64, what: String },
+    Record { lsn: Lsn, what: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("recovery was interrupted")]
@@ -80,7 +81,7 @@ pub fn recover_engine_with_progress(
         Err(CheckpointError::Interrupted) => return Err(RecoveryError::Interrupted),
         r => r?,
     };
-    let start = loaded.unwrap_or(0);
+    let start = loaded.unwrap_or_default();
     let checkpoint = loaded.map(|start_lsn| {
         let meta = std::fs::metadata(Path::new(dir).join(checkpoint::CHECKPOINT_FILE)).ok();
         LoadedCheckpoint {
@@ -112,7 +113,7 @@ pub fn recover_engine_with_progress(
                     failure = Some(RecoveryError::Interrupted);
                     return Err(LogError::Corrupt {
                         file: String::new(),
-                        offset: lsn,
+                        offset: lsn.get(),
                         what: "recovery interrupted",
                     });
                 }
@@ -122,7 +123,7 @@ pub fn recover_engine_with_progress(
                 // Stop reading: nothing after a bad record is applied.
                 return Err(LogError::Corrupt {
                     file: String::new(),
-                    offset: lsn,
+                    offset: lsn.get(),
                     what: "record could not be applied",
                 });
             }

@@ -10,6 +10,7 @@ use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
+use crate::ids::{RowId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::{commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART};
@@ -77,7 +78,7 @@ impl Engine {
             Arc::new(KeyIndex::new(shared, &t.def, &self.collector))
         };
         // Row ids are handed out densely from 1, so equal ranges hold similar counts.
-        let end = t.peek_next_rowid();
+        let end = t.peek_next_rowid().get();
         let per = end.div_ceil(threads.max(1) as u64).max(1);
         let ranges: Vec<(u64, u64)> = (0..end)
             .step_by(per as usize)
@@ -88,22 +89,23 @@ impl Engine {
             let res = epoch::with_guard(&self.collector, |g| {
                 let mut key = Vec::new();
                 let mut res = Ok(());
-                t.rows.scan_after(lo.checked_sub(1), g, |rowid, rec| {
-                    if rowid >= hi {
-                        return false;
-                    }
-                    // SAFETY: reached through the row index under guard `g`.
-                    let s = unsafe { rec.get() }.read(g);
-                    if let (false, Some(d)) = (s.absent(), s.data) {
-                        if let Err(e) = index.key_of(&t.layout, d, &mut key) {
-                            res = Err(e);
+                t.rows
+                    .scan_after(lo.checked_sub(1).map(RowId), g, |rowid, rec| {
+                        if rowid.get() >= hi {
                             return false;
                         }
-                        bytes += (KEY_ENTRY_BYTES + key.len()) as isize;
-                        index.insert(&key, rowid, rec, g);
-                    }
-                    true
-                });
+                        // SAFETY: reached through the row index under guard `g`.
+                        let s = unsafe { rec.get() }.read(g);
+                        if let (false, Some(d)) = (s.absent(), s.data) {
+                            if let Err(e) = index.key_of(&t.layout, d, &mut key) {
+                                res = Err(e);
+                                return false;
+                            }
+                            bytes += (KEY_ENTRY_BYTES + key.len()) as isize;
+                            index.insert(&key, rowid, rec, g);
+                        }
+                        true
+                    });
                 res
             });
             self.account(bytes);
@@ -125,8 +127,8 @@ impl Engine {
     fn apply_row(
         &'static self,
         t: &TableHandle,
-        rowid: u64,
-        tid: u64,
+        rowid: RowId,
+        tid: Tid,
         after: Option<&[u8]>,
     ) -> Result<()> {
         let row = RowRef {
@@ -253,7 +255,7 @@ impl Engine {
         // SAFETY: reached through the index under guard `g`.
         let rec = unsafe { r.get() };
         let old_v = rec.lock();
-        if old_v & TID_MASK >= tid {
+        if old_v & TID_MASK >= tid.get() {
             rec.unlock();
             return Ok(());
         }
@@ -319,7 +321,7 @@ struct Current {
     oid: u32,
     table: Option<TableHandle>,
     indexes: Arc<[Arc<KeyIndex>]>,
-    max_rowid: u64,
+    max_rowid: RowId,
     rows: i64,
     data_bytes: i64,
 }
@@ -335,7 +337,7 @@ impl Current {
             oid,
             table,
             indexes,
-            max_rowid: 0,
+            max_rowid: RowId(0),
             rows: 0,
             data_bytes: 0,
         }
@@ -343,7 +345,7 @@ impl Current {
 
     fn flush(self) {
         if let Some(t) = &self.table {
-            if self.max_rowid > 0 {
+            if self.max_rowid > RowId(0) {
                 t.observe_rowid(self.max_rowid);
             }
             t.account(self.rows, self.data_bytes);
@@ -369,7 +371,7 @@ pub struct Replayer {
     /// Commit parts waiting for their commit record (copies: they may span segments),
     /// and their TID.
     parts: Vec<Vec<u8>>,
-    parts_tid: u64,
+    parts_tid: Tid,
     /// Small commit records waiting to be applied together: their payloads, one after
     /// the other (copies), where each ends, and how many rows they hold. A row that
     /// does not match its table is reported at the record whose arrival applied them.
@@ -386,7 +388,7 @@ impl Replayer {
             engine,
             threads: threads.max(1),
             parts: Vec::new(),
-            parts_tid: 0,
+            parts_tid: Tid::NONE,
             small: Vec::new(),
             small_ends: Vec::new(),
             small_rows: 0,

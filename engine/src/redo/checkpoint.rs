@@ -19,6 +19,7 @@ use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
 use super::shared::SharedLog;
 use super::RedoSink;
 use crate::engine::Engine;
+use crate::ids::Lsn;
 use crate::scope;
 use crate::txn::{RowBatch, ScanCursor};
 use std::io::{self, Write};
@@ -33,7 +34,7 @@ const ROWS_PER_FRAME: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointInfo {
-    pub start_lsn: u64,
+    pub start_lsn: Lsn,
     pub tables: usize,
     pub rows: u64,
     pub bytes: u64,
@@ -181,7 +182,7 @@ pub fn load_checkpoint(
     replayer: &mut crate::recovery::Replayer,
     dir: &str,
     tick: &mut dyn FnMut(u64, u64) -> bool,
-) -> Result<Option<u64>, CheckpointError> {
+) -> Result<Option<Lsn>, CheckpointError> {
     let dir = Path::new(dir);
     let _ = std::fs::remove_file(dir.join(TMP_FILE));
     let path = dir.join(CHECKPOINT_FILE);

@@ -8,6 +8,7 @@
 //! The CRC covers the first 24 bytes.
 
 use super::storage::LogDir;
+use crate::ids::Lsn;
 use std::io;
 use std::path::Path;
 
@@ -15,11 +16,11 @@ pub const HEADER_LEN: usize = 32;
 const SEGMENT_SUFFIX: &str = ".redo";
 
 /// The header of a file of kind `magic`, format `version`, starting at `start_lsn`.
-pub(crate) fn file_header(magic: &[u8; 8], version: u32, start_lsn: u64) -> [u8; HEADER_LEN] {
+pub(crate) fn file_header(magic: &[u8; 8], version: u32, start_lsn: Lsn) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&version.to_le_bytes());
-    h[16..24].copy_from_slice(&start_lsn.to_le_bytes());
+    h[16..24].copy_from_slice(&start_lsn.get().to_le_bytes());
     let crc = crc32fast::hash(&h[..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
@@ -27,28 +28,28 @@ pub(crate) fn file_header(magic: &[u8; 8], version: u32, start_lsn: u64) -> [u8;
 
 /// The start LSN of a valid header of kind `magic`, format `version`, at the start of
 /// `data`; None if there is none.
-pub(crate) fn read_header(data: &[u8], magic: &[u8; 8], version: u32) -> Option<u64> {
+pub(crate) fn read_header(data: &[u8], magic: &[u8; 8], version: u32) -> Option<Lsn> {
     let h = data.get(..HEADER_LEN)?;
-    let start = u64::from_le_bytes(h[16..24].try_into().unwrap());
+    let start = Lsn(u64::from_le_bytes(h[16..24].try_into().unwrap()));
     (h == file_header(magic, version, start)).then_some(start)
 }
 
-pub fn segment_name(start_lsn: u64) -> String {
-    format!("{start_lsn:016X}{SEGMENT_SUFFIX}")
+pub fn segment_name(start_lsn: Lsn) -> String {
+    format!("{:016X}{SEGMENT_SUFFIX}", start_lsn.get())
 }
 
 /// The start LSN a segment's name gives, if `name` is a segment's.
-pub fn parse_segment_name(name: &str) -> Option<u64> {
+pub fn parse_segment_name(name: &str) -> Option<Lsn> {
     let hex = name.strip_suffix(SEGMENT_SUFFIX)?;
     if hex.len() != 16 {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16).ok().map(Lsn)
 }
 
 /// The segments in `dir`, (start LSN, name) in LSN order.
-pub fn list_segments(dir: &dyn LogDir) -> io::Result<Vec<(u64, String)>> {
-    let mut segs: Vec<(u64, String)> = dir
+pub fn list_segments(dir: &dyn LogDir) -> io::Result<Vec<(Lsn, String)>> {
+    let mut segs: Vec<(Lsn, String)> = dir
         .list()?
         .into_iter()
         .filter_map(|n| parse_segment_name(&n).map(|l| (l, n)))
@@ -74,11 +75,11 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 pub(crate) struct SegmentName([u8; 21]);
 
 impl SegmentName {
-    pub fn new(start_lsn: u64) -> SegmentName {
+    pub fn new(start_lsn: Lsn) -> SegmentName {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut b = [0u8; 21];
         for (i, c) in b[..16].iter_mut().enumerate() {
-            *c = HEX[(start_lsn >> (60 - 4 * i)) as usize & 0xF];
+            *c = HEX[(start_lsn.get() >> (60 - 4 * i)) as usize & 0xF];
         }
         b[16..].copy_from_slice(SEGMENT_SUFFIX.as_bytes());
         SegmentName(b)
@@ -98,7 +99,7 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip() {
-        for lsn in [0, 1, 0xABCDEF, u64::MAX] {
+        for lsn in [0, 1, 0xABCDEF, u64::MAX].map(Lsn) {
             assert_eq!(&*SegmentName::new(lsn), segment_name(lsn));
             assert_eq!(parse_segment_name(&segment_name(lsn)), Some(lsn));
         }
@@ -108,8 +109,8 @@ mod tests {
 
     #[test]
     fn headers_are_checked_whole() {
-        let h = file_header(b"MEMFDWLG", 2, 77);
-        assert_eq!(read_header(&h, b"MEMFDWLG", 2), Some(77));
+        let h = file_header(b"MEMFDWLG", 2, Lsn(77));
+        assert_eq!(read_header(&h, b"MEMFDWLG", 2), Some(Lsn(77)));
         assert_eq!(read_header(&h, b"MEMFDWCP", 2), None);
         assert_eq!(read_header(&h, b"MEMFDWLG", 3), None);
         assert_eq!(read_header(&h[..31], b"MEMFDWLG", 2), None);

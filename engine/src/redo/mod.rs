@@ -8,6 +8,8 @@
 //! released, waits until the record is durable. [`shared::SharedLog`] is the
 //! implementation used by PostgreSQL backends.
 
+use crate::ids::Lsn;
+
 pub mod checkpoint;
 pub mod files;
 pub mod payload;
@@ -19,7 +21,7 @@ pub mod storage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     /// LSN just past the record.
-    pub end: u64,
+    pub end: Lsn,
     /// Checkpoint phase (see `shared::SharedLog::begin_checkpoint`).
     pub phase: usize,
 }
@@ -52,5 +54,5 @@ pub trait RedoSink: Send + Sync {
     /// every record appended before it started to reach this point).
     fn installed(&self, _phase: usize) {}
     /// Returns once everything up to `upto` is durable.
-    fn make_durable(&self, upto: u64) -> std::io::Result<()>;
+    fn make_durable(&self, upto: Lsn) -> std::io::Result<()>;
 }

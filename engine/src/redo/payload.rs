@@ -21,12 +21,13 @@
 //! inconsistency; it never panics on bad input.
 
 use crate::catalog::{ColumnDef, ColumnType, TableDef};
+use crate::ids::{RowId, Tid};
 use crate::index::IndexDef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowImage {
     pub table_oid: u32,
-    pub rowid: u64,
+    pub rowid: RowId,
     /// The row's packed bytes, or None for a delete.
     pub after: Option<Vec<u8>>,
 }
@@ -34,7 +35,7 @@ pub struct RowImage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRecord {
     Commit {
-        tid: u64,
+        tid: Tid,
         writes: Vec<RowImage>,
     },
     CreateTable {
@@ -55,7 +56,7 @@ pub enum LogRecord {
     /// Committed rows of one table with their TIDs (checkpoints only).
     Rows {
         table_oid: u32,
-        rows: Vec<(u64, u64, Vec<u8>)>,
+        rows: Vec<(RowId, Tid, Vec<u8>)>,
     },
 }
 
@@ -82,7 +83,7 @@ const COMMIT_HEADER_LEN: usize = 1 + 8 + 4;
 /// documentation). The one encoder of commit records, used by the commit path and by
 /// [`LogRecord::encode`].
 pub struct CommitRecords {
-    tid: u64,
+    tid: Tid,
     max: usize,
     /// Finished parts, then the one being filled.
     parts: Vec<Vec<u8>>,
@@ -92,7 +93,7 @@ pub struct CommitRecords {
 }
 
 impl CommitRecords {
-    pub fn new(tid: u64, max: usize) -> CommitRecords {
+    pub fn new(tid: Tid, max: usize) -> CommitRecords {
         let mut r = CommitRecords {
             tid,
             max,
@@ -107,7 +108,7 @@ impl CommitRecords {
     fn start_part(&mut self) {
         let mut out = Vec::with_capacity(64 << 10);
         out.push(COMMIT_PART);
-        out.extend_from_slice(&self.tid.to_le_bytes());
+        out.extend_from_slice(&self.tid.get().to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         self.parts.push(out);
         self.count = 0;
@@ -120,7 +121,7 @@ impl CommitRecords {
     }
 
     /// Adds the after-image of row `rowid` of table `table_oid` (None: deleted).
-    pub fn push(&mut self, table_oid: u32, rowid: u64, after: Option<&[u8]>) {
+    pub fn push(&mut self, table_oid: u32, rowid: RowId, after: Option<&[u8]>) {
         self.write.clear();
         encode_write(&mut self.write, table_oid, rowid, after);
         let cur = self.parts.last().expect("started");
@@ -143,10 +144,10 @@ impl CommitRecords {
 }
 
 /// The TID of a commit or commit-part payload.
-pub fn commit_tid(b: &[u8]) -> Option<u64> {
+pub fn commit_tid(b: &[u8]) -> Option<Tid> {
     match b.first() {
         Some(&COMMIT) | Some(&COMMIT_PART) if b.len() >= 9 => {
-            Some(u64::from_le_bytes(b[1..9].try_into().unwrap()))
+            Some(Tid(u64::from_le_bytes(b[1..9].try_into().unwrap())))
         }
         _ => None,
     }
@@ -156,8 +157,8 @@ pub fn commit_tid(b: &[u8]) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowRef<'a> {
     pub table_oid: u32,
-    pub rowid: u64,
-    pub tid: u64,
+    pub rowid: RowId,
+    pub tid: Tid,
     /// The row's packed bytes, or None for a delete.
     pub after: Option<&'a [u8]>,
 }
@@ -169,7 +170,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
     let mut r = Reader { b, pos: 0 };
     let rows = match r.u8()? {
         COMMIT | COMMIT_PART => {
-            let tid = r.u64()?;
+            let tid = Tid(r.u64()?);
             let n = r.u32()? as usize;
             if n > b.len() / 13 {
                 return Err(DecodeError("write count exceeds record"));
@@ -177,7 +178,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
             let mut rows = Vec::with_capacity(n);
             for _ in 0..n {
                 let table_oid = r.u32()?;
-                let rowid = r.u64()?;
+                let rowid = RowId(r.u64()?);
                 let after = match r.u8()? {
                     0 => {
                         let len = r.u32()? as usize;
@@ -203,8 +204,8 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
             }
             let mut rows = Vec::with_capacity(n);
             for _ in 0..n {
-                let rowid = r.u64()?;
-                let tid = r.u64()?;
+                let rowid = RowId(r.u64()?);
+                let tid = Tid(r.u64()?);
                 let len = r.u32()? as usize;
                 rows.push(RowRef {
                     table_oid,
@@ -335,8 +336,8 @@ impl LogRecord {
                 out.extend_from_slice(&table_oid.to_le_bytes());
                 out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
                 for (rowid, tid, bytes) in rows {
-                    out.extend_from_slice(&rowid.to_le_bytes());
-                    out.extend_from_slice(&tid.to_le_bytes());
+                    out.extend_from_slice(&rowid.get().to_le_bytes());
+                    out.extend_from_slice(&tid.get().to_le_bytes());
                     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                     out.extend_from_slice(bytes);
                 }
@@ -440,9 +441,9 @@ impl LogRecord {
 }
 
 /// Appends one row image of a commit record.
-fn encode_write(out: &mut Vec<u8>, table_oid: u32, rowid: u64, after: Option<&[u8]>) {
+fn encode_write(out: &mut Vec<u8>, table_oid: u32, rowid: RowId, after: Option<&[u8]>) {
     out.extend_from_slice(&table_oid.to_le_bytes());
-    out.extend_from_slice(&rowid.to_le_bytes());
+    out.extend_from_slice(&rowid.get().to_le_bytes());
     match after {
         Some(bytes) => {
             out.push(0);
@@ -496,21 +497,21 @@ mod tests {
     fn samples() -> Vec<LogRecord> {
         vec![
             LogRecord::Commit {
-                tid: 42,
+                tid: Tid(42),
                 writes: vec![
                     RowImage {
                         table_oid: 7,
-                        rowid: 1,
+                        rowid: RowId(1),
                         after: Some(vec![1, 2, 3]),
                     },
                     RowImage {
                         table_oid: 7,
-                        rowid: 2,
+                        rowid: RowId(2),
                         after: None,
                     },
                     RowImage {
                         table_oid: 9,
-                        rowid: u64::MAX,
+                        rowid: RowId(u64::MAX),
                         after: Some(vec![]),
                     },
                 ],
@@ -545,7 +546,7 @@ mod tests {
             },
             LogRecord::Rows {
                 table_oid: 3,
-                rows: vec![(1, 10, vec![1, 2]), (5, 11, vec![])],
+                rows: vec![(RowId(1), Tid(10), vec![1, 2]), (RowId(5), Tid(11), vec![])],
             },
         ]
     }

@@ -21,6 +21,7 @@
 
 use super::files::{file_header, list_segments, segment_name, HEADER_LEN};
 use super::storage::LogDir;
+use crate::ids::Lsn;
 use std::io;
 
 const MAGIC: &[u8; 8] = b"MEMFDWLG";
@@ -44,8 +45,8 @@ pub enum LogError {
     #[error("redo log segment missing: {file} should start at LSN {expected:X}, found {found:X}")]
     MissingSegment {
         file: String,
-        expected: u64,
-        found: u64,
+        expected: Lsn,
+        found: Lsn,
     },
     #[error("redo record of {0} bytes is too large")]
     TooLarge(usize),
@@ -63,7 +64,7 @@ pub struct Truncation {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovered {
     /// LSN after the last valid frame: where the log continues.
-    pub end_lsn: u64,
+    pub end_lsn: Lsn,
     pub records: u64,
     pub segments: usize,
     pub truncated: Option<Truncation>,
@@ -77,14 +78,14 @@ pub struct Recovered {
 /// The checkpoint file recovery loaded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoadedCheckpoint {
-    pub start_lsn: u64,
+    pub start_lsn: Lsn,
     pub bytes: u64,
     /// When the file was written (its modification time), Unix milliseconds.
     pub unix_ms: u64,
 }
 
 /// Creates the segment starting at `start_lsn`: its header, durably.
-pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: u64) -> io::Result<()> {
+pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: Lsn) -> io::Result<()> {
     let name = segment_name(start_lsn);
     dir.create(&name)?;
     dir.write_at(&name, 0, &file_header(MAGIC, VERSION, start_lsn))?;
@@ -99,7 +100,8 @@ fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends `payload` framed at `lsn` to `out`.
+/// Appends `payload` framed at position `lsn` to `out` (a log frame's LSN, or a
+/// checkpoint frame's sequence number).
 pub fn encode_frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
     let len = payload.len() as u32;
     out.extend_from_slice(&len.to_le_bytes());
@@ -134,23 +136,23 @@ pub(crate) fn frame_at(data: &[u8], pos: usize, lsn: u64) -> Option<usize> {
 
 /// True if some valid frame starts after `pos` in `data` (segment starting at
 /// `seg_lsn`): then a bad frame at `pos` is corruption, not a torn tail.
-fn valid_frame_after(data: &[u8], pos: usize, seg_lsn: u64) -> bool {
+fn valid_frame_after(data: &[u8], pos: usize, seg_lsn: Lsn) -> bool {
     (pos + 1..data.len().saturating_sub(FRAME_HEADER_LEN - 1))
-        .any(|p| frame_at(data, p, seg_lsn + (p - HEADER_LEN) as u64).is_some())
+        .any(|p| frame_at(data, p, seg_lsn.get() + (p - HEADER_LEN) as u64).is_some())
 }
 
 /// Reads every segment of `dir` in order, calls `apply(lsn, payload)` for each valid
 /// record, cuts a torn tail, and deletes an empty torn last segment.
 pub fn recover(
     dir: &dyn LogDir,
-    mut apply: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
+    mut apply: impl FnMut(Lsn, &[u8]) -> Result<(), LogError>,
 ) -> Result<Recovered, LogError> {
     let segs = list_segments(dir)?;
     let mut out = Recovered {
         segments: segs.len(),
         ..Recovered::default()
     };
-    let mut expected: Option<u64> = None;
+    let mut expected: Option<Lsn> = None;
     let last = segs.len().saturating_sub(1);
     for (i, (start, name)) in segs.iter().enumerate() {
         let is_last = i == last;
@@ -182,8 +184,8 @@ pub fn recover(
         }
         let mut pos = HEADER_LEN;
         while pos < data.len() {
-            let lsn = start + (pos - HEADER_LEN) as u64;
-            match frame_at(&data, pos, lsn) {
+            let lsn = start.plus((pos - HEADER_LEN) as u64);
+            match frame_at(&data, pos, lsn.get()) {
                 Some(len) => {
                     apply(
                         lsn,
@@ -209,7 +211,7 @@ pub fn recover(
                 }
             }
         }
-        let end = start + (pos - HEADER_LEN) as u64;
+        let end = start.plus((pos - HEADER_LEN) as u64);
         expected = Some(end);
         out.end_lsn = end;
     }

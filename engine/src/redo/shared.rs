@@ -19,14 +19,15 @@ use super::files::{SegmentName, HEADER_LEN};
 use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN};
 use super::storage::{FsDir, LogDir};
 use super::{Appended, RedoSink};
+use crate::ids::Lsn;
 use crate::scope;
 use crate::sync::SpinLock;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 struct LogState {
-    seg_start: u64,
-    next_lsn: u64,
+    seg_start: Lsn,
+    next_lsn: Lsn,
 }
 
 pub struct SharedLog {
@@ -62,7 +63,7 @@ pub struct SharedLog {
 /// What the last completed checkpoint was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LastCheckpoint {
-    pub start_lsn: u64,
+    pub start_lsn: Lsn,
     pub unix_ms: u64,
     pub bytes: u64,
     pub duration_ms: u64,
@@ -71,7 +72,7 @@ pub struct LastCheckpoint {
 impl SharedLog {
     /// Starts the log in directory `path` at `next_lsn` (where recovery ended) with a
     /// new segment. Call inside an engine scope so the log lives in the arena.
-    pub fn start(path: &str, next_lsn: u64, segment_size: u64) -> io::Result<Box<SharedLog>> {
+    pub fn start(path: &str, next_lsn: Lsn, segment_size: u64) -> io::Result<Box<SharedLog>> {
         let dir = Box::new(FsDir::open(path)?);
         Self::open(dir, next_lsn, segment_size)
     }
@@ -80,7 +81,7 @@ impl SharedLog {
     /// 4 KiB).
     pub fn open(
         dir: Box<dyn LogDir>,
-        next_lsn: u64,
+        next_lsn: Lsn,
         segment_size: u64,
     ) -> io::Result<Box<SharedLog>> {
         scope::outside(|| create_segment(&*dir, next_lsn))?;
@@ -96,13 +97,13 @@ impl SharedLog {
                 seg_start: next_lsn,
                 next_lsn,
             }),
-            flushed: AtomicU64::new(next_lsn),
+            flushed: AtomicU64::new(next_lsn.get()),
             syncing: AtomicU32::new(0),
             sync_done: AtomicU32::new(0),
             phase: AtomicUsize::new(0),
             installing: [AtomicU64::new(0), AtomicU64::new(0)],
             checkpointing: AtomicBool::new(false),
-            last_checkpoint: AtomicU64::new(next_lsn),
+            last_checkpoint: AtomicU64::new(next_lsn.get()),
             appends: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             last_checkpoint_at_ms: AtomicU64::new(0),
@@ -127,7 +128,7 @@ impl SharedLog {
     /// Starts a checkpoint: returns its start LSN and the phase of the records
     /// appended before it, or None if a checkpoint is already running.
     /// [`SharedLog::wait_installed`] and [`SharedLog::end_checkpoint`] must follow.
-    pub fn begin_checkpoint(&self) -> Option<(u64, usize)> {
+    pub fn begin_checkpoint(&self) -> Option<(Lsn, usize)> {
         if self.checkpointing.swap(true, Ordering::AcqRel) {
             return None;
         }
@@ -148,8 +149,8 @@ impl SharedLog {
     }
 
     /// One sync by the process holding `syncing`.
-    fn sync_once(&self, upto: u64) -> io::Result<()> {
-        if self.flushed.load(Ordering::Acquire) >= upto {
+    fn sync_once(&self, upto: Lsn) -> io::Result<()> {
+        if self.flushed_lsn() >= upto {
             return Ok(());
         }
         let (seg, written) = {
@@ -158,12 +159,12 @@ impl SharedLog {
         };
         if upto <= seg {
             // Its segment was sealed, and synced, by a rotation.
-            self.flushed.fetch_max(seg, Ordering::AcqRel);
+            self.flushed.fetch_max(seg.get(), Ordering::AcqRel);
             return Ok(());
         }
         self.dir.sync(&SegmentName::new(seg))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.flushed.fetch_max(written, Ordering::AcqRel);
+        self.flushed.fetch_max(written.get(), Ordering::AcqRel);
         Ok(())
     }
 
@@ -176,17 +177,17 @@ impl SharedLog {
     }
 
     /// LSN just past everything appended so far.
-    pub fn written_lsn(&self) -> u64 {
+    pub fn written_lsn(&self) -> Lsn {
         self.state.lock().next_lsn
     }
 
     /// Log bytes written since the last completed checkpoint started.
     pub fn bytes_since_checkpoint(&self) -> u64 {
         let next = self.state.lock().next_lsn;
-        next.saturating_sub(self.last_checkpoint.load(Ordering::Acquire))
+        next.since(Lsn(self.last_checkpoint.load(Ordering::Acquire)))
     }
 
-    pub(crate) fn checkpoint_done(&self, start_lsn: u64, bytes: u64, seconds: f64) {
+    pub(crate) fn checkpoint_done(&self, start_lsn: Lsn, bytes: u64, seconds: f64) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -195,7 +196,8 @@ impl SharedLog {
         self.last_checkpoint_ms
             .store((seconds * 1000.0) as u64, Ordering::Relaxed);
         self.last_checkpoint_at_ms.store(now, Ordering::Relaxed);
-        self.last_checkpoint.fetch_max(start_lsn, Ordering::AcqRel);
+        self.last_checkpoint
+            .fetch_max(start_lsn.get(), Ordering::AcqRel);
     }
 
     /// Makes the checkpoint recovery loaded (None: there was none) the last one: the log
@@ -203,7 +205,8 @@ impl SharedLog {
     /// the next one completes (its duration is not known: 0).
     pub fn restore_checkpoint_info(&self, loaded: Option<segment::LoadedCheckpoint>) {
         let c = loaded.unwrap_or_default();
-        self.last_checkpoint.store(c.start_lsn, Ordering::Release);
+        self.last_checkpoint
+            .store(c.start_lsn.get(), Ordering::Release);
         self.last_checkpoint_bytes.store(c.bytes, Ordering::Relaxed);
         self.last_checkpoint_ms.store(0, Ordering::Relaxed);
         self.last_checkpoint_at_ms
@@ -214,7 +217,7 @@ impl SharedLog {
     pub fn last_checkpoint(&self) -> Option<LastCheckpoint> {
         let unix_ms = self.last_checkpoint_at_ms.load(Ordering::Relaxed);
         (unix_ms != 0).then(|| LastCheckpoint {
-            start_lsn: self.last_checkpoint.load(Ordering::Acquire),
+            start_lsn: Lsn(self.last_checkpoint.load(Ordering::Acquire)),
             unix_ms,
             bytes: self.last_checkpoint_bytes.load(Ordering::Relaxed),
             duration_ms: self.last_checkpoint_ms.load(Ordering::Relaxed),
@@ -231,8 +234,8 @@ impl SharedLog {
     }
 
     /// LSN up to which the log is durable.
-    pub fn flushed_lsn(&self) -> u64 {
-        self.flushed.load(Ordering::Acquire)
+    pub fn flushed_lsn(&self) -> Lsn {
+        Lsn(self.flushed.load(Ordering::Acquire))
     }
 }
 
@@ -257,22 +260,22 @@ impl RedoSink for SharedLog {
             let mut st = self.state.lock();
             for payload in parts {
                 let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-                let used = HEADER_LEN as u64 + (st.next_lsn - st.seg_start);
+                let used = HEADER_LEN as u64 + st.next_lsn.since(st.seg_start);
                 if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
                     // Seal the current segment: it must be complete before a later one
                     // holds anything.
                     self.dir.sync(&SegmentName::new(st.seg_start))?;
-                    self.flushed.fetch_max(st.next_lsn, Ordering::AcqRel);
+                    self.flushed.fetch_max(st.next_lsn.get(), Ordering::AcqRel);
                     create_segment(&*self.dir, st.next_lsn)?;
                     st.seg_start = st.next_lsn;
                 }
                 let lsn = st.next_lsn;
                 buf.clear();
-                encode_frame(&mut buf, lsn, payload);
-                let offset = HEADER_LEN as u64 + (lsn - st.seg_start);
+                encode_frame(&mut buf, lsn.get(), payload);
+                let offset = HEADER_LEN as u64 + lsn.since(st.seg_start);
                 self.dir
                     .write_at(&SegmentName::new(st.seg_start), offset, &buf)?;
-                st.next_lsn += frame_len;
+                st.next_lsn = st.next_lsn.plus(frame_len);
             }
             let phase = self.phase.load(Ordering::Relaxed);
             self.installing[phase].fetch_add(1, Ordering::AcqRel);
@@ -288,9 +291,9 @@ impl RedoSink for SharedLog {
         self.installing[phase].fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn make_durable(&self, upto: u64) -> io::Result<()> {
+    fn make_durable(&self, upto: Lsn) -> io::Result<()> {
         scope::outside(|| loop {
-            if self.flushed.load(Ordering::Acquire) >= upto {
+            if self.flushed_lsn() >= upto {
                 return Ok(());
             }
             let done = self.sync_done.load(Ordering::Acquire);
@@ -300,7 +303,7 @@ impl RedoSink for SharedLog {
                 .is_err()
             {
                 // Another process is syncing: sleep until it is done, then look again.
-                if self.flushed.load(Ordering::Acquire) < upto {
+                if self.flushed_lsn() < upto {
                     crate::sync::futex_wait(
                         &self.sync_done,
                         done,

@@ -38,6 +38,7 @@ use crate::engine::Engine;
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Garbage, Retired};
+use crate::ids::{Lsn, RowId, Tid};
 use crate::index::{KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::payload::CommitRecords;
@@ -51,7 +52,7 @@ use std::sync::Arc;
 impl Txn {
     /// Commits: runs the phases, then (if `durable`) waits until the redo record is
     /// durable. Returns the commit TID (0 if nothing was written).
-    pub(super) fn commit(&mut self, durable: bool) -> Result<u64> {
+    pub(super) fn commit(&mut self, durable: bool) -> Result<Tid> {
         if !self.active {
             return Err(Error::TxnNotActive);
         }
@@ -81,10 +82,10 @@ impl Txn {
     }
 
     /// A transaction without writes: validate its reads, release its row locks.
-    fn commit_read_only(&mut self) -> Result<u64> {
+    fn commit_read_only(&mut self) -> Result<Tid> {
         if self.iso == Isolation::ReadCommitted && self.row_locks.is_empty() {
             self.active = false;
-            return Ok(0);
+            return Ok(Tid::NONE);
         }
         let valid = epoch::with_guard(&self.engine.collector, |g| {
             let v = self.validate_reads(g);
@@ -92,12 +93,12 @@ impl Txn {
             v
         });
         self.active = false;
-        valid.map(|_| 0)
+        valid.map(|_| Tid::NONE)
     }
 }
 
 /// Phase 12: returns once the record ending at `log_end` is durable.
-fn make_durable(engine: &Engine, log_end: Option<u64>) -> Result<()> {
+fn make_durable(engine: &Engine, log_end: Option<Lsn>) -> Result<()> {
     if let (Some(sink), Some(end)) = (engine.sink(), log_end) {
         sink.make_durable(end)
             .map_err(|e| Error::NotDurable(e.to_string()))?;
@@ -111,7 +112,7 @@ struct Link {
     table: usize,
     index: usize,
     key: Vec<u8>,
-    rowid: u64,
+    rowid: RowId,
 }
 
 /// A commit in progress, under one epoch guard. It records what the phases have done
@@ -151,7 +152,7 @@ impl<'t, 'g> Commit<'t, 'g> {
     }
 
     /// The protocol; returns the commit TID and where its redo record ends.
-    fn run(mut self) -> Result<(u64, Option<u64>)> {
+    fn run(mut self) -> Result<(Tid, Option<Lsn>)> {
         self.lock_key_stripes()?;
         self.find_records()?;
         self.lock_write_set();
@@ -278,7 +279,7 @@ impl<'t, 'g> Commit<'t, 'g> {
     }
 
     /// Phase 7.
-    fn take_tid(&self) -> u64 {
+    fn take_tid(&self) -> Tid {
         self.txn.engine.next_commit_tid()
     }
 
@@ -293,7 +294,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                 if v & ABSENT_BIT != 0 {
                     return Err(Error::Conflict(AbortReason::RowDeleted));
                 }
-                if v & TID_MASK != read_tid {
+                if v & TID_MASK != read_tid.get() {
                     return Err(Error::Conflict(AbortReason::WriteConflict));
                 }
             }
@@ -311,7 +312,7 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// Phase 10: the commit record (or its parts, see [`CommitRecords`]), encoded and
     /// appended in private memory.
-    fn append_redo(&self, tid: u64) -> Result<Option<Appended>> {
+    fn append_redo(&self, tid: Tid) -> Result<Option<Appended>> {
         let txn = &*self.txn;
         let Some(sink) = txn.engine.sink() else {
             return Ok(None);
@@ -333,7 +334,7 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// Phase 11: install every entry and unlock it; unlink the keys rows no longer
     /// have, deleted rows, and retire what was replaced. Cannot fail.
-    fn install(&mut self, tid: u64, logged: Option<Appended>) {
+    fn install(&mut self, tid: Tid, logged: Option<Appended>) {
         let txn = &mut *self.txn;
         let (engine, g) = (txn.engine, self.g);
         let mut garbage = Garbage::default();
@@ -350,9 +351,9 @@ impl<'t, 'g> Commit<'t, 'g> {
                 self.idx[e.table][n].remove(&key, e.rowid, g);
                 engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
             }
-            table.last_write_tid.fetch_max(tid, AcqRel);
+            table.last_write_tid.fetch_max(tid.get(), AcqRel);
             if e.origin == Origin::Inserted && !e.newest.data.is_null() {
-                table.last_insert_tid.fetch_max(tid, AcqRel);
+                table.last_insert_tid.fetch_max(tid.get(), AcqRel);
             }
             let size = |p: *mut u8| {
                 if p.is_null() {
@@ -379,7 +380,9 @@ impl<'t, 'g> Commit<'t, 'g> {
         self.locked = 0;
         // Rows that moved into an index range count as inserts for phantom checks.
         for l in std::mem::take(&mut self.links) {
-            txn.tables[l.table].last_insert_tid.fetch_max(tid, AcqRel);
+            txn.tables[l.table]
+                .last_insert_tid
+                .fetch_max(tid.get(), AcqRel);
         }
         garbage.retire(engine, g);
         if let (Some(sink), Some(a)) = (engine.sink(), logged) {

@@ -4,6 +4,7 @@
 use super::{IndexScan, Isolation, RowBatch, RowLock, ScanCursor, Stmt, Txn, WriteOutcome};
 use crate::engine::TableHandle;
 use crate::error::{Error, Result};
+use crate::ids::{RowId, Tid};
 use crate::index::IndexDef;
 use crate::scope;
 use std::time::Duration;
@@ -45,7 +46,7 @@ impl TxnHandle {
     }
 
     /// Inserts a packed row; returns its row id.
-    pub fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
+    pub fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
         let _s = scope::enter();
         self.check_active()?;
         self.txn().insert(t, row, stmt)
@@ -55,8 +56,8 @@ impl TxnHandle {
     pub fn update(
         &mut self,
         t: &TableHandle,
-        rowid: u64,
-        expected: u64,
+        rowid: RowId,
+        expected: Tid,
         row: &[u8],
         stmt: Stmt,
     ) -> Result<WriteOutcome> {
@@ -69,8 +70,8 @@ impl TxnHandle {
     pub fn delete(
         &mut self,
         t: &TableHandle,
-        rowid: u64,
-        expected: u64,
+        rowid: RowId,
+        expected: Tid,
         stmt: Stmt,
     ) -> Result<WriteOutcome> {
         let _s = scope::enter();
@@ -142,13 +143,13 @@ impl TxnHandle {
     /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
     /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
     /// waits with [`TxnHandle::wait_row`] and tries again.
-    pub fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
+    pub fn lock_row(&mut self, t: &TableHandle, rowid: RowId, sub: u32) -> Result<RowLock> {
         let _s = scope::enter();
         self.txn().lock_row(t, rowid, sub)
     }
 
     /// Releases the lock on `rowid` that the last `lock_row` took (it was `fresh`).
-    pub fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+    pub fn unlock_row(&mut self, t: &TableHandle, rowid: RowId) {
         let _s = scope::enter();
         self.txn().unlock_row(t, rowid)
     }
@@ -156,7 +157,7 @@ impl TxnHandle {
     /// Waits (at most `timeout`, less if interrupted or released) for `holder` to
     /// release the lock on `rowid`, published as a wait for deadlock detection until
     /// [`TxnHandle::stop_waiting`]. Holds no epoch pin while it sleeps.
-    pub fn wait_row(&mut self, t: &TableHandle, rowid: u64, holder: u64, timeout: Duration) {
+    pub fn wait_row(&mut self, t: &TableHandle, rowid: RowId, holder: u64, timeout: Duration) {
         let _s = scope::enter();
         self.txn().wait_row(t, rowid, holder, timeout)
     }
@@ -174,7 +175,13 @@ impl TxnHandle {
 
     /// Point lookup: copies the version of row `rowid` that a statement with command id
     /// `cid` sees into `out`; returns its TID, or None if there is no such row.
-    pub fn get(&mut self, t: &TableHandle, rowid: u64, cid: u32, out: &mut Vec<u8>) -> Option<u64> {
+    pub fn get(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        cid: u32,
+        out: &mut Vec<u8>,
+    ) -> Option<Tid> {
         let _s = scope::enter();
         self.txn().get(t, rowid, cid, out)
     }
@@ -184,7 +191,7 @@ impl TxnHandle {
     pub fn delete_all(&mut self, t: &TableHandle, stmt: Stmt) -> Result<u64> {
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
-        let mut victims: Vec<(u64, u64)> = Vec::new();
+        let mut victims: Vec<(RowId, Tid)> = Vec::new();
         while !cursor.done() {
             self.scan(t, &mut cursor, stmt.cid, &mut batch, 1024)?;
             while let Some(r) = batch.next() {
@@ -202,13 +209,13 @@ impl TxnHandle {
 
     /// Commits; returns the commit TID (0 for a transaction without writes) once the
     /// commit is durable.
-    pub fn commit(&mut self) -> Result<u64> {
+    pub fn commit(&mut self) -> Result<Tid> {
         self.commit_with(true)
     }
 
     /// Commits; with `durable` false, returns before the redo record is synced
     /// (asynchronous commit: a crash may lose it, never tear it).
-    pub fn commit_with(&mut self, durable: bool) -> Result<u64> {
+    pub fn commit_with(&mut self, durable: bool) -> Result<Tid> {
         let _s = scope::enter();
         self.txn().commit(durable)
     }

@@ -6,6 +6,7 @@ use super::{pending_bytes, unique, RowKey, TableKey, Txn};
 use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::Result;
+use crate::ids::RowId;
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::scope;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ impl Txn {
         scope::outside(|| drop(def));
         let unique = shared.unique;
         let index = Arc::new(KeyIndex::new(shared, &t.def, &engine.collector));
-        let mut keys_seen: Vec<(Vec<u8>, u64)> = scope::outside(Vec::new);
+        let mut keys_seen: Vec<(Vec<u8>, RowId)> = scope::outside(Vec::new);
         let this = &*self;
         let mut bytes = 0usize;
         let built = epoch::with_guard(&engine.collector, |g| {

@@ -6,6 +6,7 @@ use super::{RowBatch, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
+use crate::ids::{RowId, Tid};
 use crate::keys;
 use crate::scope;
 use std::ops::Bound;
@@ -24,7 +25,7 @@ pub struct IndexScan {
     done: bool,
     /// This transaction's rekeyed rows in range, sorted in scan order, and how many
     /// were returned.
-    extras: Option<Vec<(Vec<u8>, u64)>>,
+    extras: Option<Vec<(Vec<u8>, RowId)>>,
     extra_pos: usize,
     /// Index entries visited so far.
     pub examined: u64,
@@ -156,7 +157,7 @@ impl Txn {
         if snapshot.is_some() && !scan.unique_point {
             self.note_table_read(t, TableRead::Index);
         }
-        let mut reads: Vec<(u64, u64)> = Vec::new();
+        let mut reads: Vec<(RowId, Tid)> = Vec::new();
         let mut too_new = false;
         let this = &*self;
         // Own rows whose key in this index may differ from their committed entry.
@@ -170,7 +171,7 @@ impl Txn {
                         index.key_of(&t.layout, d, &mut key)?;
                         let entry = scope::outside(|| {
                             let mut v = key.clone();
-                            v.extend_from_slice(&rid.to_be_bytes());
+                            v.extend_from_slice(&rid.get().to_be_bytes());
                             v
                         });
                         if scan.contains(&entry) {
@@ -198,7 +199,7 @@ impl Txn {
             };
             let extras = scan.extras.as_ref().expect("built");
             let mut pos = scan.extra_pos;
-            let push_extra = |batch: &mut RowBatch, rid: u64| {
+            let push_extra = |batch: &mut RowBatch, rid: RowId| {
                 if let Some((d, tid)) = this.visible_version(t, rid, None, cid, g) {
                     batch.push(rid, tid, d);
                 }
@@ -206,7 +207,7 @@ impl Txn {
             index.scan(lo, hi, scan.reverse, g, |k, rid, rec| {
                 entry.clear();
                 entry.extend_from_slice(k);
-                entry.extend_from_slice(&rid.to_be_bytes());
+                entry.extend_from_slice(&rid.get().to_be_bytes());
                 last.clear();
                 last.extend_from_slice(&entry);
                 seen += 1;

@@ -42,6 +42,7 @@ pub use scan::{BatchRow, RowBatch, ScanCursor};
 use crate::chunked::Chunked;
 use crate::engine::{Engine, Need, TableHandle};
 use crate::error::{Error, Result};
+use crate::ids::{RowId, Tid};
 use crate::record::{self, RecordPtr};
 use crate::table::Table;
 use read_set::ReadSet;
@@ -91,7 +92,7 @@ pub enum Isolation {
 pub enum RowLock {
     /// The row is locked by this transaction; `tid` is its newest committed version
     /// (0 for a row this transaction inserted), `fresh` if this call took the lock.
-    Locked { tid: u64, fresh: bool },
+    Locked { tid: Tid, fresh: bool },
     /// Another transaction holds the lock.
     Busy { holder: u64 },
     /// The row no longer exists.
@@ -115,15 +116,18 @@ impl TableKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct RowKey {
     table: TableKey,
-    rowid: u64,
+    rowid: RowId,
 }
 
 impl RowKey {
     /// Every row of table `table`, as a range of keys.
     fn all_of(table: TableKey) -> std::ops::RangeInclusive<RowKey> {
-        RowKey { table, rowid: 0 }..=RowKey {
+        RowKey {
             table,
-            rowid: u64::MAX,
+            rowid: RowId(0),
+        }..=RowKey {
+            table,
+            rowid: RowId(u64::MAX),
         }
     }
 }
@@ -150,7 +154,7 @@ pub(crate) struct Txn {
     /// Snapshot TID (repeatable read, serializable): the newest TID handed out when the
     /// transaction started. A committer holds its records locked from before it takes
     /// its TID until they are installed, so every read waits for commits up to it.
-    start_tid: u64,
+    start_tid: Tid,
     reads: ReadSet,
     active: bool,
 }
@@ -167,7 +171,7 @@ impl Txn {
             row_locks: Chunked::default(),
             lock_tag: id,
             iso: Isolation::ReadCommitted,
-            start_tid: 0,
+            start_tid: Tid::NONE,
             reads: ReadSet::default(),
             active: true,
         }
@@ -182,7 +186,7 @@ impl Txn {
         self.tables.len() - 1
     }
 
-    fn row_key(t: &TableHandle, rowid: u64) -> RowKey {
+    fn row_key(t: &TableHandle, rowid: RowId) -> RowKey {
         RowKey {
             table: TableKey::of(t.arc()),
             rowid,
@@ -190,7 +194,7 @@ impl Txn {
     }
 
     /// Does snapshot isolation apply to reads (repeatable read, serializable)?
-    fn snapshot(&self) -> Option<u64> {
+    fn snapshot(&self) -> Option<Tid> {
         (self.iso != Isolation::ReadCommitted).then_some(self.start_tid)
     }
 

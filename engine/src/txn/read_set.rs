@@ -9,6 +9,7 @@
 use super::{RowKey, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::error::{AbortReason, Error, Result};
+use crate::ids::{RowId, Tid};
 use crate::record::{ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crossbeam_epoch::Guard;
 use std::sync::atomic::Ordering;
@@ -30,7 +31,7 @@ pub(super) enum TableRead {
 #[derive(Default)]
 pub(super) struct ReadSet {
     /// Rows read, with the version read.
-    rows: Vec<(RowKey, u64)>,
+    rows: Vec<(RowKey, Tid)>,
     /// Tables read (slot in [`Txn::tables`]).
     tables: Vec<(usize, TableRead)>,
 }
@@ -54,7 +55,7 @@ impl Txn {
 
     /// Notes rows of `t` read through an index at the given versions; past
     /// [`MAX_READ_ROWS`] the table is noted as read whole instead.
-    pub(super) fn note_rows_read(&mut self, t: &TableHandle, rows: &[(u64, u64)]) {
+    pub(super) fn note_rows_read(&mut self, t: &TableHandle, rows: &[(RowId, Tid)]) {
         // Validation finds the table of recorded rows among the transaction's.
         self.table_slot(t);
         if self.reads.rows.len() + rows.len() > MAX_READ_ROWS {
@@ -86,7 +87,7 @@ impl Txn {
                 Some(r) => {
                     // SAFETY: reached through the row index under guard `g`.
                     let v = unsafe { r.get() }.version();
-                    v & (LOCK_BIT | ABSENT_BIT) != 0 || v & TID_MASK != tid
+                    v & (LOCK_BIT | ABSENT_BIT) != 0 || v & TID_MASK != tid.get()
                 }
             };
             if changed {
@@ -99,7 +100,7 @@ impl Txn {
                 TableRead::Whole => t.last_write_tid.load(Ordering::Acquire),
                 TableRead::Index => t.last_insert_tid.load(Ordering::Acquire),
             };
-            if t.writers_in_flight.load(Ordering::Acquire) > 0 || last > self.start_tid {
+            if t.writers_in_flight.load(Ordering::Acquire) > 0 || last > self.start_tid.get() {
                 return Err(Error::Conflict(AbortReason::TableChanged));
             }
         }

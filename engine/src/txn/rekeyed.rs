@@ -16,6 +16,7 @@
 //! stays a superset of the truth (callers check each row's pending version).
 
 use super::{RowKey, TableKey};
+use crate::ids::RowId;
 use std::collections::{BTreeSet, HashSet};
 
 #[derive(Default)]
@@ -23,7 +24,7 @@ pub(super) struct Rekeyed {
     /// Every rekeyed row.
     rows: BTreeSet<RowKey>,
     /// (table, index id, row id) whose key in that index changed.
-    in_index: BTreeSet<(TableKey, u32, u64)>,
+    in_index: BTreeSet<(TableKey, u32, RowId)>,
     /// (table, index id, hash of a new unique key).
     unique_keys: HashSet<(TableKey, u32, u64)>,
     untracked: BTreeSet<TableKey>,
@@ -35,9 +36,9 @@ pub(super) enum RowsIn<A, B> {
     Index(B),
 }
 
-impl<A: Iterator<Item = u64>, B: Iterator<Item = u64>> Iterator for RowsIn<A, B> {
-    type Item = u64;
-    fn next(&mut self) -> Option<u64> {
+impl<A: Iterator<Item = RowId>, B: Iterator<Item = RowId>> Iterator for RowsIn<A, B> {
+    type Item = RowId;
+    fn next(&mut self) -> Option<RowId> {
         match self {
             RowsIn::All(a) => a.next(),
             RowsIn::Index(b) => b.next(),
@@ -54,7 +55,7 @@ fn key_hash(key: &[u8]) -> u64 {
 
 impl Rekeyed {
     /// Row `rowid` of `table` has a pending version with another key in `index_id`.
-    pub fn note_key_change(&mut self, table: TableKey, index_id: u32, rowid: u64) {
+    pub fn note_key_change(&mut self, table: TableKey, index_id: u32, rowid: RowId) {
         self.in_index.insert((table, index_id, rowid));
     }
 
@@ -64,7 +65,7 @@ impl Rekeyed {
     }
 
     /// Row `rowid` of `table` is rekeyed (in some index).
-    pub fn note_row(&mut self, table: TableKey, rowid: u64) {
+    pub fn note_row(&mut self, table: TableKey, rowid: RowId) {
         self.rows.insert(RowKey { table, rowid });
     }
 
@@ -86,7 +87,7 @@ impl Rekeyed {
     }
 
     /// Every rekeyed row of `table`.
-    pub fn rows_of(&self, table: TableKey) -> impl Iterator<Item = u64> + '_ {
+    pub fn rows_of(&self, table: TableKey) -> impl Iterator<Item = RowId> + '_ {
         self.rows.range(RowKey::all_of(table)).map(|r| r.rowid)
     }
 
@@ -96,20 +97,20 @@ impl Rekeyed {
         &self,
         table: TableKey,
         index_id: u32,
-    ) -> RowsIn<impl Iterator<Item = u64> + '_, impl Iterator<Item = u64> + '_> {
+    ) -> RowsIn<impl Iterator<Item = RowId> + '_, impl Iterator<Item = RowId> + '_> {
         if self.untracked.contains(&table) {
             RowsIn::All(self.rows_of(table))
         } else {
             RowsIn::Index(
                 self.in_index
-                    .range((table, index_id, 0)..=(table, index_id, u64::MAX))
+                    .range((table, index_id, RowId(0))..=(table, index_id, RowId(u64::MAX)))
                     .map(|&(_, _, r)| r),
             )
         }
     }
 
     /// Is `rowid` among [`Rekeyed::rows_in`]?
-    pub fn is_in(&self, table: TableKey, index_id: u32, rowid: u64) -> bool {
+    pub fn is_in(&self, table: TableKey, index_id: u32, rowid: RowId) -> bool {
         if self.untracked.contains(&table) {
             self.rows.contains(&RowKey { table, rowid })
         } else {

@@ -7,6 +7,7 @@ use crate::chunked::Chunked;
 use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::Result;
+use crate::ids::{RowId, Tid};
 use crate::record::RecordPtr;
 use crossbeam_epoch::Guard;
 use std::time::Duration;
@@ -31,14 +32,14 @@ impl Txn {
         }
     }
 
-    pub(super) fn lock_row(&mut self, t: &TableHandle, rowid: u64, sub: u32) -> Result<RowLock> {
+    pub(super) fn lock_row(&mut self, t: &TableHandle, rowid: RowId, sub: u32) -> Result<RowLock> {
         if let Some(e) = self.pending_entry(t, rowid) {
             if e.newest.data.is_null() {
                 return Ok(RowLock::Gone);
             }
             if e.origin == super::write_set::Origin::Inserted {
                 return Ok(RowLock::Locked {
-                    tid: 0,
+                    tid: Tid::NONE,
                     fresh: false,
                 });
             }
@@ -78,7 +79,7 @@ impl Txn {
     }
 
     /// Releases a lock `lock_row` just took (the row turned out not to qualify).
-    pub(super) fn unlock_row(&mut self, t: &TableHandle, rowid: u64) {
+    pub(super) fn unlock_row(&mut self, t: &TableHandle, rowid: RowId) {
         let engine = self.engine;
         epoch::with_guard(&engine.collector, |g| {
             if let Some(r) = t.rows.get(rowid, g) {
@@ -96,7 +97,13 @@ impl Txn {
     /// Waits (at most `timeout`, less if interrupted or released) for `holder` to
     /// release the lock on `rowid`, published as a wait for deadlock detection until
     /// [`Txn::stop_waiting`]. Holds no epoch pin while it sleeps.
-    pub(super) fn wait_row(&mut self, t: &TableHandle, rowid: u64, holder: u64, timeout: Duration) {
+    pub(super) fn wait_row(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        holder: u64,
+        timeout: Duration,
+    ) {
         let engine = self.engine;
         engine.set_waiting(self.lock_tag, holder);
         let rec = epoch::with_guard(&engine.collector, |g| t.rows.get(rowid, g));

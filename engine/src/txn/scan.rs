@@ -7,6 +7,7 @@ use super::Txn;
 use crate::engine::TableHandle;
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
+use crate::ids::{RowId, Tid};
 use crate::record::RecordPtr;
 use crate::scope;
 use crossbeam_epoch::Guard;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 /// Resume point of a scan.
 #[derive(Debug, Default, Clone)]
 pub struct ScanCursor {
-    after: Option<u64>,
+    after: Option<RowId>,
     done: bool,
 }
 
@@ -33,16 +34,16 @@ impl ScanCursor {
 pub struct RowBatch {
     buf: Vec<u8>,
     /// (row id, TID, start, end in `buf`).
-    rows: Vec<(u64, u64, usize, usize)>,
+    rows: Vec<(RowId, Tid, usize, usize)>,
     next: usize,
 }
 
 /// One row of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchRow<'a> {
-    pub rowid: u64,
+    pub rowid: RowId,
     /// The version the row was read at (0 for rows this transaction inserted).
-    pub tid: u64,
+    pub tid: Tid,
     pub data: &'a [u8],
 }
 
@@ -57,7 +58,7 @@ impl RowBatch {
         self.next = 0;
     }
 
-    pub(super) fn push(&mut self, rowid: u64, tid: u64, data: &[u8]) {
+    pub(super) fn push(&mut self, rowid: RowId, tid: Tid, data: &[u8]) {
         scope::outside(|| {
             let start = self.buf.len();
             self.buf.extend_from_slice(data);
@@ -93,11 +94,11 @@ impl Txn {
     pub(super) fn visible_version<'g>(
         &'g self,
         t: &TableHandle,
-        rowid: u64,
+        rowid: RowId,
         rec: Option<RecordPtr>,
         cid: u32,
         g: &'g Guard,
-    ) -> Option<(&'g [u8], u64)> {
+    ) -> Option<(&'g [u8], Tid)> {
         match self.seen(t, rowid, cid) {
             Seen::Own(v) => v,
             Seen::Committed => {
@@ -113,11 +114,11 @@ impl Txn {
     pub(super) fn get(
         &self,
         t: &TableHandle,
-        rowid: u64,
+        rowid: RowId,
         cid: u32,
         out: &mut Vec<u8>,
-    ) -> Option<u64> {
-        let copy = |out: &mut Vec<u8>, (d, tid): (&[u8], u64)| {
+    ) -> Option<Tid> {
+        let copy = |out: &mut Vec<u8>, (d, tid): (&[u8], Tid)| {
             scope::outside(|| {
                 out.clear();
                 out.extend_from_slice(d);

@@ -6,6 +6,7 @@
 use super::{pending_bytes, write_set::Origin, RowKey, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::error::{AbortReason, Error, Result};
+use crate::ids::RowId;
 use crate::index::KeyIndex;
 use crate::keys;
 use crate::record::{self, RecordPtr};
@@ -62,7 +63,7 @@ fn key_held<'r>(
     layout: &RowLayout,
     key: &[u8],
     g: &Guard,
-    mut row_of: impl FnMut(u64, RecordPtr) -> Result<Option<&'r [u8]>>,
+    mut row_of: impl FnMut(RowId, RecordPtr) -> Result<Option<&'r [u8]>>,
 ) -> Result<bool> {
     let upper = keys::prefix_successor(key);
     let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
@@ -98,7 +99,7 @@ impl Txn {
         t: &TableHandle,
         index: &KeyIndex,
         key: &[u8],
-        rowid: Option<u64>,
+        rowid: Option<RowId>,
         g: &Guard,
     ) -> Result<bool> {
         let tk = TableKey::of(t.arc());

@@ -16,6 +16,7 @@ use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{BYTES_PER_RETIRED, RECORD_BYTES};
+use crate::ids::{RowId, Tid};
 use crate::index::KEY_ENTRY_BYTES;
 use crate::record::{self, Record, RecordPtr};
 use crate::scope;
@@ -36,13 +37,13 @@ pub(super) enum Origin {
     /// Inserted by this transaction.
     Inserted,
     /// Committed before, read at version `read_tid`.
-    Existing { read_tid: u64 },
+    Existing { read_tid: Tid },
 }
 
 pub(super) struct WriteEntry {
     /// Slot in [`Txn::tables`].
     pub table: usize,
-    pub rowid: u64,
+    pub rowid: RowId,
     /// The record. For an `Inserted` entry it is ours alone until commit, so it stays
     /// alive. For an `Existing` one it is only set while commit holds its guard:
     /// another transaction may delete and free the record meanwhile, so commit looks
@@ -60,7 +61,7 @@ pub(super) enum Seen<'a> {
     Committed,
     /// One of our pending versions (bytes and the TID to report), or None if the row
     /// does not exist for the statement (deleted by us, or inserted by a later command).
-    Own(Option<(&'a [u8], u64)>),
+    Own(Option<(&'a [u8], Tid)>),
 }
 
 impl WriteEntry {
@@ -98,9 +99,9 @@ impl WriteEntry {
     }
 
     /// The TID a reader of a pending version is given: the version it replaces.
-    pub fn reported_tid(&self) -> u64 {
+    pub fn reported_tid(&self) -> Tid {
         match self.origin {
-            Origin::Inserted => 0,
+            Origin::Inserted => Tid::NONE,
             Origin::Existing { read_tid } => read_tid,
         }
     }
@@ -120,7 +121,7 @@ pub(super) type PendingMap = BTreeMap<RowKey, usize>;
 const PENDING_BYTES_PER_ENTRY: usize = 2 * std::mem::size_of::<(RowKey, usize)>() + 8;
 
 impl Txn {
-    pub(super) fn pending_entry(&self, t: &TableHandle, rowid: u64) -> Option<&WriteEntry> {
+    pub(super) fn pending_entry(&self, t: &TableHandle, rowid: RowId) -> Option<&WriteEntry> {
         if self.pending.is_empty() {
             return None;
         }
@@ -131,7 +132,7 @@ impl Txn {
 
     /// What a statement with command id `cid` sees of row `rowid` of `t`, given this
     /// transaction's writes (see [`Seen`]).
-    pub(super) fn seen(&self, t: &TableHandle, rowid: u64, cid: u32) -> Seen<'_> {
+    pub(super) fn seen(&self, t: &TableHandle, rowid: RowId, cid: u32) -> Seen<'_> {
         match self.pending_entry(t, rowid) {
             Some(e) => e.seen_by(cid),
             None => Seen::Committed,
@@ -163,7 +164,7 @@ impl Txn {
         self.entries.push(e);
     }
 
-    pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<u64> {
+    pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
         let idx = t.indexes();
         let keys = if idx.is_empty() {
             Vec::new()
@@ -216,8 +217,8 @@ impl Txn {
     pub(super) fn write(
         &mut self,
         t: &TableHandle,
-        rowid: u64,
-        expected: u64,
+        rowid: RowId,
+        expected: Tid,
         row: Option<&[u8]>,
         stmt: Stmt,
     ) -> Result<WriteOutcome> {
@@ -316,7 +317,7 @@ impl Txn {
 
     /// Checks an update of row `rowid` from `prev` to `new` against the unique
     /// indexes (keys it changes), and remembers the row as rekeyed if any key changes.
-    fn check_keys(&mut self, t: &TableHandle, rowid: u64, new: &[u8], prev: &[u8]) -> Result<()> {
+    fn check_keys(&mut self, t: &TableHandle, rowid: RowId, new: &[u8], prev: &[u8]) -> Result<()> {
         let idx = t.indexes();
         if idx.is_empty() {
             return Ok(());

@@ -33,11 +33,11 @@ impl RedoSink for Recorder {
         let mut v = self.0.lock().unwrap();
         v.push(LogRecord::decode(payload).expect("the engine encodes valid records"));
         Ok(Appended {
-            end: v.len() as u64,
+            end: Lsn(v.len() as u64),
             phase: 0,
         })
     }
-    fn make_durable(&self, _upto: u64) -> std::io::Result<()> {
+    fn make_durable(&self, _upto: Lsn) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -49,7 +49,7 @@ impl RedoSink for Forward {
     fn append(&self, payload: &[u8]) -> std::io::Result<Appended> {
         self.0.append(payload)
     }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
+    fn make_durable(&self, upto: Lsn) -> std::io::Result<()> {
         self.0.make_durable(upto)
     }
 }
@@ -71,7 +71,7 @@ impl RedoSink for LogSink {
     fn installed(&self, phase: usize) {
         self.0.installed(phase)
     }
-    fn make_durable(&self, upto: u64) -> std::io::Result<()> {
+    fn make_durable(&self, upto: Lsn) -> std::io::Result<()> {
         self.0.make_durable(upto)
     }
 }
@@ -209,7 +209,7 @@ pub fn run_worker(
     let (plan, _) = plan(seed, txns);
     let t = engine.table(oid).expect("table");
     // key -> (rowid, tid) of committed rows.
-    let mut committed: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut committed: BTreeMap<i64, (RowId, Tid)> = BTreeMap::new();
     let mut values: BTreeMap<i64, String> = BTreeMap::new();
     for (n, p) in plan.iter().enumerate() {
         let mut txn = engine.begin();
@@ -225,7 +225,7 @@ pub fn run_worker(
                     let rowid = txn
                         .insert(&t, &pack(&t.layout, worker, *key, val), stmt)
                         .unwrap();
-                    staged.insert(*key, (rowid, 0));
+                    staged.insert(*key, (rowid, Tid::NONE));
                     staged_vals.insert(*key, val.clone());
                 }
                 Op::Update { key, val } => {
