@@ -177,7 +177,15 @@ unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
         };
         let cmds = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds);
         for cmd in cmds.iter_ptr() {
-            if (*cmd).subtype != pg_sys::AlterTableType::AT_ChangeOwner {
+            // OPTIONS (table or column) go on to the option validator, which refuses
+            // every option with its own error (HV00D naming it).
+            let allowed = matches!(
+                (*cmd).subtype,
+                pg_sys::AlterTableType::AT_ChangeOwner
+                    | pg_sys::AlterTableType::AT_GenericOptions
+                    | pg_sys::AlterTableType::AT_AlterColumnGenericOptions
+            );
+            if !allowed {
                 ereport!(
                     ERROR,
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,

@@ -354,13 +354,17 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
             return false;
         }
         // Writers wait while the index is built; readers go on (as PostgreSQL does).
+        // Ownership is checked before the lock is taken (PostgreSQL's callback), and
+        // schema USAGE by the name lookup itself.
         let relid = pg_sys::RangeVarGetRelidExtended(
             (*stmt).relation,
             pg_sys::ShareLock as _,
             0,
-            None,
+            Some(owns_relation),
             std::ptr::null_mut(),
         );
+        // The index's name goes into the table's schema.
+        check_schema_create(namespace_of(relid));
         let am = cstr((*stmt).accessMethod).unwrap_or_else(|| "btree".into());
         if am != "btree" {
             ereport!(
@@ -415,6 +419,45 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
     }
 }
 
+/// PostgreSQL's `RangeVarCallbackOwnsRelation` (42501 unless the current user owns
+/// the relation, checked before it is locked), as a lookup callback.
+///
+/// # Safety
+/// Called by `RangeVarGetRelidExtended` only, with its callback arguments.
+#[pg_guard]
+unsafe extern "C-unwind" fn owns_relation(
+    rv: *const pg_sys::RangeVar,
+    relid: pg_sys::Oid,
+    old_relid: pg_sys::Oid,
+    arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { pg_sys::RangeVarCallbackOwnsRelation(rv, relid, old_relid, arg) }
+}
+
+/// Raises PostgreSQL's 42501 unless the current user may create objects in `nsp`.
+fn check_schema_create(nsp: pg_sys::Oid) {
+    // SAFETY: catalog lookups; aclcheck_error raises.
+    unsafe {
+        let r = pg_sys::pg_namespace_aclcheck(nsp, pg_sys::GetUserId(), pg_sys::ACL_CREATE as _);
+        if r != pg_sys::AclResult::ACLCHECK_OK {
+            pg_sys::aclcheck_error(
+                r,
+                pg_sys::ObjectType::OBJECT_SCHEMA,
+                pg_sys::get_namespace_name(nsp),
+            );
+        }
+    }
+}
+
+/// The name of index `id` of memory table `table` (for messages).
+fn index_name(table: u32, id: u32) -> String {
+    engine()
+        .table(table)
+        .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
+        .map_or_else(|| format!("index {id}"), |d| d.name)
+}
+
 /// Resolves a (possibly qualified) index name to a memory-table index, following the
 /// search path like PostgreSQL; None if it names no such index (or a relation of
 /// PostgreSQL's comes first in the path).
@@ -438,7 +481,8 @@ unsafe fn resolve(names: *mut pg_sys::List) -> Option<(u32, u32)> {
         match schema {
             Some(s) => {
                 let cs = CString::new(s).ok()?;
-                let nsp = pg_sys::get_namespace_oid(cs.as_ptr(), true);
+                // Checks USAGE on the schema, as PostgreSQL's name lookup does.
+                let nsp = pg_sys::LookupExplicitNamespace(cs.as_ptr(), true);
                 if nsp == pg_sys::InvalidOid {
                     return None;
                 }
@@ -477,6 +521,16 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
             match resolve(names) {
                 Some((table, id)) => {
                     let relid = pg_sys::Oid::from(table);
+                    // An index belongs to its table's owner: checked before the lock.
+                    if !pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) {
+                        let name = index_name(table, id);
+                        let cname = CString::new(name).unwrap_or_default();
+                        pg_sys::aclcheck_error(
+                            pg_sys::AclResult::ACLCHECK_NOT_OWNER,
+                            pg_sys::ObjectType::OBJECT_INDEX,
+                            cname.as_ptr(),
+                        );
+                    }
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
                     xact::note_index_drop(table, id);
                     pg_sys::CacheInvalidateRelcacheByRelid(relid);

@@ -1,7 +1,29 @@
 //! SQL functions that show the engine's state.
+//!
+//! Privileges: `tables()` and `indexes()` list the memory tables of the current
+//! database on which the caller holds some privilege (as `information_schema` does);
+//! `memory()`, `redo_segments()` and `redo_stats()` show server-wide figures without
+//! table names or data; `checkpoint()` is an action: superusers and members of
+//! `pg_checkpoint` only, unless granted (as for PostgreSQL's `CHECKPOINT`).
 
 use crate::shmem::engine;
+use memfdw_engine::TableHandle;
 use pgrx::prelude::*;
+
+/// May the current user see that memory table `t` exists: is it in the current
+/// database, and does the user hold some privilege on it?
+fn visible(t: &TableHandle, relid: pg_sys::Oid) -> bool {
+    // SAFETY: reading this backend's database id; catalog lookups.
+    unsafe {
+        t.def.database == pg_sys::MyDatabaseId.to_u32()
+            && !pg_sys::get_rel_name(relid).is_null()
+            && pg_sys::pg_class_aclcheck(
+                relid,
+                pg_sys::GetUserId(),
+                pg_sys::ACL_ALL_RIGHTS_RELATION as _,
+            ) == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
 
 /// Every memory table the engine holds: relation, name, committed rows, bytes of row data.
 #[pg_extern]
@@ -20,9 +42,12 @@ fn tables() -> TableIterator<
         .into_iter()
         .filter_map(|oid| {
             let t = e.table(oid)?;
+            let relid = pg_sys::Oid::from(oid);
+            if !visible(&t, relid) {
+                return None;
+            }
             let s = t.stats();
             // The current name (the engine keeps the one given at creation).
-            let relid = pg_sys::Oid::from(oid);
             Some((
                 relid,
                 crate::types::relation_name(relid),
@@ -177,6 +202,9 @@ fn indexes() -> TableIterator<
     for oid in e.table_oids() {
         let Some(t) = e.table(oid) else { continue };
         let relid = pg_sys::Oid::from(oid);
+        if !visible(&t, relid) {
+            continue;
+        }
         for d in t.index_defs() {
             let cols: Vec<_> = d
                 .columns
@@ -197,3 +225,12 @@ fn indexes() -> TableIterator<
     rows.sort_by(|a, b| (a.1.as_str(), a.2.as_str()).cmp(&(b.1.as_str(), b.2.as_str())));
     TableIterator::new(rows)
 }
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION memfdw."checkpoint"() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION memfdw."checkpoint"() TO pg_checkpoint;
+"#,
+    name = "checkpoint_privileges",
+    requires = [checkpoint],
+);

@@ -248,6 +248,15 @@ impl Cluster {
         )
     }
 
+    /// Connects as role `user` to database `db` (trust authentication).
+    pub fn connect_as(&self, user: &str, db: &str) -> Client {
+        let s = self
+            .conn_str()
+            .replace("user=postgres", &format!("user={user}"))
+            .replace("dbname=postgres", &format!("dbname={db}"));
+        Client::connect(&s, NoTls).unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
     pub fn connect(&self) -> Client {
         Client::connect(&self.conn_str(), NoTls)
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log_text()))
