@@ -45,7 +45,7 @@ fn engine() -> &'static Engine {
             None,
         ));
         let def = TableDef {
-            database: 0,
+            database: 1,
             name: "bench".into(),
             columns: vec![
                 ColumnDef::new("id", ColumnType::Int8, false),
@@ -53,8 +53,8 @@ fn engine() -> &'static Engine {
                 ColumnDef::new("owner", ColumnType::Text, true),
             ],
         };
-        e.create_table(OID, def).unwrap();
-        let t = e.table(OID).unwrap();
+        e.create_table(table_id(OID), def).unwrap();
+        let t = e.table(table_id(OID)).unwrap();
         for chunk in 0..ROWS / 10_000 {
             let mut txn = e.begin();
             for i in 0..10_000 {
@@ -154,7 +154,7 @@ fn run_threads(
     std::thread::scope(|s| {
         for th in 0..threads {
             s.spawn(move || {
-                let t = e.table(OID).unwrap();
+                let t = e.table(table_id(OID)).unwrap();
                 let mut buf = Vec::new();
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ th;
                 for _ in 0..iters / threads {
@@ -193,3 +193,8 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// The engine table of relation `rel` in the bench's database (1).
+fn table_id(rel: u32) -> TableId {
+    TableId::new(1, rel)
+}

@@ -14,7 +14,7 @@ static ALLOC: RoutingAllocator = RoutingAllocator;
 
 fn def() -> TableDef {
     TableDef {
-        database: 0,
+        database: 1,
         name: "rec".into(),
         columns: vec![
             ColumnDef::new("id", ColumnType::Int4, false),
@@ -64,9 +64,12 @@ fn main() {
         r.encode(&mut b);
         frames.push(b);
     };
-    enc(LogRecord::CreateTable { oid: 1, def: def() });
+    enc(LogRecord::CreateTable {
+        table: table_id(1),
+        def: def(),
+    });
     enc(LogRecord::CreateIndex {
-        table_oid: 1,
+        table: table_id(1),
         def: IndexDef {
             id: 1,
             name: "rec_pkey".into(),
@@ -80,7 +83,7 @@ fn main() {
             .map(|id| (RowId(id), Tid(10 + id), row(id)))
             .collect();
         enc(LogRecord::Rows {
-            table_oid: 1,
+            table: table_id(1),
             rows: batch,
         });
     }
@@ -98,7 +101,7 @@ fn main() {
             LogRecord::Commit {
                 tid: Tid(10 + id),
                 writes: vec![redo::payload::RowImage {
-                    table_oid: 1,
+                    table: table_id(1),
                     rowid: RowId(id),
                     after: Some(row(id)),
                 }],
@@ -119,7 +122,7 @@ fn main() {
         }
         r.finish().unwrap();
         let secs = t0.elapsed().as_secs_f64();
-        assert_eq!(e.table_stats(1).unwrap().rows as u64, rows);
+        assert_eq!(e.table_stats(table_id(1)).unwrap().rows as u64, rows);
         println!("log of {rows} single-row commits, threads {threads}: {secs:.3} s");
     }
     for threads in [1, 2, 1, 2] {
@@ -145,11 +148,19 @@ fn main() {
         r.apply_distinct_rows(&batch).unwrap();
         r.finish().unwrap();
         let secs = t0.elapsed().as_secs_f64();
-        assert_eq!(e.table_stats(1).unwrap().rows as u64, rows);
-        assert_eq!(e.table(1).unwrap().index_entries(1), Some(rows as usize));
+        assert_eq!(e.table_stats(table_id(1)).unwrap().rows as u64, rows);
+        assert_eq!(
+            e.table(table_id(1)).unwrap().index_entries(1),
+            Some(rows as usize)
+        );
         println!(
             "threads {threads}: {secs:.3} s ({:.0} MB/s of frames)",
             bytes as f64 / 1e6 / secs
         );
     }
+}
+
+/// The engine table of relation `rel` in the bench's database (1).
+fn table_id(rel: u32) -> TableId {
+    TableId::new(1, rel)
 }

@@ -5,7 +5,7 @@ use crate::alloc;
 use crate::catalog::TableDef;
 use crate::epoch;
 use crate::error::{Error, Result};
-use crate::ids::Tid;
+use crate::ids::{TableId, Tid};
 use crate::redo::payload::LogRecord;
 use crate::redo::RedoSink;
 use crate::scope;
@@ -39,7 +39,7 @@ impl EngineConfig {
 
 pub struct Engine {
     pub(crate) collector: Collector,
-    tables: SpinRwLock<HashMap<u32, Arc<Table>>>,
+    tables: SpinRwLock<HashMap<TableId, Arc<Table>>>,
     /// Last commit TID handed out.
     last_tid: AtomicU64,
     next_txn_id: AtomicU64,
@@ -169,12 +169,18 @@ impl Engine {
         })
     }
 
-    /// Creates the engine table for relation `oid`.
-    pub fn create_table(&self, oid: u32, def: TableDef) -> Result<()> {
-        self.create_table_inner(oid, def, true)
+    /// Creates engine table `table` (its definition takes the table's database).
+    pub fn create_table(&self, table: TableId, def: TableDef) -> Result<()> {
+        self.create_table_inner(table, def, true)
     }
 
-    pub(crate) fn create_table_inner(&self, oid: u32, def: TableDef, log: bool) -> Result<()> {
+    pub(crate) fn create_table_inner(
+        &self,
+        table: TableId,
+        mut def: TableDef,
+        log: bool,
+    ) -> Result<()> {
+        def.database = table.database;
         def.validate()?;
         let _s = scope::enter();
         // The caller built `def` in its own (private) memory: copy it into the arena,
@@ -187,19 +193,19 @@ impl Engine {
         // (which takes its start LSN under the catalog lock) sees the table or replays
         // its record.
         let mut tables = self.tables.write();
-        if tables.contains_key(&oid) {
-            return Err(Error::TableExists { oid });
+        if tables.contains_key(&table) {
+            return Err(Error::TableExists { table });
         }
         let phase = if log {
             let rec = scope::outside(|| LogRecord::CreateTable {
-                oid,
+                table,
                 def: def.clone(),
             });
             self.log_durably(&rec)?
         } else {
             None
         };
-        tables.insert(oid, Arc::new(Table::new(oid, def, &self.collector)));
+        tables.insert(table, Arc::new(Table::new(table, def, &self.collector)));
         drop(tables);
         if let (Some(sink), Some(p)) = (self.sink(), phase) {
             sink.installed(p);
@@ -207,12 +213,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes table `oid` from the catalog; its memory is freed once no transaction
+    /// Removes table `table` from the catalog; its memory is freed once no transaction
     /// or scan refers to it. Returns false if there was no such table.
     ///
     /// The drop is logged first; if the log cannot take it, nothing is dropped.
-    pub fn drop_table(&self, oid: u32) -> Result<bool> {
-        self.drop_table_logged(oid, true)
+    pub fn drop_table(&self, table: TableId) -> Result<bool> {
+        self.drop_table_logged(table, true)
     }
 
     /// Appends `rec` to the redo log (if any) and waits until it is durable; returns
@@ -235,22 +241,22 @@ impl Engine {
         Ok(Some(a.phase))
     }
 
-    pub(crate) fn drop_table_inner(&self, oid: u32) -> bool {
-        self.drop_table_logged(oid, false).unwrap_or(false)
+    pub(crate) fn drop_table_inner(&self, table: TableId) -> bool {
+        self.drop_table_logged(table, false).unwrap_or(false)
     }
 
-    fn drop_table_logged(&self, oid: u32, log: bool) -> Result<bool> {
+    fn drop_table_logged(&self, table: TableId, log: bool) -> Result<bool> {
         let _s = scope::enter();
         let mut tables = self.tables.write();
-        if !tables.contains_key(&oid) {
+        if !tables.contains_key(&table) {
             return Ok(false);
         }
         let phase = if log {
-            self.log_durably(&LogRecord::DropTable { oid })?
+            self.log_durably(&LogRecord::DropTable { table })?
         } else {
             None
         };
-        let removed = tables.remove(&oid);
+        let removed = tables.remove(&table);
         drop(tables);
         if let (Some(sink), Some(p)) = (self.sink(), phase) {
             sink.installed(p);
@@ -318,7 +324,7 @@ impl Engine {
         }
         let phase = if log {
             let rec = scope::outside(|| LogRecord::CreateIndex {
-                table_oid: t.oid,
+                table: t.id,
                 def: index.def.clone(),
             });
             let r = self.log_durably(&rec);
@@ -338,15 +344,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Drops index `id` of table `table_oid` (logged first). Returns false if there
-    /// is no such index.
-    pub fn drop_index(&self, table_oid: u32, id: u32) -> Result<bool> {
-        self.drop_index_logged(table_oid, id, true)
+    /// Drops index `id` of table `table` (logged first). Returns false if there is no
+    /// such index.
+    pub fn drop_index(&self, table: TableId, id: u32) -> Result<bool> {
+        self.drop_index_logged(table, id, true)
     }
 
-    pub(crate) fn drop_index_logged(&self, table_oid: u32, id: u32, log: bool) -> Result<bool> {
+    pub(crate) fn drop_index_logged(&self, table: TableId, id: u32, log: bool) -> Result<bool> {
         let _s = scope::enter();
-        let Some(t) = self.tables.read().get(&table_oid).cloned() else {
+        let Some(t) = self.tables.read().get(&table).cloned() else {
             return Ok(false);
         };
         let tables = self.tables.write();
@@ -355,7 +361,7 @@ impl Engine {
             return Ok(false);
         };
         let phase = if log {
-            self.log_durably(&LogRecord::DropIndex { table_oid, id })?
+            self.log_durably(&LogRecord::DropIndex { table, id })?
         } else {
             None
         };
@@ -373,20 +379,25 @@ impl Engine {
         Ok(true)
     }
 
-    pub fn table(&self, oid: u32) -> Option<TableHandle> {
+    pub fn table(&self, table: TableId) -> Option<TableHandle> {
         let _s = scope::enter();
-        let t = self.tables.read().get(&oid).cloned();
+        let t = self.tables.read().get(&table).cloned();
         t.map(|t| TableHandle(Some(t)))
     }
 
-    pub fn table_oids(&self) -> Vec<u32> {
+    /// Every table, in (database, relation) order.
+    pub fn table_ids(&self) -> Vec<TableId> {
         let _s = scope::enter();
-        let oids: Vec<u32> = self.tables.read().keys().copied().collect();
-        scope::outside(|| oids.to_vec())
+        let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
+        scope::outside(|| {
+            let mut v = ids.to_vec();
+            v.sort_unstable();
+            v
+        })
     }
 
-    pub fn table_stats(&self, oid: u32) -> Option<TableStats> {
-        self.table(oid).map(|t| t.stats())
+    pub fn table_stats(&self, table: TableId) -> Option<TableStats> {
+        self.table(table).map(|t| t.stats())
     }
 
     /// Runs `f` while no table is created or dropped (checkpoints take their start

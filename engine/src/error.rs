@@ -1,5 +1,7 @@
 //! The engine's errors. The FDW maps each kind to a SQLSTATE (see `Error::sqlstate`).
 
+use crate::ids::TableId;
+
 /// Why an optimistic transaction could not commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortReason {
@@ -62,29 +64,29 @@ pub enum Error {
     },
     #[error("row has {got} values, table has {expected} columns")]
     ColumnCount { got: usize, expected: usize },
-    #[error("memory table {oid} already exists")]
-    TableExists { oid: u32 },
-    #[error("memory table {oid} does not exist in the engine")]
-    NoSuchTable { oid: u32 },
+    #[error("memory table {table} already exists")]
+    TableExists { table: TableId },
+    #[error("memory table {table} does not exist in the engine")]
+    NoSuchTable { table: TableId },
     #[error("out of memory for memory tables: {in_use} bytes in use, limit {limit} bytes (memfdw.max_memory)")]
     OutOfMemory { in_use: usize, limit: usize },
     #[error("indexes can have at most {max} key columns, not {count}")]
     TooManyKeyColumns { count: usize, max: usize },
     #[error("column \"{column}\" has type {type_name}, which cannot be part of an index key")]
     NotIndexable { column: String, type_name: String },
-    /// A unique index already holds the key of `row` (a packed row of `table_oid`, in
+    /// A unique index already holds the key of `row` (a packed row of `table`, in
     /// private memory) for another row.
     #[error("duplicate key value violates unique constraint \"{index}\"")]
     UniqueViolation {
         index: String,
-        table_oid: u32,
+        table: TableId,
         columns: Vec<u16>,
         row: Vec<u8>,
     },
     #[error("relation \"{name}\" already exists")]
     IndexExists { name: String },
-    #[error("index {id} of memory table {table_oid} does not exist")]
-    NoSuchIndex { table_oid: u32, id: u32 },
+    #[error("index {id} of memory table {table} does not exist")]
+    NoSuchIndex { table: TableId, id: u32 },
     #[error("could not serialize access: {0}")]
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]

@@ -69,3 +69,25 @@ impl Lsn {
         self.0.saturating_sub(earlier.0)
     }
 }
+
+/// Names an engine table: the PostgreSQL database and the relation (foreign table) in
+/// it. A database copied from a template has the template's relation OIDs, so the
+/// relation alone does not name a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TableId {
+    pub database: u32,
+    pub relation: u32,
+}
+
+impl TableId {
+    pub const fn new(database: u32, relation: u32) -> TableId {
+        TableId { database, relation }
+    }
+}
+
+impl fmt::Display for TableId {
+    /// `relation` (database `database`): how messages name a memory table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (database {})", self.relation, self.database)
+    }
+}

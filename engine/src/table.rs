@@ -1,7 +1,7 @@
 //! A memory table: its definition, row layout, indexes and statistics.
 
 use crate::catalog::TableDef;
-use crate::ids::RowId;
+use crate::ids::{RowId, TableId};
 use crate::index::{KeyIndex, RowIdIndex};
 use crate::row::RowLayout;
 use crate::sync::SpinRwLock;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub struct Table {
     /// PostgreSQL's relation OID.
-    pub oid: u32,
+    pub id: TableId,
     pub def: TableDef,
     pub layout: RowLayout,
     /// The pseudo-primary key.
@@ -39,10 +39,10 @@ pub struct TableStats {
 }
 
 impl Table {
-    pub(crate) fn new(oid: u32, def: TableDef, collector: &crossbeam_epoch::Collector) -> Self {
+    pub(crate) fn new(id: TableId, def: TableDef, collector: &crossbeam_epoch::Collector) -> Self {
         let layout = RowLayout::new(&def);
         Table {
-            oid,
+            id,
             def,
             layout,
             rows: RowIdIndex::new(collector),

@@ -32,7 +32,7 @@ fn logged_engine(dir: &str, max_record: usize) -> &'static Engine {
 }
 
 fn insert_rows(e: &'static Engine, oid: u32, worker: i32, keys: std::ops::Range<i64>) {
-    let t = e.table(oid).unwrap();
+    let t = e.table(table_id(oid)).unwrap();
     let mut txn = e.begin();
     for k in keys {
         txn.insert(
@@ -61,7 +61,7 @@ fn kinds(dir: &str) -> Vec<u8> {
 fn a_commit_bigger_than_a_record_is_logged_in_parts_and_recovered_whole() {
     let dir = fresh_dir("whole");
     let a = logged_engine(&dir, 4096);
-    a.create_table(1, table_def()).unwrap();
+    a.create_table(table_id(1), table_def()).unwrap();
     insert_rows(a, 1, 0, 0..3);
     insert_rows(a, 1, 1, 0..500); // ~40 KB of after-images: about ten parts
     insert_rows(a, 1, 2, 0..3);
@@ -85,7 +85,7 @@ fn a_commit_bigger_than_a_record_is_logged_in_parts_and_recovered_whole() {
 fn a_torn_big_commit_is_dropped_whole() {
     let dir = fresh_dir("torn");
     let a = logged_engine(&dir, 4096);
-    a.create_table(1, table_def()).unwrap();
+    a.create_table(table_id(1), table_def()).unwrap();
     insert_rows(a, 1, 0, 0..3);
     insert_rows(a, 1, 1, 0..500);
     let seg = format!("{dir}/{}", segments(&dir).unwrap().last().unwrap());
@@ -123,7 +123,7 @@ fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
     LogRecord::Commit {
         tid: Tid(tid),
         writes: vec![redo::payload::RowImage {
-            table_oid: 1,
+            table: table_id(1),
             rowid: RowId(rowid),
             after: Some(pack(&layout, 0, rowid as i64, "x")),
         }],
@@ -141,7 +141,7 @@ fn hand_written_log(dir: &str, records: &[Vec<u8>]) {
     let w = SharedLog::start(dir, Lsn(0), 1 << 20).unwrap();
     let mut b = Vec::new();
     LogRecord::CreateTable {
-        oid: 1,
+        table: table_id(1),
         def: table_def(),
     }
     .encode(&mut b);
@@ -190,7 +190,7 @@ fn the_tid_of_dropped_parts_is_never_handed_out_again() {
         "TID {} could be handed out again",
         b.last_tid()
     );
-    let t = b.table(1).unwrap();
+    let t = b.table(table_id(1)).unwrap();
     let mut txn = b.begin();
     txn.insert(&t, &pack(&t.layout, 0, 5, "y"), Stmt { cid: 0, sub: 1 })
         .unwrap();

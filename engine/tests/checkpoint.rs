@@ -33,8 +33,8 @@ fn logged_engine(dir: &str) -> (&'static Engine, &'static SharedLog) {
 fn checkpoint_under_concurrent_writes_then_recovery_rebuilds_everything() {
     let dir = fresh_dir("live");
     let (a, log) = logged_engine(&dir);
-    a.create_table(1, table_def()).unwrap();
-    a.create_table(2, table_def()).unwrap();
+    a.create_table(table_id(1), table_def()).unwrap();
+    a.create_table(table_id(2), table_def()).unwrap();
     let writers: Vec<_> = (0..4)
         .map(|w| {
             std::thread::spawn(move || run_worker(a, 1 + (w as u32 % 2), w, 40 + w as u64, 600, 0))
@@ -61,8 +61,8 @@ fn checkpoint_under_concurrent_writes_then_recovery_rebuilds_everything() {
     );
     assert!(infos.iter().all(|i| i.tables == 2));
     // A table created after the last checkpoint, and one dropped after it.
-    a.create_table(3, table_def()).unwrap();
-    let t3 = a.table(3).unwrap();
+    a.create_table(table_id(3), table_def()).unwrap();
+    let t3 = a.table(table_id(3)).unwrap();
     let mut txn = a.begin();
     txn.insert(
         &t3,
@@ -72,14 +72,14 @@ fn checkpoint_under_concurrent_writes_then_recovery_rebuilds_everything() {
     .unwrap();
     txn.commit().unwrap();
     drop(t3);
-    assert!(a.drop_table(2).unwrap());
+    assert!(a.drop_table(table_id(2)).unwrap());
 
     let b: &'static Engine = Box::leak(Engine::new(config(), None));
     let r = recover_engine(b, &dir).unwrap();
     assert!(r.truncated.is_none());
     assert_eq!(scan_all(b, 1), scan_all(a, 1));
     assert_eq!(scan_all(b, 3), scan_all(a, 3));
-    assert!(b.table(2).is_none());
+    assert!(b.table(table_id(2)).is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -87,7 +87,7 @@ fn checkpoint_under_concurrent_writes_then_recovery_rebuilds_everything() {
 fn an_incomplete_checkpoint_is_ignored_and_a_corrupt_one_stops_recovery() {
     let dir = fresh_dir("bad");
     let (a, log) = logged_engine(&dir);
-    a.create_table(1, table_def()).unwrap();
+    a.create_table(table_id(1), table_def()).unwrap();
     run_worker(a, 1, 0, 7, 300, 0);
     write_checkpoint(a, log).unwrap();
     run_worker(a, 1, 1, 8, 100, 0);

@@ -41,7 +41,7 @@ fn crash_copy(dir: &str, to: &str, log: &SharedLog, rng: &mut Rng) {
 }
 
 fn check_index(e: &'static Engine, rows: &Model) {
-    let t = e.table(OID).unwrap();
+    let t = e.table(table_id(OID)).unwrap();
     let mut txn = e.begin();
     let mut scan = IndexScan::new(KEY_INDEX, &[], None, false);
     let mut batch = RowBatch::new();
@@ -74,8 +74,8 @@ fn random_workload_crashes_recover_a_prefix_holding_every_acknowledged_commit() 
             },
             Some(Box::new(LogSink(log))),
         ));
-        e.create_table(OID, table_def()).unwrap();
-        let t = e.table(OID).unwrap();
+        e.create_table(table_id(OID), table_def()).unwrap();
+        let t = e.table(table_id(OID)).unwrap();
         let mut txn = e.begin();
         txn.create_index(
             &t,

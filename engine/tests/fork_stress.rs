@@ -121,7 +121,7 @@ fn fork_all(n: i32, f: impl Fn(i32)) -> bool {
 
 fn four_processes_match_model() {
     let engine = setup(REGION);
-    engine.create_table(7, table_def()).unwrap();
+    engine.create_table(table_id(7), table_def()).unwrap();
     let arena = memfdw_engine::alloc::arena().unwrap();
     let baseline = arena.stats().in_use;
 
@@ -143,12 +143,15 @@ fn four_processes_match_model() {
     }
     assert_eq!(all.len(), expected.len());
     assert_eq!(all, expected);
-    assert_eq!(engine.table_stats(7).unwrap().rows as usize, expected.len());
+    assert_eq!(
+        engine.table_stats(table_id(7)).unwrap().rows as usize,
+        expected.len()
+    );
 
     // Delete everything from another set of processes; memory comes back.
     let peak = arena.stats().in_use;
     assert!(fork_all(2, |half| {
-        let t = engine.table(7).unwrap();
+        let t = engine.table(table_id(7)).unwrap();
         let mut txn = engine.begin();
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
@@ -179,13 +182,13 @@ fn four_processes_match_model() {
         after - baseline < (peak - baseline) / 4,
         "memory not reclaimed: baseline {baseline}, peak {peak}, after {after}"
     );
-    assert!(engine.drop_table(7).unwrap());
+    assert!(engine.drop_table(table_id(7)).unwrap());
 }
 
 fn memory_limit_refuses_then_recovers() {
     let engine = setup(32 << 20);
-    engine.create_table(9, table_def()).unwrap();
-    let t = engine.table(9).unwrap();
+    engine.create_table(table_id(9), table_def()).unwrap();
+    let t = engine.table(table_id(9)).unwrap();
     let big = "x".repeat(2000);
     let fill = |engine: &'static Engine| -> usize {
         let mut n = 0;
@@ -254,15 +257,15 @@ fn table_created_by_a_child_is_shared() {
         let noise: Vec<String> = (0..1000).map(|i| format!("noise {i}")).collect();
         let mut def = table_def();
         def.name = format!("made-by-child-{}", noise.len());
-        engine.create_table(21, def).unwrap();
-        let t = engine.table(21).unwrap();
+        engine.create_table(table_id(21), def).unwrap();
+        let t = engine.table(table_id(21)).unwrap();
         let mut txn = engine.begin();
         txn.insert(&t, &pack(&t.layout, 3, 4, "five"), Stmt { cid: 0, sub: 1 })
             .unwrap();
         txn.commit().unwrap();
         drop(noise);
     }));
-    let t = engine.table(21).expect("table made by the child");
+    let t = engine.table(table_id(21)).expect("table made by the child");
     assert_eq!(t.def.name, "made-by-child-1000");
     assert_eq!(t.def.columns, table_def().columns);
     drop(t);
@@ -288,7 +291,7 @@ fn processes_share_one_redo_log() {
     };
     let config = EngineConfig::for_arena(memfdw_engine::alloc::arena().unwrap().stats().capacity);
     let a: &'static Engine = Box::leak(Engine::new(config, Some(log)));
-    a.create_table(31, table_def()).unwrap();
+    a.create_table(table_id(31), table_def()).unwrap();
     assert!(fork_all(WORKERS, |w| run_worker(
         a,
         31,
@@ -314,8 +317,8 @@ fn processes_share_one_redo_log() {
 fn processes_racing_for_unique_keys_one_wins_each() {
     const KEYS: i64 = 400;
     let engine = setup(64 << 20);
-    engine.create_table(31, table_def()).unwrap();
-    let t = engine.table(31).unwrap();
+    engine.create_table(table_id(31), table_def()).unwrap();
+    let t = engine.table(table_id(31)).unwrap();
     let mut txn = engine.begin();
     txn.create_index(
         &t,
@@ -331,7 +334,7 @@ fn processes_racing_for_unique_keys_one_wins_each() {
     txn.commit().unwrap();
     drop(t);
     assert!(fork_all(WORKERS, |w| {
-        let t = engine.table(31).unwrap();
+        let t = engine.table(table_id(31)).unwrap();
         for k in 0..KEYS {
             let mut txn = engine.begin();
             let r = txn
@@ -359,6 +362,6 @@ fn processes_racing_for_unique_keys_one_wins_each() {
         "only {} keys won",
         per_key.len()
     );
-    let t = engine.table(31).unwrap();
+    let t = engine.table(table_id(31)).unwrap();
     assert_eq!(t.index_entries(31), Some(rows.len()));
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{engine, replay_all, Forward, Recorder, Rng};
+use common::{engine, replay_all, table_id, Forward, Recorder, Rng};
 use memfdw_engine::keys::encode_value;
 use memfdw_engine::*;
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, Mutex};
 /// t(k int4 null, v int8 null, s text null)
 fn def() -> TableDef {
     TableDef {
-        database: 0,
+        database: 1,
         name: "t".into(),
         columns: vec![
             ColumnDef::new("k", ColumnType::Int4, true),
@@ -90,8 +90,8 @@ fn is_unique_violation(e: &Error, name: &str) -> bool {
 #[test]
 fn unique_checks_at_the_statement_nulls_never_conflict() {
     let e = engine();
-    e.create_table(1, def()).unwrap();
-    let t = e.table(1).unwrap();
+    e.create_table(table_id(1), def()).unwrap();
+    let t = e.table(table_id(1)).unwrap();
     let mut txn = e.begin();
     txn.create_index(&t, index(1, "t_k_key", vec![0], true))
         .unwrap();
@@ -175,8 +175,8 @@ fn nulls_last(k: Option<i32>) -> (bool, i32) {
 #[test]
 fn index_scans_match_a_model_through_updates_aborts_and_savepoints() {
     let e = engine();
-    e.create_table(2, def()).unwrap();
-    let t = e.table(2).unwrap();
+    e.create_table(table_id(2), def()).unwrap();
+    let t = e.table(table_id(2)).unwrap();
     let mut setup = e.begin();
     setup
         .create_index(&t, index(10, "uk", vec![0], true))
@@ -290,8 +290,8 @@ fn index_scans_match_a_model_through_updates_aborts_and_savepoints() {
 #[test]
 fn racing_inserts_of_one_key_exactly_one_wins() {
     let e = engine();
-    e.create_table(3, def()).unwrap();
-    let t = e.table(3).unwrap();
+    e.create_table(table_id(3), def()).unwrap();
+    let t = e.table(table_id(3)).unwrap();
     let mut txn = e.begin();
     txn.create_index(&t, index(20, "race_key", vec![0], true))
         .unwrap();
@@ -303,7 +303,7 @@ fn racing_inserts_of_one_key_exactly_one_wins() {
         .map(|w| {
             let (barrier, wins) = (barrier.clone(), wins.clone());
             std::thread::spawn(move || {
-                let t = e.table(3).unwrap();
+                let t = e.table(table_id(3)).unwrap();
                 for k in 0..ROUNDS {
                     barrier.wait();
                     let mut txn = e.begin();
@@ -345,8 +345,8 @@ fn racing_inserts_of_one_key_exactly_one_wins() {
 #[test]
 fn concurrent_key_updates_keep_every_row_findable_once() {
     let e = engine();
-    e.create_table(4, def()).unwrap();
-    let t = e.table(4).unwrap();
+    e.create_table(table_id(4), def()).unwrap();
+    let t = e.table(table_id(4)).unwrap();
     let mut txn = e.begin();
     txn.create_index(&t, index(30, "mv_key", vec![0], true))
         .unwrap();
@@ -364,7 +364,7 @@ fn concurrent_key_updates_keep_every_row_findable_once() {
     let threads: Vec<_> = (0..4i64)
         .map(|w| {
             std::thread::spawn(move || {
-                let t = e.table(4).unwrap();
+                let t = e.table(table_id(4)).unwrap();
                 let mut rng = Rng::new(w as u64 + 1);
                 let mut buf = Vec::new();
                 let mut next = 100_000 * (w as i32 + 1);
@@ -406,8 +406,8 @@ fn concurrent_key_updates_keep_every_row_findable_once() {
 #[test]
 fn building_on_populated_tables_and_duplicates_leave_no_index() {
     let e = engine();
-    e.create_table(5, def()).unwrap();
-    let t = e.table(5).unwrap();
+    e.create_table(table_id(5), def()).unwrap();
+    let t = e.table(table_id(5)).unwrap();
     let mut txn = e.begin();
     for i in 0..1000 {
         txn.insert(
@@ -446,8 +446,8 @@ fn building_on_populated_tables_and_duplicates_leave_no_index() {
     let got = collect(&mut txn, &t, IndexScan::new(41, &[], None, false), 1);
     assert_eq!(got.len(), 1001);
     assert!(got.windows(2).all(|w| w[0].2 < w[1].2));
-    assert!(e.drop_index(5, 41).unwrap());
-    assert!(!e.drop_index(5, 41).unwrap());
+    assert!(e.drop_index(table_id(5), 41).unwrap());
+    assert!(!e.drop_index(table_id(5), 41).unwrap());
     let err = txn.index_scan(
         &t,
         &mut IndexScan::new(41, &[], None, false),
@@ -467,8 +467,8 @@ fn replay_rebuilds_indexes_and_their_drops() {
         },
         Some(Box::new(Forward(log))),
     ));
-    a.create_table(6, def()).unwrap();
-    let t = a.table(6).unwrap();
+    a.create_table(table_id(6), def()).unwrap();
+    let t = a.table(table_id(6)).unwrap();
     let mut txn = a.begin();
     txn.create_index(&t, index(50, "a_key", vec![0], true))
         .unwrap();
@@ -494,10 +494,10 @@ fn replay_rebuilds_indexes_and_their_drops() {
         }
         txn.commit().unwrap();
     }
-    assert!(a.drop_index(6, 51).unwrap());
+    assert!(a.drop_index(table_id(6), 51).unwrap());
     let b: &'static Engine = engine();
     replay_all(b, log.0.lock().unwrap().iter()).unwrap();
-    let tb = b.table(6).unwrap();
+    let tb = b.table(table_id(6)).unwrap();
     let defs: Vec<_> = tb.index_defs().into_iter().map(|d| d.name).collect();
     assert_eq!(defs, vec!["a_key".to_string()]);
     let (mut ta, mut txb) = (a.begin(), b.begin());
@@ -512,8 +512,8 @@ fn replay_rebuilds_indexes_and_their_drops() {
 #[test]
 fn an_index_built_after_own_updates_gets_their_new_keys_at_commit() {
     let e = engine();
-    e.create_table(7, def()).unwrap();
-    let t = e.table(7).unwrap();
+    e.create_table(table_id(7), def()).unwrap();
+    let t = e.table(table_id(7)).unwrap();
     let mut txn = e.begin();
     let r = txn
         .insert(&t, &row(&t, Some(1), Some(10)), Stmt { cid: 1, sub: 1 })
@@ -564,8 +564,8 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
         Some(Box::new(Forward(log))),
     ));
     // A table that goes away, then comes back with other rows and no index.
-    a.create_table(9, def()).unwrap();
-    let t9 = a.table(9).unwrap();
+    a.create_table(table_id(9), def()).unwrap();
+    let t9 = a.table(table_id(9)).unwrap();
     let mut txn = a.begin();
     txn.create_index(&t9, index(90, "t9_k", vec![0], true))
         .unwrap();
@@ -575,16 +575,16 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
     }
     txn.commit().unwrap();
     drop(t9);
-    assert!(a.drop_table(9).unwrap());
-    a.create_table(9, def()).unwrap();
-    let t9 = a.table(9).unwrap();
+    assert!(a.drop_table(table_id(9)).unwrap());
+    a.create_table(table_id(9), def()).unwrap();
+    let t9 = a.table(table_id(9)).unwrap();
     let mut txn = a.begin();
     txn.insert(&t9, &row(&t9, Some(7), Some(7)), Stmt { cid: 1, sub: 1 })
         .unwrap();
     txn.commit().unwrap();
 
-    a.create_table(8, def()).unwrap();
-    let t = a.table(8).unwrap();
+    a.create_table(table_id(8), def()).unwrap();
+    let t = a.table(table_id(8)).unwrap();
     let mut txn = a.begin();
     txn.create_index(&t, index(80, "k_key", vec![0], true))
         .unwrap();
@@ -616,7 +616,7 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
         txn.delete(&t, r, tid, s).unwrap();
     }
     txn.commit().unwrap();
-    assert!(a.drop_index(8, 81).unwrap());
+    assert!(a.drop_index(table_id(8), 81).unwrap());
     let mut txn = a.begin();
     txn.create_index(&t, index(82, "v_late", vec![1], false))
         .unwrap();
@@ -662,14 +662,14 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
     replayer.finish().unwrap();
 
     for (oid, ids) in [(8u32, vec![80u32, 82, 83]), (9, vec![])] {
-        let ta = a.table(oid).unwrap();
+        let ta = a.table(table_id(oid)).unwrap();
         for b in [one_by_one, parallel] {
-            let tb = b.table(oid).unwrap();
+            let tb = b.table(table_id(oid)).unwrap();
             let names = |t: &TableHandle| -> Vec<String> {
                 t.index_defs().into_iter().map(|d| d.name).collect()
             };
             assert_eq!(names(&tb), names(&ta));
-            assert_eq!(b.table_stats(oid), a.table_stats(oid));
+            assert_eq!(b.table_stats(table_id(oid)), a.table_stats(table_id(oid)));
             for &id in &ids {
                 let (mut txa, mut txb) = (a.begin(), b.begin());
                 let want = collect(&mut txa, &ta, IndexScan::new(id, &[], None, false), 1);
@@ -681,7 +681,7 @@ fn the_parallel_replayer_matches_record_by_record_replay() {
         }
     }
     assert_eq!(
-        parallel.table_stats(8).unwrap().rows as usize,
+        parallel.table_stats(table_id(8)).unwrap().rows as usize,
         N as usize - N as usize / 4 + 9000
     );
     assert!(parallel.next_index_id() > 83);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{engine, Rng};
+use common::{engine, table_id, Rng};
 use memfdw_engine::txn::Isolation;
 use memfdw_engine::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +14,9 @@ use std::sync::Arc;
 /// acct(id int4, bal int8) with a unique index on id.
 fn setup(e: &'static Engine, oid: u32, n: i32, bal: i64) -> TableHandle {
     e.create_table(
-        oid,
+        table_id(oid),
         TableDef {
-            database: 0,
+            database: 1,
             name: "acct".into(),
             columns: vec![
                 ColumnDef::new("id", ColumnType::Int4, false),
@@ -25,7 +25,7 @@ fn setup(e: &'static Engine, oid: u32, n: i32, bal: i64) -> TableHandle {
         },
     )
     .unwrap();
-    let t = e.table(oid).unwrap();
+    let t = e.table(table_id(oid)).unwrap();
     let mut txn = e.begin();
     txn.create_index(
         &t,
@@ -100,7 +100,7 @@ fn bank(iso: Isolation, oid: u32) {
         .map(|w| {
             let audits = audits.clone();
             std::thread::spawn(move || {
-                let t = e.table(oid).unwrap();
+                let t = e.table(table_id(oid)).unwrap();
                 let mut rng = Rng::new(w + 1);
                 let mut done = 0;
                 let started = std::time::Instant::now();
@@ -161,7 +161,7 @@ fn bank(iso: Isolation, oid: u32) {
     let auditor = {
         let (stop, audits) = (stop.clone(), audits.clone());
         std::thread::spawn(move || {
-            let t = e.table(oid).unwrap();
+            let t = e.table(table_id(oid)).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let mut txn = e.begin();
                 txn.set_isolation(iso);
@@ -182,7 +182,7 @@ fn bank(iso: Isolation, oid: u32) {
     transfers.into_iter().for_each(|h| h.join().unwrap());
     stop.store(true, Ordering::Relaxed);
     auditor.join().unwrap();
-    let t = e.table(oid).unwrap();
+    let t = e.table(table_id(oid)).unwrap();
     let mut txn = e.begin();
     assert_eq!(sum_all(&mut txn, &t).unwrap(), N as i64 * 100);
     assert!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::engine;
+use common::{engine, table_id};
 
 use memfdw_engine::*;
 use std::sync::{Arc, Barrier};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 fn def() -> TableDef {
     TableDef {
-        database: 0,
+        database: 1,
         name: "c".into(),
         columns: vec![ColumnDef::new("n", ColumnType::Int8, false)],
     }
@@ -58,8 +58,8 @@ fn lock(
 #[test]
 fn queued_increments_lose_nothing_and_fail_nothing() {
     let e = engine();
-    e.create_table(1, def()).unwrap();
-    let t = e.table(1).unwrap();
+    e.create_table(table_id(1), def()).unwrap();
+    let t = e.table(table_id(1)).unwrap();
     let mut txn = e.begin();
     let rowid = txn
         .insert(&t, &pack(&t, 0), Stmt { cid: 1, sub: 1 })
@@ -68,7 +68,7 @@ fn queued_increments_lose_nothing_and_fail_nothing() {
     let hs: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
-                let t = e.table(1).unwrap();
+                let t = e.table(table_id(1)).unwrap();
                 let mut buf = Vec::new();
                 for _ in 0..200 {
                     let mut txn = e.begin();
@@ -93,8 +93,8 @@ fn queued_increments_lose_nothing_and_fail_nothing() {
 #[test]
 fn a_cycle_of_waits_is_a_deadlock_and_the_survivor_goes_on() {
     let e = engine();
-    e.create_table(2, def()).unwrap();
-    let t = e.table(2).unwrap();
+    e.create_table(table_id(2), def()).unwrap();
+    let t = e.table(table_id(2)).unwrap();
     let mut txn = e.begin();
     let a = txn
         .insert(&t, &pack(&t, 0), Stmt { cid: 1, sub: 1 })
@@ -109,7 +109,7 @@ fn a_cycle_of_waits_is_a_deadlock_and_the_survivor_goes_on() {
         .map(|(first, second)| {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let t = e.table(2).unwrap();
+                let t = e.table(table_id(2)).unwrap();
                 let mut txn = e.begin();
                 lock(&mut txn, &t, first, 1).unwrap();
                 barrier.wait();
@@ -133,8 +133,8 @@ fn a_cycle_of_waits_is_a_deadlock_and_the_survivor_goes_on() {
 #[test]
 fn savepoint_rollback_releases_its_row_locks() {
     let e = engine();
-    e.create_table(3, def()).unwrap();
-    let t = e.table(3).unwrap();
+    e.create_table(table_id(3), def()).unwrap();
+    let t = e.table(table_id(3)).unwrap();
     let mut txn = e.begin();
     let r = txn
         .insert(&t, &pack(&t, 0), Stmt { cid: 1, sub: 1 })

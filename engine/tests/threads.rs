@@ -14,7 +14,7 @@ fn four_threads_disjoint_writers_match_model() {
         },
         None,
     ));
-    engine.create_table(1, table_def()).unwrap();
+    engine.create_table(table_id(1), table_def()).unwrap();
     let threads: Vec<_> = (0..4)
         .map(|w| std::thread::spawn(move || run_worker(engine, 1, w, 100 + w as u64, 1500, 100)))
         .collect();
@@ -29,8 +29,14 @@ fn four_threads_disjoint_writers_match_model() {
         }
     }
     assert_eq!(all, expected);
-    assert_eq!(engine.table_stats(1).unwrap().rows as usize, expected.len());
-    assert_eq!(engine.table_stats(1).unwrap().index_entries, expected.len());
+    assert_eq!(
+        engine.table_stats(table_id(1)).unwrap().rows as usize,
+        expected.len()
+    );
+    assert_eq!(
+        engine.table_stats(table_id(1)).unwrap().index_entries,
+        expected.len()
+    );
 }
 
 #[test]
@@ -41,8 +47,8 @@ fn conflicting_updates_exactly_one_wins() {
         },
         None,
     ));
-    engine.create_table(2, table_def()).unwrap();
-    let t = engine.table(2).unwrap();
+    engine.create_table(table_id(2), table_def()).unwrap();
+    let t = engine.table(table_id(2)).unwrap();
     let mut setup = engine.begin();
     let rowid = setup
         .insert(&t, &pack(&t.layout, 0, 0, "0"), Stmt { cid: 0, sub: 1 })
@@ -55,7 +61,7 @@ fn conflicting_updates_exactly_one_wins() {
         .map(|w| {
             let b = barrier.clone();
             std::thread::spawn(move || {
-                let t = engine.table(2).unwrap();
+                let t = engine.table(table_id(2)).unwrap();
                 let mut txn = engine.begin();
                 txn.update(
                     &t,

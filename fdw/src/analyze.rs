@@ -20,7 +20,7 @@ pub unsafe extern "C-unwind" fn analyze_foreign_table(
     // SAFETY: out-parameters handed to us by PostgreSQL.
     unsafe {
         let rows = engine()
-            .table_stats((*relation).rd_id.to_u32())
+            .table_stats(crate::handler::table_id((*relation).rd_id))
             .map_or(0, |s| s.rows.max(0) as u64);
         // No pages: a nominal count PostgreSQL uses in its progress report only.
         *totalpages = (rows / 100 + 1).min(u32::MAX as u64) as pg_sys::BlockNumber;
@@ -44,7 +44,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     // tuples are built in the current memory context, as ANALYZE expects.
     unsafe {
         let relid = (*relation).rd_id;
-        let Some(table) = engine().table(relid.to_u32()) else {
+        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
             crate::errors::missing_table(relid)
         };
         let codecs: Vec<Codec> = table.def.columns.iter().map(|c| Codec::of(c.ty)).collect();

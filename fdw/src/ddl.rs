@@ -50,6 +50,7 @@ unsafe extern "C-unwind" fn process_utility(
         let stmt = (*pstmt).utilityStmt;
         let mut keys = Vec::new();
         let mut dropped_db = pg_sys::InvalidOid;
+        let mut created_db: Option<(String, String)> = None;
         if preloaded() {
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_AlterTableStmt => {
@@ -80,6 +81,9 @@ unsafe extern "C-unwind" fn process_utility(
                         // after: its memory tables must be dropped with it.
                         engine();
                     }
+                }
+                pg_sys::NodeTag::T_CreatedbStmt => {
+                    created_db = Some(created_database(stmt as *mut pg_sys::CreatedbStmt));
                 }
                 pg_sys::NodeTag::T_CreateForeignTableStmt => {
                     let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
@@ -130,6 +134,11 @@ unsafe extern "C-unwind" fn process_utility(
             // transaction block, so it has committed.
             drop_database_tables(dropped_db);
         }
+        if let Some((name, template)) = created_db {
+            // The new database has the template's foreign tables, with the same
+            // relation OIDs: it gets its own copies of their engine tables.
+            copy_template_tables(&name, &template);
+        }
         if created && !existed {
             if let Some(relid) =
                 after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt)
@@ -140,12 +149,59 @@ unsafe extern "C-unwind" fn process_utility(
     }
 }
 
+/// The name of the database a CREATE DATABASE makes, and of its template.
+///
+/// # Safety
+/// `stmt` must be a valid CREATE DATABASE statement.
+unsafe fn created_database(stmt: *mut pg_sys::CreatedbStmt) -> (String, String) {
+    // SAFETY: forwarded contract; option lists of String nodes.
+    unsafe {
+        let name = std::ffi::CStr::from_ptr((*stmt).dbname)
+            .to_string_lossy()
+            .into_owned();
+        let mut template = "template1".to_owned();
+        for d in pgrx::PgList::<pg_sys::DefElem>::from_pg((*stmt).options).iter_ptr() {
+            if std::ffi::CStr::from_ptr((*d).defname).to_bytes() == b"template"
+                && !(*d).arg.is_null()
+            {
+                template = std::ffi::CStr::from_ptr(pg_sys::defGetString(d))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        (name, template)
+    }
+}
+
+/// Copies the engine tables of database `template` for the database `name` just
+/// created from it (rows, keys and indexes; logged). Tables of the new database's OID
+/// that exist already are leftovers of a CREATE DATABASE that never committed: they go
+/// first. The copies are undone if the transaction aborts.
+fn copy_template_tables(name: &str, template: &str) {
+    let oid_of = |n: &str| {
+        let c = std::ffi::CString::new(n).expect("no NUL in database names");
+        // SAFETY: catalog lookup.
+        unsafe { pg_sys::get_database_oid(c.as_ptr(), false) }.to_u32()
+    };
+    let (new_db, template_db) = (oid_of(name), oid_of(template));
+    let e = engine();
+    let tables = e.table_ids();
+    for t in tables.iter().filter(|t| t.database == new_db) {
+        e.drop_table(*t).or_raise();
+    }
+    for t in tables.iter().filter(|t| t.database == template_db) {
+        let to = memfdw_engine::TableId::new(new_db, t.relation);
+        xact::note_create(to);
+        e.copy_table(*t, to).or_raise();
+    }
+}
+
 /// Drops the engine tables of database `db`.
 fn drop_database_tables(db: pg_sys::Oid) {
     let e = engine();
-    for oid in e.table_oids() {
-        if e.table(oid).is_some_and(|t| t.def.database == db.to_u32()) {
-            e.drop_table(oid).or_raise();
+    for table in e.table_ids() {
+        if table.database == db.to_u32() {
+            e.drop_table(table).or_raise();
         }
     }
 }
@@ -222,16 +278,17 @@ unsafe fn after_create_foreign_table(
             std::ptr::null_mut(),
         );
         let e = engine();
-        if e.table(relid.to_u32()).is_some() {
+        if e.table(crate::handler::table_id(relid)).is_some() {
             // A table of a transaction that never committed (its CREATE was logged, then
             // the server crashed) whose OID PostgreSQL has now reused: not ours.
-            e.drop_table(relid.to_u32()).or_raise();
+            e.drop_table(crate::handler::table_id(relid)).or_raise();
         }
         let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as _);
         let def = types::table_def(rel);
         pg_sys::relation_close(rel, pg_sys::AccessShareLock as _);
-        e.create_table(relid.to_u32(), def.or_raise()).or_raise();
-        xact::note_create(relid.to_u32());
+        e.create_table(crate::handler::table_id(relid), def.or_raise())
+            .or_raise();
+        xact::note_create(crate::handler::table_id(relid));
         Some(relid)
     }
 }
@@ -259,7 +316,9 @@ unsafe extern "C-unwind" fn object_access(
         && sub_id == 0
         && preloaded()
         && is_memory_table(object_id)
-        && engine().table(object_id.to_u32()).is_some()
+        && engine()
+            .table(crate::handler::table_id(object_id))
+            .is_some()
     {
         xact::note_drop(object_id.to_u32());
     }

@@ -42,12 +42,12 @@ pub fn raise(e: Error) -> ! {
             report = report.set_hint("The transaction might succeed if retried.");
         }
         Error::UniqueViolation {
-            table_oid,
+            table,
             columns,
             row,
             ..
         } => {
-            report = report.set_detail(key_detail(*table_oid, columns, row));
+            report = report.set_detail(key_detail(*table, columns, row));
         }
         Error::NotDurable(_) => {
             // Committed in memory but maybe not on disk: like PostgreSQL after a failed
@@ -62,10 +62,10 @@ pub fn raise(e: Error) -> ! {
 }
 
 /// "Key (a, b)=(1, x) already exists." for the key columns of `row`, a packed row of
-/// relation `table_oid`.
-fn key_detail(table_oid: u32, columns: &[u16], row: &[u8]) -> String {
-    let relid = pg_sys::Oid::from(table_oid);
-    let Some(t) = crate::shmem::engine().table(table_oid) else {
+/// memory table `table`.
+fn key_detail(table: memfdw_engine::TableId, columns: &[u16], row: &[u8]) -> String {
+    let relid = pg_sys::Oid::from(table.relation);
+    let Some(t) = crate::shmem::engine().table(table) else {
         return String::new();
     };
     let mut names = Vec::new();

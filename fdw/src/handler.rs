@@ -105,3 +105,14 @@ pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
             && is_ours(pg_sys::GetFdwRoutineByRelId(relid))
     }
 }
+
+/// The current database (the engine names tables by database and relation).
+pub(crate) fn current_database() -> u32 {
+    // SAFETY: reading this backend's database id, set at connection start.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// The engine table of relation `relid` of the current database.
+pub(crate) fn table_id(relid: pg_sys::Oid) -> memfdw_engine::TableId {
+    memfdw_engine::TableId::new(current_database(), relid.to_u32())
+}

@@ -214,11 +214,13 @@ fn namespace_of(relid: pg_sys::Oid) -> pg_sys::Oid {
 /// The memory-table index called `name` in schema `nsp`: (table, index id).
 fn find_index(nsp: pg_sys::Oid, name: &str) -> Option<(u32, u32)> {
     let e = engine();
-    e.table_oids().into_iter().find_map(|oid| {
-        if namespace_of(pg_sys::Oid::from(oid)) != nsp {
+    let here = crate::handler::current_database();
+    e.table_ids().into_iter().find_map(|table| {
+        let oid = table.relation;
+        if table.database != here || namespace_of(pg_sys::Oid::from(oid)) != nsp {
             return None;
         }
-        let t = e.table(oid)?;
+        let t = e.table(table)?;
         t.index_defs()
             .into_iter()
             .find(|d| d.name == name && !xact::index_drop_pending(oid, d.id))
@@ -275,7 +277,7 @@ fn build(
     if_not_exists: bool,
 ) -> bool {
     let e = engine();
-    let Some(table) = e.table(relid.to_u32()) else {
+    let Some(table) = e.table(crate::handler::table_id(relid)) else {
         crate::errors::missing_table(relid)
     };
     let nsp = namespace_of(relid);
@@ -453,7 +455,7 @@ fn check_schema_create(nsp: pg_sys::Oid) {
 /// The name of index `id` of memory table `table` (for messages).
 fn index_name(table: u32, id: u32) -> String {
     engine()
-        .table(table)
+        .table(crate::handler::table_id(pg_sys::Oid::from(table)))
         .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
         .map_or_else(|| format!("index {id}"), |d| d.name)
 }

@@ -391,7 +391,7 @@ pub unsafe fn add_index_paths(
 ) {
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
-        let Some(table) = engine().table(relid.to_u32()) else {
+        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
             return;
         };
         let types: Vec<ColumnType> = table.def.columns.iter().map(|c| c.ty).collect();

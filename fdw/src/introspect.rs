@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 fn visible(t: &TableHandle, relid: pg_sys::Oid) -> bool {
     // SAFETY: reading this backend's database id; catalog lookups.
     unsafe {
-        t.def.database == pg_sys::MyDatabaseId.to_u32()
+        t.id.database == crate::handler::current_database()
             && !pg_sys::get_rel_name(relid).is_null()
             && pg_sys::pg_class_aclcheck(
                 relid,
@@ -38,11 +38,11 @@ fn tables() -> TableIterator<
 > {
     let e = engine();
     let rows: Vec<_> = e
-        .table_oids()
+        .table_ids()
         .into_iter()
-        .filter_map(|oid| {
-            let t = e.table(oid)?;
-            let relid = pg_sys::Oid::from(oid);
+        .filter_map(|id| {
+            let t = e.table(id)?;
+            let relid = pg_sys::Oid::from(id.relation);
             if !visible(&t, relid) {
                 return None;
             }
@@ -199,9 +199,9 @@ fn indexes() -> TableIterator<
 > {
     let e = engine();
     let mut rows = Vec::new();
-    for oid in e.table_oids() {
-        let Some(t) = e.table(oid) else { continue };
-        let relid = pg_sys::Oid::from(oid);
+    for id in e.table_ids() {
+        let Some(t) = e.table(id) else { continue };
+        let relid = pg_sys::Oid::from(id.relation);
         if !visible(&t, relid) {
             continue;
         }

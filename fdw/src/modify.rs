@@ -64,7 +64,7 @@ unsafe fn init_state(rinfo: *mut pg_sys::ResultRelInfo, ctid_attno: pg_sys::Attr
     // SAFETY: forwarded contract.
     unsafe {
         let relid = (*(*rinfo).ri_RelationDesc).rd_id;
-        let Some(table) = engine().table(relid.to_u32()) else {
+        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
             errors::missing_table(relid)
         };
         let state = ModifyState {
@@ -279,7 +279,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_truncate(
         let stmt = xact::current_stmt(true);
         for rel in pgrx::PgList::<pg_sys::RelationData>::from_pg(rels).iter_ptr() {
             let relid = (*rel).rd_id;
-            let Some(table) = engine().table(relid.to_u32()) else {
+            let Some(table) = engine().table(crate::handler::table_id(relid)) else {
                 errors::missing_table(relid)
             };
             xact::with_txn(|t| t.delete_all(&table, stmt)).or_raise();

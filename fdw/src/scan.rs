@@ -53,7 +53,7 @@ fn table_rows(relid: pg_sys::Oid) -> f64 {
         return 1000.0;
     }
     engine()
-        .table_stats(relid.to_u32())
+        .table_stats(crate::handler::table_id(relid))
         .map(|s| s.rows.max(0) as f64)
         .unwrap_or(0.0)
 }
@@ -218,7 +218,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     unsafe {
         let rel = (*node).ss.ss_currentRelation;
         let relid = (*rel).rd_id;
-        let Some(table) = engine().table(relid.to_u32()) else {
+        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
             errors::missing_table(relid)
         };
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
@@ -654,7 +654,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             None => "full scan (row id order)".to_string(),
             Some(c) => {
                 let name = engine()
-                    .table(relid.to_u32())
+                    .table(crate::handler::table_id(relid))
                     .and_then(|t| t.index_defs().into_iter().find(|d| d.id == c.index_id))
                     .map_or_else(|| format!("index {}", c.index_id), |d| d.name);
                 let order = match (c.ordered, c.reverse) {

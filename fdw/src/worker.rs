@@ -193,15 +193,15 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     }
     let secs = started.elapsed().as_secs_f64();
     let rows: i64 = engine
-        .table_oids()
+        .table_ids()
         .into_iter()
-        .filter_map(|o| engine.table_stats(o))
+        .filter_map(|t| engine.table_stats(t))
         .map(|s| s.rows)
         .sum();
     let bytes = engine.memory().in_use as f64;
     pgrx::log!(
         "memfdw: recovered {} tables, {} rows ({:.1} MB in memory) from {} redo records in {} segments in {:.3} s ({:.1} MB/s); log ends at LSN {:X}",
-        engine.table_oids().len(),
+        engine.table_ids().len(),
         rows,
         bytes / 1e6,
         r.records,

@@ -13,7 +13,7 @@
 use crate::errors;
 use crate::shmem::engine;
 use memfdw_engine::{Error, Isolation, Stmt, TxnHandle};
-use memfdw_engine::{RowId, Tid};
+use memfdw_engine::{RowId, TableId, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -22,8 +22,9 @@ use std::collections::HashMap;
 #[derive(Default)]
 struct Backend {
     txn: Option<TxnHandle>,
-    /// Engine tables created by this transaction: (relation oid, subtransaction).
-    creates: Vec<(u32, u32)>,
+    /// Engine tables created by this transaction (also in another database: the copies
+    /// CREATE DATABASE makes of a template's tables), with the subtransaction.
+    creates: Vec<(TableId, u32)>,
     /// Engine tables dropped by this transaction, applied at commit.
     drops: Vec<(u32, u32)>,
     /// Engine indexes created by this transaction: (relation, index id, subtransaction).
@@ -166,9 +167,9 @@ pub fn clear_fetched() {
     })
 }
 
-pub fn note_create(relid: u32) {
+pub fn note_create(table: TableId) {
     let sub = current_stmt(false).sub;
-    BACKEND.with(|b| b.borrow_mut().creates.push((relid, sub)));
+    BACKEND.with(|b| b.borrow_mut().creates.push((table, sub)));
 }
 
 pub fn note_drop(relid: u32) {
@@ -241,7 +242,7 @@ unsafe extern "C-unwind" fn xact_callback(
                     must_drop_index(e, oid, id);
                 }
                 for (oid, _) in drops {
-                    must_drop(e, oid);
+                    must_drop(e, crate::handler::table_id(pg_sys::Oid::from(oid)));
                 }
             }
         }
@@ -269,15 +270,15 @@ unsafe extern "C-unwind" fn xact_callback(
 
 /// Drops an engine table where no error may be raised (commit, abort): if the redo
 /// log cannot record it, the server must restart and recover.
-fn must_drop(e: &'static memfdw_engine::Engine, oid: u32) {
-    if let Err(err) = e.drop_table(oid) {
+fn must_drop(e: &'static memfdw_engine::Engine, table: TableId) {
+    if let Err(err) = e.drop_table(table) {
         errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
     }
 }
 
 /// Drops an engine index where no error may be raised (see `must_drop`).
 fn must_drop_index(e: &'static memfdw_engine::Engine, oid: u32, id: u32) {
-    if let Err(err) = e.drop_index(oid, id) {
+    if let Err(err) = e.drop_index(crate::handler::table_id(pg_sys::Oid::from(oid)), id) {
         errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
     }
 }

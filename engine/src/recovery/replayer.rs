@@ -10,7 +10,7 @@ use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
-use crate::ids::{RowId, Tid};
+use crate::ids::{RowId, TableId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::{commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART};
@@ -22,35 +22,35 @@ impl Engine {
     /// engine does not have (dropped later in the log) are skipped.
     fn apply_record(&'static self, rec: &LogRecord, threads: usize) -> Result<()> {
         match rec {
-            LogRecord::CreateTable { oid, def } => {
-                if self.table(*oid).is_none() {
-                    self.create_table_inner(*oid, def.clone(), false)?;
+            LogRecord::CreateTable { table, def } => {
+                if self.table(*table).is_none() {
+                    self.create_table_inner(*table, def.clone(), false)?;
                 }
             }
-            LogRecord::DropTable { oid } => {
-                self.drop_table_inner(*oid);
+            LogRecord::DropTable { table } => {
+                self.drop_table_inner(*table);
             }
-            LogRecord::CreateIndex { table_oid, def } => {
+            LogRecord::CreateIndex { table, def } => {
                 self.observe_index_id(def.id);
-                if let Some(t) = self.table(*table_oid) {
+                if let Some(t) = self.table(*table) {
                     if t.index_entries(def.id).is_none() {
                         self.build_index_parallel(&t, def.clone(), threads)?;
                     }
                 }
             }
-            LogRecord::DropIndex { table_oid, id } => {
-                self.drop_index_logged(*table_oid, *id, false)?;
+            LogRecord::DropIndex { table, id } => {
+                self.drop_index_logged(*table, *id, false)?;
             }
             LogRecord::Commit { tid, writes } => {
                 self.observe_tid(*tid);
                 for w in writes {
-                    if let Some(t) = self.table(w.table_oid) {
+                    if let Some(t) = self.table(w.table) {
                         self.apply_row(&t, w.rowid, *tid, w.after.as_deref())?;
                     }
                 }
             }
-            LogRecord::Rows { table_oid, rows } => {
-                if let Some(t) = self.table(*table_oid) {
+            LogRecord::Rows { table, rows } => {
+                if let Some(t) = self.table(*table) {
                     for (rowid, tid, bytes) in rows {
                         self.observe_tid(*tid);
                         self.apply_row(&t, *rowid, *tid, Some(bytes))?;
@@ -132,7 +132,7 @@ impl Engine {
         after: Option<&[u8]>,
     ) -> Result<()> {
         let row = RowRef {
-            table_oid: t.oid,
+            table: t.id,
             rowid,
             tid,
             after,
@@ -164,11 +164,11 @@ impl Engine {
                 let mut garbage = Garbage::default();
                 let mut res = Ok(());
                 for row in chunk {
-                    if cur.as_ref().map(|c| c.oid) != Some(row.table_oid) {
+                    if cur.as_ref().map(|c| c.id) != Some(row.table) {
                         if let Some(c) = cur.take() {
                             c.flush();
                         }
-                        cur = Some(Current::of(self, row.table_oid));
+                        cur = Some(Current::of(self, row.table));
                     }
                     let c = cur.as_mut().expect("set above");
                     if c.table.is_none() {
@@ -208,7 +208,7 @@ impl Engine {
             if !t.layout.check(bytes) {
                 return Err(Error::Corrupt(format!(
                     "row {rowid} of table {} does not match the table's columns",
-                    t.oid
+                    t.id
                 )));
             }
         }
@@ -318,7 +318,7 @@ const SMALL_BATCH_ROWS: usize = 32 * 1024;
 /// The table a run of rows belongs to, and what applying them changed in its counters
 /// (published by `flush`, once per run instead of once per row).
 struct Current {
-    oid: u32,
+    id: TableId,
     table: Option<TableHandle>,
     indexes: Arc<[Arc<KeyIndex>]>,
     max_rowid: RowId,
@@ -327,14 +327,14 @@ struct Current {
 }
 
 impl Current {
-    fn of(engine: &Engine, oid: u32) -> Current {
-        let table = engine.table(oid);
+    fn of(engine: &Engine, id: TableId) -> Current {
+        let table = engine.table(id);
         let indexes = match &table {
             Some(t) => t.indexes(),
             None => Arc::from(Vec::new()),
         };
         Current {
-            oid,
+            id,
             table,
             indexes,
             max_rowid: RowId(0),
@@ -476,7 +476,7 @@ impl Replayer {
         }
         let distinct = self.threads > 1 && rows.len() >= PARALLEL_MIN_ROWS && {
             let mut seen = std::collections::HashSet::with_capacity(rows.len());
-            rows.iter().all(|r| seen.insert((r.table_oid, r.rowid)))
+            rows.iter().all(|r| seen.insert((r.table, r.rowid)))
         };
         if distinct {
             self.apply_rows(&rows)

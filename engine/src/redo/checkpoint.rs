@@ -60,8 +60,8 @@ pub enum CheckpointError {
     Interrupted,
 }
 
-/// Format 2: CREATE TABLE records carry the database.
-const VERSION: u32 = 2;
+/// Format 3: tables are named by (database, relation) (see `redo::payload`).
+const VERSION: u32 = 3;
 
 /// Writes a checkpoint of `engine` next to the log and deletes the segments it covers.
 pub fn write_checkpoint(
@@ -105,12 +105,14 @@ pub fn write_checkpoint(
                 info.bytes += frame.len() as u64;
                 f.write_all(&frame)
             };
-        for oid in engine.table_oids() {
-            let Some(t) = engine.table(oid) else { continue };
+        for table in engine.table_ids() {
+            let Some(t) = engine.table(table) else {
+                continue;
+            };
             info.tables += 1;
             payload.clear();
             LogRecord::CreateTable {
-                oid,
+                table,
                 def: t.def.clone(),
             }
             .encode(&mut payload);
@@ -118,11 +120,7 @@ pub fn write_checkpoint(
             // Indexes before rows: loading maintains them row by row.
             for def in t.index_defs() {
                 payload.clear();
-                LogRecord::CreateIndex {
-                    table_oid: oid,
-                    def,
-                }
-                .encode(&mut payload);
+                LogRecord::CreateIndex { table, def }.encode(&mut payload);
                 emit(&mut f, &payload, &mut info)?;
             }
             let mut txn = engine.begin();
@@ -140,7 +138,7 @@ pub fn write_checkpoint(
                     info.rows += rows.len() as u64;
                     payload.clear();
                     LogRecord::Rows {
-                        table_oid: oid,
+                        table,
                         rows: std::mem::take(&mut rows),
                     }
                     .encode(&mut payload);
@@ -205,6 +203,12 @@ pub fn load_checkpoint(
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let data: &[u8] = &map;
     let Some(start) = read_header(data, MAGIC, VERSION) else {
+        if super::files::other_version(data, MAGIC, VERSION) {
+            return Err(corrupt(
+                0,
+                "checkpoint of another format version (this memfdw reads format 3)",
+            ));
+        }
         return Err(corrupt(0, "bad header"));
     };
     let mut pos = HEADER_LEN;

@@ -34,6 +34,16 @@ pub(crate) fn read_header(data: &[u8], magic: &[u8; 8], version: u32) -> Option<
     (h == file_header(magic, version, start)).then_some(start)
 }
 
+/// Is `data` a valid header of kind `magic` for a format version other than `version`?
+pub(crate) fn other_version(data: &[u8], magic: &[u8; 8], version: u32) -> bool {
+    let Some(h) = data.get(..HEADER_LEN) else {
+        return false;
+    };
+    let v = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    let start = Lsn(u64::from_le_bytes(h[16..24].try_into().unwrap()));
+    v != version && h == file_header(magic, v, start)
+}
+
 pub fn segment_name(start_lsn: Lsn) -> String {
     format!("{:016X}{SEGMENT_SUFFIX}", start_lsn.get())
 }

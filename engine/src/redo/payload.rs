@@ -1,13 +1,14 @@
 //! The contents of redo records: committed row images and DDL.
 //!
 //! ```text
-//! commit:       1 | tid u64 | count u32 | { table u32 | rowid u64 | kind u8 (0 row, 1 delete) | [len u32 | bytes] }*
-//! create table: 2 | oid u32 | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }* | database u32
-//! drop table:   3 | oid u32
-//! rows:         4 | table u32 | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
-//! create index: 5 | table u32 | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
-//! drop index:   6 | table u32 | id u32
+//! commit:       1 | tid u64 | count u32 | { table | rowid u64 | kind u8 (0 row, 1 delete) | [len u32 | bytes] }*
+//! create table: 2 | table | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
+//! drop table:   3 | table
+//! rows:         4 | table | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
+//! create index: 5 | table | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
+//! drop index:   6 | table | id u32
 //! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
+//! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
 //! A commit whose record would exceed the largest frame is logged as commit parts
@@ -21,12 +22,12 @@
 //! inconsistency; it never panics on bad input.
 
 use crate::catalog::{ColumnDef, ColumnType, TableDef};
-use crate::ids::{RowId, Tid};
+use crate::ids::{RowId, TableId, Tid};
 use crate::index::IndexDef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowImage {
-    pub table_oid: u32,
+    pub table: TableId,
     pub rowid: RowId,
     /// The row's packed bytes, or None for a delete.
     pub after: Option<Vec<u8>>,
@@ -38,24 +39,25 @@ pub enum LogRecord {
         tid: Tid,
         writes: Vec<RowImage>,
     },
+    /// A new table; its definition's database is the table's.
     CreateTable {
-        oid: u32,
+        table: TableId,
         def: TableDef,
     },
     DropTable {
-        oid: u32,
+        table: TableId,
     },
     CreateIndex {
-        table_oid: u32,
+        table: TableId,
         def: IndexDef,
     },
     DropIndex {
-        table_oid: u32,
+        table: TableId,
         id: u32,
     },
     /// Committed rows of one table with their TIDs (checkpoints only).
     Rows {
-        table_oid: u32,
+        table: TableId,
         rows: Vec<(RowId, Tid, Vec<u8>)>,
     },
 }
@@ -120,10 +122,10 @@ impl CommitRecords {
         p[9..COMMIT_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
     }
 
-    /// Adds the after-image of row `rowid` of table `table_oid` (None: deleted).
-    pub fn push(&mut self, table_oid: u32, rowid: RowId, after: Option<&[u8]>) {
+    /// Adds the after-image of row `rowid` of table `table` (None: deleted).
+    pub fn push(&mut self, table: TableId, rowid: RowId, after: Option<&[u8]>) {
         self.write.clear();
-        encode_write(&mut self.write, table_oid, rowid, after);
+        encode_write(&mut self.write, table, rowid, after);
         let cur = self.parts.last().expect("started");
         if self.count > 0 && cur.len() + self.write.len() > self.max {
             self.seal_part(COMMIT_PART);
@@ -156,7 +158,7 @@ pub fn commit_tid(b: &[u8]) -> Option<Tid> {
 /// One row change borrowed from a commit or rows payload (see [`decode_rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowRef<'a> {
-    pub table_oid: u32,
+    pub table: TableId,
     pub rowid: RowId,
     pub tid: Tid,
     /// The row's packed bytes, or None for a delete.
@@ -172,12 +174,12 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
         COMMIT | COMMIT_PART => {
             let tid = Tid(r.u64()?);
             let n = r.u32()? as usize;
-            if n > b.len() / 13 {
+            if n > b.len() / 17 {
                 return Err(DecodeError("write count exceeds record"));
             }
             let mut rows = Vec::with_capacity(n);
             for _ in 0..n {
-                let table_oid = r.u32()?;
+                let table = r.table()?;
                 let rowid = RowId(r.u64()?);
                 let after = match r.u8()? {
                     0 => {
@@ -188,7 +190,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
                     _ => return Err(DecodeError("bad write kind")),
                 };
                 rows.push(RowRef {
-                    table_oid,
+                    table,
                     rowid,
                     tid,
                     after,
@@ -197,7 +199,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
             rows
         }
         ROWS => {
-            let table_oid = r.u32()?;
+            let table = r.table()?;
             let n = r.u32()? as usize;
             if n > b.len() / 20 {
                 return Err(DecodeError("row count exceeds record"));
@@ -208,7 +210,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
                 let tid = Tid(r.u64()?);
                 let len = r.u32()? as usize;
                 rows.push(RowRef {
-                    table_oid,
+                    table,
                     rowid,
                     tid,
                     after: Some(r.bytes(len)?),
@@ -281,6 +283,11 @@ fn type_from_tag(tag: u8, p: u32) -> Option<ColumnType> {
     })
 }
 
+fn put_table(out: &mut Vec<u8>, t: TableId) {
+    out.extend_from_slice(&t.database.to_le_bytes());
+    out.extend_from_slice(&t.relation.to_le_bytes());
+}
+
 fn put_name(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -293,13 +300,13 @@ impl LogRecord {
                 // One record whatever its size: this form is for records that fit.
                 let mut r = CommitRecords::new(*tid, usize::MAX);
                 for w in writes {
-                    r.push(w.table_oid, w.rowid, w.after.as_deref());
+                    r.push(w.table, w.rowid, w.after.as_deref());
                 }
                 out.extend_from_slice(&r.finish().pop().expect("one record"));
             }
-            LogRecord::CreateTable { oid, def } => {
+            LogRecord::CreateTable { table, def } => {
                 out.push(CREATE_TABLE);
-                out.extend_from_slice(&oid.to_le_bytes());
+                put_table(out, *table);
                 put_name(out, &def.name);
                 out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
                 for c in &def.columns {
@@ -309,15 +316,14 @@ impl LogRecord {
                     out.extend_from_slice(&p.to_le_bytes());
                     out.push(c.nullable as u8);
                 }
-                out.extend_from_slice(&def.database.to_le_bytes());
             }
-            LogRecord::DropTable { oid } => {
+            LogRecord::DropTable { table } => {
                 out.push(DROP_TABLE);
-                out.extend_from_slice(&oid.to_le_bytes());
+                put_table(out, *table);
             }
-            LogRecord::CreateIndex { table_oid, def } => {
+            LogRecord::CreateIndex { table, def } => {
                 out.push(CREATE_INDEX);
-                out.extend_from_slice(&table_oid.to_le_bytes());
+                put_table(out, *table);
                 out.extend_from_slice(&def.id.to_le_bytes());
                 put_name(out, &def.name);
                 out.push(def.unique as u8 | (def.primary as u8) << 1);
@@ -326,14 +332,14 @@ impl LogRecord {
                     out.extend_from_slice(&c.to_le_bytes());
                 }
             }
-            LogRecord::DropIndex { table_oid, id } => {
+            LogRecord::DropIndex { table, id } => {
                 out.push(DROP_INDEX);
-                out.extend_from_slice(&table_oid.to_le_bytes());
+                put_table(out, *table);
                 out.extend_from_slice(&id.to_le_bytes());
             }
-            LogRecord::Rows { table_oid, rows } => {
+            LogRecord::Rows { table, rows } => {
                 out.push(ROWS);
-                out.extend_from_slice(&table_oid.to_le_bytes());
+                put_table(out, *table);
                 out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
                 for (rowid, tid, bytes) in rows {
                     out.extend_from_slice(&rowid.get().to_le_bytes());
@@ -354,7 +360,7 @@ impl LogRecord {
                 let writes = rows
                     .into_iter()
                     .map(|w| RowImage {
-                        table_oid: w.table_oid,
+                        table: w.table,
                         rowid: w.rowid,
                         after: w.after.map(<[u8]>::to_vec),
                     })
@@ -363,22 +369,19 @@ impl LogRecord {
             }
             Some(&ROWS) => {
                 let rows = decode_rows(b)?.expect("rows");
-                let table_oid = rows
-                    .first()
-                    .map(|r| r.table_oid)
-                    .unwrap_or_else(|| u32::from_le_bytes(b[1..5].try_into().unwrap()));
+                let table = Reader { b, pos: 1 }.table()?;
                 let rows = rows
                     .into_iter()
                     .map(|r| (r.rowid, r.tid, r.after.expect("rows have data").to_vec()))
                     .collect();
-                return Ok(LogRecord::Rows { table_oid, rows });
+                return Ok(LogRecord::Rows { table, rows });
             }
             _ => {}
         }
         let mut r = Reader { b, pos: 0 };
         let rec = match r.u8()? {
             CREATE_TABLE => {
-                let oid = r.u32()?;
+                let table = r.table()?;
                 let name = r.name()?;
                 let n = r.u16()? as usize;
                 let mut columns = Vec::with_capacity(n.min(crate::catalog::MAX_COLUMNS));
@@ -391,17 +394,17 @@ impl LogRecord {
                     columns.push(ColumnDef { name, ty, nullable });
                 }
                 LogRecord::CreateTable {
-                    oid,
+                    table,
                     def: TableDef {
                         name,
                         columns,
-                        database: r.u32()?,
+                        database: table.database,
                     },
                 }
             }
-            DROP_TABLE => LogRecord::DropTable { oid: r.u32()? },
+            DROP_TABLE => LogRecord::DropTable { table: r.table()? },
             CREATE_INDEX => {
-                let table_oid = r.u32()?;
+                let table = r.table()?;
                 let id = r.u32()?;
                 let name = r.name()?;
                 let flags = r.u8()?;
@@ -417,7 +420,7 @@ impl LogRecord {
                     columns.push(r.u16()?);
                 }
                 LogRecord::CreateIndex {
-                    table_oid,
+                    table,
                     def: IndexDef {
                         id,
                         name,
@@ -428,7 +431,7 @@ impl LogRecord {
                 }
             }
             DROP_INDEX => LogRecord::DropIndex {
-                table_oid: r.u32()?,
+                table: r.table()?,
                 id: r.u32()?,
             },
             _ => return Err(DecodeError("unknown record type")),
@@ -441,8 +444,8 @@ impl LogRecord {
 }
 
 /// Appends one row image of a commit record.
-fn encode_write(out: &mut Vec<u8>, table_oid: u32, rowid: RowId, after: Option<&[u8]>) {
-    out.extend_from_slice(&table_oid.to_le_bytes());
+fn encode_write(out: &mut Vec<u8>, table: TableId, rowid: RowId, after: Option<&[u8]>) {
+    put_table(out, table);
     out.extend_from_slice(&rowid.get().to_le_bytes());
     match after {
         Some(bytes) => {
@@ -484,6 +487,9 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
     }
+    fn table(&mut self) -> Result<TableId, DecodeError> {
+        Ok(TableId::new(self.u32()?, self.u32()?))
+    }
     fn name(&mut self) -> Result<String, DecodeError> {
         let n = self.u16()? as usize;
         String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| DecodeError("name is not UTF-8"))
@@ -500,24 +506,24 @@ mod tests {
                 tid: Tid(42),
                 writes: vec![
                     RowImage {
-                        table_oid: 7,
+                        table: TableId::new(5, 7),
                         rowid: RowId(1),
                         after: Some(vec![1, 2, 3]),
                     },
                     RowImage {
-                        table_oid: 7,
+                        table: TableId::new(5, 7),
                         rowid: RowId(2),
                         after: None,
                     },
                     RowImage {
-                        table_oid: 9,
+                        table: TableId::new(6, 9),
                         rowid: RowId(u64::MAX),
                         after: Some(vec![]),
                     },
                 ],
             },
             LogRecord::CreateTable {
-                oid: 16384,
+                table: TableId::new(16384, 16390),
                 def: TableDef {
                     database: 16384,
                     name: "accounts".into(),
@@ -529,9 +535,11 @@ mod tests {
                     ],
                 },
             },
-            LogRecord::DropTable { oid: 16384 },
+            LogRecord::DropTable {
+                table: TableId::new(16384, 16390),
+            },
             LogRecord::CreateIndex {
-                table_oid: 16384,
+                table: TableId::new(16384, 16390),
                 def: IndexDef {
                     id: 3,
                     name: "accounts_pkey".into(),
@@ -541,11 +549,11 @@ mod tests {
                 },
             },
             LogRecord::DropIndex {
-                table_oid: 16384,
+                table: TableId::new(16384, 16390),
                 id: 3,
             },
             LogRecord::Rows {
-                table_oid: 3,
+                table: TableId::new(1, 3),
                 rows: vec![(RowId(1), Tid(10), vec![1, 2]), (RowId(5), Tid(11), vec![])],
             },
         ]
@@ -571,7 +579,7 @@ mod tests {
                     let want: Vec<_> = writes
                         .iter()
                         .map(|w| RowRef {
-                            table_oid: w.table_oid,
+                            table: w.table,
                             rowid: w.rowid,
                             tid: *tid,
                             after: w.after.as_deref(),
@@ -579,11 +587,11 @@ mod tests {
                         .collect();
                     assert_eq!(rows, Some(want));
                 }
-                LogRecord::Rows { table_oid, rows: r } => {
+                LogRecord::Rows { table, rows: r } => {
                     let want: Vec<_> = r
                         .iter()
                         .map(|(rowid, tid, bytes)| RowRef {
-                            table_oid: *table_oid,
+                            table: *table,
                             rowid: *rowid,
                             tid: *tid,
                             after: Some(bytes),

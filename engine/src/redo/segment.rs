@@ -19,14 +19,15 @@
 //!   between segments, a bad header) is corruption: recovery stops with an error that
 //!   names the file and the offset, and applies nothing past it.
 
-use super::files::{file_header, list_segments, segment_name, HEADER_LEN};
+use super::files::{self, file_header, list_segments, segment_name, HEADER_LEN};
 use super::storage::LogDir;
 use crate::ids::Lsn;
 use std::io;
 
 const MAGIC: &[u8; 8] = b"MEMFDWLG";
 /// 2: CREATE TABLE records carry the database; index DDL records.
-const VERSION: u32 = 2;
+/// 3: tables are named by (database, relation) in every record.
+const VERSION: u32 = 3;
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.
 pub const MAX_PAYLOAD: usize = 256 << 20;
@@ -179,6 +180,12 @@ pub fn recover(
                 out.segments -= 1;
                 out.end_lsn = *start;
                 return Ok(out);
+            }
+            if files::other_version(&data, MAGIC, VERSION) {
+                return Err(corrupt(
+                    0,
+                    "segment of another format version (this memfdw reads format 3)",
+                ));
             }
             return Err(corrupt(0, "bad segment header"));
         }

@@ -322,7 +322,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             for &i in txn.pending.values() {
                 let e = txn.entries.get(i);
                 if e.logged() {
-                    records.push(txn.tables[e.table].oid, e.rowid, e.newest_bytes());
+                    records.push(txn.tables[e.table].id, e.rowid, e.newest_bytes());
                 }
             }
             let parts = records.finish();

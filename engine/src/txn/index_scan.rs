@@ -146,7 +146,7 @@ impl Txn {
         let idx = t.indexes();
         let Some(index) = idx.iter().find(|i| i.def.id == scan.index_id) else {
             return Err(Error::NoSuchIndex {
-                table_oid: t.oid,
+                table: t.id,
                 id: scan.index_id,
             });
         };

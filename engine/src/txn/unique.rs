@@ -41,7 +41,7 @@ pub(super) fn index_keys(
 pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8]) -> Error {
     scope::outside(|| Error::UniqueViolation {
         index: index.def.name.clone(),
-        table_oid: t.oid,
+        table: t.id,
         columns: index.def.columns.clone(),
         row: row.to_vec(),
     })

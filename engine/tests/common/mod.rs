@@ -110,7 +110,7 @@ pub struct PlannedTxn {
 
 pub fn table_def() -> TableDef {
     TableDef {
-        database: 0,
+        database: 1,
         name: "stress".into(),
         columns: vec![
             ColumnDef::new("worker", ColumnType::Int4, false),
@@ -176,7 +176,7 @@ pub fn unpack(layout: &RowLayout, row: &[u8]) -> (i32, i64, String) {
 
 /// Every committed row: (worker, key) -> value.
 pub fn scan_all(engine: &'static Engine, oid: u32) -> BTreeMap<(i32, i64), String> {
-    let t = engine.table(oid).expect("table");
+    let t = engine.table(table_id(oid)).expect("table");
     let mut txn = engine.begin();
     let mut cursor = ScanCursor::new();
     let mut batch = RowBatch::new();
@@ -207,7 +207,7 @@ pub fn run_worker(
     check_every: usize,
 ) {
     let (plan, _) = plan(seed, txns);
-    let t = engine.table(oid).expect("table");
+    let t = engine.table(table_id(oid)).expect("table");
     // key -> (rowid, tid) of committed rows.
     let mut committed: BTreeMap<i64, (RowId, Tid)> = BTreeMap::new();
     let mut values: BTreeMap<i64, String> = BTreeMap::new();
@@ -294,4 +294,9 @@ pub fn replay_all<'a>(
         r.apply(&payload)?;
     }
     r.finish().map(|_| ())
+}
+
+/// The engine table of relation `rel` in the tests' database (1).
+pub fn table_id(rel: u32) -> TableId {
+    TableId::new(1, rel)
 }
