@@ -70,6 +70,14 @@ impl<T> SpinLock<T> {
             backoff.snooze();
         }
     }
+
+    /// The lock if it is free now.
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        self.state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(SpinLockGuard { lock: self })
+    }
 }
 
 pub struct SpinLockGuard<'a, T> {

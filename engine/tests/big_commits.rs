@@ -98,6 +98,7 @@ fn a_torn_big_commit_is_dropped_whole() {
         for s in segments(&dir).unwrap() {
             std::fs::copy(format!("{dir}/{s}"), format!("{copy}/{s}")).unwrap();
         }
+        std::fs::copy(format!("{dir}/control"), format!("{copy}/control")).unwrap();
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(format!(

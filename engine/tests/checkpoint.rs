@@ -9,6 +9,7 @@ use memfdw_engine::recovery::{recover_engine, RecoveryError};
 use memfdw_engine::redo::checkpoint::{write_checkpoint, CheckpointError, CHECKPOINT_FILE};
 use memfdw_engine::redo::files::segments;
 use memfdw_engine::redo::shared::SharedLog;
+use memfdw_engine::redo::RedoSink;
 use memfdw_engine::*;
 
 fn config() -> EngineConfig {
@@ -116,5 +117,119 @@ fn an_incomplete_checkpoint_is_ignored_and_a_corrupt_one_stops_recovery() {
     let d: &'static Engine = Box::leak(Engine::new(config(), None));
     assert!(recover_engine(d, &dir).is_err());
     assert!(!segments(&dir).unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A log with a checkpoint in the middle: small segments, rows before and after.
+fn log_with_checkpoint(name: &str) -> (String, &'static Engine) {
+    let dir = fresh_dir(name);
+    // Small segments: the checkpoint deletes some.
+    let log: &'static SharedLog = Box::leak(SharedLog::start(&dir, Lsn(0), 8 << 10).unwrap());
+    let a: &'static Engine = Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))));
+    a.create_table(table_id(1), table_def()).unwrap();
+    run_worker(a, 1, 0, 11, 400, 0);
+    let info = write_checkpoint(a, log).unwrap();
+    assert!(info.segments_removed > 0, "{info:?}");
+    run_worker(a, 1, 1, 12, 400, 0);
+    log.make_durable(log.written_lsn()).unwrap();
+    log.update_durable_marker().unwrap();
+    (dir, a)
+}
+
+fn incomplete(dir: &str) -> String {
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    match recover_engine(b, dir) {
+        Err(RecoveryError::Incomplete { what, .. }) => what,
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("recovery succeeded with data missing"),
+    }
+}
+
+#[test]
+fn a_deleted_checkpoint_is_an_error_not_a_silent_loss() {
+    let (dir, a) = log_with_checkpoint("no-ckpt");
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    recover_engine(b, &dir).unwrap();
+    assert_eq!(scan_all(b, 1), scan_all(a, 1));
+    std::fs::remove_file(format!("{dir}/{CHECKPOINT_FILE}")).unwrap();
+    let what = incomplete(&dir);
+    assert!(
+        what.contains("checkpoint") && what.contains("missing"),
+        "{what}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_deleted_segment_the_checkpoint_needs_is_an_error() {
+    let (dir, _a) = log_with_checkpoint("no-seg");
+    let first = segments(&dir).unwrap().remove(0);
+    std::fs::remove_file(format!("{dir}/{first}")).unwrap();
+    let what = incomplete(&dir);
+    assert!(what.contains("are missing"), "{what}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_deleted_control_file_is_an_error_and_an_empty_directory_is_a_fresh_start() {
+    let (dir, _a) = log_with_checkpoint("no-control");
+    std::fs::remove_file(format!("{dir}/control")).unwrap();
+    let what = incomplete(&dir);
+    assert!(what.contains("control file"), "{what}");
+    let empty = fresh_dir("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let r = recover_engine(b, &empty).unwrap();
+    assert_eq!(r.end_lsn, Lsn(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn a_tail_cut_below_the_durable_mark_is_an_error_and_is_not_cut_further() {
+    let (dir, _a) = log_with_checkpoint("cut");
+    let last = segments(&dir).unwrap().pop().unwrap();
+    let path = format!("{dir}/{last}");
+    let len = std::fs::metadata(&path).unwrap().len();
+    // Lose the last few hundred bytes that were synced and recorded as durable.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 300).unwrap();
+    drop(f);
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let e = recover_engine(b, &dir).unwrap_err();
+    assert!(
+        e.to_string().contains("durable"),
+        "names the lost acknowledged data: {e}"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        len - 300,
+        "the damaged file is left as it is"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bytes_past_the_durable_mark_are_still_a_torn_tail() {
+    let dir = fresh_dir("torn-ok");
+    let (a, log) = logged_engine(&dir);
+    a.create_table(table_id(1), table_def()).unwrap();
+    run_worker(a, 1, 0, 13, 50, 0);
+    log.make_durable(log.written_lsn()).unwrap();
+    log.update_durable_marker().unwrap();
+    let marked = log.written_lsn();
+    // More commits, not yet recorded as durable in the control file, then a torn
+    // write at the end.
+    run_worker(a, 1, 1, 14, 50, 0);
+    let last = segments(&dir).unwrap().pop().unwrap();
+    let path = format!("{dir}/{last}");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let r = recover_engine(b, &dir).unwrap();
+    assert!(r.truncated.is_some());
+    assert!(r.end_lsn >= marked);
     let _ = std::fs::remove_dir_all(&dir);
 }

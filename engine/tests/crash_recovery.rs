@@ -29,6 +29,8 @@ fn crash_copy(dir: &str, to: &str, log: &SharedLog, rng: &mut Rng) {
     for s in &segs {
         std::fs::copy(format!("{dir}/{s}"), format!("{to}/{s}")).unwrap();
     }
+    // The control file is written durably whenever it changes.
+    std::fs::copy(format!("{dir}/control"), format!("{to}/control")).unwrap();
     let last = segs.last().unwrap();
     let start = memfdw_engine::redo::files::parse_segment_name(last).unwrap();
     let path = format!("{to}/{last}");

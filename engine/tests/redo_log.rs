@@ -58,10 +58,13 @@ fn read_all(dir: &MemDir) -> Result<(Records, Recovered), LogError> {
     Ok((got, r))
 }
 
+/// The segments of `dir` in LSN order (the control file beside them left out).
 fn segments(dir: &MemDir) -> Vec<String> {
-    let mut v = dir.list().unwrap();
-    v.sort();
-    v
+    memfdw_engine::redo::files::list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
 }
 
 #[test]

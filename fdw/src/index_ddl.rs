@@ -291,6 +291,9 @@ fn build(
             },
         )
         .collect();
+    for c in columns {
+        check_key_collation(relid, c);
+    }
     if primary && table.index_defs().iter().any(|d| d.primary) {
         ereport!(
             ERROR,
@@ -418,6 +421,30 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
             (*stmt).if_not_exists,
         );
         true
+    }
+}
+
+/// Refuses (0A000) a key column whose collation is nondeterministic: keys compare by
+/// their encoded bytes, so 'abc' and 'ABC' under a case-insensitive collation would be
+/// two keys where PostgreSQL sees one.
+fn check_key_collation(relid: pg_sys::Oid, column: &str) {
+    let cname = CString::new(column).expect("no NUL in identifiers");
+    // SAFETY: catalog lookups of an existing relation and column.
+    unsafe {
+        let attnum = pg_sys::get_attnum(relid, cname.as_ptr());
+        let (mut typid, mut typmod, mut coll) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut typid, &mut typmod, &mut coll);
+        if coll != pg_sys::InvalidOid && !pg_sys::get_collation_isdeterministic(coll) {
+            let collname = cstr(pg_sys::get_collation_name(coll)).unwrap_or_default();
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "column \"{column}\" of a memory table key has the nondeterministic collation \"{collname}\""
+                ),
+                "Memory-table keys compare values byte by byte; use a deterministic collation for key columns."
+            );
+        }
     }
 }
 

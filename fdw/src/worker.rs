@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// How often the worker syncs the log.
 pub const WRITER_DELAY: Duration = Duration::from_millis(200);
 
+/// How often the worker records in the control file how far the log is durable.
+const DURABLE_MARKER_DELAY: Duration = Duration::from_secs(5);
+
 /// A SIGTERM seen by [`shutdown_requested`] (pgrx's flag is cleared when read).
 static SHUTDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -63,6 +66,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         WRITER_DELAY.as_millis()
     );
     let mut last_checkpoint = Instant::now();
+    let mut last_marker = Instant::now();
     while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
@@ -70,6 +74,14 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         }
         if let Err(err) = log.make_durable(log.written_lsn()) {
             crate::errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+        }
+        if last_marker.elapsed() >= DURABLE_MARKER_DELAY {
+            // Recovery refuses a log that ends before this mark (lost acknowledged
+            // commits) instead of cutting it as a torn write.
+            last_marker = Instant::now();
+            if let Err(err) = log.update_durable_marker() {
+                pgrx::warning!("memfdw: could not update the control file: {err}");
+            }
         }
         let limit = (crate::settings::MAX_LOG_SIZE_MB.get().max(1) as u64) << 20;
         let timeout =
@@ -217,7 +229,12 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     };
     match log {
         Ok(log) => {
-            log.restore_checkpoint_info(r.checkpoint);
+            if let Err(e) = log.restore(&r) {
+                return Err((
+                    format!("memfdw: could not write the control file in \"{dir}\": {e}"),
+                    None,
+                ));
+            }
             let shared: &'static SharedLog = {
                 // SAFETY: the log lives in the arena as long as the engine it is
                 // attached to, i.e. as long as the segment; it is never freed.

@@ -177,3 +177,38 @@ fn column_and_table_options_get_the_validators_error() {
         "0A000"
     );
 }
+
+#[test]
+fn keys_on_nondeterministic_collations_are_refused() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw;
+         CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    )
+    .unwrap();
+    // A heap table would treat 'abc' and 'ABC' as one key; memory tables refuse the key.
+    let e = s
+        .batch_execute("CREATE FOREIGN TABLE k (name text COLLATE ci PRIMARY KEY) SERVER memfdw")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    let msg = format!("{e:?}");
+    assert!(msg.contains("\"name\"") && msg.contains("\"ci\""), "{msg}");
+    assert_eq!(err_state(s.batch_execute("SELECT * FROM k")), "42P01");
+    s.batch_execute("CREATE FOREIGN TABLE k (id int, name text COLLATE ci) SERVER memfdw")
+        .unwrap();
+    assert_eq!(
+        err_state(s.batch_execute("CREATE UNIQUE INDEX ON k (name)")),
+        "0A000"
+    );
+    assert_eq!(
+        err_state(s.batch_execute("CREATE INDEX ON k (id, name)")),
+        "0A000"
+    );
+    // Deterministic collations are fine.
+    s.batch_execute(
+        "CREATE FOREIGN TABLE d (name text COLLATE \"C\" PRIMARY KEY) SERVER memfdw;
+         INSERT INTO d VALUES ('abc'), ('ABC')",
+    )
+    .unwrap();
+}

@@ -15,8 +15,10 @@ pub use replayer::Replayer;
 use crate::engine::Engine;
 use crate::ids::Lsn;
 use crate::redo::checkpoint::{self, CheckpointError};
+use crate::redo::control;
+use crate::redo::files::list_segments;
 use crate::redo::segment::{self, LogError};
-use crate::redo::storage::FsDir;
+use crate::redo::storage::{FsDir, LogDir};
 use crate::scope;
 use std::path::Path;
 
@@ -31,6 +33,10 @@ pub enum RecoveryError {
     Checkpoint(#[from] CheckpointError),
     #[error("recovery was interrupted")]
     Interrupted,
+    /// Something recovery needs is missing: a checkpoint, segments, or the end of the
+    /// log up to where it was known durable.
+    #[error("redo log in {dir} is incomplete: {what}")]
+    Incomplete { dir: String, what: String },
 }
 
 /// Replays every valid record of the log in `dir` into `engine` (cutting a torn tail).
@@ -77,10 +83,59 @@ pub fn recover_engine_with_progress(
             seconds: started.elapsed().as_secs_f64(),
         })
     };
+    let incomplete = |what: String| RecoveryError::Incomplete {
+        dir: dir.to_owned(),
+        what,
+    };
+    let control = scope::outside(|| control::read(&fs))?;
+    let segs = scope::outside(|| list_segments(&fs)).map_err(LogError::Io)?;
+    let has_checkpoint = Path::new(dir).join(checkpoint::CHECKPOINT_FILE).exists();
+    let Some(control) = control else {
+        if !segs.is_empty() || has_checkpoint {
+            return Err(incomplete(format!(
+                "the control file \"{}\" is missing",
+                control::CONTROL_FILE
+            )));
+        }
+        // A fresh directory: nothing to recover.
+        return Ok(Recovered::default());
+    };
     let loaded = match checkpoint::load_checkpoint(&mut replayer, dir, &mut tick) {
         Err(CheckpointError::Interrupted) => return Err(RecoveryError::Interrupted),
         r => r?,
     };
+    if let Some(c) = control.checkpoint {
+        match loaded {
+            None => {
+                return Err(incomplete(format!(
+                    "the checkpoint at LSN {c:X} is missing (file \"{}\")",
+                    checkpoint::CHECKPOINT_FILE
+                )))
+            }
+            Some(s) if s < c => {
+                return Err(incomplete(format!(
+                    "the checkpoint file starts at LSN {s:X}, older than the last one taken at LSN {c:X}"
+                )))
+            }
+            _ => {}
+        }
+    }
+    // The log must reach back to where replay starts.
+    let need = loaded.unwrap_or(control.origin);
+    match segs.first() {
+        Some((first, name)) if *first > need => {
+            return Err(incomplete(format!(
+                "segments before \"{name}\" (LSN {first:X}) are missing; replay must start at LSN {need:X}"
+            )))
+        }
+        None if control.durable > need => {
+            return Err(incomplete(format!(
+                "no segment is left, but the log was durable up to LSN {:X}",
+                control.durable
+            )))
+        }
+        _ => {}
+    }
     let start = loaded.unwrap_or_default();
     let checkpoint = loaded.map(|start_lsn| {
         let meta = std::fs::metadata(Path::new(dir).join(checkpoint::CHECKPOINT_FILE)).ok();
@@ -95,7 +150,7 @@ pub fn recover_engine_with_progress(
     });
     let mut failure = None;
     let r = scope::outside(|| {
-        segment::recover(&fs, |lsn, payload| {
+        segment::recover_durable(&fs, control.durable, |lsn, payload| {
             if lsn < start {
                 return Ok(()); // in the checkpoint already
             }
@@ -135,6 +190,34 @@ pub fn recover_engine_with_progress(
         (r, None) => r?,
     };
     let mut r = r;
+    if segs.is_empty() {
+        r.origin = need;
+        r.end_lsn = need;
+    }
+    if r.end_lsn < need {
+        return Err(incomplete(format!(
+            "the log ends at LSN {:X}, before the checkpoint's start at LSN {need:X}",
+            r.end_lsn
+        )));
+    }
+    if r.end_lsn < control.durable {
+        return Err(incomplete(format!(
+            "the log ends at LSN {:X}, but it was durable up to LSN {:X}: acknowledged commits are missing{}",
+            r.end_lsn,
+            control.durable,
+            r.truncated
+                .as_ref()
+                .map(|t| format!(" (damaged at offset {} of \"{}\")", t.offset, t.file))
+                .unwrap_or_default()
+        )));
+    }
+    // What was read is durable from now on (the control file will say so).
+    if let Some((_, last)) = scope::outside(|| list_segments(&fs))
+        .map_err(LogError::Io)?
+        .last()
+    {
+        scope::outside(|| fs.sync(last)).map_err(LogError::Io)?;
+    }
     r.checkpoint = checkpoint;
     r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
         lsn: r.end_lsn,

@@ -158,6 +158,9 @@ pub fn write_checkpoint(
         drop(file);
         std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
         sync_dir(dir)?;
+        // Recovery now needs this checkpoint and the log from its start LSN: say so
+        // before the segments it covers go.
+        log.note_checkpoint(start)?;
         // Segments that end at or before the start LSN are covered.
         let segs = list_segments(log.dir())?;
         for (seg, next) in segs.iter().zip(segs.iter().skip(1)) {

@@ -11,6 +11,7 @@
 use crate::ids::Lsn;
 
 pub mod checkpoint;
+pub mod control;
 pub mod files;
 pub mod payload;
 pub mod segment;

@@ -64,6 +64,8 @@ pub struct Truncation {
 /// What recovery found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovered {
+    /// Where the log that recovery needed begins (the start of the first segment).
+    pub origin: Lsn,
     /// LSN after the last valid frame: where the log continues.
     pub end_lsn: Lsn,
     pub records: u64,
@@ -146,11 +148,23 @@ fn valid_frame_after(data: &[u8], pos: usize, seg_lsn: Lsn) -> bool {
 /// record, cuts a torn tail, and deletes an empty torn last segment.
 pub fn recover(
     dir: &dyn LogDir,
+    apply: impl FnMut(Lsn, &[u8]) -> Result<(), LogError>,
+) -> Result<Recovered, LogError> {
+    recover_durable(dir, Lsn(0), apply)
+}
+
+/// [`recover`], knowing that the log was durable up to `durable`: a damaged frame
+/// below it is not a torn write but lost acknowledged data, an error (nothing is cut).
+pub fn recover_durable(
+    dir: &dyn LogDir,
+    durable: Lsn,
     mut apply: impl FnMut(Lsn, &[u8]) -> Result<(), LogError>,
 ) -> Result<Recovered, LogError> {
     let segs = list_segments(dir)?;
     let mut out = Recovered {
         segments: segs.len(),
+        origin: segs.first().map_or(Lsn(0), |s| s.0),
+        end_lsn: segs.first().map_or(Lsn(0), |s| s.0),
         ..Recovered::default()
     };
     let mut expected: Option<Lsn> = None;
@@ -207,6 +221,12 @@ pub fn recover(
                     }
                     if valid_frame_after(&data, pos, *start) {
                         return Err(corrupt(pos, "bad frame followed by valid frames"));
+                    }
+                    if lsn < durable {
+                        return Err(corrupt(
+                            pos,
+                            "bad or incomplete frame below the LSN the log was durable up to (acknowledged commits lost)",
+                        ));
                     }
                     dir.truncate(name, pos as u64)?;
                     out.truncated = Some(Truncation {

@@ -58,6 +58,13 @@ pub struct SharedLog {
     last_checkpoint_ms: AtomicU64,
     /// Largest record payload; bigger commits are logged in parts.
     max_record: AtomicUsize,
+    /// What the control file says (see [`super::control`]): where the log began, the
+    /// last checkpoint (`u64::MAX`: none), and up to where the log is known durable.
+    /// Written under `control_lock`, one writer at a time.
+    control_origin: AtomicU64,
+    control_checkpoint: AtomicU64,
+    control_durable: AtomicU64,
+    control_lock: SpinLock<()>,
 }
 
 /// What the last completed checkpoint was.
@@ -84,6 +91,19 @@ impl SharedLog {
         next_lsn: Lsn,
         segment_size: u64,
     ) -> io::Result<Box<SharedLog>> {
+        // A fresh directory gets its control file first: from now on recovery expects
+        // the log to begin at `next_lsn`. (After a recovery, the old one stays until
+        // [`SharedLog::restore`] replaces it.)
+        let existing = scope::outside(|| super::control::read(&*dir))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let control = existing.unwrap_or(super::control::Control {
+            origin: next_lsn,
+            checkpoint: None,
+            durable: next_lsn,
+        });
+        if existing.is_none() {
+            scope::outside(|| super::control::write(&*dir, &control))?;
+        }
         scope::outside(|| create_segment(&*dir, next_lsn))?;
         let path = dir
             .path()
@@ -110,6 +130,10 @@ impl SharedLog {
             last_checkpoint_bytes: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             max_record: AtomicUsize::new(segment::MAX_PAYLOAD),
+            control_origin: AtomicU64::new(control.origin.get()),
+            control_checkpoint: AtomicU64::new(control.checkpoint.map_or(u64::MAX, Lsn::get)),
+            control_durable: AtomicU64::new(control.durable.get()),
+            control_lock: SpinLock::new(()),
         }))
     }
 
@@ -200,17 +224,70 @@ impl SharedLog {
             .fetch_max(start_lsn.get(), Ordering::AcqRel);
     }
 
-    /// Makes the checkpoint recovery loaded (None: there was none) the last one: the log
-    /// written since it counts towards `memfdw.max_log_size`, and it is shown until
-    /// the next one completes (its duration is not known: 0).
-    pub fn restore_checkpoint_info(&self, loaded: Option<segment::LoadedCheckpoint>) {
-        let c = loaded.unwrap_or_default();
+    /// Takes over what recovery found: the checkpoint it loaded (None: there was
+    /// none) becomes the last one (the log written since it counts towards
+    /// `memfdw.max_log_size`, and it is shown until the next one completes, its
+    /// duration unknown: 0), and the control file records where the log begins, that
+    /// checkpoint, and that the log is durable up to where recovery read it.
+    pub fn restore(&self, r: &segment::Recovered) -> io::Result<()> {
+        self.control_origin.store(r.origin.get(), Ordering::Release);
+        self.control_checkpoint.store(
+            r.checkpoint.map_or(u64::MAX, |c| c.start_lsn.get()),
+            Ordering::Release,
+        );
+        self.control_durable
+            .store(r.end_lsn.get(), Ordering::Release);
+        self.write_control(true)?;
+        let c = r.checkpoint.unwrap_or_default();
         self.last_checkpoint
             .store(c.start_lsn.get(), Ordering::Release);
         self.last_checkpoint_bytes.store(c.bytes, Ordering::Relaxed);
         self.last_checkpoint_ms.store(0, Ordering::Relaxed);
         self.last_checkpoint_at_ms
             .store(c.unix_ms, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rewrites the control file from the fields above (`force`), or only if the
+    /// durable LSN moved past what it says (the background worker's periodic call;
+    /// skipped while another writer is busy).
+    fn write_control(&self, force: bool) -> io::Result<()> {
+        let _g = if force {
+            self.control_lock.lock()
+        } else {
+            match self.control_lock.try_lock() {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        };
+        let flushed = self.flushed.load(Ordering::Acquire);
+        let durable = self.control_durable.load(Ordering::Acquire).max(flushed);
+        if !force && durable == self.control_durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let checkpoint = self.control_checkpoint.load(Ordering::Acquire);
+        let c = super::control::Control {
+            origin: Lsn(self.control_origin.load(Ordering::Acquire)),
+            checkpoint: (checkpoint != u64::MAX).then_some(Lsn(checkpoint)),
+            durable: Lsn(durable),
+        };
+        scope::outside(|| super::control::write(&*self.dir, &c))?;
+        self.control_durable.fetch_max(durable, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Records in the control file that the log is durable up to where it has been
+    /// synced (the background worker calls it every few seconds).
+    pub fn update_durable_marker(&self) -> io::Result<()> {
+        self.write_control(false)
+    }
+
+    /// Records a completed checkpoint starting at `start` in the control file (before
+    /// the segments it covers are deleted).
+    pub(crate) fn note_checkpoint(&self, start: Lsn) -> io::Result<()> {
+        self.control_checkpoint
+            .store(start.get(), Ordering::Release);
+        self.write_control(true)
     }
 
     /// The last checkpoint completed since the server started, if any.

@@ -26,6 +26,8 @@ pub trait LogDir: Send + Sync {
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames `from` to `to` (replacing it), durably: the rename survives a crash.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Where the files are, for messages and for files kept beside the log
     /// (checkpoints); None if they are not in the file system.
     fn path(&self) -> Option<&Path> {
@@ -80,6 +82,21 @@ impl FsDir {
     }
 }
 
+impl FsDir {
+    /// Forgets this process's descriptor of `name` (the name now means another file).
+    fn forget(&self, name: &str) {
+        let me = self as *const FsDir as usize;
+        crate::scope::outside(|| {
+            OPEN.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if matches!(&*slot, Some(o) if o.dir == me && o.name == name) {
+                    *slot = None;
+                }
+            })
+        })
+    }
+}
+
 /// This process's descriptor of the file it last wrote (the growing segment).
 struct OpenFile {
     generation: u64,
@@ -102,6 +119,7 @@ impl LogDir for FsDir {
     }
 
     fn create(&self, name: &str) -> io::Result<()> {
+        self.forget(name);
         std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -132,7 +150,15 @@ impl LogDir for FsDir {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        self.forget(name);
         std::fs::remove_file(self.path.join(name))?;
+        sync_dir(&self.path)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.forget(from);
+        self.forget(to);
+        std::fs::rename(self.path.join(from), self.path.join(to))?;
         sync_dir(&self.path)
     }
 

@@ -137,4 +137,11 @@ impl LogDir for MemDir {
         self.state.lock().unwrap().files.remove(name);
         Ok(())
     }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap();
+        let f = s.files.remove(from).ok_or_else(|| not_found(from))?;
+        s.files.insert(to.to_owned(), f);
+        Ok(())
+    }
 }
