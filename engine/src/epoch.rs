@@ -97,6 +97,14 @@ pub fn reclaim(collector: &Collector) {
     }
 }
 
+/// Like [`reclaim`], `rounds` times: after a big abort, whose garbage (row batches and
+/// skip-list nodes, one deferred function each) fills many bags.
+pub fn reclaim_rounds(collector: &Collector, rounds: usize) {
+    for _ in 0..rounds {
+        with_guard(collector, |g| g.flush());
+    }
+}
+
 /// Drops this process's registration (PostgreSQL backends call this at exit).
 pub fn unregister_current() {
     let old = HANDLE.with(|cell| cell.borrow_mut().take());

@@ -14,6 +14,7 @@ use crossbeam_epoch::Guard;
 impl Txn {
     pub(super) fn abort(&mut self) {
         let engine = self.engine;
+        let discarded = self.entries.len();
         let chunks = self.entries.take_chunks();
         engine.set_waiting(self.lock_tag, 0);
         epoch::with_guard(&engine.collector, |g| {
@@ -29,6 +30,7 @@ impl Txn {
         self.pending.clear();
         self.rekeyed.clear();
         self.active = false;
+        reclaim_after(engine, discarded);
     }
 
     /// Undoes one write-set entry: unlinks what its insert linked, frees its buffers.
@@ -63,6 +65,7 @@ impl Txn {
         let engine = self.engine;
         // Chunk by chunk (see `abort`): kept entries move to new chunks as old ones
         // are freed.
+        let discarded = self.entries.len();
         let chunks = self.entries.take_chunks();
         self.pending.clear();
         engine.set_waiting(self.lock_tag, 0);
@@ -86,5 +89,21 @@ impl Txn {
             self.release_row_locks(g, sub);
             garbage.retire(engine, g);
         });
+        reclaim_after(engine, discarded - self.entries.len());
+    }
+}
+
+/// Entries discarded at once above which the garbage is collected right away.
+const RECLAIM_ABOVE: usize = 4096;
+
+/// After `discarded` write-set entries were undone: their memory (row buffers,
+/// records, skip-list nodes) waits in epoch bags, one deferred function per batch or
+/// node, until enough epochs pass. A big abort collects it at once, so that the memory
+/// an aborted statement held is back (and `memfdw.memory()` says so) when the
+/// statement ends, not only after later work happens to advance the epoch.
+fn reclaim_after(engine: &crate::engine::Engine, discarded: usize) {
+    if discarded > RECLAIM_ABOVE {
+        // Up to ~3 deferred functions per entry, 64 per bag, 8 bags per collection.
+        epoch::reclaim_rounds(&engine.collector, discarded * 3 / 64 / 8 + 4);
     }
 }
