@@ -110,6 +110,11 @@ impl std::ops::Add for Need {
 pub struct TableHandle(Option<Arc<Table>>);
 
 impl TableHandle {
+    /// A handle on `t` (call inside an engine scope: it clones an arena `Arc`).
+    pub(crate) fn of(t: Arc<Table>) -> TableHandle {
+        TableHandle(Some(t))
+    }
+
     pub fn table(&self) -> &Table {
         self.0.as_ref().expect("live handle")
     }
@@ -377,6 +382,11 @@ impl Engine {
         epoch::with_guard(&self.collector, |g| g.defer(move || drop(removed)));
         epoch::reclaim(&self.collector);
         Ok(true)
+    }
+
+    /// The catalog, for changing it (one writer at a time; DDL logs under it).
+    pub(crate) fn tables_mut(&self) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>>> {
+        self.tables.write()
     }
 
     pub fn table(&self, table: TableId) -> Option<TableHandle> {

@@ -25,6 +25,7 @@ pub mod rowlock;
 pub mod scope;
 pub mod sync;
 pub mod table;
+mod truncate;
 pub mod txn;
 
 pub use catalog::{ColumnDef, ColumnType, TableDef};

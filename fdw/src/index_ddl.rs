@@ -277,7 +277,7 @@ fn build(
     if_not_exists: bool,
 ) -> bool {
     let e = engine();
-    let Some(table) = e.table(crate::handler::table_id(relid)) else {
+    let Some(table) = xact::table(relid) else {
         crate::errors::missing_table(relid)
     };
     let nsp = namespace_of(relid);

@@ -218,7 +218,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     unsafe {
         let rel = (*node).ss.ss_currentRelation;
         let relid = (*rel).rd_id;
-        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
+        let Some(table) = xact::table(relid) else {
             errors::missing_table(relid)
         };
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;

@@ -64,6 +64,12 @@ pub fn current_stmt(for_write: bool) -> Stmt {
 }
 
 /// Runs `f` with this backend's engine transaction, starting it if needed.
+/// The memory table `relid` as this transaction sees it (after its own TRUNCATEs),
+/// for reading and writing its rows.
+pub fn table(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
+    with_txn(|t| t.table(crate::handler::table_id(relid)))
+}
+
 pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {

@@ -420,3 +420,65 @@ fn kill_9_with_ddl_in_flight_keeps_catalog_and_engine_in_step() {
         created = present;
     }
 }
+
+#[test]
+fn truncate_empties_a_full_engine_and_its_memory_is_reused() {
+    let c = Cluster::start_with(Options {
+        preload: true,
+        max_memory: "64MB",
+    });
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw;
+         CREATE FOREIGN TABLE full_t (id int PRIMARY KEY, pad text) SERVER memfdw;
+         CREATE FOREIGN TABLE other (id int PRIMARY KEY) SERVER memfdw;
+         INSERT INTO other VALUES (1), (2)",
+    )
+    .unwrap();
+    let mut n = 0i32;
+    let err = loop {
+        match s.execute(
+            "INSERT INTO full_t SELECT g, repeat('x', 100) FROM generate_series($1::int + 1, $1::int + 2000) g",
+            &[&n],
+        ) {
+            Ok(k) => n += k as i32,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(sqlstate(&err).as_deref(), Some("53200"), "{err}");
+    // A row-by-row delete of everything cannot be staged in a full engine; TRUNCATE
+    // swaps in an empty table.
+    s.batch_execute("BEGIN; TRUNCATE full_t; INSERT INTO full_t VALUES (1, 'after'); COMMIT")
+        .unwrap();
+    let count = |s: &mut postgres::Client, t: &str| -> i64 {
+        s.query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(count(&mut s, "full_t"), 1);
+    assert_eq!(count(&mut s, "other"), 2);
+    // The memory is reused: as many rows fit again.
+    let mut m = 1i32;
+    while m < n - 2000 {
+        s.execute(
+            "INSERT INTO full_t SELECT g, repeat('x', 100) FROM generate_series($1::int + 1, $1::int + 2000) g",
+            &[&m],
+        )
+        .unwrap_or_else(|e| panic!("refilling after TRUNCATE, {m} of {n} rows: {e}"));
+        m += 2000;
+    }
+    // Durable: a crash keeps the truncated-then-refilled state.
+    s.batch_execute("TRUNCATE full_t; INSERT INTO full_t VALUES (7, 'last')")
+        .unwrap();
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect_retry(Duration::from_secs(60));
+    assert_eq!(count(&mut s, "full_t"), 1);
+    assert_eq!(count(&mut s, "other"), 2);
+    let v: String = s
+        .query_one("SELECT pad FROM full_t WHERE id = 7", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "last");
+}

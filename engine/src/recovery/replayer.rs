@@ -13,7 +13,9 @@ use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::ids::{RowId, TableId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
-use crate::redo::payload::{commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART};
+use crate::redo::payload::{
+    commit_tid, commit_truncates, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART,
+};
 use crate::scope;
 use std::sync::Arc;
 
@@ -41,8 +43,15 @@ impl Engine {
             LogRecord::DropIndex { table, id } => {
                 self.drop_index_logged(*table, *id, false)?;
             }
-            LogRecord::Commit { tid, writes } => {
+            LogRecord::Commit {
+                tid,
+                truncates,
+                writes,
+            } => {
                 self.observe_tid(*tid);
+                for t in truncates {
+                    self.truncate_now(*t)?;
+                }
                 for w in writes {
                     if let Some(t) = self.table(w.table) {
                         self.apply_row(&t, w.rowid, *tid, w.after.as_deref())?;
@@ -424,13 +433,29 @@ impl Replayer {
             if kind == Some(COMMIT) && tid == Some(self.parts_tid) {
                 let parts = std::mem::take(&mut self.parts);
                 let mut rows = Vec::new();
+                self.flush_small()?;
+                for p in parts.iter().map(|p| &p[..]).chain([payload]) {
+                    for t in commit_truncates(p).map_err(corrupt)? {
+                        self.engine.truncate_now(t)?;
+                    }
+                }
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
                     rows.extend(decode_rows(p).map_err(corrupt)?.expect("commit rows"));
                 }
-                self.flush_small()?;
                 return self.apply_rows(&rows);
             }
             self.drop_parts();
+        }
+        if kind == Some(COMMIT) {
+            let truncates = commit_truncates(payload).map_err(corrupt)?;
+            if !truncates.is_empty() {
+                // In log order: what came before is applied, the table emptied, then
+                // this commit's rows follow.
+                self.flush_small()?;
+                for t in truncates {
+                    self.engine.truncate_now(t)?;
+                }
+            }
         }
         match decode_rows(payload).map_err(corrupt)? {
             Some(rows) if kind == Some(COMMIT) && rows.len() < PARALLEL_MIN_ROWS => {

@@ -1,7 +1,7 @@
 //! The contents of redo records: committed row images and DDL.
 //!
 //! ```text
-//! commit:       1 | tid u64 | count u32 | { table | rowid u64 | kind u8 (0 row, 1 delete) | [len u32 | bytes] }*
+//! commit:       1 | tid u64 | count u32 | { table | rowid u64 | kind u8 (0 row, 1 delete, 2 truncate) | [len u32 | bytes] }*
 //! create table: 2 | table | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
 //! drop table:   3 | table
 //! rows:         4 | table | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
@@ -11,6 +11,10 @@
 //! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
+//! A truncate entry (rowid 0, no bytes) empties its table; a commit's truncate
+//! entries come before its rows, so replay empties the table, then applies the rows the
+//! same transaction wrote after its TRUNCATE.
+//!
 //! A commit whose record would exceed the largest frame is logged as commit parts
 //! followed by one commit record, all with its TID, in consecutive frames (appended
 //! under one hold of the log lock): recovery applies the parts only together with
@@ -37,6 +41,8 @@ pub struct RowImage {
 pub enum LogRecord {
     Commit {
         tid: Tid,
+        /// Tables this commit empties (TRUNCATE), before its writes apply.
+        truncates: Vec<TableId>,
         writes: Vec<RowImage>,
     },
     /// A new table; its definition's database is the table's.
@@ -122,10 +128,25 @@ impl CommitRecords {
         p[9..COMMIT_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
     }
 
+    /// Adds a truncate entry for `table` (call before its rows: see the module doc).
+    pub fn truncate(&mut self, table: TableId) {
+        self.write.clear();
+        put_table(&mut self.write, table);
+        self.write.extend_from_slice(&0u64.to_le_bytes());
+        self.write.push(TRUNCATE_ENTRY);
+        self.append_write();
+    }
+
     /// Adds the after-image of row `rowid` of table `table` (None: deleted).
     pub fn push(&mut self, table: TableId, rowid: RowId, after: Option<&[u8]>) {
         self.write.clear();
         encode_write(&mut self.write, table, rowid, after);
+        self.append_write();
+    }
+
+    /// Appends the encoded entry in `write` to the current part, starting a new part if
+    /// it would exceed the largest record.
+    fn append_write(&mut self) {
         let cur = self.parts.last().expect("started");
         if self.count > 0 && cur.len() + self.write.len() > self.max {
             self.seal_part(COMMIT_PART);
@@ -187,6 +208,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
                         Some(r.bytes(len)?)
                     }
                     1 => None,
+                    TRUNCATE_ENTRY if rowid == RowId(0) => continue,
                     _ => return Err(DecodeError("bad write kind")),
                 };
                 rows.push(RowRef {
@@ -296,9 +318,16 @@ fn put_name(out: &mut Vec<u8>, s: &str) {
 impl LogRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            LogRecord::Commit { tid, writes } => {
+            LogRecord::Commit {
+                tid,
+                truncates,
+                writes,
+            } => {
                 // One record whatever its size: this form is for records that fit.
                 let mut r = CommitRecords::new(*tid, usize::MAX);
+                for t in truncates {
+                    r.truncate(*t);
+                }
                 for w in writes {
                     r.push(w.table, w.rowid, w.after.as_deref());
                 }
@@ -365,7 +394,12 @@ impl LogRecord {
                         after: w.after.map(<[u8]>::to_vec),
                     })
                     .collect();
-                return Ok(LogRecord::Commit { tid, writes });
+                let truncates = commit_truncates(b)?;
+                return Ok(LogRecord::Commit {
+                    tid,
+                    truncates,
+                    writes,
+                });
             }
             Some(&ROWS) => {
                 let rows = decode_rows(b)?.expect("rows");
@@ -443,6 +477,34 @@ impl LogRecord {
     }
 }
 
+/// Kind of a commit entry that empties its table.
+const TRUNCATE_ENTRY: u8 = 2;
+
+/// The tables a commit or commit-part payload empties (its truncate entries), in
+/// order; empty for other kinds.
+pub fn commit_truncates(b: &[u8]) -> Result<Vec<TableId>, DecodeError> {
+    let mut out = Vec::new();
+    if !matches!(b.first(), Some(&COMMIT) | Some(&COMMIT_PART)) {
+        return Ok(out);
+    }
+    let mut r = Reader { b, pos: 9 };
+    let n = r.u32()? as usize;
+    for _ in 0..n {
+        let table = r.table()?;
+        r.u64()?;
+        match r.u8()? {
+            0 => {
+                let len = r.u32()? as usize;
+                r.bytes(len)?;
+            }
+            1 => {}
+            TRUNCATE_ENTRY => out.push(table),
+            _ => return Err(DecodeError("bad write kind")),
+        }
+    }
+    Ok(out)
+}
+
 /// Appends one row image of a commit record.
 fn encode_write(out: &mut Vec<u8>, table: TableId, rowid: RowId, after: Option<&[u8]>) {
     put_table(out, table);
@@ -504,6 +566,7 @@ mod tests {
         vec![
             LogRecord::Commit {
                 tid: Tid(42),
+                truncates: vec![TableId::new(5, 8)],
                 writes: vec![
                     RowImage {
                         table: TableId::new(5, 7),
@@ -575,7 +638,7 @@ mod tests {
             rec.encode(&mut b);
             let rows = decode_rows(&b).unwrap();
             match &rec {
-                LogRecord::Commit { tid, writes } => {
+                LogRecord::Commit { tid, writes, .. } => {
                     let want: Vec<_> = writes
                         .iter()
                         .map(|w| RowRef {

@@ -44,6 +44,7 @@ use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::payload::CommitRecords;
 use crate::redo::Appended;
 use crate::scope;
+use crate::table::Table;
 use crossbeam_epoch::Guard;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::AcqRel;
@@ -56,7 +57,8 @@ impl Txn {
         if !self.active {
             return Err(Error::TxnNotActive);
         }
-        if self.entries.is_empty() {
+        self.drop_superseded_writes();
+        if self.entries.is_empty() && self.truncations.is_empty() {
             return self.commit_read_only();
         }
         let engine = self.engine;
@@ -73,6 +75,7 @@ impl Txn {
         }
         self.pending.clear();
         self.rekeyed.clear();
+        self.truncations.clear();
         self.active = false;
         let (tid, log_end) = outcome?;
         if durable {
@@ -134,12 +137,16 @@ struct Commit<'t, 'g> {
     /// Per write-set entry, the keys (index slot, key) its row no longer has, unlinked
     /// after install.
     stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
+    /// TRUNCATEs taking effect: (the catalog's table, its empty replacement).
+    truncations: Vec<(Arc<Table>, Arc<Table>)>,
 }
 
 impl<'t, 'g> Commit<'t, 'g> {
     fn new(txn: &'t mut Txn, g: &'g Guard) -> Self {
         let idx = txn.tables.iter().map(|t| t.indexes()).collect();
+        let truncations = txn.final_truncations();
         Commit {
+            truncations,
             txn,
             g,
             idx,
@@ -319,6 +326,11 @@ impl<'t, 'g> Commit<'t, 'g> {
         };
         let appended = scope::outside(|| {
             let mut records = CommitRecords::new(tid, sink.max_record());
+            // Before the rows: replay empties the tables, then applies what this
+            // transaction wrote into the replacements.
+            for (old, _) in &self.truncations {
+                records.truncate(old.id);
+            }
             for &i in txn.pending.values() {
                 let e = txn.entries.get(i);
                 if e.logged() {
@@ -385,6 +397,13 @@ impl<'t, 'g> Commit<'t, 'g> {
                 .fetch_max(tid.get(), AcqRel);
         }
         garbage.retire(engine, g);
+        // TRUNCATEs: the replacements go into the catalog; readers that read the old
+        // tables (serializable validation) see them written.
+        for (old, new) in std::mem::take(&mut self.truncations) {
+            old.last_write_tid.fetch_max(tid.get(), AcqRel);
+            old.last_insert_tid.fetch_max(tid.get(), AcqRel);
+            engine.replace_table(&old, new, false);
+        }
         if let (Some(sink), Some(a)) = (engine.sink(), logged) {
             sink.installed(a.phase);
         }

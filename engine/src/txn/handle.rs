@@ -4,7 +4,7 @@
 use super::{IndexScan, Isolation, RowBatch, RowLock, ScanCursor, Stmt, Txn, WriteOutcome};
 use crate::engine::TableHandle;
 use crate::error::{Error, Result};
-use crate::ids::{RowId, Tid};
+use crate::ids::{RowId, TableId, Tid};
 use crate::index::IndexDef;
 use crate::scope;
 use std::time::Duration;
@@ -116,6 +116,21 @@ impl TxnHandle {
         let _s = scope::enter();
         self.check_active()?;
         self.txn().build_index(t, def)
+    }
+
+    /// TRUNCATE of `t` (as [`TxnHandle::table`] gives it) by subtransaction `sub`:
+    /// from now on this transaction sees the table empty; at commit it replaces the
+    /// table (in constant memory: see [`crate::truncate`]).
+    pub fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().truncate(t, sub)
+    }
+
+    /// Table `id` as this transaction sees it (after its own TRUNCATEs).
+    pub fn table(&mut self, id: TableId) -> Option<TableHandle> {
+        let _s = scope::enter();
+        self.txn().current_table(id)
     }
 
     /// Sets the isolation level; call right after [`Engine::begin`], before any read.

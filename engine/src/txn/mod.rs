@@ -32,6 +32,7 @@ mod rekeyed;
 mod rollback;
 mod row_locks;
 mod scan;
+mod truncate;
 mod unique;
 mod write_set;
 
@@ -156,6 +157,8 @@ pub(crate) struct Txn {
     /// its TID until they are installed, so every read waits for commits up to it.
     start_tid: Tid,
     reads: ReadSet,
+    /// TRUNCATEs of this transaction, in order (see [`truncate`]).
+    truncations: Vec<truncate::Truncation>,
     active: bool,
 }
 
@@ -173,6 +176,7 @@ impl Txn {
             iso: Isolation::ReadCommitted,
             start_tid: Tid::NONE,
             reads: ReadSet::default(),
+            truncations: Vec::new(),
             active: true,
         }
     }

@@ -29,12 +29,13 @@ impl Txn {
         });
         self.pending.clear();
         self.rekeyed.clear();
+        self.truncations.clear();
         self.active = false;
         reclaim_after(engine, discarded);
     }
 
     /// Undoes one write-set entry: unlinks what its insert linked, frees its buffers.
-    fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {
+    pub(super) fn discard_entry(&self, e: WriteEntry, g: &Guard, garbage: &mut Garbage) {
         if e.origin == Origin::Inserted {
             // Unlink the index entries of the inserted version before it is freed.
             let table = &self.tables[e.table];
@@ -89,6 +90,7 @@ impl Txn {
             self.release_row_locks(g, sub);
             garbage.retire(engine, g);
         });
+        self.rollback_truncations(sub);
         reclaim_after(engine, discarded - self.entries.len());
     }
 }

@@ -1,0 +1,80 @@
+//! TRUNCATE in constant engine memory: the transaction gets an empty twin of the table
+//! (same definition, indexes and index ids); at commit the twin replaces the table in
+//! the catalog, and the old table with all its rows is freed once no reader can hold
+//! it. Nothing is allocated per row, so a full engine can always be emptied.
+//!
+//! The redo log records the replacement inside the commit record (a truncate entry
+//! before the rows, see `redo::payload`), so replay empties the table at that point
+//! and then applies the rows the same transaction wrote afterwards.
+
+use crate::engine::{Engine, Need};
+use crate::epoch;
+use crate::error::Result;
+use crate::ids::TableId;
+use crate::index::KeyIndex;
+use crate::scope;
+use crate::table::Table;
+use std::sync::Arc;
+
+impl Engine {
+    /// A new, unpublished, empty table with `t`'s definition and indexes (same ids);
+    /// its row ids continue above `t`'s.
+    pub(crate) fn empty_twin(&self, t: &Table) -> Result<Arc<Table>> {
+        let _s = scope::enter();
+        let indexes = t.indexes();
+        // Like a delete: it frees more than it takes, so it may use the headroom.
+        self.check_memory_for_delete(Need::of(4096 * (1 + indexes.len())))?;
+        let twin = Table::new(t.id, t.def.clone(), &self.collector);
+        twin.observe_rowid(crate::ids::RowId(
+            t.peek_next_rowid().get().saturating_sub(1),
+        ));
+        let list: Vec<Arc<KeyIndex>> = indexes
+            .iter()
+            .map(|i| Arc::new(KeyIndex::new(i.def.clone(), &t.def, &self.collector)))
+            .collect();
+        twin.set_indexes(list);
+        Ok(Arc::new(twin))
+    }
+
+    /// Makes `new` table `new.id` in place of `old`, if `old` is still the catalog's
+    /// (the commit of a TRUNCATE); `old` is freed once no reader can hold it. Returns
+    /// the catalog's reference to `old` instead when `now` (replay: nobody else uses
+    /// the engine, and the memory is needed at once), for the caller to drop.
+    pub(crate) fn replace_table(
+        &self,
+        old: &Arc<Table>,
+        new: Arc<Table>,
+        now: bool,
+    ) -> Option<Arc<Table>> {
+        let _s = scope::enter();
+        let mut tables = self.tables_mut();
+        let current = tables.get(&new.id).is_some_and(|c| Arc::ptr_eq(c, old));
+        let replaced = if current {
+            tables.insert(new.id, new)
+        } else {
+            None
+        };
+        drop(tables);
+        match replaced {
+            Some(t) if !now => {
+                epoch::with_guard(&self.collector, |g| g.defer(move || drop(t)));
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// Replay of a truncate entry: table `id` becomes empty now.
+    pub(crate) fn truncate_now(&self, id: TableId) -> Result<()> {
+        let Some(t) = self.table(id) else {
+            return Ok(());
+        };
+        let twin = self.empty_twin(&t)?;
+        let old = self.replace_table(t.arc(), twin, true);
+        let _s = scope::enter();
+        // The last references: the old table and its rows are freed here.
+        drop(t);
+        drop(old);
+        Ok(())
+    }
+}

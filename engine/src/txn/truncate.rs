@@ -1,0 +1,98 @@
+//! TRUNCATE inside a transaction (see [`crate::truncate`]): the transaction works on
+//! an empty twin of the table from the TRUNCATE on; its writes to the table before the
+//! TRUNCATE are dropped at commit; the commit logs a truncate entry and puts the twin
+//! in the catalog. PostgreSQL's AccessExclusiveLock keeps every other session away from
+//! the table meanwhile; checkpoints read the catalog, so they never see the twin
+//! before the commit.
+
+use super::Txn;
+use crate::engine::TableHandle;
+use crate::epoch;
+use crate::error::Result;
+use crate::garbage::Garbage;
+use crate::ids::TableId;
+use crate::table::Table;
+use std::sync::Arc;
+
+/// One TRUNCATE of this transaction.
+pub(super) struct Truncation {
+    pub id: TableId,
+    /// The table it emptied: the catalog's, or the twin of an earlier TRUNCATE.
+    pub replaced: Arc<Table>,
+    /// The empty twin the transaction uses from then on.
+    pub with: Arc<Table>,
+    /// The subtransaction that ran it.
+    pub sub: u32,
+}
+
+impl Txn {
+    /// The table `id` as this transaction sees it: the twin of its last TRUNCATE of
+    /// it, or the catalog's.
+    pub(super) fn current_table(&self, id: TableId) -> Option<TableHandle> {
+        match self.truncations.iter().rev().find(|x| x.id == id) {
+            Some(x) => Some(TableHandle::of(x.with.clone())),
+            None => self.engine.table(id),
+        }
+    }
+
+    /// TRUNCATE of `t` (as this transaction sees it) by subtransaction `sub`.
+    pub(super) fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
+        let with = self.engine.empty_twin(t)?;
+        self.truncations.push(Truncation {
+            id: t.id,
+            replaced: t.arc().clone(),
+            with,
+            sub,
+        });
+        Ok(())
+    }
+
+    /// Was table object `t` emptied by a TRUNCATE of this transaction (its writes to it
+    /// do not count)?
+    pub(super) fn superseded(&self, t: &Arc<Table>) -> bool {
+        self.truncations.iter().any(|x| Arc::ptr_eq(&x.replaced, t))
+    }
+
+    /// The TRUNCATEs that take effect at commit: per table, the catalog's table and
+    /// the final twin.
+    pub(super) fn final_truncations(&self) -> Vec<(Arc<Table>, Arc<Table>)> {
+        let mut out: Vec<(Arc<Table>, Arc<Table>)> = Vec::new();
+        for x in &self.truncations {
+            match out.iter_mut().find(|(first, _)| first.id == x.id) {
+                Some(e) => e.1 = x.with.clone(),
+                None => out.push((x.replaced.clone(), x.with.clone())),
+            }
+        }
+        out
+    }
+
+    /// Before commit: drops the writes made to tables that a later TRUNCATE of this
+    /// transaction emptied.
+    pub(super) fn drop_superseded_writes(&mut self) {
+        if self.truncations.is_empty() {
+            return;
+        }
+        let engine = self.engine;
+        let chunks = self.entries.take_chunks();
+        self.pending.clear();
+        epoch::with_guard(&engine.collector, |g| {
+            let mut garbage = Garbage::default();
+            for chunk in chunks {
+                for e in chunk {
+                    if self.superseded(&self.tables[e.table]) {
+                        self.discard_entry(e, g, &mut garbage);
+                    } else {
+                        self.push_entry(e);
+                    }
+                }
+            }
+            garbage.retire(engine, g);
+        });
+    }
+
+    /// Rolling back to subtransaction `sub` undoes its TRUNCATEs (their twins' writes
+    /// are undone with the rest of its writes).
+    pub(super) fn rollback_truncations(&mut self, sub: u32) {
+        self.truncations.retain(|x| x.sub < sub);
+    }
+}
