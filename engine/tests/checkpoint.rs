@@ -233,3 +233,14 @@ fn bytes_past_the_durable_mark_are_still_a_torn_tail() {
     assert!(r.end_lsn >= marked);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn deleting_every_segment_after_a_checkpoint_is_an_error() {
+    let (dir, _a) = log_with_checkpoint("no-segs");
+    for s in segments(&dir).unwrap() {
+        std::fs::remove_file(format!("{dir}/{s}")).unwrap();
+    }
+    let what = incomplete(&dir);
+    assert!(what.contains("no segment"), "{what}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -193,3 +193,51 @@ fn the_checkpoint_recovery_started_from_is_shown_after_a_restart() {
     let n: i64 = s.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
     assert_eq!(n, 5001);
 }
+
+/// A damaged data directory: each missing piece makes memory tables unavailable with
+/// XX001 naming it, instead of a recovery that "succeeds" with committed rows gone.
+#[test]
+fn a_missing_checkpoint_segment_or_control_file_is_reported_not_ignored() {
+    for missing in ["checkpoint", "first segment", "control"] {
+        let c = populated();
+        {
+            let mut s = c.connect();
+            s.query("SELECT * FROM memfdw.checkpoint()", &[]).unwrap();
+            s.batch_execute("INSERT INTO m VALUES (-5, 'after the checkpoint')")
+                .unwrap();
+        }
+        c.kill9();
+        let dir = c.redo_dir();
+        let victim = match missing {
+            "checkpoint" => dir.join("checkpoint"),
+            "control" => dir.join("control"),
+            _ => {
+                let mut segs: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "redo"))
+                    .collect();
+                segs.sort();
+                segs.remove(0)
+            }
+        };
+        std::fs::remove_file(&victim).unwrap_or_else(|e| panic!("{missing}: {e}"));
+        c.restart();
+        let mut s = c.connect_retry(Duration::from_secs(30));
+        let e = s.query_one("SELECT count(*) FROM m", &[]).unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("XX001"), "{missing}: {e}");
+        let detail = e
+            .as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(detail.contains("incomplete"), "{missing}: {detail}");
+        // Heap tables are unaffected.
+        let n: i64 = s
+            .query_one("SELECT count(*) FROM heap_t", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2);
+    }
+}

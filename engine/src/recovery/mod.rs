@@ -128,10 +128,12 @@ pub fn recover_engine_with_progress(
                 "segments before \"{name}\" (LSN {first:X}) are missing; replay must start at LSN {need:X}"
             )))
         }
-        None if control.durable > need => {
+        // Only a fresh directory whose first segment was never completed has none.
+        None if loaded.is_some() || control.durable > control.origin => {
             return Err(incomplete(format!(
-                "no segment is left, but the log was durable up to LSN {:X}",
-                control.durable
+                "no segment is left, but the log was durable up to LSN {:X}{}",
+                control.durable,
+                if loaded.is_some() { " and a checkpoint was taken" } else { "" }
             )))
         }
         _ => {}
