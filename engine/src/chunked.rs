@@ -31,16 +31,6 @@ impl<T> Chunked<T> {
         self.len == 0
     }
 
-    /// True if the next push allocates a new chunk.
-    pub fn next_push_allocates(&self) -> bool {
-        self.len.is_multiple_of(CHUNK)
-    }
-
-    /// Bytes a new chunk takes.
-    pub fn chunk_bytes() -> usize {
-        CHUNK * std::mem::size_of::<T>()
-    }
-
     pub fn push(&mut self, v: T) {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));

@@ -65,6 +65,11 @@ unsafe impl Send for SendBatch {}
 /// of the deferred function and the epoch bag slot of each batch.
 pub(crate) const BYTES_PER_RETIRED: usize = std::mem::size_of::<Retired>() + 1;
 
+/// Arena bytes one skip-list node removal takes until the epoch advances: crossbeam
+/// defers each node's destruction (a deferred function of four words in a bag of 64,
+/// a bag sealed into a queue node when full).
+pub(crate) const BYTES_PER_DEFERRED: usize = 40;
+
 impl Garbage {
     pub fn push(&mut self, r: Retired) {
         if let Retired::Buffer(p) = r {

@@ -50,3 +50,64 @@ fn an_aborted_big_insert_gives_its_memory_back_at_once() {
         );
     }
 }
+
+#[test]
+fn a_big_delete_on_a_full_engine_needs_only_what_it_frees() {
+    let e: &'static Engine = Box::leak(Engine::new(
+        EngineConfig {
+            memory_limit: 32 << 20,
+        },
+        None,
+    ));
+    e.create_table(table_id(1), table_def()).unwrap();
+    let t = e.table(table_id(1)).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(
+        &t,
+        IndexDef {
+            id: e.next_index_id(),
+            name: "k".into(),
+            columns: vec![0, 1],
+            unique: true,
+            primary: true,
+        },
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    // Fill with tiny rows until the engine refuses more.
+    let mut n = 0i64;
+    'fill: loop {
+        let mut txn = e.begin();
+        for k in n..n + 1000 {
+            if let Err(err) = txn.insert(&t, &pack(&t.layout, 0, k, "x"), Stmt { cid: 0, sub: 1 }) {
+                assert_eq!(err.sqlstate(), "53200");
+                txn.abort();
+                break 'fill;
+            }
+        }
+        txn.commit().unwrap();
+        n += 1000;
+    }
+    assert!(n > 50_000, "{n} rows");
+    // Delete 70% of them in one transaction. (This engine counts only what it is told,
+    // not the write set; the e2e test checks the real arena.)
+    let mut txn = e.begin();
+    let (mut cursor, mut batch) = (ScanCursor::new(), RowBatch::new());
+    let mut victims = Vec::new();
+    while !cursor.done() {
+        txn.scan(&t, &mut cursor, 1, &mut batch, 4096).unwrap();
+        while let Some(r) = batch.next() {
+            victims.push((r.rowid, r.tid));
+        }
+    }
+    let cut = victims.len() * 7 / 10;
+    for &(rowid, tid) in &victims[..cut] {
+        txn.delete(&t, rowid, tid, Stmt { cid: 1, sub: 1 })
+            .unwrap_or_else(|err| panic!("deleting {cut} of {n} rows: {err}"));
+    }
+    txn.commit().unwrap();
+    assert_eq!(
+        e.table_stats(table_id(1)).unwrap().rows as usize,
+        victims.len() - cut
+    );
+}

@@ -133,9 +133,11 @@ impl RowKey {
     }
 }
 
-/// One engine transaction. Lives in the arena (see [`TxnHandle`]), so everything it
-/// holds is shared memory, except what a function allocates explicitly outside the
-/// engine scope for its own duration.
+/// One engine transaction. The object lives in the arena (see [`TxnHandle`]); its
+/// write set (entries and pending map) and row-lock list are in the owning process's
+/// private memory (only that process reads them, and they must not use up the shared
+/// memory a big DELETE is about to free); the pending row buffers and absent records
+/// they point to are shared.
 pub(crate) struct Txn {
     engine: &'static Engine,
     id: u64,
@@ -159,6 +161,9 @@ pub(crate) struct Txn {
     reads: ReadSet,
     /// TRUNCATEs of this transaction, in order (see [`truncate`]).
     truncations: Vec<truncate::Truncation>,
+    /// Shared-memory bytes the commit of the write set will take until the epoch
+    /// moves on (see `reserve_entry`); never shrinks before the transaction ends.
+    commit_reserve: usize,
     active: bool,
 }
 
@@ -177,6 +182,7 @@ impl Txn {
             start_tid: Tid::NONE,
             reads: ReadSet::default(),
             truncations: Vec::new(),
+            commit_reserve: 0,
             active: true,
         }
     }

@@ -3,12 +3,10 @@
 //! that took them ends.
 
 use super::{RowLock, Txn};
-use crate::chunked::Chunked;
-use crate::engine::{Need, TableHandle};
+use crate::engine::TableHandle;
 use crate::epoch;
 use crate::error::Result;
 use crate::ids::{RowId, Tid};
-use crate::record::RecordPtr;
 use crossbeam_epoch::Guard;
 use std::time::Duration;
 
@@ -26,7 +24,7 @@ impl Txn {
                     // allocated.
                     unsafe { r.get() }.unlock_row(id, engine);
                 } else {
-                    self.row_locks.push((r, s));
+                    crate::scope::outside(|| self.row_locks.push((r, s)));
                 }
             }
         }
@@ -45,10 +43,6 @@ impl Txn {
             }
         }
         let engine = self.engine;
-        if self.row_locks.next_push_allocates() {
-            // Like a delete's bookkeeping: may use part of the headroom.
-            engine.check_memory_for_delete(Need::of(Chunked::<(RecordPtr, u32)>::chunk_bytes()))?;
-        }
         let me = self.lock_tag;
         Ok(epoch::with_guard(&engine.collector, |g| {
             let Some(r) = t.rows.get(rowid, g) else {
@@ -67,7 +61,8 @@ impl Txn {
                         return RowLock::Gone;
                     }
                     if fresh {
-                        self.row_locks.push((r, sub));
+                        // Private memory, like the write set.
+                        crate::scope::outside(|| self.row_locks.push((r, sub)));
                     }
                     RowLock::Locked {
                         tid: s.tid(),

@@ -11,11 +11,10 @@
 //! * an `Existing` row's record pointer is set only while commit holds its guard.
 
 use super::{free_private, pending_bytes, unique, RowKey, Stmt, Txn, WriteOutcome};
-use crate::chunked::Chunked;
 use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
-use crate::garbage::{BYTES_PER_RETIRED, RECORD_BYTES};
+use crate::garbage::{BYTES_PER_DEFERRED, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::ids::{RowId, Tid};
 use crate::index::KEY_ENTRY_BYTES;
 use crate::record::{self, Record, RecordPtr};
@@ -116,10 +115,6 @@ impl WriteEntry {
 /// Row -> index in the write set; its order is commit's lock order.
 pub(super) type PendingMap = BTreeMap<RowKey, usize>;
 
-/// Arena bytes of one pending-map entry (B-tree nodes hold 11 keys, at least half
-/// full).
-const PENDING_BYTES_PER_ENTRY: usize = 2 * std::mem::size_of::<(RowKey, usize)>() + 8;
-
 impl Txn {
     pub(super) fn pending_entry(&self, t: &TableHandle, rowid: RowId) -> Option<&WriteEntry> {
         if self.pending.is_empty() {
@@ -139,20 +134,23 @@ impl Txn {
         }
     }
 
-    /// Checks the memory limit for one more write-set entry: its share of a chunk,
-    /// its pending-map slot, and what retiring its objects at commit will take.
-    fn reserve_entry(&mut self, delete: bool) -> Result<()> {
-        let mut need = Need::of(PENDING_BYTES_PER_ENTRY + 2 * BYTES_PER_RETIRED);
-        if self.entries.next_push_allocates() {
-            need = need + Need::of(Chunked::<WriteEntry>::chunk_bytes());
-        }
-        // Retirement of the entries already made, at commit, is not allocated yet.
-        need = need + Need::of(self.entries.len() * 2 * BYTES_PER_RETIRED);
+    /// Checks the memory limit for one more write-set entry on a table with `indexes`
+    /// key indexes: what its commit will take in shared memory until the epoch moves
+    /// on (retirement batches for its record and buffer; deferred destruction of the
+    /// skip-list nodes it removes), on top of what the entries before it will take.
+    /// The entry itself and its pending-map slot are in this process's private memory,
+    /// so a big DELETE on a full engine needs only that.
+    fn reserve_entry(&mut self, delete: bool, indexes: usize) -> Result<()> {
+        let nodes = if delete { 1 + indexes } else { indexes };
+        let cost = 2 * BYTES_PER_RETIRED + nodes * BYTES_PER_DEFERRED;
+        let need = Need::of(self.commit_reserve + cost);
         if delete {
-            self.engine.check_memory_for_delete(need)
+            self.engine.check_memory_for_delete(need)?;
         } else {
-            self.engine.check_memory(need)
+            self.engine.check_memory(need)?;
         }
+        self.commit_reserve += cost;
+        Ok(())
     }
 
     pub(super) fn push_entry(&mut self, e: WriteEntry) {
@@ -160,8 +158,11 @@ impl Txn {
             table: super::TableKey::of(&self.tables[e.table]),
             rowid: e.rowid,
         };
-        self.pending.insert(key, self.entries.len());
-        self.entries.push(e);
+        // Private memory: only this process reads its write set (see `Txn`).
+        scope::outside(|| {
+            self.pending.insert(key, self.entries.len());
+            self.entries.push(e);
+        });
     }
 
     pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
@@ -185,7 +186,7 @@ impl Txn {
                 Ok(())
             })?;
         }
-        self.reserve_entry(false)?;
+        self.reserve_entry(false, idx.len())?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
@@ -252,7 +253,7 @@ impl Txn {
             }
             Some(_) => {}
         }
-        self.reserve_entry(row.is_none())?;
+        self.reserve_entry(row.is_none(), t.indexes().len())?;
         let data = self.new_buffer(row)?;
         let slot = self.table_slot(t);
         self.push_entry(WriteEntry {
@@ -311,7 +312,7 @@ impl Txn {
                 data,
             },
         );
-        e.older.push(prev);
+        scope::outside(|| e.older.push(prev));
         Ok(WriteOutcome::Done)
     }
 
