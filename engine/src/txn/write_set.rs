@@ -112,6 +112,14 @@ impl WriteEntry {
     }
 }
 
+/// What a write-set entry does (for the shared memory its commit or abort needs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Insert,
+    Update,
+    Delete,
+}
+
 /// Row -> index in the write set; its order is commit's lock order.
 pub(super) type PendingMap = BTreeMap<RowKey, usize>;
 
@@ -135,14 +143,22 @@ impl Txn {
     }
 
     /// Checks the memory limit for one more write-set entry on a table with `indexes`
-    /// key indexes: what its commit will take in shared memory until the epoch moves
-    /// on (retirement batches for its record and buffer; deferred destruction of the
-    /// skip-list nodes it removes), on top of what the entries before it will take.
-    /// The entry itself and its pending-map slot are in this process's private memory,
-    /// so a big DELETE on a full engine needs only that.
-    fn reserve_entry(&mut self, delete: bool, indexes: usize) -> Result<()> {
-        let nodes = if delete { 1 + indexes } else { indexes };
-        let cost = 2 * BYTES_PER_RETIRED + nodes * BYTES_PER_DEFERRED;
+    /// key indexes: what its commit, or its abort, will take in shared memory until
+    /// the epoch moves on (retirement batches for records and buffers; deferred
+    /// destruction of the skip-list nodes removed), on top of what the entries before
+    /// it will take. The entry itself and its pending-map slot are in this process's
+    /// private memory, so a big DELETE on a full engine needs only that.
+    fn reserve_entry(&mut self, kind: EntryKind, indexes: usize) -> Result<()> {
+        let (retired, nodes) = match kind {
+            // Abort: the absent record, its row-id node and its keys' nodes.
+            EntryKind::Insert => (1, 1 + indexes),
+            // Commit: the replaced buffer, and keys the row may lose.
+            EntryKind::Update => (2, indexes),
+            // Commit: buffer and record, the row-id node and the keys' nodes.
+            EntryKind::Delete => (2, 1 + indexes),
+        };
+        let cost = retired * BYTES_PER_RETIRED + nodes * BYTES_PER_DEFERRED;
+        let delete = kind == EntryKind::Delete;
         let need = Need::of(self.commit_reserve + cost);
         if delete {
             self.engine.check_memory_for_delete(need)?;
@@ -186,7 +202,7 @@ impl Txn {
                 Ok(())
             })?;
         }
-        self.reserve_entry(false, idx.len())?;
+        self.reserve_entry(EntryKind::Insert, idx.len())?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
@@ -253,7 +269,12 @@ impl Txn {
             }
             Some(_) => {}
         }
-        self.reserve_entry(row.is_none(), t.indexes().len())?;
+        let kind = if row.is_some() {
+            EntryKind::Update
+        } else {
+            EntryKind::Delete
+        };
+        self.reserve_entry(kind, t.indexes().len())?;
         let data = self.new_buffer(row)?;
         let slot = self.table_slot(t);
         self.push_entry(WriteEntry {
