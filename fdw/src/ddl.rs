@@ -184,6 +184,14 @@ fn copy_template_tables(name: &str, template: &str) {
         unsafe { pg_sys::get_database_oid(c.as_ptr(), false) }.to_u32()
     };
     let (new_db, template_db) = (oid_of(name), oid_of(template));
+    if crate::startup::failed() {
+        // Nothing can be copied; the template's memory tables (if any) are as
+        // unavailable in the copy as in the template. Other databases are unaffected.
+        pgrx::warning!(
+            "memfdw: memory tables of template \"{template}\" were not copied to \"{name}\": memory tables are unavailable (recovery failed)"
+        );
+        return;
+    }
     let e = engine();
     let tables = e.table_ids();
     for t in tables.iter().filter(|t| t.database == new_db) {

@@ -277,7 +277,8 @@ fn build(
     if_not_exists: bool,
 ) -> bool {
     let e = engine();
-    let Some(table) = xact::table(relid) else {
+    xact::refuse_after_truncate(relid, "CREATE INDEX");
+    let Some(table) = e.table(crate::handler::table_id(relid)) else {
         crate::errors::missing_table(relid)
     };
     let nsp = namespace_of(relid);
@@ -561,6 +562,7 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
                         );
                     }
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
+                    xact::refuse_after_truncate(relid, "DROP INDEX");
                     xact::note_index_drop(table, id);
                     pg_sys::CacheInvalidateRelcacheByRelid(relid);
                     ours += 1;

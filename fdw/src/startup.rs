@@ -183,6 +183,11 @@ pub fn publish_failure(why: &str, hint: Option<&str>) {
     startup().fail(why);
 }
 
+/// True if recovery failed (memory tables stay unavailable until a restart).
+pub fn failed() -> bool {
+    startup().state() == FAILED
+}
+
 /// True once the engine is recovered and its log runs.
 pub fn ready() -> bool {
     startup().state() == READY

@@ -70,6 +70,29 @@ pub fn table(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
     with_txn(|t| t.table(crate::handler::table_id(relid)))
 }
 
+/// Refuses (0A000) index DDL on memory table `relid` after this transaction truncated
+/// it: the transaction works on a replacement table that the index DDL bookkeeping
+/// (undo at rollback, checkpoints, name lookups) does not see.
+pub fn refuse_after_truncate(relid: pg_sys::Oid, what: &str) {
+    let truncated = BACKEND.with(|b| {
+        b.borrow_mut()
+            .txn
+            .as_mut()
+            .is_some_and(|t| t.truncated(crate::handler::table_id(relid)))
+    });
+    if truncated {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "{what} is not supported on memory table \"{}\" after TRUNCATE in the same transaction",
+                crate::types::relation_name(relid)
+            ),
+            "Commit the TRUNCATE first."
+        );
+    }
+}
+
 pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {

@@ -418,3 +418,31 @@ fn indexes_and_keys_come_back_after_kill_9() {
         .get(0);
     assert_eq!(one, "n1u");
 }
+
+#[test]
+fn index_ddl_after_truncate_in_the_same_transaction_is_refused() {
+    let (_c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE tr (id int PRIMARY KEY, v text) SERVER memfdw;
+         CREATE INDEX tr_v ON tr (v);
+         INSERT INTO tr VALUES (1, 'a'), (2, 'b')",
+    )
+    .unwrap();
+    s.batch_execute("BEGIN; TRUNCATE tr").unwrap();
+    assert_eq!(
+        err_state(&mut s, "CREATE UNIQUE INDEX tr_u ON tr (v)"),
+        "0A000"
+    );
+    s.batch_execute("ROLLBACK; BEGIN; TRUNCATE tr").unwrap();
+    assert_eq!(err_state(&mut s, "DROP INDEX tr_v"), "0A000");
+    s.batch_execute("ROLLBACK").unwrap();
+    // Nothing changed; after a committed TRUNCATE index DDL works again.
+    assert_eq!(index_names(&mut s, "tr"), vec!["tr_pkey", "tr_v"]);
+    let n: i64 = s.query_one("SELECT count(*) FROM tr", &[]).unwrap().get(0);
+    assert_eq!(n, 2);
+    s.batch_execute("TRUNCATE tr").unwrap();
+    s.batch_execute("CREATE UNIQUE INDEX tr_u ON tr (v)")
+        .unwrap();
+    s.batch_execute("DROP INDEX tr_v").unwrap();
+    assert_eq!(index_names(&mut s, "tr"), vec!["tr_pkey", "tr_u"]);
+}

@@ -127,6 +127,11 @@ impl TxnHandle {
         self.txn().truncate(t, sub)
     }
 
+    /// Did this transaction TRUNCATE table `id` (it then works on a replacement)?
+    pub fn truncated(&mut self, id: TableId) -> bool {
+        self.txn().truncations_of(id)
+    }
+
     /// Table `id` as this transaction sees it (after its own TRUNCATEs).
     pub fn table(&mut self, id: TableId) -> Option<TableHandle> {
         let _s = scope::enter();

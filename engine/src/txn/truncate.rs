@@ -35,6 +35,11 @@ impl Txn {
         }
     }
 
+    /// Did this transaction TRUNCATE table `id`?
+    pub(super) fn truncations_of(&self, id: TableId) -> bool {
+        self.truncations.iter().any(|x| x.id == id)
+    }
+
     /// TRUNCATE of `t` (as this transaction sees it) by subtransaction `sub`.
     pub(super) fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
         let with = self.engine.empty_twin(t)?;

@@ -377,8 +377,11 @@ impl Txn {
             }
         }
         if changed {
-            // The new keys' entries are made at commit.
-            self.engine.check_memory(Need::of(need))?;
+            // The new keys' entries are made at commit: reserved with the rest of
+            // what commit will take.
+            self.engine
+                .check_memory(Need::of(self.commit_reserve + need))?;
+            self.commit_reserve += need;
             self.rekeyed.note_row(tk, rowid);
         }
         Ok(())
