@@ -23,6 +23,10 @@ pub static CHECKPOINT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// recovering, so that sessions demonstrably wait for recovery.
 pub static DEBUG_RECOVERY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// Developer option: every sync of the redo log waits this long first (tests of
+/// durable reads).
+pub static DEBUG_LOG_SYNC_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -56,6 +60,16 @@ pub fn register(preloading: bool) {
             &DEBUG_RECOVERY_DELAY_MS,
             0,
             600_000,
+            GucContext::Postmaster,
+            GucFlags::UNIT_MS | GucFlags::NO_SHOW_ALL,
+        );
+        GucRegistry::define_int_guc(
+            c"memfdw.debug_log_sync_delay",
+            c"Developer option: delay before every sync of the redo log, to test readers waiting for durability.",
+            c"",
+            &DEBUG_LOG_SYNC_DELAY_MS,
+            0,
+            60_000,
             GucContext::Postmaster,
             GucFlags::UNIT_MS | GucFlags::NO_SHOW_ALL,
         );

@@ -229,6 +229,7 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     };
     match log {
         Ok(log) => {
+            log.set_sync_delay(crate::settings::DEBUG_LOG_SYNC_DELAY_MS.get().max(0) as u64);
             if let Err(e) = log.restore(&r) {
                 return Err((
                     format!("memfdw: could not write the control file in \"{dir}\": {e}"),

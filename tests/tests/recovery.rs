@@ -241,3 +241,52 @@ fn a_missing_checkpoint_segment_or_control_file_is_reported_not_ignored() {
         assert_eq!(n, 2);
     }
 }
+
+/// Durable reads: a transaction that read a change whose redo record is not synced yet
+/// is acknowledged only once it is (an asynchronous commit's row copied into a heap
+/// table must not outlive that row in a crash). The log sync is slowed down by a
+/// developer setting so that the wait can be seen.
+#[test]
+fn a_reader_waits_until_what_it_read_is_durable() {
+    let c = Cluster::start();
+    c.stop_fast();
+    c.append_conf("memfdw.debug_log_sync_delay = 1500\n");
+    c.restart();
+    let mut a = c.connect();
+    a.batch_execute(
+        "CREATE EXTENSION memfdw;
+         CREATE FOREIGN TABLE m (id int PRIMARY KEY) SERVER memfdw;
+         CREATE TABLE h (id int)",
+    )
+    .unwrap();
+    let mut b = c.connect();
+    std::thread::sleep(Duration::from_secs(4)); // everything so far is durable
+                                                // An asynchronous commit returns before its record is synced...
+    a.batch_execute("SET synchronous_commit = off").unwrap();
+    let t = Instant::now();
+    a.batch_execute("INSERT INTO m VALUES (1)").unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+    // ... and a transaction that copies the row into a heap table waits for it.
+    let t = Instant::now();
+    b.batch_execute("BEGIN; INSERT INTO h SELECT id FROM m; COMMIT")
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "committed after {waited:?}, before the row it copied was durable"
+    );
+    // Reading what is already durable costs nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    let t = Instant::now();
+    let n: i64 = b.query_one("SELECT count(*) FROM m", &[]).unwrap().get(0);
+    assert_eq!(n, 1);
+    assert!(
+        t.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -56,4 +56,10 @@ pub trait RedoSink: Send + Sync {
     fn installed(&self, _phase: usize) {}
     /// Returns once everything up to `upto` is durable.
     fn make_durable(&self, upto: Lsn) -> std::io::Result<()>;
+    /// An LSN at or past the end of every record appended so far (readers use it to
+    /// wait, at their commit, for what they read to be durable). Sinks that do not
+    /// track it say 0: nothing to wait for.
+    fn written(&self) -> Lsn {
+        Lsn(0)
+    }
 }

@@ -65,6 +65,11 @@ pub struct SharedLog {
     control_checkpoint: AtomicU64,
     control_durable: AtomicU64,
     control_lock: SpinLock<()>,
+    /// `next_lsn`, readable without the lock (stored after every append, before the
+    /// appended records are installed: see [`RedoSink::written`]).
+    written: AtomicU64,
+    /// Developer setting: how long every sync waits first (tests of durable reads).
+    sync_delay_ms: AtomicU64,
 }
 
 /// What the last completed checkpoint was.
@@ -134,6 +139,8 @@ impl SharedLog {
             control_checkpoint: AtomicU64::new(control.checkpoint.map_or(u64::MAX, Lsn::get)),
             control_durable: AtomicU64::new(control.durable.get()),
             control_lock: SpinLock::new(()),
+            written: AtomicU64::new(next_lsn.get()),
+            sync_delay_ms: AtomicU64::new(0),
         }))
     }
 
@@ -186,10 +193,20 @@ impl SharedLog {
             self.flushed.fetch_max(seg.get(), Ordering::AcqRel);
             return Ok(());
         }
+        let delay = self.sync_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         self.dir.sync(&SegmentName::new(seg))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.flushed.fetch_max(written.get(), Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Makes every sync wait `ms` milliseconds first (a developer setting: tests show
+    /// readers waiting for the durability of what they read).
+    pub fn set_sync_delay(&self, ms: u64) {
+        self.sync_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// (records appended, syncs done) since the server started.
@@ -354,6 +371,7 @@ impl RedoSink for SharedLog {
                     .write_at(&SegmentName::new(st.seg_start), offset, &buf)?;
                 st.next_lsn = st.next_lsn.plus(frame_len);
             }
+            self.written.fetch_max(st.next_lsn.get(), Ordering::Release);
             let phase = self.phase.load(Ordering::Relaxed);
             self.installing[phase].fetch_add(1, Ordering::AcqRel);
             self.appends.fetch_add(1, Ordering::Relaxed);
@@ -362,6 +380,10 @@ impl RedoSink for SharedLog {
                 phase,
             })
         })
+    }
+
+    fn written(&self) -> Lsn {
+        Lsn(self.written.load(Ordering::Acquire))
     }
 
     fn installed(&self, phase: usize) {

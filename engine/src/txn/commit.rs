@@ -59,7 +59,7 @@ impl Txn {
         }
         self.drop_superseded_writes();
         if self.entries.is_empty() && self.truncations.is_empty() {
-            return self.commit_read_only();
+            return self.commit_read_only(durable);
         }
         let engine = self.engine;
         let outcome = epoch::with_guard(&engine.collector, |g| {
@@ -79,32 +79,42 @@ impl Txn {
         self.active = false;
         let (tid, log_end) = outcome?;
         if durable {
-            make_durable(engine, log_end)?;
+            // Its own record, and every record whose versions it read.
+            let upto = log_end.unwrap_or_default().max(self.depends_on);
+            make_durable(engine, Some(upto))?;
         }
         Ok(tid)
     }
 
-    /// A transaction without writes: validate its reads, release its row locks.
-    fn commit_read_only(&mut self) -> Result<Tid> {
-        if self.iso == Isolation::ReadCommitted && self.row_locks.is_empty() {
-            self.active = false;
-            return Ok(Tid::NONE);
+    /// A transaction without writes: validate its reads, release its row locks, and
+    /// (if `durable`) wait until what it read is durable.
+    fn commit_read_only(&mut self, durable: bool) -> Result<Tid> {
+        if self.iso != Isolation::ReadCommitted || !self.row_locks.is_empty() {
+            let valid = epoch::with_guard(&self.engine.collector, |g| {
+                let v = self.validate_reads(g);
+                self.release_row_locks(g, 0);
+                v
+            });
+            if let Err(e) = valid {
+                self.active = false;
+                return Err(e);
+            }
         }
-        let valid = epoch::with_guard(&self.engine.collector, |g| {
-            let v = self.validate_reads(g);
-            self.release_row_locks(g, 0);
-            v
-        });
         self.active = false;
-        valid.map(|_| Tid::NONE)
+        if durable && self.depends_on > Lsn(0) {
+            make_durable(self.engine, Some(self.depends_on))?;
+        }
+        Ok(Tid::NONE)
     }
 }
 
 /// Phase 12: returns once the record ending at `log_end` is durable.
-fn make_durable(engine: &Engine, log_end: Option<Lsn>) -> Result<()> {
-    if let (Some(sink), Some(end)) = (engine.sink(), log_end) {
-        sink.make_durable(end)
-            .map_err(|e| Error::NotDurable(e.to_string()))?;
+fn make_durable(engine: &Engine, upto: Option<Lsn>) -> Result<()> {
+    if let (Some(sink), Some(end)) = (engine.sink(), upto) {
+        if end > Lsn(0) {
+            sink.make_durable(end)
+                .map_err(|e| Error::NotDurable(e.to_string()))?;
+        }
     }
     Ok(())
 }

@@ -203,7 +203,11 @@ impl TxnHandle {
         out: &mut Vec<u8>,
     ) -> Option<Tid> {
         let _s = scope::enter();
-        self.txn().get(t, rowid, cid, out)
+        let r = self.txn().get(t, rowid, cid, out);
+        if r.is_some() {
+            self.txn().note_read_committed();
+        }
+        r
     }
 
     /// Deletes every row a statement with command id `stmt.cid` sees (TRUNCATE);

@@ -268,6 +268,9 @@ impl Txn {
             return Err(Error::Conflict(AbortReason::ReadChanged));
         }
         res?;
+        if !batch.is_empty() {
+            self.note_read_committed();
+        }
         scan.returned += batch.len() as u64;
         if snapshot.is_some() {
             self.note_rows_read(t, &reads);

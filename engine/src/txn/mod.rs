@@ -164,6 +164,10 @@ pub(crate) struct Txn {
     /// Shared-memory bytes the commit of the write set will take until the epoch
     /// moves on (see `reserve_entry`); never shrinks before the transaction ends.
     commit_reserve: usize,
+    /// The log must be durable up to here before this transaction's commit is
+    /// acknowledged: it read committed versions whose records end at or before it
+    /// (see [`Txn::note_read_committed`]).
+    depends_on: crate::ids::Lsn,
     active: bool,
 }
 
@@ -183,6 +187,7 @@ impl Txn {
             reads: ReadSet::default(),
             truncations: Vec::new(),
             commit_reserve: 0,
+            depends_on: crate::ids::Lsn(0),
             active: true,
         }
     }
@@ -200,6 +205,16 @@ impl Txn {
         RowKey {
             table: TableKey::of(t.arc()),
             rowid,
+        }
+    }
+
+    /// This transaction has just read committed versions: each was installed after its
+    /// redo record was appended, so the log's current end covers them. Its commit
+    /// waits until the log is durable up to there (durable reads: nothing acknowledged
+    /// may depend on a change a crash can lose). One atomic load per engine call.
+    pub(super) fn note_read_committed(&mut self) {
+        if let Some(sink) = self.engine.sink() {
+            self.depends_on = self.depends_on.max(sink.written());
         }
     }
 

@@ -192,6 +192,9 @@ impl Txn {
             cursor.done = true;
         }
         cursor.after = last;
+        if !batch.is_empty() {
+            self.note_read_committed();
+        }
         Ok(())
     }
 }

@@ -74,6 +74,9 @@ impl RedoSink for LogSink {
     fn make_durable(&self, upto: Lsn) -> std::io::Result<()> {
         self.0.make_durable(upto)
     }
+    fn written(&self) -> Lsn {
+        self.0.written()
+    }
 }
 
 pub struct Rng(u64);
