@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use memfdw_engine::redo::shared::SharedLog;
-use memfdw_engine::redo::RedoSink;
 use memfdw_engine::*;
 use std::time::{Duration, Instant};
 
