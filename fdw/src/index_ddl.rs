@@ -551,8 +551,12 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
             match resolve(names) {
                 Some((table, id)) => {
                     let relid = pg_sys::Oid::from(table);
-                    // An index belongs to its table's owner: checked before the lock.
-                    if !pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId()) {
+                    // An index belongs to its table's owner; the schema's owner may drop
+                    // it too (PostgreSQL's rule for DROP INDEX). Checked before the lock.
+                    let me = pg_sys::GetUserId();
+                    if !pg_sys::pg_class_ownercheck(relid, me)
+                        && !pg_sys::pg_namespace_ownercheck(namespace_of(relid), me)
+                    {
                         let name = index_name(table, id);
                         let cname = CString::new(name).unwrap_or_default();
                         pg_sys::aclcheck_error(

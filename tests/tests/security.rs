@@ -97,6 +97,16 @@ fn index_ddl_needs_ownership_and_schema_privileges_checked_before_any_lock() {
     su.batch_execute("GRANT CREATE ON SCHEMA locked TO owner_r")
         .unwrap();
     owner.batch_execute("CREATE INDEX ON locked.u (v)").unwrap();
+    // The schema's owner may drop an index of a table it does not own (as for heap
+    // tables); others may not.
+    su.batch_execute("CREATE ROLE schema_owner LOGIN; ALTER SCHEMA locked OWNER TO schema_owner")
+        .unwrap();
+    let mut so = c.connect_as("schema_owner", "postgres");
+    assert_eq!(
+        err_state(bad.batch_execute("DROP INDEX locked.u_v_idx")),
+        "42501"
+    );
+    so.batch_execute("DROP INDEX locked.u_v_idx").unwrap();
 }
 
 #[test]
