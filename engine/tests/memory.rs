@@ -8,21 +8,7 @@ use memfdw_engine::*;
 #[test]
 fn an_aborted_big_insert_gives_its_memory_back_at_once() {
     let e = engine();
-    e.create_table(table_id(1), table_def()).unwrap();
-    let t = e.table(table_id(1)).unwrap();
-    let mut txn = e.begin();
-    txn.create_index(
-        &t,
-        IndexDef {
-            id: e.next_index_id(),
-            name: "k".into(),
-            columns: vec![0, 1],
-            unique: true,
-            primary: true,
-        },
-    )
-    .unwrap();
-    txn.commit().unwrap();
+    let t = table_with_key(e, 1);
     e.reclaim();
     let before = e.memory().in_use;
     for rollback_to_savepoint in [false, true] {
@@ -59,21 +45,7 @@ fn a_big_delete_on_a_full_engine_needs_only_what_it_frees() {
         },
         None,
     ));
-    e.create_table(table_id(1), table_def()).unwrap();
-    let t = e.table(table_id(1)).unwrap();
-    let mut txn = e.begin();
-    txn.create_index(
-        &t,
-        IndexDef {
-            id: e.next_index_id(),
-            name: "k".into(),
-            columns: vec![0, 1],
-            unique: true,
-            primary: true,
-        },
-    )
-    .unwrap();
-    txn.commit().unwrap();
+    let t = table_with_key(e, 1);
     // Fill with tiny rows until the engine refuses more.
     let mut n = 0i64;
     'fill: loop {

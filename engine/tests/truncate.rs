@@ -17,21 +17,7 @@ fn logged_engine(limit: usize) -> (&'static Engine, &'static Recorder) {
         },
         Some(Box::new(Forward(log))),
     ));
-    e.create_table(table_id(1), table_def()).unwrap();
-    let t = e.table(table_id(1)).unwrap();
-    let mut txn = e.begin();
-    txn.create_index(
-        &t,
-        IndexDef {
-            id: e.next_index_id(),
-            name: "pk".into(),
-            columns: vec![0, 1],
-            unique: true,
-            primary: true,
-        },
-    )
-    .unwrap();
-    txn.commit().unwrap();
+    table_with_key(e, 1);
     (e, log)
 }
 

@@ -435,17 +435,10 @@ fn truncate_empties_a_full_engine_and_its_memory_is_reused() {
          INSERT INTO other VALUES (1), (2)",
     )
     .unwrap();
-    let mut n = 0i32;
-    let err = loop {
-        match s.execute(
-            "INSERT INTO full_t SELECT g, repeat('x', 100) FROM generate_series($1::int + 1, $1::int + 2000) g",
-            &[&n],
-        ) {
-            Ok(k) => n += k as i32,
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(sqlstate(&err).as_deref(), Some("53200"), "{err}");
+    let n = fill_until_full(
+        &mut s,
+        "INSERT INTO full_t SELECT g, repeat('x', 100) FROM generate_series($1::int + 1, $1::int + 2000) g",
+    );
     // A row-by-row delete of everything cannot be staged in a full engine; TRUNCATE
     // swaps in an empty table.
     s.batch_execute("BEGIN; TRUNCATE full_t; INSERT INTO full_t VALUES (1, 'after'); COMMIT")
@@ -495,17 +488,10 @@ fn a_big_delete_on_a_full_engine_succeeds() {
          CREATE FOREIGN TABLE tiny (id int PRIMARY KEY, b smallint) SERVER memfdw",
     )
     .unwrap();
-    let mut n = 0i32;
-    let err = loop {
-        match s.execute(
-            "INSERT INTO tiny SELECT g, 1 FROM generate_series($1::int + 1, $1::int + 5000) g",
-            &[&n],
-        ) {
-            Ok(k) => n += k as i32,
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(sqlstate(&err).as_deref(), Some("53200"), "{err}");
+    let n = fill_until_full(
+        &mut s,
+        "INSERT INTO tiny SELECT g, 1 FROM generate_series($1::int + 1, $1::int + 5000) g",
+    );
     assert!(n > 100_000, "{n} rows");
     // One statement deleting 14% of the rows: its bookkeeping must fit in what the
     // full engine has left (the rows it frees come back only at commit). Measured on
@@ -533,4 +519,19 @@ fn a_big_delete_on_a_full_engine_succeeds() {
     assert_eq!(left, (n - cut) as i64);
     // TRUNCATE empties it.
     s.batch_execute("TRUNCATE tiny").unwrap();
+}
+
+/// Runs `insert` (rows `$1 + 1 ..`) until the engine refuses more with 53200; returns
+/// the rows committed.
+fn fill_until_full(s: &mut postgres::Client, insert: &str) -> i32 {
+    let mut n = 0i32;
+    loop {
+        match s.execute(insert, &[&n]) {
+            Ok(k) => n += k as i32,
+            Err(e) => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
+                return n;
+            }
+        }
+    }
 }

@@ -303,3 +303,24 @@ pub fn replay_all<'a>(
 pub fn table_id(rel: u32) -> TableId {
     TableId::new(1, rel)
 }
+
+/// Creates table `rel` (see [`table_def`]) with a primary key on (worker, key);
+/// returns its handle.
+pub fn table_with_key(e: &'static Engine, rel: u32) -> TableHandle {
+    e.create_table(table_id(rel), table_def()).unwrap();
+    let t = e.table(table_id(rel)).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(
+        &t,
+        IndexDef {
+            id: e.next_index_id(),
+            name: "pk".into(),
+            columns: vec![0, 1],
+            unique: true,
+            primary: true,
+        },
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    t
+}
