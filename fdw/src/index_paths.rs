@@ -597,6 +597,9 @@ unsafe fn join_clauses(
     }
 }
 
+/// # Safety
+/// Called by PostgreSQL only (`generate_implied_equalities_for_column`), with `arg`
+/// pointing at the `(i16, u32)` the caller passed.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn ec_member_is_column(
     _root: *mut pg_sys::PlannerInfo,

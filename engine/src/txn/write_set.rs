@@ -244,7 +244,8 @@ impl Txn {
         }
         let engine = self.engine;
         // A committed row: it must still be the version the statement read.
-        let want_data = row.is_some() && !t.indexes().is_empty();
+        let indexes = t.indexes().len();
+        let want_data = row.is_some() && indexes > 0;
         let state = epoch::with_guard(&engine.collector, |g| {
             t.rows.get(rowid, g).map(|r| {
                 // SAFETY: reached through the index under guard `g`.
@@ -274,7 +275,7 @@ impl Txn {
         } else {
             EntryKind::Delete
         };
-        self.reserve_entry(kind, t.indexes().len())?;
+        self.reserve_entry(kind, indexes)?;
         let data = self.new_buffer(row)?;
         let slot = self.table_slot(t);
         self.push_entry(WriteEntry {
