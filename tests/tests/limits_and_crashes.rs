@@ -131,8 +131,16 @@ fn backend_killed_mid_transaction_leaves_no_session_blocked() {
     drop(victim);
     drop(s);
     // PostgreSQL reinitialises shared memory; new sessions work and nothing waits on
-    // state the dead backend held.
+    // state the dead backend held. (Wait until the postmaster has noticed the kill: a
+    // session connected before that is itself terminated by the reinitialisation.)
     let start = Instant::now();
+    while !c.log_text().contains("reinitializing") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no reinitialisation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut s = c.connect_retry(Duration::from_secs(60));
     s.batch_execute("SET statement_timeout = '20s'").unwrap();
     // Shared memory was rebuilt from the redo log: the committed rows are back, the
