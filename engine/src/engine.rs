@@ -61,6 +61,22 @@ pub struct Engine {
     /// Serialises deadlock checks, so that of a cycle's members checking at once only
     /// the first is chosen (it leaves the waits-for graph before the next one looks).
     pub(crate) deadlock_check: crate::sync::SpinLock<()>,
+    /// Registered snapshots (see [`crate::snapshots`]).
+    snapshots: crate::snapshots::Snapshots,
+    /// Work waiting for the horizon (see [`crate::versions`]).
+    horizon_queue: crate::versions::HorizonQueue,
+}
+
+/// Older versions kept for snapshots, and what holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionStats {
+    /// The oldest registered snapshot.
+    pub oldest: Option<crate::snapshots::OldestSnapshot>,
+    /// Older row versions kept, and their bytes (nodes and row buffers).
+    pub versions: i64,
+    pub bytes: i64,
+    /// Commits whose cleanup waits for the horizon.
+    pub queued: usize,
 }
 
 /// Number of unique-key lock stripes.
@@ -171,6 +187,8 @@ impl Engine {
             row_wakeups: crate::rowlock::new_wakeups(),
             wait_slots: crate::rowlock::new_wait_slots(),
             deadlock_check: crate::sync::SpinLock::new(()),
+            snapshots: crate::snapshots::Snapshots::new(),
+            horizon_queue: crate::versions::HorizonQueue::default(),
         })
     }
 
@@ -441,8 +459,45 @@ impl Engine {
         TxnHandle::new(Txn::new(self, id))
     }
 
+    /// A new commit TID. Sequentially consistent: see [`crate::snapshots`].
     pub(crate) fn next_commit_tid(&self) -> Tid {
-        Tid(self.last_tid.fetch_add(1, Ordering::AcqRel) + 1)
+        Tid(self.last_tid.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// The snapshot slots.
+    pub(crate) fn snapshots(&self) -> &crate::snapshots::Snapshots {
+        &self.snapshots
+    }
+
+    /// A snapshot TID (the caller has published a slot first: see
+    /// [`crate::snapshots`]).
+    pub(crate) fn snapshot_tid(&self) -> Tid {
+        Tid(self.last_tid.load(Ordering::SeqCst))
+    }
+
+    /// No live or future snapshot is older than this.
+    pub(crate) fn horizon(&self) -> Tid {
+        self.snapshots.horizon(&self.last_tid)
+    }
+
+    pub(crate) fn horizon_queue(&self) -> &crate::versions::HorizonQueue {
+        &self.horizon_queue
+    }
+
+    /// Older versions kept for snapshots, over all tables, and the oldest snapshot.
+    pub fn version_stats(&self) -> VersionStats {
+        let (mut versions, mut bytes) = (0, 0);
+        for t in self.tables.read().values() {
+            let (n, b) = t.versions();
+            versions += n;
+            bytes += b;
+        }
+        VersionStats {
+            oldest: self.snapshots.oldest(),
+            versions,
+            bytes,
+            queued: self.horizon_queue.len(),
+        }
     }
 
     /// Makes sure new commit TIDs are above `tid` (recovery).

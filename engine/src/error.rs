@@ -91,6 +91,8 @@ pub enum Error {
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]
     TxnNotActive,
+    #[error("too many transactions hold memory-table snapshots at once (at most {max})")]
+    TooManySnapshots { max: usize },
     #[error("corrupt redo data: {0}")]
     Corrupt(String),
     #[error("could not write the redo log: {0}")]
@@ -122,6 +124,7 @@ impl Error {
             Error::OutOfMemory { .. } => "53200",
             Error::Conflict(_) => "40001",
             Error::TxnNotActive => "25P02",
+            Error::TooManySnapshots { .. } => "53000",
             Error::Corrupt(_) => "XX001",
             Error::LogIo(_) | Error::NotDurable(_) => "58030",
         }

@@ -15,8 +15,10 @@ use crossbeam_epoch::Guard;
 pub(crate) enum Retired {
     /// A row buffer.
     Buffer(*mut u8),
-    /// A record, with its current buffer.
+    /// A record, with its current buffer and its chain of older versions.
     Record(*const Record),
+    /// A chain of older versions detached from its record (see [`crate::versions`]).
+    Chain(*mut crate::versions::OldVersion),
 }
 
 /// Bytes accounted for a record besides its buffer (record and skip-list node).
@@ -42,8 +44,12 @@ impl Retired {
                         } else {
                             record::rowbuf_size(record::rowbuf_slice(data).len())
                         };
-                    record::record_free(r);
-                    engine.account(-(size as isize));
+                    let chain = record::record_free(r);
+                    engine.account(-((size + chain) as isize));
+                }
+                Retired::Chain(c) => {
+                    let bytes = crate::versions::free_chain(c);
+                    engine.account(-(bytes as isize));
                 }
             }
         }

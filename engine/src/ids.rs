@@ -46,6 +46,11 @@ id_type!(
     Tid
 );
 
+impl Tid {
+    /// Above every commit TID: reading at it sees the newest committed versions.
+    pub const NEWEST: Tid = Tid((1 << 62) - 1);
+}
+
 id_type!(
     /// A position in the redo log: the offset of a byte in the log as a whole (segment
     /// start LSN plus offset after the segment header). Frames carry their LSN.

@@ -203,12 +203,20 @@ impl KeyIndex {
             .release(guard);
     }
 
-    /// Unlinks entry (`key`, `rowid`), if present.
-    pub fn remove(&self, key: &[u8], rowid: RowId, guard: &Guard) {
+    /// Unlinks entry (`key`, `rowid`); returns whether it was there.
+    pub fn remove(&self, key: &[u8], rowid: RowId, guard: &Guard) -> bool {
         let e = Self::entry(key, rowid);
         if let Some(r) = self.list.remove(&e, guard) {
             r.release(guard);
+            true
+        } else {
+            false
         }
+    }
+
+    /// Is entry (`key`, `rowid`) there?
+    pub fn contains(&self, key: &[u8], rowid: RowId, guard: &Guard) -> bool {
+        self.list.get(&Self::entry(key, rowid), guard).is_some()
     }
 
     /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in

@@ -23,18 +23,21 @@ pub mod redo;
 pub mod row;
 pub mod rowlock;
 pub mod scope;
+pub mod snapshots;
 pub mod sync;
 pub mod table;
 mod truncate;
 pub mod txn;
+pub mod versions;
 
 pub use catalog::{ColumnDef, ColumnType, TableDef};
-pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle};
+pub use engine::{Engine, EngineConfig, MemoryStats, TableHandle, VersionStats};
 pub use error::{AbortReason, Error, Result};
 pub use ids::{Lsn, RowId, TableId, Tid};
 pub use index::IndexDef;
 pub use recovery::Replayer;
 pub use row::RowLayout;
+pub use snapshots::OldestSnapshot;
 pub use txn::{
     BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,
     WriteOutcome,

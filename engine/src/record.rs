@@ -11,10 +11,18 @@
 //!   reader that sees the same unlocked version word before and after loading `data`
 //!   has the pair a committer published;
 //! * replaced row buffers and removed records are freed through the epoch collector,
-//!   so a reader holding a guard may keep using what it loaded.
+//!   so a reader holding a guard may keep using what it loaded;
+//! * `older` is the chain of older committed versions a live snapshot may still need
+//!   (see [`crate::versions`]), newest first, each present and with a TID below its
+//!   successor's. It changes only while the record is locked: an install pushes the
+//!   replaced version, a prune cuts versions no snapshot can see. A snapshot at TID
+//!   `s` sees the newest version (current or in the chain) with TID <= `s`, and no
+//!   row if there is none (the row did not exist yet, or the chain was pruned below
+//!   every live snapshot, which then sees a newer version).
 
 use crate::ids::{RowId, Tid};
 use crate::sync::Backoff;
+use crate::versions::OldVersion;
 use crossbeam_epoch::Guard;
 use std::alloc::Layout;
 use std::ptr;
@@ -27,6 +35,8 @@ pub const TID_MASK: u64 = ABSENT_BIT - 1;
 pub struct Record {
     version: AtomicU64,
     data: AtomicPtr<u8>,
+    /// Older committed versions still needed by snapshots (see the module invariants).
+    older: AtomicPtr<OldVersion>,
     /// The row lock (see [`crate::rowlock`]): holder's transaction id, plus
     /// [`crate::rowlock::WAITING`] while somebody waits for it.
     pub(crate) owner: AtomicU64,
@@ -87,6 +97,7 @@ impl Record {
         Box::new(Record {
             version: AtomicU64::new(ABSENT_BIT),
             data: AtomicPtr::new(ptr::null_mut()),
+            older: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(0),
             rowid,
         })
@@ -97,6 +108,7 @@ impl Record {
         Box::new(Record {
             version: AtomicU64::new(tid.get() & TID_MASK),
             data: AtomicPtr::new(data),
+            older: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(0),
             rowid,
         })
@@ -129,6 +141,34 @@ impl Record {
                 return Snapshot { version: v1, data };
             }
         }
+    }
+
+    /// The version a snapshot at `at` sees (its bytes and TID), or None if the row
+    /// does not exist for it. Waits while a committer installs, like [`Record::read`].
+    #[inline]
+    pub fn read_at<'g>(&self, g: &'g Guard, at: Tid) -> Option<(&'g [u8], Tid)> {
+        let mut backoff = Backoff::new();
+        let (v, d, older) = loop {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & LOCK_BIT != 0 {
+                backoff.snooze();
+                continue;
+            }
+            let d = self.data.load(Ordering::Acquire);
+            let o = self.older.load(Ordering::Acquire);
+            if self.version.load(Ordering::Acquire) == v1 {
+                break (v1, d, o);
+            }
+        };
+        if v & TID_MASK <= at.get() {
+            if v & ABSENT_BIT != 0 || d.is_null() {
+                return None;
+            }
+            // SAFETY: published with this version; freed only through the collector
+            // and we hold a guard.
+            return Some((unsafe { rowbuf_slice(d) }, Tid(v & TID_MASK)));
+        }
+        crate::versions::visible_in_chain(older, at, g)
     }
 
     /// Like [`Record::read`], but gives up (None) if the record stays locked for
@@ -184,12 +224,35 @@ impl Record {
     }
 
     /// Installs `data` (null = absent) with commit `tid` and releases the lock.
-    /// Returns the previous buffer, which the caller retires through the collector.
+    /// Returns the previous buffer, which the caller retires through the collector;
+    /// with `keep` (a node the caller allocated), the previous version goes into the
+    /// chain of older versions instead and null is returned (`keep` is freed if there
+    /// was no previous present version).
     ///
     /// Must be called by the lock holder.
-    pub fn install_and_unlock(&self, data: *mut u8, tid: Tid) -> *mut u8 {
-        debug_assert!(self.version.load(Ordering::Relaxed) & LOCK_BIT != 0);
-        let old = self.data.swap(data, Ordering::AcqRel);
+    pub fn install_and_unlock(
+        &self,
+        data: *mut u8,
+        tid: Tid,
+        keep: Option<*mut OldVersion>,
+    ) -> *mut u8 {
+        let v = self.version.load(Ordering::Relaxed);
+        debug_assert!(v & LOCK_BIT != 0);
+        let mut old = self.data.swap(data, Ordering::AcqRel);
+        if let Some(node) = keep {
+            if !old.is_null() && v & ABSENT_BIT == 0 {
+                // SAFETY: the caller's node, not yet published; we hold the lock, so
+                // the chain head is stable.
+                unsafe {
+                    (*node).fill(Tid(v & TID_MASK), old, self.older.load(Ordering::Relaxed));
+                }
+                self.older.store(node, Ordering::Release);
+                old = ptr::null_mut();
+            } else {
+                // SAFETY: never published.
+                unsafe { crate::versions::free_unused(node) };
+            }
+        }
         let absent = if data.is_null() { ABSENT_BIT } else { 0 };
         self.version
             .store((tid.get() & TID_MASK) | absent, Ordering::Release);
@@ -199,6 +262,25 @@ impl Record {
     /// The record's buffer pointer, for its owner (drop paths).
     pub fn data_ptr(&self) -> *mut u8 {
         self.data.load(Ordering::Acquire)
+    }
+
+    /// The head of the chain of older versions.
+    pub(crate) fn older(&self) -> *mut OldVersion {
+        self.older.load(Ordering::Acquire)
+    }
+
+    /// Detaches the versions no snapshot at `horizon` or later can see (those older
+    /// than the newest version with TID <= `horizon`) and returns the detached
+    /// chain (null if none), for the caller to retire through the collector.
+    ///
+    /// Must be called by the lock holder.
+    pub(crate) fn prune(&self, horizon: Tid) -> *mut OldVersion {
+        let v = self.version.load(Ordering::Relaxed);
+        debug_assert!(v & LOCK_BIT != 0);
+        if v & TID_MASK <= horizon.get() {
+            return self.older.swap(ptr::null_mut(), Ordering::AcqRel);
+        }
+        crate::versions::cut_below(self.older.load(Ordering::Acquire), horizon)
     }
 }
 
@@ -249,9 +331,12 @@ pub unsafe fn rowbuf_free(p: *mut u8) {
     }
 }
 
+/// Frees a record, its buffer and its chain of older versions; returns the chain's
+/// bytes.
+///
 /// # Safety
 /// `r` must be a record from `Record::new_*` that nobody can reach any more.
-pub unsafe fn record_free(r: *const Record) {
+pub unsafe fn record_free(r: *const Record) -> usize {
     // SAFETY: forwarded contract.
     unsafe {
         let rec = Box::from_raw(r as *mut Record);
@@ -259,5 +344,6 @@ pub unsafe fn record_free(r: *const Record) {
         if !d.is_null() {
             rowbuf_free(d);
         }
+        crate::versions::free_chain(rec.older.load(Ordering::Relaxed))
     }
 }

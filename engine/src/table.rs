@@ -28,6 +28,9 @@ pub struct Table {
     pub(crate) last_insert_tid: AtomicU64,
     /// Bytes of committed row data (payloads and buffer headers).
     data_bytes: AtomicI64,
+    /// Older versions kept for snapshots (see [`crate::versions`]), and their bytes.
+    versions: AtomicI64,
+    version_bytes: AtomicI64,
 }
 
 /// Figures about one table.
@@ -50,6 +53,8 @@ impl Table {
             next_rowid: AtomicU64::new(1),
             live_rows: AtomicI64::new(0),
             data_bytes: AtomicI64::new(0),
+            versions: AtomicI64::new(0),
+            version_bytes: AtomicI64::new(0),
             writers_in_flight: std::sync::atomic::AtomicU32::new(0),
             last_write_tid: AtomicU64::new(0),
             last_insert_tid: AtomicU64::new(0),
@@ -78,6 +83,19 @@ impl Table {
         if bytes != 0 {
             self.data_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn account_versions(&self, count: i64, bytes: i64) {
+        self.versions.fetch_add(count, Ordering::Relaxed);
+        self.version_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Older versions this table keeps for snapshots, and their bytes.
+    pub fn versions(&self) -> (i64, i64) {
+        (
+            self.versions.load(Ordering::Relaxed),
+            self.version_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// The table's key indexes now. Call inside the engine scope.

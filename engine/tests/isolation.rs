@@ -116,7 +116,7 @@ fn bank(iso: Isolation, oid: u32) {
                     }
                     let amount = rng.below(30) as i64;
                     let mut txn = e.begin();
-                    txn.set_isolation(iso);
+                    txn.set_isolation(iso).unwrap();
                     let res = (|| -> Result<()> {
                         let (ra, ta, ba) = read(&mut txn, &t, oid, a)?.unwrap();
                         let (rb, tb, bb) = read(&mut txn, &t, oid, b)?.unwrap();
@@ -164,7 +164,7 @@ fn bank(iso: Isolation, oid: u32) {
             let t = e.table(table_id(oid)).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let mut txn = e.begin();
-                txn.set_isolation(iso);
+                txn.set_isolation(iso).unwrap();
                 let r = sum_all(&mut txn, &t).and_then(|s| txn.commit().map(|_| s));
                 match r {
                     Ok(s) => {
@@ -207,7 +207,7 @@ fn bank_transfers_keep_the_total_serializable() {
 }
 
 #[test]
-fn write_skew_is_refused_under_serializable_and_allowed_under_read_committed() {
+fn write_skew_is_refused_under_serializable_and_allowed_below() {
     for (iso, oid) in [
         (Isolation::Serializable, 10),
         (Isolation::RepeatableRead, 11),
@@ -218,8 +218,8 @@ fn write_skew_is_refused_under_serializable_and_allowed_under_read_committed() {
         // Each checks that both balances cover the withdrawal, then withdraws from one.
         let mut t1 = e.begin();
         let mut t2 = e.begin();
-        t1.set_isolation(iso);
-        t2.set_isolation(iso);
+        t1.set_isolation(iso).unwrap();
+        t2.set_isolation(iso).unwrap();
         let withdraw = |txn: &mut TxnHandle, from: i32| -> Result<()> {
             let (r0, v0, b0) = read(txn, &t, oid, 0)?.unwrap();
             let (r1, v1, b1) = read(txn, &t, oid, 1)?.unwrap();
@@ -236,8 +236,9 @@ fn write_skew_is_refused_under_serializable_and_allowed_under_read_committed() {
         withdraw(&mut t2, 1).unwrap();
         let r1 = t1.commit();
         let r2 = t2.commit();
-        if iso == Isolation::ReadCommitted {
-            assert!(r1.is_ok() && r2.is_ok(), "read committed allows write skew");
+        if iso != Isolation::Serializable {
+            // As PostgreSQL: snapshot isolation allows write skew.
+            assert!(r1.is_ok() && r2.is_ok(), "{iso:?} allows write skew");
         } else {
             assert!(r1.is_ok(), "{iso:?}: the first committer wins");
             assert_eq!(
@@ -255,7 +256,7 @@ fn phantoms_are_refused_under_serializable() {
     let t = setup(e, 20, 5, 0);
     // T1 looks for account 7 (absent), T2 creates it, T1 then writes elsewhere.
     let mut t1 = e.begin();
-    t1.set_isolation(Isolation::Serializable);
+    t1.set_isolation(Isolation::Serializable).unwrap();
     assert_eq!(read(&mut t1, &t, 20, 7).unwrap(), None);
     let mut t2 = e.begin();
     t2.insert(&t, &row(&t, 7, 1), Stmt { cid: 1, sub: 1 })
@@ -265,26 +266,47 @@ fn phantoms_are_refused_under_serializable() {
     t1.update(&t, r, v, &row(&t, 0, b + 1), Stmt { cid: 2, sub: 1 })
         .unwrap();
     assert_eq!(t1.commit(), Err(Error::Conflict(AbortReason::TableChanged)));
-    // Reading a row committed after the start fails at once.
+    // Repeatable read: a row changed after the start reads as it was.
     let mut t3 = e.begin();
-    t3.set_isolation(Isolation::RepeatableRead);
-    assert!(read(&mut t3, &t, 20, 1).unwrap().is_some());
+    t3.set_isolation(Isolation::RepeatableRead).unwrap();
+    let (_, _, b2) = read(&mut t3, &t, 20, 2).unwrap().unwrap();
     let mut t4 = e.begin();
     let (r2, v2, _) = read(&mut t4, &t, 20, 2).unwrap().unwrap();
     t4.update(&t, r2, v2, &row(&t, 2, 99), Stmt { cid: 1, sub: 1 })
         .unwrap();
     t4.commit().unwrap();
+    let (r2b, v2b, b2b) = read(&mut t3, &t, 20, 2).unwrap().unwrap();
+    assert_eq!((r2b, v2b, b2b), (r2, v2, b2), "the snapshot's version");
+    // ... but writing it fails.
     assert_eq!(
-        read(&mut t3, &t, 20, 2),
-        Err(Error::Conflict(AbortReason::ReadChanged))
+        t3.update(&t, r2b, v2b, &row(&t, 2, 5), Stmt { cid: 2, sub: 1 }),
+        Err(Error::Conflict(AbortReason::WriteConflict))
     );
-    // A read-only serializable transaction whose reads went stale fails at commit.
+    // A read-only serializable transaction reads its snapshot and never fails, even
+    // when what it read changed.
     let mut t5 = e.begin();
-    t5.set_isolation(Isolation::Serializable);
+    t5.set_isolation(Isolation::Serializable).unwrap();
     assert!(read(&mut t5, &t, 20, 3).unwrap().is_some());
     let mut t6 = e.begin();
     let (r3, v3, _) = read(&mut t6, &t, 20, 3).unwrap().unwrap();
     t6.delete(&t, r3, v3, Stmt { cid: 1, sub: 1 }).unwrap();
     t6.commit().unwrap();
-    assert_eq!(t5.commit(), Err(Error::Conflict(AbortReason::ReadChanged)));
+    assert!(
+        read(&mut t5, &t, 20, 3).unwrap().is_some(),
+        "deleted after the snapshot"
+    );
+    assert_eq!(t5.commit(), Ok(memfdw_engine::Tid::NONE));
+    // A serializable writer whose reads went stale fails at commit.
+    let mut t7 = e.begin();
+    t7.set_isolation(Isolation::Serializable).unwrap();
+    let (_, _, b4) = read(&mut t7, &t, 20, 4).unwrap().unwrap();
+    let mut t8 = e.begin();
+    let (r4, v4, _) = read(&mut t8, &t, 20, 4).unwrap().unwrap();
+    t8.update(&t, r4, v4, &row(&t, 4, b4 + 7), Stmt { cid: 1, sub: 1 })
+        .unwrap();
+    t8.commit().unwrap();
+    let (r0, v0, b0) = read(&mut t7, &t, 20, 0).unwrap().unwrap();
+    t7.update(&t, r0, v0, &row(&t, 0, b0 + b4), Stmt { cid: 2, sub: 1 })
+        .unwrap();
+    assert_eq!(t7.commit(), Err(Error::Conflict(AbortReason::ReadChanged)));
 }

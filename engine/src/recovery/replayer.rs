@@ -290,7 +290,7 @@ impl Engine {
                 stale.push((n, std::mem::take(ko)));
             }
         }
-        let old = rec.install_and_unlock(new, tid);
+        let old = rec.install_and_unlock(new, tid, None);
         for (n, key) in stale {
             idx[n].remove(&key, rowid, g);
             *engine_bytes -= (KEY_ENTRY_BYTES + key.len()) as isize;

@@ -20,20 +20,26 @@
 //!    the transaction read (else [`AbortReason`]);
 //! 9. **check unique keys**: no other committed row holds a unique key this commit
 //!    introduces;
-//! 10. **append redo**: the commit record (TID and after-images) goes to the redo log
+//! 10. **prepare versions**: read the snapshot horizon; if a live snapshot is older
+//!     than the TID, allocate the chain nodes that keep the replaced versions (see
+//!     [`crate::versions`]) — the last step that may fail for want of memory;
+//! 11. **append redo**: the commit record (TID and after-images) goes to the redo log
 //!     while the records are locked, so one row's records reach the log in TID order;
-//! 11. **install**: publish new buffers and versions and unlock; unlink deleted rows
-//!     and keys rows no longer have; replaced buffers and unlinked records are retired
-//!     through the epoch collector;
-//! 12. **make durable** (after row locks are released, outside the guard): wait until
+//! 12. **install**: queue what must wait for the horizon (pruning the rows' old
+//!     versions, index entries of keys rows no longer have, deleted rows), then
+//!     publish new buffers and versions and unlock; with no older snapshot, unlink
+//!     stale keys at once and retire replaced buffers through the epoch collector;
+//! 13. **make durable** (after row locks are released, outside the guard): wait until
 //!     the record is durable (group commit), so readers never wait for an fsync.
+//!
+//! After the commit, the committer processes a few items of the horizon queue.
 //!
 //! A failure in any phase before install leaves nothing behind: [`Commit`]'s `Drop`
 //! undoes, in reverse order, whatever the phases so far did (links, record locks,
 //! writer marks, key stripes), and the caller then aborts the write set.
 
 use super::write_set::Origin;
-use super::{free_private, Isolation, Txn};
+use super::{free_private, Txn};
 use crate::engine::Engine;
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
@@ -45,6 +51,7 @@ use crate::redo::payload::CommitRecords;
 use crate::redo::Appended;
 use crate::scope;
 use crate::table::Table;
+use crate::versions::{self, Deferred, OldVersion, RowWork, Work, BYTES_PER_WORK, NODE_BYTES};
 use crossbeam_epoch::Guard;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::AcqRel;
@@ -77,7 +84,9 @@ impl Txn {
         self.rekeyed.clear();
         self.truncations.clear();
         self.active = false;
+        self.release_snapshots();
         let (tid, log_end) = outcome?;
+        engine.reclaim_versions(HELP_ITEMS);
         if durable {
             // Its own record, and every record whose versions it read.
             let upto = log_end.unwrap_or_default().max(self.depends_on);
@@ -88,19 +97,14 @@ impl Txn {
 
     /// A transaction without writes: validate its reads, release its row locks, and
     /// (if `durable`) wait until what it read is durable.
+    /// A read-only transaction is not validated, also when serializable: it read one
+    /// snapshot, a prefix of the commit (TID) order, which is a serial order.
     fn commit_read_only(&mut self, durable: bool) -> Result<Tid> {
-        if self.iso != Isolation::ReadCommitted || !self.row_locks.is_empty() {
-            let valid = epoch::with_guard(&self.engine.collector, |g| {
-                let v = self.validate_reads(g);
-                self.release_row_locks(g, 0);
-                v
-            });
-            if let Err(e) = valid {
-                self.active = false;
-                return Err(e);
-            }
+        if !self.row_locks.is_empty() {
+            epoch::with_guard(&self.engine.collector, |g| self.release_row_locks(g, 0));
         }
         self.active = false;
+        self.release_snapshots();
         if durable && self.depends_on > Lsn(0) {
             make_durable(self.engine, Some(self.depends_on))?;
         }
@@ -108,7 +112,10 @@ impl Txn {
     }
 }
 
-/// Phase 12: returns once the record ending at `log_end` is durable.
+/// Items of the horizon queue a committer processes after its commit.
+const HELP_ITEMS: usize = 4;
+
+/// Phase 13: returns once the record ending at `log_end` is durable.
 fn make_durable(engine: &Engine, upto: Option<Lsn>) -> Result<()> {
     if let (Some(sink), Some(end)) = (engine.sink(), upto) {
         if end > Lsn(0) {
@@ -149,6 +156,11 @@ struct Commit<'t, 'g> {
     stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
     /// TRUNCATEs taking effect: (the catalog's table, its empty replacement).
     truncations: Vec<(Arc<Table>, Arc<Table>)>,
+    /// The snapshot horizon read after the TID was taken (phase 10).
+    horizon: Tid,
+    /// Chain nodes for the replaced versions, one per pre-existing row written, if a
+    /// snapshot older than the TID may read them (phase 10; private memory).
+    nodes: Vec<*mut OldVersion>,
 }
 
 impl<'t, 'g> Commit<'t, 'g> {
@@ -165,6 +177,8 @@ impl<'t, 'g> Commit<'t, 'g> {
             marked: Vec::new(),
             links: scope::outside(Vec::new),
             stale: BTreeMap::new(),
+            horizon: Tid::NONE,
+            nodes: scope::outside(Vec::new),
         }
     }
 
@@ -179,6 +193,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         let tid = self.take_tid();
         self.validate_writes()?;
         self.check_unique_keys()?;
+        self.prepare_versions(tid)?;
         let logged = self.append_redo(tid)?;
         self.install(tid, logged);
         Ok((tid, logged.map(|a| a.end)))
@@ -327,7 +342,82 @@ impl<'t, 'g> Commit<'t, 'g> {
         Ok(())
     }
 
-    /// Phase 10: the commit record (or its parts, see [`CommitRecords`]), encoded and
+    /// Phase 10.
+    fn prepare_versions(&mut self, tid: Tid) -> Result<()> {
+        let txn = &*self.txn;
+        let engine = txn.engine;
+        self.horizon = engine.horizon();
+        let keep = self.horizon < tid;
+        let existing = txn
+            .pending
+            .values()
+            .filter(|&&i| txn.entries.get(i).origin != Origin::Inserted)
+            .count();
+        let works = existing + self.stale.values().map(Vec::len).sum::<usize>();
+        let nodes = if keep { existing } else { 0 };
+        if works == 0 {
+            return Ok(());
+        }
+        engine.check_memory_for_delete(crate::engine::Need::of(
+            nodes * NODE_BYTES + works * BYTES_PER_WORK,
+        ))?;
+        for _ in 0..nodes {
+            let n = OldVersion::alloc();
+            engine.account(NODE_BYTES as isize);
+            scope::outside(|| self.nodes.push(n));
+        }
+        Ok(())
+    }
+
+    /// The horizon queue's item for this commit (phase 12): what may only happen once
+    /// no snapshot older than `tid` is left. None if there is nothing to wait for.
+    fn deferred_work(&self, tid: Tid, keep: bool) -> Option<Deferred> {
+        let txn = &*self.txn;
+        let mut rows = Vec::new();
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            if e.origin == Origin::Inserted {
+                continue;
+            }
+            let rec = e.rec.expect("found");
+            let deleted = e.newest.data.is_null();
+            if keep {
+                if let Some(keys) = self.stale.get(&i) {
+                    for (n, key) in keys {
+                        rows.push(RowWork {
+                            table: e.table,
+                            rec,
+                            rowid: e.rowid,
+                            work: Work::StaleKey {
+                                index: self.idx[e.table][*n].clone(),
+                                key: key[..].into(),
+                            },
+                        });
+                    }
+                }
+            }
+            let work = if deleted {
+                Work::Unlink
+            } else if keep {
+                Work::Prune
+            } else {
+                continue;
+            };
+            rows.push(RowWork {
+                table: e.table,
+                rec,
+                rowid: e.rowid,
+                work,
+            });
+        }
+        (!rows.is_empty()).then(|| Deferred {
+            tid,
+            tables: txn.tables.clone(),
+            rows,
+        })
+    }
+
+    /// Phase 11: the commit record (or its parts, see [`CommitRecords`]), encoded and
     /// appended in private memory.
     fn append_redo(&self, tid: Tid) -> Result<Option<Appended>> {
         let txn = &*self.txn;
@@ -354,9 +444,17 @@ impl<'t, 'g> Commit<'t, 'g> {
         appended.map(Some).map_err(|e| Error::LogIo(e.to_string()))
     }
 
-    /// Phase 11: install every entry and unlock it; unlink the keys rows no longer
-    /// have, deleted rows, and retire what was replaced. Cannot fail.
+    /// Phase 12: queue the work that waits for the horizon, install every entry and
+    /// unlock it; unlink stale keys (at once if no snapshot is older than the commit)
+    /// and retire what was replaced. Cannot fail.
     fn install(&mut self, tid: Tid, logged: Option<Appended>) {
+        let keep = !self.nodes.is_empty();
+        // Queued before any record is unlocked: see the `versions` invariants.
+        if let Some(d) = self.deferred_work(tid, keep) {
+            self.txn.engine.horizon_queue().push(d);
+        }
+        let horizon = self.horizon;
+        let mut nodes = std::mem::take(&mut self.nodes).into_iter();
         let txn = &mut *self.txn;
         let (engine, g) = (txn.engine, self.g);
         let mut garbage = Garbage::default();
@@ -368,32 +466,44 @@ impl<'t, 'g> Commit<'t, 'g> {
             for o in &e.older {
                 free_private(engine, o.data);
             }
-            let old = rec.install_and_unlock(e.newest.data, tid);
-            for (n, key) in self.stale.remove(&i).unwrap_or_default() {
-                self.idx[e.table][n].remove(&key, e.rowid, g);
-                engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+            let existing = e.origin != Origin::Inserted;
+            let old_size = size(rec.data_ptr());
+            let mut node = None;
+            if existing {
+                versions::retire_chain(table, rec.prune(horizon), &mut garbage);
+                node = if keep { nodes.next() } else { None };
+            }
+            let old = rec.install_and_unlock(e.newest.data, tid, node);
+            if node.is_some() {
+                if old_size > 0 {
+                    table.account_versions(1, NODE_BYTES as i64 + old_size);
+                } else {
+                    // The node was freed unused (nothing present was replaced).
+                    engine.account(-(NODE_BYTES as isize));
+                }
+            }
+            let stale = self.stale.remove(&i).unwrap_or_default();
+            if !(keep && existing) {
+                for (n, key) in stale {
+                    if self.idx[e.table][n].remove(&key, e.rowid, g) {
+                        engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                    }
+                }
             }
             table.last_write_tid.fetch_max(tid.get(), AcqRel);
             if e.origin == Origin::Inserted && !e.newest.data.is_null() {
                 table.last_insert_tid.fetch_max(tid.get(), AcqRel);
             }
-            let size = |p: *mut u8| {
-                if p.is_null() {
-                    0
-                } else {
-                    // SAFETY: `p` is live (pending, or replaced and not yet retired).
-                    record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len()) as i64
-                }
-            };
             let deleted = e.newest.data.is_null();
             let rows_delta = match (e.origin, deleted) {
                 (Origin::Inserted, false) => 1,
                 (Origin::Existing { .. }, true) => -1,
                 _ => 0,
             };
-            table.account(rows_delta, size(e.newest.data) - size(old));
+            table.account(rows_delta, size(e.newest.data) - old_size);
             garbage.push(Retired::Buffer(old));
-            if deleted {
+            // A deleted pre-existing row is unlinked by its queued `Unlink`.
+            if deleted && !existing {
                 table.rows.remove(e.rowid, g);
                 garbage.push(Retired::Record(r.0));
             }
@@ -420,10 +530,25 @@ impl<'t, 'g> Commit<'t, 'g> {
     }
 }
 
+/// The bytes accounted for row buffer `p` (0 for null).
+fn size(p: *mut u8) -> i64 {
+    if p.is_null() {
+        0
+    } else {
+        // SAFETY: `p` is live (pending, or committed under the caller's lock).
+        record::rowbuf_size(unsafe { record::rowbuf_slice(p) }.len()) as i64
+    }
+}
+
 impl Drop for Commit<'_, '_> {
     /// Undoes what the phases did, latest first. After a successful install only the
     /// writer marks and key stripes remain to release.
     fn drop(&mut self) {
+        for &n in &self.nodes {
+            // SAFETY: allocated by phase 10 and never published (install takes them).
+            unsafe { versions::free_unused(n) };
+            self.txn.engine.account(-(NODE_BYTES as isize));
+        }
         for l in &self.links {
             self.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
             self.txn

@@ -138,12 +138,43 @@ impl TxnHandle {
         self.txn().current_table(id)
     }
 
-    /// Sets the isolation level; call right after [`Engine::begin`], before any read.
-    /// Repeatable read and serializable take their snapshot TID here.
-    pub fn set_isolation(&mut self, iso: Isolation) {
+    /// Sets the isolation level; call right after [`Engine::begin`] (and
+    /// [`TxnHandle::set_lock_tag`]), before any read. Repeatable read and serializable
+    /// take their snapshot here; it stays registered until the transaction ends.
+    pub fn set_isolation(&mut self, iso: Isolation) -> Result<()> {
+        let _s = scope::enter();
         let txn = self.txn();
         txn.iso = iso;
-        txn.start_tid = txn.engine.last_tid();
+        txn.start_tid = if iso == Isolation::ReadCommitted {
+            txn.engine.last_tid()
+        } else {
+            txn.take_snapshot()?
+        };
+        Ok(())
+    }
+
+    /// Takes a snapshot for a read committed statement and registers it (repeatable
+    /// read and serializable: returns the transaction's). Reads use it once passed to
+    /// [`TxnHandle::set_read_snapshot`]; it stays registered until
+    /// [`TxnHandle::retain_snapshots`] lets it go or the transaction ends.
+    pub fn snapshot(&mut self) -> Result<Tid> {
+        let txn = self.txn();
+        if txn.iso != Isolation::ReadCommitted {
+            return Ok(txn.start_tid);
+        }
+        txn.take_snapshot()
+    }
+
+    /// Read committed: the snapshot (from [`TxnHandle::snapshot`]) the following
+    /// reads see committed rows at; None: the newest committed versions.
+    pub fn set_read_snapshot(&mut self, at: Option<Tid>) {
+        self.txn().statement_snapshot = at;
+    }
+
+    /// Read committed: the oldest snapshot the caller still reads at, None if none;
+    /// the versions only older snapshots needed may then be reclaimed.
+    pub fn retain_snapshots(&mut self, oldest: Option<Tid>) {
+        self.txn().retain_snapshots(oldest)
     }
 
     pub fn isolation(&mut self) -> Isolation {
@@ -204,6 +235,23 @@ impl TxnHandle {
     ) -> Option<Tid> {
         let _s = scope::enter();
         let r = self.txn().get(t, rowid, cid, out);
+        if r.is_some() {
+            self.txn().note_read_committed();
+        }
+        r
+    }
+
+    /// Like [`TxnHandle::get`], but reads the newest committed version whatever the
+    /// snapshot (read committed's recheck of a row it locked, as EvalPlanQual).
+    pub fn get_newest(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        cid: u32,
+        out: &mut Vec<u8>,
+    ) -> Option<Tid> {
+        let _s = scope::enter();
+        let r = self.txn().get_at(t, rowid, cid, Tid::NEWEST, out);
         if r.is_some() {
             self.txn().note_read_committed();
         }

@@ -5,7 +5,7 @@ use super::read_set::TableRead;
 use super::{RowBatch, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::epoch;
-use crate::error::{AbortReason, Error, Result};
+use crate::error::{Error, Result};
 use crate::ids::{RowId, Tid};
 use crate::keys;
 use crate::scope;
@@ -153,12 +153,11 @@ impl Txn {
         let tk = TableKey::of(t.arc());
         let index_id = index.def.id;
         let engine = self.engine;
-        let snapshot = self.snapshot();
-        if snapshot.is_some() && !scan.unique_point {
+        let validates = self.validates_reads();
+        if validates && !scan.unique_point {
             self.note_table_read(t, TableRead::Index);
         }
         let mut reads: Vec<(RowId, Tid)> = Vec::new();
-        let mut too_new = false;
         let this = &*self;
         // Own rows whose key in this index may differ from their committed entry.
         let has_rekeyed = this.rekeyed.rows_in(tk, index_id).next().is_some();
@@ -219,14 +218,8 @@ impl Txn {
                     if let Some((d, tid)) = this.visible_version(t, rid, Some(rec), cid, g) {
                         match index.key_of(&t.layout, d, &mut key) {
                             Ok(_) if key == k => {
-                                if let Some(st) = snapshot {
-                                    if this.pending_entry(t, rid).is_none() {
-                                        if tid > st {
-                                            too_new = true;
-                                            return false;
-                                        }
-                                        reads.push((rid, tid));
-                                    }
+                                if validates && this.pending_entry(t, rid).is_none() {
+                                    reads.push((rid, tid));
                                 }
                                 batch.push(rid, tid, d)
                             }
@@ -263,16 +256,12 @@ impl Txn {
             scope::outside(|| drop(entry));
             Ok(())
         });
-        if too_new {
-            batch.clear();
-            return Err(Error::Conflict(AbortReason::ReadChanged));
-        }
         res?;
         if !batch.is_empty() {
             self.note_read_committed();
         }
         scan.returned += batch.len() as u64;
-        if snapshot.is_some() {
+        if validates {
             self.note_rows_read(t, &reads);
             if scan.unique_point && scan.done && scan.returned == 0 {
                 // A key looked for and not found: its later insert is a phantom.

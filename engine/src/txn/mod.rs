@@ -32,6 +32,7 @@ mod rekeyed;
 mod rollback;
 mod row_locks;
 mod scan;
+mod snapshot;
 mod truncate;
 mod unique;
 mod write_set;
@@ -71,15 +72,18 @@ pub enum WriteOutcome {
 
 /// Isolation level of a transaction (PostgreSQL's; READ UNCOMMITTED is READ COMMITTED).
 ///
-/// * `ReadCommitted`: every read sees the newest committed version; UPDATE/DELETE lock
-///   rows at fetch and go on with their newest version.
-/// * `RepeatableRead` and `Serializable`: optimistic, Silo-style. The transaction's
-///   start TID is its snapshot; reading a committed version newer than it fails at once
-///   (40001), and commit validates what was read: rows read must be unchanged, tables
-///   scanned whole must not have been written, and tables read through an index range
-///   must not have received rows (inserts, or keys moved) since the start. This refuses
-///   write skew and phantoms, so both levels are serializable; REPEATABLE READ is thus
-///   stricter than PostgreSQL's (more 40001, never an anomaly).
+/// * `ReadCommitted`: each statement reads the snapshot it was given (see
+///   [`TxnHandle::snapshot`]; without one, the newest committed versions);
+///   UPDATE/DELETE lock rows at fetch and go on with their newest version.
+/// * `RepeatableRead`: snapshot isolation, as PostgreSQL's: every read sees the
+///   snapshot taken when the transaction started; writing a row changed since fails
+///   (40001); reads never fail.
+/// * `Serializable`: the same snapshot reads, and commit validates what was read
+///   (Silo): rows read must be unchanged, tables scanned whole must not have been
+///   written, and tables read through an index range must not have received rows
+///   (inserts, or keys moved) since the start. A transaction without writes is not
+///   validated: commit order is TID order, so its snapshot is a prefix of a serial
+///   order and it never fails (PostgreSQL's READ ONLY DEFERRABLE, without waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Isolation {
     #[default]
@@ -159,6 +163,11 @@ pub(crate) struct Txn {
     /// its TID until they are installed, so every read waits for commits up to it.
     start_tid: Tid,
     reads: ReadSet,
+    /// This transaction's slot in the engine's snapshot table, while it holds
+    /// snapshots (see [`crate::snapshots`]).
+    snap_slot: Option<usize>,
+    /// Read committed: the snapshot the current statement reads (None: newest).
+    statement_snapshot: Option<Tid>,
     /// TRUNCATEs of this transaction, in order (see [`truncate`]).
     truncations: Vec<truncate::Truncation>,
     /// Shared-memory bytes the commit of the write set will take until the epoch
@@ -185,6 +194,8 @@ impl Txn {
             iso: Isolation::ReadCommitted,
             start_tid: Tid::NONE,
             reads: ReadSet::default(),
+            snap_slot: None,
+            statement_snapshot: None,
             truncations: Vec::new(),
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),
@@ -218,9 +229,18 @@ impl Txn {
         }
     }
 
-    /// Does snapshot isolation apply to reads (repeatable read, serializable)?
-    fn snapshot(&self) -> Option<Tid> {
-        (self.iso != Isolation::ReadCommitted).then_some(self.start_tid)
+    /// The snapshot reads see committed rows at: the transaction's (repeatable read,
+    /// serializable) or the statement's (read committed).
+    fn read_view(&self) -> Tid {
+        match self.iso {
+            Isolation::ReadCommitted => self.statement_snapshot.unwrap_or(Tid::NEWEST),
+            _ => self.start_tid,
+        }
+    }
+
+    /// Does commit validate what this transaction read (serializable)?
+    fn validates_reads(&self) -> bool {
+        self.iso == Isolation::Serializable
     }
 
     /// A new pending buffer holding `row` (None: a delete, null), accounted.

@@ -1,4 +1,4 @@
-//! What a repeatable-read or serializable transaction read, and its validation at
+//! What a serializable transaction read, and its validation at
 //! commit (Silo's read-set check, plus whole-table and index-range phantom checks).
 //!
 //! Rows read through an index are recorded with the version read, up to
@@ -72,7 +72,7 @@ impl Txn {
     /// Commit validation of what this transaction read (repeatable read,
     /// serializable); run before its own writers are marked in flight.
     pub(super) fn validate_reads(&self, g: &Guard) -> Result<()> {
-        if self.snapshot().is_none() {
+        if !self.validates_reads() {
             return Ok(());
         }
         for &(key, tid) in &self.reads.rows {

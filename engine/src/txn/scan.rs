@@ -6,7 +6,7 @@ use super::write_set::Seen;
 use super::Txn;
 use crate::engine::TableHandle;
 use crate::epoch;
-use crate::error::{AbortReason, Error, Result};
+use crate::error::Result;
 use crate::ids::{RowId, Tid};
 use crate::record::RecordPtr;
 use crate::scope;
@@ -104,7 +104,7 @@ impl Txn {
             Seen::Committed => {
                 let rec = rec.or_else(|| t.rows.get(rowid, g))?;
                 // SAFETY: reached through an index under guard `g`.
-                unsafe { rec.get() }.read(g).live()
+                unsafe { rec.get() }.read_at(g, self.read_view())
             }
         }
     }
@@ -116,6 +116,18 @@ impl Txn {
         t: &TableHandle,
         rowid: RowId,
         cid: u32,
+        out: &mut Vec<u8>,
+    ) -> Option<Tid> {
+        self.get_at(t, rowid, cid, self.read_view(), out)
+    }
+
+    /// Like [`Txn::get`], reading committed rows at snapshot `at`.
+    pub(super) fn get_at(
+        &self,
+        t: &TableHandle,
+        rowid: RowId,
+        cid: u32,
+        at: Tid,
         out: &mut Vec<u8>,
     ) -> Option<Tid> {
         let copy = |out: &mut Vec<u8>, (d, tid): (&[u8], Tid)| {
@@ -131,7 +143,7 @@ impl Txn {
             Seen::Committed => epoch::with_guard(&self.engine.collector, |g| {
                 let rec = t.rows.get(rowid, g)?;
                 // SAFETY: reached through the index under guard `g`.
-                unsafe { rec.get() }.read(g).live().map(|v| copy(out, v))
+                unsafe { rec.get() }.read_at(g, at).map(|v| copy(out, v))
             }),
         }
     }
@@ -150,11 +162,10 @@ impl Txn {
         if cursor.done {
             return Ok(());
         }
-        let snapshot = self.snapshot();
-        if snapshot.is_some() {
+        if self.validates_reads() {
             self.note_table_read(t, TableRead::Whole);
         }
-        let mut too_new = false;
+        let at = self.read_view();
         let mut last = cursor.after;
         let mut seen = 0usize;
         let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
@@ -173,21 +184,14 @@ impl Txn {
                     Seen::Own(None) => {}
                     Seen::Committed => {
                         // SAFETY: reached through the index under guard `g`.
-                        if let Some((d, tid)) = unsafe { rec.get() }.read(g).live() {
-                            if snapshot.is_some_and(|st| tid > st) {
-                                too_new = true;
-                            }
+                        if let Some((d, tid)) = unsafe { rec.get() }.read_at(g, at) {
                             batch.push(rowid, tid, d);
                         }
                     }
                 }
-                !too_new && batch.len() < max_rows && seen < max_rows * 8
+                batch.len() < max_rows && seen < max_rows * 8
             });
         });
-        if too_new {
-            batch.clear();
-            return Err(Error::Conflict(AbortReason::ReadChanged));
-        }
         if last == cursor.after {
             cursor.done = true;
         }

@@ -1,0 +1,400 @@
+//! Snapshot reads: a snapshot sees the committed state at its TID, whatever commits
+//! after it (updates, deletes, inserts, key changes), through sequential scans, index
+//! scans and point reads; old versions are kept while a registered snapshot may read
+//! them and reclaimed after. The property test checks every read of concurrent
+//! snapshot readers against a multi-version model rebuilt from the commit history,
+//! while a reclaimer runs the horizon queue as fast as it can.
+
+mod common;
+
+use common::{engine, table_id, Rng};
+use memfdw_engine::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// acct(id int4, bal int8), unique index on id (index id = table oid).
+fn setup(e: &'static Engine, oid: u32, n: i32) -> TableHandle {
+    e.create_table(
+        table_id(oid),
+        TableDef {
+            database: 1,
+            name: "acct".into(),
+            columns: vec![
+                ColumnDef::new("id", ColumnType::Int4, false),
+                ColumnDef::new("bal", ColumnType::Int8, false),
+            ],
+        },
+    )
+    .unwrap();
+    let t = e.table(table_id(oid)).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(
+        &t,
+        IndexDef {
+            id: oid,
+            name: format!("acct_{oid}_pkey"),
+            columns: vec![0],
+            unique: true,
+            primary: true,
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        txn.insert(&t, &row(&t, i, 100), STMT).unwrap();
+    }
+    txn.commit().unwrap();
+    t
+}
+
+const STMT: Stmt = Stmt { cid: 1, sub: 1 };
+
+fn row(t: &TableHandle, id: i32, bal: i64) -> Vec<u8> {
+    t.layout
+        .pack(&[Some(&id.to_le_bytes()), Some(&bal.to_le_bytes())])
+        .unwrap()
+}
+
+fn unpack(t: &TableHandle, r: &[u8]) -> (i32, i64) {
+    (
+        i32::from_le_bytes(t.layout.get(r, 0).unwrap().try_into().unwrap()),
+        i64::from_le_bytes(t.layout.get(r, 1).unwrap().try_into().unwrap()),
+    )
+}
+
+fn key(id: i32) -> Vec<u8> {
+    let mut k = Vec::new();
+    keys::encode_value(ColumnType::Int4, Some(&id.to_le_bytes()), &mut k).unwrap();
+    k
+}
+
+/// Every row the transaction sees: row id -> (id, bal, tid), in batches of 3.
+fn scan(txn: &mut TxnHandle, t: &TableHandle) -> BTreeMap<RowId, (i32, i64, Tid)> {
+    let mut cursor = ScanCursor::new();
+    let mut batch = RowBatch::new();
+    let mut out = BTreeMap::new();
+    while !cursor.done() {
+        txn.scan(t, &mut cursor, u32::MAX, &mut batch, 3).unwrap();
+        while let Some(r) = batch.next() {
+            let (id, bal) = unpack(t, r.data);
+            assert!(
+                out.insert(r.rowid, (id, bal, r.tid)).is_none(),
+                "row seen twice"
+            );
+        }
+        std::thread::yield_now();
+    }
+    out
+}
+
+/// The rows holding key `id` that the transaction sees through the index.
+fn lookup(txn: &mut TxnHandle, t: &TableHandle, oid: u32, id: i32) -> Vec<(RowId, i32, i64)> {
+    let mut scan = IndexScan::new(oid, &key(id), None, false);
+    let mut batch = RowBatch::new();
+    let mut out = Vec::new();
+    while !scan.done() {
+        txn.index_scan(t, &mut scan, u32::MAX, &mut batch, 2)
+            .unwrap();
+        while let Some(r) = batch.next() {
+            let (k, bal) = unpack(t, r.data);
+            out.push((r.rowid, k, bal));
+        }
+    }
+    out
+}
+
+/// A read committed transaction reading at a snapshot taken now.
+fn reader(e: &'static Engine) -> (TxnHandle, Tid) {
+    let mut txn = e.begin();
+    let s = txn.snapshot().unwrap();
+    txn.set_read_snapshot(Some(s));
+    (txn, s)
+}
+
+#[test]
+fn a_snapshot_sees_the_state_at_its_start_and_its_versions_go_after_it() {
+    let e = engine();
+    let oid = 1;
+    let t = setup(e, oid, 4);
+    let (mut r, _) = reader(e);
+    let before = scan(&mut r, &t);
+    assert_eq!(before.len(), 4);
+    let by_id = |m: &BTreeMap<RowId, (i32, i64, Tid)>, id: i32| {
+        m.iter()
+            .find(|(_, v)| v.0 == id)
+            .map(|(&rid, &(_, b, tid))| (rid, b, tid))
+    };
+    // Another transaction updates 0, moves 1 to key 10, deletes 2, inserts 5.
+    let mut w = e.begin();
+    let (r0, _, v0) = by_id(&before, 0).unwrap();
+    let (r1, _, v1) = by_id(&before, 1).unwrap();
+    let (r2, _, v2) = by_id(&before, 2).unwrap();
+    w.update(&t, r0, v0, &row(&t, 0, 7), STMT).unwrap();
+    w.update(&t, r1, v1, &row(&t, 10, 100), STMT).unwrap();
+    w.delete(&t, r2, v2, STMT).unwrap();
+    w.insert(&t, &row(&t, 5, 1), STMT).unwrap();
+    w.commit().unwrap();
+    let stats = e.version_stats();
+    assert_eq!(stats.versions, 3, "three replaced versions kept: {stats:?}");
+    assert!(stats.bytes > 0 && stats.oldest.is_some());
+
+    // The reader still sees the state at its snapshot, whichever way it reads.
+    assert_eq!(scan(&mut r, &t), before);
+    assert_eq!(lookup(&mut r, &t, oid, 1), vec![(r1, 1, 100)]);
+    assert_eq!(
+        lookup(&mut r, &t, oid, 10),
+        vec![],
+        "moved after the snapshot"
+    );
+    assert_eq!(
+        lookup(&mut r, &t, oid, 2),
+        vec![(r2, 2, 100)],
+        "deleted after it"
+    );
+    assert_eq!(lookup(&mut r, &t, oid, 5), vec![], "inserted after it");
+    let mut out = Vec::new();
+    assert_eq!(r.get(&t, r0, u32::MAX, &mut out), Some(v0));
+    assert_eq!(unpack(&t, &out), (0, 100));
+    // The newest version is there for read committed's recheck of a locked row.
+    assert!(r
+        .get_newest(&t, r0, u32::MAX, &mut out)
+        .is_some_and(|v| v > v0));
+    assert_eq!(unpack(&t, &out), (0, 7));
+    // A new snapshot sees the commit.
+    let s2 = r.snapshot().unwrap();
+    r.set_read_snapshot(Some(s2));
+    assert_eq!(lookup(&mut r, &t, oid, 10), vec![(r1, 10, 100)]);
+    assert_eq!(lookup(&mut r, &t, oid, 1), vec![]);
+    assert_eq!(scan(&mut r, &t).len(), 4);
+
+    // Nothing is reclaimed while the old snapshot is registered...
+    e.reclaim_versions(usize::MAX);
+    assert_eq!(e.version_stats().versions, 3);
+    // ... everything once it is let go.
+    r.retain_snapshots(None);
+    e.reclaim_versions(usize::MAX);
+    let stats = e.version_stats();
+    assert_eq!(
+        (stats.versions, stats.bytes, stats.queued),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.oldest, None);
+    assert_eq!(
+        t.index_entries(oid),
+        Some(4),
+        "stale keys and the deleted row's gone"
+    );
+    assert_eq!(t.stats().index_entries, 4, "the deleted row is unlinked");
+    r.commit().unwrap();
+}
+
+#[test]
+fn repeatable_read_keeps_its_snapshot_until_it_ends() {
+    let e = engine();
+    let t = setup(e, 2, 3);
+    let mut rr = e.begin();
+    rr.set_isolation(txn::Isolation::RepeatableRead).unwrap();
+    let before = scan(&mut rr, &t);
+    for round in 0..5 {
+        let mut w = e.begin();
+        for (&rid, &(id, bal, tid)) in &scan(&mut w, &t) {
+            let _ = tid;
+            let newest = {
+                let mut out = Vec::new();
+                w.get(&t, rid, u32::MAX, &mut out).unwrap()
+            };
+            w.update(&t, rid, newest, &row(&t, id, bal + round), STMT)
+                .unwrap();
+        }
+        w.commit().unwrap();
+        assert_eq!(scan(&mut rr, &t), before, "round {round}");
+    }
+    assert_eq!(e.version_stats().versions, 15);
+    rr.commit().unwrap();
+    e.reclaim_versions(usize::MAX);
+    // Rows never written again lose their old versions too.
+    assert_eq!(e.version_stats().versions, 0);
+}
+
+/// Did the write happen (a row deleted earlier in the transaction is not found)?
+fn done(o: WriteOutcome) -> bool {
+    o == WriteOutcome::Done
+}
+
+/// What a reader saw at a snapshot: the rows, and the row ids of a few index lookups.
+type Observation = (Tid, BTreeMap<RowId, (i32, i64)>, Vec<(i32, Vec<RowId>)>);
+
+/// One committed transaction of the history: its TID and after-images by row id.
+type Commit = (Tid, Vec<(RowId, Option<(i32, i64)>)>);
+
+#[test]
+fn snapshot_reads_match_a_multi_version_model() {
+    let e = engine();
+    let oid = 3;
+    let initial = 12;
+    let t = Arc::new(setup(e, oid, initial));
+    let history: Arc<Mutex<Vec<Commit>>> = Arc::default();
+    let start = {
+        let mut txn = e.begin();
+        let s = scan(&mut txn, &t);
+        txn.commit().unwrap();
+        s.into_iter()
+            .map(|(rid, (id, bal, _))| (rid, (id, bal)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let start_tid = e.last_tid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for w in 0..2u64 {
+        let (t, history, stop) = (t.clone(), history.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut rng = Rng::new(100 + w);
+            let mut commits = 0;
+            while commits < 400 {
+                let mut txn = e.begin();
+                let rows = scan(&mut txn, &t);
+                let mut writes = Vec::new();
+                for _ in 0..1 + rng.below(3) {
+                    let pick = rows
+                        .iter()
+                        .nth(rng.below(rows.len().max(1) as u64) as usize);
+                    let r = match (rng.below(5), pick) {
+                        (0, _) | (_, None) => {
+                            let id = rng.below(40) as i32;
+                            let bal = rng.below(1000) as i64;
+                            txn.insert(&t, &row(&t, id, bal), STMT).map(|rid| {
+                                writes.push((rid, Some((id, bal))));
+                                Some(())
+                            })
+                        }
+                        (1, Some((&rid, &(_, _, tid)))) => txn
+                            .delete(&t, rid, tid, STMT)
+                            .map(|o| done(o).then(|| writes.push((rid, None)))),
+                        (2, Some((&rid, &(_, bal, tid)))) => {
+                            let id = rng.below(40) as i32;
+                            txn.update(&t, rid, tid, &row(&t, id, bal), STMT)
+                                .map(|o| done(o).then(|| writes.push((rid, Some((id, bal))))))
+                        }
+                        (_, Some((&rid, &(id, bal, tid)))) => txn
+                            .update(&t, rid, tid, &row(&t, id, bal + 1), STMT)
+                            .map(|o| done(o).then(|| writes.push((rid, Some((id, bal + 1)))))),
+                    };
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                // Later writes of one row win.
+                let mut last: BTreeMap<RowId, Option<(i32, i64)>> = BTreeMap::new();
+                for (rid, v) in writes {
+                    last.insert(rid, v);
+                }
+                if let Ok(tid) = txn.commit() {
+                    if tid != Tid::NONE {
+                        history
+                            .lock()
+                            .unwrap()
+                            .push((tid, last.into_iter().collect()));
+                    }
+                    commits += 1;
+                }
+            }
+            let _ = stop;
+        }));
+    }
+    let observations: Arc<Mutex<Vec<Observation>>> = Arc::default();
+    let mut readers = Vec::new();
+    for r in 0..2u64 {
+        let (t, obs, stop) = (t.clone(), observations.clone(), stop.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut rng = Rng::new(7 + r);
+            while !stop.load(Ordering::Relaxed) {
+                let (mut txn, s) = reader(e);
+                let seen: BTreeMap<_, _> = scan(&mut txn, &t)
+                    .into_iter()
+                    .map(|(rid, (id, bal, _))| (rid, (id, bal)))
+                    .collect();
+                let mut lookups = Vec::new();
+                for _ in 0..3 {
+                    let id = rng.below(40) as i32;
+                    let mut rids: Vec<RowId> = lookup(&mut txn, &t, oid, id)
+                        .into_iter()
+                        .map(|x| x.0)
+                        .collect();
+                    rids.sort();
+                    lookups.push((id, rids));
+                }
+                // The same snapshot, read again later, is the same.
+                std::thread::yield_now();
+                let again: BTreeMap<_, _> = scan(&mut txn, &t)
+                    .into_iter()
+                    .map(|(rid, (id, bal, _))| (rid, (id, bal)))
+                    .collect();
+                assert_eq!(seen, again, "one snapshot read twice");
+                txn.commit().unwrap();
+                obs.lock().unwrap().push((s, seen, lookups));
+            }
+        }));
+    }
+    let reclaimer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                e.reclaim_versions(usize::MAX);
+                std::thread::yield_now();
+            }
+        })
+    };
+    for th in threads {
+        th.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for th in readers {
+        th.join().unwrap();
+    }
+    reclaimer.join().unwrap();
+
+    let mut history = std::mem::take(&mut *history.lock().unwrap());
+    history.sort_by_key(|c| c.0);
+    let observations = std::mem::take(&mut *observations.lock().unwrap());
+    assert!(
+        observations.len() > 10,
+        "readers ran: {}",
+        observations.len()
+    );
+    for (s, seen, lookups) in observations {
+        assert!(s >= start_tid);
+        let mut model = start.clone();
+        for (tid, writes) in history.iter().take_while(|c| c.0 <= s) {
+            let _ = tid;
+            for &(rid, v) in writes {
+                match v {
+                    Some(v) => model.insert(rid, v),
+                    None => model.remove(&rid),
+                };
+            }
+        }
+        assert_eq!(seen, model, "scan at snapshot {s}");
+        for (id, rids) in lookups {
+            let want: Vec<RowId> = model
+                .iter()
+                .filter(|(_, v)| v.0 == id)
+                .map(|(&r, _)| r)
+                .collect();
+            assert_eq!(rids, want, "index lookup of {id} at snapshot {s}");
+        }
+    }
+    // With every snapshot gone, everything old is reclaimed.
+    e.reclaim_versions(usize::MAX);
+    let stats = e.version_stats();
+    assert_eq!((stats.versions, stats.queued), (0, 0), "{stats:?}");
+    let mut txn = e.begin();
+    let rows = scan(&mut txn, &t).len();
+    txn.commit().unwrap();
+    assert_eq!(t.stats().index_entries, rows, "only live rows stay linked");
+    assert_eq!(
+        t.index_entries(oid),
+        Some(rows),
+        "only live keys stay in the index"
+    );
+}
