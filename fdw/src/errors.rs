@@ -20,6 +20,7 @@ fn code(e: &Error) -> PgSqlErrorCode {
         Error::OutOfMemory { .. } => ERRCODE_OUT_OF_MEMORY,
         Error::Conflict(_) => ERRCODE_T_R_SERIALIZATION_FAILURE,
         Error::TxnNotActive => ERRCODE_IN_FAILED_SQL_TRANSACTION,
+        Error::TooManySnapshots { .. } => ERRCODE_INSUFFICIENT_RESOURCES,
         Error::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
         Error::LogIo(_) | Error::NotDurable(_) => ERRCODE_IO_ERROR,
         Error::TooManyKeyColumns { .. } => ERRCODE_TOO_MANY_COLUMNS,

@@ -2,8 +2,8 @@
 //!
 //! Privileges: `tables()` and `indexes()` list the memory tables of the current
 //! database on which the caller holds some privilege (as `information_schema` does);
-//! `memory()`, `redo_segments()` and `redo_stats()` show server-wide figures without
-//! table names or data; `checkpoint()` is an action: superusers and members of
+//! `memory()`, `snapshots()`, `redo_segments()` and `redo_stats()` show server-wide
+//! figures without table names or data; `checkpoint()` is an action: superusers and members of
 //! `pg_checkpoint` only, unless granted (as for PostgreSQL's `CHECKPOINT`).
 
 use crate::shmem::engine;
@@ -77,6 +77,33 @@ fn memory() -> TableIterator<
         m.in_use as i64,
         m.arena_capacity as i64,
         m.arena_reserved as i64,
+    ))
+}
+
+/// Older row versions kept for snapshots: the oldest registered snapshot (its TID
+/// and the virtual transaction id holding it, as in `pg_locks.virtualtransaction`),
+/// the versions kept and their bytes, and the commits whose cleanup waits for that
+/// snapshot to go. A long-running reader shows here; it delays reclamation but never
+/// blocks writers.
+#[pg_extern]
+fn snapshots() -> TableIterator<
+    'static,
+    (
+        name!(oldest_snapshot, Option<i64>),
+        name!(oldest_holder, Option<String>),
+        name!(versions, i64),
+        name!(version_bytes, i64),
+        name!(queued_commits, i64),
+    ),
+> {
+    let s = engine().version_stats();
+    TableIterator::once((
+        s.oldest.map(|o| o.tid.get() as i64),
+        s.oldest
+            .map(|o| format!("{}/{}", o.holder >> 32, o.holder & 0xffff_ffff)),
+        s.versions,
+        s.bytes,
+        s.queued as i64,
     ))
 }
 

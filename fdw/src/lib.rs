@@ -20,6 +20,7 @@ mod plan_private;
 mod scan;
 mod settings;
 mod shmem;
+mod snapshots;
 mod startup;
 mod types;
 mod worker;
@@ -42,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
             worker::register();
         }
         ddl::install_hooks();
+        snapshots::install_hooks();
         xact::register_callbacks();
         shmem::set_before_exit(xact::release_at_exit);
     }

@@ -239,7 +239,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         let ModifyState {
             table, old, packer, ..
         } = &mut *st;
-        let had_old = wants_old && xact::with_txn(|t| t.get(table, rowid, stmt.cid, old)).is_some();
+        let had_old =
+            wants_old && xact::with_txn(|t| t.get_newest(table, rowid, stmt.cid, old)).is_some();
         match xact::with_txn(|t| t.delete(table, rowid, tid, stmt)).or_raise() {
             WriteOutcome::Done => {
                 if had_old {

@@ -28,6 +28,8 @@ pub struct ScanState {
     batch: RowBatch,
     /// Command id of the statement's snapshot: own writes of earlier commands are seen.
     cid: u32,
+    /// The engine snapshot this scan reads at (read committed; see `snapshots`).
+    snapshot: Option<memfdw_engine::Tid>,
     /// The scan feeds an UPDATE or DELETE of this table: remember row versions.
     for_update: bool,
     batch_rows: usize,
@@ -264,6 +266,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             cursor: ScanCursor::new(),
             batch: RowBatch::new(),
             cid: (*(*estate).es_snapshot).curcid,
+            snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
             for_update,
             batch_rows: crate::settings::SCAN_BATCH_ROWS.get().max(1) as usize,
             examined: 0,
@@ -297,6 +300,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             cursor,
             batch,
             cid,
+            snapshot,
             for_update,
             batch_rows,
             examined,
@@ -329,7 +333,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     if locked_tid != tid {
                         // Changed while we waited: go on with the newest version if it
                         // still qualifies (PostgreSQL's EvalPlanQual under READ COMMITTED).
-                        let newest = xact::with_txn(|t| t.get(table, rowid, *cid, reread));
+                        let newest = xact::with_txn(|t| t.get_newest(table, rowid, *cid, reread));
                         let Some(t2) = newest else {
                             if fresh {
                                 xact::with_txn(|t| t.unlock_row(table, rowid));
@@ -369,7 +373,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 let Some(range) = ranges.get_mut(ix.current) else {
                     return pg_sys::ExecClearTuple(slot);
                 };
-                let r = xact::with_txn(|t| t.index_scan(table, range, *cid, batch, *batch_rows));
+                let r = xact::with_txn(|t| {
+                    t.set_read_snapshot(*snapshot);
+                    t.index_scan(table, range, *cid, batch, *batch_rows)
+                });
                 // Index entries visited (rows returned, for full scans).
                 *examined += std::mem::take(&mut range.examined);
                 match r {
@@ -387,7 +394,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             if cursor.done() {
                 return pg_sys::ExecClearTuple(slot);
             }
-            if let Err(e) = xact::with_txn(|t| t.scan(table, cursor, *cid, batch, *batch_rows)) {
+            if let Err(e) = xact::with_txn(|t| {
+                t.set_read_snapshot(*snapshot);
+                t.scan(table, cursor, *cid, batch, *batch_rows)
+            }) {
                 errors::raise(e);
             }
         }

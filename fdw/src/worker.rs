@@ -23,6 +23,9 @@ pub const WRITER_DELAY: Duration = Duration::from_millis(200);
 /// How often the worker records in the control file how far the log is durable.
 const DURABLE_MARKER_DELAY: Duration = Duration::from_secs(5);
 
+/// Items of the horizon queue (one per commit) the worker processes per round.
+const RECLAIM_ITEMS: usize = 10_000;
+
 /// A SIGTERM seen by [`shutdown_requested`] (pgrx's flag is cleared when read).
 static SHUTDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -74,6 +77,11 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         }
         if let Err(err) = log.make_durable(log.written_lsn()) {
             crate::errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+        }
+        // Old versions, stale keys and deleted rows whose snapshots are gone (also
+        // when no commit comes along to clean up after a long reader).
+        if e.reclaim_versions(RECLAIM_ITEMS) > 0 {
+            e.reclaim();
         }
         if last_marker.elapsed() >= DURABLE_MARKER_DELAY {
             // Recovery refuses a log that ends before this mark (lost acknowledged

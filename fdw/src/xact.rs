@@ -97,19 +97,36 @@ pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
-        let txn = b.txn.get_or_insert_with(|| {
+        if b.txn.is_none() {
             let mut t = engine.begin();
-            t.set_isolation(isolation());
             t.set_lock_tag(my_vxid_tag());
-            t
-        });
-        f(txn)
+            if let Err(e) = t.set_isolation(isolation()) {
+                drop(b);
+                errors::raise(e);
+            }
+            b.txn = Some(t);
+        }
+        f(b.txn.as_mut().expect("begun above"))
     })
+}
+
+/// Runs `f` with this backend's engine transaction if it has one.
+pub fn with_existing_txn(f: impl FnOnce(&mut TxnHandle)) {
+    BACKEND.with(|b| {
+        if let Some(t) = b.borrow_mut().txn.as_mut() {
+            f(t)
+        }
+    })
+}
+
+/// Has this transaction begun its engine transaction?
+pub fn has_txn() -> bool {
+    BACKEND.with(|b| b.borrow().txn.is_some())
 }
 
 /// The engine isolation level for PostgreSQL's current one (READ UNCOMMITTED is
 /// READ COMMITTED, as in PostgreSQL).
-fn isolation() -> Isolation {
+pub fn isolation() -> Isolation {
     // SAFETY: reading a GUC variable.
     match unsafe { pg_sys::XactIsoLevel } as u32 {
         pg_sys::XACT_SERIALIZABLE => Isolation::Serializable,
@@ -254,6 +271,7 @@ unsafe extern "C-unwind" fn xact_callback(
             }
         }
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            crate::snapshots::forget_all();
             let (drops, index_drops) = BACKEND.with(|b| {
                 let mut b = b.borrow_mut();
                 b.creates.clear();
@@ -314,6 +332,7 @@ fn must_drop_index(e: &'static memfdw_engine::Engine, oid: u32, id: u32) {
 
 /// Aborts the engine transaction and undoes this transaction's engine DDL.
 fn release() {
+    crate::snapshots::forget_all();
     let (txn, creates, index_creates) = BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         b.drops.clear();
@@ -368,6 +387,7 @@ unsafe extern "C-unwind" fn subxact_callback(
     }
     // PostgreSQL releases the subtransaction's holder lock itself.
     BACKEND.with(|b| b.borrow_mut().holder_locked.retain(|&s| s < my_subid));
+    crate::snapshots::forget_from(my_subid);
     // Subtransaction ids grow; every subtransaction started after `my_subid` is
     // nested in it, so "sub >= my_subid" is exactly what this abort undoes.
     let (creates, index_creates) = BACKEND.with(|b| {

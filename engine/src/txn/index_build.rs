@@ -81,7 +81,7 @@ impl Txn {
             (Err(e), _) => Err(e),
             (Ok(()), Some(rowid)) => {
                 let mut row = Vec::new();
-                self.get(t, rowid, u32::MAX, &mut row);
+                self.get_at(t, rowid, u32::MAX, crate::ids::Tid::NEWEST, &mut row);
                 Err(unique::violation(&index, t, &row))
             }
             (Ok(()), None) => engine.publish_index(t, index.clone(), true),
