@@ -86,6 +86,7 @@ fn memory() -> TableIterator<
 /// snapshot to go. A long-running reader shows here; it delays reclamation but never
 /// blocks writers.
 #[pg_extern]
+#[allow(clippy::type_complexity)]
 fn snapshots() -> TableIterator<
     'static,
     (
