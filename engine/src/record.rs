@@ -274,13 +274,24 @@ impl Record {
     /// chain (null if none), for the caller to retire through the collector.
     ///
     /// Must be called by the lock holder.
+    ///
+    /// A deleted record keeps at least its newest old version (its last present
+    /// one): the unlink that removes the record takes the whole chain with
+    /// [`Record::take_chain`] and removes the index entries of its keys.
     pub(crate) fn prune(&self, horizon: Tid) -> *mut OldVersion {
         let v = self.version.load(Ordering::Relaxed);
         debug_assert!(v & LOCK_BIT != 0);
-        if v & TID_MASK <= horizon.get() {
+        if v & TID_MASK <= horizon.get() && v & ABSENT_BIT == 0 {
             return self.older.swap(ptr::null_mut(), Ordering::AcqRel);
         }
         crate::versions::cut_below(self.older.load(Ordering::Acquire), horizon)
+    }
+
+    /// Detaches the whole chain (a deleted record being unlinked). Must be called by
+    /// the lock holder.
+    pub(crate) fn take_chain(&self) -> *mut OldVersion {
+        debug_assert!(self.version.load(Ordering::Relaxed) & LOCK_BIT != 0);
+        self.older.swap(ptr::null_mut(), Ordering::AcqRel)
     }
 }
 

@@ -6,11 +6,12 @@
 //! [`crate::record`]) instead of retiring it. What becomes garbage only once every
 //! snapshot is past a TID waits in the engine's *horizon queue*, one [`Deferred`] per
 //! commit, in the order commits pushed them:
-//! * [`Work::Prune`]: cut the chain of a row a commit replaced (rows that are never
-//!   written again would otherwise keep their old versions);
-//! * [`Work::StaleKey`]: remove an index entry of a key a row no longer has, unless a
-//!   version some snapshot may still read has it;
-//! * [`Work::Unlink`]: remove a deleted row from the row index and retire its record.
+//! * `prune`: cut the chain of a row a commit replaced (rows that are never written
+//!   again would otherwise keep their old versions);
+//! * `stale`: remove an index entry of a key a row no longer has, unless a version
+//!   some snapshot may still read has it;
+//! * `unlink`: remove a deleted row's keys and the row from the row index, and retire
+//!   its record.
 //!
 //! Invariants:
 //! * a commit pushes its [`Deferred`] while it holds the locks of every record it
@@ -166,34 +167,40 @@ pub(crate) unsafe fn free_chain(head: *mut OldVersion) -> usize {
     bytes
 }
 
-/// What a [`Deferred`] item does to one row once the horizon has passed its TID.
-pub(crate) enum Work {
-    Prune,
-    StaleKey {
-        index: Arc<KeyIndex>,
-        key: Box<[u8]>,
-    },
-    Unlink,
-}
-
-/// One row's deferred work.
-pub(crate) struct RowWork {
+/// A row named by a [`Deferred`] item.
+#[derive(Clone, Copy)]
+pub(crate) struct RowRef {
     /// Slot of the row's table in [`Deferred::tables`].
-    pub table: usize,
-    pub rec: RecordPtr,
+    pub table: u32,
     pub rowid: RowId,
-    pub work: Work,
+    pub rec: RecordPtr,
 }
 
-/// The deferred work of one commit.
+/// An index entry of a key a row no longer has.
+pub(crate) struct StaleKey {
+    pub row: RowRef,
+    pub index: Arc<KeyIndex>,
+    pub key: Box<[u8]>,
+}
+
+/// The work of one commit that waits until no snapshot older than its TID is left.
 pub(crate) struct Deferred {
     pub tid: Tid,
     pub tables: Vec<Arc<Table>>,
-    pub rows: Vec<RowWork>,
+    /// Updated rows whose replaced versions went into their chains: prune them.
+    pub prune: Vec<RowRef>,
+    /// Keys updated rows lost: remove their entries unless a version still needed
+    /// has the key.
+    pub stale: Vec<StaleKey>,
+    /// Deleted rows: remove the entries of every key their versions had, unlink them
+    /// from the row index and retire them.
+    pub unlink: Vec<RowRef>,
 }
 
-/// Arena bytes queueing one row's work takes (for memory checks before install).
-pub(crate) const BYTES_PER_WORK: usize = std::mem::size_of::<RowWork>() + 16;
+/// Arena bytes queueing one row takes (for memory checks before install); a stale key
+/// takes this plus its key.
+pub(crate) const BYTES_PER_ROW: usize = std::mem::size_of::<RowRef>();
+pub(crate) const BYTES_PER_STALE_KEY: usize = std::mem::size_of::<StaleKey>() + 16;
 
 /// The horizon queue.
 pub(crate) struct HorizonQueue {
@@ -270,49 +277,67 @@ impl Engine {
     fn process(&'static self, item: Deferred, horizon: Tid, g: &Guard) {
         let mut garbage = Garbage::default();
         let mut key = Vec::new();
-        for w in &item.rows {
-            let table = &item.tables[w.table];
-            // SAFETY: the record is alive: its table is held by the item, and its
-            // retirement (a later item, or this one's `Unlink`) waits for our guard.
-            let rec = unsafe { w.rec.get() };
-            match &w.work {
-                Work::Prune => {
-                    if rec.older().is_null() {
-                        continue;
-                    }
-                    rec.lock();
-                    let cut = rec.prune(horizon);
-                    rec.unlock();
-                    retire_chain(table, cut, &mut garbage);
-                }
-                Work::StaleKey { index, key: stale } => {
-                    rec.lock();
-                    let cut = rec.prune(horizon);
-                    // Does a version some snapshot may still read have the key?
-                    let mut has = |d: &[u8]| {
-                        index.key_of(&table.layout, d, &mut key).is_ok() && key[..] == stale[..]
-                    };
-                    let cur = rec.data_ptr();
-                    let absent = rec.version() & record::ABSENT_BIT != 0;
-                    // SAFETY: we hold the lock: the buffer and chain are stable.
-                    let held = (!absent && !cur.is_null() && has(unsafe { record::rowbuf_slice(cur) }))
-                        // SAFETY: as above.
-                        || unsafe { any_version(rec.older(), &mut has) };
-                    if !held && index.remove(stale, w.rowid, g) {
-                        self.account(-((KEY_ENTRY_BYTES + stale.len()) as isize));
-                    }
-                    rec.unlock();
-                    retire_chain(table, cut, &mut garbage);
-                }
-                Work::Unlink => {
-                    rec.lock();
-                    let cut = rec.prune(horizon);
-                    rec.unlock();
-                    retire_chain(table, cut, &mut garbage);
-                    if table.rows.remove(w.rowid, g).is_some() {
-                        garbage.push(Retired::Record(w.rec.0));
-                    }
-                }
+        // SAFETY (every `rec.get()` below): the record is alive: its table is held by
+        // the item, and its retirement (this item's or a later one's `unlink`) waits
+        // for our guard.
+        for r in &item.prune {
+            let rec = unsafe { r.rec.get() };
+            if rec.older().is_null() {
+                continue;
+            }
+            rec.lock();
+            let cut = rec.prune(horizon);
+            rec.unlock();
+            retire_chain(&item.tables[r.table as usize], cut, &mut garbage);
+        }
+        for s in &item.stale {
+            let table = &item.tables[s.row.table as usize];
+            let rec = unsafe { s.row.rec.get() };
+            rec.lock();
+            let cut = rec.prune(horizon);
+            // Does a version some snapshot may still read have the key?
+            let mut has = |d: &[u8]| {
+                s.index.key_of(&table.layout, d, &mut key).is_ok() && key[..] == s.key[..]
+            };
+            let cur = rec.data_ptr();
+            let absent = rec.version() & record::ABSENT_BIT != 0;
+            // SAFETY: we hold the lock: the buffer and chain are stable.
+            let held = (!absent && !cur.is_null() && has(unsafe { record::rowbuf_slice(cur) }))
+                // SAFETY: as above.
+                || unsafe { any_version(rec.older(), &mut has) };
+            if !held && s.index.remove(&s.key, s.row.rowid, g) {
+                self.account(-((KEY_ENTRY_BYTES + s.key.len()) as isize));
+            }
+            rec.unlock();
+            retire_chain(table, cut, &mut garbage);
+        }
+        for r in &item.unlink {
+            let table = &item.tables[r.table as usize];
+            let rec = unsafe { r.rec.get() };
+            rec.lock();
+            // Every version is past the horizon (the row is deleted at or below it):
+            // the whole chain goes, with the entries of its keys.
+            let cut = rec.take_chain();
+            rec.unlock();
+            if !cut.is_null() {
+                let indexes = table.indexes();
+                // SAFETY: detached by us; nobody else can reach it.
+                unsafe {
+                    any_version(cut, |d| {
+                        for index in indexes.iter() {
+                            if index.key_of(&table.layout, d, &mut key).is_ok()
+                                && index.remove(&key, r.rowid, g)
+                            {
+                                self.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                            }
+                        }
+                        false
+                    })
+                };
+            }
+            retire_chain(table, cut, &mut garbage);
+            if table.rows.remove(r.rowid, g).is_some() {
+                garbage.push(Retired::Record(r.rec.0));
             }
         }
         garbage.retire(self, g);

@@ -190,6 +190,40 @@ fn a_snapshot_sees_the_state_at_its_start_and_its_versions_go_after_it() {
 }
 
 #[test]
+fn every_way_a_transaction_ends_releases_its_snapshots() {
+    let e = engine();
+    let t = setup(e, 4, 2);
+    let ends: [fn(&mut TxnHandle); 3] = [
+        |t| drop(t.commit()),
+        |t| t.abort(),
+        |t| {
+            // A commit that fails.
+            let _ = t.commit();
+        },
+    ];
+    for (n, end) in ends.iter().enumerate() {
+        let (mut r, _) = reader(e);
+        scan(&mut r, &t);
+        if n == 2 {
+            let mut w = e.begin();
+            let rows = scan(&mut w, &t);
+            let (&rid, &(id, bal, tid)) = rows.iter().next().unwrap();
+            r.update(&t, rid, tid, &row(&t, id, bal + 1), STMT).unwrap();
+            w.update(&t, rid, tid, &row(&t, id, bal + 2), STMT).unwrap();
+            w.commit().unwrap();
+        }
+        assert!(e.version_stats().oldest.is_some());
+        end(&mut r);
+        assert_eq!(e.version_stats().oldest, None, "end #{n}");
+    }
+    // Dropping an unfinished transaction aborts it.
+    let (mut r, _) = reader(e);
+    scan(&mut r, &t);
+    drop(r);
+    assert_eq!(e.version_stats().oldest, None, "dropped");
+}
+
+#[test]
 fn repeatable_read_keeps_its_snapshot_until_it_ends() {
     let e = engine();
     let t = setup(e, 2, 3);
@@ -251,7 +285,7 @@ fn snapshot_reads_match_a_multi_version_model() {
         threads.push(std::thread::spawn(move || {
             let mut rng = Rng::new(100 + w);
             let mut commits = 0;
-            while commits < 400 {
+            while commits < 1500 {
                 let mut txn = e.begin();
                 let rows = scan(&mut txn, &t);
                 let mut writes = Vec::new();

@@ -51,7 +51,8 @@ use crate::redo::payload::CommitRecords;
 use crate::redo::Appended;
 use crate::scope;
 use crate::table::Table;
-use crate::versions::{self, Deferred, OldVersion, RowWork, Work, BYTES_PER_WORK, NODE_BYTES};
+use crate::versions::{self, Deferred, OldVersion, RowRef, StaleKey, NODE_BYTES};
+use crate::versions::{BYTES_PER_ROW, BYTES_PER_STALE_KEY};
 use crossbeam_epoch::Guard;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::AcqRel;
@@ -65,6 +66,8 @@ impl Txn {
             return Err(Error::TxnNotActive);
         }
         self.drop_superseded_writes();
+        // It reads no more: its snapshots must not keep the versions it replaces.
+        self.release_snapshots();
         if self.entries.is_empty() && self.truncations.is_empty() {
             return self.commit_read_only(durable);
         }
@@ -353,13 +356,22 @@ impl<'t, 'g> Commit<'t, 'g> {
             .values()
             .filter(|&&i| txn.entries.get(i).origin != Origin::Inserted)
             .count();
-        let works = existing + self.stale.values().map(Vec::len).sum::<usize>();
-        let nodes = if keep { existing } else { 0 };
-        if works == 0 {
+        if existing == 0 {
             return Ok(());
         }
+        let nodes = if keep { existing } else { 0 };
+        let stale: usize = if keep {
+            self.stale
+                .values()
+                .flatten()
+                .map(|(_, k)| k.len())
+                .sum::<usize>()
+                + self.stale.values().map(Vec::len).sum::<usize>() * BYTES_PER_STALE_KEY
+        } else {
+            0
+        };
         engine.check_memory_for_delete(crate::engine::Need::of(
-            nodes * NODE_BYTES + works * BYTES_PER_WORK,
+            nodes * NODE_BYTES + existing * BYTES_PER_ROW + stale,
         ))?;
         for _ in 0..nodes {
             let n = OldVersion::alloc();
@@ -373,48 +385,52 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// no snapshot older than `tid` is left. None if there is nothing to wait for.
     fn deferred_work(&self, tid: Tid, keep: bool) -> Option<Deferred> {
         let txn = &*self.txn;
-        let mut rows = Vec::new();
+        let (mut updated, mut deleted) = (0, 0);
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            if e.origin != Origin::Inserted {
+                if e.newest.data.is_null() {
+                    deleted += 1;
+                } else {
+                    updated += 1;
+                }
+            }
+        }
+        if deleted == 0 && !(keep && updated > 0) {
+            return None;
+        }
+        let mut d = Deferred {
+            tid,
+            tables: txn.tables.clone(),
+            prune: Vec::with_capacity(if keep { updated } else { 0 }),
+            stale: Vec::new(),
+            unlink: Vec::with_capacity(deleted),
+        };
         for &i in txn.pending.values() {
             let e = txn.entries.get(i);
             if e.origin == Origin::Inserted {
                 continue;
             }
-            let rec = e.rec.expect("found");
-            let deleted = e.newest.data.is_null();
-            if keep {
-                if let Some(keys) = self.stale.get(&i) {
-                    for (n, key) in keys {
-                        rows.push(RowWork {
-                            table: e.table,
-                            rec,
-                            rowid: e.rowid,
-                            work: Work::StaleKey {
-                                index: self.idx[e.table][*n].clone(),
-                                key: key[..].into(),
-                            },
-                        });
-                    }
+            let row = RowRef {
+                table: e.table as u32,
+                rowid: e.rowid,
+                rec: e.rec.expect("found"),
+            };
+            if e.newest.data.is_null() {
+                // Its keys go with it (see `versions`).
+                d.unlink.push(row);
+            } else if keep {
+                d.prune.push(row);
+                for (n, key) in self.stale.get(&i).into_iter().flatten() {
+                    d.stale.push(StaleKey {
+                        row,
+                        index: self.idx[e.table][*n].clone(),
+                        key: key[..].into(),
+                    });
                 }
             }
-            let work = if deleted {
-                Work::Unlink
-            } else if keep {
-                Work::Prune
-            } else {
-                continue;
-            };
-            rows.push(RowWork {
-                table: e.table,
-                rec,
-                rowid: e.rowid,
-                work,
-            });
         }
-        (!rows.is_empty()).then(|| Deferred {
-            tid,
-            tables: txn.tables.clone(),
-            rows,
-        })
+        Some(d)
     }
 
     /// Phase 11: the commit record (or its parts, see [`CommitRecords`]), encoded and
@@ -483,6 +499,8 @@ impl<'t, 'g> Commit<'t, 'g> {
                 }
             }
             let stale = self.stale.remove(&i).unwrap_or_default();
+            // Kept versions keep their keys until the horizon passes (see
+            // `deferred_work`).
             if !(keep && existing) {
                 for (n, key) in stale {
                     if self.idx[e.table][n].remove(&key, e.rowid, g) {

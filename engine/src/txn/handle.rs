@@ -297,6 +297,7 @@ impl TxnHandle {
         if self.txn().active {
             self.txn().abort();
         }
+        self.txn().release_snapshots();
     }
 
     /// Undoes every write made by subtransaction `sub` and its children.

@@ -14,6 +14,7 @@ use crossbeam_epoch::Guard;
 impl Txn {
     pub(super) fn abort(&mut self) {
         let engine = self.engine;
+        self.release_snapshots();
         let discarded = self.entries.len();
         let chunks = self.entries.take_chunks();
         engine.set_waiting(self.lock_tag, 0);
