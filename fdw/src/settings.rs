@@ -27,6 +27,11 @@ pub static DEBUG_RECOVERY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// durable reads).
 pub static DEBUG_LOG_SYNC_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// Developer option: a transaction that wrote memory tables waits this long (ms)
+/// after memfdw's PRE_COMMIT (its redo record written, PostgreSQL's commit record not
+/// yet), so that tests can crash the server there.
+pub static DEBUG_PAUSE_AFTER_PREPARE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -74,6 +79,16 @@ pub fn register(preloading: bool) {
             GucFlags::UNIT_MS | GucFlags::NO_SHOW_ALL,
         );
     }
+    GucRegistry::define_int_guc(
+        c"memfdw.debug_pause_after_prepare",
+        c"Developer option: pause between memfdw's commit preparation and PostgreSQL's commit record, to test crashes there.",
+        c"",
+        &DEBUG_PAUSE_AFTER_PREPARE_MS,
+        0,
+        600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS | GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_int_guc(
         c"memfdw.max_log_size",
         c"Redo log written since the last checkpoint that triggers the next one.",

@@ -38,6 +38,28 @@ pub fn shutdown_requested() -> bool {
     SHUTDOWN.load(Relaxed)
 }
 
+/// Did PostgreSQL transaction `xid` commit? Recovery asks for every commit whose redo
+/// record names an xid. The worker starts once PostgreSQL's own recovery has finished
+/// (`RecoveryFinished`), so the commit log is final: a transaction cut off by a crash
+/// reads as not committed.
+fn xid_committed(xid: u32) -> bool {
+    let x = pg_sys::TransactionId::from(xid);
+    // SAFETY: reads of PostgreSQL's transaction state and commit log, after recovery.
+    unsafe {
+        let oldest = (*pg_sys::ShmemVariableCache).oldestClogXid;
+        if pg_sys::TransactionIdPrecedes(x, oldest) {
+            // Its commit log is truncated: it ended long before the last checkpoint of
+            // anything still in the log, which happens only if memfdw's checkpoints
+            // stopped for hundreds of millions of transactions.
+            pgrx::warning!(
+                "memfdw: the commit log no longer covers transaction {xid}; its logged memory changes are applied"
+            );
+            return true;
+        }
+        pg_sys::TransactionIdDidCommit(x)
+    }
+}
+
 /// Registers the worker (from `_PG_init`, while preloading).
 pub fn register() {
     BackgroundWorkerBuilder::new("memfdw log writer and checkpointer")
@@ -45,7 +67,7 @@ pub fn register() {
         .set_library("memfdw")
         .set_function("memfdw_worker_main")
         .enable_shmem_access(None)
-        .set_start_time(BgWorkerStartTime::PostmasterStart)
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(1)))
         .load();
 }
@@ -184,7 +206,7 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
         // A shutdown request stops recovery (within about a second).
         !shutdown_requested()
     };
-    let r = memfdw_engine::recovery::recover_engine_with_progress(engine, &dir, progress).map_err(|e| match e {
+    let r = memfdw_engine::recovery::recover_engine_with(engine, &dir, progress, xid_committed).map_err(|e| match e {
         memfdw_engine::recovery::RecoveryError::Interrupted => (
             "memfdw: recovery was interrupted by a shutdown request".to_owned(),
             None,
@@ -203,6 +225,12 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
             dir,
             t.file,
             t.offset
+        );
+    }
+    if r.aborted_commits > 0 {
+        pgrx::log!(
+            "memfdw: skipped {} logged commits whose PostgreSQL transaction did not commit",
+            r.aborted_commits
         );
     }
     if r.incomplete_commits > 0 {

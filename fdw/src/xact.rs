@@ -1,9 +1,17 @@
 //! One engine transaction per PostgreSQL transaction, begun lazily.
 //!
-//! * PRE_COMMIT commits the engine transaction (validate, log, install); a conflict
-//!   raises 40001 there and PostgreSQL aborts the whole transaction.
-//! * ABORT releases everything the engine transaction holds (its absent records,
-//!   pending buffers) and undoes engine DDL of the transaction.
+//! * PRE_COMMIT prepares the engine transaction (locks, validation, unique keys; with
+//!   an xid, its redo record tagged with the xid, made durable); a conflict raises
+//!   40001 there and PostgreSQL aborts the whole transaction.
+//! * COMMIT (PostgreSQL has committed) installs: the memory changes become visible
+//!   only now, and only if PostgreSQL commits. A reader whose engine snapshot follows
+//!   the commit's TID waits for the install; one whose PostgreSQL snapshot was taken
+//!   before PostgreSQL's commit but whose engine snapshot after the TID sees the
+//!   memory part without the heap part (see README, "Transactions").
+//! * ABORT (also after PRE_COMMIT: PostgreSQL's serialization check, an ON COMMIT
+//!   action or NOTIFY failed) releases everything the engine transaction holds and
+//!   undoes engine DDL of the transaction; a tagged record already logged is skipped
+//!   by recovery, since the commit log says its xid did not commit.
 //! * Subtransaction abort rolls the write set back to the savepoint.
 //! * Engine DDL is deferred or undone with the transaction: a CREATE made by an
 //!   aborted transaction is dropped again, a DROP takes effect at COMMIT.
@@ -257,21 +265,43 @@ unsafe extern "C-unwind" fn xact_callback(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            // Everything that can fail; nothing visible yet. A transaction with an xid
+            // writes its tagged redo record now, durably, before PostgreSQL's commit
+            // record: recovery applies it only if the commit log says it committed.
+            // SAFETY: reading transaction state.
+            let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() };
+            let xid = (xid != pg_sys::InvalidTransactionId).then(|| u32::from(xid));
+            let r = BACKEND.with(|b| {
+                b.borrow_mut()
+                    .txn
+                    .as_mut()
+                    .map(|t| t.prepare(xid, durable()))
+            });
+            match r {
+                Some(Err(e)) => {
+                    drop(take_txn());
+                    errors::raise(e);
+                }
+                Some(Ok(())) => {
+                    let pause = crate::settings::DEBUG_PAUSE_AFTER_PREPARE_MS.get();
+                    if pause > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(pause as u64));
+                    }
+                }
+                None => {}
+            }
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            crate::snapshots::forget_all();
+            // PostgreSQL has committed: install (cannot fail but for the log, which
+            // then needs a restart and recovery, as PostgreSQL's own fsync failures).
             if let Some(mut txn) = take_txn() {
-                // synchronous_commit = off: acknowledge before the log is synced (the
-                // background worker syncs it within memfdw's writer delay).
-                // SAFETY: reading a GUC variable.
-                let durable = unsafe { pg_sys::synchronous_commit }
-                    != pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32;
-                let r: Result<Tid, Error> = txn.commit_with(durable);
+                let r: Result<Tid, Error> = txn.finish(durable());
                 drop(txn);
                 if let Err(e) = r {
                     errors::raise(e);
                 }
             }
-        }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
-            crate::snapshots::forget_all();
             let (drops, index_drops) = BACKEND.with(|b| {
                 let mut b = b.borrow_mut();
                 b.creates.clear();
@@ -313,6 +343,15 @@ unsafe extern "C-unwind" fn xact_callback(
         }
         _ => {}
     }
+}
+
+/// Should commits wait until durable? Not with synchronous_commit = off: then they are
+/// acknowledged before the log is synced (the background worker syncs it within
+/// memfdw's writer delay).
+fn durable() -> bool {
+    // SAFETY: reading a GUC variable.
+    let level = unsafe { pg_sys::synchronous_commit };
+    level != pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32
 }
 
 /// Drops an engine table where no error may be raised (commit, abort): if the redo

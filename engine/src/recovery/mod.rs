@@ -63,7 +63,19 @@ pub struct Progress {
 pub fn recover_engine_with_progress(
     engine: &'static Engine,
     dir: &str,
+    progress: impl FnMut(Progress) -> bool,
+) -> Result<Recovered, RecoveryError> {
+    recover_engine_with(engine, dir, progress, |_| true)
+}
+
+/// [`recover_engine_with_progress`], applying a commit tagged with a PostgreSQL
+/// transaction id only if `committed` says that transaction committed (see
+/// [`crate::redo::payload`]).
+pub fn recover_engine_with(
+    engine: &'static Engine,
+    dir: &str,
     mut progress: impl FnMut(Progress) -> bool,
+    committed: fn(u32) -> bool,
 ) -> Result<Recovered, RecoveryError> {
     let started = std::time::Instant::now();
     let mut last_report = started;
@@ -71,6 +83,7 @@ pub fn recover_engine_with_progress(
     let fs = scope::outside(|| FsDir::open(dir)).map_err(LogError::Io)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let mut replayer = Replayer::new(engine, threads);
+    replayer.set_commit_oracle(committed);
     let mut tick = |frames: u64, at: u64| {
         if last_report.elapsed().as_secs_f64() < 1.0 {
             return true;
@@ -221,6 +234,7 @@ pub fn recover_engine_with_progress(
         scope::outside(|| fs.sync(last)).map_err(LogError::Io)?;
     }
     r.checkpoint = checkpoint;
+    r.aborted_commits = replayer.aborted_commits();
     r.incomplete_commits = replayer.finish().map_err(|e| RecoveryError::Record {
         lsn: r.end_lsn,
         what: format!("building the indexes: {e}"),

@@ -14,7 +14,7 @@ use crate::ids::{RowId, TableId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::{
-    commit_tid, commit_truncates, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART,
+    commit_tid, commit_truncates, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART, XACT,
 };
 use crate::scope;
 use std::sync::Arc;
@@ -58,6 +58,8 @@ impl Engine {
                     }
                 }
             }
+            // Handled by `Replayer::apply` (it decides whether the commit applies).
+            LogRecord::Xact { .. } => {}
             LogRecord::Rows { table, rows } => {
                 if let Some(t) = self.table(*table) {
                     for (rowid, tid, bytes) in rows {
@@ -371,7 +373,9 @@ impl Current {
 /// * an index created over rows already there is built by `threads` threads;
 /// * small commits are collected and applied together (by several threads when no row
 ///   appears twice among them);
-/// * commit parts wait for their commit record.
+/// * commit parts wait for their commit record;
+/// * a commit named by an xact record applies only if its PostgreSQL transaction
+///   committed (the commit oracle says so).
 ///
 /// Nothing else may use the engine meanwhile (recovery runs before anybody can).
 pub struct Replayer {
@@ -389,6 +393,12 @@ pub struct Replayer {
     small_rows: usize,
     /// Parts dropped because no commit record followed them.
     incomplete_commits: u64,
+    /// The xact record just read: the TID and PostgreSQL xid of the commit after it.
+    xact: Option<(Tid, u32)>,
+    /// Did PostgreSQL transaction `xid` commit?
+    committed: fn(u32) -> bool,
+    /// Commits skipped because their PostgreSQL transaction did not commit.
+    aborted_commits: u64,
 }
 
 impl Replayer {
@@ -402,6 +412,32 @@ impl Replayer {
             small_ends: Vec::new(),
             small_rows: 0,
             incomplete_commits: 0,
+            xact: None,
+            committed: |_| true,
+            aborted_commits: 0,
+        }
+    }
+
+    /// Sets what tells whether a PostgreSQL transaction committed (PostgreSQL's commit
+    /// log); without one, every commit applies.
+    pub fn set_commit_oracle(&mut self, committed: fn(u32) -> bool) {
+        self.committed = committed;
+    }
+
+    /// Commits skipped so far because their PostgreSQL transaction did not commit.
+    pub fn aborted_commits(&self) -> u64 {
+        self.aborted_commits
+    }
+
+    /// Does the commit with TID `tid` (its record just read) belong to a PostgreSQL
+    /// transaction that did not commit? Consumes the xact record before it.
+    fn aborted(&mut self, tid: Tid) -> bool {
+        match self.xact.take() {
+            Some((t, xid)) if t == tid && !(self.committed)(xid) => {
+                self.aborted_commits += 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -412,11 +448,25 @@ impl Replayer {
         let corrupt = |e: crate::redo::payload::DecodeError| Error::Corrupt(e.to_string());
         let kind = payload.first().copied();
         let tid = commit_tid(payload);
+        if let Some((t, xid)) = crate::redo::payload::xact_of(payload) {
+            self.engine.observe_tid(t);
+            self.xact = Some((t, xid));
+            return Ok(());
+        }
+        if kind == Some(XACT) {
+            return Err(Error::Corrupt("malformed xact record".into()));
+        }
         if let Some(t) = tid {
             // Also for parts that will be dropped, and commits without rows: their TID
             // was handed out, and must never be handed out again (a later commit with
             // the same TID would look like the missing end of those parts).
             self.engine.observe_tid(t);
+        }
+        if kind == Some(COMMIT) && self.aborted(tid.expect("a commit has a TID")) {
+            // Checked like any record, then dropped with its parts.
+            decode_rows(payload).map_err(corrupt)?;
+            self.parts.clear();
+            return Ok(());
         }
         if kind == Some(COMMIT_PART) {
             decode_rows(payload).map_err(corrupt)?;

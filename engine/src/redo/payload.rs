@@ -8,12 +8,19 @@
 //! create index: 5 | table | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
 //! drop index:   6 | table | id u32
 //! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
+//! xact:         8 | tid u64 | xid u32
 //! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
 //! A truncate entry (rowid 0, no bytes) empties its table; a commit's truncate
 //! entries come before its rows, so replay empties the table, then applies the rows the
 //! same transaction wrote after its TRUNCATE.
+//!
+//! An xact record names the PostgreSQL transaction (xid) of the commit with its TID;
+//! it comes right before that commit's parts and record, in the same append. Recovery
+//! applies such a commit only if PostgreSQL's commit log says the xid committed (the
+//! record is written before PostgreSQL's commit record, which a crash or a failure
+//! late in PostgreSQL's commit can then leave unwritten).
 //!
 //! A commit whose record would exceed the largest frame is logged as commit parts
 //! followed by one commit record, all with its TID, in consecutive frames (appended
@@ -61,6 +68,12 @@ pub enum LogRecord {
         table: TableId,
         id: u32,
     },
+    /// The commit with TID `tid`, next in the log, belongs to PostgreSQL transaction
+    /// `xid` (see the module documentation).
+    Xact {
+        tid: Tid,
+        xid: u32,
+    },
     /// Committed rows of one table with their TIDs (checkpoints only).
     Rows {
         table: TableId,
@@ -82,6 +95,8 @@ pub const CREATE_INDEX: u8 = 5;
 pub const DROP_INDEX: u8 = 6;
 /// Kind byte of a commit part (see the module documentation).
 pub const COMMIT_PART: u8 = 7;
+/// Kind byte of an xact record (see the module documentation).
+pub const XACT: u8 = 8;
 
 /// Bytes before the first write of a commit or commit part: kind, TID, count.
 const COMMIT_HEADER_LEN: usize = 1 + 8 + 4;
@@ -92,6 +107,8 @@ const COMMIT_HEADER_LEN: usize = 1 + 8 + 4;
 /// [`LogRecord::encode`].
 pub struct CommitRecords {
     tid: Tid,
+    /// The PostgreSQL transaction, if the commit has one (an xact record first).
+    xid: Option<u32>,
     max: usize,
     /// Finished parts, then the one being filled.
     parts: Vec<Vec<u8>>,
@@ -104,6 +121,7 @@ impl CommitRecords {
     pub fn new(tid: Tid, max: usize) -> CommitRecords {
         let mut r = CommitRecords {
             tid,
+            xid: None,
             max,
             parts: Vec::new(),
             count: 0,
@@ -126,6 +144,11 @@ impl CommitRecords {
         let p = self.parts.last_mut().expect("started");
         p[0] = kind;
         p[9..COMMIT_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Tags the commit with PostgreSQL transaction `xid`: an xact record goes first.
+    pub fn xact(&mut self, xid: u32) {
+        self.xid = Some(xid);
     }
 
     /// Adds a truncate entry for `table` (call before its rows: see the module doc).
@@ -162,7 +185,26 @@ impl CommitRecords {
     /// The payloads to append, in order: the last one is the commit record.
     pub fn finish(mut self) -> Vec<Vec<u8>> {
         self.seal_part(COMMIT);
+        if let Some(xid) = self.xid {
+            let mut x = Vec::with_capacity(XACT_LEN);
+            LogRecord::Xact { tid: self.tid, xid }.encode(&mut x);
+            self.parts.insert(0, x);
+        }
         self.parts
+    }
+}
+
+/// Length of an xact record.
+const XACT_LEN: usize = 1 + 8 + 4;
+
+/// The TID and xid of an xact payload.
+pub fn xact_of(b: &[u8]) -> Option<(Tid, u32)> {
+    match b.first() {
+        Some(&XACT) if b.len() == XACT_LEN => Some((
+            Tid(u64::from_le_bytes(b[1..9].try_into().unwrap())),
+            u32::from_le_bytes(b[9..13].try_into().unwrap()),
+        )),
+        _ => None,
     }
 }
 
@@ -366,6 +408,11 @@ impl LogRecord {
                 put_table(out, *table);
                 out.extend_from_slice(&id.to_le_bytes());
             }
+            LogRecord::Xact { tid, xid } => {
+                out.push(XACT);
+                out.extend_from_slice(&tid.get().to_le_bytes());
+                out.extend_from_slice(&xid.to_le_bytes());
+            }
             LogRecord::Rows { table, rows } => {
                 out.push(ROWS);
                 put_table(out, *table);
@@ -467,6 +514,10 @@ impl LogRecord {
             DROP_INDEX => LogRecord::DropIndex {
                 table: r.table()?,
                 id: r.u32()?,
+            },
+            XACT => LogRecord::Xact {
+                tid: Tid(r.u64()?),
+                xid: r.u32()?,
             },
             _ => return Err(DecodeError("unknown record type")),
         };

@@ -74,6 +74,8 @@ pub struct Recovered {
     /// Big commits whose parts were not followed by their commit record (never
     /// acknowledged), dropped.
     pub incomplete_commits: u64,
+    /// Commits skipped because their PostgreSQL transaction did not commit.
+    pub aborted_commits: u64,
     /// The checkpoint recovery started from, if any.
     pub checkpoint: Option<LoadedCheckpoint>,
 }

@@ -40,7 +40,6 @@
 
 use super::write_set::Origin;
 use super::{free_private, Txn};
-use crate::engine::Engine;
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Garbage, Retired};
@@ -58,28 +57,92 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::AcqRel;
 use std::sync::Arc;
 
+/// Where a transaction is in its commit (see [`Txn::prepare`]).
+pub(super) enum Prepared {
+    /// Nothing to install: finishing releases the row locks.
+    ReadOnly,
+    /// Locked, validated, and (with an xid) logged: finishing installs.
+    Writes(Box<CommitState>),
+}
+
 impl Txn {
-    /// Commits: runs the phases, then (if `durable`) waits until the redo record is
-    /// durable. Returns the commit TID (0 if nothing was written).
+    /// Commits: [`Txn::prepare`] then [`Txn::finish`]. Returns the commit TID (0 if
+    /// nothing was written).
     pub(super) fn commit(&mut self, durable: bool) -> Result<Tid> {
-        if !self.active {
+        self.prepare(None, durable)?;
+        self.finish(durable)
+    }
+
+    /// The first half of a commit, for PostgreSQL's PRE_COMMIT: every phase that can
+    /// fail (locks, validation, unique keys, memory), so that [`Txn::finish`] cannot.
+    /// Nothing is visible yet. With `xid` (the PostgreSQL transaction has one) the redo
+    /// record, tagged with it, is written here too (and made durable, if `durable`):
+    /// it must be durable before PostgreSQL's commit record, and recovery applies it
+    /// only if the xid committed. Without, the record is written by `finish`: the
+    /// commit point is then memfdw's own. On error the transaction is aborted; after
+    /// success it ends with `finish` or `abort` (which undoes everything).
+    pub(super) fn prepare(&mut self, xid: Option<u32>, durable: bool) -> Result<()> {
+        if !self.active || self.prepared.is_some() {
             return Err(Error::TxnNotActive);
         }
         self.drop_superseded_writes();
         // It reads no more: its snapshots must not keep the versions it replaces.
         self.release_snapshots();
-        if self.entries.is_empty() && self.truncations.is_empty() {
-            return self.commit_read_only(durable);
-        }
         let engine = self.engine;
-        let outcome = epoch::with_guard(&engine.collector, |g| {
-            let r = Commit::new(self, g).run();
-            if r.is_ok() {
-                // After the install: waiters then read the new versions.
-                self.release_row_locks(g, 0);
+        if self.entries.is_empty() && self.truncations.is_empty() {
+            // Not validated, also when serializable: it read one snapshot, a prefix
+            // of the commit (TID) order, which is a serial order.
+            self.prepared = Some(Prepared::ReadOnly);
+            if durable && xid.is_some() {
+                // What it read is durable before PostgreSQL's commit record.
+                return self.make_durable(None).inspect_err(|_| self.abort());
             }
-            r
+            return Ok(());
+        }
+        let prepared = epoch::with_guard(&engine.collector, |g| {
+            let mut c = Commit::new(self, g, xid);
+            c.prepare_phases()?;
+            Ok(c.suspend())
         });
+        match prepared {
+            Ok(st) => {
+                let end = st.logged.map(|a| a.end);
+                self.prepared = Some(Prepared::Writes(Box::new(st)));
+                if durable && xid.is_some() {
+                    self.make_durable(end).inspect_err(|_| self.abort())?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of a commit, for PostgreSQL's COMMIT: writes the redo record
+    /// (if `prepare` did not), installs, and releases the row locks; then (if
+    /// `durable`) waits until the record and what the transaction read are durable.
+    /// Fails only if the log cannot be written or synced (the server must then
+    /// restart and recover).
+    pub(super) fn finish(&mut self, durable: bool) -> Result<Tid> {
+        let engine = self.engine;
+        let Some(prepared) = self.prepared.take() else {
+            return Err(Error::TxnNotActive);
+        };
+        let outcome = match prepared {
+            Prepared::ReadOnly => Ok((Tid::NONE, None, false)),
+            Prepared::Writes(st) => epoch::with_guard(&engine.collector, |g| {
+                let tagged = st.xid.is_some();
+                Commit::resume(self, g, *st)
+                    .finish_phases()
+                    .map(|(tid, end)| (tid, end, tagged))
+            }),
+        };
+        if outcome.is_ok() && !self.row_locks.is_empty() {
+            // After the install: waiters then read the new versions.
+            epoch::with_guard(&engine.collector, |g| self.release_row_locks(g, 0));
+        }
         if outcome.is_err() {
             self.abort();
         }
@@ -87,47 +150,40 @@ impl Txn {
         self.rekeyed.clear();
         self.truncations.clear();
         self.active = false;
-        self.release_snapshots();
-        let (tid, log_end) = outcome?;
+        let (tid, log_end, tagged) = outcome?;
         engine.reclaim_versions(HELP_ITEMS);
-        if durable {
-            // Its own record, and every record whose versions it read.
-            let upto = log_end.unwrap_or_default().max(self.depends_on);
-            make_durable(engine, Some(upto))?;
+        if durable && !tagged {
+            self.make_durable(log_end)?;
         }
         Ok(tid)
     }
 
-    /// A transaction without writes: validate its reads, release its row locks, and
-    /// (if `durable`) wait until what it read is durable.
-    /// A read-only transaction is not validated, also when serializable: it read one
-    /// snapshot, a prefix of the commit (TID) order, which is a serial order.
-    fn commit_read_only(&mut self, durable: bool) -> Result<Tid> {
-        if !self.row_locks.is_empty() {
-            epoch::with_guard(&self.engine.collector, |g| self.release_row_locks(g, 0));
+    /// Phase 13: returns once the log is durable up to `log_end` (this transaction's
+    /// record) and [`Txn::depends_on`] (every record whose versions it read).
+    fn make_durable(&self, log_end: Option<Lsn>) -> Result<()> {
+        let upto = log_end.unwrap_or_default().max(self.depends_on);
+        if let Some(sink) = self.engine.sink() {
+            if upto > Lsn(0) {
+                sink.make_durable(upto)
+                    .map_err(|e| Error::NotDurable(e.to_string()))?;
+            }
         }
-        self.active = false;
-        self.release_snapshots();
-        if durable && self.depends_on > Lsn(0) {
-            make_durable(self.engine, Some(self.depends_on))?;
+        Ok(())
+    }
+
+    /// Undoes a prepared commit (PostgreSQL aborted after PRE_COMMIT): unlinks its
+    /// keys, unlocks its records, frees what it allocated. A record it logged stays in
+    /// the log, tagged with an xid PostgreSQL's commit log says did not commit.
+    pub(super) fn undo_prepared(&mut self) {
+        if let Some(Prepared::Writes(st)) = self.prepared.take() {
+            let engine = self.engine;
+            epoch::with_guard(&engine.collector, |g| drop(Commit::resume(self, g, *st)));
         }
-        Ok(Tid::NONE)
     }
 }
 
 /// Items of the horizon queue a committer processes after its commit.
 const HELP_ITEMS: usize = 4;
-
-/// Phase 13: returns once the record ending at `log_end` is durable.
-fn make_durable(engine: &Engine, upto: Option<Lsn>) -> Result<()> {
-    if let (Some(sink), Some(end)) = (engine.sink(), upto) {
-        if end > Lsn(0) {
-            sink.make_durable(end)
-                .map_err(|e| Error::NotDurable(e.to_string()))?;
-        }
-    }
-    Ok(())
-}
 
 /// An index entry linked by phase 6 (unlinked again if the commit fails).
 struct Link {
@@ -138,11 +194,37 @@ struct Link {
     rowid: RowId,
 }
 
+/// What a prepared commit holds and must undo or finish (see [`Commit`]), kept in the
+/// transaction between [`Txn::prepare`] and [`Txn::finish`].
+pub(super) struct CommitState {
+    idx: Vec<Arc<[Arc<KeyIndex>]>>,
+    stripes: Vec<usize>,
+    locked: usize,
+    marked: Vec<usize>,
+    links: Vec<Link>,
+    stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
+    truncations: Vec<(Arc<Table>, Arc<Table>)>,
+    horizon: Tid,
+    nodes: Vec<*mut OldVersion>,
+    tid: Tid,
+    xid: Option<u32>,
+    logged: Option<Appended>,
+}
+
 /// A commit in progress, under one epoch guard. It records what the phases have done
 /// that a failure must undo; dropping it undoes that (see the module documentation).
+/// Between PostgreSQL's PRE_COMMIT and COMMIT it is suspended into a [`CommitState`].
 struct Commit<'t, 'g> {
     txn: &'t mut Txn,
     g: &'g Guard,
+    /// The commit TID (phase 7).
+    tid: Tid,
+    /// The PostgreSQL transaction, if it has one: its record is written by prepare.
+    xid: Option<u32>,
+    /// The redo append (phase 11), until the install reports it installed.
+    logged: Option<Appended>,
+    /// Was the record appended (with no log: phase 11 done)?
+    appended: bool,
     /// Each written table's indexes, by table slot, as of the commit.
     idx: Vec<Arc<[Arc<KeyIndex>]>>,
     /// Key stripes held (phase 1).
@@ -167,13 +249,17 @@ struct Commit<'t, 'g> {
 }
 
 impl<'t, 'g> Commit<'t, 'g> {
-    fn new(txn: &'t mut Txn, g: &'g Guard) -> Self {
+    fn new(txn: &'t mut Txn, g: &'g Guard, xid: Option<u32>) -> Self {
         let idx = txn.tables.iter().map(|t| t.indexes()).collect();
         let truncations = txn.final_truncations();
         Commit {
             truncations,
             txn,
             g,
+            tid: Tid::NONE,
+            xid,
+            logged: None,
+            appended: false,
             idx,
             stripes: Vec::new(),
             locked: 0,
@@ -185,21 +271,77 @@ impl<'t, 'g> Commit<'t, 'g> {
         }
     }
 
-    /// The protocol; returns the commit TID and where its redo record ends.
-    fn run(mut self) -> Result<(Tid, Option<Lsn>)> {
+    /// The phases that may fail (with an xid, the redo append too).
+    fn prepare_phases(&mut self) -> Result<()> {
         self.lock_key_stripes()?;
         self.find_records()?;
         self.lock_write_set();
         self.validate_reads()?;
         self.mark_writers();
         self.link_new_keys();
-        let tid = self.take_tid();
+        self.tid = self.take_tid();
         self.validate_writes()?;
         self.check_unique_keys()?;
-        self.prepare_versions(tid)?;
-        let logged = self.append_redo(tid)?;
+        self.prepare_versions(self.tid)?;
+        if self.xid.is_some() {
+            self.logged = self.append_redo(self.tid)?;
+            self.appended = true;
+        }
+        Ok(())
+    }
+
+    /// The rest: the redo append (without an xid) and the install. Returns the TID
+    /// and where the redo record ends.
+    fn finish_phases(mut self) -> Result<(Tid, Option<Lsn>)> {
+        if !self.appended {
+            self.logged = self.append_redo(self.tid)?;
+            self.appended = true;
+        }
+        let (tid, logged) = (self.tid, self.logged);
         self.install(tid, logged);
+        self.logged = None;
         Ok((tid, logged.map(|a| a.end)))
+    }
+
+    /// Hands what the commit holds to a [`CommitState`] (nothing is undone).
+    fn suspend(mut self) -> CommitState {
+        let st = CommitState {
+            idx: std::mem::take(&mut self.idx),
+            stripes: std::mem::take(&mut self.stripes),
+            locked: std::mem::replace(&mut self.locked, 0),
+            marked: std::mem::take(&mut self.marked),
+            links: std::mem::take(&mut self.links),
+            stale: std::mem::take(&mut self.stale),
+            truncations: std::mem::take(&mut self.truncations),
+            horizon: self.horizon,
+            nodes: std::mem::take(&mut self.nodes),
+            tid: self.tid,
+            xid: self.xid,
+            logged: self.logged.take(),
+        };
+        debug_assert!(self.xid.is_none() || self.appended);
+        st
+    }
+
+    /// Takes a suspended commit up again, under guard `g`.
+    fn resume(txn: &'t mut Txn, g: &'g Guard, st: CommitState) -> Self {
+        Commit {
+            txn,
+            g,
+            appended: st.xid.is_some(),
+            tid: st.tid,
+            xid: st.xid,
+            logged: st.logged,
+            idx: st.idx,
+            stripes: st.stripes,
+            locked: st.locked,
+            marked: st.marked,
+            links: st.links,
+            stale: st.stale,
+            truncations: st.truncations,
+            horizon: st.horizon,
+            nodes: st.nodes,
+        }
     }
 
     /// Phase 1.
@@ -442,6 +584,9 @@ impl<'t, 'g> Commit<'t, 'g> {
         };
         let appended = scope::outside(|| {
             let mut records = CommitRecords::new(tid, sink.max_record());
+            if let Some(xid) = self.xid {
+                records.xact(xid);
+            }
             // Before the rows: replay empties the tables, then applies what this
             // transaction wrote into the replacements.
             for (old, _) in &self.truncations {
@@ -562,6 +707,10 @@ impl Drop for Commit<'_, '_> {
     /// Undoes what the phases did, latest first. After a successful install only the
     /// writer marks and key stripes remain to release.
     fn drop(&mut self) {
+        if let (Some(sink), Some(a)) = (self.txn.engine.sink(), self.logged) {
+            // Logged, never installed: a checkpoint must not wait for it.
+            sink.installed(a.phase);
+        }
         for &n in &self.nodes {
             // SAFETY: allocated by phase 10 and never published (install takes them).
             unsafe { versions::free_unused(n) };

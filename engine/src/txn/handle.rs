@@ -292,6 +292,25 @@ impl TxnHandle {
         self.txn().commit(durable)
     }
 
+    /// The first half of a commit with PostgreSQL (its PRE_COMMIT): everything that
+    /// can fail, nothing visible yet. With `xid` (the PostgreSQL transaction has one)
+    /// the redo record is written here, tagged with it, and made durable if `durable`:
+    /// recovery applies it only if PostgreSQL's commit log says `xid` committed. Then
+    /// [`TxnHandle::finish`] (at PostgreSQL's COMMIT) or [`TxnHandle::abort`]. On error
+    /// the transaction is aborted.
+    pub fn prepare(&mut self, xid: Option<u32>, durable: bool) -> Result<()> {
+        let _s = scope::enter();
+        self.txn().prepare(xid, durable)
+    }
+
+    /// The second half: installs (and, without an xid, writes the redo record), then
+    /// with `durable` waits until it is durable. Returns the commit TID (0 for a
+    /// transaction without writes). Fails only if the log cannot be written or synced.
+    pub fn finish(&mut self, durable: bool) -> Result<Tid> {
+        let _s = scope::enter();
+        self.txn().finish(durable)
+    }
+
     pub fn abort(&mut self) {
         let _s = scope::enter();
         if self.txn().active {

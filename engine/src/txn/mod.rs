@@ -168,6 +168,8 @@ pub(crate) struct Txn {
     snap_slot: Option<usize>,
     /// Read committed: the snapshot the current statement reads (None: newest).
     statement_snapshot: Option<Tid>,
+    /// Between [`Txn::prepare`] and [`Txn::finish`] (see [`commit`]).
+    prepared: Option<commit::Prepared>,
     /// TRUNCATEs of this transaction, in order (see [`truncate`]).
     truncations: Vec<truncate::Truncation>,
     /// Shared-memory bytes the commit of the write set will take until the epoch
@@ -196,6 +198,7 @@ impl Txn {
             reads: ReadSet::default(),
             snap_slot: None,
             statement_snapshot: None,
+            prepared: None,
             truncations: Vec::new(),
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),

@@ -15,6 +15,7 @@ impl Txn {
     pub(super) fn abort(&mut self) {
         let engine = self.engine;
         self.release_snapshots();
+        self.undo_prepared();
         let discarded = self.entries.len();
         let chunks = self.entries.take_chunks();
         engine.set_waiting(self.lock_tag, 0);
@@ -44,8 +45,9 @@ impl Txn {
             if let Some(base) = unsafe { pending_bytes(e.base_version()) } {
                 let mut key = Vec::new();
                 for index in table.indexes().iter() {
-                    if index.key_of(&table.layout, base, &mut key).is_ok() {
-                        index.remove(&key, e.rowid, g);
+                    if index.key_of(&table.layout, base, &mut key).is_ok()
+                        && index.remove(&key, e.rowid, g)
+                    {
                         self.engine
                             .account(-((KEY_ENTRY_BYTES + key.len()) as isize));
                     }
