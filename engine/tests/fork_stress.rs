@@ -45,6 +45,10 @@ fn main() {
             "fork_stress::processes_racing_for_unique_keys_one_wins_each",
             processes_racing_for_unique_keys_one_wins_each as fn(),
         ),
+        (
+            "fork_stress::snapshot_readers_in_other_processes_see_constant_totals",
+            snapshot_readers_in_other_processes_see_constant_totals as fn(),
+        ),
     ] {
         match std::panic::catch_unwind(f) {
             Ok(()) => {
@@ -364,4 +368,103 @@ fn processes_racing_for_unique_keys_one_wins_each() {
     );
     let t = engine.table(table_id(31)).unwrap();
     assert_eq!(t.index_entries(31), Some(rows.len()));
+}
+
+/// Two processes move amounts between accounts while two others sum them at
+/// snapshots (read committed statement snapshots and repeatable read): every sum is
+/// the total, and once all have ended the old versions are reclaimed across processes.
+fn snapshot_readers_in_other_processes_see_constant_totals() {
+    const ACCOUNTS: i64 = 40;
+    const TOTAL: i64 = ACCOUNTS * 100;
+    let engine = setup(64 << 20);
+    engine.create_table(table_id(41), table_def()).unwrap();
+    let t = engine.table(table_id(41)).unwrap();
+    let mut txn = engine.begin();
+    for k in 0..ACCOUNTS {
+        txn.insert(&t, &pack(&t.layout, 0, k, "100"), Stmt { cid: 0, sub: 1 })
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    drop(t);
+    let sum = |txn: &mut TxnHandle, t: &TableHandle| -> i64 {
+        let (mut cursor, mut batch) = (ScanCursor::new(), RowBatch::new());
+        let mut total = 0;
+        while !cursor.done() {
+            txn.scan(t, &mut cursor, u32::MAX, &mut batch, 7).unwrap();
+            while let Some(r) = batch.next() {
+                total += unpack(&t.layout, r.data).2.parse::<i64>().unwrap();
+            }
+        }
+        total
+    };
+    assert!(fork_all(4, |p| {
+        let t = engine.table(table_id(41)).unwrap();
+        let mut rng = Rng::new(p as u64 + 1);
+        if p < 2 {
+            // Transfers: read the newest versions, move an amount, commit.
+            for _ in 0..1500 {
+                let mut txn = engine.begin();
+                let (a, b) = (
+                    rng.below(ACCOUNTS as u64) + 1,
+                    rng.below(ACCOUNTS as u64) + 1,
+                );
+                if a == b {
+                    continue;
+                }
+                let amount = rng.below(20) as i64;
+                let mut row = Vec::new();
+                let mut ok = true;
+                for (rowid, delta) in [(a, -amount), (b, amount)] {
+                    let rowid = RowId(rowid);
+                    let Some(tid) = txn.get(&t, rowid, 0, &mut row) else {
+                        ok = false;
+                        break;
+                    };
+                    let (w, k, v) = unpack(&t.layout, &row);
+                    let v = (v.parse::<i64>().unwrap() + delta).to_string();
+                    if txn
+                        .update(
+                            &t,
+                            rowid,
+                            tid,
+                            &pack(&t.layout, w, k, &v),
+                            Stmt { cid: 0, sub: 1 },
+                        )
+                        .is_err()
+                    {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    let _ = txn.commit();
+                }
+            }
+        } else {
+            for round in 0..300 {
+                let mut txn = engine.begin();
+                if round % 2 == 0 {
+                    let s = txn.snapshot().unwrap();
+                    txn.set_read_snapshot(Some(s));
+                } else {
+                    txn.set_isolation(txn::Isolation::RepeatableRead).unwrap();
+                }
+                assert_eq!(sum(&mut txn, &t), TOTAL, "round {round}");
+                std::thread::yield_now();
+                assert_eq!(sum(&mut txn, &t), TOTAL, "round {round}, same snapshot");
+                txn.commit().unwrap();
+            }
+        }
+    }));
+    let t = engine.table(table_id(41)).unwrap();
+    let mut txn = engine.begin();
+    assert_eq!(sum(&mut txn, &t), TOTAL);
+    txn.commit().unwrap();
+    engine.reclaim_versions(usize::MAX);
+    let stats = engine.version_stats();
+    assert_eq!(
+        (stats.versions, stats.queued, stats.oldest),
+        (0, 0, None),
+        "{stats:?}"
+    );
 }
