@@ -62,7 +62,7 @@ pub(super) enum Prepared {
     /// Nothing to install: finishing releases the row locks.
     ReadOnly,
     /// Locked, validated, and (with an xid) logged: finishing installs.
-    Writes(Box<CommitState>),
+    Writes(CommitState),
 }
 
 impl Txn {
@@ -107,7 +107,7 @@ impl Txn {
         match prepared {
             Ok(st) => {
                 let end = st.logged.map(|a| a.end);
-                self.prepared = Some(Prepared::Writes(Box::new(st)));
+                self.prepared = Some(Prepared::Writes(st));
                 if durable && xid.is_some() {
                     self.make_durable(end).inspect_err(|_| self.abort())?;
                 }
@@ -134,7 +134,7 @@ impl Txn {
             Prepared::ReadOnly => Ok((Tid::NONE, None, false)),
             Prepared::Writes(st) => epoch::with_guard(&engine.collector, |g| {
                 let tagged = st.xid.is_some();
-                Commit::resume(self, g, *st)
+                Commit::resume(self, g, st)
                     .finish_phases()
                     .map(|(tid, end)| (tid, end, tagged))
             }),
@@ -177,7 +177,7 @@ impl Txn {
     pub(super) fn undo_prepared(&mut self) {
         if let Some(Prepared::Writes(st)) = self.prepared.take() {
             let engine = self.engine;
-            epoch::with_guard(&engine.collector, |g| drop(Commit::resume(self, g, *st)));
+            epoch::with_guard(&engine.collector, |g| drop(Commit::resume(self, g, st)));
         }
     }
 }
@@ -493,15 +493,19 @@ impl<'t, 'g> Commit<'t, 'g> {
         let engine = txn.engine;
         self.horizon = engine.horizon();
         let keep = self.horizon < tid;
-        let existing = txn
-            .pending
-            .values()
-            .filter(|&&i| txn.entries.get(i).origin != Origin::Inserted)
-            .count();
-        if existing == 0 {
-            return Ok(());
+        let (mut updated, mut deleted) = (0, 0);
+        for &i in txn.pending.values() {
+            let e = txn.entries.get(i);
+            if e.origin != Origin::Inserted {
+                if e.newest.data.is_null() {
+                    deleted += 1;
+                } else {
+                    updated += 1;
+                }
+            }
         }
-        let nodes = if keep { existing } else { 0 };
+        let nodes = if keep { updated + deleted } else { 0 };
+        let queued = deleted + if keep { updated } else { 0 };
         let stale: usize = if keep {
             self.stale
                 .values()
@@ -512,9 +516,11 @@ impl<'t, 'g> Commit<'t, 'g> {
         } else {
             0
         };
-        engine.check_memory_for_delete(crate::engine::Need::of(
-            nodes * NODE_BYTES + existing * BYTES_PER_ROW + stale,
-        ))?;
+        let need = nodes * NODE_BYTES + queued * BYTES_PER_ROW + stale;
+        if need == 0 {
+            return Ok(());
+        }
+        engine.check_memory_for_delete(crate::engine::Need::of(need))?;
         for _ in 0..nodes {
             let n = OldVersion::alloc();
             engine.account(NODE_BYTES as isize);
