@@ -57,7 +57,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::AcqRel;
 use std::sync::Arc;
 
-/// Where a transaction is in its commit (see [`Txn::prepare`]).
+/// Where a transaction is in its commit (see [`Txn::prepare`]). The state is inline:
+/// boxing it would cost an allocation per commit.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Prepared {
     /// Nothing to install: finishing releases the row locks.
     ReadOnly,
