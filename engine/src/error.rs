@@ -20,6 +20,22 @@ pub enum AbortReason {
     TableChanged,
 }
 
+impl AbortReason {
+    /// PostgreSQL's primary message for the same failure (applications and tests match
+    /// on it); the reason itself goes into the error's detail.
+    pub fn pg_message(&self) -> &'static str {
+        match self {
+            AbortReason::WriteConflict | AbortReason::UniqueKeyBusy => {
+                "could not serialize access due to concurrent update"
+            }
+            AbortReason::RowDeleted => "could not serialize access due to concurrent delete",
+            AbortReason::ReadChanged | AbortReason::TableChanged => {
+                "could not serialize access due to read/write dependencies among transactions"
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for AbortReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -87,7 +103,7 @@ pub enum Error {
     IndexExists { name: String },
     #[error("index {id} of memory table {table} does not exist")]
     NoSuchIndex { table: TableId, id: u32 },
-    #[error("could not serialize access: {0}")]
+    #[error("{}", .0.pg_message())]
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]
     TxnNotActive,

@@ -73,6 +73,15 @@ unsafe extern "C-unwind" fn process_utility(
                         Some(_) => {}
                     }
                 }
+                pg_sys::NodeTag::T_LockStmt => {
+                    match crate::lock_table::lock_tables(stmt as *mut pg_sys::LockStmt, context) {
+                        None => return,
+                        Some(s) if s != stmt as *mut pg_sys::LockStmt => {
+                            pstmt = with_statement(pstmt, s as *mut pg_sys::Node);
+                        }
+                        Some(_) => {}
+                    }
+                }
                 pg_sys::NodeTag::T_DropdbStmt => {
                     let name = (*(stmt as *mut pg_sys::DropdbStmt)).dbname;
                     dropped_db = pg_sys::get_database_oid(name, true);

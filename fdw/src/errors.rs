@@ -39,8 +39,10 @@ pub fn raise(e: Error) -> ! {
                 "Delete rows or drop memory tables, or raise memfdw.max_memory in postgresql.conf and restart.",
             );
         }
-        Error::Conflict(_) => {
-            report = report.set_hint("The transaction might succeed if retried.");
+        Error::Conflict(reason) => {
+            report = report
+                .set_detail(format!("memfdw: {reason}."))
+                .set_hint("The transaction might succeed if retried.");
         }
         Error::UniqueViolation {
             table,

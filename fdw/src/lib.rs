@@ -15,6 +15,7 @@ mod handler;
 mod index_ddl;
 mod index_paths;
 mod introspect;
+mod lock_table;
 mod modify;
 mod plan_private;
 mod scan;

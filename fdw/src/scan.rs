@@ -325,9 +325,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                         continue;
                     };
                     if locked_tid != tid && xact::snapshot_isolation() {
-                        // PostgreSQL's message for the same case.
+                        // Changed since the snapshot: PostgreSQL's "concurrent update".
                         errors::raise(memfdw_engine::Error::Conflict(
-                            memfdw_engine::AbortReason::ReadChanged,
+                            memfdw_engine::AbortReason::WriteConflict,
                         ));
                     }
                     if locked_tid != tid {
@@ -448,7 +448,15 @@ fn lock_row_waiting(
     loop {
         match xact::with_txn(|t| t.lock_row(table, rowid, sub)).or_raise() {
             RowLock::Locked { tid, fresh } => return Some((tid, fresh)),
-            RowLock::Gone => return None,
+            RowLock::Gone => {
+                if xact::snapshot_isolation() {
+                    // Deleted since the snapshot: PostgreSQL's "concurrent delete".
+                    errors::raise(memfdw_engine::Error::Conflict(
+                        memfdw_engine::AbortReason::RowDeleted,
+                    ));
+                }
+                return None;
+            }
             RowLock::Busy { holder } => {
                 match policy {
                     LockPolicy::Skip => return None,
