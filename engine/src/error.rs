@@ -107,6 +107,11 @@ pub enum Error {
     Conflict(AbortReason),
     #[error("the transaction is no longer active")]
     TxnNotActive,
+    /// A transaction that has not committed yet inserted the unique key this
+    /// statement needs: the caller waits for `holder` (its row-lock tag) to end, then
+    /// tries again (PostgreSQL's wait for the inserting transaction).
+    #[error("a concurrent transaction is inserting the same unique key")]
+    KeyPending { holder: u64 },
     #[error("too many transactions hold memory-table snapshots at once (at most {max})")]
     TooManySnapshots { max: usize },
     #[error("corrupt redo data: {0}")]
@@ -141,6 +146,7 @@ impl Error {
             Error::Conflict(_) => "40001",
             Error::TxnNotActive => "25P02",
             Error::TooManySnapshots { .. } => "53000",
+            Error::KeyPending { .. } => "40001",
             Error::Corrupt(_) => "XX001",
             Error::LogIo(_) | Error::NotDurable(_) => "58030",
         }

@@ -94,11 +94,17 @@ impl<'g> Snapshot<'g> {
 impl Record {
     /// A new record that is absent (its inserter has not committed).
     pub fn new_absent(rowid: RowId) -> Box<Record> {
+        Self::new_inserted(rowid, 0)
+    }
+
+    /// A new absent record, row-locked by its inserter `owner` (a lock tag) until
+    /// it commits or aborts: a transaction needing the same unique key waits for it.
+    pub fn new_inserted(rowid: RowId, owner: u64) -> Box<Record> {
         Box::new(Record {
             version: AtomicU64::new(ABSENT_BIT),
             data: AtomicPtr::new(ptr::null_mut()),
             older: AtomicPtr::new(ptr::null_mut()),
-            owner: AtomicU64::new(0),
+            owner: AtomicU64::new(owner),
             rowid,
         })
     }

@@ -308,8 +308,9 @@ fn racing_inserts_of_one_key_exactly_one_wins() {
                     barrier.wait();
                     let mut txn = e.begin();
                     let ins = txn.insert(&t, &row(&t, Some(k), Some(w)), Stmt { cid: 1, sub: 1 });
-                    // Odd rounds: everybody has inserted before anybody commits, so
-                    // only the commit-time check can stop the duplicates.
+                    // Odd rounds: everybody has tried to insert before anybody commits;
+                    // who found the key inserted by another, not committed, gets
+                    // KeyPending (the glue waits for that transaction, then retries).
                     if k % 2 == 1 {
                         barrier.wait();
                     }
@@ -317,6 +318,7 @@ fn racing_inserts_of_one_key_exactly_one_wins() {
                     match res {
                         Ok(_) => wins.lock().unwrap()[k as usize] += 1,
                         Err(Error::UniqueViolation { .. })
+                        | Err(Error::KeyPending { .. })
                         | Err(Error::Conflict(AbortReason::UniqueKeyBusy)) => {}
                         Err(other) => panic!("unexpected {other:?}"),
                     }

@@ -127,3 +127,35 @@ fn recovery_applies_a_tagged_commit_only_if_its_transaction_committed() {
     assert_eq!(all.len(), 3 + 1 + big.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_uncommitted_insert_holds_its_unique_key_for_others() {
+    let e = engine();
+    let t = table_with_key(e, 4);
+    for commit in [true, false] {
+        let k = commit as i64;
+        let mut a = insert(e, &t, &[k]);
+        let mut b = e.begin();
+        let r = b.insert(&t, &pack(&t.layout, 0, k, "b"), STMT);
+        let Err(Error::KeyPending { holder }) = r else {
+            panic!("expected to wait for the inserter: {r:?}");
+        };
+        assert_eq!(holder, a.id(), "the inserter is named");
+        if commit {
+            a.commit().unwrap();
+            assert!(matches!(
+                b.insert(&t, &pack(&t.layout, 0, k, "b"), STMT),
+                Err(Error::UniqueViolation { .. })
+            ));
+        } else {
+            a.abort();
+            b.insert(&t, &pack(&t.layout, 0, k, "b"), STMT).unwrap();
+            b.commit().unwrap();
+        }
+    }
+    let keys: Vec<(i64, String)> = scan_all(e, 4)
+        .into_iter()
+        .map(|((_, k), v)| (k, v))
+        .collect();
+    assert_eq!(keys, vec![(0, "b".into()), (1, "v".into())]);
+}

@@ -21,6 +21,7 @@ fn code(e: &Error) -> PgSqlErrorCode {
         Error::Conflict(_) => ERRCODE_T_R_SERIALIZATION_FAILURE,
         Error::TxnNotActive => ERRCODE_IN_FAILED_SQL_TRANSACTION,
         Error::TooManySnapshots { .. } => ERRCODE_INSUFFICIENT_RESOURCES,
+        Error::KeyPending { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
         Error::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
         Error::LogIo(_) | Error::NotDurable(_) => ERRCODE_IO_ERROR,
         Error::TooManyKeyColumns { .. } => ERRCODE_TOO_MANY_COLUMNS,

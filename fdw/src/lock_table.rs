@@ -45,7 +45,7 @@ pub unsafe fn lock_tables(
             let mode = (*stmt).mode;
             check_privilege(relid, mode);
             let flags = if (*stmt).nowait {
-                pg_sys::RVROption::RVR_NOWAIT as u32
+                pg_sys::RVROption::RVR_NOWAIT
             } else {
                 0
             };

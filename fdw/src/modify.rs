@@ -20,6 +20,9 @@ pub struct ModifyState {
     ctid_attno: pg_sys::AttrNumber,
     /// Buffer for the old row of DELETE ... RETURNING.
     old: Vec<u8>,
+    /// INSERT ... ON CONFLICT DO NOTHING: a row whose unique key is taken is skipped
+    /// (after waiting for a transaction inserting the same key, as PostgreSQL does).
+    skip_conflicts: bool,
 }
 
 /// # Safety
@@ -59,7 +62,11 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
 
 /// # Safety
 /// `rinfo` must be a valid result relation info; called from Begin callbacks.
-unsafe fn init_state(rinfo: *mut pg_sys::ResultRelInfo, ctid_attno: pg_sys::AttrNumber) {
+unsafe fn init_state(
+    rinfo: *mut pg_sys::ResultRelInfo,
+    ctid_attno: pg_sys::AttrNumber,
+    skip_conflicts: bool,
+) {
     // SAFETY: forwarded contract.
     unsafe {
         let relid = (*(*rinfo).ri_RelationDesc).rd_id;
@@ -72,6 +79,7 @@ unsafe fn init_state(rinfo: *mut pg_sys::ResultRelInfo, ctid_attno: pg_sys::Attr
             table,
             ctid_attno,
             old: Vec::new(),
+            skip_conflicts,
         };
         (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -107,7 +115,10 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
                 );
             }
         }
-        init_state(rinfo, ctid_attno);
+        let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
+        let skip = op == pg_sys::CmdType::CMD_INSERT
+            && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
+        init_state(rinfo, ctid_attno, skip);
     }
 }
 
@@ -119,7 +130,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     // SAFETY: as in begin_foreign_modify.
-    unsafe { init_state(rinfo, 0) }
+    unsafe { init_state(rinfo, 0, false) }
 }
 
 /// # Safety
@@ -162,9 +173,36 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         let st = state(rinfo);
         st.packer.pack(&st.table.layout, slot).or_raise();
         let stmt = xact::current_stmt(true);
-        let rowid = xact::with_txn(|t| t.insert(&st.table, &st.packer.out, stmt)).or_raise();
+        // Others needing the same unique key wait for this transaction: it must hold
+        // its holder lock (see `xact::ensure_holder_lock`).
+        xact::ensure_holder_lock();
+        let r = waiting_for_keys(|| xact::with_txn(|t| t.insert(&st.table, &st.packer.out, stmt)));
+        let rowid = match r {
+            Err(memfdw_engine::Error::UniqueViolation { .. }) if st.skip_conflicts => {
+                return std::ptr::null_mut();
+            }
+            r => r.or_raise(),
+        };
         types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
         slot
+    }
+}
+
+/// Runs `write` again while it finds its unique key inserted by a transaction that has
+/// not ended: waits for that transaction first (in PostgreSQL's lock manager, so
+/// deadlocks, lock_timeout and cancel apply), as PostgreSQL waits for the inserting
+/// transaction; then the key is taken (23505) or free.
+fn waiting_for_keys<R>(
+    mut write: impl FnMut() -> Result<R, memfdw_engine::Error>,
+) -> Result<R, memfdw_engine::Error> {
+    loop {
+        match write() {
+            Err(memfdw_engine::Error::KeyPending { holder }) => {
+                xact::wait_for_holder(holder, false);
+                pgrx::check_for_interrupts!();
+            }
+            r => return r,
+        }
     }
 }
 
@@ -211,7 +249,11 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         let (rowid, tid) = target(st, plan_slot);
         st.packer.pack(&st.table.layout, slot).or_raise();
         let stmt = xact::current_stmt(true);
-        match xact::with_txn(|t| t.update(&st.table, rowid, tid, &st.packer.out, stmt)).or_raise() {
+        xact::ensure_holder_lock();
+        let r = waiting_for_keys(|| {
+            xact::with_txn(|t| t.update(&st.table, rowid, tid, &st.packer.out, stmt))
+        });
+        match r.or_raise() {
             WriteOutcome::Done => {
                 types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                 slot

@@ -662,8 +662,12 @@ impl<'t, 'g> Commit<'t, 'g> {
                 }
             }
             table.last_write_tid.fetch_max(tid.get(), AcqRel);
-            if e.origin == Origin::Inserted && !e.newest.data.is_null() {
-                table.last_insert_tid.fetch_max(tid.get(), AcqRel);
+            if e.origin == Origin::Inserted {
+                // Its inserter's lock ends with the commit.
+                rec.unlock_row(txn.lock_tag, engine);
+                if !e.newest.data.is_null() {
+                    table.last_insert_tid.fetch_max(tid.get(), AcqRel);
+                }
             }
             let deleted = e.newest.data.is_null();
             let rows_delta = match (e.origin, deleted) {

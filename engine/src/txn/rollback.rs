@@ -59,7 +59,9 @@ impl Txn {
             free_private(self.engine, o.data);
         }
         if let (Origin::Inserted, Some(rec)) = (e.origin, e.rec) {
-            // Our own absent record, linked until now.
+            // Our own absent record, linked until now; who waits for its key goes on.
+            // SAFETY: ours, still linked.
+            unsafe { rec.get() }.unlock_row(self.lock_tag, self.engine);
             self.tables[e.table].rows.remove(e.rowid, g);
             garbage.push(Retired::Record(rec.0));
         }

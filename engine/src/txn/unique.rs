@@ -6,15 +6,17 @@
 use super::{pending_bytes, write_set::Origin, RowKey, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::error::{AbortReason, Error, Result};
-use crate::ids::RowId;
+use crate::ids::{RowId, Tid};
 use crate::index::KeyIndex;
 use crate::keys;
 use crate::record::{self, RecordPtr};
 use crate::row::RowLayout;
+use crate::rowlock::WAITING;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +116,19 @@ impl Txn {
                 }) {
                     // SAFETY: pending buffers live until the transaction ends.
                     Some(&i) => unsafe { pending_bytes(self.entries.get(i).newest.data) },
-                    // SAFETY: reached through the index under guard `g`.
-                    None => unsafe { rec.get() }.read(g).live().map(|(d, _)| d),
+                    None => {
+                        // SAFETY: reached through the index under guard `g`.
+                        let r = unsafe { rec.get() };
+                        let s = r.read(g);
+                        if s.absent() && s.tid() == Tid::NONE {
+                            // Another transaction's insert, not committed: wait for it.
+                            let holder = r.owner.load(Ordering::Acquire) & !WAITING;
+                            if holder != 0 && holder != self.lock_tag {
+                                return Err(Error::KeyPending { holder });
+                            }
+                        }
+                        s.live().map(|(d, _)| d)
+                    }
                 },
             )
         })?;

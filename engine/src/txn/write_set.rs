@@ -206,7 +206,7 @@ impl Txn {
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
-        let rec = RecordPtr(Box::into_raw(Record::new_absent(rowid)));
+        let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowid, self.lock_tag)));
         self.engine.account(RECORD_BYTES as isize);
         epoch::with_guard(&self.engine.collector, |g| {
             t.rows.insert(rowid, rec, g);
