@@ -318,10 +318,10 @@ fn sessions_racing_for_one_key_exactly_one_wins() {
                         s.execute("INSERT INTO u VALUES ($1, $2)", &[&k, &w])
                             .map(|_| ())
                     } else {
-                        // Everybody inserts before anybody commits: the commit decides.
+                        // In a transaction block: who comes second waits in its INSERT
+                        // for the first to end (as on heap), then fails or goes on.
                         s.batch_execute("BEGIN").unwrap();
                         let ins = s.execute("INSERT INTO u VALUES ($1, $2)", &[&k, &w]);
-                        barrier.wait();
                         match ins {
                             Ok(_) => s.batch_execute("COMMIT"),
                             Err(e) => {
