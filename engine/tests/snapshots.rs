@@ -7,65 +7,25 @@
 
 mod common;
 
-use common::{engine, table_id, Rng};
+use common::acct::{key, row};
+use common::{engine, Rng};
 use memfdw_engine::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// acct(id int4, bal int8), unique index on id (index id = table oid).
+/// The accounts table (see `common::acct`), `n` accounts holding 100 each.
 fn setup(e: &'static Engine, oid: u32, n: i32) -> TableHandle {
-    e.create_table(
-        table_id(oid),
-        TableDef {
-            database: 1,
-            name: "acct".into(),
-            columns: vec![
-                ColumnDef::new("id", ColumnType::Int4, false),
-                ColumnDef::new("bal", ColumnType::Int8, false),
-            ],
-        },
-    )
-    .unwrap();
-    let t = e.table(table_id(oid)).unwrap();
-    let mut txn = e.begin();
-    txn.create_index(
-        &t,
-        IndexDef {
-            id: oid,
-            name: format!("acct_{oid}_pkey"),
-            columns: vec![0],
-            unique: true,
-            primary: true,
-        },
-    )
-    .unwrap();
-    for i in 0..n {
-        txn.insert(&t, &row(&t, i, 100), STMT).unwrap();
-    }
-    txn.commit().unwrap();
-    t
+    common::acct::setup(e, oid, n, 100)
 }
 
 const STMT: Stmt = Stmt { cid: 1, sub: 1 };
-
-fn row(t: &TableHandle, id: i32, bal: i64) -> Vec<u8> {
-    t.layout
-        .pack(&[Some(&id.to_le_bytes()), Some(&bal.to_le_bytes())])
-        .unwrap()
-}
 
 fn unpack(t: &TableHandle, r: &[u8]) -> (i32, i64) {
     (
         i32::from_le_bytes(t.layout.get(r, 0).unwrap().try_into().unwrap()),
         i64::from_le_bytes(t.layout.get(r, 1).unwrap().try_into().unwrap()),
     )
-}
-
-fn key(id: i32) -> Vec<u8> {
-    let mut k = Vec::new();
-    keys::encode_value(ColumnType::Int4, Some(&id.to_le_bytes()), &mut k).unwrap();
-    k
 }
 
 /// Every row the transaction sees: row id -> (id, bal, tid), in batches of 3.

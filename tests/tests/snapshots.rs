@@ -200,6 +200,26 @@ fn a_long_reader_holds_versions_until_it_ends() {
     }
 }
 
+/// Runs PostgreSQL client program `tool` against the cluster; Err(stderr) on failure.
+fn run_tool(c: &Cluster, tool: &str, args: &[&str]) -> Result<(), String> {
+    let bin = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let port = c.port.to_string();
+    let out = Command::new(format!("{bin}/{tool}"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 #[test]
 fn pg_dump_of_a_live_database_restores_to_a_consistent_state() {
     let c = Cluster::start();
@@ -207,61 +227,30 @@ fn pg_dump_of_a_live_database_restores_to_a_consistent_state() {
     setup(&c, "live");
     let stop = Arc::new(AtomicBool::new(false));
     let writers = transfers(&c, "live", 3, stop.clone());
-    let bin = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     let dump = c.dir.join("live.dump");
     for (i, extra) in [&[][..], &["--serializable-deferrable"][..], &[][..]]
         .iter()
         .enumerate()
     {
-        let out = Command::new(format!("{bin}/pg_dump"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &c.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["--include-foreign-data=memfdw", "-Fc", "-f"])
-            .arg(&dump)
-            .args(*extra)
-            .arg("live")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_dump #{i} failed under writes: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["--include-foreign-data=memfdw", "-Fc", "-f"];
+        args.push(dump.to_str().unwrap());
+        args.extend_from_slice(extra);
+        args.push("live");
+        run_tool(&c, "pg_dump", &args).unwrap_or_else(|e| panic!("pg_dump #{i} under writes: {e}"));
     }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
     }
-    let mut s = c.connect();
-    s.batch_execute("CREATE DATABASE restored").unwrap();
-    let out = Command::new(format!("{bin}/pg_restore"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &c.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", "restored", "--exit-on-error"])
-        .arg(&dump)
-        .output()
+    c.connect()
+        .batch_execute("CREATE DATABASE restored")
         .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_tool(
+        &c,
+        "pg_restore",
+        &["-d", "restored", "--exit-on-error", dump.to_str().unwrap()],
+    )
+    .unwrap_or_else(|e| panic!("pg_restore: {e}"));
     let mut r = c.connect_as("postgres", "restored");
     let (n, total): (i64, i64) = {
         let row = r

@@ -184,6 +184,24 @@ impl Txn {
     }
 }
 
+impl Txn {
+    /// Pre-existing rows this commit updates, and deletes.
+    fn existing_rows_written(&self) -> (usize, usize) {
+        let (mut updated, mut deleted) = (0, 0);
+        for &i in self.pending.values() {
+            let e = self.entries.get(i);
+            if e.origin != Origin::Inserted {
+                if e.newest.data.is_null() {
+                    deleted += 1;
+                } else {
+                    updated += 1;
+                }
+            }
+        }
+        (updated, deleted)
+    }
+}
+
 /// Items of the horizon queue a committer processes after its commit.
 const HELP_ITEMS: usize = 4;
 
@@ -196,37 +214,10 @@ struct Link {
     rowid: RowId,
 }
 
-/// What a prepared commit holds and must undo or finish (see [`Commit`]), kept in the
+/// What a commit holds and must undo or finish (see [`Commit`]); kept in the
 /// transaction between [`Txn::prepare`] and [`Txn::finish`].
+#[derive(Default)]
 pub(super) struct CommitState {
-    idx: Vec<Arc<[Arc<KeyIndex>]>>,
-    stripes: Vec<usize>,
-    locked: usize,
-    marked: Vec<usize>,
-    links: Vec<Link>,
-    stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
-    truncations: Vec<(Arc<Table>, Arc<Table>)>,
-    horizon: Tid,
-    nodes: Vec<*mut OldVersion>,
-    tid: Tid,
-    xid: Option<u32>,
-    logged: Option<Appended>,
-}
-
-/// A commit in progress, under one epoch guard. It records what the phases have done
-/// that a failure must undo; dropping it undoes that (see the module documentation).
-/// Between PostgreSQL's PRE_COMMIT and COMMIT it is suspended into a [`CommitState`].
-struct Commit<'t, 'g> {
-    txn: &'t mut Txn,
-    g: &'g Guard,
-    /// The commit TID (phase 7).
-    tid: Tid,
-    /// The PostgreSQL transaction, if it has one: its record is written by prepare.
-    xid: Option<u32>,
-    /// The redo append (phase 11), until the install reports it installed.
-    logged: Option<Appended>,
-    /// Was the record appended (with no log: phase 11 done)?
-    appended: bool,
     /// Each written table's indexes, by table slot, as of the commit.
     idx: Vec<Arc<[Arc<KeyIndex>]>>,
     /// Key stripes held (phase 1).
@@ -248,28 +239,39 @@ struct Commit<'t, 'g> {
     /// Chain nodes for the replaced versions, one per pre-existing row written, if a
     /// snapshot older than the TID may read them (phase 10; private memory).
     nodes: Vec<*mut OldVersion>,
+    /// The commit TID (phase 7).
+    tid: Tid,
+    /// The PostgreSQL transaction, if it has one: its record is written by prepare.
+    xid: Option<u32>,
+    /// The redo append (phase 11), until the install reports it installed.
+    logged: Option<Appended>,
+}
+
+/// A commit in progress, under one epoch guard. It records in its state what the
+/// phases have done that a failure must undo; dropping it undoes that (see the module
+/// documentation). Between PostgreSQL's PRE_COMMIT and COMMIT the state is kept in the
+/// transaction (suspended) and taken up again (resumed).
+struct Commit<'t, 'g> {
+    txn: &'t mut Txn,
+    g: &'g Guard,
+    /// Was the record appended (with no log: phase 11 done)?
+    appended: bool,
+    st: CommitState,
 }
 
 impl<'t, 'g> Commit<'t, 'g> {
     fn new(txn: &'t mut Txn, g: &'g Guard, xid: Option<u32>) -> Self {
-        let idx = txn.tables.iter().map(|t| t.indexes()).collect();
-        let truncations = txn.final_truncations();
+        let st = CommitState {
+            idx: txn.tables.iter().map(|t| t.indexes()).collect(),
+            truncations: txn.final_truncations(),
+            xid,
+            ..CommitState::default()
+        };
         Commit {
-            truncations,
             txn,
             g,
-            tid: Tid::NONE,
-            xid,
-            logged: None,
             appended: false,
-            idx,
-            stripes: Vec::new(),
-            locked: 0,
-            marked: Vec::new(),
-            links: scope::outside(Vec::new),
-            stale: BTreeMap::new(),
-            horizon: Tid::NONE,
-            nodes: scope::outside(Vec::new),
+            st,
         }
     }
 
@@ -281,12 +283,12 @@ impl<'t, 'g> Commit<'t, 'g> {
         self.validate_reads()?;
         self.mark_writers();
         self.link_new_keys();
-        self.tid = self.take_tid();
+        self.st.tid = self.take_tid();
         self.validate_writes()?;
         self.check_unique_keys()?;
-        self.prepare_versions(self.tid)?;
-        if self.xid.is_some() {
-            self.logged = self.append_redo(self.tid)?;
+        self.prepare_versions(self.st.tid)?;
+        if self.st.xid.is_some() {
+            self.st.logged = self.append_redo(self.st.tid)?;
             self.appended = true;
         }
         Ok(())
@@ -296,33 +298,20 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// and where the redo record ends.
     fn finish_phases(mut self) -> Result<(Tid, Option<Lsn>)> {
         if !self.appended {
-            self.logged = self.append_redo(self.tid)?;
+            self.st.logged = self.append_redo(self.st.tid)?;
             self.appended = true;
         }
-        let (tid, logged) = (self.tid, self.logged);
+        let (tid, logged) = (self.st.tid, self.st.logged);
         self.install(tid, logged);
-        self.logged = None;
+        self.st.logged = None;
         Ok((tid, logged.map(|a| a.end)))
     }
 
     /// Hands what the commit holds to a [`CommitState`] (nothing is undone).
     fn suspend(mut self) -> CommitState {
-        let st = CommitState {
-            idx: std::mem::take(&mut self.idx),
-            stripes: std::mem::take(&mut self.stripes),
-            locked: std::mem::replace(&mut self.locked, 0),
-            marked: std::mem::take(&mut self.marked),
-            links: std::mem::take(&mut self.links),
-            stale: std::mem::take(&mut self.stale),
-            truncations: std::mem::take(&mut self.truncations),
-            horizon: self.horizon,
-            nodes: std::mem::take(&mut self.nodes),
-            tid: self.tid,
-            xid: self.xid,
-            logged: self.logged.take(),
-        };
-        debug_assert!(self.xid.is_none() || self.appended);
-        st
+        debug_assert!(self.st.xid.is_none() || self.appended);
+        // Dropped with an empty state: nothing is undone.
+        std::mem::take(&mut self.st)
     }
 
     /// Takes a suspended commit up again, under guard `g`.
@@ -331,28 +320,17 @@ impl<'t, 'g> Commit<'t, 'g> {
             txn,
             g,
             appended: st.xid.is_some(),
-            tid: st.tid,
-            xid: st.xid,
-            logged: st.logged,
-            idx: st.idx,
-            stripes: st.stripes,
-            locked: st.locked,
-            marked: st.marked,
-            links: st.links,
-            stale: st.stale,
-            truncations: st.truncations,
-            horizon: st.horizon,
-            nodes: st.nodes,
+            st,
         }
     }
 
     /// Phase 1.
     fn lock_key_stripes(&mut self) -> Result<()> {
-        let stripes = self.txn.key_stripes(&self.idx)?;
+        let stripes = self.txn.key_stripes(&self.st.idx)?;
         for &s in &stripes {
             self.txn.engine.lock_key_stripe(s);
         }
-        self.stripes = stripes;
+        self.st.stripes = stripes;
         Ok(())
     }
 
@@ -379,7 +357,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             // SAFETY: linked records found under the guard stay allocated while it
             // lives.
             unsafe { rec.get() }.lock();
-            self.locked += 1;
+            self.st.locked += 1;
         }
     }
 
@@ -401,7 +379,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         for &w in &written {
             txn.tables[w].writers_in_flight.fetch_add(1, AcqRel);
         }
-        self.marked = written;
+        self.st.marked = written;
     }
 
     /// Phase 6: links the index entries of the final keys of rekeyed rows and of
@@ -411,7 +389,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         let g = self.g;
         for &i in txn.pending.values() {
             let e = txn.entries.get(i);
-            let indexes = &self.idx[e.table];
+            let indexes = &self.st.idx[e.table];
             let plain_insert =
                 e.origin == Origin::Inserted && e.older.is_empty() && !e.newest.data.is_null();
             let keeps_keys = !e.newest.data.is_null() && !txn.may_rekey(i);
@@ -442,7 +420,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                     index.insert(&kf, e.rowid, r, g);
                     txn.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
                     scope::outside(|| {
-                        self.links.push(Link {
+                        self.st.links.push(Link {
                             table: e.table,
                             index: n,
                             key: kf.clone(),
@@ -451,7 +429,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                     });
                 }
                 if base.is_some() && moved {
-                    scope::outside(|| self.stale.entry(i).or_default().push((n, kb.clone())));
+                    scope::outside(|| self.st.stale.entry(i).or_default().push((n, kb.clone())));
                 }
             }
         }
@@ -483,8 +461,8 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// Phase 9.
     fn check_unique_keys(&self) -> Result<()> {
-        if self.idx.iter().any(|l| l.iter().any(|x| x.def.unique)) {
-            self.txn.check_unique_at_commit(&self.idx, self.g)?;
+        if self.st.idx.iter().any(|l| l.iter().any(|x| x.def.unique)) {
+            self.txn.check_unique_at_commit(&self.st.idx, self.g)?;
         }
         Ok(())
     }
@@ -493,28 +471,19 @@ impl<'t, 'g> Commit<'t, 'g> {
     fn prepare_versions(&mut self, tid: Tid) -> Result<()> {
         let txn = &*self.txn;
         let engine = txn.engine;
-        self.horizon = engine.horizon();
-        let keep = self.horizon < tid;
-        let (mut updated, mut deleted) = (0, 0);
-        for &i in txn.pending.values() {
-            let e = txn.entries.get(i);
-            if e.origin != Origin::Inserted {
-                if e.newest.data.is_null() {
-                    deleted += 1;
-                } else {
-                    updated += 1;
-                }
-            }
-        }
+        self.st.horizon = engine.horizon();
+        let keep = self.st.horizon < tid;
+        let (updated, deleted) = txn.existing_rows_written();
         let nodes = if keep { updated + deleted } else { 0 };
         let queued = deleted + if keep { updated } else { 0 };
         let stale: usize = if keep {
-            self.stale
+            self.st
+                .stale
                 .values()
                 .flatten()
                 .map(|(_, k)| k.len())
                 .sum::<usize>()
-                + self.stale.values().map(Vec::len).sum::<usize>() * BYTES_PER_STALE_KEY
+                + self.st.stale.values().map(Vec::len).sum::<usize>() * BYTES_PER_STALE_KEY
         } else {
             0
         };
@@ -526,7 +495,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         for _ in 0..nodes {
             let n = OldVersion::alloc();
             engine.account(NODE_BYTES as isize);
-            scope::outside(|| self.nodes.push(n));
+            scope::outside(|| self.st.nodes.push(n));
         }
         Ok(())
     }
@@ -535,17 +504,7 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// no snapshot older than `tid` is left. None if there is nothing to wait for.
     fn deferred_work(&self, tid: Tid, keep: bool) -> Option<Deferred> {
         let txn = &*self.txn;
-        let (mut updated, mut deleted) = (0, 0);
-        for &i in txn.pending.values() {
-            let e = txn.entries.get(i);
-            if e.origin != Origin::Inserted {
-                if e.newest.data.is_null() {
-                    deleted += 1;
-                } else {
-                    updated += 1;
-                }
-            }
-        }
+        let (updated, deleted) = txn.existing_rows_written();
         if deleted == 0 && !(keep && updated > 0) {
             return None;
         }
@@ -571,10 +530,10 @@ impl<'t, 'g> Commit<'t, 'g> {
                 d.unlink.push(row);
             } else if keep {
                 d.prune.push(row);
-                for (n, key) in self.stale.get(&i).into_iter().flatten() {
+                for (n, key) in self.st.stale.get(&i).into_iter().flatten() {
                     d.stale.push(StaleKey {
                         row,
-                        index: self.idx[e.table][*n].clone(),
+                        index: self.st.idx[e.table][*n].clone(),
                         key: key[..].into(),
                     });
                 }
@@ -592,12 +551,12 @@ impl<'t, 'g> Commit<'t, 'g> {
         };
         let appended = scope::outside(|| {
             let mut records = CommitRecords::new(tid, sink.max_record());
-            if let Some(xid) = self.xid {
+            if let Some(xid) = self.st.xid {
                 records.xact(xid);
             }
             // Before the rows: replay empties the tables, then applies what this
             // transaction wrote into the replacements.
-            for (old, _) in &self.truncations {
+            for (old, _) in &self.st.truncations {
                 records.truncate(old.id);
             }
             for &i in txn.pending.values() {
@@ -617,13 +576,13 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// unlock it; unlink stale keys (at once if no snapshot is older than the commit)
     /// and retire what was replaced. Cannot fail.
     fn install(&mut self, tid: Tid, logged: Option<Appended>) {
-        let keep = !self.nodes.is_empty();
+        let keep = !self.st.nodes.is_empty();
         // Queued before any record is unlocked: see the `versions` invariants.
         if let Some(d) = self.deferred_work(tid, keep) {
             self.txn.engine.horizon_queue().push(d);
         }
-        let horizon = self.horizon;
-        let mut nodes = std::mem::take(&mut self.nodes).into_iter();
+        let horizon = self.st.horizon;
+        let mut nodes = std::mem::take(&mut self.st.nodes).into_iter();
         let txn = &mut *self.txn;
         let (engine, g) = (txn.engine, self.g);
         let mut garbage = Garbage::default();
@@ -651,12 +610,12 @@ impl<'t, 'g> Commit<'t, 'g> {
                     engine.account(-(NODE_BYTES as isize));
                 }
             }
-            let stale = self.stale.remove(&i).unwrap_or_default();
+            let stale = self.st.stale.remove(&i).unwrap_or_default();
             // Kept versions keep their keys until the horizon passes (see
             // `deferred_work`).
             if !(keep && existing) {
                 for (n, key) in stale {
-                    if self.idx[e.table][n].remove(&key, e.rowid, g) {
+                    if self.st.idx[e.table][n].remove(&key, e.rowid, g) {
                         engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
                     }
                 }
@@ -684,9 +643,9 @@ impl<'t, 'g> Commit<'t, 'g> {
             }
         }
         // Every record is unlocked; the linked keys stay.
-        self.locked = 0;
+        self.st.locked = 0;
         // Rows that moved into an index range count as inserts for phantom checks.
-        for l in std::mem::take(&mut self.links) {
+        for l in std::mem::take(&mut self.st.links) {
             txn.tables[l.table]
                 .last_insert_tid
                 .fetch_max(tid.get(), AcqRel);
@@ -694,7 +653,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         garbage.retire(engine, g);
         // TRUNCATEs: the replacements go into the catalog; readers that read the old
         // tables (serializable validation) see them written.
-        for (old, new) in std::mem::take(&mut self.truncations) {
+        for (old, new) in std::mem::take(&mut self.st.truncations) {
             old.last_write_tid.fetch_max(tid.get(), AcqRel);
             old.last_insert_tid.fetch_max(tid.get(), AcqRel);
             engine.replace_table(&old, new, false);
@@ -719,22 +678,22 @@ impl Drop for Commit<'_, '_> {
     /// Undoes what the phases did, latest first. After a successful install only the
     /// writer marks and key stripes remain to release.
     fn drop(&mut self) {
-        if let (Some(sink), Some(a)) = (self.txn.engine.sink(), self.logged) {
+        if let (Some(sink), Some(a)) = (self.txn.engine.sink(), self.st.logged) {
             // Logged, never installed: a checkpoint must not wait for it.
             sink.installed(a.phase);
         }
-        for &n in &self.nodes {
+        for &n in &self.st.nodes {
             // SAFETY: allocated by phase 10 and never published (install takes them).
             unsafe { versions::free_unused(n) };
             self.txn.engine.account(-(NODE_BYTES as isize));
         }
-        for l in &self.links {
-            self.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
+        for l in &self.st.links {
+            self.st.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
             self.txn
                 .engine
                 .account(-((KEY_ENTRY_BYTES + l.key.len()) as isize));
         }
-        for &i in self.txn.pending.values().take(self.locked) {
+        for &i in self.txn.pending.values().take(self.st.locked) {
             let rec = self
                 .txn
                 .entries
@@ -744,10 +703,10 @@ impl Drop for Commit<'_, '_> {
             // SAFETY: found under the commit guard, still held; we hold its lock.
             unsafe { rec.get() }.unlock();
         }
-        for &w in &self.marked {
+        for &w in &self.st.marked {
             self.txn.tables[w].writers_in_flight.fetch_sub(1, AcqRel);
         }
-        for &s in &self.stripes {
+        for &s in &self.st.stripes {
             self.txn.engine.unlock_key_stripe(s);
         }
     }

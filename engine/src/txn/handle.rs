@@ -233,12 +233,8 @@ impl TxnHandle {
         cid: u32,
         out: &mut Vec<u8>,
     ) -> Option<Tid> {
-        let _s = scope::enter();
-        let r = self.txn().get(t, rowid, cid, out);
-        if r.is_some() {
-            self.txn().note_read_committed();
-        }
-        r
+        let at = self.txn().read_view();
+        self.get_at(t, rowid, cid, at, out)
     }
 
     /// Like [`TxnHandle::get`], but reads the newest committed version whatever the
@@ -250,8 +246,19 @@ impl TxnHandle {
         cid: u32,
         out: &mut Vec<u8>,
     ) -> Option<Tid> {
+        self.get_at(t, rowid, cid, Tid::NEWEST, out)
+    }
+
+    fn get_at(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        cid: u32,
+        at: Tid,
+        out: &mut Vec<u8>,
+    ) -> Option<Tid> {
         let _s = scope::enter();
-        let r = self.txn().get_at(t, rowid, cid, Tid::NEWEST, out);
+        let r = self.txn().get_at(t, rowid, cid, at, out);
         if r.is_some() {
             self.txn().note_read_committed();
         }

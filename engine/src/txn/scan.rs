@@ -109,19 +109,9 @@ impl Txn {
         }
     }
 
-    /// The version of row `rowid` a statement with command id `cid` sees, copied into
-    /// `out` (cleared first). Returns the version's TID (0 for own inserts).
-    pub(super) fn get(
-        &self,
-        t: &TableHandle,
-        rowid: RowId,
-        cid: u32,
-        out: &mut Vec<u8>,
-    ) -> Option<Tid> {
-        self.get_at(t, rowid, cid, self.read_view(), out)
-    }
-
-    /// Like [`Txn::get`], reading committed rows at snapshot `at`.
+    /// The version of row `rowid` a statement with command id `cid` sees, committed rows
+    /// read at snapshot `at`, copied into `out` (cleared first). Returns the version's
+    /// TID (0 for own inserts).
     pub(super) fn get_at(
         &self,
         t: &TableHandle,

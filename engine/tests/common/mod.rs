@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod acct;
 pub mod mem_dir;
 
 use memfdw_engine::redo::payload::LogRecord;
