@@ -150,6 +150,40 @@ fn a_snapshot_sees_the_state_at_its_start_and_its_versions_go_after_it() {
 }
 
 #[test]
+fn a_failed_commit_keeps_a_key_entry_an_older_snapshot_still_needs() {
+    let e = engine();
+    let oid = 5;
+    let t = setup(e, oid, 1);
+    let (mut r, _) = reader(e);
+    let rows = scan(&mut r, &t);
+    let (&rid, &(_, _, v0)) = rows.iter().next().unwrap();
+    // Key 0 -> 10: the entry of key 0 stays while the reader's snapshot may need it.
+    let mut w = e.begin();
+    w.update(&t, rid, v0, &row(&t, 10, 100), STMT).unwrap();
+    w.commit().unwrap();
+    let entries = t.index_entries(oid);
+    // Key 10 -> 0 again, by a commit that fails after linking its keys.
+    let mut back = e.begin();
+    let mut out = Vec::new();
+    let v1 = back.get(&t, rid, u32::MAX, &mut out).unwrap();
+    back.update(&t, rid, v1, &row(&t, 0, 100), STMT).unwrap();
+    let mut other = e.begin();
+    other.update(&t, rid, v1, &row(&t, 10, 7), STMT).unwrap();
+    other.commit().unwrap();
+    assert!(matches!(back.commit(), Err(Error::Conflict(_))));
+    // The reader still finds the row through its key at its snapshot.
+    assert_eq!(lookup(&mut r, &t, oid, 0), vec![(rid, 0, 100)]);
+    assert_eq!(
+        t.index_entries(oid),
+        entries,
+        "the failed commit took no entry away"
+    );
+    r.commit().unwrap();
+    e.reclaim_versions(usize::MAX);
+    assert_eq!(t.index_entries(oid), Some(1), "only the live key remains");
+}
+
+#[test]
 fn every_way_a_transaction_ends_releases_its_snapshots() {
     let e = engine();
     let t = setup(e, 4, 2);

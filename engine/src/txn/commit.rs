@@ -416,7 +416,9 @@ impl<'t, 'g> Commit<'t, 'g> {
                     let _ = index.key_of(&table.layout, f, &mut kf);
                 }
                 let moved = base.is_none() || fin.is_none() || kf != kb;
-                if fin.is_some() && moved {
+                // The entry may be there already: a key the row had before, whose
+                // removal waits for an older snapshot. It is not this commit's to undo.
+                if fin.is_some() && moved && !index.contains(&kf, e.rowid, g) {
                     index.insert(&kf, e.rowid, r, g);
                     txn.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
                     scope::outside(|| {
