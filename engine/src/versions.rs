@@ -277,10 +277,10 @@ impl Engine {
     fn process(&'static self, item: Deferred, horizon: Tid, g: &Guard) {
         let mut garbage = Garbage::default();
         let mut key = Vec::new();
-        // SAFETY (every `rec.get()` below): the record is alive: its table is held by
-        // the item, and its retirement (this item's or a later one's `unlink`) waits
-        // for our guard.
+        // Every record an item names is alive: its table is held by the item, and its
+        // retirement (this item's or a later one's `unlink`) waits for our guard.
         for r in &item.prune {
+            // SAFETY: alive (see above).
             let rec = unsafe { r.rec.get() };
             if rec.older().is_null() {
                 continue;
@@ -292,6 +292,7 @@ impl Engine {
         }
         for s in &item.stale {
             let table = &item.tables[s.row.table as usize];
+            // SAFETY: alive (see above).
             let rec = unsafe { s.row.rec.get() };
             rec.lock();
             let cut = rec.prune(horizon);
@@ -313,6 +314,7 @@ impl Engine {
         }
         for r in &item.unlink {
             let table = &item.tables[r.table as usize];
+            // SAFETY: alive (see above); this unlink is what retires it, below.
             let rec = unsafe { r.rec.get() };
             rec.lock();
             // Every version is past the horizon (the row is deleted at or below it):
