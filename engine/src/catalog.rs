@@ -111,9 +111,6 @@ impl TableDef {
     /// Checks names, column count and type parameters.
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
-        if self.columns.is_empty() {
-            return Err(Error::NoColumns);
-        }
         if self.columns.len() > MAX_COLUMNS {
             return Err(Error::TooManyColumns {
                 count: self.columns.len(),
@@ -171,7 +168,8 @@ mod tests {
 
     #[test]
     fn validation_errors() {
-        assert_eq!(def(vec![]).validate(), Err(Error::NoColumns));
+        // Zero columns, as PostgreSQL allows (tables used only for LOCK TABLE).
+        assert_eq!(def(vec![]).validate(), Ok(()));
         let many = (0..MAX_COLUMNS + 1)
             .map(|i| ColumnDef::new(&format!("c{i}"), ColumnType::Int4, true))
             .collect();

@@ -56,6 +56,8 @@ pub struct Engine {
     key_locks: Box<[std::sync::atomic::AtomicU32]>,
     /// Futex stripes of row-lock waiters (see [`crate::rowlock`]).
     row_wakeups: Box<[std::sync::atomic::AtomicU32]>,
+    /// Holders of rows locked by more than one lock entry (see [`crate::rowlock`]).
+    lock_table: crate::rowlock::LockTable,
     /// Who waits for whom, for deadlock detection.
     wait_slots: Box<[crate::rowlock::WaitSlot]>,
     /// Serialises deadlock checks, so that of a cycle's members checking at once only
@@ -185,6 +187,7 @@ impl Engine {
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
             row_wakeups: crate::rowlock::new_wakeups(),
+            lock_table: crate::rowlock::new_lock_table(),
             wait_slots: crate::rowlock::new_wait_slots(),
             deadlock_check: crate::sync::SpinLock::new(()),
             snapshots: crate::snapshots::Snapshots::new(),
@@ -313,6 +316,10 @@ impl Engine {
 
     pub(crate) fn row_wakeups(&self) -> &[std::sync::atomic::AtomicU32] {
         &self.row_wakeups
+    }
+
+    pub(crate) fn lock_table(&self) -> &crate::rowlock::LockTable {
+        &self.lock_table
     }
 
     pub(crate) fn wait_slots(&self) -> &[crate::rowlock::WaitSlot] {

@@ -66,8 +66,6 @@ pub enum Error {
     },
     #[error("column \"{column}\" is defined more than once")]
     DuplicateColumn { column: String },
-    #[error("a memory table needs at least one column")]
-    NoColumns,
     #[error("row of {size} bytes is too large for a memory table (at most {max})")]
     RowTooLarge { size: usize, max: usize },
     #[error("null value in column \"{column}\" violates not-null constraint")]
@@ -133,7 +131,6 @@ impl Error {
             Error::InvalidLength { .. } => "42611",
             Error::NameTooLong { .. } => "42622",
             Error::DuplicateColumn { .. } => "42701",
-            Error::NoColumns => "42P16",
             Error::NullViolation { .. } => "23502",
             Error::BadValue { .. } | Error::ColumnCount { .. } => "XX000",
             Error::TableExists { .. } | Error::IndexExists { .. } => "42P07",

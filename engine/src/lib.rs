@@ -37,6 +37,7 @@ pub use ids::{Lsn, RowId, TableId, Tid};
 pub use index::IndexDef;
 pub use recovery::Replayer;
 pub use row::RowLayout;
+pub use rowlock::LockMode;
 pub use snapshots::OldestSnapshot;
 pub use txn::{
     BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,

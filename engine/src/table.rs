@@ -118,6 +118,21 @@ impl Table {
         out
     }
 
+    /// Do rows `a` and `b` hold the same bytes in every column of a unique index? (An
+    /// update from one to the other is not a "key update" in PostgreSQL's terms.)
+    pub fn unique_keys_equal(&self, a: &[u8], b: &[u8]) -> bool {
+        let _s = crate::scope::enter();
+        let list = self.indexes();
+        let same = list.iter().filter(|i| i.def.unique).all(|i| {
+            i.def
+                .columns
+                .iter()
+                .all(|&c| self.layout.get(a, c as usize) == self.layout.get(b, c as usize))
+        });
+        drop(list);
+        same
+    }
+
     /// The column types of index `id`'s key, in key order, if the table has it.
     pub fn index_key_types(&self, id: u32) -> Option<Vec<crate::catalog::ColumnType>> {
         let _s = crate::scope::enter();

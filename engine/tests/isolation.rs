@@ -75,7 +75,8 @@ fn bank(iso: Isolation, oid: u32) {
                             // PostgreSQL-style: lock (in row-id order: this test has no
                             // deadlock detection), then write the newest versions.
                             for r in [ra.min(rb), ra.max(rb)] {
-                                while let RowLock::Busy { holder } = txn.lock_row(&t, r, 1).unwrap()
+                                while let RowLock::Busy { holder, .. } =
+                                    txn.lock_row(&t, r, 1, LockMode::Update).unwrap()
                                 {
                                     txn.wait_row(
                                         &t,

@@ -34,13 +34,13 @@ fn lock(
 ) -> std::result::Result<Tid, ()> {
     let start = Instant::now();
     loop {
-        match txn.lock_row(t, rowid, sub).unwrap() {
+        match txn.lock_row(t, rowid, sub, LockMode::Update).unwrap() {
             RowLock::Locked { tid, .. } => {
                 txn.stop_waiting();
                 return Ok(tid);
             }
             RowLock::Gone => panic!("row gone"),
-            RowLock::Busy { holder } => {
+            RowLock::Busy { holder, .. } => {
                 if start.elapsed() > Duration::from_millis(50) && txn.deadlocked() {
                     txn.stop_waiting();
                     return Err(());
@@ -146,29 +146,29 @@ fn savepoint_rollback_releases_its_row_locks() {
         .unwrap();
     let mut t2 = e.begin();
     assert!(matches!(
-        t2.lock_row(&t, r, 1).unwrap(),
+        t2.lock_row(&t, r, 1, LockMode::Update).unwrap(),
         RowLock::Busy { .. }
     ));
     t1.rollback_to(2);
     assert!(matches!(
-        t2.lock_row(&t, r, 1).unwrap(),
+        t2.lock_row(&t, r, 1, LockMode::Update).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     // A lock taken and given back leaves the row free.
     t2.unlock_row(&t, r);
     assert!(matches!(
-        t1.lock_row(&t, r, 1).unwrap(),
+        t1.lock_row(&t, r, 1, LockMode::Update).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     t1.commit().unwrap();
     assert!(matches!(
-        t2.lock_row(&t, r, 1).unwrap(),
+        t2.lock_row(&t, r, 1, LockMode::Update).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
     t2.abort();
     let mut t3 = e.begin();
     assert!(matches!(
-        t3.lock_row(&t, r, 1).unwrap(),
+        t3.lock_row(&t, r, 1, LockMode::Update).unwrap(),
         RowLock::Locked { fresh: true, .. }
     ));
 }

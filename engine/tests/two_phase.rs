@@ -140,7 +140,11 @@ fn an_uncommitted_insert_holds_its_unique_key_for_others() {
         let Err(Error::KeyPending { holder }) = r else {
             panic!("expected to wait for the inserter: {r:?}");
         };
-        assert_eq!(holder, a.id(), "the inserter is named");
+        assert_eq!(
+            rowlock::txn_of(holder),
+            a.lock_tag(),
+            "the inserter is named"
+        );
         if commit {
             a.commit().unwrap();
             assert!(matches!(

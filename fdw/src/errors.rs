@@ -12,7 +12,6 @@ fn code(e: &Error) -> PgSqlErrorCode {
         Error::InvalidLength { .. } => ERRCODE_INVALID_COLUMN_DEFINITION,
         Error::NameTooLong { .. } => ERRCODE_NAME_TOO_LONG,
         Error::DuplicateColumn { .. } => ERRCODE_DUPLICATE_COLUMN,
-        Error::NoColumns => ERRCODE_INVALID_TABLE_DEFINITION,
         Error::NullViolation { .. } => ERRCODE_NOT_NULL_VIOLATION,
         Error::BadValue { .. } | Error::ColumnCount { .. } => ERRCODE_INTERNAL_ERROR,
         Error::TableExists { .. } => ERRCODE_DUPLICATE_TABLE,

@@ -58,9 +58,8 @@ unsafe fn check_constraint(c: *mut pg_sys::Constraint) {
         if (*c).nulls_not_distinct {
             unsupported("NULLS NOT DISTINCT constraints");
         }
-        if !(*c).including.is_null() {
-            unsupported("INCLUDE columns of keys");
-        }
+        // INCLUDE columns: every memory index reaches the whole row already, so they
+        // add nothing (they must still exist: checked with the key columns).
         if !(*c).options.is_null() {
             unsupported("storage parameters of keys");
         }
@@ -87,6 +86,7 @@ pub unsafe fn take_keys(stmt: *mut pg_sys::CreateForeignTableStmt) -> Vec<KeySpe
         let base = &mut (*stmt).base;
         let table = cstr((*base.relation).relname).unwrap_or_default();
         let mut specs = Vec::new();
+        let mut included: Vec<String> = Vec::new();
         let mut kept: *mut pg_sys::List = std::ptr::null_mut();
         let elts = PgList::<pg_sys::Node>::from_pg(base.tableElts);
         for elt in elts.iter_ptr() {
@@ -129,6 +129,11 @@ pub unsafe fn take_keys(stmt: *mut pg_sys::CreateForeignTableStmt) -> Vec<KeySpe
                 pg_sys::NodeTag::T_Constraint if is_key(elt as _).is_some() => {
                     let c = elt as *mut pg_sys::Constraint;
                     check_constraint(c);
+                    included.extend(
+                        PgList::<pg_sys::Node>::from_pg((*c).including)
+                            .iter_ptr()
+                            .map(|n| cstr(str_val(n)).unwrap_or_default()),
+                    );
                     let columns = PgList::<pg_sys::Node>::from_pg((*c).keys)
                         .iter_ptr()
                         .map(|n| cstr(str_val(n)).unwrap_or_default())
@@ -149,6 +154,19 @@ pub unsafe fn take_keys(stmt: *mut pg_sys::CreateForeignTableStmt) -> Vec<KeySpe
                 PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
                 format!("multiple primary keys for table \"{table}\" are not allowed")
             );
+        }
+        // INCLUDE columns must exist.
+        for name in &included {
+            let exists = PgList::<pg_sys::Node>::from_pg(base.tableElts)
+                .iter_ptr()
+                .any(|elt| {
+                    (*elt).type_ == pg_sys::NodeTag::T_ColumnDef
+                        && cstr((*(elt as *mut pg_sys::ColumnDef)).colname).as_deref()
+                            == Some(name.as_str())
+                });
+            if !exists {
+                column_missing(name);
+            }
         }
         // Primary-key columns are NOT NULL.
         for spec in specs.iter().filter(|s| s.primary) {
@@ -383,8 +401,16 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
         if !(*stmt).whereClause.is_null() {
             unsupported("partial indexes");
         }
-        if !(*stmt).indexIncludingParams.is_null() {
-            unsupported("INCLUDE columns of indexes");
+        // INCLUDE columns: every memory index reaches the whole row already; they
+        // must exist all the same.
+        if let Some(t) = crate::xact::table(relid) {
+            for el in PgList::<pg_sys::IndexElem>::from_pg((*stmt).indexIncludingParams).iter_ptr()
+            {
+                let name = cstr((*el).name).unwrap_or_default();
+                if !t.def.columns.iter().any(|c| c.name == name) {
+                    column_missing(&name);
+                }
+            }
         }
         if !(*stmt).options.is_null() {
             unsupported("storage parameters of indexes");

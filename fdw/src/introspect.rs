@@ -100,8 +100,10 @@ fn snapshots() -> TableIterator<
     let s = engine().version_stats();
     TableIterator::once((
         s.oldest.map(|o| o.tid.get() as i64),
-        s.oldest
-            .map(|o| format!("{}/{}", o.holder >> 32, o.holder & 0xffff_ffff)),
+        s.oldest.map(|o| {
+            let (backend, lxid, _) = memfdw_engine::rowlock::unpack_tag(o.holder);
+            format!("{backend}/{lxid}")
+        }),
         s.versions,
         s.bytes,
         s.queued as i64,

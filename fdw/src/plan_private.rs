@@ -2,6 +2,7 @@
 //! PostgreSQL copies plans with `copyObject`, so these are lists of nodes and integer
 //! lists only, read and written here and nowhere else.
 
+use memfdw_engine::LockMode;
 use pgrx::pg_sys;
 use std::ffi::c_void;
 
@@ -67,13 +68,36 @@ impl PathPrivate {
     }
 }
 
-/// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock policy)`.
+/// The row-lock mode of a `SELECT ... FOR KEY SHARE/SHARE/NO KEY UPDATE/UPDATE`, as
+/// an `Integer` node.
+pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode {
+    match s {
+        pg_sys::LockClauseStrength::LCS_FORKEYSHARE => LockMode::KeyShare,
+        pg_sys::LockClauseStrength::LCS_FORSHARE => LockMode::Share,
+        pg_sys::LockClauseStrength::LCS_FORNOKEYUPDATE => LockMode::NoKeyUpdate,
+        _ => LockMode::Update,
+    }
+}
+
+fn lock_mode_from_int(v: i32) -> LockMode {
+    match v {
+        0 => LockMode::KeyShare,
+        1 => LockMode::Share,
+        2 => LockMode::NoKeyUpdate,
+        _ => LockMode::Update,
+    }
+}
+
+/// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
+/// policy, lock mode)`.
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
     pub needed: *mut pg_sys::List,
     /// As in [`PathPrivate::choice`].
     pub choice: *mut pg_sys::List,
     pub lock: LockPolicy,
+    /// The strongest row-lock mode the query's locking clauses ask for on this table.
+    pub mode: LockMode,
 }
 
 impl ScanPrivate {
@@ -85,14 +109,15 @@ impl ScanPrivate {
             let mut l = pg_sys::lappend(std::ptr::null_mut(), self.needed as *mut c_void);
             l = pg_sys::lappend(l, self.choice as *mut c_void);
             // A node, not an int cell: fdw_private is copied as a list of nodes.
-            pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void)
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void);
+            pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: a three-element list we built.
+        // SAFETY: a four-element list we built.
         unsafe {
             ScanPrivate {
                 needed: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
@@ -100,6 +125,7 @@ impl ScanPrivate {
                 lock: LockPolicy::from_int(
                     (*(pg_sys::list_nth(l, 2) as *mut pg_sys::Integer)).ival,
                 ),
+                mode: lock_mode_from_int((*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival),
             }
         }
     }

@@ -8,12 +8,12 @@
 
 use crate::errors::{self, OrRaise};
 use crate::index_paths::{CondKind, IndexChoice};
-use crate::plan_private::{LockPolicy, PathPrivate, ScanPrivate};
+use crate::plan_private::{self, LockPolicy, PathPrivate, ScanPrivate};
 use crate::shmem::engine;
 use crate::types::{self, Codec};
 use crate::xact;
 use memfdw_engine::{keys, Error, IndexScan, KeyBound, RowBatch, ScanCursor, TableHandle};
-use memfdw_engine::{RowId, Tid};
+use memfdw_engine::{LockMode, RowId, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -36,6 +36,7 @@ pub struct ScanState {
     examined: u64,
     index: Option<IndexState>,
     lock: LockPolicy,
+    mode: LockMode,
     /// The newest version of a row whose lock was waited for.
     reread: Vec<u8>,
 }
@@ -138,10 +139,12 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         let path = PathPrivate::from_list((*best_path).fdw_private);
         // SELECT ... FOR UPDATE/SHARE: rows are locked as they are fetched.
         let mut lock = LockPolicy::None;
+        let mut mode = LockMode::KeyShare;
         for rm in pgrx::PgList::<pg_sys::PlanRowMark>::from_pg((*root).rowMarks).iter_ptr() {
             if (*rm).rti == (*baserel).relid
                 && (*rm).strength != pg_sys::LockClauseStrength::LCS_NONE
             {
+                mode = mode.max(plan_private::lock_mode_from_strength((*rm).strength));
                 lock = match (*rm).waitPolicy {
                     pg_sys::LockWaitPolicy::LockWaitSkip => LockPolicy::Skip,
                     pg_sys::LockWaitPolicy::LockWaitError => LockPolicy::NoWait,
@@ -153,6 +156,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             needed: needed_columns(baserel, quals),
             choice: path.choice,
             lock,
+            mode,
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -232,10 +236,10 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             xact::clear_fetched();
         }
         let private = ScanPrivate::from_list((*plan).fdw_private);
-        let lock = if for_update {
-            LockPolicy::Wait
+        let (lock, mode) = if for_update {
+            (LockPolicy::Wait, write_lock_mode(estate, scanrelid, &table))
         } else {
-            private.lock
+            (private.lock, private.mode)
         };
         let ncols = table.def.columns.len();
         let index = IndexChoice::from_list(private.choice).map(|choice| {
@@ -272,6 +276,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             examined: 0,
             index,
             lock,
+            mode,
             reread: Vec::new(),
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
@@ -306,6 +311,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             examined,
             index,
             lock,
+            mode,
             reread,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
@@ -320,36 +326,53 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     if !qual_passes(node, slot) {
                         continue;
                     }
-                    let Some((locked_tid, fresh)) = lock_row_waiting(table, *relid, rowid, *lock)
+                    let Some((locked_tid, fresh)) =
+                        lock_row_waiting(table, *relid, rowid, *lock, *mode)
                     else {
                         continue;
                     };
-                    if locked_tid != tid && xact::snapshot_isolation() {
-                        // Changed since the snapshot: PostgreSQL's "concurrent update".
-                        errors::raise(memfdw_engine::Error::Conflict(
-                            memfdw_engine::AbortReason::WriteConflict,
-                        ));
-                    }
                     if locked_tid != tid {
-                        // Changed while we waited: go on with the newest version if it
-                        // still qualifies (PostgreSQL's EvalPlanQual under READ COMMITTED).
                         let newest = xact::with_txn(|t| t.get_newest(table, rowid, *cid, reread));
-                        let Some(t2) = newest else {
-                            if fresh {
-                                xact::with_txn(|t| t.unlock_row(table, rowid));
+                        // FOR KEY SHARE of a row whose keys no update changed since it was
+                        // read: PostgreSQL locks that version and its successors, and
+                        // returns it without a recheck or a serialization failure.
+                        let keys_kept = *mode == LockMode::KeyShare
+                            && newest.is_some()
+                            && table.unique_keys_equal(r.data, reread);
+                        if !keys_kept {
+                            if xact::snapshot_isolation() {
+                                // Changed since the snapshot: PostgreSQL's "concurrent
+                                // update".
+                                errors::raise(memfdw_engine::Error::Conflict(
+                                    memfdw_engine::AbortReason::WriteConflict,
+                                ));
                             }
-                            continue;
-                        };
-                        types::unpack(codecs, Some(needed.as_slice()), &table.layout, reread, slot);
-                        types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
-                        types::store_virtual(slot);
-                        if !qual_passes(node, slot) {
-                            if fresh {
-                                xact::with_txn(|t| t.unlock_row(table, rowid));
+                            // Changed while we waited: go on with the newest version if
+                            // it still qualifies (PostgreSQL's EvalPlanQual under READ
+                            // COMMITTED).
+                            let Some(t2) = newest else {
+                                if fresh {
+                                    xact::with_txn(|t| t.unlock_row(table, rowid));
+                                }
+                                continue;
+                            };
+                            types::unpack(
+                                codecs,
+                                Some(needed.as_slice()),
+                                &table.layout,
+                                reread,
+                                slot,
+                            );
+                            types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                            types::store_virtual(slot);
+                            if !qual_passes(node, slot) {
+                                if fresh {
+                                    xact::with_txn(|t| t.unlock_row(table, rowid));
+                                }
+                                continue;
                             }
-                            continue;
+                            tid = t2;
                         }
-                        tid = t2;
                     }
                 }
                 if *for_update {
@@ -404,6 +427,44 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     }
 }
 
+/// The row-lock mode of an UPDATE or DELETE, as PostgreSQL's: a DELETE, and an
+/// UPDATE that assigns a column of a unique index, lock FOR UPDATE; other UPDATEs FOR
+/// NO KEY UPDATE, so they do not wait for (or block) FOR KEY SHARE. (PostgreSQL
+/// compares the old and new values of the key columns; memfdw looks at which columns
+/// the statement assigns, so `SET k = k` takes the stronger lock.)
+///
+/// # Safety
+/// Executor structures of the running statement; `scanrelid` is the scanned range
+/// table entry.
+unsafe fn write_lock_mode(
+    estate: *mut pg_sys::EState,
+    scanrelid: i32,
+    table: &TableHandle,
+) -> LockMode {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if (*(*estate).es_plannedstmt).commandType != pg_sys::CmdType::CMD_UPDATE {
+            return LockMode::Update;
+        }
+        let rte =
+            pg_sys::list_nth((*estate).es_range_table, scanrelid - 1) as *mut pg_sys::RangeTblEntry;
+        let assigned = (*rte).updatedCols;
+        let key_assigned = table.index_defs().iter().filter(|d| d.unique).any(|d| {
+            d.columns.iter().any(|&c| {
+                pg_sys::bms_is_member(
+                    c as i32 + 1 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                    assigned,
+                )
+            })
+        });
+        if key_assigned {
+            LockMode::Update
+        } else {
+            LockMode::NoKeyUpdate
+        }
+    }
+}
+
 /// Does the tuple in `slot` pass the scan's own quals?
 ///
 /// # Safety
@@ -428,27 +489,34 @@ unsafe fn qual_passes(
     }
 }
 
-/// Locks row `rowid` for the current statement, waiting for its holder like
-/// PostgreSQL waits for a heap row lock: in PostgreSQL's lock manager, on the holder's
-/// holder lock (see `xact::wait_for_holder`), so lock_timeout (55P03), statement_timeout
-/// and cancel (57014) end the wait and PostgreSQL's deadlock detector sees it (40P01).
-/// Returns the row's newest version and whether this call took the lock; None if the
-/// row is gone (or locked and the policy is SKIP LOCKED).
+/// Locks row `rowid` in `mode` for the current statement, waiting for its holders
+/// like PostgreSQL waits for a heap row lock: first in the row's queue (PostgreSQL's
+/// tuple lock, see [`RowQueue`]), then in PostgreSQL's lock manager on the holder's
+/// holder lock (see `xact::wait_for_holder`), so lock_timeout (55P03),
+/// statement_timeout and cancel (57014) end the wait and PostgreSQL's deadlock
+/// detector sees it (40P01). Returns the row's newest version and whether this call
+/// took the lock; None if the row is gone (or locked and the policy is SKIP LOCKED).
 fn lock_row_waiting(
     table: &TableHandle,
     relid: u32,
     rowid: RowId,
     policy: LockPolicy,
+    mode: LockMode,
 ) -> Option<(Tid, bool)> {
     use memfdw_engine::RowLock;
     let sub = xact::current_stmt(false).sub;
     // Before the row lock: a waiter that sees the row lock finds this one held.
     xact::ensure_holder_lock();
+    let mut queue = RowQueue::new(relid, rowid, mode);
     let mut spins = 0u32;
     loop {
-        match xact::with_txn(|t| t.lock_row(table, rowid, sub)).or_raise() {
-            RowLock::Locked { tid, fresh } => return Some((tid, fresh)),
+        match xact::with_txn(|t| t.lock_row(table, rowid, sub, mode)).or_raise() {
+            RowLock::Locked { tid, fresh } => {
+                queue.leave();
+                return Some((tid, fresh));
+            }
             RowLock::Gone => {
+                queue.leave();
                 if xact::snapshot_isolation() {
                     // Deleted since the snapshot: PostgreSQL's "concurrent delete".
                     errors::raise(memfdw_engine::Error::Conflict(
@@ -457,24 +525,23 @@ fn lock_row_waiting(
                 }
                 return None;
             }
-            RowLock::Busy { holder } => {
-                match policy {
-                    LockPolicy::Skip => return None,
-                    LockPolicy::NoWait => {
-                        if !xact::wait_for_holder(holder, true) {
-                            ereport!(
-                                ERROR,
-                                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                                format!(
-                                    "could not obtain lock on row in relation \"{}\"",
-                                    types::relation_name(pg_sys::Oid::from(relid))
-                                )
-                            );
-                        }
+            RowLock::Busy { holder, holding } => {
+                let nowait = policy != LockPolicy::Wait;
+                // One that holds a lock on the row already does not queue (as in
+                // PostgreSQL): those queued may be waiting for its lock.
+                if !(holding || queue.join(nowait)) || !xact::wait_for_holder(holder, nowait) {
+                    queue.leave();
+                    if policy == LockPolicy::Skip {
+                        return None;
                     }
-                    _ => {
-                        xact::wait_for_holder(holder, false);
-                    }
+                    ereport!(
+                        ERROR,
+                        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                        format!(
+                            "could not obtain lock on row in relation \"{}\"",
+                            types::relation_name(pg_sys::Oid::from(relid))
+                        )
+                    );
                 }
                 // The holder's lock was free: its row lock is gone, unless the row
                 // was locked again meanwhile (by another holder, or by the same one
@@ -488,6 +555,68 @@ fn lock_row_waiting(
                     });
                 }
             }
+        }
+    }
+}
+
+/// The queue of transactions waiting for one row: PostgreSQL's tuple lock
+/// (`LOCKTAG_TUPLE` on the row's ctid, in the heavyweight mode PostgreSQL uses for the
+/// row-lock mode), taken only by a transaction that has to wait and held until it has
+/// the row. Waiters thus get the row in the order they came (PostgreSQL's lock
+/// manager queues them), and pg_locks shows them as it does for heap rows.
+struct RowQueue {
+    tag: pg_sys::LOCKTAG,
+    lockmode: pg_sys::LOCKMODE,
+    held: bool,
+}
+
+impl RowQueue {
+    fn new(relid: u32, rowid: RowId, mode: LockMode) -> RowQueue {
+        let mut ctid = pg_sys::ItemPointerData::default();
+        types::rowid_to_ctid(rowid, &mut ctid);
+        let block = ((ctid.ip_blkid.bi_hi as u32) << 16) | ctid.ip_blkid.bi_lo as u32;
+        // PostgreSQL's tupleLockExtraInfo: the heavyweight modes conflict as the row
+        // modes do.
+        let lockmode = match mode {
+            LockMode::KeyShare => pg_sys::AccessShareLock,
+            LockMode::Share => pg_sys::RowShareLock,
+            LockMode::NoKeyUpdate => pg_sys::ExclusiveLock,
+            LockMode::Update => pg_sys::AccessExclusiveLock,
+        } as pg_sys::LOCKMODE;
+        RowQueue {
+            tag: pg_sys::LOCKTAG {
+                // SAFETY: reading this backend's database id.
+                locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+                locktag_field2: relid,
+                locktag_field3: block,
+                locktag_field4: ctid.ip_posid,
+                locktag_type: pg_sys::LockTagType::LOCKTAG_TUPLE as u8,
+                locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+            },
+            lockmode,
+            held: false,
+        }
+    }
+
+    /// Takes a place in the queue (once); false if `nowait` and it is taken.
+    fn join(&mut self, nowait: bool) -> bool {
+        if !self.held {
+            // SAFETY: a lock-manager call; errors (deadlock, timeouts, cancel) are
+            // raised by PostgreSQL, and the lock then goes with the (sub)transaction.
+            let r = unsafe { pg_sys::LockAcquire(&self.tag, self.lockmode, false, nowait) };
+            if r == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+                return false;
+            }
+            self.held = true;
+        }
+        true
+    }
+
+    fn leave(&mut self) {
+        if self.held {
+            // SAFETY: a lock this backend holds (taken by `join`).
+            unsafe { pg_sys::LockRelease(&self.tag, self.lockmode, false) };
+            self.held = false;
         }
     }
 }

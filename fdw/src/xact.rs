@@ -143,27 +143,31 @@ pub fn isolation() -> Isolation {
     }
 }
 
-/// This backend's virtual transaction id, packed as the engine's row-lock tag: a
-/// waiter unpacks it and waits on PostgreSQL's lock of that virtual transaction.
+/// This backend's virtual transaction id, packed as the engine's row-lock tag (the
+/// engine adds the subtransaction of each lock): a waiter unpacks it and waits on
+/// PostgreSQL's lock of that (sub)transaction.
 fn my_vxid_tag() -> u64 {
     // SAFETY: this backend's PGPROC and id, valid inside a transaction.
     let (backend, lxid) = unsafe { (pg_sys::MyBackendId, (*pg_sys::MyProc).lxid) };
-    ((backend as u32 as u64) << 32) | lxid as u64
+    memfdw_engine::rowlock::pack_tag(backend as u32, lxid)
 }
 
-/// PostgreSQL lock standing for "transaction `tag` holds memory-table row locks": an
-/// advisory-class lock (field 4 = 3, a class user advisory locks never use). The
-/// holder takes it exclusively in every subtransaction that locks rows, so a rolled
-/// back subtransaction releases it with its row locks; a waiter takes it shared and
-/// lets it go, which waits exactly as long as the holder may hold the row. Waiting in
+/// PostgreSQL lock standing for "(sub)transaction `tag` holds memory-table row locks":
+/// an advisory-class lock (field 4 = 3, a class user advisory locks never use; field
+/// 1 = the subtransaction's low bits, fields 2 and 3 = the virtual transaction id).
+/// The holder takes it exclusively in every subtransaction that locks rows, so a
+/// rolled back subtransaction releases it with its row locks (a committed one hands
+/// it to its parent, as its row locks); a waiter takes it shared and lets it go,
+/// which waits exactly as long as the holder may hold the row. Waiting in
 /// PostgreSQL's lock manager shows in pg_locks and isolationtester, joins
 /// PostgreSQL's deadlock detection (also across heap-table locks), and ends on
 /// lock_timeout, statement_timeout and cancel.
 fn holder_locktag(tag: u64) -> pg_sys::LOCKTAG {
+    let (backend, lxid, sub) = memfdw_engine::rowlock::unpack_tag(tag);
     pg_sys::LOCKTAG {
-        locktag_field1: 0,
-        locktag_field2: (tag >> 32) as u32,
-        locktag_field3: tag as u32,
+        locktag_field1: sub,
+        locktag_field2: backend,
+        locktag_field3: lxid,
         locktag_field4: 3,
         locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
         locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
@@ -175,7 +179,7 @@ pub fn ensure_holder_lock() {
     let sub = current_stmt(false).sub;
     let needed = BACKEND.with(|b| !b.borrow().holder_locked.contains(&sub));
     if needed {
-        let tag = holder_locktag(my_vxid_tag());
+        let tag = holder_locktag(memfdw_engine::rowlock::tag_of(my_vxid_tag(), sub));
         // SAFETY: a lock-manager call; the lock belongs to the current resource owner.
         unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as _, false, false) };
         BACKEND.with(|b| b.borrow_mut().holder_locked.push(sub));

@@ -625,7 +625,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             table.last_write_tid.fetch_max(tid.get(), AcqRel);
             if e.origin == Origin::Inserted {
                 // Its inserter's lock ends with the commit.
-                rec.unlock_row(txn.lock_tag, engine);
+                rec.release_insert_lock(txn.lock_tag, engine);
                 if !e.newest.data.is_null() {
                     table.last_insert_tid.fetch_max(tid.get(), AcqRel);
                 }

@@ -6,6 +6,7 @@ use crate::engine::TableHandle;
 use crate::error::{Error, Result};
 use crate::ids::{RowId, TableId, Tid};
 use crate::index::IndexDef;
+use crate::rowlock::LockMode;
 use crate::scope;
 use std::time::Duration;
 
@@ -181,22 +182,36 @@ impl TxnHandle {
         self.txn().iso
     }
 
-    /// Names this transaction in row locks by `tag` (non-zero, below 2^63, unique
-    /// among live transactions) instead of its id; call before locking any row.
+    /// Names this transaction in row locks by `tag` instead of its id: non-zero,
+    /// unique among live transactions, within [`crate::rowlock::TAG_MASK`], its low
+    /// [`crate::rowlock::SUB_BITS`] bits zero (they name the subtransaction of each
+    /// lock). Call before locking any row.
     pub fn set_lock_tag(&mut self, tag: u64) {
         assert!(
-            tag != 0 && tag & crate::rowlock::WAITING == 0,
+            tag != 0 && tag & !crate::rowlock::TAG_MASK == 0 && crate::rowlock::txn_of(tag) == tag,
             "invalid lock tag"
         );
         self.txn().lock_tag = tag;
     }
 
-    /// Locks row `rowid` for an UPDATE, DELETE or SELECT FOR UPDATE of subtransaction
-    /// `sub` (see [`crate::rowlock`]); never waits: on [`RowLock::Busy`] the caller
-    /// waits with [`TxnHandle::wait_row`] and tries again.
-    pub fn lock_row(&mut self, t: &TableHandle, rowid: RowId, sub: u32) -> Result<RowLock> {
+    /// This transaction's base lock tag (see [`TxnHandle::set_lock_tag`]).
+    pub fn lock_tag(&mut self) -> u64 {
+        self.txn().lock_tag
+    }
+
+    /// Locks row `rowid` in `mode` for an UPDATE, DELETE or SELECT FOR ... of
+    /// subtransaction `sub` (see [`crate::rowlock`]); never waits: on
+    /// [`RowLock::Busy`] the caller waits with [`TxnHandle::wait_row`] (or for the
+    /// holder's subtransaction) and tries again.
+    pub fn lock_row(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        sub: u32,
+        mode: LockMode,
+    ) -> Result<RowLock> {
         let _s = scope::enter();
-        self.txn().lock_row(t, rowid, sub)
+        self.txn().lock_row(t, rowid, sub, mode)
     }
 
     /// Releases the lock on `rowid` that the last `lock_row` took (it was `fresh`).

@@ -98,8 +98,12 @@ pub enum RowLock {
     /// The row is locked by this transaction; `tid` is its newest committed version
     /// (0 for a row this transaction inserted), `fresh` if this call took the lock.
     Locked { tid: Tid, fresh: bool },
-    /// Another transaction holds the lock.
-    Busy { holder: u64 },
+    /// Another transaction holds it in a conflicting mode: `holder` is the lock tag
+    /// (transaction and subtransaction, see [`crate::rowlock`]) to wait for.
+    /// `holding`: this transaction already holds a weaker lock on the row (PostgreSQL
+    /// lets such a waiter skip the row's queue of waiters, or it would deadlock with
+    /// those waiting for its own lock).
+    Busy { holder: u64, holding: bool },
     /// The row no longer exists.
     Gone,
 }
@@ -192,7 +196,7 @@ impl Txn {
             pending: PendingMap::new(),
             rekeyed: Rekeyed::default(),
             row_locks: Chunked::default(),
-            lock_tag: id,
+            lock_tag: id << crate::rowlock::SUB_BITS,
             iso: Isolation::ReadCommitted,
             start_tid: Tid::NONE,
             reads: ReadSet::default(),

@@ -61,7 +61,7 @@ impl Txn {
         if let (Origin::Inserted, Some(rec)) = (e.origin, e.rec) {
             // Our own absent record, linked until now; who waits for its key goes on.
             // SAFETY: ours, still linked.
-            unsafe { rec.get() }.unlock_row(self.lock_tag, self.engine);
+            unsafe { rec.get() }.release_insert_lock(self.lock_tag, self.engine);
             self.tables[e.table].rows.remove(e.rowid, g);
             garbage.push(Retired::Record(rec.0));
         }

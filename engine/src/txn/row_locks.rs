@@ -1,12 +1,13 @@
-//! Row locks taken for UPDATE, DELETE and SELECT FOR UPDATE (see [`crate::rowlock`]
-//! for the lock word and waits), held until the transaction or the subtransaction
-//! that took them ends.
+//! Row locks taken for UPDATE, DELETE and SELECT FOR KEY SHARE/SHARE/NO KEY
+//! UPDATE/UPDATE (see [`crate::rowlock`] for the lock word, modes and waits), held
+//! until the transaction or the subtransaction that took them ends.
 
 use super::{RowLock, Txn};
 use crate::engine::TableHandle;
 use crate::epoch;
 use crate::error::Result;
 use crate::ids::{RowId, Tid};
+use crate::rowlock::{tag_of, txn_of, LockMode, WAITING};
 use crossbeam_epoch::Guard;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ impl Txn {
     /// Releases the row locks taken by subtransaction `sub` or later (0: all).
     pub(super) fn release_row_locks(&mut self, g: &Guard, sub: u32) {
         let _ = g;
-        let (id, engine) = (self.lock_tag, self.engine);
+        let (base, engine) = (self.lock_tag, self.engine);
         // Chunk by chunk, without allocating more than the kept entries' chunks.
         for chunk in self.row_locks.take_chunks() {
             for (r, s) in chunk {
@@ -22,7 +23,7 @@ impl Txn {
                     // SAFETY: a row-locked record is deleted only by its holder (us),
                     // which releases it under the guard `g` of that commit: still
                     // allocated.
-                    unsafe { r.get() }.unlock_row(id, engine);
+                    unsafe { r.get() }.unlock_row(tag_of(base, s), engine);
                 } else {
                     crate::scope::outside(|| self.row_locks.push((r, s)));
                 }
@@ -30,7 +31,13 @@ impl Txn {
         }
     }
 
-    pub(super) fn lock_row(&mut self, t: &TableHandle, rowid: RowId, sub: u32) -> Result<RowLock> {
+    pub(super) fn lock_row(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        sub: u32,
+        mode: LockMode,
+    ) -> Result<RowLock> {
         if let Some(e) = self.pending_entry(t, rowid) {
             if e.newest.data.is_null() {
                 return Ok(RowLock::Gone);
@@ -43,15 +50,17 @@ impl Txn {
             }
         }
         let engine = self.engine;
-        let me = self.lock_tag;
+        let me = tag_of(self.lock_tag, sub);
         Ok(epoch::with_guard(&engine.collector, |g| {
             let Some(r) = t.rows.get(rowid, g) else {
                 return RowLock::Gone;
             };
             // SAFETY: reached through the row index under guard `g`.
             let rec = unsafe { r.get() };
-            match rec.try_lock_row(me) {
-                crate::rowlock::TryLock::Busy { holder } => RowLock::Busy { holder },
+            match rec.try_lock_row(me, mode, engine) {
+                crate::rowlock::TryLock::Busy { holder, holding } => {
+                    RowLock::Busy { holder, holding }
+                }
                 crate::rowlock::TryLock::Held { fresh } => {
                     let s = rec.read(g);
                     if s.absent() {
@@ -80,10 +89,12 @@ impl Txn {
             if let Some(r) = t.rows.get(rowid, g) {
                 // The lock just taken is the last one recorded; otherwise it stays
                 // held until the transaction ends.
-                if self.row_locks.last().is_some_and(|&(x, _)| x == r) {
-                    self.row_locks.pop();
-                    // SAFETY: reached through the row index under guard `g`.
-                    unsafe { r.get() }.unlock_row(self.lock_tag, engine);
+                if let Some(&(x, s)) = self.row_locks.last() {
+                    if x == r {
+                        self.row_locks.pop();
+                        // SAFETY: reached through the row index under guard `g`.
+                        unsafe { r.get() }.unlock_row(tag_of(self.lock_tag, s), engine);
+                    }
                 }
             }
         });
@@ -100,7 +111,7 @@ impl Txn {
         timeout: Duration,
     ) {
         let engine = self.engine;
-        engine.set_waiting(self.lock_tag, holder);
+        engine.set_waiting(self.lock_tag, txn_of(holder));
         let rec = epoch::with_guard(&engine.collector, |g| t.rows.get(rowid, g));
         if let Some(r) = rec {
             // The record may be freed once unpinned: only its address is used below,
@@ -109,11 +120,13 @@ impl Txn {
             let marked = epoch::with_guard(&engine.collector, |g| {
                 t.rows.get(rowid, g) == Some(r) && {
                     // SAFETY: reached through the row index under guard `g`.
+                    // Sleep only if somebody still holds it: a release after the mark
+                    // wakes us; one before leaves the word free.
                     unsafe { r.get() }
                         .owner
-                        .fetch_or(crate::rowlock::WAITING, std::sync::atomic::Ordering::AcqRel)
-                        & !crate::rowlock::WAITING
-                        == holder
+                        .fetch_or(WAITING, std::sync::atomic::Ordering::AcqRel)
+                        & !WAITING
+                        != 0
                 }
             });
             if marked {

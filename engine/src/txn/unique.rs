@@ -11,12 +11,10 @@ use crate::index::KeyIndex;
 use crate::keys;
 use crate::record::{self, RecordPtr};
 use crate::row::RowLayout;
-use crate::rowlock::WAITING;
 use crate::scope;
 use crate::table::Table;
 use crossbeam_epoch::Guard;
 use std::ops::Bound;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,9 +120,10 @@ impl Txn {
                         let s = r.read(g);
                         if s.absent() && s.tid() == Tid::NONE {
                             // Another transaction's insert, not committed: wait for it.
-                            let holder = r.owner.load(Ordering::Acquire) & !WAITING;
-                            if holder != 0 && holder != self.lock_tag {
-                                return Err(Error::KeyPending { holder });
+                            if let Some(holder) = r.sole_lock_holder() {
+                                if !crate::rowlock::same_txn(holder, self.lock_tag) {
+                                    return Err(Error::KeyPending { holder });
+                                }
                             }
                         }
                         s.live().map(|(d, _)| d)

@@ -18,6 +18,7 @@ use crate::garbage::{BYTES_PER_DEFERRED, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::ids::{RowId, Tid};
 use crate::index::KEY_ENTRY_BYTES;
 use crate::record::{self, Record, RecordPtr};
+use crate::rowlock::{self, LockMode};
 use crate::scope;
 use std::collections::BTreeMap;
 
@@ -206,7 +207,10 @@ impl Txn {
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
-        let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowid, self.lock_tag)));
+        let rec = RecordPtr(Box::into_raw(Record::new_inserted(
+            rowid,
+            rowlock::held_word(rowlock::tag_of(self.lock_tag, stmt.sub), LockMode::Update),
+        )));
         self.engine.account(RECORD_BYTES as isize);
         epoch::with_guard(&self.engine.collector, |g| {
             t.rows.insert(rowid, rec, g);
