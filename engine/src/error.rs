@@ -18,6 +18,12 @@ pub enum AbortReason {
     /// (Repeatable read, serializable) a table this transaction scanned was written
     /// (rows inserted, or moved into a range it read) after it started.
     TableChanged,
+    /// (Serializable) a unique key it writes is held by a row committed after its
+    /// snapshot: no serial order has it both miss that row and collide with it.
+    KeyTakenConcurrently,
+    /// (Repeatable read, serializable) ON CONFLICT found its conflicting row committed
+    /// after its snapshot, so it can neither see nor skip it.
+    ConflictRowInvisible,
 }
 
 impl AbortReason {
@@ -25,11 +31,15 @@ impl AbortReason {
     /// on it); the reason itself goes into the error's detail.
     pub fn pg_message(&self) -> &'static str {
         match self {
-            AbortReason::WriteConflict | AbortReason::UniqueKeyBusy => {
+            AbortReason::WriteConflict
+            | AbortReason::UniqueKeyBusy
+            | AbortReason::ConflictRowInvisible => {
                 "could not serialize access due to concurrent update"
             }
             AbortReason::RowDeleted => "could not serialize access due to concurrent delete",
-            AbortReason::ReadChanged | AbortReason::TableChanged => {
+            AbortReason::ReadChanged
+            | AbortReason::TableChanged
+            | AbortReason::KeyTakenConcurrently => {
                 "could not serialize access due to read/write dependencies among transactions"
             }
         }
@@ -43,6 +53,12 @@ impl std::fmt::Display for AbortReason {
             AbortReason::RowDeleted => "a row it changed was deleted concurrently",
             AbortReason::ReadChanged => "a row it read was changed by a concurrent transaction",
             AbortReason::TableChanged => "a table it read was written by a concurrent transaction",
+            AbortReason::KeyTakenConcurrently => {
+                "a unique key it inserts was taken by a transaction that committed after its snapshot"
+            }
+            AbortReason::ConflictRowInvisible => {
+                "the row ON CONFLICT found was committed after its snapshot"
+            }
             AbortReason::UniqueKeyBusy => {
                 "another transaction was committing a row with the same unique key"
             }
@@ -96,6 +112,10 @@ pub enum Error {
         table: TableId,
         columns: Vec<u16>,
         row: Vec<u8>,
+        /// The row holding the key committed after this transaction's snapshot
+        /// (repeatable read, serializable): PostgreSQL then reports a serialization
+        /// failure where the statement could not have seen the row.
+        invisible: bool,
     },
     #[error("relation \"{name}\" already exists")]
     IndexExists { name: String },

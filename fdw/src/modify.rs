@@ -178,7 +178,14 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         xact::ensure_holder_lock();
         let r = waiting_for_keys(|| xact::with_txn(|t| t.insert(&st.table, &st.packer.out, stmt)));
         let rowid = match r {
-            Err(memfdw_engine::Error::UniqueViolation { .. }) if st.skip_conflicts => {
+            Err(memfdw_engine::Error::UniqueViolation { invisible, .. }) if st.skip_conflicts => {
+                if invisible {
+                    // PostgreSQL's ExecCheckTupleVisible: a conflicting row the
+                    // snapshot cannot see is neither seen nor skipped.
+                    errors::raise(memfdw_engine::Error::Conflict(
+                        memfdw_engine::AbortReason::ConflictRowInvisible,
+                    ));
+                }
                 return std::ptr::null_mut();
             }
             r => r.or_raise(),

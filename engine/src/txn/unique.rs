@@ -37,13 +37,15 @@ pub(super) fn index_keys(
         .collect()
 }
 
-/// The unique-violation error for `row` (copied into private memory).
-pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8]) -> Error {
+/// The unique-violation error for `row` (copied into private memory); `invisible`:
+/// the row holding the key committed after the transaction's snapshot.
+pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8], invisible: bool) -> Error {
     scope::outside(|| Error::UniqueViolation {
         index: index.def.name.clone(),
         table: t.id,
         columns: index.def.columns.clone(),
         row: row.to_vec(),
+        invisible,
     })
 }
 
@@ -94,6 +96,9 @@ impl Txn {
     /// the current statement, as PostgreSQL checks each row at once), otherwise the
     /// committed ones? Rows other transactions have not committed do not count here;
     /// commit checks again ([`Txn::check_unique_at_commit`]).
+    ///
+    /// Returns the holder's version: its commit TID, [`Tid::NONE`] for a row of this
+    /// transaction (see [`Txn::invisible`]).
     pub(super) fn unique_conflict(
         &self,
         t: &TableHandle,
@@ -101,8 +106,9 @@ impl Txn {
         key: &[u8],
         rowid: Option<RowId>,
         g: &Guard,
-    ) -> Result<bool> {
+    ) -> Result<Option<Tid>> {
         let tk = TableKey::of(t.arc());
+        let mut holder_tid = Tid::NONE;
         let found = key_held(index, &t.layout, key, g, |rid, rec| {
             if Some(rid) == rowid {
                 return Ok(None);
@@ -126,13 +132,17 @@ impl Txn {
                                 }
                             }
                         }
+                        holder_tid = s.tid();
                         s.live().map(|(d, _)| d)
                     }
                 },
             )
         })?;
-        if found || !self.rekeyed.may_hold_key(tk, index.def.id, key) {
-            return Ok(found);
+        if found {
+            return Ok(Some(holder_tid));
+        }
+        if !self.rekeyed.may_hold_key(tk, index.def.id, key) {
+            return Ok(None);
         }
         // Rows whose new key in this index is not in it yet.
         let mut buf = Vec::new();
@@ -149,11 +159,17 @@ impl Txn {
             if let Some(d) = self.entries.get(i).newest_bytes() {
                 index.key_of(&t.layout, d, &mut buf)?;
                 if buf == key {
-                    return Ok(true);
+                    return Ok(Some(Tid::NONE));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Is a committed version with TID `tid` outside this transaction's snapshot
+    /// (repeatable read and serializable only)?
+    pub(super) fn invisible(&self, tid: Tid) -> bool {
+        self.iso != super::Isolation::ReadCommitted && tid != Tid::NONE && tid > self.start_tid
     }
 
     /// Can write-set entry `i` change index keys at commit? Not a pre-existing row
@@ -245,7 +261,7 @@ impl Txn {
                     }
                 })?;
                 if taken {
-                    return Err(violation(index, table, fin));
+                    return Err(violation(index, table, fin, false));
                 }
             }
         }

@@ -196,8 +196,11 @@ impl Txn {
         if idx.iter().any(|i| i.def.unique) {
             epoch::with_guard(&self.engine.collector, |g| {
                 for (index, (key, null)) in idx.iter().zip(&keys) {
-                    if index.def.unique && !null && self.unique_conflict(t, index, key, None, g)? {
-                        return Err(unique::violation(index, t, row));
+                    if !index.def.unique || *null {
+                        continue;
+                    }
+                    if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
+                        return Err(unique::violation(index, t, row, self.invisible(tid)));
                     }
                 }
                 Ok(())
@@ -375,8 +378,8 @@ impl Txn {
                 let dup = epoch::with_guard(&self.engine.collector, |g| {
                     self.unique_conflict(t, index, &kn, Some(rowid), g)
                 })?;
-                if dup {
-                    return Err(unique::violation(index, t, new));
+                if let Some(tid) = dup {
+                    return Err(unique::violation(index, t, new, self.invisible(tid)));
                 }
                 self.rekeyed.note_unique_key(tk, index.def.id, &kn);
             }
