@@ -116,6 +116,9 @@ pub enum Error {
         /// (repeatable read, serializable): PostgreSQL then reports a serialization
         /// failure where the statement could not have seen the row.
         invisible: bool,
+        /// Serializable: this transaction read the table before (it saw the key
+        /// free), so the collision is a read/write dependency, not a duplicate.
+        after_read: bool,
     },
     #[error("relation \"{name}\" already exists")]
     IndexExists { name: String },

@@ -33,13 +33,15 @@ fn code(e: &Error) -> PgSqlErrorCode {
 /// Raises `e` as an ERROR (never returns).
 pub fn raise(e: Error) -> ! {
     if let Error::UniqueViolation {
-        invisible: true, ..
+        after_read: true, ..
     } = e
     {
         if crate::xact::isolation() == memfdw_engine::txn::Isolation::Serializable {
-            // As PostgreSQL: a key taken by a row this snapshot cannot see is a
-            // serialization failure, not a duplicate, under SERIALIZABLE.
-            raise(Error::Conflict(memfdw_engine::AbortReason::KeyTakenConcurrently));
+            // As PostgreSQL: a key taken by a row this snapshot cannot see, in a table
+            // it read, is a serialization failure, not a duplicate, under SERIALIZABLE.
+            raise(Error::Conflict(
+                memfdw_engine::AbortReason::KeyTakenConcurrently,
+            ));
         }
     }
     let mut report = ErrorReport::new(code(&e), format!("{e}"), "memfdw");

@@ -53,28 +53,31 @@ SPECS = [
     # unique keys
     "insert-conflict-do-nothing",
     "insert-conflict-do-nothing-2",
-    "insert-conflict-do-update",
-    "insert-conflict-do-update-2",
-    "insert-conflict-do-update-3",
     "read-write-unique",
     "read-write-unique-2",
     "read-write-unique-3",
-    "read-write-unique-4",
     # isolation levels
     "simple-write-skew",
     "classroom-scheduling",
     "project-manager",
-    "receipt-report",
     "referential-integrity",
     "total-cash",
-    "two-ids",
     "read-only-anomaly",
-    "read-only-anomaly-2",
-    "read-only-anomaly-3",
 ]
 
-# Alternative outputs and why each exists (see README "Current limits").
-ALTERNATIVES = {}
+# Specs of the same kinds not ported yet, and why (see README "Current limits").
+NOT_YET = {
+    "insert-conflict-do-update": "ON CONFLICT with a conflict target or DO UPDATE",
+    "insert-conflict-do-update-2": "ON CONFLICT DO UPDATE; expression index",
+    "insert-conflict-do-update-3": "ON CONFLICT DO UPDATE",
+    "read-write-unique-4": "a unique violation after reading the range is a "
+    "serialization failure even when the inserter had not read it",
+    "receipt-report": "SERIALIZABLE aborts a transaction that read a row a "
+    "transaction committing first overwrote (SSI orders it first)",
+    "two-ids": "as receipt-report",
+    "read-only-anomaly-2": "as receipt-report",
+    "read-only-anomaly-3": "as receipt-report",
+}
 
 
 def matching_paren(s, i):
@@ -129,9 +132,14 @@ def main():
                     body = f.read()
                 with open(os.path.join(here, "expected", "pg_" + out), "w") as f:
                     f.write(body)
-    for alt in ALTERNATIVES:
-        if not os.path.exists(os.path.join(here, "expected", alt)):
-            print(f"missing alternative output {alt}", file=sys.stderr)
+    with open(os.path.join(here, "alternatives.txt")) as f:
+        for alt in f.read().split("\n"):
+            alt = alt.strip()
+            if alt and not alt.startswith("#"):
+                if not os.path.exists(os.path.join(here, "expected", alt)):
+                    print(f"missing alternative output {alt}", file=sys.stderr)
+    with open(os.path.join(here, "schedule_pg15"), "w") as f:
+        f.write("".join(f"test: pg_{name}\n" for name in SPECS))
     print(f"ported {len(SPECS)} specs")
 
 

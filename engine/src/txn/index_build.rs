@@ -82,7 +82,7 @@ impl Txn {
             (Ok(()), Some(rowid)) => {
                 let mut row = Vec::new();
                 self.get_at(t, rowid, u32::MAX, crate::ids::Tid::NEWEST, &mut row);
-                Err(unique::violation(&index, t, &row, false))
+                Err(unique::violation(&index, t, &row, (false, false)))
             }
             (Ok(()), None) => engine.publish_index(t, index.clone(), true),
         };

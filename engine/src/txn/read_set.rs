@@ -69,6 +69,16 @@ impl Txn {
         }
     }
 
+    /// Has this transaction recorded reads of `t` (serializable)?
+    pub(super) fn has_read(&self, t: &TableHandle) -> bool {
+        let Some(slot) = self.tables.iter().position(|x| Arc::ptr_eq(x, t.arc())) else {
+            return false;
+        };
+        let table = TableKey::of(t.arc());
+        self.reads.tables.iter().any(|&(s, _)| s == slot)
+            || self.reads.rows.iter().any(|(k, _)| k.table == table)
+    }
+
     /// Commit validation of what this transaction read (repeatable read,
     /// serializable); run before its own writers are marked in flight.
     pub(super) fn validate_reads(&self, g: &Guard) -> Result<()> {

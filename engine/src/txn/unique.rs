@@ -37,15 +37,17 @@ pub(super) fn index_keys(
         .collect()
 }
 
-/// The unique-violation error for `row` (copied into private memory); `invisible`:
-/// the row holding the key committed after the transaction's snapshot.
-pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8], invisible: bool) -> Error {
+/// The unique-violation error for `row` (copied into private memory); `seen`: how
+/// the transaction relates to the row holding the key, `(invisible, after_read)` (see
+/// [`Error::UniqueViolation`]).
+pub(super) fn violation(index: &KeyIndex, t: &Table, row: &[u8], seen: (bool, bool)) -> Error {
     scope::outside(|| Error::UniqueViolation {
         index: index.def.name.clone(),
         table: t.id,
         columns: index.def.columns.clone(),
         row: row.to_vec(),
-        invisible,
+        invisible: seen.0,
+        after_read: seen.1,
     })
 }
 
@@ -166,10 +168,14 @@ impl Txn {
         Ok(None)
     }
 
-    /// Is a committed version with TID `tid` outside this transaction's snapshot
-    /// (repeatable read and serializable only)?
-    pub(super) fn invisible(&self, tid: Tid) -> bool {
-        self.iso != super::Isolation::ReadCommitted && tid != Tid::NONE && tid > self.start_tid
+    /// How this transaction relates to the committed version (TID `tid`) of a row
+    /// holding a key it writes in table `t`: is the version outside its snapshot
+    /// (repeatable read and serializable only), and had it read the table
+    /// (serializable)?
+    pub(super) fn key_holder_seen(&self, t: &TableHandle, tid: Tid) -> (bool, bool) {
+        let invisible =
+            self.iso != super::Isolation::ReadCommitted && tid != Tid::NONE && tid > self.start_tid;
+        (invisible, invisible && self.has_read(t))
     }
 
     /// Can write-set entry `i` change index keys at commit? Not a pre-existing row
@@ -261,7 +267,7 @@ impl Txn {
                     }
                 })?;
                 if taken {
-                    return Err(violation(index, table, fin, false));
+                    return Err(violation(index, table, fin, (false, false)));
                 }
             }
         }

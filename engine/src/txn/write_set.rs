@@ -200,7 +200,12 @@ impl Txn {
                         continue;
                     }
                     if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
-                        return Err(unique::violation(index, t, row, self.invisible(tid)));
+                        return Err(unique::violation(
+                            index,
+                            t,
+                            row,
+                            self.key_holder_seen(t, tid),
+                        ));
                     }
                 }
                 Ok(())
@@ -379,7 +384,12 @@ impl Txn {
                     self.unique_conflict(t, index, &kn, Some(rowid), g)
                 })?;
                 if let Some(tid) = dup {
-                    return Err(unique::violation(index, t, new, self.invisible(tid)));
+                    return Err(unique::violation(
+                        index,
+                        t,
+                        new,
+                        self.key_holder_seen(t, tid),
+                    ));
                 }
                 self.rekeyed.note_unique_key(tk, index.def.id, &kn);
             }

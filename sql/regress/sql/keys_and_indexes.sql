@@ -16,7 +16,10 @@ CREATE UNIQUE INDEX owner_u ON acc (owner);
 CREATE INDEX ON acc USING hash (id);
 CREATE INDEX ON acc ((id + 1));
 CREATE INDEX ON acc (id) WHERE id > 0;
-CREATE INDEX ON acc (id) INCLUDE (owner);
+-- INCLUDE adds nothing (a memory index reaches the whole row) but must name columns.
+CREATE INDEX acc_incl ON acc (id) INCLUDE (nosuch);
+CREATE INDEX acc_incl ON acc (id) INCLUDE (owner);
+DROP INDEX acc_incl;
 CREATE INDEX acc_pkey ON acc (owner);
 CREATE INDEX IF NOT EXISTS acc_pkey ON acc (owner);
 CREATE FOREIGN TABLE j (a jsonb PRIMARY KEY) SERVER memfdw;
@@ -39,3 +42,20 @@ SELECT index_name, columns, entries FROM memfdw.indexes() ORDER BY 1;
 SELECT * FROM acc ORDER BY id;
 DROP FOREIGN TABLE acc;
 SELECT count(*) FROM memfdw.indexes();
+-- INCLUDE on keys: accepted, checked.
+CREATE FOREIGN TABLE inc (a int, b text, PRIMARY KEY (a) INCLUDE (zz)) SERVER memfdw;
+CREATE FOREIGN TABLE inc (a int, b text, PRIMARY KEY (a) INCLUDE (b)) SERVER memfdw;
+INSERT INTO inc VALUES (1, 'x');
+INSERT INTO inc VALUES (1, 'y');
+DROP FOREIGN TABLE inc;
+-- A table without columns, as PostgreSQL allows (scripts use them for LOCK TABLE).
+CREATE FOREIGN TABLE nocols () SERVER memfdw;
+INSERT INTO nocols DEFAULT VALUES;
+INSERT INTO nocols DEFAULT VALUES;
+SELECT count(*) FROM nocols;
+DELETE FROM nocols;
+SELECT count(*) FROM nocols;
+BEGIN;
+LOCK TABLE nocols IN ACCESS EXCLUSIVE MODE;
+COMMIT;
+DROP FOREIGN TABLE nocols;
