@@ -21,6 +21,9 @@ pub enum AbortReason {
     /// (Serializable) a unique key it writes is held by a row committed after its
     /// snapshot: no serial order has it both miss that row and collide with it.
     KeyTakenConcurrently,
+    /// (Serializable) a row arrived in an index range it read (inserted, or its key
+    /// moved there) from a transaction that committed after it started.
+    RangeChanged,
     /// (Repeatable read, serializable) ON CONFLICT found its conflicting row committed
     /// after its snapshot, so it can neither see nor skip it.
     ConflictRowInvisible,
@@ -39,7 +42,8 @@ impl AbortReason {
             AbortReason::RowDeleted => "could not serialize access due to concurrent delete",
             AbortReason::ReadChanged
             | AbortReason::TableChanged
-            | AbortReason::KeyTakenConcurrently => {
+            | AbortReason::KeyTakenConcurrently
+            | AbortReason::RangeChanged => {
                 "could not serialize access due to read/write dependencies among transactions"
             }
         }
@@ -53,6 +57,9 @@ impl std::fmt::Display for AbortReason {
             AbortReason::RowDeleted => "a row it changed was deleted concurrently",
             AbortReason::ReadChanged => "a row it read was changed by a concurrent transaction",
             AbortReason::TableChanged => "a table it read was written by a concurrent transaction",
+            AbortReason::RangeChanged => {
+                "a row was inserted into a key range it read by a concurrent transaction"
+            }
             AbortReason::KeyTakenConcurrently => {
                 "a unique key it inserts was taken by a transaction that committed after its snapshot"
             }

@@ -217,7 +217,19 @@ fn phantoms_are_refused_under_serializable() {
     let (r, v, b) = read(&mut t1, &t, 20, 0).unwrap().unwrap();
     t1.update(&t, r, v, &row(&t, 0, b + 1), Stmt { cid: 2, sub: 1 })
         .unwrap();
-    assert_eq!(t1.commit(), Err(Error::Conflict(AbortReason::TableChanged)));
+    assert_eq!(t1.commit(), Err(Error::Conflict(AbortReason::RangeChanged)));
+    // Only the range read counts: an insert elsewhere in the table is no phantom.
+    let mut t1b = e.begin();
+    t1b.set_isolation(Isolation::Serializable).unwrap();
+    assert_eq!(read(&mut t1b, &t, 20, 8).unwrap(), None);
+    let mut t2b = e.begin();
+    t2b.insert(&t, &row(&t, 9, 1), Stmt { cid: 1, sub: 1 })
+        .unwrap();
+    t2b.commit().unwrap();
+    let (r, v, b) = read(&mut t1b, &t, 20, 1).unwrap().unwrap();
+    t1b.update(&t, r, v, &row(&t, 1, b + 1), Stmt { cid: 2, sub: 1 })
+        .unwrap();
+    assert!(t1b.commit().is_ok(), "key 9 is outside the range read");
     // Repeatable read: a row changed after the start reads as it was.
     let mut t3 = e.begin();
     t3.set_isolation(Isolation::RepeatableRead).unwrap();

@@ -1,7 +1,6 @@
 //! Index range scans: entries in key order (or reverse) between two bounds, merged
 //! with this transaction's rekeyed rows, whose new keys are not in the index yet.
 
-use super::read_set::TableRead;
 use super::{RowBatch, TableKey, Txn};
 use crate::engine::TableHandle;
 use crate::epoch;
@@ -33,6 +32,8 @@ pub struct IndexScan {
     /// one row): a row found needs no phantom protection under serializable.
     pub unique_point: bool,
     returned: u64,
+    /// The scan's range is in the read set (serializable).
+    range_noted: bool,
 }
 
 /// One bound of the column after an equality prefix: its encoded value (with its
@@ -88,6 +89,7 @@ impl IndexScan {
             examined: 0,
             unique_point: false,
             returned: 0,
+            range_noted: false,
         }
     }
 
@@ -154,8 +156,9 @@ impl Txn {
         let index_id = index.def.id;
         let engine = self.engine;
         let validates = self.validates_reads();
-        if validates && !scan.unique_point {
-            self.note_table_read(t, TableRead::Index);
+        if validates && !scan.unique_point && !scan.range_noted {
+            self.note_range_read(t, index_id, &scan.lower, &scan.upper);
+            scan.range_noted = true;
         }
         let mut reads: Vec<(RowId, Tid)> = Vec::new();
         let this = &*self;
@@ -263,9 +266,10 @@ impl Txn {
         scan.returned += batch.len() as u64;
         if validates {
             self.note_rows_read(t, &reads);
-            if scan.unique_point && scan.done && scan.returned == 0 {
+            if scan.unique_point && scan.done && scan.returned == 0 && !scan.range_noted {
                 // A key looked for and not found: its later insert is a phantom.
-                self.note_table_read(t, TableRead::Index);
+                self.note_range_read(t, index_id, &scan.lower, &scan.upper);
+                scan.range_noted = true;
             }
         }
         Ok(())
