@@ -9,7 +9,9 @@
 //!   DESC NULLS FIRST read backwards), so `ORDER BY ... LIMIT n` stops early.
 //!
 //! Only operators of the column type's default btree operator family are used, with a
-//! comparison value of the column's own type (or text for varchar); text ranges and
+//! comparison value of the column's own type (or text for varchar), or of another type
+//! of the family that `cross_type` converts (int2/4/8, float4/8, date and timestamps,
+//! as drivers bind them); text ranges and
 //! ordering need the C collation (keys compare as bytes), text equality a deterministic
 //! one. Every clause is still checked by PostgreSQL on the rows the index returns, so
 //! the index only has to return a superset.
@@ -36,6 +38,10 @@ pub enum CondKind {
     IsNull = 6,
     In = 7,
     NotNull = 8,
+    /// `LIKE 'abc%'`: the rows whose key starts with the pattern's fixed prefix.
+    Like = 9,
+    /// `~ '^abc'`: the same for a regular expression's fixed prefix.
+    Regex = 10,
 }
 
 impl CondKind {
@@ -50,6 +56,8 @@ impl CondKind {
             6 => IsNull,
             7 => In,
             8 => NotNull,
+            9 => Like,
+            10 => Regex,
             _ => return None,
         })
     }
@@ -154,11 +162,19 @@ fn is_text(t: pg_sys::Oid) -> bool {
     t == pg_sys::TEXTOID || t == pg_sys::VARCHAROID
 }
 
-/// Is `coll` a collation whose order is byte order?
+/// Is `coll` a collation whose order is byte order: C, POSIX, and C.UTF-8 (code point
+/// order, which is UTF-8's byte order), as a collation object (ucs_basic is C) or as
+/// the database's default?
 fn collation_is_c(coll: pg_sys::Oid) -> bool {
     if coll == pg_sys::C_COLLATION_OID || coll == pg_sys::POSIX_COLLATION_OID {
         return true;
     }
+    let byte_ordered = |name: &[u8]| {
+        matches!(
+            name,
+            b"C" | b"POSIX" | b"C.UTF-8" | b"C.utf8" | b"C.UTF8" | b"C.utf-8"
+        )
+    };
     if coll == pg_sys::DEFAULT_COLLATION_OID {
         // SAFETY: reading a GUC's value.
         let v = unsafe { pg_sys::GetConfigOption(c"lc_collate".as_ptr(), true, false) };
@@ -166,10 +182,36 @@ fn collation_is_c(coll: pg_sys::Oid) -> bool {
             return false;
         }
         // SAFETY: GUC strings are NUL-terminated.
-        let s = unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes();
-        return s == b"C" || s == b"POSIX";
+        return byte_ordered(unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes());
     }
-    false
+    // SAFETY: a syscache lookup, released below; the attribute is read while pinned.
+    unsafe {
+        let tup = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::COLLOID as _,
+            pg_sys::Datum::from(coll),
+        );
+        if tup.is_null() {
+            return false;
+        }
+        let form = pg_sys::GETSTRUCT(tup) as *mut pg_sys::FormData_pg_collation;
+        let mut ok = false;
+        if (*form).collprovider == pg_sys::COLLPROVIDER_LIBC as std::ffi::c_char {
+            let mut isnull = false;
+            let d = pg_sys::SysCacheGetAttr(
+                pg_sys::SysCacheIdentifier::COLLOID as _,
+                tup,
+                pg_sys::Anum_pg_collation_collcollate as _,
+                &mut isnull,
+            );
+            if !isnull {
+                let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+                ok = byte_ordered(std::ffi::CStr::from_ptr(c).to_bytes());
+                pg_sys::pfree(c.cast());
+            }
+        }
+        pg_sys::ReleaseSysCache(tup);
+        ok
+    }
 }
 
 fn is_textual(ty: ColumnType) -> bool {
@@ -253,6 +295,9 @@ impl Matcher {
                     }
                     let l = pg_sys::list_nth((*op).args, 0) as *mut pg_sys::Node;
                     let r = pg_sys::list_nth((*op).args, 1) as *mut pg_sys::Node;
+                    if let Some(m) = self.match_pattern(op, l, r, col) {
+                        return Some(m);
+                    }
                     let (opno, other) = if is_column(l, self.varno, col.attno) {
                         ((*op).opno, r)
                     } else if is_column(r, self.varno, col.attno) {
@@ -283,7 +328,12 @@ impl Matcher {
                         return None;
                     }
                     let elem = pg_sys::get_element_type(pg_sys::exprType(r));
-                    if !(elem == col.typid || is_text(elem) && is_text(col.typid)) {
+                    let elem = if elem == pg_sys::InvalidOid {
+                        elem
+                    } else {
+                        pg_sys::getBaseType(elem)
+                    };
+                    if !value_type_ok(elem, col) {
                         return None;
                     }
                     self.collation_ok(col, CondKind::Eq, (*op).inputcollid)?;
@@ -309,6 +359,41 @@ impl Matcher {
         }
     }
 
+    /// `text_col LIKE 'abc%'` or `text_col ~ '^abc'` with a constant pattern that has
+    /// a fixed prefix, under a byte-ordered collation: a key range (PostgreSQL's
+    /// "special index operator" for btree).
+    ///
+    /// # Safety
+    /// `op` must be a valid two-argument operator expression with arguments `l`, `r`.
+    unsafe fn match_pattern(
+        &self,
+        op: *mut pg_sys::OpExpr,
+        l: *mut pg_sys::Node,
+        r: *mut pg_sys::Node,
+        col: &KeyCol,
+    ) -> Option<(CondKind, *mut pg_sys::Node, *mut pg_sys::Bitmapset)> {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let kind = match (*op).opno.to_u32() {
+                pg_sys::OID_TEXT_LIKE_OP => CondKind::Like,
+                pg_sys::OID_TEXT_REGEXEQ_OP => CondKind::Regex,
+                _ => return None,
+            };
+            if !is_text(col.typid) || !is_column(l, self.varno, col.attno) {
+                return None;
+            }
+            let c = strip(r);
+            if (*c).type_ != pg_sys::NodeTag::T_Const || (*(c as *mut pg_sys::Const)).constisnull {
+                return None;
+            }
+            if !collation_is_c((*op).inputcollid) {
+                return None;
+            }
+            let prefix = pattern_prefix(kind, (*(c as *mut pg_sys::Const)).constvalue)?;
+            (!prefix.is_empty()).then_some((kind, c, std::ptr::null_mut()))
+        }
+    }
+
     /// # Safety
     /// `other` must be an expression node.
     unsafe fn value_ok(
@@ -326,7 +411,7 @@ impl Matcher {
             // SAFETY: catalog lookup of a valid type.
             unsafe { pg_sys::getBaseType(t) }
         };
-        if !(t == col.typid || is_text(t) && is_text(col.typid)) {
+        if !value_type_ok(t, col) {
             return None;
         }
         self.collation_ok(col, kind, coll)
@@ -345,6 +430,15 @@ impl Matcher {
             collation_is_c(coll).then_some(())
         }
     }
+}
+
+/// Can a comparison value of type `t` (a base type) be turned into a key of `col`: the
+/// column's own type, text for varchar, or another type of its operator family that
+/// `cross_type` converts?
+fn value_type_ok(t: pg_sys::Oid, col: &KeyCol) -> bool {
+    t == col.typid
+        || is_text(t) && is_text(col.typid)
+        || crate::cross_type::convertible(col.typid, t)
 }
 
 /// The index columns of `def` on relation `relid`.
@@ -481,7 +575,7 @@ unsafe fn conditions(
         let mut has_in = false;
         for (i, col) in cols.iter().enumerate().skip(from) {
             let mut prefix = None;
-            let (mut lower, mut upper, mut not_null) = (None, None, None);
+            let (mut lower, mut upper, mut not_null, mut pattern) = (None, None, None, None);
             for &ri in restrict {
                 let Some((kind, value, _)) = m.match_clause((*ri).clause as *mut pg_sys::Node, col)
                 else {
@@ -499,6 +593,9 @@ unsafe fn conditions(
                         upper = Some((kind, value, ri))
                     }
                     CondKind::NotNull => not_null = Some((kind, value, ri)),
+                    CondKind::Like | CondKind::Regex if pattern.is_none() => {
+                        pattern = Some((kind, value, ri))
+                    }
                     _ => {}
                 }
             }
@@ -530,7 +627,7 @@ unsafe fn conditions(
                 push(&mut cand, c);
             }
             if !ranged {
-                if let Some(c) = not_null {
+                if let Some(c) = pattern.or(not_null) {
                     push(&mut cand, c);
                 }
             }
@@ -731,6 +828,7 @@ unsafe fn add_path(
         let private = crate::plan_private::PathPrivate {
             choice: choice.to_list(),
             exprs,
+            clauses: pg_sys::extract_actual_clauses(cand.clauses, false),
         }
         .to_list();
         let pathkeys = if order.is_some() {
@@ -751,5 +849,50 @@ unsafe fn add_path(
             private,
         );
         pg_sys::add_path(baserel, path as *mut pg_sys::Path);
+    }
+}
+
+/// The fixed prefix of a LIKE pattern (`kind` Like) or of a regular expression
+/// (`kind` Regex), as bytes: what every matching string starts with. None if the
+/// pattern cannot be read (PostgreSQL then reports it when it evaluates the clause).
+///
+/// # Safety
+/// `pattern` must be a valid text datum.
+pub unsafe fn pattern_prefix(kind: CondKind, pattern: pg_sys::Datum) -> Option<Vec<u8>> {
+    // SAFETY: forwarded contract; a detoasted copy or the original, read only.
+    unsafe {
+        let t = pg_sys::pg_detoast_datum_packed(pattern.cast_mut_ptr());
+        match kind {
+            CondKind::Like => {
+                let bytes = pgrx::varlena::varlena_to_byte_slice(t);
+                let mut out = Vec::new();
+                let mut it = bytes.iter();
+                while let Some(&b) = it.next() {
+                    match b {
+                        b'%' | b'_' => break,
+                        // The default escape: the next byte is literal.
+                        b'\\' => out.push(*it.next()?),
+                        _ => out.push(b),
+                    }
+                }
+                Some(out)
+            }
+            CondKind::Regex => {
+                let mut exact = false;
+                let p = pg_sys::regexp_fixed_prefix(
+                    t as *mut pg_sys::text,
+                    false,
+                    pg_sys::C_COLLATION_OID,
+                    &mut exact,
+                );
+                if p.is_null() {
+                    return Some(Vec::new());
+                }
+                let out = std::ffi::CStr::from_ptr(p).to_bytes().to_vec();
+                pg_sys::pfree(p.cast());
+                Some(out)
+            }
+            _ => None,
+        }
     }
 }

@@ -9,6 +9,7 @@
 use pgrx::prelude::*;
 
 mod analyze;
+mod cross_type;
 mod ddl;
 mod errors;
 mod handler;

@@ -6,6 +6,7 @@
 //! Rows are copied out of the engine in batches into backend memory, so no engine pin
 //! is held while PostgreSQL runs.
 
+use crate::cross_type::{self, Conv};
 use crate::errors::{self, OrRaise};
 use crate::index_paths::{CondKind, IndexChoice};
 use crate::plan_private::{self, LockPolicy, PathPrivate, ScanPrivate};
@@ -157,6 +158,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             choice: path.choice,
             lock,
             mode,
+            clauses: path.clauses,
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -650,11 +652,16 @@ unsafe fn build_ranges(
             keys::encode_value(ty, Some(b), &mut out).unwrap_or_else(|e| errors::raise(e));
             out
         };
-        let eval = |i: i32| -> Option<pg_sys::Datum> {
+        // The value and its type.
+        let eval_raw = |i: i32| -> Option<(pg_sys::Datum, pg_sys::Oid)> {
             let st = exprs[i as usize];
             let mut isnull = false;
             let d = (*st).evalfunc.expect("compiled expression")(st, econtext, &mut isnull);
-            (!isnull).then_some(d)
+            (!isnull).then(|| (d, pg_sys::exprType((*st).expr as *mut pg_sys::Node)))
+        };
+        // The value, converted to the key column's type (see `cross_type`).
+        let eval = |i: i32, col: usize| -> Option<Conv> {
+            eval_raw(i).map(|(d, ty)| cross_type::to_column(ty_of(col), pg_sys::getBaseType(ty), d))
         };
         let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
         let (mut lo, mut hi): (KeyBound, KeyBound) = (None, None);
@@ -662,21 +669,27 @@ unsafe fn build_ranges(
         let mut empty = false;
         for c in &choice.conds {
             match c.kind {
-                CondKind::Eq => match eval(c.expr) {
-                    Some(d) => {
+                CondKind::Eq => match eval(c.expr, c.col) {
+                    Some(Conv::Exact(d)) => {
                         let v = encode(c.col, d);
                         prefixes.iter_mut().for_each(|p| p.extend_from_slice(&v));
                     }
-                    None => empty = true,
+                    // NULL, or no value of the column's type equals it.
+                    _ => empty = true,
                 },
                 CondKind::IsNull => {
                     prefixes.iter_mut().for_each(|p| p.push(keys::NULL_MARK));
                 }
-                CondKind::In => match eval(c.expr) {
-                    Some(arr) => {
+                CondKind::In => match eval_raw(c.expr) {
+                    Some((arr, arr_ty)) => {
+                        let elem = pg_sys::getBaseType(pg_sys::get_element_type(arr_ty));
+                        // Elements no column value equals match nothing.
                         let mut vals: Vec<Vec<u8>> = array_elements(arr)
                             .into_iter()
-                            .map(|d| encode(c.col, d))
+                            .filter_map(|d| match cross_type::to_column(ty_of(c.col), elem, d) {
+                                Conv::Exact(x) => Some(encode(c.col, x)),
+                                _ => None,
+                            })
                             .collect();
                         vals.sort();
                         vals.dedup();
@@ -695,19 +708,57 @@ unsafe fn build_ranges(
                 },
                 CondKind::Gt | CondKind::Ge => {
                     ranged = true;
-                    match eval(c.expr) {
-                        Some(d) => lo = Some((encode(c.col, d), c.kind == CondKind::Ge)),
-                        None => empty = true,
+                    match eval(c.expr, c.col) {
+                        Some(Conv::Exact(d)) => {
+                            lo = Some((encode(c.col, d), c.kind == CondKind::Ge))
+                        }
+                        Some(Conv::Rounded(d)) => lo = Some((encode(c.col, d), true)),
+                        Some(Conv::BelowAll) => {}
+                        Some(Conv::AboveAll) | None => empty = true,
                     }
                 }
                 CondKind::Lt | CondKind::Le => {
                     ranged = true;
-                    match eval(c.expr) {
-                        Some(d) => hi = Some((encode(c.col, d), c.kind == CondKind::Le)),
-                        None => empty = true,
+                    match eval(c.expr, c.col) {
+                        Some(Conv::Exact(d)) => {
+                            hi = Some((encode(c.col, d), c.kind == CondKind::Le))
+                        }
+                        Some(Conv::Rounded(d)) => hi = Some((encode(c.col, d), true)),
+                        Some(Conv::AboveAll) => {}
+                        Some(Conv::BelowAll) | None => empty = true,
                     }
                 }
                 CondKind::NotNull => ranged = true,
+                CondKind::Like | CondKind::Regex => {
+                    ranged = true;
+                    match eval_raw(c.expr) {
+                        Some((d, _)) => {
+                            let prefix =
+                                crate::index_paths::pattern_prefix(c.kind, d).unwrap_or_default();
+                            if !prefix.is_empty() {
+                                let ty = ty_of(c.col);
+                                let mut key = Vec::new();
+                                keys::encode_value(ty, Some(&prefix), &mut key).or_raise();
+                                lo = Some((key, true));
+                                // Past every string that starts with the prefix.
+                                let mut succ = prefix;
+                                while succ.last() == Some(&0xFF) {
+                                    succ.pop();
+                                }
+                                hi = match succ.last_mut() {
+                                    Some(b) => {
+                                        *b += 1;
+                                        let mut key = Vec::new();
+                                        keys::encode_value(ty, Some(&succ), &mut key).or_raise();
+                                        Some((key, false))
+                                    }
+                                    None => None,
+                                };
+                            }
+                        }
+                        None => empty = true,
+                    }
+                }
             }
         }
         old.set_as_current();
@@ -814,6 +865,24 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         };
         let access = std::ffi::CString::new(access).expect("no NUL");
         pg_sys::ExplainPropertyText(c"Memory Table Access".as_ptr(), access.as_ptr(), es);
+        let clauses = ScanPrivate::from_list((*plan).fdw_private).clauses;
+        if !clauses.is_null() {
+            // As PostgreSQL shows an index scan's conditions (every clause is also in
+            // the Filter: PostgreSQL rechecks them on the rows the index returns).
+            let context = pg_sys::set_deparse_context_plan(
+                (*es).deparse_cxt,
+                plan as *mut pg_sys::Plan,
+                std::ptr::null_mut(),
+            );
+            let useprefix = (*es).verbose || pg_sys::list_length((*es).rtable) > 1;
+            let text = pg_sys::deparse_expression(
+                pg_sys::make_ands_explicit(clauses) as *mut pg_sys::Node,
+                context,
+                useprefix,
+                false,
+            );
+            pg_sys::ExplainPropertyText(c"Index Cond".as_ptr(), text, es);
+        }
         let st = (*node).fdw_state as *mut ScanState;
         if (*es).analyze {
             if let Some(st) = st.as_ref() {

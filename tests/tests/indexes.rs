@@ -186,7 +186,7 @@ fn keys_and_indexes_are_declared_with_ordinary_sql() {
 /// Rows of a query as text, in order.
 fn rows(s: &mut Client, sql: &str) -> Vec<String> {
     s.query(&format!("SELECT x::text FROM ({sql}) x"), &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .iter()
         .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
         .collect()
@@ -449,4 +449,122 @@ fn index_ddl_after_truncate_in_the_same_transaction_is_refused() {
         .unwrap();
     s.batch_execute("DROP INDEX tr_v").unwrap();
     assert_eq!(index_names(&mut s, "tr"), vec!["tr_pkey", "tr_u"]);
+}
+
+/// Comparison values of another type of the column's operator family (as drivers bind
+/// them), and LIKE / regular-expression prefixes, use the index and return what a heap
+/// table returns, including values beyond the column type's range, values the column
+/// type cannot hold exactly, infinities and NaN.
+#[test]
+fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
+    let (_c, mut s) = setup();
+    let cols = "id bigint PRIMARY KEY, s smallint, i int, f real, f8 double precision, \
+                d date, ts timestamp, tz timestamptz, t text";
+    s.batch_execute(&format!(
+        "SET TimeZone = 'America/New_York'; \
+         CREATE FOREIGN TABLE m ({cols}) SERVER memfdw; \
+         CREATE TABLE h ({cols}); \
+         CREATE INDEX ON m (s); CREATE INDEX ON m (i); CREATE INDEX ON m (f); \
+         CREATE INDEX ON m (f8); CREATE INDEX ON m (d); CREATE INDEX ON m (ts); \
+         CREATE INDEX ON m (tz); CREATE INDEX ON m (t)"
+    ))
+    .unwrap();
+    let load = "SELECT g, (g % 2000 - 1000)::smallint, g * 1000, g / 8.0 - 500, g / 3.0, \
+                date '2024-03-01' + (g % 400 - 200), \
+                timestamp '2024-03-09' + g * interval '7 minutes', \
+                timestamptz '2024-03-09' + g * interval '11 minutes', \
+                'k' || g FROM generate_series(1, 20000) g";
+    let edges = "VALUES (-1, 32767::smallint, 2147483647, 'NaN'::real, 'Infinity'::float8, \
+                 'infinity'::date, 'infinity'::timestamp, '-infinity'::timestamptz, 'k'), \
+                 (-2, (-32768)::smallint, -2147483648, '-Infinity'::real, 'NaN'::float8, \
+                 '-infinity'::date, '-infinity'::timestamp, 'infinity'::timestamptz, 'k\\%x')";
+    for t in ["m", "h"] {
+        s.batch_execute(&format!("INSERT INTO {t} {load}; INSERT INTO {t} {edges}"))
+            .unwrap();
+    }
+    s.batch_execute("ANALYZE m; ANALYZE h").unwrap();
+    let indexed = [
+        "SELECT * FROM TBL WHERE id = 42::int",
+        "SELECT * FROM TBL WHERE id = 42::smallint",
+        "SELECT id FROM TBL WHERE id BETWEEN 10::int AND 20::int ORDER BY id",
+        "SELECT id FROM TBL WHERE id IN (1::int, 5, 70000000000) ORDER BY id",
+        "SELECT id FROM TBL WHERE s = 5 ORDER BY id",
+        "SELECT id FROM TBL WHERE s = 5::bigint ORDER BY id",
+        "SELECT id FROM TBL WHERE s = 100000 ORDER BY id",
+        "~SELECT count(*) FROM TBL WHERE s < 100000",
+        "~SELECT count(*) FROM TBL WHERE s > -100000::bigint",
+        "SELECT count(*) FROM TBL WHERE s > 40000",
+        "SELECT count(*) FROM TBL WHERE s <= -40000",
+        "SELECT id FROM TBL WHERE s IN (3, 70000, -2) ORDER BY id",
+        "SELECT id FROM TBL WHERE i = 5000::bigint ORDER BY id",
+        "SELECT count(*) FROM TBL WHERE i > 3000000000",
+        "~SELECT count(*) FROM TBL WHERE i >= -3000000000 AND i < 1000000::bigint",
+        "SELECT id FROM TBL WHERE f = 2.375::float8 ORDER BY id",
+        "SELECT id FROM TBL WHERE f = 0.1::float8 ORDER BY id",
+        "~SELECT count(*) FROM TBL WHERE f < 0.1::float8",
+        "~SELECT count(*) FROM TBL WHERE f > 0.1::float8",
+        "SELECT count(*) FROM TBL WHERE f >= 1e300::float8",
+        "SELECT count(*) FROM TBL WHERE f = 'NaN'::float8",
+        "~SELECT count(*) FROM TBL WHERE f8 < 2.5::real",
+        "SELECT count(*) FROM TBL WHERE f8 = 'NaN'::real",
+        "SELECT id FROM TBL WHERE d = timestamp '2024-03-05' ORDER BY id",
+        "SELECT id FROM TBL WHERE d = timestamp '2024-03-05 10:00' ORDER BY id",
+        "~SELECT count(*) FROM TBL WHERE d < timestamp '2024-03-05 10:00'",
+        "~SELECT count(*) FROM TBL WHERE d <= timestamp '2024-03-05 00:00'",
+        "~SELECT count(*) FROM TBL WHERE d > timestamp '2024-03-05 10:00'",
+        "~SELECT count(*) FROM TBL WHERE d >= timestamptz '2024-03-10 00:00-05'",
+        "~SELECT count(*) FROM TBL WHERE d > timestamptz '2024-03-10 02:30-04'",
+        "SELECT count(*) FROM TBL WHERE d = timestamptz '2024-03-12 00:00-04'",
+        "SELECT count(*) FROM TBL WHERE d = 'infinity'::timestamp",
+        "SELECT count(*) FROM TBL WHERE ts < date '2024-03-10'",
+        "SELECT count(*) FROM TBL WHERE ts >= date '2024-03-10' AND ts < date '2024-03-11'",
+        "SELECT count(*) FROM TBL WHERE ts = 'infinity'::date",
+        "SELECT count(*) FROM TBL WHERE tz < date '2024-03-10'",
+        "SELECT count(*) FROM TBL WHERE tz >= date '2024-03-11' AND tz < date '2024-03-12'",
+        "SELECT count(*) FROM TBL WHERE tz < timestamp '2024-03-10 03:00'",
+        "SELECT count(*) FROM TBL WHERE tz = '-infinity'::timestamp",
+        "SELECT id FROM TBL WHERE t LIKE 'k123%' ORDER BY id",
+        "SELECT id FROM TBL WHERE t LIKE 'k1_3' ORDER BY id",
+        "SELECT id FROM TBL WHERE t LIKE 'k\\%%' ORDER BY id",
+        "SELECT id FROM TBL WHERE t ~ '^k99' ORDER BY id",
+        "SELECT id FROM TBL WHERE t ~ '^k(12|13)4$' ORDER BY id",
+        "SELECT id FROM TBL WHERE t >= 'k19998' ORDER BY t LIMIT 5",
+    ];
+    // "~": not selective, the planner may prefer a full scan.
+    for q in indexed {
+        let (selective, q) = match q.strip_prefix('~') {
+            Some(q) => (false, q),
+            None => (true, q),
+        };
+        let want = rows(&mut s, &q.replace("TBL", "h"));
+        let got = rows(&mut s, &q.replace("TBL", "m"));
+        assert_eq!(got, want, "{q}");
+        let plan = explain(&mut s, &q.replace("TBL", "m"));
+        assert!(
+            !selective || plan.contains("index scan using") && plan.contains("Index Cond"),
+            "{q}:\n{plan}"
+        );
+    }
+    // A prepared statement whose parameter is int4, against the bigint key, also as
+    // a generic plan.
+    s.batch_execute(
+        "PREPARE p(int) AS SELECT id FROM m WHERE id = $1; SET plan_cache_mode = force_generic_plan",
+    )
+    .unwrap();
+    let plan = explain(&mut s, "EXECUTE p(7)");
+    assert!(plan.contains("(point)"), "{plan}");
+    let id: i64 = s.query_one("EXECUTE p(7)", &[]).unwrap().get(0);
+    assert_eq!(id, 7);
+    // What the index cannot answer is still answered, by a scan.
+    for q in [
+        "SELECT count(*) FROM TBL WHERE ts = timestamptz '2024-03-10 01:00-05'",
+        "SELECT count(*) FROM TBL WHERE t LIKE '%99'",
+        "SELECT count(*) FROM TBL WHERE t ILIKE 'K12%'",
+    ] {
+        assert_eq!(
+            rows(&mut s, &q.replace("TBL", "m")),
+            rows(&mut s, &q.replace("TBL", "h")),
+            "{q}"
+        );
+    }
 }

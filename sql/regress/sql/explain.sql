@@ -6,6 +6,11 @@ ANALYZE m;
 CREATE TABLE probe AS SELECT g * 4999 AS k FROM generate_series(1, 20) g;
 ANALYZE probe;
 EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id = 42;
+-- A comparison value of another integer type (as drivers bind it).
+EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id = 42::bigint;
+SELECT id FROM m WHERE id = 42::bigint;
+SELECT count(*) FROM m WHERE id < 3000000000;
+EXPLAIN (COSTS OFF) SELECT id FROM m WHERE grp = 7::smallint ORDER BY val LIMIT 3;
 EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id BETWEEN 10 AND 20;
 EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id IN (1, 2, 3);
 EXPLAIN (COSTS OFF) SELECT * FROM m ORDER BY id DESC LIMIT 3;
