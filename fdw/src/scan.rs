@@ -239,7 +239,10 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         }
         let private = ScanPrivate::from_list((*plan).fdw_private);
         let (lock, mode) = if for_update {
-            (LockPolicy::Wait, write_lock_mode(estate, scanrelid, &table))
+            (
+                LockPolicy::Wait,
+                write_lock_mode(estate, rel, scanrelid, &table),
+            )
         } else {
             (private.lock, private.mode)
         };
@@ -433,19 +436,29 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
 /// UPDATE that assigns a column of a unique index, lock FOR UPDATE; other UPDATEs FOR
 /// NO KEY UPDATE, so they do not wait for (or block) FOR KEY SHARE. (PostgreSQL
 /// compares the old and new values of the key columns; memfdw looks at which columns
-/// the statement assigns, so `SET k = k` takes the stronger lock.)
+/// the statement assigns, so `SET k = k` takes the stronger lock, and so does every
+/// UPDATE of a table whose BEFORE UPDATE row triggers or stored generated columns may
+/// change a key behind the statement's back.)
 ///
 /// # Safety
-/// Executor structures of the running statement; `scanrelid` is the scanned range
-/// table entry.
+/// Executor structures of the running statement; `rel` is the scanned relation and
+/// `scanrelid` its range table entry.
 unsafe fn write_lock_mode(
     estate: *mut pg_sys::EState,
+    rel: pg_sys::Relation,
     scanrelid: i32,
     table: &TableHandle,
 ) -> LockMode {
     // SAFETY: forwarded contract.
     unsafe {
         if (*(*estate).es_plannedstmt).commandType != pg_sys::CmdType::CMD_UPDATE {
+            return LockMode::Update;
+        }
+        let triggers = (*rel).trigdesc;
+        let constr = (*(*rel).rd_att).constr;
+        if (!triggers.is_null() && (*triggers).trig_update_before_row)
+            || (!constr.is_null() && (*constr).has_generated_stored)
+        {
             return LockMode::Update;
         }
         let rte =

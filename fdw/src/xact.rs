@@ -415,14 +415,9 @@ unsafe extern "C-unwind" fn subxact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB {
-        // Its locks now belong to the parent.
-        BACKEND.with(|b| {
-            for s in b.borrow_mut().holder_locked.iter_mut() {
-                if *s == my_subid {
-                    *s = _parent;
-                }
-            }
-        });
+        // Its holder lock (named by its own id) now belongs to the parent's resource
+        // owner and stays held: its entry stays as it is. The parent takes its own
+        // tag's lock when it locks rows itself.
         return;
     }
     if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {

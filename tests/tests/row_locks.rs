@@ -179,3 +179,58 @@ fn a_rolled_back_savepoint_releases_its_row_locks() {
     assert_eq!(n(&mut other, 1), 2);
     assert_eq!(n(&mut other, 3), 1);
 }
+
+/// A waiter waits for the subtransaction that took the lock: rolling that savepoint
+/// back lets it go on while the holder's transaction stays open. A savepoint that is
+/// released keeps its locks, and locks its parent takes afterwards are waited for
+/// like any other (NOWAIT fails at once, lock_timeout applies).
+#[test]
+fn waits_follow_the_subtransaction_that_took_the_lock() {
+    let (c, mut s) = setup();
+    s.batch_execute(
+        "BEGIN; UPDATE ctr SET n = 1 WHERE id = 3; SAVEPOINT a; UPDATE ctr SET n = 1 WHERE id = 1",
+    )
+    .unwrap();
+    let conn = c.conn_str();
+    let waiter = std::thread::spawn(move || {
+        let mut o = Client::connect(&conn, NoTls).unwrap();
+        let t = Instant::now();
+        o.batch_execute("UPDATE ctr SET n = 2 WHERE id = 1")
+            .unwrap();
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.batch_execute("ROLLBACK TO a").unwrap();
+    let waited = waiter.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(3),
+        "the waiter went on at the rollback, not at the end: {waited:?}"
+    );
+    s.batch_execute("ROLLBACK").unwrap();
+
+    s.batch_execute(
+        "BEGIN; SAVEPOINT b; SELECT id FROM ctr WHERE id = 2 FOR UPDATE; RELEASE b; \
+         SELECT id FROM ctr WHERE id = 1 FOR UPDATE",
+    )
+    .unwrap();
+    let mut other = c.connect();
+    // (Without the holder's lock behind the row lock, NOWAIT would poll until this.)
+    other.batch_execute("SET statement_timeout = '5s'").unwrap();
+    let t = Instant::now();
+    let e = other
+        .batch_execute("SELECT id FROM ctr WHERE id = 1 FOR UPDATE NOWAIT")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"));
+    assert!(t.elapsed() < Duration::from_secs(2), "NOWAIT did not wait");
+    other.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    for id in [1, 2] {
+        let e = other
+            .batch_execute(&format!("UPDATE ctr SET n = 5 WHERE id = {id}"))
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "row {id}");
+    }
+    s.batch_execute("COMMIT").unwrap();
+    other
+        .batch_execute("UPDATE ctr SET n = 5 WHERE id IN (1, 2)")
+        .unwrap();
+}

@@ -2,7 +2,7 @@
 //! ([`segment`]), the files behind them ([`storage`]), and the seam where a commit
 //! hands its after-images to the log ([`RedoSink`]).
 //!
-//! Phase 4 of the commit protocol (see `txn.rs`) appends a commit record (TID and
+//! Phase 11 of the commit protocol (see `txn/commit.rs`) appends a commit record (TID and
 //! the after-images of every row written) while the write set is still locked, so
 //! records of one row reach the log in TID order; phase 6, after the locks are
 //! released, waits until the record is durable. [`shared::SharedLog`] is the

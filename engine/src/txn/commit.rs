@@ -7,10 +7,14 @@
 //!    row read earlier may have been deleted and freed since);
 //! 3. **lock write set**: lock every written record in [`super::RowKey`] order (table
 //!    address, row id): one global order, so committers cannot deadlock;
-//! 4. **validate reads** (repeatable read, serializable): rows read unchanged, tables
-//!    read not written since the start (see [`super::read_set`]);
-//! 5. **mark writers**: count this committer in flight on the tables it writes, so
+//! 4. **mark writers**: count this committer in flight on the tables it writes, so
 //!    serializable readers validating from now on conflict;
+//! 5. **validate reads** (repeatable read, serializable): rows read unchanged, tables
+//!    and key ranges read not written since the start, no other commit in flight on
+//!    them (see [`super::read_set`]). After phase 4, so that of two committers each
+//!    writing what the other read, the later validator sees the earlier one: in
+//!    flight (its mark), or installed (its versions and links); in particular a key
+//!    one moves into a range the other read is linked (phase 6) only after its mark;
 //! 6. **link new keys**: add the index entries of keys rows gain (rekeyed rows,
 //!    updated inserts) before the TID exists: a reader finding one waits on the locked
 //!    record;
@@ -136,13 +140,21 @@ impl Txn {
             Prepared::ReadOnly => Ok((Tid::NONE, None, false)),
             Prepared::Writes(st) => epoch::with_guard(&engine.collector, |g| {
                 let tagged = st.xid.is_some();
-                Commit::resume(self, g, st)
+                let r = Commit::resume(self, g, st)
                     .finish_phases()
-                    .map(|(tid, end)| (tid, end, tagged))
+                    .map(|(tid, end)| (tid, end, tagged));
+                if r.is_ok() && !self.row_locks.is_empty() {
+                    // After the install (waiters then read the new versions), and
+                    // under the install's guard: a row this commit deleted may be
+                    // unlinked by whoever processes its horizon item, but not freed
+                    // before this guard is released.
+                    self.release_row_locks(g, 0);
+                }
+                r
             }),
         };
         if outcome.is_ok() && !self.row_locks.is_empty() {
-            // After the install: waiters then read the new versions.
+            // A read-only transaction's locks (SELECT FOR UPDATE): it deleted nothing.
             epoch::with_guard(&engine.collector, |g| self.release_row_locks(g, 0));
         }
         if outcome.is_err() {
@@ -224,7 +236,7 @@ pub(super) struct CommitState {
     stripes: Vec<usize>,
     /// Records locked (phase 3): the first `locked` entries in lock order.
     locked: usize,
-    /// Table slots marked with a writer in flight (phase 5).
+    /// Table slots marked with a writer in flight (phase 4).
     marked: Vec<usize>,
     /// Index entries linked (phase 6), in private memory: a mass key update makes many,
     /// and they live only during this commit, in this process.
@@ -280,8 +292,8 @@ impl<'t, 'g> Commit<'t, 'g> {
         self.lock_key_stripes()?;
         self.find_records()?;
         self.lock_write_set();
-        self.validate_reads()?;
         self.mark_writers();
+        self.validate_reads()?;
         self.link_new_keys();
         self.st.tid = self.take_tid();
         self.validate_writes()?;
@@ -361,12 +373,12 @@ impl<'t, 'g> Commit<'t, 'g> {
         }
     }
 
-    /// Phase 4.
+    /// Phase 5.
     fn validate_reads(&self) -> Result<()> {
-        self.txn.validate_reads(self.g)
+        self.txn.validate_reads(self.g, &self.st.marked)
     }
 
-    /// Phase 5.
+    /// Phase 4.
     fn mark_writers(&mut self) {
         let txn = &*self.txn;
         let mut written: Vec<usize> = txn

@@ -114,7 +114,7 @@ impl Txn {
     }
 
     /// Scans each recorded index range again for phantoms (see the module's doc).
-    fn validate_ranges(&self, g: &Guard) -> Result<()> {
+    fn validate_ranges(&self, g: &Guard, marked: &[usize]) -> Result<()> {
         if self.reads.ranges.is_empty() {
             return Ok(());
         }
@@ -124,7 +124,8 @@ impl Txn {
         let mut result = Ok(());
         for r in &self.reads.ranges {
             let t: &Arc<_> = &self.tables[r.slot];
-            if t.writers_in_flight.load(Ordering::Acquire) > 0 {
+            let own = marked.contains(&r.slot) as u32;
+            if t.writers_in_flight.load(Ordering::Acquire) > own {
                 result = Err(Error::Conflict(AbortReason::RangeChanged));
                 break;
             }
@@ -179,7 +180,10 @@ impl Txn {
 
     /// Commit validation of what this transaction read (repeatable read,
     /// serializable); run before its own writers are marked in flight.
-    pub(super) fn validate_reads(&self, g: &Guard) -> Result<()> {
+    ///
+    /// `marked`: the table slots this commit counts itself in flight on (its own
+    /// marks do not conflict).
+    pub(super) fn validate_reads(&self, g: &Guard, marked: &[usize]) -> Result<()> {
         if !self.validates_reads() {
             return Ok(());
         }
@@ -202,14 +206,15 @@ impl Txn {
                 return Err(Error::Conflict(AbortReason::ReadChanged));
             }
         }
-        self.validate_ranges(g)?;
+        self.validate_ranges(g, marked)?;
         for &(slot, how) in &self.reads.tables {
             let t: &Arc<_> = &self.tables[slot];
             let last = match how {
                 TableRead::Whole => t.last_write_tid.load(Ordering::Acquire),
                 TableRead::Index => t.last_insert_tid.load(Ordering::Acquire),
             };
-            if t.writers_in_flight.load(Ordering::Acquire) > 0 || last > self.start_tid.get() {
+            let own = marked.contains(&slot) as u32;
+            if t.writers_in_flight.load(Ordering::Acquire) > own || last > self.start_tid.get() {
                 return Err(Error::Conflict(AbortReason::TableChanged));
             }
         }
