@@ -47,12 +47,14 @@ bench: install
 	cargo bench -p memfdw-engine
 	bash benches/sql_vs_heap.sh
 	bash benches/pgbench_vs_heap.sh
+	bash benches/sysbench_vs_heap.sh
 	bash benches/recovery.sh
 
 # CI runs this short smoke of the SQL benchmarks (not a test: they print ratios).
 bench-smoke: install
 	BENCH_SECONDS=1 bash benches/sql_vs_heap.sh
 	BENCH_SECONDS=1 BENCH_SCALE=1 bash benches/pgbench_vs_heap.sh
+	BENCH_SECONDS=1 SB_SIZE=10000 bash benches/sysbench_vs_heap.sh
 	ROWS=20000 bash benches/recovery.sh
 	@bash scripts/pg.sh stop
 

@@ -579,9 +579,16 @@ impl Engine {
         if self.fits(need, limit) {
             return Ok(());
         }
-        epoch::reclaim(&self.collector);
-        if self.fits(need, limit) {
-            return Ok(());
+        // Garbage waits for every pinned participant to move on (another backend in
+        // a statement, the worker): give them a few short chances before refusing.
+        for attempt in 0..5 {
+            epoch::reclaim(&self.collector);
+            if self.fits(need, limit) {
+                return Ok(());
+            }
+            if attempt < 4 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         }
         Err(Error::OutOfMemory {
             in_use: self.in_use(),
