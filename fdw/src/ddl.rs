@@ -51,6 +51,8 @@ unsafe extern "C-unwind" fn process_utility(
         let mut keys = Vec::new();
         let mut dropped_db = pg_sys::InvalidOid;
         let mut created_db: Option<(String, String)> = None;
+        // A memory table whose column is renamed: its `indexes` option names columns.
+        let mut renamed_in: Option<pg_sys::Oid> = None;
         if preloaded() {
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_AlterTableStmt => {
@@ -90,6 +92,13 @@ unsafe extern "C-unwind" fn process_utility(
                         // after: its memory tables must be dropped with it.
                         engine();
                     }
+                }
+                pg_sys::NodeTag::T_RenameStmt
+                    if (*(stmt as *mut pg_sys::RenameStmt)).renameType
+                        == pg_sys::ObjectType::OBJECT_COLUMN
+                        && !(*(stmt as *mut pg_sys::RenameStmt)).relation.is_null() =>
+                {
+                    renamed_in = memory_table_of((*(stmt as *mut pg_sys::RenameStmt)).relation);
                 }
                 pg_sys::NodeTag::T_CreatedbStmt => {
                     created_db = Some(created_database(stmt as *mut pg_sys::CreatedbStmt));
@@ -148,11 +157,18 @@ unsafe extern "C-unwind" fn process_utility(
             // relation OIDs: it gets its own copies of their engine tables.
             copy_template_tables(&name, &template);
         }
+        if let Some(relid) = renamed_in {
+            crate::index_options::store(relid);
+        }
         if created && !existed {
-            if let Some(relid) =
-                after_create_foreign_table(stmt as *mut pg_sys::CreateForeignTableStmt)
-            {
+            let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
+            if let Some(relid) = after_create_foreign_table(cs) {
                 index_ddl::create_keys(relid, keys);
+                // A restored table (pg_dump writes its indexes as an option): build them.
+                if let Some(v) = crate::index_options::from_options((*cs).options) {
+                    index_ddl::create_from_option(relid, &v);
+                }
+                crate::index_options::store(relid);
             }
         }
     }
@@ -250,8 +266,22 @@ unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
         };
         let cmds = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds);
         for cmd in cmds.iter_ptr() {
+            if (*cmd).subtype == pg_sys::AlterTableType::AT_GenericOptions
+                && crate::index_options::named_in((*cmd).def as *mut pg_sys::List)
+            {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "option \"{}\" of memory table \"{}\" is maintained by memfdw",
+                        crate::index_options::OPTION,
+                        types::relation_name(relid)
+                    ),
+                    "Use CREATE INDEX and DROP INDEX."
+                );
+            }
             // OPTIONS (table or column) go on to the option validator, which refuses
-            // every option with its own error (HV00D naming it).
+            // every option but "indexes" with its own error (HV00D naming it).
             let allowed = matches!(
                 (*cmd).subtype,
                 pg_sys::AlterTableType::AT_ChangeOwner

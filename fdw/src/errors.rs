@@ -87,7 +87,7 @@ fn key_detail(table: memfdw_engine::TableId, columns: &[u16], row: &[u8]) -> Str
     let mut values = Vec::new();
     for &c in columns {
         let col = &t.def.columns[c as usize];
-        names.push(col.name.clone());
+        names.push(crate::types::column_name(relid, c));
         let v = match t.layout.get(row, c as usize) {
             None => "null".to_string(),
             Some(b) => {

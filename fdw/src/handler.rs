@@ -52,19 +52,24 @@ pub fn is_ours(routine: *const pg_sys::FdwRoutine) -> bool {
 }
 
 #[pg_extern]
-fn memfdw_validator(options: Vec<String>, _catalog: pg_sys::Oid) {
+fn memfdw_validator(options: Vec<String>, catalog: pg_sys::Oid) {
     if !crate::shmem::preloaded() {
         // Raises the error that says what to put in postgresql.conf.
         crate::shmem::engine();
     }
-    if let Some(opt) = options.first() {
-        let name = opt.split('=').next().unwrap_or(opt);
+    for opt in &options {
+        let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
+        if name == crate::index_options::OPTION && catalog == pg_sys::ForeignTableRelationId {
+            // A table's keys and indexes (see `index_options`).
+            crate::index_options::validate(value);
+            continue;
+        }
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
             format!("invalid option \"{name}\""),
             "memfdw_validator",
         )
-        .set_hint("memfdw takes no options.")
+        .set_hint("memfdw takes no options but a table's \"indexes\", which it maintains.")
         .report(PgLogLevel::ERROR);
     }
 }

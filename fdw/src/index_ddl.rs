@@ -223,6 +223,31 @@ pub fn create_keys(relid: pg_sys::Oid, specs: Vec<KeySpec>) {
     }
 }
 
+/// Builds the indexes an `indexes` option names (see `index_options`), in order.
+pub fn create_from_option(relid: pg_sys::Oid, value: &str) {
+    // (The validator checked it already.)
+    crate::index_options::validate(value);
+    let list = crate::index_options::parse(value).unwrap_or_default();
+    for ix in list {
+        let label = if ix.primary {
+            "pkey"
+        } else if ix.unique {
+            "key"
+        } else {
+            "idx"
+        };
+        build(
+            relid,
+            Some(ix.name),
+            &ix.columns,
+            ix.unique,
+            ix.primary,
+            label,
+            false,
+        );
+    }
+}
+
 /// Schema of relation `relid`.
 fn namespace_of(relid: pg_sys::Oid) -> pg_sys::Oid {
     // SAFETY: catalog lookup.
@@ -304,8 +329,8 @@ fn build(
     let positions: Vec<u16> = columns
         .iter()
         .map(
-            |c| match table.def.columns.iter().position(|d| &d.name == c) {
-                Some(p) => p as u16,
+            |c| match types::column_position(relid, c, table.def.columns.len()) {
+                Some(p) => p,
                 None => column_missing(c),
             },
         )
@@ -360,6 +385,7 @@ fn build(
     let id = def.id;
     xact::with_txn(|t| t.create_index(&table, def)).or_raise();
     xact::note_index_create(relid.to_u32(), id);
+    crate::index_options::store(relid);
     // Cached plans of the table are replanned once this commits.
     // SAFETY: queues a relcache invalidation for the table.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
@@ -407,7 +433,7 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
             for el in PgList::<pg_sys::IndexElem>::from_pg((*stmt).indexIncludingParams).iter_ptr()
             {
                 let name = cstr((*el).name).unwrap_or_default();
-                if !t.def.columns.iter().any(|c| c.name == name) {
+                if types::column_position(relid, &name, t.def.columns.len()).is_none() {
                     column_missing(&name);
                 }
             }
@@ -594,6 +620,7 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
                     xact::refuse_after_truncate(relid, "DROP INDEX");
                     xact::note_index_drop(table, id);
+                    crate::index_options::store(relid);
                     pg_sys::CacheInvalidateRelcacheByRelid(relid);
                     ours += 1;
                 }

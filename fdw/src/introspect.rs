@@ -239,7 +239,7 @@ fn indexes() -> TableIterator<
             let cols: Vec<_> = d
                 .columns
                 .iter()
-                .map(|&c| t.def.columns[c as usize].name.clone())
+                .map(|&c| crate::types::column_name(relid, c))
                 .collect();
             rows.push((
                 relid,

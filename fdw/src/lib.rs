@@ -14,6 +14,7 @@ mod ddl;
 mod errors;
 mod handler;
 mod index_ddl;
+mod index_options;
 mod index_paths;
 mod introspect;
 mod lock_table;

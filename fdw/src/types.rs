@@ -367,3 +367,24 @@ pub unsafe fn store_virtual(slot: *mut pg_sys::TupleTableSlot) -> *mut pg_sys::T
         slot
     }
 }
+
+/// The catalog name of engine column `pos` of memory table `relid` (engine column p is
+/// attribute p + 1; names follow RENAME COLUMN only in the catalog).
+pub fn column_name(relid: pg_sys::Oid, pos: u16) -> String {
+    // SAFETY: catalog lookup; a palloc'd NUL-terminated name or null.
+    unsafe {
+        let n = pg_sys::get_attname(relid, (pos + 1) as pg_sys::AttrNumber, true);
+        if n.is_null() {
+            return format!("column {}", pos + 1);
+        }
+        std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+    }
+}
+
+/// The engine column of memory table `relid` that the catalog calls `name`.
+pub fn column_position(relid: pg_sys::Oid, name: &str, ncols: usize) -> Option<u16> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: catalog lookup.
+    let attno = unsafe { pg_sys::get_attnum(relid, c.as_ptr()) };
+    (attno > 0 && (attno as usize) <= ncols).then(|| (attno - 1) as u16)
+}

@@ -249,6 +249,27 @@ impl Cluster {
     }
 
     /// Connects as role `user` to database `db` (trust authentication).
+    /// Runs a PostgreSQL client tool (pg_dump, pg_restore, psql, ...) against this
+    /// cluster as postgres; returns its standard output, or its standard error.
+    pub fn run_tool(&self, tool: &str, args: &[&str]) -> Result<String, String> {
+        let bin = std::process::Command::new("/usr/bin/pg_config")
+            .arg("--bindir")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let port = self.port.to_string();
+        let out = std::process::Command::new(format!("{bin}/{tool}"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     pub fn connect_as(&self, user: &str, db: &str) -> Client {
         let s = self
             .conn_str()

@@ -7,7 +7,6 @@
 
 use memfdw_e2e::{sqlstate, Cluster, Rng};
 use postgres::Client;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,25 +200,6 @@ fn a_long_reader_holds_versions_until_it_ends() {
 }
 
 /// Runs PostgreSQL client program `tool` against the cluster; Err(stderr) on failure.
-fn run_tool(c: &Cluster, tool: &str, args: &[&str]) -> Result<(), String> {
-    let bin = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    let port = c.port.to_string();
-    let out = Command::new(format!("{bin}/{tool}"))
-        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 #[test]
 fn pg_dump_of_a_live_database_restores_to_a_consistent_state() {
     let c = Cluster::start();
@@ -236,7 +216,8 @@ fn pg_dump_of_a_live_database_restores_to_a_consistent_state() {
         args.push(dump.to_str().unwrap());
         args.extend_from_slice(extra);
         args.push("live");
-        run_tool(&c, "pg_dump", &args).unwrap_or_else(|e| panic!("pg_dump #{i} under writes: {e}"));
+        c.run_tool("pg_dump", &args)
+            .unwrap_or_else(|e| panic!("pg_dump #{i} under writes: {e}"));
     }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -245,8 +226,7 @@ fn pg_dump_of_a_live_database_restores_to_a_consistent_state() {
     c.connect()
         .batch_execute("CREATE DATABASE restored")
         .unwrap();
-    run_tool(
-        &c,
+    c.run_tool(
         "pg_restore",
         &["-d", "restored", "--exit-on-error", dump.to_str().unwrap()],
     )
