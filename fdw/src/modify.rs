@@ -163,13 +163,14 @@ unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a mut ModifyState {
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_insert(
-    _estate: *mut pg_sys::EState,
+    estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     // SAFETY: executor structures; our state.
     unsafe {
+        check_constraints(estate, rinfo, slot);
         let st = state(rinfo);
         st.packer.pack(&st.table.layout, slot).or_raise();
         let stmt = xact::current_stmt(true);
@@ -192,6 +193,32 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         };
         types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
         slot
+    }
+}
+
+/// Checks the new row against the table's NOT NULL and CHECK constraints and, for a
+/// partition, its partition constraint, as PostgreSQL's executor does for heap tables
+/// (it leaves foreign tables to their wrapper): the same errors, 23502 and 23514 with
+/// the constraint's name and the failing row. A row an UPDATE would move to another
+/// partition is refused that way too (PostgreSQL moves rows out of heap partitions
+/// only).
+///
+/// # Safety
+/// Executor structures of the running INSERT, UPDATE or COPY.
+unsafe fn check_constraints(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let rel = (*rinfo).ri_RelationDesc;
+        if !(*(*rel).rd_att).constr.is_null() {
+            pg_sys::ExecConstraints(rinfo, slot, estate);
+        }
+        if (*(*rel).rd_rel).relispartition {
+            pg_sys::ExecPartitionCheck(rinfo, slot, estate, true);
+        }
     }
 }
 
@@ -245,13 +272,14 @@ unsafe fn target(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> (R
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_update(
-    _estate: *mut pg_sys::EState,
+    estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     // SAFETY: executor structures; our state.
     unsafe {
+        check_constraints(estate, rinfo, slot);
         let st = state(rinfo);
         let (rowid, tid) = target(st, plan_slot);
         st.packer.pack(&st.table.layout, slot).or_raise();
