@@ -12,7 +12,8 @@
 //!   day). An equality with such a value matches nothing;
 //! * or it lies beyond every value of the column type ([`Conv::AboveAll`],
 //!   [`Conv::BelowAll`]): `int2_col = 100000` matches nothing, `int2_col < 100000`
-//!   everything.
+//!   everything. (A date beyond the timestamp range is not beyond a timestamp column's
+//!   infinities: it is [`Conv::Rounded`] to the infinity on its side.)
 //!
 //! PostgreSQL still checks every clause on the rows the index returns, so a bound only
 //! has to keep every match.
@@ -153,11 +154,7 @@ pub unsafe fn to_column(col: ColumnType, value: pg_sys::Oid, d: pg_sys::Datum) -
                     pg_sys::date2timestamptz_opt_overflow(day, &mut overflow)
                 }
             };
-            match overflow {
-                0 => Conv::Exact(pg_sys::Datum::from(ts)),
-                o if o > 0 => Conv::AboveAll,
-                _ => Conv::BelowAll,
-            }
+            overflowed(ts, overflow)
         }
         ColumnType::TimestampTz if value == pg_sys::TIMESTAMPOID => {
             let mut overflow = 0;
@@ -165,13 +162,20 @@ pub unsafe fn to_column(col: ColumnType, value: pg_sys::Oid, d: pg_sys::Datum) -
             let ts = unsafe {
                 pg_sys::timestamp2timestamptz_opt_overflow(d.value() as i64, &mut overflow)
             };
-            match overflow {
-                0 => Conv::Exact(pg_sys::Datum::from(ts)),
-                o if o > 0 => Conv::AboveAll,
-                _ => Conv::BelowAll,
-            }
+            overflowed(ts, overflow)
         }
         _ => Conv::Exact(d),
+    }
+}
+
+/// A converted timestamp(tz), or, beyond the type's finite range, the infinity on that
+/// side as an inclusive bound: PostgreSQL orders the column's infinities beyond every
+/// finite value, this one included, so `ts > '300000-01-01'::date` keeps 'infinity'.
+fn overflowed(ts: i64, overflow: std::ffi::c_int) -> Conv {
+    match overflow {
+        0 => Conv::Exact(pg_sys::Datum::from(ts)),
+        o if o > 0 => Conv::Rounded(pg_sys::Datum::from(i64::MAX)),
+        _ => Conv::Rounded(pg_sys::Datum::from(i64::MIN)),
     }
 }
 

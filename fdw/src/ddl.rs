@@ -51,7 +51,8 @@ unsafe extern "C-unwind" fn process_utility(
         let mut keys = Vec::new();
         let mut dropped_db = pg_sys::InvalidOid;
         let mut created_db: Option<(String, String)> = None;
-        // A memory table whose column is renamed: its `indexes` option names columns.
+        // A relation whose column is renamed: the `indexes` options of it and of its
+        // inheritors (which the rename reaches) name columns.
         let mut renamed_in: Option<pg_sys::Oid> = None;
         if preloaded() {
             match (*stmt).type_ {
@@ -98,7 +99,14 @@ unsafe extern "C-unwind" fn process_utility(
                         == pg_sys::ObjectType::OBJECT_COLUMN
                         && !(*(stmt as *mut pg_sys::RenameStmt)).relation.is_null() =>
                 {
-                    renamed_in = memory_table_of((*(stmt as *mut pg_sys::RenameStmt)).relation);
+                    let relid = pg_sys::RangeVarGetRelidExtended(
+                        (*(stmt as *mut pg_sys::RenameStmt)).relation,
+                        pg_sys::NoLock as _,
+                        pg_sys::RVROption::RVR_MISSING_OK as _,
+                        None,
+                        std::ptr::null_mut(),
+                    );
+                    renamed_in = (relid != pg_sys::InvalidOid).then_some(relid);
                 }
                 pg_sys::NodeTag::T_CreatedbStmt => {
                     created_db = Some(created_database(stmt as *mut pg_sys::CreatedbStmt));
@@ -157,8 +165,16 @@ unsafe extern "C-unwind" fn process_utility(
             // relation OIDs: it gets its own copies of their engine tables.
             copy_template_tables(&name, &template);
         }
-        if let Some(relid) = renamed_in {
-            crate::index_options::store(relid);
+        if let Some(relid) = renamed_in.filter(|_| preloaded()) {
+            let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
+            });
+            for i in 0..pg_sys::list_length(all) {
+                let oid = pg_sys::list_nth_oid(all, i);
+                if is_memory_table(oid) {
+                    crate::index_options::store(oid);
+                }
+            }
         }
         if created && !existed {
             let cs = stmt as *mut pg_sys::CreateForeignTableStmt;
@@ -172,6 +188,17 @@ unsafe extern "C-unwind" fn process_utility(
             }
         }
     }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's pg_inherits.h (not in pgrx's bindings): `relid` and every relation
+    /// that inherits from it, recursively, as an OID list. Call it through
+    /// `pg_guard_ffi_boundary`.
+    fn find_all_inheritors(
+        relid: pg_sys::Oid,
+        lockmode: pg_sys::LOCKMODE,
+        numparents: *mut *mut pg_sys::List,
+    ) -> *mut pg_sys::List;
 }
 
 /// The name of the database a CREATE DATABASE makes, and of its template.

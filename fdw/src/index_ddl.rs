@@ -6,7 +6,8 @@
 //!   are taken out of a copy of the statement before it runs (primary-key columns
 //!   become NOT NULL, as PostgreSQL makes them), then built as engine indexes;
 //! * `CREATE [UNIQUE] INDEX [IF NOT EXISTS] [name] ON t [USING btree] (col, ...)` builds
-//!   an engine index under a ShareLock on the table (writers wait, readers do not);
+//!   an engine index under a ShareRowExclusiveLock on the table (writers and other
+//!   index builds wait, readers do not);
 //!   expression and partial indexes, INCLUDE, other access methods, DEFERRABLE and
 //!   NULLS NOT DISTINCT are refused with 0A000;
 //! * `DROP INDEX [IF EXISTS] name, ...` drops engine indexes at commit (and leaves
@@ -404,11 +405,14 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
             return false;
         }
         // Writers wait while the index is built; readers go on (as PostgreSQL does).
+        // The lock also excludes another CREATE INDEX on the table: the `indexes`
+        // option is rewritten from the table's indexes, so they must not include
+        // another transaction's uncommitted one.
         // Ownership is checked before the lock is taken (PostgreSQL's callback), and
         // schema USAGE by the name lookup itself.
         let relid = pg_sys::RangeVarGetRelidExtended(
             (*stmt).relation,
-            pg_sys::ShareLock as _,
+            pg_sys::ShareRowExclusiveLock as _,
             0,
             Some(owns_relation),
             std::ptr::null_mut(),

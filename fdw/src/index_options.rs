@@ -212,8 +212,10 @@ pub fn store(relid: pg_sys::Oid) {
     let value = format(relid, &defs);
     // SAFETY: a catalog update of the table's own pg_foreign_table row, under the
     // lock the DDL statement holds on the table; made visible to the rest of the
-    // command by CommandCounterIncrement.
+    // command by CommandCounterIncrement (and the row it updates made visible to it by
+    // the one before: CREATE FOREIGN TABLE inserts it without one).
     unsafe {
+        pg_sys::CommandCounterIncrement();
         let rel = pg_sys::table_open(
             pg_sys::ForeignTableRelationId,
             pg_sys::RowExclusiveLock as _,

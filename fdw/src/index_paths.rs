@@ -176,6 +176,10 @@ fn collation_is_c(coll: pg_sys::Oid) -> bool {
         )
     };
     if coll == pg_sys::DEFAULT_COLLATION_OID {
+        if !default_collation_is_libc() {
+            // An ICU default collation orders by ICU whatever lc_collate says.
+            return false;
+        }
         // SAFETY: reading a GUC's value.
         let v = unsafe { pg_sys::GetConfigOption(c"lc_collate".as_ptr(), true, false) };
         if v.is_null() {
@@ -211,6 +215,24 @@ fn collation_is_c(coll: pg_sys::Oid) -> bool {
         }
         pg_sys::ReleaseSysCache(tup);
         ok
+    }
+}
+
+/// Does the current database's default collation come from libc (not ICU)?
+fn default_collation_is_libc() -> bool {
+    // SAFETY: a syscache lookup of the current database, released below.
+    unsafe {
+        let tup = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::DATABASEOID as _,
+            pg_sys::Datum::from(pg_sys::MyDatabaseId),
+        );
+        if tup.is_null() {
+            return false;
+        }
+        let form = pg_sys::GETSTRUCT(tup) as *mut pg_sys::FormData_pg_database;
+        let libc = (*form).datlocprovider == pg_sys::COLLPROVIDER_LIBC as std::ffi::c_char;
+        pg_sys::ReleaseSysCache(tup);
+        libc
     }
 }
 
@@ -828,7 +850,6 @@ unsafe fn add_path(
         let private = crate::plan_private::PathPrivate {
             choice: choice.to_list(),
             exprs,
-            clauses: pg_sys::extract_actual_clauses(cand.clauses, false),
         }
         .to_list();
         let pathkeys = if order.is_some() {
@@ -878,6 +899,12 @@ pub unsafe fn pattern_prefix(kind: CondKind, pattern: pg_sys::Datum) -> Option<V
                 Some(out)
             }
             CondKind::Regex => {
+                // Embedded options ("(?i)", "***:") may make the match case-insensitive
+                // under the clause's collation: no prefix then.
+                let bytes = pgrx::varlena::varlena_to_byte_slice(t);
+                if bytes.starts_with(b"***") || bytes.windows(2).any(|w| w == b"(?") {
+                    return Some(Vec::new());
+                }
                 let mut exact = false;
                 let p = pg_sys::regexp_fixed_prefix(
                     t as *mut pg_sys::text,

@@ -28,14 +28,12 @@ impl LockPolicy {
 }
 
 /// A `ForeignPath`'s `fdw_private`: NIL for a full scan, else
-/// `(index choice, comparison expressions, index clauses)`.
+/// `(index choice, comparison expressions)`.
 pub struct PathPrivate {
     /// The index choice as an integer list (see `IndexChoice::to_list`), or NIL.
     pub choice: *mut pg_sys::List,
     /// The values the index conditions compare with (they become `fdw_exprs`).
     pub exprs: *mut pg_sys::List,
-    /// The clauses the index answers (for EXPLAIN's "Index Cond").
-    pub clauses: *mut pg_sys::List,
 }
 
 impl PathPrivate {
@@ -44,9 +42,10 @@ impl PathPrivate {
     pub unsafe fn to_list(&self) -> *mut pg_sys::List {
         // SAFETY: forwarded contract.
         unsafe {
-            let l = pg_sys::lappend(std::ptr::null_mut(), self.choice as *mut c_void);
-            let l = pg_sys::lappend(l, self.exprs as *mut c_void);
-            pg_sys::lappend(l, self.clauses as *mut c_void)
+            pg_sys::lappend(
+                pg_sys::lappend(std::ptr::null_mut(), self.choice as *mut c_void),
+                self.exprs as *mut c_void,
+            )
         }
     }
 
@@ -57,15 +56,13 @@ impl PathPrivate {
             return PathPrivate {
                 choice: std::ptr::null_mut(),
                 exprs: std::ptr::null_mut(),
-                clauses: std::ptr::null_mut(),
             };
         }
-        // SAFETY: a three-element list we built.
+        // SAFETY: a two-element list we built.
         unsafe {
             PathPrivate {
                 choice: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
                 exprs: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
-                clauses: pg_sys::list_nth(l, 2) as *mut pg_sys::List,
             }
         }
     }
@@ -92,7 +89,7 @@ fn lock_mode_from_int(v: i32) -> LockMode {
 }
 
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
-/// policy, lock mode, index clauses)`.
+/// policy, lock mode)`.
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
     pub needed: *mut pg_sys::List,
@@ -101,8 +98,6 @@ pub struct ScanPrivate {
     pub lock: LockPolicy,
     /// The strongest row-lock mode the query's locking clauses ask for on this table.
     pub mode: LockMode,
-    /// As in [`PathPrivate::clauses`] (EXPLAIN only: setrefs does not adjust them).
-    pub clauses: *mut pg_sys::List,
 }
 
 impl ScanPrivate {
@@ -115,15 +110,14 @@ impl ScanPrivate {
             l = pg_sys::lappend(l, self.choice as *mut c_void);
             // A node, not an int cell: fdw_private is copied as a list of nodes.
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void);
-            l = pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void);
-            pg_sys::lappend(l, self.clauses as *mut c_void)
+            pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: a five-element list we built.
+        // SAFETY: a four-element list we built.
         unsafe {
             ScanPrivate {
                 needed: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
@@ -132,7 +126,6 @@ impl ScanPrivate {
                     (*(pg_sys::list_nth(l, 2) as *mut pg_sys::Integer)).ival,
                 ),
                 mode: lock_mode_from_int((*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival),
-                clauses: pg_sys::list_nth(l, 4) as *mut pg_sys::List,
             }
         }
     }

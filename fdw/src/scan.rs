@@ -18,6 +18,7 @@ use memfdw_engine::{LockMode, RowId, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use std::ffi::CString;
 
 pub struct ScanState {
     relid: u32,
@@ -158,7 +159,6 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             choice: path.choice,
             lock,
             mode,
-            clauses: path.clauses,
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -849,6 +849,73 @@ pub unsafe extern "C-unwind" fn end_foreign_scan(_node: *mut pg_sys::ForeignScan
     // The state is dropped with the executor's memory context.
 }
 
+/// The index's conditions as EXPLAIN shows an index scan's `Index Cond`, built from the
+/// plan's index choice and its comparison values (`fdw_exprs`, which setrefs keeps
+/// valid wherever the scan sits in the plan), e.g. `((grp = 7) AND (val >= 10))`.
+///
+/// # Safety
+/// Executor and explain structures of the scan being explained.
+unsafe fn index_cond_text(
+    plan: *mut pg_sys::ForeignScan,
+    es: *mut pg_sys::ExplainState,
+    relid: pg_sys::Oid,
+    choice: &IndexChoice,
+) -> String {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let def = engine()
+            .table(crate::handler::table_id(relid))
+            .and_then(|t| t.index_defs().into_iter().find(|d| d.id == choice.index_id));
+        let context = pg_sys::set_deparse_context_plan(
+            (*es).deparse_cxt,
+            plan as *mut pg_sys::Plan,
+            std::ptr::null_mut(),
+        );
+        let useprefix = (*es).verbose;
+        let value = |i: i32| -> String {
+            let e = pg_sys::list_nth((*plan).fdw_exprs, i) as *mut pg_sys::Node;
+            let s = pg_sys::deparse_expression(e, context, useprefix, false);
+            std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
+        };
+        let parts: Vec<String> = choice
+            .conds
+            .iter()
+            .map(|c| {
+                let col = def.as_ref().and_then(|d| d.columns.get(c.col)).map_or_else(
+                    || format!("key column {}", c.col + 1),
+                    |&p| types::column_name(relid, p),
+                );
+                let col = quote_ident(&col);
+                match c.kind {
+                    CondKind::Eq => format!("({col} = {})", value(c.expr)),
+                    CondKind::Lt => format!("({col} < {})", value(c.expr)),
+                    CondKind::Le => format!("({col} <= {})", value(c.expr)),
+                    CondKind::Gt => format!("({col} > {})", value(c.expr)),
+                    CondKind::Ge => format!("({col} >= {})", value(c.expr)),
+                    CondKind::In => format!("({col} = ANY ({}))", value(c.expr)),
+                    CondKind::IsNull => format!("({col} IS NULL)"),
+                    CondKind::NotNull => format!("({col} IS NOT NULL)"),
+                    CondKind::Like => format!("({col} ~~ {})", value(c.expr)),
+                    CondKind::Regex => format!("({col} ~ {})", value(c.expr)),
+                }
+            })
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one")
+        } else {
+            format!("({})", parts.join(" AND "))
+        }
+    }
+}
+
+fn quote_ident(id: &str) -> String {
+    let c = CString::new(id).expect("no NUL in identifiers");
+    // SAFETY: returns its argument or a palloc'd quoted copy, NUL-terminated.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// # Safety
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
@@ -878,23 +945,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         };
         let access = std::ffi::CString::new(access).expect("no NUL");
         pg_sys::ExplainPropertyText(c"Memory Table Access".as_ptr(), access.as_ptr(), es);
-        let clauses = ScanPrivate::from_list((*plan).fdw_private).clauses;
-        if !clauses.is_null() {
-            // As PostgreSQL shows an index scan's conditions (every clause is also in
-            // the Filter: PostgreSQL rechecks them on the rows the index returns).
-            let context = pg_sys::set_deparse_context_plan(
-                (*es).deparse_cxt,
-                plan as *mut pg_sys::Plan,
-                std::ptr::null_mut(),
-            );
-            let useprefix = (*es).verbose || pg_sys::list_length((*es).rtable) > 1;
-            let text = pg_sys::deparse_expression(
-                pg_sys::make_ands_explicit(clauses) as *mut pg_sys::Node,
-                context,
-                useprefix,
-                false,
-            );
-            pg_sys::ExplainPropertyText(c"Index Cond".as_ptr(), text, es);
+        if let Some(c) = choice.as_ref().filter(|c| !c.conds.is_empty()) {
+            let text = CString::new(index_cond_text(plan, es, relid, c)).expect("no NUL");
+            pg_sys::ExplainPropertyText(c"Index Cond".as_ptr(), text.as_ptr(), es);
         }
         let st = (*node).fdw_state as *mut ScanState;
         if (*es).analyze {

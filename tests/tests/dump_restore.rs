@@ -241,6 +241,39 @@ fn the_indexes_option_follows_ddl_and_cannot_be_set_by_hand() {
         let e = s.batch_execute(sql).unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some(state), "{sql}: {e}");
     }
+    // Two CREATE INDEX on one table wait for each other: the option never names
+    // another transaction's index that then rolls back.
+    s.batch_execute("BEGIN; CREATE INDEX acc_id2 ON acc (id)")
+        .unwrap();
+    let conn = c.conn_str();
+    let other = std::thread::spawn(move || {
+        let mut o = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+        o.batch_execute("CREATE INDEX acc_branch2 ON acc (branch)")
+            .unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.batch_execute("ROLLBACK").unwrap();
+    other.join().unwrap();
+    assert_eq!(
+        opt(&mut s).unwrap(),
+        "indexes=primary acc_pkey (id); unique acc_owner_branch_key (holder, branch); index acc_branch2 (branch)"
+    );
+    // A column renamed through a partitioned parent is renamed in the partition's option.
+    s.batch_execute(
+        "CREATE TABLE p (k int, v int) PARTITION BY LIST (k); \
+         CREATE FOREIGN TABLE p1 PARTITION OF p FOR VALUES IN (1) SERVER memfdw; \
+         CREATE INDEX p1_v ON p1 (v); \
+         ALTER TABLE p RENAME COLUMN v TO w",
+    )
+    .unwrap();
+    let p1: String = s
+        .query_one(
+            "SELECT array_to_string(ftoptions, ',') FROM pg_foreign_table WHERE ftrelid = 'p1'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(p1, "indexes=index p1_v (w)");
     // Written by hand in CREATE FOREIGN TABLE, as a restore does.
     s.batch_execute(
         "CREATE FOREIGN TABLE b4 (a int NOT NULL, b text) SERVER memfdw \

@@ -519,6 +519,10 @@ fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
         "SELECT count(*) FROM TBL WHERE ts < date '2024-03-10'",
         "SELECT count(*) FROM TBL WHERE ts >= date '2024-03-10' AND ts < date '2024-03-11'",
         "SELECT count(*) FROM TBL WHERE ts = 'infinity'::date",
+        // Beyond the timestamp range, but not beyond the column's infinities.
+        "SELECT count(*) FROM TBL WHERE ts > '300000-01-01'::date",
+        "SELECT count(*) FROM TBL WHERE ts < '-infinity'::date",
+        "SELECT count(*) FROM TBL WHERE tz >= '294276-12-31 23:00'::timestamp",
         "SELECT count(*) FROM TBL WHERE tz < date '2024-03-10'",
         "SELECT count(*) FROM TBL WHERE tz >= date '2024-03-11' AND tz < date '2024-03-12'",
         "SELECT count(*) FROM TBL WHERE tz < timestamp '2024-03-10 03:00'",
@@ -560,6 +564,7 @@ fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
         "SELECT count(*) FROM TBL WHERE ts = timestamptz '2024-03-10 01:00-05'",
         "SELECT count(*) FROM TBL WHERE t LIKE '%99'",
         "SELECT count(*) FROM TBL WHERE t ILIKE 'K12%'",
+        "SELECT count(*) FROM TBL WHERE t ~ '(?i)^K12'",
     ] {
         assert_eq!(
             rows(&mut s, &q.replace("TBL", "m")),

@@ -11,6 +11,8 @@ EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id = 42::bigint;
 SELECT id FROM m WHERE id = 42::bigint;
 SELECT count(*) FROM m WHERE id < 3000000000;
 EXPLAIN (COSTS OFF) SELECT id FROM m WHERE grp = 7::smallint ORDER BY val LIMIT 3;
+-- Index conditions of a scan inside a subplan name its own columns.
+EXPLAIN (COSTS OFF) SELECT * FROM probe WHERE k = (SELECT grp FROM m WHERE id = 5);
 EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id BETWEEN 10 AND 20;
 EXPLAIN (COSTS OFF) SELECT * FROM m WHERE id IN (1, 2, 3);
 EXPLAIN (COSTS OFF) SELECT * FROM m ORDER BY id DESC LIMIT 3;
