@@ -71,7 +71,8 @@ pub enum LockMode {
 }
 
 impl LockMode {
-    fn from_bits(b: u64) -> LockMode {
+    /// The mode numbered `b` (its discriminant; only the low two bits count).
+    pub fn from_bits(b: u64) -> LockMode {
         match b & 3 {
             0 => LockMode::KeyShare,
             1 => LockMode::Share,

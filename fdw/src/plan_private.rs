@@ -79,15 +79,6 @@ pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode 
     }
 }
 
-fn lock_mode_from_int(v: i32) -> LockMode {
-    match v {
-        0 => LockMode::KeyShare,
-        1 => LockMode::Share,
-        2 => LockMode::NoKeyUpdate,
-        _ => LockMode::Update,
-    }
-}
-
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
 /// policy, lock mode)`.
 pub struct ScanPrivate {
@@ -125,7 +116,9 @@ impl ScanPrivate {
                 lock: LockPolicy::from_int(
                     (*(pg_sys::list_nth(l, 2) as *mut pg_sys::Integer)).ival,
                 ),
-                mode: lock_mode_from_int((*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival),
+                mode: LockMode::from_bits(
+                    (*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
+                ),
             }
         }
     }

@@ -63,6 +63,15 @@ fn check_restored(c: &Cluster, db: &str, want: &[String], rows: bool) {
     assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{db}: {e}");
 }
 
+/// Runs an SQL file with psql (stopping at the first error).
+fn psql_file(c: &Cluster, db: &str, file: &str) {
+    c.run_tool(
+        "psql",
+        &["-X", "-v", "ON_ERROR_STOP=1", "-q", "-d", db, "-f", file],
+    )
+    .unwrap_or_else(|e| panic!("psql -f {file}: {e}"));
+}
+
 #[test]
 fn dumps_carry_keys_and_indexes_and_every_restore_rebuilds_them() {
     let c = Cluster::start();
@@ -110,20 +119,7 @@ fn dumps_carry_keys_and_indexes_and_every_restore_rebuilds_them() {
             .batch_execute(&format!("CREATE DATABASE {db}"))
             .unwrap();
     }
-    c.run_tool(
-        "psql",
-        &[
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-d",
-            "r_plain",
-            "-f",
-            &plain,
-        ],
-    )
-    .unwrap();
+    psql_file(&c, "r_plain", &plain);
     check_restored(&c, "r_plain", &want, true);
 
     c.run_tool(
@@ -173,20 +169,7 @@ fn dumps_carry_keys_and_indexes_and_every_restore_rebuilds_them() {
     );
     let file = format!("{dir}/norows.sql");
     std::fs::write(&file, schema_only).unwrap();
-    c.run_tool(
-        "psql",
-        &[
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-d",
-            "r_norows",
-            "-f",
-            &file,
-        ],
-    )
-    .unwrap();
+    psql_file(&c, "r_norows", &file);
     check_restored(&c, "r_norows", &want, false);
 }
 
