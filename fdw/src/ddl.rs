@@ -55,6 +55,12 @@ unsafe extern "C-unwind" fn process_utility(
         // inheritors (which the rename reaches) name columns.
         let mut renamed_in: Option<pg_sys::Oid> = None;
         if preloaded() {
+            if let Some((rv, if_not_exists)) = created_relation(stmt) {
+                if !index_ddl::refuse_index_name(rv, if_not_exists) {
+                    // IF NOT EXISTS: skipped, with PostgreSQL's notice.
+                    return;
+                }
+            }
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_AlterTableStmt => {
                     check_alter(stmt as *mut pg_sys::AlterTableStmt)
@@ -187,6 +193,37 @@ unsafe extern "C-unwind" fn process_utility(
                 crate::index_options::store(relid);
             }
         }
+    }
+}
+
+/// The relation a CREATE statement makes (table, foreign table, view, sequence, table
+/// AS / materialized view), with its IF NOT EXISTS, if `stmt` is one.
+///
+/// # Safety
+/// `stmt` must be a valid statement node.
+unsafe fn created_relation(stmt: *mut pg_sys::Node) -> Option<(*mut pg_sys::RangeVar, bool)> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let (rv, ine) = match (*stmt).type_ {
+            pg_sys::NodeTag::T_CreateStmt | pg_sys::NodeTag::T_CreateForeignTableStmt => {
+                let c = stmt as *mut pg_sys::CreateStmt;
+                ((*c).relation, (*c).if_not_exists)
+            }
+            pg_sys::NodeTag::T_ViewStmt => ((*(stmt as *mut pg_sys::ViewStmt)).view, false),
+            pg_sys::NodeTag::T_CreateSeqStmt => {
+                let c = stmt as *mut pg_sys::CreateSeqStmt;
+                ((*c).sequence, (*c).if_not_exists)
+            }
+            pg_sys::NodeTag::T_CreateTableAsStmt => {
+                let c = stmt as *mut pg_sys::CreateTableAsStmt;
+                if (*c).into.is_null() {
+                    return None;
+                }
+                ((*(*c).into).rel, (*c).if_not_exists)
+            }
+            _ => return None,
+        };
+        (!rv.is_null()).then_some((rv, ine))
     }
 }
 

@@ -272,6 +272,42 @@ fn find_index(nsp: pg_sys::Oid, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Refuses to create relation `rv` under the name of a memory-table index of its schema
+/// (42P07, as for any relation name taken): index names share the namespace with
+/// relations, but memory indexes have no pg_class entry for PostgreSQL to find. With
+/// IF NOT EXISTS, says so and returns false (the statement is skipped).
+///
+/// # Safety
+/// `rv` must be a valid RangeVar.
+pub unsafe fn refuse_index_name(rv: *mut pg_sys::RangeVar, if_not_exists: bool) -> bool {
+    // SAFETY: forwarded contract; catalog lookup (raises PostgreSQL's error for a
+    // missing schema, as the statement itself would).
+    unsafe {
+        if (*rv).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char {
+            return true;
+        }
+        let nsp = pg_sys::RangeVarGetCreationNamespace(rv);
+        let name = cstr((*rv).relname).unwrap_or_default();
+        if find_index(nsp, &name).is_some() {
+            if if_not_exists {
+                ereport!(
+                    NOTICE,
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists, skipping")
+                );
+                return false;
+            }
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+                "It is the name of an index of a memory table (see memfdw.indexes())."
+            );
+        }
+        true
+    }
+}
+
 fn name_taken(nsp: pg_sys::Oid, name: &str) -> bool {
     let c = CString::new(name).expect("no NUL in identifiers");
     // SAFETY: catalog lookup.

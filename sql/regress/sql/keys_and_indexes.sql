@@ -59,3 +59,13 @@ BEGIN;
 LOCK TABLE nocols IN ACCESS EXCLUSIVE MODE;
 COMMIT;
 DROP FOREIGN TABLE nocols;
+-- A relation cannot take the name of a memory index (they share the namespace).
+CREATE FOREIGN TABLE nm (a int PRIMARY KEY) SERVER memfdw;
+CREATE TABLE nm_pkey (x int);
+CREATE TABLE IF NOT EXISTS nm_pkey (x int);
+CREATE VIEW nm_pkey AS SELECT 1;
+CREATE SEQUENCE nm_pkey;
+CREATE TABLE nm_pkey AS SELECT 1;
+DROP FOREIGN TABLE nm;
+CREATE TABLE nm_pkey (x int);
+DROP TABLE nm_pkey;
