@@ -87,6 +87,8 @@ pub struct Cluster {
 pub struct Options {
     pub preload: bool,
     pub max_memory: &'static str,
+    /// More libraries for shared_preload_libraries (comma-separated), after memfdw.
+    pub also_preload: &'static str,
 }
 
 impl Default for Options {
@@ -94,6 +96,7 @@ impl Default for Options {
         Options {
             preload: true,
             max_memory: "256MB",
+            also_preload: "",
         }
     }
 }
@@ -128,8 +131,13 @@ impl Cluster {
             dir.display()
         );
         if opts.preload {
+            let also = if opts.also_preload.is_empty() {
+                String::new()
+            } else {
+                format!(",{}", opts.also_preload)
+            };
             extra += &format!(
-                "shared_preload_libraries = 'memfdw'\nmemfdw.max_memory = '{}'\n",
+                "shared_preload_libraries = 'memfdw{also}'\nmemfdw.max_memory = '{}'\n",
                 opts.max_memory
             );
         }

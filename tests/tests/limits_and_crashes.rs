@@ -12,6 +12,7 @@ fn memory_limit_refuses_cleanly_and_freed_space_is_reused() {
     let c = Cluster::start_with(Options {
         preload: true,
         max_memory: "64MB",
+        ..Default::default()
     });
     let mut s = c.connect();
     s.batch_execute("CREATE EXTENSION memfdw; CREATE FOREIGN TABLE big (id int NOT NULL, pad text) SERVER memfdw")
@@ -91,6 +92,7 @@ fn without_preload_create_extension_says_what_to_configure() {
     let c = Cluster::start_with(Options {
         preload: false,
         max_memory: "64MB",
+        ..Default::default()
     });
     let mut s = c.connect();
     let e = s.batch_execute("CREATE EXTENSION memfdw").unwrap_err();
@@ -434,6 +436,7 @@ fn truncate_empties_a_full_engine_and_its_memory_is_reused() {
     let c = Cluster::start_with(Options {
         preload: true,
         max_memory: "64MB",
+        ..Default::default()
     });
     let mut s = c.connect();
     s.batch_execute(
@@ -489,6 +492,7 @@ fn a_big_delete_on_a_full_engine_succeeds() {
     let c = Cluster::start_with(Options {
         preload: true,
         max_memory: "64MB",
+        ..Default::default()
     });
     let mut s = c.connect();
     s.batch_execute(
