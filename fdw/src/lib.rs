@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 mod analyze;
 mod cross_type;
 mod ddl;
+mod error_fields;
 mod errors;
 mod handler;
 mod index_ddl;
@@ -46,6 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
             worker::register();
         }
         ddl::install_hooks();
+        error_fields::install_hook();
         snapshots::install_hooks();
         xact::register_callbacks();
         shmem::set_before_exit(xact::release_at_exit);

@@ -73,6 +73,7 @@ unsafe fn init_state(
         let Some(table) = xact::table(relid) else {
             errors::missing_table(relid)
         };
+        crate::error_fields::writing(relid);
         let state = ModifyState {
             relid: relid.to_u32(),
             packer: Packer::new(&table.def),
@@ -141,6 +142,7 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     _rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     // The state is dropped with the executor's memory context.
+    crate::error_fields::done();
 }
 
 /// # Safety
@@ -150,6 +152,7 @@ pub unsafe extern "C-unwind" fn end_foreign_insert(
     _estate: *mut pg_sys::EState,
     _rinfo: *mut pg_sys::ResultRelInfo,
 ) {
+    crate::error_fields::done();
 }
 
 /// # Safety

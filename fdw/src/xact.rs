@@ -327,7 +327,10 @@ unsafe extern "C-unwind" fn xact_callback(
                 }
             }
         }
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => release(),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            crate::error_fields::done();
+            release()
+        }
         XACT_EVENT_PRE_PREPARE => {
             let busy = BACKEND.with(|b| {
                 let b = b.borrow();
@@ -423,6 +426,7 @@ unsafe extern "C-unwind" fn subxact_callback(
     if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         return;
     }
+    crate::error_fields::done();
     // PostgreSQL releases the subtransaction's holder lock itself.
     BACKEND.with(|b| b.borrow_mut().holder_locked.retain(|&s| s < my_subid));
     crate::snapshots::forget_from(my_subid);

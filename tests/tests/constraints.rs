@@ -1,6 +1,6 @@
-//! NOT NULL, CHECK and partition constraints are enforced on memory tables as on heap
-//! tables: same SQLSTATE, message, constraint name and failing row, for INSERT,
-//! UPDATE and COPY; nothing of a failing statement is stored; a row an UPDATE would
+//! NOT NULL, CHECK, unique and partition constraints are enforced on memory tables as
+//! on heap tables: same SQLSTATE, message, failing row, and schema, table, column and
+//! constraint fields, for INSERT, UPDATE and COPY; nothing of a failing statement is stored; a row an UPDATE would
 //! move out of a memory partition is refused.
 
 use memfdw_e2e::Cluster;
@@ -14,18 +14,38 @@ fn db_error(s: &mut Client, sql: &str) -> DbError {
         .clone()
 }
 
-/// The parts of an error a client sees, with the table's name made neutral. (Not yet
-/// compared: the schema, table, column and constraint fields, which errors raised
-/// inside memfdw's callbacks lose on their way through pgrx; see the README.)
-fn seen(e: &DbError, table: &str) -> (String, String, String) {
+/// The parts of an error a client sees, with the table's name made neutral: SQLSTATE,
+/// message, detail, and the schema, table, column and constraint fields.
+type Seen = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn seen(e: &DbError, table: &str) -> Seen {
     let neutral = |s: &str| {
         s.replace(&format!("\"{table}\""), "\"T\"")
             .replace(&format!("\"{table}_"), "\"T_")
+    };
+    let name = |s: &str| {
+        if s == table {
+            "T".to_string()
+        } else {
+            s.replacen(&format!("{table}_"), "T_", 1)
+        }
     };
     (
         e.code().code().to_string(),
         neutral(e.message()),
         e.detail().map(neutral).unwrap_or_default(),
+        e.schema().map(str::to_string),
+        e.table().map(name),
+        e.column().map(str::to_string),
+        e.constraint().map(name),
     )
 }
 
@@ -42,6 +62,7 @@ fn check_and_not_null_are_enforced_as_on_heap_tables() {
     ))
     .unwrap();
     for sql in [
+        "INSERT INTO TBL VALUES (1, 1, 'dup')",
         "INSERT INTO TBL VALUES (2, -1, 'b')",
         "INSERT INTO TBL VALUES (2, 1, NULL)",
         "INSERT INTO TBL VALUES (2, 1, 'much too long')",

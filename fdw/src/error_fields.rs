@@ -1,0 +1,126 @@
+//! The schema, table, column and constraint fields of integrity errors (class 23) that
+//! memory-table writes raise, as heap tables' errors carry them: drivers and ORMs read
+//! the constraint name of a 23505 to tell which key was violated.
+//!
+//! pgrx passes errors raised inside memfdw's callbacks on without these fields (it
+//! keeps code, message, detail and hint). So each INSERT/UPDATE/COPY into a memory
+//! table names its table here when it starts (`writing`), and an `emit_log_hook`
+//! fills in what an integrity error without a table field lacks just before
+//! PostgreSQL sends it: the table and its schema from here, the constraint and column
+//! from PostgreSQL's own message formats ('... constraint "name"', 'null value in
+//! column "name" ...'). The table is forgotten when the write ends, when its
+//! (sub)transaction ends, and once used.
+//!
+//! Limits: an error caught by a PL/pgSQL exception block is never emitted, so `GET
+//! STACKED DIAGNOSTICS` still sees no such fields.
+
+use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+
+struct Written {
+    schema: CString,
+    table: CString,
+}
+
+thread_local! {
+    static WRITING: RefCell<Option<Written>> = const { RefCell::new(None) };
+}
+
+static mut PREV_EMIT: pg_sys::emit_log_hook_type = None;
+
+/// Installs the hook (at library load).
+///
+/// # Safety
+/// Once per process, from `_PG_init`.
+pub unsafe fn install_hook() {
+    // SAFETY: forwarded contract; hooks are process-global and set at load.
+    unsafe {
+        PREV_EMIT = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+    }
+}
+
+/// A write into memory table `relid` starts.
+pub fn writing(relid: pg_sys::Oid) {
+    // SAFETY: catalog lookups of an open relation.
+    let (schema, table) = unsafe {
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        let rel = pg_sys::get_rel_name(relid);
+        if nsp.is_null() || rel.is_null() {
+            return;
+        }
+        (
+            CStr::from_ptr(nsp).to_owned(),
+            CStr::from_ptr(rel).to_owned(),
+        )
+    };
+    WRITING.with(|w| *w.borrow_mut() = Some(Written { schema, table }));
+}
+
+/// The write ended (or its transaction did).
+pub fn done() {
+    WRITING.with(|w| {
+        if let Ok(mut w) = w.try_borrow_mut() {
+            *w = None;
+        }
+    });
+}
+
+/// The quoted name after `marker` in `message`, up to the closing quote that `end`
+/// follows ("" for the last one).
+fn quoted_after(message: &str, marker: &str, end: &str) -> Option<String> {
+    let start = message.find(marker)? + marker.len();
+    let rest = &message[start..];
+    let stop = if end.is_empty() {
+        rest.rfind('"')?
+    } else {
+        rest.find(&format!("\"{end}"))?
+    };
+    Some(rest[..stop].to_string())
+}
+
+/// # Safety
+/// Called by PostgreSQL only, with a valid error report, in ErrorContext.
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: forwarded contract; strings are copied into the current (error) memory
+    // context, as PostgreSQL's own fields are. Nothing here raises an error.
+    unsafe {
+        let e = &mut *edata;
+        // The SQLSTATE class "23" (PostgreSQL packs each character in 6 bits, the first
+        // two lowest).
+        let is_integrity = e.sqlerrcode & 0xFFF == 2 | (3 << 6);
+        if e.elevel >= pgrx::PgLogLevel::ERROR as i32 && is_integrity && e.table_name.is_null() {
+            let taken = WRITING.with(|w| w.try_borrow_mut().ok().and_then(|mut w| w.take()));
+            if let Some(w) = taken {
+                e.schema_name = pg_sys::pstrdup(w.schema.as_ptr());
+                e.table_name = pg_sys::pstrdup(w.table.as_ptr());
+                let message = if e.message.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(e.message).to_string_lossy().into_owned()
+                };
+                let dup = |s: String| {
+                    CString::new(s)
+                        .map(|c| pg_sys::pstrdup(c.as_ptr()))
+                        .unwrap_or(std::ptr::null_mut())
+                };
+                if e.constraint_name.is_null() {
+                    if let Some(c) = quoted_after(&message, "constraint \"", "") {
+                        e.constraint_name = dup(c);
+                    }
+                }
+                if e.column_name.is_null() {
+                    if let Some(c) =
+                        quoted_after(&message, "null value in column \"", " of relation")
+                    {
+                        e.column_name = dup(c);
+                    }
+                }
+            }
+        }
+        if let Some(prev) = PREV_EMIT {
+            prev(edata);
+        }
+    }
+}
