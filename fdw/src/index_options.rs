@@ -32,14 +32,6 @@ pub struct OptIndex {
     pub primary: bool,
 }
 
-fn quote(id: &str) -> String {
-    let c = CString::new(id).expect("no NUL in identifiers");
-    // SAFETY: returns its argument or a palloc'd quoted copy, NUL-terminated.
-    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The option's value for `defs` on relation `relid` (column names from the catalog).
 pub fn format(relid: pg_sys::Oid, defs: &[IndexDef]) -> String {
     defs.iter()
@@ -59,10 +51,14 @@ pub fn format(relid: pg_sys::Oid, defs: &[IndexDef]) -> String {
                     let name =
                         unsafe { pg_sys::get_attname(relid, (c + 1) as pg_sys::AttrNumber, false) };
                     // SAFETY: a palloc'd NUL-terminated name.
-                    quote(&unsafe { CStr::from_ptr(name) }.to_string_lossy())
+                    crate::types::quote_ident(&unsafe { CStr::from_ptr(name) }.to_string_lossy())
                 })
                 .collect();
-            format!("{kind} {} ({})", quote(&d.name), cols.join(", "))
+            format!(
+                "{kind} {} ({})",
+                crate::types::quote_ident(&d.name),
+                cols.join(", ")
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -885,7 +885,7 @@ unsafe fn index_cond_text(
                     || format!("key column {}", c.col + 1),
                     |&p| types::column_name(relid, p),
                 );
-                let col = quote_ident(&col);
+                let col = types::quote_ident(&col);
                 match c.kind {
                     CondKind::Eq => format!("({col} = {})", value(c.expr)),
                     CondKind::Lt => format!("({col} < {})", value(c.expr)),
@@ -906,14 +906,6 @@ unsafe fn index_cond_text(
             format!("({})", parts.join(" AND "))
         }
     }
-}
-
-fn quote_ident(id: &str) -> String {
-    let c = CString::new(id).expect("no NUL in identifiers");
-    // SAFETY: returns its argument or a palloc'd quoted copy, NUL-terminated.
-    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// # Safety

@@ -388,3 +388,12 @@ pub fn column_position(relid: pg_sys::Oid, name: &str, ncols: usize) -> Option<u
     let attno = unsafe { pg_sys::get_attnum(relid, c.as_ptr()) };
     (attno > 0 && (attno as usize) <= ncols).then(|| (attno - 1) as u16)
 }
+
+/// `id` quoted as an SQL identifier where needed (PostgreSQL's quote_identifier).
+pub fn quote_ident(id: &str) -> String {
+    let c = std::ffi::CString::new(id).expect("no NUL in identifiers");
+    // SAFETY: returns its argument or a palloc'd quoted copy, NUL-terminated.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
