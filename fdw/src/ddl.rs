@@ -102,6 +102,13 @@ unsafe extern "C-unwind" fn process_utility(
                 }
                 pg_sys::NodeTag::T_RenameStmt
                     if (*(stmt as *mut pg_sys::RenameStmt)).renameType
+                        == pg_sys::ObjectType::OBJECT_INDEX
+                        && index_ddl::rename_index(stmt as *mut pg_sys::RenameStmt) =>
+                {
+                    return;
+                }
+                pg_sys::NodeTag::T_RenameStmt
+                    if (*(stmt as *mut pg_sys::RenameStmt)).renameType
                         == pg_sys::ObjectType::OBJECT_COLUMN
                         && !(*(stmt as *mut pg_sys::RenameStmt)).relation.is_null() =>
                 {

@@ -211,15 +211,17 @@ fn column_missing(name: &str) -> ! {
 /// Builds the keys of a memory table that CREATE FOREIGN TABLE has just created.
 pub fn create_keys(relid: pg_sys::Oid, specs: Vec<KeySpec>) {
     for spec in specs {
-        let label = if spec.primary { "pkey" } else { "key" };
         build(
             relid,
-            spec.name,
-            &spec.columns,
-            true,
-            spec.primary,
-            label,
-            false,
+            IndexSpec {
+                name: spec.name,
+                columns: &spec.columns,
+                unique: true,
+                primary: spec.primary,
+                label: constraint_label(true, spec.primary),
+                if_not_exists: false,
+                exact: false,
+            },
         );
     }
 }
@@ -230,21 +232,17 @@ pub fn create_from_option(relid: pg_sys::Oid, value: &str) {
     crate::index_options::validate(value);
     let list = crate::index_options::parse(value).unwrap_or_default();
     for ix in list {
-        let label = if ix.primary {
-            "pkey"
-        } else if ix.unique {
-            "key"
-        } else {
-            "idx"
-        };
         build(
             relid,
-            Some(ix.name),
-            &ix.columns,
-            ix.unique,
-            ix.primary,
-            label,
-            false,
+            IndexSpec {
+                name: Some(ix.name),
+                columns: &ix.columns,
+                unique: ix.unique,
+                primary: ix.primary,
+                label: constraint_label(ix.unique, ix.primary),
+                if_not_exists: false,
+                exact: true,
+            },
         );
     }
 }
@@ -347,15 +345,41 @@ fn choose_name(table: &str, columns: &[String], label: &str, nsp: pg_sys::Oid) -
 /// Builds an index on memory table `relid` named `name` (or a chosen name) over
 /// `columns`, inside the current transaction. Returns false if it was skipped (IF NOT
 /// EXISTS and the name is taken).
-fn build(
-    relid: pg_sys::Oid,
+/// What to build (see [`build`]).
+struct IndexSpec<'a> {
     name: Option<String>,
-    columns: &[String],
+    columns: &'a [String],
     unique: bool,
     primary: bool,
-    label: &str,
+    /// The suffix of a chosen name: `pkey`, `key` (constraints) or `idx` (CREATE INDEX).
+    label: &'a str,
     if_not_exists: bool,
-) -> bool {
+    /// Exactly this kind of index (a restore, a rename): no promotion to primary key.
+    exact: bool,
+}
+
+/// The name suffix PostgreSQL would give a constraint of this kind.
+fn constraint_label(unique: bool, primary: bool) -> &'static str {
+    if primary {
+        "pkey"
+    } else if unique {
+        "key"
+    } else {
+        "idx"
+    }
+}
+
+fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
+    let IndexSpec {
+        name,
+        columns,
+        unique,
+        primary,
+        label,
+        if_not_exists,
+        exact,
+    } = spec;
+
     let e = engine();
     xact::refuse_after_truncate(relid, "CREATE INDEX");
     let Some(table) = e.table(crate::handler::table_id(relid)) else {
@@ -375,7 +399,11 @@ fn build(
     for c in columns {
         check_key_collation(relid, c);
     }
-    if primary && table.index_defs().iter().any(|d| d.primary) {
+    let has_primary = table
+        .index_defs()
+        .iter()
+        .any(|d| d.primary && !xact::index_drop_pending(relid.to_u32(), d.id));
+    if primary && has_primary {
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
@@ -406,8 +434,9 @@ fn build(
     // The first unique index built on an empty table without a primary key becomes
     // its primary key (DESIGN.md §3); the key columns must then be NOT NULL.
     let primary = primary
-        || (unique
-            && !table.index_defs().iter().any(|d| d.primary)
+        || (!exact
+            && unique
+            && !has_primary
             && table.stats().rows == 0
             && positions
                 .iter()
@@ -506,12 +535,15 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
         }
         build(
             relid,
-            cstr((*stmt).idxname),
-            &columns,
-            (*stmt).unique,
-            (*stmt).primary,
-            "idx",
-            (*stmt).if_not_exists,
+            IndexSpec {
+                name: cstr((*stmt).idxname),
+                columns: &columns,
+                unique: (*stmt).unique,
+                primary: (*stmt).primary,
+                label: "idx",
+                if_not_exists: (*stmt).if_not_exists,
+                exact: false,
+            },
         );
         true
     }
@@ -578,6 +610,73 @@ fn index_name(table: u32, id: u32) -> String {
         .table(crate::handler::table_id(pg_sys::Oid::from(table)))
         .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
         .map_or_else(|| format!("index {id}"), |d| d.name)
+}
+
+/// Handles ALTER INDEX [IF EXISTS] ... RENAME TO of a memory-table index; returns false
+/// if the statement names none (PostgreSQL runs it). The index is built again under
+/// the new name in the same transaction and the old one dropped at commit (the engine
+/// logs indexes by name), so a rename costs an index build.
+///
+/// # Safety
+/// `stmt` must be a valid RENAME statement of an index.
+pub unsafe fn rename_index(stmt: *mut pg_sys::RenameStmt) -> bool {
+    // SAFETY: forwarded contract; catalog lookups.
+    unsafe {
+        let rv = (*stmt).relation;
+        let mut names: *mut pg_sys::List = std::ptr::null_mut();
+        if !(*rv).schemaname.is_null() {
+            names = pg_sys::lappend(names, pg_sys::makeString((*rv).schemaname).cast());
+        }
+        names = pg_sys::lappend(names, pg_sys::makeString((*rv).relname).cast());
+        let Some((table, id)) = resolve(names) else {
+            return false;
+        };
+        let relid = pg_sys::Oid::from(table);
+        let me = pg_sys::GetUserId();
+        if !pg_sys::pg_class_ownercheck(relid, me) {
+            let cname = CString::new(index_name(table, id)).unwrap_or_default();
+            pg_sys::aclcheck_error(
+                pg_sys::AclResult::ACLCHECK_NOT_OWNER,
+                pg_sys::ObjectType::OBJECT_INDEX,
+                cname.as_ptr(),
+            );
+        }
+        pg_sys::LockRelationOid(relid, pg_sys::ShareRowExclusiveLock as _);
+        xact::refuse_after_truncate(relid, "ALTER INDEX");
+        let Some(def) = engine()
+            .table(crate::handler::table_id(relid))
+            .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
+        else {
+            return false;
+        };
+        let new = cstr((*stmt).newname).unwrap_or_default();
+        if name_taken(namespace_of(relid), &new) {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                format!("relation \"{new}\" already exists")
+            );
+        }
+        let columns: Vec<String> = def
+            .columns
+            .iter()
+            .map(|&c| types::column_name(relid, c))
+            .collect();
+        xact::note_index_drop(table, id);
+        build(
+            relid,
+            IndexSpec {
+                name: Some(new),
+                columns: &columns,
+                unique: def.unique,
+                primary: def.primary,
+                label: constraint_label(def.unique, def.primary),
+                if_not_exists: false,
+                exact: true,
+            },
+        );
+        true
+    }
 }
 
 /// Resolves a (possibly qualified) index name to a memory-table index, following the

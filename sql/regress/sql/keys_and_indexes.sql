@@ -69,3 +69,20 @@ CREATE TABLE nm_pkey AS SELECT 1;
 DROP FOREIGN TABLE nm;
 CREATE TABLE nm_pkey (x int);
 DROP TABLE nm_pkey;
+-- ALTER INDEX ... RENAME: the index keeps its kind and keys, under the new name.
+CREATE FOREIGN TABLE rn (a int PRIMARY KEY, b int) SERVER memfdw;
+CREATE UNIQUE INDEX rn_b ON rn (b);
+INSERT INTO rn VALUES (1, 1);
+ALTER INDEX rn_b RENAME TO rn_b2;
+ALTER INDEX rn_pkey RENAME TO rn_key;
+ALTER INDEX rn_key RENAME TO rn_b2;
+ALTER INDEX IF EXISTS nosuch RENAME TO x;
+BEGIN;
+ALTER INDEX rn_b2 RENAME TO rn_b3;
+ROLLBACK;
+SELECT index_name, columns, is_unique, is_primary, entries FROM memfdw.indexes()
+  WHERE table_name = 'rn' ORDER BY 1;
+INSERT INTO rn VALUES (1, 2);
+INSERT INTO rn VALUES (2, 1);
+SELECT array_to_string(ftoptions, ',') FROM pg_foreign_table WHERE ftrelid = 'rn'::regclass;
+DROP FOREIGN TABLE rn;
