@@ -605,6 +605,19 @@ fn check_schema_create(nsp: pg_sys::Oid) {
 }
 
 /// The name of index `id` of memory table `table` (for messages).
+/// Raises PostgreSQL's "must be owner of index" for index `id` of memory table `table`.
+fn not_owner(table: u32, id: u32) {
+    let cname = CString::new(index_name(table, id)).unwrap_or_default();
+    // SAFETY: raises the error (a catalog-free report).
+    unsafe {
+        pg_sys::aclcheck_error(
+            pg_sys::AclResult::ACLCHECK_NOT_OWNER,
+            pg_sys::ObjectType::OBJECT_INDEX,
+            cname.as_ptr(),
+        )
+    };
+}
+
 fn index_name(table: u32, id: u32) -> String {
     engine()
         .table(crate::handler::table_id(pg_sys::Oid::from(table)))
@@ -634,12 +647,7 @@ pub unsafe fn rename_index(stmt: *mut pg_sys::RenameStmt) -> bool {
         let relid = pg_sys::Oid::from(table);
         let me = pg_sys::GetUserId();
         if !pg_sys::pg_class_ownercheck(relid, me) {
-            let cname = CString::new(index_name(table, id)).unwrap_or_default();
-            pg_sys::aclcheck_error(
-                pg_sys::AclResult::ACLCHECK_NOT_OWNER,
-                pg_sys::ObjectType::OBJECT_INDEX,
-                cname.as_ptr(),
-            );
+            not_owner(table, id);
         }
         pg_sys::LockRelationOid(relid, pg_sys::ShareRowExclusiveLock as _);
         xact::refuse_after_truncate(relid, "ALTER INDEX");
@@ -748,13 +756,7 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
                     if !pg_sys::pg_class_ownercheck(relid, me)
                         && !pg_sys::pg_namespace_ownercheck(namespace_of(relid), me)
                     {
-                        let name = index_name(table, id);
-                        let cname = CString::new(name).unwrap_or_default();
-                        pg_sys::aclcheck_error(
-                            pg_sys::AclResult::ACLCHECK_NOT_OWNER,
-                            pg_sys::ObjectType::OBJECT_INDEX,
-                            cname.as_ptr(),
-                        );
+                        not_owner(table, id);
                     }
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
                     xact::refuse_after_truncate(relid, "DROP INDEX");
