@@ -41,18 +41,22 @@ pub unsafe fn install_hook() {
     }
 }
 
-/// A write into memory table `relid` starts.
-pub fn writing(relid: pg_sys::Oid) {
-    // SAFETY: catalog lookups of an open relation.
+/// A write into memory table `rel` starts.
+///
+/// # Safety
+/// `rel` must be an open relation.
+pub unsafe fn writing(rel: pg_sys::Relation) {
+    // SAFETY: forwarded contract; the name from the relcache entry, the schema's from
+    // one catalog lookup.
     let (schema, table) = unsafe {
-        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        let rel = pg_sys::get_rel_name(relid);
-        if nsp.is_null() || rel.is_null() {
+        let form = (*rel).rd_rel;
+        let nsp = pg_sys::get_namespace_name((*form).relnamespace);
+        if nsp.is_null() {
             return;
         }
         (
             CStr::from_ptr(nsp).to_owned(),
-            CStr::from_ptr(rel).to_owned(),
+            CStr::from_ptr((*form).relname.data.as_ptr()).to_owned(),
         )
     };
     WRITING.with(|w| *w.borrow_mut() = Some(Written { schema, table }));

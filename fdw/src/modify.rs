@@ -73,7 +73,7 @@ unsafe fn init_state(
         let Some(table) = xact::table(relid) else {
             errors::missing_table(relid)
         };
-        crate::error_fields::writing(relid);
+        crate::error_fields::writing((*rinfo).ri_RelationDesc);
         let state = ModifyState {
             relid: relid.to_u32(),
             packer: Packer::new(&table.def),

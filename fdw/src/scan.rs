@@ -48,6 +48,9 @@ struct IndexState {
     choice: IndexChoice,
     /// Comparison values (`fdw_exprs`), evaluated at the start and at every rescan.
     exprs: Vec<*mut pg_sys::ExprState>,
+    /// The base type of each comparison value (of its elements, for `IN`), looked up
+    /// once here rather than at every rescan.
+    types: Vec<pg_sys::Oid>,
     /// Key ranges still to read (built lazily), in order.
     ranges: Option<Vec<IndexScan>>,
     current: usize,
@@ -250,11 +253,21 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let index = IndexChoice::from_list(private.choice).map(|choice| {
             let states =
                 pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
+            let exprs: Vec<*mut pg_sys::ExprState> = (0..pg_sys::list_length(states))
+                .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
+                .collect();
+            let mut types = vec![pg_sys::InvalidOid; exprs.len()];
+            for c in choice.conds.iter().filter(|c| c.expr >= 0) {
+                let mut ty = pg_sys::exprType(pg_sys::list_nth((*plan).fdw_exprs, c.expr).cast());
+                if c.kind == CondKind::In {
+                    ty = pg_sys::get_element_type(ty);
+                }
+                types[c.expr as usize] = pg_sys::getBaseType(ty);
+            }
             IndexState {
                 choice,
-                exprs: (0..pg_sys::list_length(states))
-                    .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
-                    .collect(),
+                exprs,
+                types,
                 ranges: None,
                 current: 0,
             }
@@ -391,7 +404,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             pgrx::check_for_interrupts!();
             if let Some(ix) = index {
                 if ix.ranges.is_none() {
-                    ix.ranges = Some(build_ranges(&ix.choice, &ix.exprs, econtext, table));
+                    ix.ranges = Some(build_ranges(
+                        &ix.choice, &ix.exprs, &ix.types, econtext, table,
+                    ));
                     ix.current = 0;
                 }
                 let ranges = ix.ranges.as_mut().expect("built");
@@ -645,6 +660,7 @@ impl RowQueue {
 unsafe fn build_ranges(
     choice: &IndexChoice,
     exprs: &[*mut pg_sys::ExprState],
+    types: &[pg_sys::Oid],
     econtext: *mut pg_sys::ExprContext,
     table: &TableHandle,
 ) -> Vec<IndexScan> {
@@ -665,16 +681,16 @@ unsafe fn build_ranges(
             keys::encode_value(ty, Some(b), &mut out).unwrap_or_else(|e| errors::raise(e));
             out
         };
-        // The value and its type.
+        // The value and its base type (of its elements, for IN).
         let eval_raw = |i: i32| -> Option<(pg_sys::Datum, pg_sys::Oid)> {
             let st = exprs[i as usize];
             let mut isnull = false;
             let d = (*st).evalfunc.expect("compiled expression")(st, econtext, &mut isnull);
-            (!isnull).then(|| (d, pg_sys::exprType((*st).expr as *mut pg_sys::Node)))
+            (!isnull).then(|| (d, types[i as usize]))
         };
         // The value, converted to the key column's type (see `cross_type`).
         let eval = |i: i32, col: usize| -> Option<Conv> {
-            eval_raw(i).map(|(d, ty)| cross_type::to_column(ty_of(col), pg_sys::getBaseType(ty), d))
+            eval_raw(i).map(|(d, ty)| cross_type::to_column(ty_of(col), ty, d))
         };
         let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
         let (mut lo, mut hi): (KeyBound, KeyBound) = (None, None);
@@ -694,8 +710,7 @@ unsafe fn build_ranges(
                     prefixes.iter_mut().for_each(|p| p.push(keys::NULL_MARK));
                 }
                 CondKind::In => match eval_raw(c.expr) {
-                    Some((arr, arr_ty)) => {
-                        let elem = pg_sys::getBaseType(pg_sys::get_element_type(arr_ty));
+                    Some((arr, elem)) => {
                         // Elements no column value equals match nothing.
                         let mut vals: Vec<Vec<u8>> = array_elements(arr)
                             .into_iter()
