@@ -53,6 +53,10 @@ fn index_ddl_needs_ownership_and_schema_privileges_checked_before_any_lock() {
         "no row values in the error: {e:?}"
     );
     assert_eq!(err_state(bad.batch_execute("DROP INDEX s.t_pkey")), "42501");
+    assert_eq!(
+        err_state(bad.batch_execute("ALTER INDEX s.t_pkey RENAME TO t_mine")),
+        "42501"
+    );
     owner.batch_execute("ROLLBACK").unwrap();
     // Nothing was created or dropped: the key still holds.
     assert_eq!(
