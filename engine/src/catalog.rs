@@ -36,6 +36,25 @@ pub enum ColumnType {
     Uuid,
     Json,
     Jsonb,
+    /// oid: unsigned 32-bit.
+    Oid,
+    /// PostgreSQL's one-byte "char", compared unsigned.
+    Char1,
+    /// name: 64 bytes, NUL-padded, compared as bytes up to the first NUL.
+    Name,
+    /// money: a 64-bit count of cents.
+    Money,
+    /// macaddr (6 bytes) or macaddr8 (8 bytes), compared as bytes.
+    MacAddr(u8),
+    /// Any other type, stored but without a key encoding: `len` bytes (by value when
+    /// `byval`, then 1, 2, 4 or 8), or a varlena when `len` is -1.
+    Other {
+        len: i16,
+        byval: bool,
+    },
+    /// A dropped column: always NULL, no storage (it keeps the positions of later
+    /// columns equal to PostgreSQL's attribute numbers).
+    Dropped,
 }
 
 impl ColumnType {
@@ -49,7 +68,16 @@ impl ColumnType {
             Int8 | Float8 | Time | Timestamp | TimestampTz => 8,
             TimeTz => 12,
             Interval | Uuid => 16,
-            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb => return None,
+            Oid => 4,
+            Char1 => 1,
+            Name => 64,
+            Money => 8,
+            MacAddr(n) => n as usize,
+            Other { len, .. } if len > 0 => len as usize,
+            Dropped => 0,
+            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb | Other { .. } => {
+                return None
+            }
         })
     }
 
@@ -77,6 +105,15 @@ impl ColumnType {
             Uuid => "uuid".into(),
             Json => "json".into(),
             Jsonb => "jsonb".into(),
+            Oid => "oid".into(),
+            Char1 => "\"char\"".into(),
+            Name => "name".into(),
+            Money => "money".into(),
+            MacAddr(8) => "macaddr8".into(),
+            MacAddr(_) => "macaddr".into(),
+            Other { len: -1, .. } => "variable-length type".into(),
+            Other { len, .. } => format!("{len}-byte type"),
+            Dropped => "dropped column".into(),
         }
     }
 }
@@ -130,6 +167,21 @@ impl TableDef {
                 ColumnType::Varchar(n) if n != 0 => Some(n as i64),
                 _ => None,
             };
+            let bad_type = match c.ty {
+                ColumnType::MacAddr(n) => n != 6 && n != 8,
+                ColumnType::Other { len, byval } => {
+                    !(len == -1 && !byval
+                        || len > 0 && !byval
+                        || byval && matches!(len, 1 | 2 | 4 | 8))
+                }
+                _ => false,
+            };
+            if bad_type {
+                return Err(Error::UnsupportedType {
+                    column: c.name.clone(),
+                    type_name: c.ty.name(),
+                });
+            }
             if let Some(len) = len {
                 if !(1..=MAX_CHAR_LEN).contains(&len) {
                     return Err(Error::InvalidLength {

@@ -33,7 +33,10 @@ pub const VALUE_MARK: u8 = 0x01;
 
 /// Can a column of this type be part of an index key?
 pub fn indexable(ty: ColumnType) -> bool {
-    !matches!(ty, ColumnType::Json | ColumnType::Jsonb)
+    !matches!(
+        ty,
+        ColumnType::Json | ColumnType::Jsonb | ColumnType::Other { .. } | ColumnType::Dropped
+    )
 }
 
 fn flip_i64(out: &mut Vec<u8>, v: i64) {
@@ -128,8 +131,21 @@ pub fn encode_value(ty: ColumnType, v: Option<&[u8]>, out: &mut Vec<u8>) -> Resu
             out.extend_from_slice(&[0, 0]);
         }
         Numeric => encode_numeric(b, out)?,
-        Json | Jsonb => {
-            return Err(Error::Corrupt("json values are not indexable".into()));
+        Oid => out.extend_from_slice(&u32::from_le_bytes(le(b)?).to_be_bytes()),
+        Char1 => out.push(le::<1>(b)?[0]),
+        Money => flip_i64(out, i64::from_le_bytes(le(b)?)),
+        MacAddr(_) => out.extend_from_slice(b),
+        Name => {
+            // namecmp compares with strncmp: bytes up to the first NUL.
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            out.extend_from_slice(&b[..end]);
+            out.push(0);
+        }
+        Json | Jsonb | Other { .. } | Dropped => {
+            return Err(Error::Corrupt(format!(
+                "{} values are not indexable",
+                ty.name()
+            )));
         }
     }
     Ok(())
@@ -370,6 +386,30 @@ mod tests {
             enc(ColumnType::Char(5), Some(b"ab   ")),
             enc(ColumnType::Char(5), Some(b"ab"))
         );
+    }
+
+    #[test]
+    fn oid_money_name_macaddr_and_char_orders() {
+        let oid = |v: u32| enc(ColumnType::Oid, Some(&v.to_le_bytes()));
+        assert!(oid(1) < oid(2) && oid(0x7fff_ffff) < oid(0x8000_0000));
+        let money = |v: i64| enc(ColumnType::Money, Some(&v.to_le_bytes()));
+        assert!(money(-5) < money(0) && money(0) < money(7));
+        let name = |s: &str| {
+            let mut b = s.as_bytes().to_vec();
+            b.resize(64, 0);
+            enc(ColumnType::Name, Some(&b))
+        };
+        assert!(name("ab") < name("abc") && name("abc") < name("abd"));
+        assert_eq!(name("x"), enc(ColumnType::Text, Some(b"x")));
+        let ch = |c: u8| enc(ColumnType::Char1, Some(&[c]));
+        assert!(ch(b'a') < ch(b'b') && ch(0x7f) < ch(0x80));
+        let mac = |b: [u8; 6]| enc(ColumnType::MacAddr(6), Some(&b));
+        assert!(mac([0, 0, 0, 0, 0, 9]) < mac([0, 0, 0, 0, 1, 0]));
+        assert!(!indexable(ColumnType::Other {
+            len: -1,
+            byval: false
+        }));
+        assert!(encode_value(ColumnType::Dropped, Some(&[]), &mut Vec::new()).is_err());
     }
 
     #[test]

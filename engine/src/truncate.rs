@@ -7,11 +7,12 @@
 //! before the rows, see `redo::payload`), so replay empties the table at that point
 //! and then applies the rows the same transaction wrote afterwards.
 
+use crate::catalog::TableDef;
 use crate::engine::{Engine, Need};
 use crate::epoch;
 use crate::error::Result;
-use crate::ids::TableId;
-use crate::index::KeyIndex;
+use crate::index::{IndexDef, KeyIndex};
+use crate::redo::payload::Emptying;
 use crate::scope;
 use crate::table::Table;
 use std::sync::Arc;
@@ -64,12 +65,57 @@ impl Engine {
         }
     }
 
-    /// Replay of a truncate entry: table `id` becomes empty now.
-    pub(crate) fn truncate_now(&self, id: TableId) -> Result<()> {
+    /// A new, unpublished, empty table in place of `t` with definition `def` and
+    /// indexes `indexes` (ALTER TABLE: the caller fills it with `t`'s rows, rewritten);
+    /// its row ids continue above `t`'s. Index ids not in `t` come from
+    /// [`Engine::next_index_id`].
+    pub(crate) fn redefined_twin(
+        &self,
+        t: &Table,
+        mut def: TableDef,
+        indexes: &[IndexDef],
+    ) -> Result<Arc<Table>> {
+        def.database = t.id.database;
+        def.validate()?;
+        for i in indexes {
+            i.validate(&def)?;
+        }
+        let _s = scope::enter();
+        self.check_memory(Need::of(4096 * (1 + indexes.len())))?;
+        let shared_def = def.clone();
+        scope::outside(|| drop(def));
+        let twin = Table::new(t.id, shared_def, &self.collector);
+        twin.observe_rowid(crate::ids::RowId(
+            t.peek_next_rowid().get().saturating_sub(1),
+        ));
+        let list: Vec<Arc<KeyIndex>> = indexes
+            .iter()
+            .map(|i| {
+                self.observe_index_id(i.id);
+                Arc::new(KeyIndex::new(i.clone(), &twin.def, &self.collector))
+            })
+            .collect();
+        twin.set_indexes(list);
+        Ok(Arc::new(twin))
+    }
+
+    /// Replay of a truncate or redefine entry: the table becomes empty now (with its
+    /// new definition and indexes).
+    pub(crate) fn empty_now(&self, e: &Emptying) -> Result<()> {
+        let id = match e {
+            Emptying::Truncate(id) => *id,
+            Emptying::Redefine(r) => r.table,
+        };
         let Some(t) = self.table(id) else {
             return Ok(());
         };
-        let twin = self.empty_twin(&t)?;
+        let twin = match e {
+            Emptying::Truncate(_) => self.empty_twin(&t)?,
+            Emptying::Redefine(r) => {
+                let def = scope::outside(|| r.def.clone());
+                self.redefined_twin(&t, def, &r.indexes)?
+            }
+        };
         let old = self.replace_table(t.arc(), twin, true);
         let _s = scope::enter();
         // The last references: the old table and its rows are freed here.

@@ -123,7 +123,7 @@ fn one_row(tid: u64, rowid: u64, part: bool) -> Vec<u8> {
     let mut b = Vec::new();
     LogRecord::Commit {
         tid: Tid(tid),
-        truncates: vec![],
+        emptied: vec![],
         writes: vec![redo::payload::RowImage {
             table: table_id(1),
             rowid: RowId(rowid),

@@ -105,7 +105,7 @@ fn a_row_that_does_not_match_its_table_is_corruption() {
     .unwrap();
     let bad = LogRecord::Commit {
         tid: Tid(3),
-        truncates: vec![],
+        emptied: vec![],
         writes: vec![RowImage {
             table: table_id(1),
             rowid: RowId(1),

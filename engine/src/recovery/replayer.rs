@@ -14,7 +14,7 @@ use crate::ids::{RowId, TableId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::{
-    commit_tid, commit_truncates, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART, XACT,
+    commit_emptied, commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART, XACT,
 };
 use crate::scope;
 use std::sync::Arc;
@@ -45,12 +45,12 @@ impl Engine {
             }
             LogRecord::Commit {
                 tid,
-                truncates,
+                emptied,
                 writes,
             } => {
                 self.observe_tid(*tid);
-                for t in truncates {
-                    self.truncate_now(*t)?;
+                for e in emptied {
+                    self.empty_now(e)?;
                 }
                 for w in writes {
                     if let Some(t) = self.table(w.table) {
@@ -485,8 +485,8 @@ impl Replayer {
                 let mut rows = Vec::new();
                 self.flush_small()?;
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
-                    for t in commit_truncates(p).map_err(corrupt)? {
-                        self.engine.truncate_now(t)?;
+                    for e in commit_emptied(p).map_err(corrupt)? {
+                        self.engine.empty_now(&e)?;
                     }
                 }
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
@@ -497,13 +497,13 @@ impl Replayer {
             self.drop_parts();
         }
         if kind == Some(COMMIT) {
-            let truncates = commit_truncates(payload).map_err(corrupt)?;
-            if !truncates.is_empty() {
-                // In log order: what came before is applied, the table emptied, then
-                // this commit's rows follow.
+            let emptied = commit_emptied(payload).map_err(corrupt)?;
+            if !emptied.is_empty() {
+                // In log order: what came before is applied, the table emptied (and
+                // redefined), then this commit's rows follow.
                 self.flush_small()?;
-                for t in truncates {
-                    self.engine.truncate_now(t)?;
+                for e in &emptied {
+                    self.engine.empty_now(e)?;
                 }
             }
         }

@@ -1,20 +1,24 @@
 //! The contents of redo records: committed row images and DDL.
 //!
 //! ```text
-//! commit:       1 | tid u64 | count u32 | { table | rowid u64 | kind u8 (0 row, 1 delete, 2 truncate) | [len u32 | bytes] }*
-//! create table: 2 | table | name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
+//! commit:       1 | tid u64 | count u32 | { table | rowid u64 | kind u8 (0 row, 1 delete, 2 truncate, 3 redefine) | [len u32 | bytes] }*
+//! create table: 2 | table | def
+//! def:          name | ncols u16 | { name | type u8 | param u32 | nullable u8 }*
 //! drop table:   3 | table
 //! rows:         4 | table | count u32 | { rowid u64 | tid u64 | len u32 | bytes }*
-//! create index: 5 | table | id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
+//! create index: 5 | table | index
+//! index:        id u32 | name | flags u8 (1 unique, 2 primary) | ncols u16 | { column u16 }*
 //! drop index:   6 | table | id u32
 //! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
 //! xact:         8 | tid u64 | xid u32
 //! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
-//! A truncate entry (rowid 0, no bytes) empties its table; a commit's truncate
-//! entries come before its rows, so replay empties the table, then applies the rows the
-//! same transaction wrote after its TRUNCATE.
+//! A truncate entry (rowid 0, no bytes) empties its table; a redefine entry (rowid 0,
+//! bytes: def | nindexes u16 | index*) replaces its table by an empty one with that
+//! definition and those indexes (an ALTER TABLE that rewrote it). A commit's truncate
+//! and redefine entries come before its rows, so replay empties the table, then applies
+//! the rows the same transaction wrote after its TRUNCATE or ALTER.
 //!
 //! An xact record names the PostgreSQL transaction (xid) of the commit with its TID;
 //! it comes right before that commit's parts and record, in the same append. Recovery
@@ -44,12 +48,31 @@ pub struct RowImage {
     pub after: Option<Vec<u8>>,
 }
 
+/// A table that a commit replaces by an empty one with a new definition and indexes
+/// (an ALTER TABLE that rewrote its rows; the rows follow in the same commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redefinition {
+    pub table: TableId,
+    pub def: TableDef,
+    pub indexes: Vec<IndexDef>,
+}
+
+/// What a commit does to a whole table before its rows apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emptying {
+    /// TRUNCATE: the table becomes empty.
+    Truncate(TableId),
+    /// ALTER TABLE: the table becomes empty, with a new definition and indexes.
+    Redefine(Redefinition),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRecord {
     Commit {
         tid: Tid,
-        /// Tables this commit empties (TRUNCATE), before its writes apply.
-        truncates: Vec<TableId>,
+        /// Tables this commit empties (TRUNCATE) or redefines (ALTER TABLE), before
+        /// its writes apply.
+        emptied: Vec<Emptying>,
         writes: Vec<RowImage>,
     },
     /// A new table; its definition's database is the table's.
@@ -160,6 +183,24 @@ impl CommitRecords {
         self.append_write();
     }
 
+    /// Adds a redefine entry (call before the table's rows: see the module doc).
+    pub fn redefine(&mut self, r: &Redefinition) {
+        self.write.clear();
+        put_table(&mut self.write, r.table);
+        self.write.extend_from_slice(&0u64.to_le_bytes());
+        self.write.push(REDEFINE_ENTRY);
+        let mut body = Vec::new();
+        put_def(&mut body, &r.def);
+        body.extend_from_slice(&(r.indexes.len() as u16).to_le_bytes());
+        for i in &r.indexes {
+            put_index(&mut body, i);
+        }
+        self.write
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.write.extend_from_slice(&body);
+        self.append_write();
+    }
+
     /// Adds the after-image of row `rowid` of table `table` (None: deleted).
     pub fn push(&mut self, table: TableId, rowid: RowId, after: Option<&[u8]>) {
         self.write.clear();
@@ -251,6 +292,11 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
                     }
                     1 => None,
                     TRUNCATE_ENTRY if rowid == RowId(0) => continue,
+                    REDEFINE_ENTRY if rowid == RowId(0) => {
+                        let len = r.u32()? as usize;
+                        r.bytes(len)?;
+                        continue;
+                    }
                     _ => return Err(DecodeError("bad write kind")),
                 };
                 rows.push(RowRef {
@@ -317,6 +363,13 @@ fn type_tag(t: ColumnType) -> (u8, u32) {
         Uuid => (18, 0),
         Json => (19, 0),
         Jsonb => (20, 0),
+        Oid => (21, 0),
+        Char1 => (22, 0),
+        Name => (23, 0),
+        Money => (24, 0),
+        MacAddr(n) => (25, n as u32),
+        Other { len, byval } => (26, len as u16 as u32 | (byval as u32) << 16),
+        Dropped => (27, 0),
     }
 }
 
@@ -343,6 +396,16 @@ fn type_from_tag(tag: u8, p: u32) -> Option<ColumnType> {
         18 => Uuid,
         19 => Json,
         20 => Jsonb,
+        21 => Oid,
+        22 => Char1,
+        23 => Name,
+        24 => Money,
+        25 if p == 6 || p == 8 => MacAddr(p as u8),
+        26 if p >> 17 == 0 => Other {
+            len: p as u16 as i16,
+            byval: p >> 16 == 1,
+        },
+        27 => Dropped,
         _ => return None,
     })
 }
@@ -357,18 +420,43 @@ fn put_name(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn put_def(out: &mut Vec<u8>, def: &TableDef) {
+    put_name(out, &def.name);
+    out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
+    for c in &def.columns {
+        put_name(out, &c.name);
+        let (tag, p) = type_tag(c.ty);
+        out.push(tag);
+        out.extend_from_slice(&p.to_le_bytes());
+        out.push(c.nullable as u8);
+    }
+}
+
+fn put_index(out: &mut Vec<u8>, def: &IndexDef) {
+    out.extend_from_slice(&def.id.to_le_bytes());
+    put_name(out, &def.name);
+    out.push(def.unique as u8 | (def.primary as u8) << 1);
+    out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
+    for c in &def.columns {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+}
+
 impl LogRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             LogRecord::Commit {
                 tid,
-                truncates,
+                emptied,
                 writes,
             } => {
                 // One record whatever its size: this form is for records that fit.
                 let mut r = CommitRecords::new(*tid, usize::MAX);
-                for t in truncates {
-                    r.truncate(*t);
+                for e in emptied {
+                    match e {
+                        Emptying::Truncate(t) => r.truncate(*t),
+                        Emptying::Redefine(d) => r.redefine(d),
+                    }
                 }
                 for w in writes {
                     r.push(w.table, w.rowid, w.after.as_deref());
@@ -378,15 +466,7 @@ impl LogRecord {
             LogRecord::CreateTable { table, def } => {
                 out.push(CREATE_TABLE);
                 put_table(out, *table);
-                put_name(out, &def.name);
-                out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
-                for c in &def.columns {
-                    put_name(out, &c.name);
-                    let (tag, p) = type_tag(c.ty);
-                    out.push(tag);
-                    out.extend_from_slice(&p.to_le_bytes());
-                    out.push(c.nullable as u8);
-                }
+                put_def(out, def);
             }
             LogRecord::DropTable { table } => {
                 out.push(DROP_TABLE);
@@ -395,13 +475,7 @@ impl LogRecord {
             LogRecord::CreateIndex { table, def } => {
                 out.push(CREATE_INDEX);
                 put_table(out, *table);
-                out.extend_from_slice(&def.id.to_le_bytes());
-                put_name(out, &def.name);
-                out.push(def.unique as u8 | (def.primary as u8) << 1);
-                out.extend_from_slice(&(def.columns.len() as u16).to_le_bytes());
-                for c in &def.columns {
-                    out.extend_from_slice(&c.to_le_bytes());
-                }
+                put_index(out, def);
             }
             LogRecord::DropIndex { table, id } => {
                 out.push(DROP_INDEX);
@@ -441,10 +515,10 @@ impl LogRecord {
                         after: w.after.map(<[u8]>::to_vec),
                     })
                     .collect();
-                let truncates = commit_truncates(b)?;
+                let emptied = commit_emptied(b)?;
                 return Ok(LogRecord::Commit {
                     tid,
-                    truncates,
+                    emptied,
                     writes,
                 });
             }
@@ -463,54 +537,14 @@ impl LogRecord {
         let rec = match r.u8()? {
             CREATE_TABLE => {
                 let table = r.table()?;
-                let name = r.name()?;
-                let n = r.u16()? as usize;
-                let mut columns = Vec::with_capacity(n.min(crate::catalog::MAX_COLUMNS));
-                for _ in 0..n {
-                    let name = r.name()?;
-                    let tag = r.u8()?;
-                    let p = r.u32()?;
-                    let ty = type_from_tag(tag, p).ok_or(DecodeError("bad column type"))?;
-                    let nullable = r.u8()? != 0;
-                    columns.push(ColumnDef { name, ty, nullable });
-                }
-                LogRecord::CreateTable {
-                    table,
-                    def: TableDef {
-                        name,
-                        columns,
-                        database: table.database,
-                    },
-                }
+                let def = r.def(table)?;
+                LogRecord::CreateTable { table, def }
             }
             DROP_TABLE => LogRecord::DropTable { table: r.table()? },
-            CREATE_INDEX => {
-                let table = r.table()?;
-                let id = r.u32()?;
-                let name = r.name()?;
-                let flags = r.u8()?;
-                if flags > 3 {
-                    return Err(DecodeError("bad index flags"));
-                }
-                let n = r.u16()? as usize;
-                if n > crate::index::MAX_INDEX_COLUMNS {
-                    return Err(DecodeError("too many index columns"));
-                }
-                let mut columns = Vec::with_capacity(n);
-                for _ in 0..n {
-                    columns.push(r.u16()?);
-                }
-                LogRecord::CreateIndex {
-                    table,
-                    def: IndexDef {
-                        id,
-                        name,
-                        columns,
-                        unique: flags & 1 != 0,
-                        primary: flags & 2 != 0,
-                    },
-                }
-            }
+            CREATE_INDEX => LogRecord::CreateIndex {
+                table: r.table()?,
+                def: r.index()?,
+            },
             DROP_INDEX => LogRecord::DropIndex {
                 table: r.table()?,
                 id: r.u32()?,
@@ -530,10 +564,12 @@ impl LogRecord {
 
 /// Kind of a commit entry that empties its table.
 const TRUNCATE_ENTRY: u8 = 2;
+/// Kind of a commit entry that empties its table and gives it a new definition.
+const REDEFINE_ENTRY: u8 = 3;
 
-/// The tables a commit or commit-part payload empties (its truncate entries), in
-/// order; empty for other kinds.
-pub fn commit_truncates(b: &[u8]) -> Result<Vec<TableId>, DecodeError> {
+/// What a commit or commit-part payload does to whole tables (its truncate and
+/// redefine entries), in order; empty for other kinds.
+pub fn commit_emptied(b: &[u8]) -> Result<Vec<Emptying>, DecodeError> {
     let mut out = Vec::new();
     if !matches!(b.first(), Some(&COMMIT) | Some(&COMMIT_PART)) {
         return Ok(out);
@@ -549,7 +585,28 @@ pub fn commit_truncates(b: &[u8]) -> Result<Vec<TableId>, DecodeError> {
                 r.bytes(len)?;
             }
             1 => {}
-            TRUNCATE_ENTRY => out.push(table),
+            TRUNCATE_ENTRY => out.push(Emptying::Truncate(table)),
+            REDEFINE_ENTRY => {
+                let len = r.u32()? as usize;
+                let mut body = Reader {
+                    b: r.bytes(len)?,
+                    pos: 0,
+                };
+                let def = body.def(table)?;
+                let n = body.u16()? as usize;
+                let mut indexes = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    indexes.push(body.index()?);
+                }
+                if body.pos != body.b.len() {
+                    return Err(DecodeError("trailing bytes in a redefine entry"));
+                }
+                out.push(Emptying::Redefine(Redefinition {
+                    table,
+                    def,
+                    indexes,
+                }));
+            }
             _ => return Err(DecodeError("bad write kind")),
         }
     }
@@ -607,6 +664,48 @@ impl<'a> Reader<'a> {
         let n = self.u16()? as usize;
         String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| DecodeError("name is not UTF-8"))
     }
+    /// A table definition (its database is `table`'s).
+    fn def(&mut self, table: TableId) -> Result<TableDef, DecodeError> {
+        let name = self.name()?;
+        let n = self.u16()? as usize;
+        let mut columns = Vec::with_capacity(n.min(crate::catalog::MAX_COLUMNS));
+        for _ in 0..n {
+            let name = self.name()?;
+            let tag = self.u8()?;
+            let p = self.u32()?;
+            let ty = type_from_tag(tag, p).ok_or(DecodeError("bad column type"))?;
+            let nullable = self.u8()? != 0;
+            columns.push(ColumnDef { name, ty, nullable });
+        }
+        Ok(TableDef {
+            name,
+            columns,
+            database: table.database,
+        })
+    }
+    fn index(&mut self) -> Result<IndexDef, DecodeError> {
+        let id = self.u32()?;
+        let name = self.name()?;
+        let flags = self.u8()?;
+        if flags > 3 {
+            return Err(DecodeError("bad index flags"));
+        }
+        let n = self.u16()? as usize;
+        if n > crate::index::MAX_INDEX_COLUMNS {
+            return Err(DecodeError("too many index columns"));
+        }
+        let mut columns = Vec::with_capacity(n);
+        for _ in 0..n {
+            columns.push(self.u16()?);
+        }
+        Ok(IndexDef {
+            id,
+            name,
+            columns,
+            unique: flags & 1 != 0,
+            primary: flags & 2 != 0,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -617,7 +716,37 @@ mod tests {
         vec![
             LogRecord::Commit {
                 tid: Tid(42),
-                truncates: vec![TableId::new(5, 8)],
+                emptied: vec![
+                    Emptying::Truncate(TableId::new(5, 8)),
+                    Emptying::Redefine(Redefinition {
+                        table: TableId::new(5, 7),
+                        def: TableDef {
+                            database: 5,
+                            name: "t".into(),
+                            columns: vec![
+                                ColumnDef::new("a", ColumnType::Int8, false),
+                                ColumnDef::new("x", ColumnType::Dropped, true),
+                                ColumnDef::new(
+                                    "p",
+                                    ColumnType::Other {
+                                        len: 16,
+                                        byval: false,
+                                    },
+                                    true,
+                                ),
+                                ColumnDef::new("m", ColumnType::MacAddr(8), true),
+                                ColumnDef::new("n", ColumnType::Name, true),
+                            ],
+                        },
+                        indexes: vec![IndexDef {
+                            id: 9,
+                            name: "t_pkey".into(),
+                            columns: vec![0],
+                            unique: true,
+                            primary: true,
+                        }],
+                    }),
+                ],
                 writes: vec![
                     RowImage {
                         table: TableId::new(5, 7),

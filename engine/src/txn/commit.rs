@@ -50,7 +50,7 @@ use crate::garbage::{Garbage, Retired};
 use crate::ids::{Lsn, RowId, Tid};
 use crate::index::{KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
-use crate::redo::payload::CommitRecords;
+use crate::redo::payload::{CommitRecords, Redefinition};
 use crate::redo::Appended;
 use crate::scope;
 use crate::table::Table;
@@ -570,8 +570,17 @@ impl<'t, 'g> Commit<'t, 'g> {
             }
             // Before the rows: replay empties the tables, then applies what this
             // transaction wrote into the replacements.
-            for (old, _) in &self.st.truncations {
-                records.truncate(old.id);
+            for (old, new) in &self.st.truncations {
+                let indexes = new.index_defs();
+                if new.def != old.def || indexes != old.index_defs() {
+                    records.redefine(&Redefinition {
+                        table: old.id,
+                        def: new.def.clone(),
+                        indexes,
+                    });
+                } else {
+                    records.truncate(old.id);
+                }
             }
             for &i in txn.pending.values() {
                 let e = txn.entries.get(i);

@@ -128,6 +128,44 @@ impl TxnHandle {
         self.txn().truncate(t, sub)
     }
 
+    /// ALTER TABLE of `t` (as [`TxnHandle::table`] gives it) by subtransaction `sub`:
+    /// from now on this transaction sees an empty table with definition `def` and
+    /// indexes `indexes` (ids of new ones from [`Engine::next_index_id`]), which the
+    /// caller fills with `t`'s rows rewritten (read them first, with
+    /// [`TxnHandle::scan_newest`]); at commit it replaces the table, logged with its
+    /// new definition. The caller keeps every other session away from the table
+    /// until the transaction ends (PostgreSQL's AccessExclusiveLock).
+    pub fn redefine(
+        &mut self,
+        t: &TableHandle,
+        def: crate::catalog::TableDef,
+        indexes: &[IndexDef],
+        sub: u32,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().redefine(t, def, indexes, sub)
+    }
+
+    /// Like [`TxnHandle::scan`], but reads the newest committed version of each row
+    /// (and this transaction's own writes) whatever the snapshot: ALTER TABLE's
+    /// rewrite, which must keep rows committed after a repeatable read snapshot.
+    pub fn scan_newest(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        let _s = scope::enter();
+        let txn = self.txn();
+        txn.read_newest = true;
+        let r = txn.scan(t, cursor, cid, batch, max_rows.max(1));
+        txn.read_newest = false;
+        r
+    }
+
     /// Did this transaction TRUNCATE table `id` (it then works on a replacement)?
     pub fn truncated(&mut self, id: TableId) -> bool {
         self.txn().truncations_of(id)

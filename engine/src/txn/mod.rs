@@ -176,6 +176,9 @@ pub(crate) struct Txn {
     prepared: Option<commit::Prepared>,
     /// TRUNCATEs of this transaction, in order (see [`truncate`]).
     truncations: Vec<truncate::Truncation>,
+    /// Reads see the newest committed versions whatever the snapshot (set only for
+    /// the duration of [`TxnHandle::scan_newest`]).
+    read_newest: bool,
     /// Shared-memory bytes the commit of the write set will take until the epoch
     /// moves on (see `reserve_entry`); never shrinks before the transaction ends.
     commit_reserve: usize,
@@ -204,6 +207,7 @@ impl Txn {
             statement_snapshot: None,
             prepared: None,
             truncations: Vec::new(),
+            read_newest: false,
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),
             active: true,
@@ -239,6 +243,9 @@ impl Txn {
     /// The snapshot reads see committed rows at: the transaction's (repeatable read,
     /// serializable) or the statement's (read committed).
     fn read_view(&self) -> Tid {
+        if self.read_newest {
+            return Tid::NEWEST;
+        }
         match self.iso {
             Isolation::ReadCommitted => self.statement_snapshot.unwrap_or(Tid::NEWEST),
             _ => self.start_tid,

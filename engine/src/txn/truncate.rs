@@ -35,6 +35,27 @@ impl Txn {
         }
     }
 
+    /// ALTER TABLE of `t` (as this transaction sees it) by subtransaction `sub`: from
+    /// now on the transaction works on an empty table with definition `def` and indexes
+    /// `indexes`, which the caller fills with `t`'s rows, rewritten; at commit it
+    /// replaces the table (logged as a redefine entry).
+    pub(super) fn redefine(
+        &mut self,
+        t: &TableHandle,
+        def: crate::catalog::TableDef,
+        indexes: &[crate::index::IndexDef],
+        sub: u32,
+    ) -> Result<()> {
+        let with = self.engine.redefined_twin(t, def, indexes)?;
+        self.truncations.push(Truncation {
+            id: t.id,
+            replaced: t.arc().clone(),
+            with,
+            sub,
+        });
+        Ok(())
+    }
+
     /// Did this transaction TRUNCATE table `id`?
     pub(super) fn truncations_of(&self, id: TableId) -> bool {
         self.truncations.iter().any(|x| x.id == id)
