@@ -100,7 +100,7 @@ fn main() {
             let mut b = Vec::new();
             LogRecord::Commit {
                 tid: Tid(10 + id),
-                truncates: vec![],
+                emptied: vec![],
                 writes: vec![redo::payload::RowImage {
                     table: table_id(1),
                     rowid: RowId(id),

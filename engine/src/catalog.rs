@@ -169,11 +169,8 @@ impl TableDef {
             };
             let bad_type = match c.ty {
                 ColumnType::MacAddr(n) => n != 6 && n != 8,
-                ColumnType::Other { len, byval } => {
-                    !(len == -1 && !byval
-                        || len > 0 && !byval
-                        || byval && matches!(len, 1 | 2 | 4 | 8))
-                }
+                ColumnType::Other { len, byval: true } => !matches!(len, 1 | 2 | 4 | 8),
+                ColumnType::Other { len, byval: false } => len != -1 && len <= 0,
                 _ => false,
             };
             if bad_type {

@@ -3,13 +3,13 @@
 //! * `CREATE FOREIGN TABLE ... SERVER <memfdw server>` creates the engine table after
 //!   the standard command has run (the relation's server is recorded only at its end);
 //!   unsupported column types are refused with 0A000, leaving no table.
-//! * `ALTER FOREIGN TABLE` on a memory table is refused (0A000), except OWNER TO: the
-//!   engine's row layout follows the columns fixed at creation.
+//! * `ALTER FOREIGN TABLE` (and ALTER TABLE on a parent reaching memory tables) runs on
+//!   the catalog, then `alter` rewrites the memory tables it changed.
 //! * Drops are seen through `object_access_hook` (OAT_DROP), which also covers drops
 //!   by CASCADE; the engine table goes away when the transaction commits.
 
 use crate::errors::OrRaise;
-use crate::handler::{is_memory_table, is_ours, memory_table_of};
+use crate::handler::{is_memory_table, is_ours};
 use crate::shmem::{engine, preloaded};
 use crate::{index_ddl, types, xact};
 use pgrx::pg_sys;
@@ -54,6 +54,9 @@ unsafe extern "C-unwind" fn process_utility(
         // A relation whose column is renamed: the `indexes` options of it and of its
         // inheritors (which the rename reaches) name columns.
         let mut renamed_in: Option<pg_sys::Oid> = None;
+        // ALTER TABLE reaching memory tables: finished after the standard command.
+        let mut altered: Option<crate::alter::Pending> = None;
+        let mut skip_standard = false;
         if preloaded() {
             if let Some((rv, if_not_exists)) = created_relation(stmt) {
                 if !index_ddl::refuse_index_name(rv, if_not_exists) {
@@ -63,7 +66,18 @@ unsafe extern "C-unwind" fn process_utility(
             }
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_AlterTableStmt => {
-                    check_alter(stmt as *mut pg_sys::AlterTableStmt)
+                    if let Some((p, run)) =
+                        crate::alter::before(stmt as *mut pg_sys::AlterTableStmt, query)
+                    {
+                        match run {
+                            None => skip_standard = true,
+                            Some(s) if s != stmt as *mut pg_sys::AlterTableStmt => {
+                                pstmt = with_statement(pstmt, s as *mut pg_sys::Node);
+                            }
+                            Some(_) => {}
+                        }
+                        altered = Some(p);
+                    }
                 }
                 pg_sys::NodeTag::T_IndexStmt
                     if index_ddl::create_index(stmt as *mut pg_sys::IndexStmt) =>
@@ -153,6 +167,7 @@ unsafe extern "C-unwind" fn process_utility(
             pg_sys::get_relname_relid((*rv).relname, nsp) != pg_sys::InvalidOid
         };
         match PREV_UTILITY {
+            _ if skip_standard => {}
             Some(prev) => pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
                 prev(pstmt, query, read_only_tree, context, params, env, dest, qc)
             }),
@@ -166,6 +181,9 @@ unsafe extern "C-unwind" fn process_utility(
                 dest,
                 qc,
             ),
+        }
+        if let Some(p) = altered {
+            crate::alter::after(p);
         }
         if dropped_db != pg_sys::InvalidOid && preloaded() {
             // DROP DATABASE removed the database without dropping its objects one by
@@ -324,53 +342,6 @@ unsafe fn with_statement(
             pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
         (*copy).utilityStmt = stmt;
         copy
-    }
-}
-
-/// # Safety
-/// `stmt` must be a valid statement.
-unsafe fn check_alter(stmt: *mut pg_sys::AlterTableStmt) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        let Some(relid) = memory_table_of((*stmt).relation) else {
-            return;
-        };
-        let cmds = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*stmt).cmds);
-        for cmd in cmds.iter_ptr() {
-            if (*cmd).subtype == pg_sys::AlterTableType::AT_GenericOptions
-                && crate::index_options::named_in((*cmd).def as *mut pg_sys::List)
-            {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "option \"{}\" of memory table \"{}\" is maintained by memfdw",
-                        crate::index_options::OPTION,
-                        types::relation_name(relid)
-                    ),
-                    "Use CREATE INDEX and DROP INDEX."
-                );
-            }
-            // OPTIONS (table or column) go on to the option validator, which refuses
-            // every option but "indexes" with its own error (HV00D naming it).
-            let allowed = matches!(
-                (*cmd).subtype,
-                pg_sys::AlterTableType::AT_ChangeOwner
-                    | pg_sys::AlterTableType::AT_GenericOptions
-                    | pg_sys::AlterTableType::AT_AlterColumnGenericOptions
-            );
-            if !allowed {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "ALTER FOREIGN TABLE is not supported on memory table \"{}\"",
-                        types::relation_name(relid)
-                    ),
-                    "Only OWNER TO and RENAME are supported; create a new table and copy the rows."
-                );
-            }
-        }
     }
 }
 

@@ -399,6 +399,9 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
     for c in columns {
         check_key_collation(relid, c);
     }
+    for &p in &positions {
+        check_indexable(relid, p, table.def.columns[p as usize].ty);
+    }
     let has_primary = table
         .index_defs()
         .iter()
@@ -546,6 +549,112 @@ pub unsafe fn create_index(stmt: *mut pg_sys::IndexStmt) -> bool {
             },
         );
         true
+    }
+}
+
+/// Refuses a key column of a type memfdw has no key encoding for: 0A000 when
+/// PostgreSQL could index it (it has a default btree operator class), else
+/// PostgreSQL's own 42704.
+pub fn check_indexable(relid: pg_sys::Oid, pos: u16, ty: memfdw_engine::ColumnType) {
+    if memfdw_engine::keys::indexable(ty) {
+        return;
+    }
+    // SAFETY: catalog lookups.
+    let (typid, has_opclass) = unsafe {
+        let t = pg_sys::get_atttype(relid, (pos + 1) as _);
+        let base = pg_sys::getBaseType(t);
+        (
+            t,
+            pg_sys::GetDefaultOpClass(base, pg_sys::BTREE_AM_OID) != pg_sys::InvalidOid,
+        )
+    };
+    // SAFETY: returns a palloc'd C string.
+    let tname = unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }
+        .to_string_lossy()
+        .into_owned();
+    if has_opclass {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "memory tables cannot index column \"{}\" of type {tname}",
+                types::column_name(relid, pos)
+            ),
+            "Memory indexes support numeric, text, date/time, uuid, bool, bytea, oid, name, \"char\", money and macaddr columns (and domains over them)."
+        );
+    }
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("data type {tname} has no default operator class for access method \"btree\""),
+        "You must specify an operator class for the index or define a default operator class for the data type."
+    );
+}
+
+/// The definition of a key that ALTER TABLE ... ADD PRIMARY KEY / UNIQUE adds to memory
+/// table `relid`, whose new definition is `def` and whose other indexes will be
+/// `planned`: columns resolved, name checked or chosen, kind checked.
+pub fn plan_key(
+    relid: pg_sys::Oid,
+    def: &memfdw_engine::TableDef,
+    planned: &[IndexDef],
+    name: Option<String>,
+    columns: &[String],
+    primary: bool,
+) -> IndexDef {
+    let nsp = namespace_of(relid);
+    let table_name = types::relation_name(relid);
+    let positions: Vec<u16> = columns
+        .iter()
+        .map(
+            |c| match types::column_position(relid, c, def.columns.len()) {
+                Some(p) => p,
+                None => column_missing(c),
+            },
+        )
+        .collect();
+    for c in columns {
+        check_key_collation(relid, c);
+    }
+    for &p in &positions {
+        check_indexable(relid, p, def.columns[p as usize].ty);
+    }
+    if primary && planned.iter().any(|d| d.primary) {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
+            format!("multiple primary keys for table \"{table_name}\" are not allowed")
+        );
+    }
+    let taken = |n: &str| name_taken(nsp, n) || planned.iter().any(|d| d.name == n);
+    let name = match name {
+        Some(n) => {
+            if taken(&n) {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                    format!("relation \"{n}\" already exists")
+                );
+            }
+            n
+        }
+        None => {
+            let label = constraint_label(true, primary);
+            let mut n = choose_name(&table_name, columns, label, nsp);
+            let mut k = 1;
+            while planned.iter().any(|d| d.name == n) {
+                n = format!("{}{k}", choose_name(&table_name, columns, label, nsp));
+                k += 1;
+            }
+            n
+        }
+    };
+    IndexDef {
+        id: engine().next_index_id(),
+        name,
+        columns: positions,
+        unique: true,
+        primary,
     }
 }
 

@@ -205,7 +205,12 @@ pub fn store(relid: pg_sys::Oid) {
         .into_iter()
         .filter(|d| !crate::xact::index_drop_pending(relid.to_u32(), d.id))
         .collect();
-    let value = format(relid, &defs);
+    store_defs(relid, &defs);
+}
+
+/// Rewrites the `indexes` option of memory table `relid` to name `defs`.
+pub fn store_defs(relid: pg_sys::Oid, defs: &[IndexDef]) {
+    let value = format(relid, defs);
     // SAFETY: a catalog update of the table's own pg_foreign_table row, under the
     // lock the DDL statement holds on the table; made visible to the rest of the
     // command by CommandCounterIncrement (and the row it updates made visible to it by

@@ -239,7 +239,7 @@ fn default_collation_is_libc() -> bool {
 fn is_textual(ty: ColumnType) -> bool {
     matches!(
         ty,
-        ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Char(_)
+        ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Char(_) | ColumnType::Name
     )
 }
 

@@ -8,6 +8,7 @@
 
 use pgrx::prelude::*;
 
+mod alter;
 mod analyze;
 mod cross_type;
 mod ddl;

@@ -128,9 +128,14 @@ mod tests {
         );
     }
 
-    #[pg_test(error = "ALTER FOREIGN TABLE is not supported on memory table \"al\"")]
-    fn alter_is_refused() {
+    #[pg_test]
+    fn alter_rewrites_the_rows() {
         Spi::run("CREATE FOREIGN TABLE al (id int) SERVER memfdw").unwrap();
-        Spi::run("ALTER FOREIGN TABLE al ADD COLUMN x int").unwrap();
+        Spi::run("INSERT INTO al VALUES (1), (2)").unwrap();
+        Spi::run("ALTER FOREIGN TABLE al ADD COLUMN x int DEFAULT 7").unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT sum(x) FROM al").unwrap(),
+            Some(14)
+        );
     }
 }

@@ -10,6 +10,8 @@ use std::ffi::CStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Bool,
+    /// A one-byte by-value type ("char"): the raw byte.
+    I8,
     I16,
     I32,
     I64,
@@ -26,14 +28,44 @@ impl Codec {
         use ColumnType::*;
         match ty {
             Bool => Codec::Bool,
-            Int2 => Codec::I16,
-            Int4 | Date => Codec::I32,
-            Int8 | Time | Timestamp | TimestampTz => Codec::I64,
+            Char1
+            | Other {
+                len: 1,
+                byval: true,
+            } => Codec::I8,
+            Int2
+            | Other {
+                len: 2,
+                byval: true,
+            } => Codec::I16,
+            Int4
+            | Date
+            | Oid
+            | Other {
+                len: 4,
+                byval: true,
+            } => Codec::I32,
+            Int8
+            | Time
+            | Timestamp
+            | TimestampTz
+            | Money
+            | Other {
+                len: 8,
+                byval: true,
+            } => Codec::I64,
             Float4 => Codec::F32,
             Float8 => Codec::F64,
             TimeTz => Codec::ByRef(12),
             Interval | Uuid => Codec::ByRef(16),
-            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb => Codec::Varlena,
+            Name => Codec::ByRef(64),
+            MacAddr(n) => Codec::ByRef(n as usize),
+            Other { len, .. } if len > 0 => Codec::ByRef(len as usize),
+            // Always NULL: never read or written.
+            Dropped => Codec::ByRef(0),
+            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb | Other { .. } => {
+                Codec::Varlena
+            }
         }
     }
 }
@@ -67,7 +99,25 @@ pub fn column_type(typid: pg_sys::Oid, typmod: i32) -> Option<ColumnType> {
         pg_sys::UUIDOID => ColumnType::Uuid,
         pg_sys::JSONOID => ColumnType::Json,
         pg_sys::JSONBOID => ColumnType::Jsonb,
-        _ => return None,
+        pg_sys::OIDOID => ColumnType::Oid,
+        pg_sys::CHAROID => ColumnType::Char1,
+        pg_sys::NAMEOID => ColumnType::Name,
+        pg_sys::MONEYOID => ColumnType::Money,
+        pg_sys::MACADDROID => ColumnType::MacAddr(6),
+        pg_sys::MACADDR8OID => ColumnType::MacAddr(8),
+        _ => {
+            // Any other type is stored by its length: fixed (by value or not) or a
+            // varlena (detoasted). C strings (length -2) are not column types.
+            let (mut len, mut byval) = (0i16, false);
+            // SAFETY: syscache lookup; raises an error for an unknown type.
+            unsafe { pg_sys::get_typlenbyval(base, &mut len, &mut byval) };
+            match (len, byval) {
+                (-1, false) => ColumnType::Other { len, byval },
+                (1 | 2 | 4 | 8, true) => ColumnType::Other { len, byval },
+                (l, false) if l > 0 => ColumnType::Other { len, byval },
+                _ => return None,
+            }
+        }
     })
 }
 
@@ -110,10 +160,14 @@ pub unsafe fn table_def(rel: pg_sys::Relation) -> Result<TableDef, Error> {
     for att in unsafe { attributes(td) } {
         let name = pgrx::name_data_to_str(&att.attname).to_owned();
         if att.attisdropped {
-            return Err(Error::UnsupportedType {
-                column: name,
-                type_name: "dropped column".into(),
+            // Kept as an always-NULL column without storage: engine column p stays
+            // attribute p + 1.
+            columns.push(ColumnDef {
+                name,
+                ty: ColumnType::Dropped,
+                nullable: true,
             });
+            continue;
         }
         let Some(ty) = column_type(att.atttypid, att.atttypmod) else {
             return Err(Error::UnsupportedType {
@@ -206,6 +260,10 @@ pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &
             s[0] = (d.value() != 0) as u8;
             &s[..1]
         }
+        Codec::I8 => {
+            s[0] = d.value() as u8;
+            &s[..1]
+        }
         Codec::I16 => {
             s[..2].copy_from_slice(&(d.value() as i16).to_le_bytes());
             &s[..2]
@@ -279,6 +337,7 @@ pub unsafe fn unpack(
 pub unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
     match codec {
         Codec::Bool => pg_sys::Datum::from(b[0] != 0),
+        Codec::I8 => pg_sys::Datum::from(b[0] as i8),
         Codec::I16 => pg_sys::Datum::from(i16::from_le_bytes([b[0], b[1]])),
         Codec::I32 => pg_sys::Datum::from(i32::from_le_bytes(b[..4].try_into().unwrap())),
         Codec::F32 => pg_sys::Datum::from(u32::from_le_bytes(b[..4].try_into().unwrap())),

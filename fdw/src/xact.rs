@@ -93,10 +93,10 @@ pub fn refuse_after_truncate(relid: pg_sys::Oid, what: &str) {
             ERROR,
             pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!(
-                "{what} is not supported on memory table \"{}\" after TRUNCATE in the same transaction",
+                "{what} is not supported on memory table \"{}\" after TRUNCATE or a rewriting ALTER in the same transaction",
                 crate::types::relation_name(relid)
             ),
-            "Commit the TRUNCATE first."
+            "Commit the TRUNCATE or ALTER first."
         );
     }
 }
