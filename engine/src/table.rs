@@ -31,6 +31,25 @@ pub struct Table {
     /// Older versions kept for snapshots (see [`crate::versions`]), and their bytes.
     versions: AtomicI64,
     version_bytes: AtomicI64,
+    /// Access counters (see [`AccessStats`]).
+    pub access: Arc<AccessStats>,
+}
+
+/// Access counters of a table, as PostgreSQL keeps them for heap tables
+/// (`pg_stat_user_tables`). Shared by a table and the replacements TRUNCATE and ALTER
+/// give it, so they survive both. The glue adds to them once per statement.
+#[derive(Debug, Default)]
+pub struct AccessStats {
+    pub seq_scan: AtomicU64,
+    pub seq_tup_read: AtomicU64,
+    pub idx_scan: AtomicU64,
+    pub idx_tup_fetch: AtomicU64,
+    pub n_tup_ins: AtomicU64,
+    pub n_tup_upd: AtomicU64,
+    pub n_tup_del: AtomicU64,
+    /// When the table was last analyzed (the caller's clock; 0: never), and how often.
+    pub last_analyze: AtomicI64,
+    pub analyze_count: AtomicU64,
 }
 
 /// Figures about one table.
@@ -55,6 +74,7 @@ impl Table {
             data_bytes: AtomicI64::new(0),
             versions: AtomicI64::new(0),
             version_bytes: AtomicI64::new(0),
+            access: Arc::new(AccessStats::default()),
             writers_in_flight: std::sync::atomic::AtomicU32::new(0),
             last_write_tid: AtomicU64::new(0),
             last_insert_tid: AtomicU64::new(0),

@@ -102,6 +102,13 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         pg_sys::MemoryContextDelete(scratch);
         *totalrows = seen as f64;
         *totaldeadrows = 0.0;
+        let a = &table.access;
+        a.last_analyze.store(
+            pg_sys::GetCurrentTimestamp(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        a.analyze_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         kept as std::ffi::c_int
     }
 }

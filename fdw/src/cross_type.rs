@@ -19,8 +19,9 @@
 //! has to keep every match.
 //!
 //! Pairs handled: int2/int4/int8 among themselves, float4/float8, and date, timestamp
-//! and timestamptz except a timestamp column against a timestamptz value (PostgreSQL
-//! converts the column, through the session time zone, which is not one-to-one).
+//! and timestamptz; a timestamp column against a timestamptz value in ranges only
+//! (PostgreSQL converts the column, through the session time zone, which is not
+//! one-to-one: [`Conv::Between`]).
 
 use memfdw_engine::ColumnType;
 use pgrx::pg_sys;
@@ -37,6 +38,10 @@ pub enum Conv {
     AboveAll,
     /// Less than every value of the column type.
     BelowAll,
+    /// Every column value that compares with it as the condition asks lies within
+    /// these bounds (inclusive): a lower bound for `>`/`>=`, an upper one for
+    /// `<`/`<=`. Only for ranges: see [`convertible_for_range`].
+    Between(pg_sys::Datum, pg_sys::Datum),
 }
 
 fn int_family(t: pg_sys::Oid) -> bool {
@@ -59,6 +64,16 @@ pub fn convertible(col: pg_sys::Oid, value: pg_sys::Oid) -> bool {
         || (datetime_family(col)
             && datetime_family(value)
             && !(col == pg_sys::TIMESTAMPOID && value == pg_sys::TIMESTAMPTZOID))
+}
+
+/// Can a range condition (not an equality or IN) on a column of type `col` take a
+/// value of type `value` through [`Conv::Between`]: a timestamp column against a
+/// timestamptz value (`ts_col > now() - interval '1 hour'`)? PostgreSQL compares the
+/// column's value read in the session time zone, whose offset from UTC is under a day
+/// either way, so the value's own instant, read as a timestamp, one day either side,
+/// bounds every match.
+pub fn convertible_for_range(col: pg_sys::Oid, value: pg_sys::Oid) -> bool {
+    col == pg_sys::TIMESTAMPOID && value == pg_sys::TIMESTAMPTZOID
 }
 
 const USECS_PER_DAY: i64 = 86_400_000_000;
@@ -155,6 +170,13 @@ pub unsafe fn to_column(col: ColumnType, value: pg_sys::Oid, d: pg_sys::Datum) -
                 }
             };
             overflowed(ts, overflow)
+        }
+        ColumnType::Timestamp if value == pg_sys::TIMESTAMPTZOID => {
+            let v = d.value() as i64;
+            Conv::Between(
+                pg_sys::Datum::from(v.saturating_sub(USECS_PER_DAY)),
+                pg_sys::Datum::from(v.saturating_add(USECS_PER_DAY)),
+            )
         }
         ColumnType::TimestampTz if value == pg_sys::TIMESTAMPOID => {
             let mut overflow = 0;

@@ -452,7 +452,32 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
         primary,
     };
     let id = def.id;
+    // Reported in pg_stat_progress_create_index while it builds (the build is one
+    // engine call: rows to do are known, done ones are reported at the end).
+    // SAFETY: this backend's progress slot; ended by the abort path on error.
+    unsafe {
+        let rows = table.stats().rows.max(0);
+        pg_sys::pgstat_progress_start_command(
+            pg_sys::ProgressCommandType::PROGRESS_COMMAND_CREATE_INDEX,
+            relid,
+        );
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_CREATEIDX_COMMAND as _,
+            pg_sys::PROGRESS_CREATEIDX_COMMAND_CREATE as _,
+        );
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_CREATEIDX_PHASE as _,
+            pg_sys::PROGRESS_CREATEIDX_PHASE_BUILD as _,
+        );
+        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as _, rows);
+    }
     xact::with_txn(|t| t.create_index(&table, def)).or_raise();
+    // SAFETY: as above.
+    unsafe {
+        let rows = table.stats().rows.max(0);
+        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE as _, rows);
+        pg_sys::pgstat_progress_end_command();
+    }
     xact::note_index_create(relid.to_u32(), id);
     crate::index_options::store(relid);
     // Cached plans of the table are replanned once this commits.

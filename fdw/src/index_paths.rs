@@ -42,6 +42,10 @@ pub enum CondKind {
     Like = 9,
     /// `~ '^abc'`: the same for a regular expression's fixed prefix.
     Regex = 10,
+    /// `ILIKE '12%'`: the prefix up to the first character that has case.
+    ILike = 11,
+    /// `~* '^12'`: the same for a case-insensitive regular expression.
+    IRegex = 12,
 }
 
 impl CondKind {
@@ -58,12 +62,22 @@ impl CondKind {
             8 => NotNull,
             9 => Like,
             10 => Regex,
+            11 => ILike,
+            12 => IRegex,
             _ => return None,
         })
     }
 
     fn prefix(self) -> bool {
         matches!(self, CondKind::Eq | CondKind::IsNull | CondKind::In)
+    }
+
+    /// A pattern match (LIKE, ILIKE, ~, ~*) with a fixed prefix.
+    pub fn is_pattern(self) -> bool {
+        matches!(
+            self,
+            CondKind::Like | CondKind::Regex | CondKind::ILike | CondKind::IRegex
+        )
     }
 }
 
@@ -396,12 +410,26 @@ impl Matcher {
     ) -> Option<(CondKind, *mut pg_sys::Node, *mut pg_sys::Bitmapset)> {
         // SAFETY: forwarded contract.
         unsafe {
-            let kind = match (*op).opno.to_u32() {
-                pg_sys::OID_TEXT_LIKE_OP => CondKind::Like,
-                pg_sys::OID_TEXT_REGEXEQ_OP => CondKind::Regex,
+            use pg_sys::*;
+            // (operator, the column types it applies to)
+            let (kind, family_ok) = match (*op).opno.to_u32() {
+                OID_TEXT_LIKE_OP => (CondKind::Like, is_text(col.typid)),
+                OID_TEXT_REGEXEQ_OP => (CondKind::Regex, is_text(col.typid)),
+                OID_TEXT_ICLIKE_OP => (CondKind::ILike, is_text(col.typid)),
+                OID_TEXT_ICREGEXEQ_OP => (CondKind::IRegex, is_text(col.typid)),
+                OID_BPCHAR_LIKE_OP => (CondKind::Like, matches!(col.ty, ColumnType::Char(_))),
+                OID_BPCHAR_REGEXEQ_OP => (CondKind::Regex, matches!(col.ty, ColumnType::Char(_))),
+                OID_BPCHAR_ICLIKE_OP => (CondKind::ILike, matches!(col.ty, ColumnType::Char(_))),
+                OID_BPCHAR_ICREGEXEQ_OP => {
+                    (CondKind::IRegex, matches!(col.ty, ColumnType::Char(_)))
+                }
+                OID_NAME_LIKE_OP => (CondKind::Like, col.ty == ColumnType::Name),
+                OID_NAME_REGEXEQ_OP => (CondKind::Regex, col.ty == ColumnType::Name),
+                OID_NAME_ICLIKE_OP => (CondKind::ILike, col.ty == ColumnType::Name),
+                OID_NAME_ICREGEXEQ_OP => (CondKind::IRegex, col.ty == ColumnType::Name),
                 _ => return None,
             };
-            if !is_text(col.typid) || !is_column(l, self.varno, col.attno) {
+            if !family_ok || !is_column(l, self.varno, col.attno) {
                 return None;
             }
             let c = strip(r);
@@ -433,7 +461,13 @@ impl Matcher {
             // SAFETY: catalog lookup of a valid type.
             unsafe { pg_sys::getBaseType(t) }
         };
-        if !value_type_ok(t, col) {
+        let range = matches!(
+            kind,
+            CondKind::Lt | CondKind::Le | CondKind::Gt | CondKind::Ge
+        );
+        if !value_type_ok(t, col)
+            && !(range && crate::cross_type::convertible_for_range(col.typid, t))
+        {
             return None;
         }
         self.collation_ok(col, kind, coll)
@@ -615,9 +649,7 @@ unsafe fn conditions(
                         upper = Some((kind, value, ri))
                     }
                     CondKind::NotNull => not_null = Some((kind, value, ri)),
-                    CondKind::Like | CondKind::Regex if pattern.is_none() => {
-                        pattern = Some((kind, value, ri))
-                    }
+                    k if k.is_pattern() && pattern.is_none() => pattern = Some((kind, value, ri)),
                     _ => {}
                 }
             }
@@ -884,21 +916,27 @@ pub unsafe fn pattern_prefix(kind: CondKind, pattern: pg_sys::Datum) -> Option<V
     unsafe {
         let t = pg_sys::pg_detoast_datum_packed(pattern.cast_mut_ptr());
         match kind {
-            CondKind::Like => {
+            CondKind::Like | CondKind::ILike => {
                 let bytes = pgrx::varlena::varlena_to_byte_slice(t);
                 let mut out = Vec::new();
                 let mut it = bytes.iter();
                 while let Some(&b) = it.next() {
-                    match b {
+                    let b = match b {
                         b'%' | b'_' => break,
                         // The default escape: the next byte is literal.
-                        b'\\' => out.push(*it.next()?),
-                        _ => out.push(b),
+                        b'\\' => *it.next()?,
+                        _ => b,
+                    };
+                    // ILIKE: the prefix ends before the first character that may have
+                    // another case (an ASCII letter, or any non-ASCII character).
+                    if kind == CondKind::ILike && (b.is_ascii_alphabetic() || b >= 0x80) {
+                        break;
                     }
+                    out.push(b);
                 }
                 Some(out)
             }
-            CondKind::Regex => {
+            CondKind::Regex | CondKind::IRegex => {
                 // Embedded options ("(?i)", "***:") may make the match case-insensitive
                 // under the clause's collation: no prefix then.
                 let bytes = pgrx::varlena::varlena_to_byte_slice(t);
@@ -908,7 +946,7 @@ pub unsafe fn pattern_prefix(kind: CondKind, pattern: pg_sys::Datum) -> Option<V
                 let mut exact = false;
                 let p = pg_sys::regexp_fixed_prefix(
                     t as *mut pg_sys::text,
-                    false,
+                    kind == CondKind::IRegex,
                     pg_sys::C_COLLATION_OID,
                     &mut exact,
                 );

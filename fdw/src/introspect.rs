@@ -59,6 +59,87 @@ fn tables() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Access statistics of the memory tables, with the columns of PostgreSQL's
+/// `pg_stat_user_tables` that apply (foreign tables have none there): scans and rows
+/// read by full and by index scans, rows inserted, updated and deleted (also by
+/// statements that later rolled back, as PostgreSQL counts them), live rows, and the
+/// last ANALYZE. Counters start at zero when the server starts; they survive TRUNCATE
+/// and ALTER. Also as the view `memfdw.stat_user_tables`.
+#[pg_extern]
+#[allow(clippy::type_complexity)]
+fn stat_user_tables() -> TableIterator<
+    'static,
+    (
+        name!(relid, pg_sys::Oid),
+        name!(schemaname, String),
+        name!(relname, String),
+        name!(seq_scan, i64),
+        name!(seq_tup_read, i64),
+        name!(idx_scan, i64),
+        name!(idx_tup_fetch, i64),
+        name!(n_tup_ins, i64),
+        name!(n_tup_upd, i64),
+        name!(n_tup_del, i64),
+        name!(n_live_tup, i64),
+        name!(last_analyze, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(analyze_count, i64),
+    ),
+> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let e = engine();
+    let mut rows: Vec<_> = e
+        .table_ids()
+        .into_iter()
+        .filter_map(|id| {
+            let t = e.table(id)?;
+            let relid = pg_sys::Oid::from(id.relation);
+            if !visible(&t, relid) {
+                return None;
+            }
+            let a = &t.access;
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as i64;
+            let analyzed = a.last_analyze.load(Relaxed);
+            // SAFETY: catalog lookups of a visible relation.
+            let schema = unsafe {
+                let p = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            Some((
+                relid,
+                schema,
+                crate::types::relation_name(relid),
+                n(&a.seq_scan),
+                n(&a.seq_tup_read),
+                n(&a.idx_scan),
+                n(&a.idx_tup_fetch),
+                n(&a.n_tup_ins),
+                n(&a.n_tup_upd),
+                n(&a.n_tup_del),
+                t.stats().rows,
+                (analyzed != 0)
+                    .then(|| pgrx::datum::TimestampWithTimeZone::try_from(analyzed).ok())
+                    .flatten(),
+                n(&a.analyze_count),
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.1.as_str(), a.2.as_str()).cmp(&(b.1.as_str(), b.2.as_str())));
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE VIEW memfdw.stat_user_tables AS SELECT * FROM memfdw.stat_user_tables();
+GRANT SELECT ON memfdw.stat_user_tables TO PUBLIC;
+"#,
+    name = "stat_user_tables_view",
+    requires = [stat_user_tables],
+);
+
 /// The engine's memory: the limit for data, bytes in use, and the arena's size and
 /// high-water mark.
 #[pg_extern]
@@ -125,7 +206,7 @@ fn checkpoint() -> TableIterator<
     ),
 > {
     let e = engine();
-    match memfdw_engine::redo::checkpoint::write_checkpoint(e, crate::shmem::log()) {
+    match crate::progress::write_checkpoint(e, crate::shmem::log()) {
         Ok(i) => TableIterator::once((
             format!("{:X}", i.start_lsn),
             i.tables as i64,

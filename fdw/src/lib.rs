@@ -22,6 +22,7 @@ mod introspect;
 mod lock_table;
 mod modify;
 mod plan_private;
+mod progress;
 mod scan;
 mod settings;
 mod shmem;

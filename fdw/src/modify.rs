@@ -23,6 +23,20 @@ pub struct ModifyState {
     /// INSERT ... ON CONFLICT DO NOTHING: a row whose unique key is taken is skipped
     /// (after waiting for a transaction inserting the same key, as PostgreSQL does).
     skip_conflicts: bool,
+    /// Rows inserted, updated and deleted, added to the table's access counters at the
+    /// end of the statement.
+    counts: [u64; 3],
+}
+
+impl ModifyState {
+    fn flush_counts(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = &self.table.access;
+        let [ins, upd, del] = std::mem::take(&mut self.counts);
+        a.n_tup_ins.fetch_add(ins, Relaxed);
+        a.n_tup_upd.fetch_add(upd, Relaxed);
+        a.n_tup_del.fetch_add(del, Relaxed);
+    }
 }
 
 /// # Safety
@@ -81,6 +95,7 @@ unsafe fn init_state(
             ctid_attno,
             old: Vec::new(),
             skip_conflicts,
+            counts: [0; 3],
         };
         (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -139,9 +154,15 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_modify(
     _estate: *mut pg_sys::EState,
-    _rinfo: *mut pg_sys::ResultRelInfo,
+    rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     // The state is dropped with the executor's memory context.
+    // SAFETY: our state, or null (EXPLAIN without ANALYZE).
+    unsafe {
+        if let Some(st) = ((*rinfo).ri_FdwState as *mut ModifyState).as_mut() {
+            st.flush_counts();
+        }
+    }
     crate::error_fields::done();
 }
 
@@ -150,8 +171,14 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_insert(
     _estate: *mut pg_sys::EState,
-    _rinfo: *mut pg_sys::ResultRelInfo,
+    rinfo: *mut pg_sys::ResultRelInfo,
 ) {
+    // SAFETY: our state, or null.
+    unsafe {
+        if let Some(st) = ((*rinfo).ri_FdwState as *mut ModifyState).as_mut() {
+            st.flush_counts();
+        }
+    }
     crate::error_fields::done();
 }
 
@@ -195,6 +222,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
             r => r.or_raise(),
         };
         types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+        st.counts[0] += 1;
         slot
     }
 }
@@ -294,6 +322,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         match r.or_raise() {
             WriteOutcome::Done => {
                 types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
+                st.counts[1] += 1;
                 slot
             }
             WriteOutcome::AlreadyModified | WriteOutcome::NotFound => std::ptr::null_mut(),
@@ -317,12 +346,17 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         let stmt = xact::current_stmt(true);
         let wants_old = !(*rinfo).ri_projectReturning.is_null();
         let ModifyState {
-            table, old, packer, ..
+            table,
+            old,
+            packer,
+            counts,
+            ..
         } = &mut *st;
         let had_old =
             wants_old && xact::with_txn(|t| t.get_newest(table, rowid, stmt.cid, old)).is_some();
         match xact::with_txn(|t| t.delete(table, rowid, tid, stmt)).or_raise() {
             WriteOutcome::Done => {
+                counts[2] += 1;
                 if had_old {
                     types::unpack(&packer.codecs, None, &table.layout, old, slot);
                     types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);

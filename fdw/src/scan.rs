@@ -41,6 +41,9 @@ pub struct ScanState {
     mode: LockMode,
     /// The newest version of a row whose lock was waited for.
     reread: Vec<u8>,
+    /// Scan starts (the first and each rescan), added to the table's access counters
+    /// at the end with `examined`.
+    starts: u64,
 }
 
 /// An index scan in progress.
@@ -250,6 +253,20 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             (private.lock, private.mode)
         };
         let ncols = table.def.columns.len();
+        if (*(*rel).rd_att).natts as usize != ncols {
+            // Only a change the rewrite did not see (a bug) gets here: refuse to read
+            // rows with the wrong layout.
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!(
+                    "memory table \"{}\" does not match its catalog definition ({} columns in the engine, {} in the catalog)",
+                    crate::types::relation_name(relid),
+                    ncols,
+                    (*(*rel).rd_att).natts
+                )
+            );
+        }
         let index = IndexChoice::from_list(private.choice).map(|choice| {
             let states =
                 pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
@@ -296,6 +313,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             lock,
             mode,
             reread: Vec::new(),
+            starts: 1,
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -331,6 +349,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             lock,
             mode,
             reread,
+            starts: _,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
@@ -703,6 +722,14 @@ unsafe fn build_ranges(
                         let v = encode(c.col, d);
                         prefixes.iter_mut().for_each(|p| p.extend_from_slice(&v));
                     }
+                    Some(Conv::Between(..)) => {
+                        // The planner takes such values for ranges only.
+                        ereport!(
+                            ERROR,
+                            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                            "memfdw: an equality index condition needs an exact key"
+                        );
+                    }
                     // NULL, or no value of the column's type equals it.
                     _ => empty = true,
                 },
@@ -740,7 +767,9 @@ unsafe fn build_ranges(
                         Some(Conv::Exact(d)) => {
                             lo = Some((encode(c.col, d), c.kind == CondKind::Ge))
                         }
-                        Some(Conv::Rounded(d)) => lo = Some((encode(c.col, d), true)),
+                        Some(Conv::Rounded(d)) | Some(Conv::Between(d, _)) => {
+                            lo = Some((encode(c.col, d), true))
+                        }
                         Some(Conv::BelowAll) => {}
                         Some(Conv::AboveAll) | None => empty = true,
                     }
@@ -751,13 +780,15 @@ unsafe fn build_ranges(
                         Some(Conv::Exact(d)) => {
                             hi = Some((encode(c.col, d), c.kind == CondKind::Le))
                         }
-                        Some(Conv::Rounded(d)) => hi = Some((encode(c.col, d), true)),
+                        Some(Conv::Rounded(d)) | Some(Conv::Between(_, d)) => {
+                            hi = Some((encode(c.col, d), true))
+                        }
                         Some(Conv::AboveAll) => {}
                         Some(Conv::BelowAll) | None => empty = true,
                     }
                 }
                 CondKind::NotNull => ranged = true,
-                CondKind::Like | CondKind::Regex => {
+                CondKind::Like | CondKind::Regex | CondKind::ILike | CondKind::IRegex => {
                     ranged = true;
                     match eval_raw(c.expr) {
                         Some((d, _)) => {
@@ -774,6 +805,14 @@ unsafe fn build_ranges(
                                     succ.pop();
                                 }
                                 hi = match succ.last_mut() {
+                                    // char(n) keys drop trailing blanks: a successor
+                                    // ending in one would lose a byte; no upper bound.
+                                    Some(b)
+                                        if *b == b' ' - 1
+                                            && matches!(ty, memfdw_engine::ColumnType::Char(_)) =>
+                                    {
+                                        None
+                                    }
                                     Some(b) => {
                                         *b += 1;
                                         let mut key = Vec::new();
@@ -847,6 +886,7 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
     unsafe {
         let st = (*node).fdw_state as *mut ScanState;
         if let Some(st) = st.as_mut() {
+            st.starts += 1;
             st.cursor = ScanCursor::new();
             st.batch = RowBatch::new();
             if let Some(ix) = st.index.as_mut() {
@@ -860,8 +900,23 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
 /// # Safety
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
 #[pg_guard]
-pub unsafe extern "C-unwind" fn end_foreign_scan(_node: *mut pg_sys::ForeignScanState) {
-    // The state is dropped with the executor's memory context.
+pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    // The state is dropped with the executor's memory context; its counts go to the
+    // table's access counters (once per scan, not per row).
+    // SAFETY: fdw_state is ours (null for EXPLAIN without ANALYZE).
+    unsafe {
+        if let Some(st) = ((*node).fdw_state as *mut ScanState).as_ref() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let a = &st.table.access;
+            if st.index.is_some() {
+                a.idx_scan.fetch_add(st.starts, Relaxed);
+                a.idx_tup_fetch.fetch_add(st.examined, Relaxed);
+            } else {
+                a.seq_scan.fetch_add(st.starts, Relaxed);
+                a.seq_tup_read.fetch_add(st.examined, Relaxed);
+            }
+        }
+    }
 }
 
 /// The index's conditions as EXPLAIN shows an index scan's `Index Cond`, built from the
@@ -912,6 +967,8 @@ unsafe fn index_cond_text(
                     CondKind::NotNull => format!("({col} IS NOT NULL)"),
                     CondKind::Like => format!("({col} ~~ {})", value(c.expr)),
                     CondKind::Regex => format!("({col} ~ {})", value(c.expr)),
+                    CondKind::ILike => format!("({col} ~~* {})", value(c.expr)),
+                    CondKind::IRegex => format!("({col} ~* {})", value(c.expr)),
                 }
             })
             .collect();

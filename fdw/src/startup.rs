@@ -37,6 +37,9 @@ struct Startup {
     log: AtomicPtr<SharedLog>,
     failure_len: AtomicUsize,
     failure: UnsafeCell<[u8; FAILURE_BYTES]>,
+    /// Progress of the latest checkpoint and of recovery (see `progress`).
+    checkpoint: crate::progress::Slot,
+    recovery: crate::progress::Slot,
 }
 
 // SAFETY: `failure` is written by one process before the Release store that makes
@@ -122,6 +125,8 @@ pub fn create() {
             log: AtomicPtr::new(std::ptr::null_mut()),
             failure_len: AtomicUsize::new(0),
             failure: UnsafeCell::new([0; FAILURE_BYTES]),
+            checkpoint: Default::default(),
+            recovery: Default::default(),
         }))
     };
     STARTUP.store(startup as *const Startup as *mut Startup, Ordering::Release);
@@ -181,6 +186,17 @@ pub fn publish_failure(why: &str, hint: Option<&str>) {
     // memory table. Heap tables are unaffected.
     r.report(PgLogLevel::LOG);
     startup().fail(why);
+}
+
+/// The checkpoint and recovery progress slots of the current segment (None if
+/// memfdw is not preloaded).
+pub fn progress_slots() -> Option<(
+    &'static crate::progress::Slot,
+    &'static crate::progress::Slot,
+)> {
+    let p = STARTUP.load(Ordering::Acquire);
+    // SAFETY: as in `startup`: set by the postmaster, lives as long as the segment.
+    unsafe { p.as_ref() }.map(|s| (&s.checkpoint, &s.recovery))
 }
 
 /// True if recovery failed (memory tables stay unavailable until a restart).

@@ -67,6 +67,9 @@ pub fn register() {
         .set_library("memfdw")
         .set_function("memfdw_worker_main")
         .enable_shmem_access(None)
+        // Connected to no database, like the logical replication launcher: it then
+        // shows in pg_stat_activity (backend_type "memfdw").
+        .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(1)))
         .load();
@@ -78,6 +81,7 @@ pub fn register() {
 #[no_mangle]
 pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
     if !start_engine() {
         // Recovery failed: stay, idle, until shutdown (exiting would have the
         // postmaster start us again into the same failure).
@@ -118,7 +122,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
             Duration::from_secs(crate::settings::CHECKPOINT_TIMEOUT_S.get().max(1) as u64);
         let grown = log.bytes_since_checkpoint();
         if grown >= limit || (grown > 0 && last_checkpoint.elapsed() >= timeout) {
-            match memfdw_engine::redo::checkpoint::write_checkpoint(e, log) {
+            match crate::progress::write_checkpoint(e, log) {
                 Ok(i) => {
                     last_checkpoint = Instant::now();
                     pgrx::log!(
@@ -190,7 +194,15 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
     let dir = data_directory();
     let started = std::time::Instant::now();
     pgrx::log!("memfdw: recovery of memory tables from \"{dir}\" started");
+    let slot = crate::progress::recovery();
+    if let Some(s) = slot {
+        s.start();
+    }
     let progress = |p: memfdw_engine::recovery::Progress| {
+        if let Some(s) = slot {
+            let phase = if p.phase == "log" { 2 } else { 1 };
+            s.set(phase, (0, 0), p.records, p.bytes);
+        }
         let what = if p.phase == "log" {
             "log records"
         } else {
@@ -206,7 +218,15 @@ fn recover(engine: &'static Engine) -> Result<&'static SharedLog, (String, Optio
         // A shutdown request stops recovery (within about a second).
         !shutdown_requested()
     };
-    let r = memfdw_engine::recovery::recover_engine_with(engine, &dir, progress, xid_committed).map_err(|e| match e {
+    let r = memfdw_engine::recovery::recover_engine_with(engine, &dir, progress, xid_committed);
+    if let Some(s) = slot {
+        if let Ok(r) = &r {
+            let tables = engine.table_ids().len() as u64;
+            s.set_counts(2, tables, r.records);
+        }
+        s.finish(r.is_ok());
+    }
+    let r = r.map_err(|e| match e {
         memfdw_engine::recovery::RecoveryError::Interrupted => (
             "memfdw: recovery was interrupted by a shutdown request".to_owned(),
             None,

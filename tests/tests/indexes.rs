@@ -528,6 +528,14 @@ fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
         "SELECT count(*) FROM TBL WHERE tz >= date '2024-03-11' AND tz < date '2024-03-12'",
         "SELECT count(*) FROM TBL WHERE tz < timestamp '2024-03-10 03:00'",
         "SELECT count(*) FROM TBL WHERE tz = '-infinity'::timestamp",
+        // A timestamp column against timestamptz values (ranges only), across the
+        // session time zone's DST change of 2024-03-10.
+        "SELECT id FROM TBL WHERE ts > timestamptz '2024-03-10 01:30-05' \
+         AND ts < timestamptz '2024-03-10 04:00-04' ORDER BY id",
+        "SELECT id FROM TBL WHERE ts < timestamptz '2024-03-09 01:00-05' ORDER BY id",
+        "~SELECT count(*) FROM TBL WHERE ts >= timestamptz '2024-03-10 02:30-05'",
+        "SELECT count(*) FROM TBL WHERE ts > 'infinity'::timestamptz",
+        "SELECT count(*) FROM TBL WHERE ts < '-infinity'::timestamptz",
         "SELECT id FROM TBL WHERE t LIKE 'k123%' ORDER BY id",
         "SELECT id FROM TBL WHERE t LIKE 'k1_3' ORDER BY id",
         "SELECT id FROM TBL WHERE t LIKE 'k\\%%' ORDER BY id",
@@ -563,6 +571,7 @@ fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
     // What the index cannot answer is still answered, by a scan.
     for q in [
         "SELECT count(*) FROM TBL WHERE ts = timestamptz '2024-03-10 01:00-05'",
+        "SELECT count(*) FROM TBL WHERE ts IN (timestamptz '2024-03-10 01:00-05')",
         "SELECT count(*) FROM TBL WHERE t LIKE '%99'",
         "SELECT count(*) FROM TBL WHERE t ILIKE 'K12%'",
         "SELECT count(*) FROM TBL WHERE t ~ '(?i)^K12'",
@@ -573,4 +582,53 @@ fn cross_type_and_prefix_conditions_use_indexes_and_match_heap() {
             "{q}"
         );
     }
+}
+
+/// ILIKE and case-insensitive regular expressions use the index for their prefix
+/// without case (digits, punctuation); LIKE and regular expressions on char(n) and
+/// name columns use it too; all return what heap tables return.
+#[test]
+fn case_insensitive_char_and_name_patterns_use_indexes_and_match_heap() {
+    let (_c, mut s) = setup();
+    let cols = "id int PRIMARY KEY, t text COLLATE \"C\", c char(8) COLLATE \"C\", n name";
+    s.batch_execute(&format!(
+        "CREATE FOREIGN TABLE m ({cols}) SERVER memfdw; CREATE TABLE h ({cols}); \
+         CREATE INDEX ON m (t); CREATE INDEX ON m (c); CREATE INDEX ON m (n)"
+    ))
+    .unwrap();
+    let load = "SELECT g, g || CASE WHEN g % 2 = 0 THEN 'Ab' ELSE 'aB' END, \
+                CASE WHEN g % 7 = 0 THEN (g % 100) || ' x' ELSE (g % 1000)::text END, \
+                'n' || g FROM generate_series(1, 20000) g";
+    for t in ["m", "h"] {
+        s.batch_execute(&format!("INSERT INTO {t} {load}; ANALYZE {t}"))
+            .unwrap();
+    }
+    for q in [
+        "SELECT id FROM TBL WHERE t ILIKE '123%' ORDER BY id",
+        "SELECT id FROM TBL WHERE t ILIKE '1234ab' ORDER BY id",
+        "SELECT id FROM TBL WHERE t ~* '^123a' ORDER BY id",
+        "SELECT id FROM TBL WHERE c LIKE '12%' ORDER BY id",
+        "SELECT id FROM TBL WHERE c LIKE '14 %' ORDER BY id",
+        "SELECT id FROM TBL WHERE c ~ '^99' ORDER BY id",
+        "SELECT id FROM TBL WHERE c ILIKE '77%' ORDER BY id",
+        "SELECT id FROM TBL WHERE n LIKE 'n123%' ORDER BY id",
+        "SELECT id FROM TBL WHERE n ~ '^n1999' ORDER BY id",
+    ] {
+        let want = rows(&mut s, &q.replace("TBL", "h"));
+        let got = rows(&mut s, &q.replace("TBL", "m"));
+        assert!(!want.is_empty(), "{q}");
+        assert_eq!(got, want, "{q}");
+        let plan = explain(&mut s, &q.replace("TBL", "m"));
+        assert!(
+            plan.contains("index scan using") && plan.contains("Index Cond"),
+            "{q}:\n{plan}"
+        );
+    }
+    // A case-insensitive pattern that starts with a letter has no prefix: full scan,
+    // same answer.
+    let q = "SELECT count(*) FROM TBL WHERE n ILIKE 'N123%'";
+    assert_eq!(
+        rows(&mut s, &q.replace("TBL", "m")),
+        rows(&mut s, &q.replace("TBL", "h"))
+    );
 }

@@ -68,6 +68,16 @@ pub fn write_checkpoint(
     engine: &'static Engine,
     log: &SharedLog,
 ) -> Result<CheckpointInfo, CheckpointError> {
+    write_checkpoint_reporting(engine, log, |_, _| {})
+}
+
+/// [`write_checkpoint`], calling `report(progress so far, tables to write)` after each
+/// frame of rows and each table (a progress view).
+pub fn write_checkpoint_reporting(
+    engine: &'static Engine,
+    log: &SharedLog,
+    mut report: impl FnMut(&CheckpointInfo, u64),
+) -> Result<CheckpointInfo, CheckpointError> {
     let started = Instant::now();
     let Some((start, old_phase)) = engine.with_stable_catalog(|| log.begin_checkpoint()) else {
         return Err(CheckpointError::Busy);
@@ -105,10 +115,13 @@ pub fn write_checkpoint(
                 info.bytes += frame.len() as u64;
                 f.write_all(&frame)
             };
-        for table in engine.table_ids() {
+        let ids = engine.table_ids();
+        let total = ids.len() as u64;
+        for table in ids {
             let Some(t) = engine.table(table) else {
                 continue;
             };
+            report(&info, total);
             info.tables += 1;
             payload.clear();
             LogRecord::CreateTable {
@@ -143,6 +156,7 @@ pub fn write_checkpoint(
                     }
                     .encode(&mut payload);
                     emit(&mut f, &payload, &mut info)?;
+                    report(&info, total);
                 }
                 if cursor.done() {
                     break;
@@ -150,6 +164,7 @@ pub fn write_checkpoint(
             }
             let _ = txn.commit();
         }
+        report(&info, total);
         let mut end = vec![END_MARK];
         end.extend_from_slice(&info.frames.to_le_bytes());
         emit(&mut f, &end, &mut info)?;

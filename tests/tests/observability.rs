@@ -1,0 +1,176 @@
+//! What an operator can see: per-table access statistics
+//! (`memfdw.stat_user_tables`, like `pg_stat_user_tables`), CREATE INDEX in
+//! `pg_stat_progress_create_index`, checkpoints and recovery in `memfdw.progress()`,
+//! and the background worker in `pg_stat_activity`.
+
+use memfdw_e2e::Cluster;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+fn stats(s: &mut Client, table: &str) -> Vec<i64> {
+    let r = s
+        .query_one(
+            "SELECT seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_tup_ins, n_tup_upd, \
+             n_tup_del, n_live_tup, analyze_count FROM memfdw.stat_user_tables WHERE relname = $1",
+            &[&table],
+        )
+        .unwrap();
+    (0..9).map(|i| r.get(i)).collect()
+}
+
+#[test]
+fn access_statistics_count_like_pg_stat_user_tables() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE t (id int PRIMARY KEY, v int) SERVER memfdw; \
+         INSERT INTO t SELECT g, g FROM generate_series(1, 100) g; \
+         UPDATE t SET v = 0 WHERE id <= 10; \
+         DELETE FROM t WHERE id = 100",
+    )
+    .unwrap();
+    // The UPDATE and DELETE found their rows through the primary key (two index
+    // scans) and the statements wrote 100 + 10 + 1 rows.
+    let before = stats(&mut s, "t");
+    assert_eq!(before[4..8], [100, 10, 1, 99], "{before:?}");
+    s.batch_execute("SELECT count(*) FROM t; SELECT * FROM t WHERE id = 7")
+        .unwrap();
+    let after = stats(&mut s, "t");
+    assert_eq!(after[0] - before[0], 1, "one full scan");
+    assert_eq!(after[1] - before[1], 99, "of 99 rows");
+    assert_eq!(after[2] - before[2], 1, "one index scan");
+    assert_eq!(after[3] - before[3], 1, "of one row");
+    let last: Option<std::time::SystemTime> = s
+        .query_one(
+            "SELECT last_analyze FROM memfdw.stat_user_tables WHERE relname = 't'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(last.is_none());
+    // ANALYZE is recorded; counters survive TRUNCATE and ALTER (as heap's do).
+    s.batch_execute(
+        "ANALYZE t; TRUNCATE t; INSERT INTO t VALUES (1, 1); \
+         ALTER FOREIGN TABLE t ADD COLUMN w int",
+    )
+    .unwrap();
+    let now = stats(&mut s, "t");
+    assert_eq!(now[8], 1, "analyze_count");
+    assert_eq!(now[4], 101, "inserts survive TRUNCATE and ALTER");
+    assert_eq!(now[7], 1, "live rows");
+    let last: Option<std::time::SystemTime> = s
+        .query_one(
+            "SELECT last_analyze FROM memfdw.stat_user_tables WHERE relname = 't'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(last.is_some());
+    // A role without privileges on the table does not see it.
+    s.batch_execute("CREATE ROLE nobody LOGIN; GRANT USAGE ON SCHEMA memfdw TO nobody")
+        .unwrap();
+    let mut other = c.connect_as("nobody", "postgres");
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM memfdw.stat_user_tables", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn progress_of_index_builds_checkpoints_and_recovery() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE big (id int, v text) SERVER memfdw; \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 400000) g",
+    )
+    .unwrap();
+    let relid: u32 = s
+        .query_one("SELECT 'big'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    // Another session watches pg_stat_progress_create_index while indexes build.
+    let mut seen = None;
+    for attempt in 0..5 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let stop = stop.clone();
+            let mut w = c.connect();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(60)
+                {
+                    let rows = w
+                        .query(
+                            "SELECT relid, phase, tuples_total FROM pg_stat_progress_create_index",
+                            &[],
+                        )
+                        .unwrap();
+                    if let Some(r) = rows.first() {
+                        let got: (u32, String, i64) = (r.get(0), r.get(1), r.get(2));
+                        return Some(got);
+                    }
+                }
+                None
+            })
+        };
+        s.batch_execute(&format!(
+            "CREATE INDEX big_v{attempt} ON big (v); DROP INDEX big_v{attempt}"
+        ))
+        .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        seen = watcher.join().unwrap();
+        if seen.is_some() {
+            break;
+        }
+    }
+    let (rel, phase, total) = seen.expect("an index build seen in pg_stat_progress_create_index");
+    assert_eq!(rel, relid);
+    assert_eq!(phase, "building index");
+    assert_eq!(total, 400_000);
+    // Nothing is left once it is done.
+    let n: i64 = s
+        .query_one("SELECT count(*) FROM pg_stat_progress_create_index", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // A checkpoint's counts.
+    s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
+    let r = s
+        .query_one(
+            "SELECT state, tables_done, tables_total, records_done FROM memfdw.progress() \
+             WHERE operation = 'checkpoint'",
+            &[],
+        )
+        .unwrap();
+    let got: (String, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(got, ("done".to_string(), 1, 1, 400_000));
+    // Recovery after a crash, and the worker in pg_stat_activity.
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect();
+    let n: i64 = s.query_one("SELECT count(*) FROM big", &[]).unwrap().get(0);
+    assert_eq!(n, 400_000);
+    let r = s
+        .query_one(
+            "SELECT state, tables_done, records_done > 0 FROM memfdw.progress() \
+             WHERE operation = 'recovery'",
+            &[],
+        )
+        .unwrap();
+    let got: (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(got, ("done".to_string(), 1, true));
+    let workers: i64 = s
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'memfdw'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 1);
+}
