@@ -465,9 +465,9 @@ impl Matcher {
             kind,
             CondKind::Lt | CondKind::Le | CondKind::Gt | CondKind::Ge
         );
-        if !value_type_ok(t, col)
-            && !(range && crate::cross_type::convertible_for_range(col.typid, t))
-        {
+        let ok = value_type_ok(t, col)
+            || (range && crate::cross_type::convertible_for_range(col.typid, t));
+        if !ok {
             return None;
         }
         self.collation_ok(col, kind, coll)
