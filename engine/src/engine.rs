@@ -409,6 +409,21 @@ impl Engine {
         Ok(true)
     }
 
+    /// Removes index `id` from table object `t` without logging (a replacement table
+    /// not yet in the catalog: see [`TxnHandle::drop_index_of_replacement`]).
+    pub(crate) fn drop_index_from(&self, t: &Table, id: u32) {
+        let _s = scope::enter();
+        let current = t.indexes();
+        let Some(pos) = current.iter().position(|i| i.def.id == id) else {
+            return;
+        };
+        let mut list: Vec<_> = current.iter().cloned().collect();
+        let removed = list.remove(pos);
+        t.set_indexes(list);
+        drop(current);
+        epoch::with_guard(&self.collector, |g| g.defer(move || drop(removed)));
+    }
+
     /// The catalog, for changing it (one writer at a time; DDL logs under it).
     pub(crate) fn tables_mut(&self) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>>> {
         self.tables.write()

@@ -262,7 +262,8 @@ fn find_index(nsp: pg_sys::Oid, name: &str) -> Option<(u32, u32)> {
         if table.database != here || namespace_of(pg_sys::Oid::from(oid)) != nsp {
             return None;
         }
-        let t = e.table(table)?;
+        // As this transaction sees it (after its own TRUNCATE or ALTER).
+        let t = xact::table(pg_sys::Oid::from(oid))?;
         t.index_defs()
             .into_iter()
             .find(|d| d.name == name && !xact::index_drop_pending(oid, d.id))
@@ -381,8 +382,9 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
     } = spec;
 
     let e = engine();
-    xact::refuse_after_truncate(relid, "CREATE INDEX");
-    let Some(table) = e.table(crate::handler::table_id(relid)) else {
+    // The table as this transaction sees it: after its own TRUNCATE or ALTER, the
+    // replacement (the index is then logged with it at commit).
+    let Some(table) = xact::table(relid) else {
         crate::errors::missing_table(relid)
     };
     let nsp = namespace_of(relid);
@@ -753,8 +755,7 @@ fn not_owner(table: u32, id: u32) {
 }
 
 fn index_name(table: u32, id: u32) -> String {
-    engine()
-        .table(crate::handler::table_id(pg_sys::Oid::from(table)))
+    xact::table(pg_sys::Oid::from(table))
         .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
         .map_or_else(|| format!("index {id}"), |d| d.name)
 }
@@ -784,10 +785,8 @@ pub unsafe fn rename_index(stmt: *mut pg_sys::RenameStmt) -> bool {
             not_owner(table, id);
         }
         pg_sys::LockRelationOid(relid, pg_sys::ShareRowExclusiveLock as _);
-        xact::refuse_after_truncate(relid, "ALTER INDEX");
-        let Some(def) = engine()
-            .table(crate::handler::table_id(relid))
-            .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
+        let Some(def) =
+            xact::table(relid).and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
         else {
             return false;
         };
@@ -893,7 +892,6 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
                         not_owner(table, id);
                     }
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
-                    xact::refuse_after_truncate(relid, "DROP INDEX");
                     xact::note_index_drop(table, id);
                     crate::index_options::store(relid);
                     pg_sys::CacheInvalidateRelcacheByRelid(relid);

@@ -14,7 +14,6 @@
 //! OPTIONS` on it is refused) except in CREATE FOREIGN TABLE, where the indexes it
 //! names are built.
 
-use crate::shmem::engine;
 use memfdw_engine::IndexDef;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -195,9 +194,10 @@ pub unsafe fn from_options(options: *mut pg_sys::List) -> Option<String> {
 }
 
 /// Rewrites the `indexes` option of memory table `relid` from the engine's indexes as
-/// this transaction sees them (pending drops left out).
+/// this transaction sees them (its own TRUNCATE or ALTER replacement included,
+/// pending drops left out).
 pub fn store(relid: pg_sys::Oid) {
-    let Some(table) = engine().table(crate::handler::table_id(relid)) else {
+    let Some(table) = crate::xact::table(relid) else {
         return;
     };
     let defs: Vec<IndexDef> = table

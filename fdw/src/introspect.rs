@@ -310,8 +310,16 @@ fn indexes() -> TableIterator<
 > {
     let e = engine();
     let mut rows = Vec::new();
+    let here = crate::handler::current_database();
     for id in e.table_ids() {
-        let Some(t) = e.table(id) else { continue };
+        // This transaction's own index DDL after its TRUNCATE or ALTER is on the
+        // table's replacement: show the table as the transaction sees it.
+        let t = if id.database == here {
+            crate::xact::table(pg_sys::Oid::from(id.relation))
+        } else {
+            e.table(id)
+        };
+        let Some(t) = t else { continue };
         let relid = pg_sys::Oid::from(id.relation);
         if !visible(&t, relid) {
             continue;

@@ -78,29 +78,6 @@ pub fn table(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
     with_txn(|t| t.table(crate::handler::table_id(relid)))
 }
 
-/// Refuses (0A000) index DDL on memory table `relid` after this transaction truncated
-/// it: the transaction works on a replacement table that the index DDL bookkeeping
-/// (undo at rollback, checkpoints, name lookups) does not see.
-pub fn refuse_after_truncate(relid: pg_sys::Oid, what: &str) {
-    let truncated = BACKEND.with(|b| {
-        b.borrow_mut()
-            .txn
-            .as_mut()
-            .is_some_and(|t| t.truncated(crate::handler::table_id(relid)))
-    });
-    if truncated {
-        pgrx::ereport!(
-            ERROR,
-            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!(
-                "{what} is not supported on memory table \"{}\" after TRUNCATE or a rewriting ALTER in the same transaction",
-                crate::types::relation_name(relid)
-            ),
-            "Commit the TRUNCATE or ALTER first."
-        );
-    }
-}
-
 pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {
@@ -269,6 +246,14 @@ unsafe extern "C-unwind" fn xact_callback(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            // Indexes dropped from a table this transaction replaced (TRUNCATE, ALTER)
+            // go now, from the replacement: the commit logs it with its indexes.
+            let drops = BACKEND.with(|b| b.borrow().index_drops.clone());
+            let kept: Vec<_> = drops
+                .into_iter()
+                .filter(|&(oid, id, _)| !drop_index_of_replacement(oid, id))
+                .collect();
+            BACKEND.with(|b| b.borrow_mut().index_drops = kept);
             // Everything that can fail; nothing visible yet. A transaction with an xid
             // writes its tagged redo record now, durably, before PostgreSQL's commit
             // record: recovery applies it only if the commit log says it committed.
@@ -451,10 +436,27 @@ unsafe extern "C-unwind" fn subxact_callback(
     if !creates.is_empty() || !index_creates.is_empty() {
         let e = engine();
         for (oid, id, _) in index_creates {
-            must_drop_index(e, oid, id);
+            if !drop_index_of_replacement(oid, id) {
+                must_drop_index(e, oid, id);
+            }
         }
         for (oid, _) in creates {
             must_drop(e, oid);
         }
     }
+}
+
+/// Drops index `id` of memory table `oid` from this transaction's replacement of the
+/// table (after its TRUNCATE or ALTER), if it has one; false if not.
+fn drop_index_of_replacement(oid: u32, id: u32) -> bool {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let Some(txn) = b.txn.as_mut() else {
+            return false;
+        };
+        let Some(t) = txn.table(crate::handler::table_id(pg_sys::Oid::from(oid))) else {
+            return false;
+        };
+        txn.drop_index_of_replacement(&t, id)
+    })
 }

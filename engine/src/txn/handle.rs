@@ -166,6 +166,18 @@ impl TxnHandle {
         r
     }
 
+    /// Drops index `id` of `t` at once if `t` is this transaction's replacement of its
+    /// table (after TRUNCATE or ALTER: unlogged, the commit logs the replacement with
+    /// its indexes); returns false, doing nothing, for a table in the catalog.
+    pub fn drop_index_of_replacement(&mut self, t: &TableHandle, id: u32) -> bool {
+        let _s = scope::enter();
+        if !self.txn().is_twin(t.arc()) {
+            return false;
+        }
+        self.txn().engine.drop_index_from(t, id);
+        true
+    }
+
     /// Did this transaction TRUNCATE table `id` (it then works on a replacement)?
     pub fn truncated(&mut self, id: TableId) -> bool {
         self.txn().truncations_of(id)

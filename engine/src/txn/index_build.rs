@@ -84,7 +84,10 @@ impl Txn {
                 self.get_at(t, rowid, u32::MAX, crate::ids::Tid::NEWEST, &mut row);
                 Err(unique::violation(&index, t, &row, (false, false)))
             }
-            (Ok(()), None) => engine.publish_index(t, index.clone(), true),
+            (Ok(()), None) => {
+                let log = !self.is_twin(t.arc());
+                engine.publish_index(t, index.clone(), log)
+            }
         };
         if result.is_err() {
             engine.account(-(bytes as isize));

@@ -56,6 +56,13 @@ impl Txn {
         Ok(())
     }
 
+    /// Is `t` a replacement made by this transaction (TRUNCATE or ALTER), not yet in
+    /// the catalog? Its index DDL is then not logged on its own: the commit logs the
+    /// replacement with its indexes.
+    pub(super) fn is_twin(&self, t: &Arc<Table>) -> bool {
+        self.truncations.iter().any(|x| Arc::ptr_eq(&x.with, t))
+    }
+
     /// Did this transaction TRUNCATE table `id`?
     pub(super) fn truncations_of(&self, id: TableId) -> bool {
         self.truncations.iter().any(|x| x.id == id)
