@@ -466,6 +466,47 @@ pub unsafe fn after(p: Pending) {
     }
 }
 
+thread_local! {
+    /// Memory tables whose columns the running utility statement dropped.
+    static DROPPED_COLUMNS: std::cell::RefCell<Vec<pg_sys::Oid>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A column of memory table `relid` is being dropped (object_access_hook).
+pub fn note_column_drop(relid: pg_sys::Oid) {
+    DROPPED_COLUMNS.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.contains(&relid) {
+            d.push(relid);
+        }
+    });
+}
+
+/// After a utility statement: rewrites the memory tables whose columns it dropped
+/// without an ALTER TABLE (DROP TYPE ... CASCADE and the like; an ALTER TABLE's own
+/// rewrite has run already, so this finds nothing to do for it).
+pub fn after_column_drops() {
+    let tables = DROPPED_COLUMNS.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    if tables.is_empty() {
+        return;
+    }
+    // SAFETY: the statement's catalog changes become visible.
+    unsafe { pg_sys::CommandCounterIncrement() };
+    for relid in tables {
+        // SAFETY: syscache lookup.
+        if unsafe { pg_sys::get_rel_name(relid) }.is_null() || !is_memory_table(relid) {
+            continue; // dropped with its table
+        }
+        // Only columns went: the others keep their types.
+        let b = Before {
+            relid,
+            types: attribute_types(relid),
+            checks: validated_checks(relid),
+        };
+        reconcile(&b, None);
+    }
+}
+
 /// How the rewrite fills one column of the new row.
 enum Fill {
     /// Kept: the old value.

@@ -185,6 +185,9 @@ unsafe extern "C-unwind" fn process_utility(
         if let Some(p) = altered {
             crate::alter::after(p);
         }
+        if preloaded() {
+            crate::alter::after_column_drops();
+        }
         if dropped_db != pg_sys::InvalidOid && preloaded() {
             // DROP DATABASE removed the database without dropping its objects one by
             // one (no OAT_DROP for them): its memory tables go now. It cannot run in a
@@ -410,5 +413,15 @@ unsafe extern "C-unwind" fn object_access(
             .is_some()
     {
         xact::note_drop(object_id.to_u32());
+    }
+    // A column dropped by a statement other than ALTER TABLE (DROP TYPE ... CASCADE,
+    // DROP DOMAIN ... CASCADE): the table is rewritten after the statement.
+    if access == pg_sys::ObjectAccessType::OAT_DROP
+        && class_id == pg_sys::RelationRelationId
+        && sub_id > 0
+        && preloaded()
+        && is_memory_table(object_id)
+    {
+        crate::alter::note_column_drop(object_id);
     }
 }

@@ -376,3 +376,27 @@ fn common_column_types_are_stored_as_heap_tables_store_them() {
     let mut s = c.connect();
     assert_eq!(rows(&mut s, "m"), before);
 }
+
+#[test]
+fn columns_dropped_by_drop_type_cascade_are_rewritten_away() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE TYPE mood AS ENUM ('sad', 'ok'); \
+         CREATE DOMAIN pos AS int CHECK (VALUE > 0); \
+         CREATE FOREIGN TABLE m (id int PRIMARY KEY, md mood, p pos, x text) SERVER memfdw; \
+         CREATE TABLE h (id int PRIMARY KEY, md mood, p pos, x text); \
+         INSERT INTO m SELECT g, 'ok', g, 'x' || g FROM generate_series(1, 100) g; \
+         INSERT INTO h SELECT * FROM m; \
+         DROP TYPE mood CASCADE; DROP DOMAIN pos CASCADE",
+    )
+    .unwrap();
+    assert_eq!(rows(&mut s, "m"), rows(&mut s, "h"));
+    s.batch_execute("INSERT INTO m VALUES (101, 'y'); INSERT INTO h VALUES (101, 'y')")
+        .unwrap();
+    drop(s);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect();
+    assert_eq!(rows(&mut s, "m"), rows(&mut s, "h"));
+}
