@@ -163,6 +163,24 @@ impl Cluster {
         let pidfile =
             std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
         let pid: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+        // Freeze the postmaster first: between listing its children and killing it, it
+        // must not fork one more (it reacts to a child's death by starting others,
+        // which would outlive it and keep the shared memory).
+        // SAFETY: signalling this test's own server.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let frozen = Instant::now();
+        while frozen.elapsed() < Duration::from_secs(2) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            if matches!(state, Some("T") | Some("t") | None) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let children = Command::new("pgrep")
             .args(["-P", &pid.to_string()])
             .output()
