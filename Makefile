@@ -44,6 +44,7 @@ test-e2e: install
 	timeout 1800 cargo test -p memfdw-e2e -- --test-threads=2
 
 bench: install
+	python3 benches/oltp_vs_heap.py
 	cargo bench -p memfdw-engine
 	bash benches/sql_vs_heap.sh
 	bash benches/pgbench_vs_heap.sh
@@ -55,6 +56,7 @@ bench-smoke: install
 	BENCH_SECONDS=1 bash benches/sql_vs_heap.sh
 	BENCH_SECONDS=1 BENCH_SCALE=1 bash benches/pgbench_vs_heap.sh
 	BENCH_SECONDS=1 SB_SIZE=10000 bash benches/sysbench_vs_heap.sh
+	BENCH_SECONDS=3 BENCH_REPS=1 BENCH_SCALES=1 BENCH_CLIENTS=8 BENCH_WORKLOADS="select plpgsql hot10" python3 benches/oltp_vs_heap.py
 	ROWS=20000 bash benches/recovery.sh
 	@bash scripts/pg.sh stop
 

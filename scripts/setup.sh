@@ -7,7 +7,7 @@ PGRX_VERSION="0.18.1"
 PG_CONFIG=/usr/bin/pg_config
 
 need_apt=()
-for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config make sysbench; do
+for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config make sysbench python3; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         need_apt+=("$pkg")
     fi
