@@ -67,6 +67,9 @@ pub struct Engine {
     snapshots: crate::snapshots::Snapshots,
     /// Work waiting for the horizon (see [`crate::versions`]).
     horizon_queue: crate::versions::HorizonQueue,
+    /// Keeps a checkpoint and a commit that redefines a table (ALTER TABLE) apart; see
+    /// [`Engine::enter_redefine`].
+    redefine_gate: AtomicU64,
 }
 
 /// Older versions kept for snapshots, and what holds them.
@@ -157,6 +160,20 @@ impl Drop for TableHandle {
 
 struct SinkBox(Box<dyn RedoSink>);
 
+/// The redefine gate's closed bit (the rest counts redefine commits inside).
+const GATE_CLOSED: u64 = 1 << 63;
+
+/// The closed redefine gate of a checkpoint (see [`Engine::close_redefines`]).
+pub struct RedefineGate<'e>(&'e Engine);
+
+impl Drop for RedefineGate<'_> {
+    fn drop(&mut self) {
+        self.0
+            .redefine_gate
+            .fetch_and(!GATE_CLOSED, Ordering::AcqRel);
+    }
+}
+
 /// Figures about the engine's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryStats {
@@ -192,6 +209,7 @@ impl Engine {
             deadlock_check: crate::sync::SpinLock::new(()),
             snapshots: crate::snapshots::Snapshots::new(),
             horizon_queue: crate::versions::HorizonQueue::default(),
+            redefine_gate: AtomicU64::new(0),
         })
     }
 
@@ -422,6 +440,61 @@ impl Engine {
         t.set_indexes(list);
         drop(current);
         epoch::with_guard(&self.collector, |g| g.defer(move || drop(removed)));
+    }
+
+    /// A commit that redefines a table enters before it takes any lock and leaves
+    /// after its install (or undo). A checkpoint closes the gate from before it takes
+    /// its start LSN until it has written every table, and waits for those inside.
+    ///
+    /// Invariant: no redefine commit appends its record or installs while a checkpoint
+    /// writes tables. Without it, a checkpoint could hold a table with its new
+    /// definition while the log from the checkpoint's start still holds that table's
+    /// older rows, in the old layout, to replay into it.
+    pub(crate) fn enter_redefine(&self) {
+        let mut backoff = crate::sync::Backoff::new();
+        loop {
+            let v = self.redefine_gate.load(Ordering::Acquire);
+            if v & GATE_CLOSED == 0
+                && self
+                    .redefine_gate
+                    .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            if v & GATE_CLOSED != 0 {
+                // A checkpoint writes tables (seconds, for a big database): sleep.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    pub(crate) fn leave_redefine(&self) {
+        self.redefine_gate.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes the redefine gate (see [`Engine::enter_redefine`]) until the returned
+    /// guard is dropped: waits for another checkpoint's closing and for the redefine
+    /// commits inside.
+    pub fn close_redefines(&self) -> RedefineGate<'_> {
+        loop {
+            let v = self.redefine_gate.load(Ordering::Acquire);
+            if v & GATE_CLOSED == 0
+                && self
+                    .redefine_gate
+                    .compare_exchange_weak(v, v | GATE_CLOSED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        while self.redefine_gate.load(Ordering::Acquire) & !GATE_CLOSED != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        RedefineGate(self)
     }
 
     /// The catalog, for changing it (one writer at a time; DDL logs under it).

@@ -252,3 +252,36 @@ fn new_definitions_are_validated() {
         Err(Error::NotIndexable { .. })
     ));
 }
+
+#[test]
+fn a_redefining_commit_waits_while_a_checkpoint_writes_tables() {
+    let (e, log) = logged_engine();
+    fill(e, 0..10);
+    // A checkpoint holds the gate: the ALTER's commit must not append or install.
+    let gate = e.close_redefines();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut txn = e.begin();
+            rewrite(e, &mut txn, 1, |k| k).unwrap();
+            txn.commit().unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!done.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(e.table(table_id(1)).unwrap().def, table_def());
+    // Commits to other tables go on meanwhile.
+    let other = table_with_key(e, 2);
+    let mut txn = e.begin();
+    txn.insert(&other, &pack(&other.layout, 0, 1, "x"), S1)
+        .unwrap();
+    txn.commit().unwrap();
+    drop(gate);
+    worker.join().unwrap();
+    assert_eq!(e.table(table_id(1)).unwrap().def.columns, new_def().columns);
+    assert_eq!(contents(e).len(), 10);
+    assert_eq!(contents(replayed(log)).len(), 10);
+    assert_eq!(scan_all(replayed(log), 2).len(), 1);
+}

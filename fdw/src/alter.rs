@@ -84,8 +84,22 @@ unsafe extern "C-unwind" {
     ) -> *mut pg_sys::List;
 }
 
-/// The memory tables among `relid` and (if `inh`) its inheritors.
-fn memory_tables_of(relid: pg_sys::Oid, inh: bool) -> Vec<pg_sys::Oid> {
+/// # Safety
+/// Called by PostgreSQL only (RangeVarGetRelidExtended's callback).
+#[pg_guard]
+unsafe extern "C-unwind" fn owns_relation(
+    rv: *const pg_sys::RangeVar,
+    relid: pg_sys::Oid,
+    old_relid: pg_sys::Oid,
+    arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { pg_sys::RangeVarCallbackOwnsRelation(rv, relid, old_relid, arg) }
+}
+
+/// The memory tables among `relid` and (if `inh`) its inheritors, which are locked
+/// with `lock`.
+fn memory_tables_of(relid: pg_sys::Oid, inh: bool, lock: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
     let mut out = Vec::new();
     if !inh {
         if is_memory_table(relid) {
@@ -96,7 +110,7 @@ fn memory_tables_of(relid: pg_sys::Oid, inh: bool) -> Vec<pg_sys::Oid> {
     // SAFETY: catalog scan; no locks taken (the statement takes its own).
     unsafe {
         let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
+            find_all_inheritors(relid, lock, std::ptr::null_mut())
         });
         for i in 0..pg_sys::list_length(all) {
             let oid = pg_sys::list_nth_oid(all, i);
@@ -176,33 +190,50 @@ pub unsafe fn before(
         {
             return None;
         }
-        let relid = pg_sys::RangeVarGetRelidExtended(
+        let missing_ok = if (*stmt).missing_ok {
+            pg_sys::RVROption::RVR_MISSING_OK as _
+        } else {
+            0
+        };
+        // A first look without a lock: most ALTERs reach no memory table, and those
+        // are left to PostgreSQL entirely.
+        let peek = pg_sys::RangeVarGetRelidExtended(
             (*stmt).relation,
             pg_sys::NoLock as _,
             pg_sys::RVROption::RVR_MISSING_OK as _,
             None,
             std::ptr::null_mut(),
         );
+        let inh = (*(*stmt).relation).inh;
+        if peek == pg_sys::InvalidOid || memory_tables_of(peek, inh, pg_sys::NoLock as _).is_empty()
+        {
+            return None;
+        }
+        // Then as PostgreSQL does: ownership checked before the lock, the name resolved
+        // again under it, and the inheritors locked too, before their definitions are
+        // read (a concurrent ALTER must not change a type after it is captured). A
+        // memory target is locked for a rewrite (ACCESS EXCLUSIVE) from the start.
+        let lock = if is_memory_table(peek) {
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE
+        } else {
+            pg_sys::AlterTableGetLockLevel((*stmt).cmds)
+        };
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            lock,
+            missing_ok,
+            Some(owns_relation),
+            std::ptr::null_mut(),
+        );
         if relid == pg_sys::InvalidOid {
             return None;
         }
-        let tables = memory_tables_of(relid, (*(*stmt).relation).inh);
+        let tables = memory_tables_of(relid, inh, lock);
         if tables.is_empty() {
             return None;
         }
         let direct = is_memory_table(relid);
         if direct {
-            // Ownership before anything is locked (PostgreSQL's rule for ALTER), then
-            // the lock a rewrite needs, before the statement is looked at (USING
-            // expressions and keys are resolved against the table).
-            let me = pg_sys::GetUserId();
-            if !pg_sys::pg_class_ownercheck(relid, me) {
-                pg_sys::aclcheck_error(
-                    pg_sys::AclResult::ACLCHECK_NOT_OWNER,
-                    pg_sys::ObjectType::OBJECT_FOREIGN_TABLE,
-                    pg_sys::get_rel_name(relid),
-                );
-            }
             pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
         }
         let copy =
@@ -267,9 +298,12 @@ pub unsafe fn before(
                 let name = cstr((*cmd).name).unwrap_or_default();
                 let t = xact::table(relid);
                 let found = t.and_then(|t| {
-                    t.index_defs()
-                        .into_iter()
-                        .find(|d| d.name == name && !xact::index_drop_pending(relid.to_u32(), d.id))
+                    t.index_defs().into_iter().find(|d| {
+                        // Keys are constraints; a plain index is not.
+                        d.unique
+                            && d.name == name
+                            && !xact::index_drop_pending(relid.to_u32(), d.id)
+                    })
                 });
                 if let Some(d) = found {
                     pending.drop_keys.push(d.id);
@@ -280,6 +314,13 @@ pub unsafe fn before(
             if direct && sub == pg_sys::AlterTableType::AT_AlterColumnType {
                 let def = (*cmd).def as *mut pg_sys::ColumnDef;
                 if !(*def).raw_default.is_null() {
+                    // PostgreSQL recurses to the inheritors with the plain cast; memfdw
+                    // would apply USING to the target only.
+                    if inh && has_inheritors(relid) {
+                        unsupported(
+                            "ALTER COLUMN TYPE ... USING on a memory table with inheritors",
+                        );
+                    }
                     let e = transform_using(relid, cmd, def, query);
                     (*def).raw_default = std::ptr::null_mut();
                     changed = true;
@@ -358,6 +399,17 @@ unsafe fn key_of(c: *mut pg_sys::Constraint, column: Option<&str>) -> Option<Key
             columns,
             primary,
         })
+    }
+}
+
+/// Does any relation inherit from `relid` (or is a partition of it)?
+fn has_inheritors(relid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog scan without locks.
+    unsafe {
+        let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
+        });
+        pg_sys::list_length(all) > 1
     }
 }
 
@@ -472,6 +524,16 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Forgets noted column drops (their statement failed: the transaction or
+/// subtransaction aborts).
+pub fn forget_column_drops() {
+    DROPPED_COLUMNS.with(|d| {
+        if let Ok(mut d) = d.try_borrow_mut() {
+            d.clear();
+        }
+    });
+}
+
 /// A column of memory table `relid` is being dropped (object_access_hook).
 pub fn note_column_drop(relid: pg_sys::Oid) {
     DROPPED_COLUMNS.with(|d| {
@@ -487,7 +549,8 @@ pub fn note_column_drop(relid: pg_sys::Oid) {
 /// rewrite has run already, so this finds nothing to do for it).
 pub fn after_column_drops() {
     let tables = DROPPED_COLUMNS.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    if tables.is_empty() {
+    // SAFETY: reading transaction state.
+    if tables.is_empty() || !unsafe { pg_sys::IsTransactionState() } {
         return;
     }
     // SAFETY: the statement's catalog changes become visible.
@@ -571,7 +634,17 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
             k.primary,
         ));
     }
-    let rewrite = !same_shape(&old.def, &new_def) || !add.is_empty() || !usings.is_empty();
+    // A type change the engine stores the same way (numeric(p,s), a domain, varchar
+    // length, timestamp precision, ...) still converts and checks every value.
+    // SAFETY: an open relation.
+    let atts = unsafe { types::attributes((*rel).rd_att) };
+    let retyped = b.types.iter().zip(atts).any(|(&(t, m, c), a)| {
+        t != pg_sys::InvalidOid
+            && !a.attisdropped
+            && (t != a.atttypid || m != a.atttypmod || c != a.attcollation)
+    });
+    let rewrite =
+        !same_shape(&old.def, &new_def) || !add.is_empty() || !usings.is_empty() || retyped;
     if !rewrite {
         if indexes.len() != old_indexes.len() {
             // Only keys dropped: no rows to rewrite.
@@ -591,6 +664,22 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
     for d in &indexes {
         for &c in &d.columns {
             crate::index_ddl::check_indexable(relid, c, new_def.columns[c as usize].ty);
+            crate::index_ddl::check_key_collation(relid, &types::column_name(relid, c));
+        }
+    }
+    // The types captured before the statement must be the ones the engine stores (the
+    // statement's lock keeps other DDL out; this guards the rewrite's decoding).
+    for (i, &(t, m, _)) in b.types.iter().enumerate() {
+        if t != pg_sys::InvalidOid && types::column_type(t, m) != Some(old.def.columns[i].ty) {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!(
+                    "memory table \"{}\" changed while ALTER was starting",
+                    types::relation_name(relid)
+                ),
+                "Retry the statement."
+            );
         }
     }
     if b.types.len() != old.def.columns.len() {
@@ -717,16 +806,9 @@ unsafe fn rewrite_rows(
         // Every row the table has (committed, or written by this transaction), read
         // before the replacement takes its place.
         let stmt = xact::current_stmt(true);
-        let mut rows: Vec<Vec<u8>> = Vec::new();
-        let mut cursor = ScanCursor::new();
-        let mut batch = RowBatch::new();
-        while !cursor.done() {
-            xact::with_txn(|t| t.scan_newest(old, &mut cursor, stmt.cid, &mut batch, 1024))
-                .or_raise();
-            while let Some(r) = batch.next() {
-                rows.push(r.data.to_vec());
-            }
-        }
+        // The replacement first; then every row the table has (committed, or written
+        // by this transaction), read from the old table in batches and copied over,
+        // rewritten (only one batch of old rows in private memory at a time).
         xact::with_txn(|t| t.redefine(old, new_def.clone(), indexes, stmt.sub)).or_raise();
         let Some(new) = xact::table(relid) else {
             crate::errors::missing_table(relid)
@@ -743,7 +825,19 @@ unsafe fn rewrite_rows(
             (d, isnull)
         };
         xact::ensure_holder_lock();
-        for row in &rows {
+        let mut cursor = ScanCursor::new();
+        let mut batch = RowBatch::new();
+        loop {
+            let row: Vec<u8> = match batch.next() {
+                Some(r) => r.data.to_vec(),
+                None if cursor.done() => break,
+                None => {
+                    xact::with_txn(|t| t.scan_newest(old, &mut cursor, stmt.cid, &mut batch, 1024))
+                        .or_raise();
+                    continue;
+                }
+            };
+            let row = &row;
             pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
             let saved = pg_sys::MemoryContextSwitchTo((*econtext).ecxt_per_tuple_memory);
             types::unpack(&old_codecs, None, &old.layout, row, old_slot);

@@ -688,7 +688,7 @@ pub fn plan_key(
 /// Refuses (0A000) a key column whose collation is nondeterministic: keys compare by
 /// their encoded bytes, so 'abc' and 'ABC' under a case-insensitive collation would be
 /// two keys where PostgreSQL sees one.
-fn check_key_collation(relid: pg_sys::Oid, column: &str) {
+pub fn check_key_collation(relid: pg_sys::Oid, column: &str) {
     let cname = CString::new(column).expect("no NUL in identifiers");
     // SAFETY: catalog lookups of an existing relation and column.
     unsafe {

@@ -364,6 +364,7 @@ fn must_drop_index(e: &'static memfdw_engine::Engine, oid: u32, id: u32) {
 /// Aborts the engine transaction and undoes this transaction's engine DDL.
 fn release() {
     crate::snapshots::forget_all();
+    crate::alter::forget_column_drops();
     let (txn, creates, index_creates) = BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         b.drops.clear();
@@ -412,6 +413,7 @@ unsafe extern "C-unwind" fn subxact_callback(
         return;
     }
     crate::error_fields::done();
+    crate::alter::forget_column_drops();
     // PostgreSQL releases the subtransaction's holder lock itself.
     BACKEND.with(|b| b.borrow_mut().holder_locked.retain(|&s| s < my_subid));
     crate::snapshots::forget_from(my_subid);

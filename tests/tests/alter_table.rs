@@ -45,6 +45,7 @@ fn schema_changes_give_the_rows_and_errors_of_heap_tables() {
         "CREATE EXTENSION memfdw; \
          CREATE FOREIGN TABLE m (id int PRIMARY KEY, a int, t text) SERVER memfdw; \
          CREATE TABLE h (id int PRIMARY KEY, a int, t text); \
+         CREATE DOMAIN posint AS int CHECK (VALUE > 0); \
          INSERT INTO m SELECT g, g % 7, 'x' || g FROM generate_series(1, 500) g; \
          INSERT INTO h SELECT * FROM m",
     )
@@ -101,6 +102,19 @@ fn schema_changes_give_the_rows_and_errors_of_heap_tables() {
         ("ALTER TABLE T RENAME COLUMN r TO rr", true),
         ("ALTER TABLE T DROP COLUMN a", false),
         ("ALTER TABLE T DROP COLUMN a CASCADE", true),
+        // Type changes the engine stores alike still convert and check every value.
+        (
+            "ALTER TABLE T ADD COLUMN num numeric DEFAULT 12345.67",
+            true,
+        ),
+        ("ALTER TABLE T ALTER COLUMN num TYPE numeric(5,1)", true),
+        ("ALTER TABLE T ALTER COLUMN num TYPE numeric(8,1)", true),
+        ("ALTER TABLE T ALTER COLUMN id TYPE posint", true),
+        ("INSERT INTO T (id) VALUES (-1)", true),
+        ("ALTER TABLE T ALTER COLUMN num TYPE posint", true),
+        // A plain index is not a constraint.
+        ("CREATE INDEX T_num_idx ON T (num)", true),
+        ("ALTER TABLE T DROP CONSTRAINT T_num_idx", true),
     ];
     for (sql, message) in steps {
         let mem = sql
@@ -186,6 +200,13 @@ fn schema_changes_are_transactional_and_survive_a_crash() {
     )
     .unwrap();
     let committed = rows(&mut s, "m");
+    // A statement that fails after dropping a column leaves nothing behind.
+    s.batch_execute("BEGIN").unwrap();
+    assert!(s
+        .batch_execute("ALTER FOREIGN TABLE m DROP COLUMN c, ADD CONSTRAINT neg CHECK (id < 0)")
+        .is_err());
+    s.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(rows(&mut s, "m"), committed);
     // An ALTER in flight when the server dies leaves the table as it was.
     let mut other = c.connect();
     other
@@ -246,6 +267,16 @@ fn schema_changes_through_a_parent_and_by_owners_only() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
+    // USING would reach only the target, not its inheritors: refused.
+    s.batch_execute(
+        "CREATE FOREIGN TABLE mp (id int, v text) SERVER memfdw; \
+         CREATE FOREIGN TABLE mc () INHERITS (mp) SERVER memfdw",
+    )
+    .unwrap();
+    let e = s
+        .batch_execute("ALTER FOREIGN TABLE mp ALTER COLUMN v TYPE int USING length(v)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
     // Only the owner may change a memory table.
     s.batch_execute(
         "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; GRANT ALL ON SCHEMA public TO alice, bob; \

@@ -79,6 +79,9 @@ pub fn write_checkpoint_reporting(
     mut report: impl FnMut(&CheckpointInfo, u64),
 ) -> Result<CheckpointInfo, CheckpointError> {
     let started = Instant::now();
+    // No table is redefined from before the start LSN until every table is written
+    // (see `Engine::enter_redefine`).
+    let gate = engine.close_redefines();
     let Some((start, old_phase)) = engine.with_stable_catalog(|| log.begin_checkpoint()) else {
         return Err(CheckpointError::Busy);
     };
@@ -165,6 +168,7 @@ pub fn write_checkpoint_reporting(
             let _ = txn.commit();
         }
         report(&info, total);
+        drop(gate);
         let mut end = vec![END_MARK];
         end.extend_from_slice(&info.frames.to_le_bytes());
         emit(&mut f, &end, &mut info)?;

@@ -257,6 +257,8 @@ pub(super) struct CommitState {
     xid: Option<u32>,
     /// The redo append (phase 11), until the install reports it installed.
     logged: Option<Appended>,
+    /// Inside the engine's redefine gate (a commit that redefines a table).
+    gate: bool,
 }
 
 /// A commit in progress, under one epoch guard. It records in its state what the
@@ -289,6 +291,16 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// The phases that may fail (with an xid, the redo append too).
     fn prepare_phases(&mut self) -> Result<()> {
+        // Before any lock: a checkpoint may hold the gate closed for a while.
+        if self
+            .st
+            .truncations
+            .iter()
+            .any(|(old, new)| redefines(old, new))
+        {
+            self.txn.engine.enter_redefine();
+            self.st.gate = true;
+        }
         self.lock_key_stripes()?;
         self.find_records()?;
         self.lock_write_set();
@@ -571,12 +583,11 @@ impl<'t, 'g> Commit<'t, 'g> {
             // Before the rows: replay empties the tables, then applies what this
             // transaction wrote into the replacements.
             for (old, new) in &self.st.truncations {
-                let indexes = new.index_defs();
-                if new.def != old.def || indexes != old.index_defs() {
+                if redefines(old, new) {
                     records.redefine(&Redefinition {
                         table: old.id,
                         def: new.def.clone(),
-                        indexes,
+                        indexes: new.index_defs(),
                     });
                 } else {
                     records.truncate(old.id);
@@ -732,5 +743,14 @@ impl Drop for Commit<'_, '_> {
         for &s in &self.st.stripes {
             self.txn.engine.unlock_key_stripe(s);
         }
+        if self.st.gate {
+            self.txn.engine.leave_redefine();
+        }
     }
+}
+
+/// Does replacing `old` by `new` change the table's definition or indexes (logged as
+/// a redefine entry, not a truncate entry)?
+fn redefines(old: &Table, new: &Table) -> bool {
+    new.def != old.def || new.index_defs() != old.index_defs()
 }
