@@ -558,6 +558,8 @@ fn lock_row_waiting(
     xact::ensure_holder_lock();
     let mut queue = RowQueue::new(relid, rowid, mode);
     let mut spins = 0u32;
+    // Time waited in the engine for the row itself (see below).
+    let mut engine_waited = std::time::Duration::ZERO;
     loop {
         match xact::with_txn(|t| t.lock_row(table, rowid, sub, mode)).or_raise() {
             RowLock::Locked { tid, fresh } => {
@@ -578,6 +580,27 @@ fn lock_row_waiting(
                 let nowait = policy != LockPolicy::Wait;
                 // One that holds a lock on the row already does not queue (as in
                 // PostgreSQL): those queued may be waiting for its lock.
+                if !nowait && (holding || queue.join(false)) {
+                    // First in line: wait in the engine for the row itself, briefly. A
+                    // holder that commits releases it at its install, before its log
+                    // sync and the rest of PostgreSQL's commit (which releases the
+                    // holder lock waited for below); so a hot row passes from one
+                    // committer to the next at memory speed. A holder that keeps the
+                    // row longer is waited for on its holder lock: PostgreSQL's
+                    // deadlock detection, lock_timeout and pg_locks see that wait.
+                    let budget = fast_wait_budget();
+                    if engine_waited < budget {
+                        let slice = (budget - engine_waited).min(FAST_WAIT_SLICE);
+                        let started = std::time::Instant::now();
+                        xact::with_txn(|t| {
+                            t.wait_row(table, rowid, holder, slice);
+                            t.stop_waiting();
+                        });
+                        engine_waited += started.elapsed();
+                        pgrx::check_for_interrupts!();
+                        continue;
+                    }
+                }
                 if !(holding || queue.join(nowait)) || !xact::wait_for_holder(holder, nowait) {
                     queue.leave();
                     if policy == LockPolicy::Skip {
@@ -605,6 +628,23 @@ fn lock_row_waiting(
                 }
             }
         }
+    }
+}
+
+/// How long a row-lock waiter waits in the engine for the row before it waits on the
+/// holder's lock (see `lock_row_waiting`), in slices of [`FAST_WAIT_SLICE`].
+const FAST_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+const FAST_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// [`FAST_WAIT`], or less under a shorter `lock_timeout` (the engine wait must not
+/// outlast it).
+fn fast_wait_budget() -> std::time::Duration {
+    // SAFETY: reading a GUC variable.
+    let lock_timeout = unsafe { pg_sys::LockTimeout };
+    if lock_timeout > 0 {
+        FAST_WAIT.min(std::time::Duration::from_millis(lock_timeout as u64 / 2))
+    } else {
+        FAST_WAIT
     }
 }
 

@@ -41,7 +41,9 @@ struct Backend {
     index_drops: Vec<(u32, u32, u32)>,
     /// Subtransactions holding this transaction's row-lock holder lock (see
     /// `ensure_holder_lock`).
-    holder_locked: Vec<u32>,
+    /// With the lock tag each took (the tag names the virtual transaction, whose id
+    /// PostgreSQL clears before the COMMIT callbacks run).
+    holder_locked: Vec<(u32, u64)>,
     /// (relation, row id) -> version, for rows that UPDATE/DELETE scans returned.
     fetched: HashMap<(u32, RowId), Tid>,
 }
@@ -154,13 +156,47 @@ fn holder_locktag(tag: u64) -> pg_sys::LOCKTAG {
 /// Takes this transaction's holder lock in the current subtransaction (once).
 pub fn ensure_holder_lock() {
     let sub = current_stmt(false).sub;
-    let needed = BACKEND.with(|b| !b.borrow().holder_locked.contains(&sub));
+    let needed = BACKEND.with(|b| !b.borrow().holder_locked.iter().any(|&(s, _)| s == sub));
     if needed {
-        let tag = holder_locktag(memfdw_engine::rowlock::tag_of(my_vxid_tag(), sub));
-        // SAFETY: a lock-manager call; the lock belongs to the current resource owner.
-        unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as _, false, false) };
-        BACKEND.with(|b| b.borrow_mut().holder_locked.push(sub));
+        let lock_tag = memfdw_engine::rowlock::tag_of(my_vxid_tag(), sub);
+        let tag = holder_locktag(lock_tag);
+        // Owned by the top-level resource owner, so that COMMIT can release it early
+        // (`release_holder_locks`) whatever portal took it; a subtransaction's is
+        // released by its abort (`release_sub_holder_locks`).
+        // SAFETY: a lock-manager call under the transaction's own resource owner.
+        unsafe {
+            let saved = pg_sys::CurrentResourceOwner;
+            pg_sys::CurrentResourceOwner = pg_sys::TopTransactionResourceOwner;
+            pgrx::PgTryBuilder::new(|| {
+                pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as _, false, false);
+            })
+            .finally(|| pg_sys::CurrentResourceOwner = saved)
+            .execute();
+        }
+        BACKEND.with(|b| b.borrow_mut().holder_locked.push((sub, lock_tag)));
     }
+}
+
+/// Releases the holder locks of subtransactions `subs` (held by the top-level
+/// resource owner: see `ensure_holder_lock`).
+fn release_holder_locks_of(held: &[(u32, u64)]) {
+    for &(_, lock_tag) in held {
+        let tag = holder_locktag(lock_tag);
+        // SAFETY: a lock this transaction holds under its top-level resource owner.
+        unsafe {
+            let saved = pg_sys::CurrentResourceOwner;
+            pg_sys::CurrentResourceOwner = pg_sys::TopTransactionResourceOwner;
+            pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as _, false);
+            pg_sys::CurrentResourceOwner = saved;
+        }
+    }
+}
+
+/// Releases this transaction's holder locks at COMMIT, once its row locks are gone
+/// (PostgreSQL would release them only at the end of its commit).
+fn release_holder_locks() {
+    let subs = BACKEND.with(|b| std::mem::take(&mut b.borrow_mut().holder_locked));
+    release_holder_locks_of(&subs);
 }
 
 /// Waits until row-lock holder `holder` may no longer hold the row (its holder lock
@@ -285,7 +321,11 @@ unsafe extern "C-unwind" fn xact_callback(
             // PostgreSQL has committed: install (cannot fail but for the log, which
             // then needs a restart and recovery, as PostgreSQL's own fsync failures).
             if let Some(mut txn) = take_txn() {
-                let r: Result<Tid, Error> = txn.finish(durable());
+                // Once installed (row locks released), the holder locks go too: a
+                // transaction waiting for one of this commit's rows goes on at once,
+                // not after this commit's log sync and the rest of PostgreSQL's commit
+                // (its own commit then waits for this record: it read its versions).
+                let r: Result<Tid, Error> = txn.finish_then(durable(), &mut release_holder_locks);
                 drop(txn);
                 if let Err(e) = r {
                     errors::raise(e);
@@ -404,9 +444,9 @@ unsafe extern "C-unwind" fn subxact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB {
-        // Its holder lock (named by its own id) now belongs to the parent's resource
-        // owner and stays held: its entry stays as it is. The parent takes its own
-        // tag's lock when it locks rows itself.
+        // Its holder lock (named by its own id; held by the top-level resource owner)
+        // stays held: its entry stays as it is. The parent takes its own tag's lock
+        // when it locks rows itself.
         return;
     }
     if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
@@ -414,8 +454,6 @@ unsafe extern "C-unwind" fn subxact_callback(
     }
     crate::error_fields::done();
     crate::alter::forget_column_drops();
-    // PostgreSQL releases the subtransaction's holder lock itself.
-    BACKEND.with(|b| b.borrow_mut().holder_locked.retain(|&s| s < my_subid));
     crate::snapshots::forget_from(my_subid);
     // Subtransaction ids grow; every subtransaction started after `my_subid` is
     // nested in it, so "sub >= my_subid" is exactly what this abort undoes.
@@ -435,6 +473,20 @@ unsafe extern "C-unwind" fn subxact_callback(
         b.index_creates = ikeep;
         (undo, iundo)
     });
+    // Its holder locks (and its children's), held by the top-level resource owner:
+    // released after its row locks (above), as PostgreSQL would release them.
+    let gone: Vec<(u32, u64)> = BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let gone = b
+            .holder_locked
+            .iter()
+            .copied()
+            .filter(|&(s, _)| s >= my_subid)
+            .collect();
+        b.holder_locked.retain(|&(s, _)| s < my_subid);
+        gone
+    });
+    release_holder_locks_of(&gone);
     if !creates.is_empty() || !index_creates.is_empty() {
         let e = engine();
         for (oid, id, _) in index_creates {

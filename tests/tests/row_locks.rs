@@ -234,3 +234,51 @@ fn waits_follow_the_subtransaction_that_took_the_lock() {
         .batch_execute("UPDATE ctr SET n = 5 WHERE id IN (1, 2)")
         .unwrap();
 }
+
+/// A transaction waiting for a row goes on as soon as the holder's commit is installed,
+/// not after the holder's log sync and the rest of its commit; what it then reads is
+/// the committed row, and both updates survive.
+#[test]
+fn a_row_passes_to_its_waiter_before_the_holders_log_sync() {
+    let c = Cluster::start();
+    c.stop_fast();
+    c.append_conf("memfdw.debug_log_sync_delay = 700\n");
+    c.restart();
+    let mut a = c.connect();
+    a.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE hot (id int PRIMARY KEY, n int) SERVER memfdw; \
+         INSERT INTO hot VALUES (1, 0)",
+    )
+    .unwrap();
+    a.batch_execute("BEGIN; UPDATE hot SET n = n + 1 WHERE id = 1")
+        .unwrap();
+    let conn = c.conn_str();
+    let waiter = std::thread::spawn(move || {
+        let mut b = Client::connect(&conn, NoTls).unwrap();
+        b.batch_execute("BEGIN").unwrap();
+        let n: i32 = b
+            .query_one("UPDATE hot SET n = n + 1 WHERE id = 1 RETURNING n", &[])
+            .unwrap()
+            .get(0);
+        let updated = Instant::now();
+        b.batch_execute("COMMIT").unwrap();
+        (n, updated)
+    });
+    // Let the waiter queue up behind the row lock.
+    std::thread::sleep(Duration::from_millis(300));
+    a.batch_execute("COMMIT").unwrap();
+    let committed = Instant::now();
+    let (seen, updated) = waiter.join().unwrap();
+    assert_eq!(seen, 2, "the waiter updated the committed row");
+    assert!(
+        updated + Duration::from_millis(300) < committed,
+        "the waiter went on during the holder's log sync ({:?} before its COMMIT returned)",
+        committed.saturating_duration_since(updated)
+    );
+    let total: i32 = a
+        .query_one("SELECT n FROM hot WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 2);
+}

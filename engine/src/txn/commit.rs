@@ -132,6 +132,17 @@ impl Txn {
     /// Fails only if the log cannot be written or synced (the server must then
     /// restart and recover).
     pub(super) fn finish(&mut self, durable: bool) -> Result<Tid> {
+        self.finish_then(durable, &mut || {})
+    }
+
+    /// [`Txn::finish`], calling `installed` once the commit is installed and its row
+    /// locks released, before waiting for the log (the caller lets waiters go: they
+    /// then depend on this record, and their own commits wait for it).
+    pub(super) fn finish_then(
+        &mut self,
+        durable: bool,
+        installed: &mut dyn FnMut(),
+    ) -> Result<Tid> {
         let engine = self.engine;
         let Some(prepared) = self.prepared.take() else {
             return Err(Error::TxnNotActive);
@@ -165,6 +176,7 @@ impl Txn {
         self.truncations.clear();
         self.active = false;
         let (tid, log_end, tagged) = outcome?;
+        scope::outside(&mut *installed);
         engine.reclaim_versions(HELP_ITEMS);
         if durable && !tagged {
             self.make_durable(log_end)?;

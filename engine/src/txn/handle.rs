@@ -383,6 +383,16 @@ impl TxnHandle {
         self.txn().finish(durable)
     }
 
+    /// [`TxnHandle::finish`], calling `installed` (outside the engine scope) once the
+    /// commit is installed and its row locks are released, before waiting for the
+    /// log: the glue releases the lock that waiters for this transaction's rows sleep
+    /// on, so they go on without waiting for this commit's log sync (their own
+    /// commits wait for it: they read its versions).
+    pub fn finish_then(&mut self, durable: bool, installed: &mut dyn FnMut()) -> Result<Tid> {
+        let _s = scope::enter();
+        self.txn().finish_then(durable, installed)
+    }
+
     pub fn abort(&mut self) {
         let _s = scope::enter();
         if self.txn().active {
