@@ -138,6 +138,20 @@ impl Table {
         out
     }
 
+    /// Is `f` true of some key column of a unique index (without copying the index
+    /// definitions: the per-statement check of UPDATE's lock mode)? `f` must not
+    /// allocate through Rust's allocator (it runs inside the engine scope).
+    pub fn any_unique_key_column(&self, mut f: impl FnMut(u16) -> bool) -> bool {
+        let _s = crate::scope::enter();
+        let list = self.indexes();
+        let found = list
+            .iter()
+            .filter(|i| i.def.unique)
+            .any(|i| i.def.columns.iter().any(|&c| f(c)));
+        drop(list);
+        found
+    }
+
     /// Do rows `a` and `b` hold the same bytes in every column of a unique index? (An
     /// update from one to the other is not a "key update" in PostgreSQL's terms.)
     pub fn unique_keys_equal(&self, a: &[u8], b: &[u8]) -> bool {

@@ -54,6 +54,9 @@ struct IndexState {
     /// The base type of each comparison value (of its elements, for `IN`), looked up
     /// once here rather than at every rescan.
     types: Vec<pg_sys::Oid>,
+    /// The index's key column types, looked up once at the start (None: the index is
+    /// gone; the scan then reports it).
+    key_types: Option<Vec<memfdw_engine::ColumnType>>,
     /// Key ranges still to read (built lazily), in order.
     ranges: Option<Vec<IndexScan>>,
     current: usize,
@@ -281,10 +284,12 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
                 }
                 types[c.expr as usize] = pg_sys::getBaseType(ty);
             }
+            let key_types = table.index_key_types(choice.index_id);
             IndexState {
                 choice,
                 exprs,
                 types,
+                key_types,
                 ranges: None,
                 current: 0,
             }
@@ -424,7 +429,11 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             if let Some(ix) = index {
                 if ix.ranges.is_none() {
                     ix.ranges = Some(build_ranges(
-                        &ix.choice, &ix.exprs, &ix.types, econtext, table,
+                        &ix.choice,
+                        &ix.exprs,
+                        &ix.types,
+                        ix.key_types.as_deref(),
+                        econtext,
                     ));
                     ix.current = 0;
                 }
@@ -498,13 +507,11 @@ unsafe fn write_lock_mode(
         let rte =
             pg_sys::list_nth((*estate).es_range_table, scanrelid - 1) as *mut pg_sys::RangeTblEntry;
         let assigned = (*rte).updatedCols;
-        let key_assigned = table.index_defs().iter().filter(|d| d.unique).any(|d| {
-            d.columns.iter().any(|&c| {
-                pg_sys::bms_is_member(
-                    c as i32 + 1 - pg_sys::FirstLowInvalidHeapAttributeNumber,
-                    assigned,
-                )
-            })
+        let key_assigned = table.any_unique_key_column(|c| {
+            pg_sys::bms_is_member(
+                c as i32 + 1 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                assigned,
+            )
         });
         if key_assigned {
             LockMode::Update
@@ -720,12 +727,12 @@ unsafe fn build_ranges(
     choice: &IndexChoice,
     exprs: &[*mut pg_sys::ExprState],
     types: &[pg_sys::Oid],
+    key_types: Option<&[memfdw_engine::ColumnType]>,
     econtext: *mut pg_sys::ExprContext,
-    table: &TableHandle,
 ) -> Vec<IndexScan> {
     // SAFETY: forwarded contract.
     unsafe {
-        let Some(key_types) = table.index_key_types(choice.index_id) else {
+        let Some(key_types) = key_types else {
             // Dropped: the iterator reports it.
             return vec![IndexScan::new(choice.index_id, &[], None, choice.reverse)];
         };
