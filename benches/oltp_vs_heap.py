@@ -216,9 +216,13 @@ def run_once(db, args, clients, d):
         if t0 + 1.0 <= end <= t1:
             in_window += float(m.group(2))
     window = max(1.0, sum(1 for m in re.finditer(r"progress: ([\d.]+) s", err) if t0 + 1.0 <= float(m.group(1)) <= t1))
-    cpu_per = (cpu1 - cpu0) * 1e6 / in_window * (window / max(1.0, t1 - t0)) if in_window else 0.0
     done = int(m.group(1)) if (m := re.search(r"number of transactions actually processed: (\d+)", out)) else 0
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1)) if "tps = " in out else 0.0
+    if in_window:
+        cpu_per = (cpu1 - cpu0) * 1e6 / in_window * (window / max(1.0, t1 - t0))
+    else:
+        # A run too short for whole progress seconds in the window: the run's rate.
+        cpu_per = (cpu1 - cpu0) * 1e6 / max(1.0, tps * (t1 - t0))
     failed = int(m.group(1)) if (m := re.search(r"number of failed transactions: (\d+)", out)) else 0
     retried = int(m.group(1)) if (m := re.search(r"number of transactions retried: (\d+)", out)) else 0
     lat = []
