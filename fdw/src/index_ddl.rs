@@ -262,8 +262,9 @@ fn find_index(nsp: pg_sys::Oid, name: &str) -> Option<(u32, u32)> {
         if table.database != here || namespace_of(pg_sys::Oid::from(oid)) != nsp {
             return None;
         }
-        // As this transaction sees it (after its own TRUNCATE or ALTER).
-        let t = xact::table(pg_sys::Oid::from(oid))?;
+        // As this transaction sees it (after its own TRUNCATE or ALTER), without
+        // beginning an engine transaction (this runs for every CREATE of a relation).
+        let t = xact::table_view(pg_sys::Oid::from(oid))?;
         t.index_defs()
             .into_iter()
             .find(|d| d.name == name && !xact::index_drop_pending(oid, d.id))
@@ -755,7 +756,7 @@ fn not_owner(table: u32, id: u32) {
 }
 
 fn index_name(table: u32, id: u32) -> String {
-    xact::table(pg_sys::Oid::from(table))
+    xact::table_view(pg_sys::Oid::from(table))
         .and_then(|t| t.index_defs().into_iter().find(|d| d.id == id))
         .map_or_else(|| format!("index {id}"), |d| d.name)
 }

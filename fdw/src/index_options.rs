@@ -197,7 +197,7 @@ pub unsafe fn from_options(options: *mut pg_sys::List) -> Option<String> {
 /// this transaction sees them (its own TRUNCATE or ALTER replacement included,
 /// pending drops left out).
 pub fn store(relid: pg_sys::Oid) {
-    let Some(table) = crate::xact::table(relid) else {
+    let Some(table) = crate::xact::table_view(relid) else {
         return;
     };
     let defs: Vec<IndexDef> = table

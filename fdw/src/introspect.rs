@@ -315,7 +315,7 @@ fn indexes() -> TableIterator<
         // This transaction's own index DDL after its TRUNCATE or ALTER is on the
         // table's replacement: show the table as the transaction sees it.
         let t = if id.database == here {
-            crate::xact::table(pg_sys::Oid::from(id.relation))
+            crate::xact::table_view(pg_sys::Oid::from(id.relation))
         } else {
             e.table(id)
         };

@@ -264,6 +264,9 @@ fn waiting_for_keys<R>(
         match write() {
             Err(memfdw_engine::Error::KeyPending { holder }) => {
                 xact::wait_for_holder(holder, false);
+                // The key's fate (taken, or free again) may be a commit that is not
+                // durable yet: this transaction's commit waits for it.
+                xact::depend_on_waited();
                 pgrx::check_for_interrupts!();
             }
             r => return r,

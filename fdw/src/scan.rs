@@ -568,7 +568,13 @@ fn lock_row_waiting(
     // Time waited in the engine for the row itself (see below).
     let mut engine_waited = std::time::Duration::ZERO;
     loop {
-        match xact::with_txn(|t| t.lock_row(table, rowid, sub, mode)).or_raise() {
+        let got = xact::with_txn(|t| t.lock_row(table, rowid, sub, mode)).or_raise();
+        if spins > 0 || engine_waited > std::time::Duration::ZERO {
+            // It waited: what it found (the row free, changed or gone) may be a commit
+            // that is not durable yet.
+            xact::depend_on_waited();
+        }
+        match got {
             RowLock::Locked { tid, fresh } => {
                 queue.leave();
                 return Some((tid, fresh));
@@ -639,17 +645,17 @@ fn lock_row_waiting(
 }
 
 /// How long a row-lock waiter waits in the engine for the row before it waits on the
-/// holder's lock (see `lock_row_waiting`), in slices of [`FAST_WAIT_SLICE`].
+/// holder's lock (see `lock_row_waiting`), in slices of [`FAST_WAIT_SLICE`]: a hot row
+/// then passes without a trip through the lock manager.
 const FAST_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 const FAST_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// [`FAST_WAIT`], or less under a shorter `lock_timeout` (the engine wait must not
-/// outlast it).
+/// [`FAST_WAIT`], or none under a `lock_timeout`: the wait on the holder's lock then
+/// honours it exactly (the holder releases that lock at its install too).
 fn fast_wait_budget() -> std::time::Duration {
     // SAFETY: reading a GUC variable.
-    let lock_timeout = unsafe { pg_sys::LockTimeout };
-    if lock_timeout > 0 {
-        FAST_WAIT.min(std::time::Duration::from_millis(lock_timeout as u64 / 2))
+    if unsafe { pg_sys::LockTimeout } > 0 {
+        std::time::Duration::ZERO
     } else {
         FAST_WAIT
     }

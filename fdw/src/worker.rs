@@ -67,9 +67,6 @@ pub fn register() {
         .set_library("memfdw")
         .set_function("memfdw_worker_main")
         .enable_shmem_access(None)
-        // Connected to no database, like the logical replication launcher: it then
-        // shows in pg_stat_activity (backend_type "memfdw").
-        .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(1)))
         .load();
@@ -81,7 +78,6 @@ pub fn register() {
 #[no_mangle]
 pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(None, None);
     if !start_engine() {
         // Recovery failed: stay, idle, until shutdown (exiting would have the
         // postmaster start us again into the same failure).

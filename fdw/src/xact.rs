@@ -80,6 +80,26 @@ pub fn table(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
     with_txn(|t| t.table(crate::handler::table_id(relid)))
 }
 
+/// The memory table `relid` as this transaction sees it if it has begun its engine
+/// transaction (a TRUNCATE or ALTER replacement can only exist then), else the
+/// catalog's: for lookups (names, introspection) that must not begin one (it would
+/// take a snapshot, and make PREPARE TRANSACTION refuse the transaction).
+pub fn table_view(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
+    let id = crate::handler::table_id(relid);
+    let seen = BACKEND.with(|b| b.borrow_mut().txn.as_mut().map(|t| t.table(id)));
+    match seen {
+        Some(t) => t,
+        None => engine().table(id),
+    }
+}
+
+/// This transaction waited for another one's row or key: what it does next depends on
+/// that transaction's commit, which may not be durable yet (it released its rows at
+/// its install, before its log sync). Its own commit then waits for it.
+pub fn depend_on_waited() {
+    with_existing_txn(|t| t.depend_on_log());
+}
+
 pub fn with_txn<R>(f: impl FnOnce(&mut TxnHandle) -> R) -> R {
     let engine = engine();
     BACKEND.with(|b| {

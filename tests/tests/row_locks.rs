@@ -281,4 +281,24 @@ fn a_row_passes_to_its_waiter_before_the_holders_log_sync() {
         .unwrap()
         .get(0);
     assert_eq!(total, 2);
+    // A waiter that finds the row gone depends on the delete it waited for: its
+    // commit (nothing written) returns only once that delete is durable.
+    a.batch_execute("BEGIN; DELETE FROM hot WHERE id = 1")
+        .unwrap();
+    let conn = c.conn_str();
+    let waiter = std::thread::spawn(move || {
+        let mut b = Client::connect(&conn, NoTls).unwrap();
+        let n = b.execute("DELETE FROM hot WHERE id = 1", &[]).unwrap();
+        (n, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.batch_execute("COMMIT").unwrap();
+    let committed = Instant::now();
+    let (deleted, done) = waiter.join().unwrap();
+    assert_eq!(deleted, 0);
+    assert!(
+        done + Duration::from_millis(200) > committed,
+        "the waiter's commit did not wait for the delete's log sync ({:?} early)",
+        committed.saturating_duration_since(done)
+    );
 }

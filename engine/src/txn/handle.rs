@@ -278,6 +278,13 @@ impl TxnHandle {
         self.txn().wait_row(t, rowid, holder, timeout)
     }
 
+    /// Makes this transaction's commit wait until the log is durable as far as it is
+    /// written now (after a wait for another transaction, whose commit it may have
+    /// seen before that commit was durable: a row gone, a key taken).
+    pub fn depend_on_log(&mut self) {
+        self.txn().note_read_committed();
+    }
+
     /// Ends the wait published by [`TxnHandle::wait_row`].
     pub fn stop_waiting(&mut self) {
         self.txn().stop_waiting()
