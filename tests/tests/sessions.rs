@@ -424,3 +424,29 @@ fn drop_database_drops_its_memory_tables() {
         "memory not freed: {before} -> {after}"
     );
 }
+
+/// A transaction that never touches a memory table can be prepared (two-phase commit),
+/// also when it creates a relation in a schema that has memory tables (memfdw then
+/// looks up its index names without beginning an engine transaction); one that used a
+/// memory table cannot.
+#[test]
+fn prepare_transaction_works_for_transactions_without_memory_tables() {
+    let c = memfdw_e2e::Cluster::start();
+    c.stop_fast();
+    c.append_conf("max_prepared_transactions = 4\n");
+    c.restart();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE FOREIGN TABLE m (id int PRIMARY KEY) SERVER memfdw",
+    )
+    .unwrap();
+    s.batch_execute(
+        "SET default_transaction_isolation = 'repeatable read'; \
+         BEGIN; CREATE TABLE h (i int); PREPARE TRANSACTION 'p1'",
+    )
+    .unwrap();
+    s.batch_execute("COMMIT PREPARED 'p1'").unwrap();
+    s.batch_execute("BEGIN; INSERT INTO m VALUES (1)").unwrap();
+    let e = s.batch_execute("PREPARE TRANSACTION 'p2'").unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+}
