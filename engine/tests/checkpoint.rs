@@ -190,7 +190,7 @@ fn a_tail_cut_below_the_durable_mark_is_an_error_and_is_not_cut_further() {
     let (dir, _a) = log_with_checkpoint("cut");
     let last = segments(&dir).unwrap().pop().unwrap();
     let path = format!("{dir}/{last}");
-    let len = std::fs::metadata(&path).unwrap().len();
+    let len = frames_end(&path);
     // Lose the last few hundred bytes that were synced and recorded as durable.
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 300).unwrap();
@@ -223,7 +223,7 @@ fn bytes_past_the_durable_mark_are_still_a_torn_tail() {
     run_worker(a, 1, 1, 14, 50, 0);
     let last = segments(&dir).unwrap().pop().unwrap();
     let path = format!("{dir}/{last}");
-    let len = std::fs::metadata(&path).unwrap().len();
+    let len = frames_end(&path);
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 5).unwrap();
     drop(f);
@@ -242,5 +242,30 @@ fn deleting_every_segment_after_a_checkpoint_is_an_error() {
     }
     let what = incomplete(&dir);
     assert!(what.contains("no segment"), "{what}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Segments are written out to their full size in advance (zeros); recovery reads the
+/// zero tail of sealed segments and of the last one as their end, not as damage.
+#[test]
+fn segments_written_out_in_advance_end_at_their_zero_tail() {
+    let dir = fresh_dir("zero-tail");
+    let (a, log) = logged_engine(&dir);
+    a.create_table(table_id(1), table_def()).unwrap();
+    run_worker(a, 1, 0, 21, 3000, 0);
+    log.make_durable(log.written_lsn()).unwrap();
+    log.update_durable_marker().unwrap();
+    let segs = segments(&dir).unwrap();
+    assert!(segs.len() > 2, "rotations happened: {segs:?}");
+    for s in &segs {
+        let path = format!("{dir}/{s}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 10, "{s}");
+        assert!(frames_end(&path) < 64 << 10, "{s} has a zero tail");
+    }
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let r = recover_engine(b, &dir).unwrap();
+    assert!(r.truncated.is_none(), "a zero tail is no torn write");
+    assert_eq!(r.end_lsn, log.written_lsn());
+    assert_eq!(scan_all(b, 1), scan_all(a, 1));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,7 +34,7 @@ fn crash_copy(dir: &str, to: &str, log: &SharedLog, rng: &mut Rng) {
     let last = segs.last().unwrap();
     let start = memfdw_engine::redo::files::parse_segment_name(last).unwrap();
     let path = format!("{to}/{last}");
-    let len = std::fs::metadata(&path).unwrap().len();
+    let len = frames_end(&path);
     let durable = HEADER_LEN as u64 + log.flushed_lsn().since(start);
     let durable = durable.min(len);
     let cut = durable + rng.below(len - durable + 1);

@@ -90,9 +90,14 @@ pub struct LoadedCheckpoint {
 }
 
 /// Creates the segment starting at `start_lsn`: its header, durably.
-pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: Lsn) -> io::Result<()> {
+pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: Lsn, size: u64) -> io::Result<()> {
     let name = segment_name(start_lsn);
     dir.create(&name)?;
+    // Written out to its full size first (zeros), as PostgreSQL does with WAL
+    // segments: a sync after an append then flushes data only, no file-size change
+    // or block allocation (on ext4 a journal commit with every group commit).
+    // Recovery reads a zero tail as the end of the segment.
+    dir.zero_fill(&name, size)?;
     dir.write_at(&name, 0, &file_header(MAGIC, VERSION, start_lsn))?;
     dir.sync(&name)
 }
@@ -216,6 +221,18 @@ pub fn recover_durable(
                     )?;
                     out.records += 1;
                     pos += FRAME_HEADER_LEN + len;
+                }
+                None if data[pos..].iter().all(|&b| b == 0) => {
+                    // The unwritten rest of a segment written out in advance (see
+                    // `create_segment`): the end of its frames, not damage; unless the
+                    // log was known durable past it (acknowledged commits lost).
+                    if is_last && lsn < durable {
+                        return Err(corrupt(
+                            pos,
+                            "the log ends below the LSN it was durable up to (acknowledged commits lost)",
+                        ));
+                    }
+                    break;
                 }
                 None => {
                     if !is_last {

@@ -1,4 +1,5 @@
-//! The redo log shared by every process: one growing segment, LSNs handed out under
+//! The redo log shared by every process: one current segment (written out to its full
+//! size with zeros when created, see `segment::create_segment`), LSNs handed out under
 //! a process-safe lock, group commit through a shared "flushed up to" LSN.
 //!
 //! The state (current segment, next LSN, flushed LSN) lives in the arena. Files are
@@ -109,7 +110,7 @@ impl SharedLog {
         if existing.is_none() {
             scope::outside(|| super::control::write(&*dir, &control))?;
         }
-        scope::outside(|| create_segment(&*dir, next_lsn))?;
+        scope::outside(|| create_segment(&*dir, next_lsn, segment_size.max(4096)))?;
         let path = dir
             .path()
             .map(|p| p.to_string_lossy().into_owned())
@@ -360,7 +361,7 @@ impl RedoSink for SharedLog {
                     // holds anything.
                     self.dir.sync(&SegmentName::new(st.seg_start))?;
                     self.flushed.fetch_max(st.next_lsn.get(), Ordering::AcqRel);
-                    create_segment(&*self.dir, st.next_lsn)?;
+                    create_segment(&*self.dir, st.next_lsn, self.segment_size)?;
                     st.seg_start = st.next_lsn;
                 }
                 let lsn = st.next_lsn;

@@ -28,6 +28,18 @@ pub trait LogDir: Send + Sync {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Renames `from` to `to` (replacing it), durably: the rename survives a crash.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Writes zeros over the first `len` bytes of `name`, durably (the file then has
+    /// that size).
+    fn zero_fill(&self, name: &str, len: u64) -> io::Result<()> {
+        let chunk = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(chunk.len() as u64) as usize;
+            self.write_at(name, at, &chunk[..n])?;
+            at += n as u64;
+        }
+        self.sync(name)
+    }
     /// Where the files are, for messages and for files kept beside the log
     /// (checkpoints); None if they are not in the file system.
     fn path(&self) -> Option<&Path> {

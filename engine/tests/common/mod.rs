@@ -325,3 +325,13 @@ pub fn table_with_key(e: &'static Engine, rel: u32) -> TableHandle {
     txn.commit().unwrap();
     t
 }
+
+/// Where the frames of the segment file at `path` end: segments are written out with
+/// zeros to their full size in advance, so the file's length says nothing.
+#[allow(dead_code)]
+pub fn frames_end(path: &str) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    data.iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |p| p as u64 + 1)
+}
