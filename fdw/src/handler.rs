@@ -22,6 +22,8 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.PlanForeignModify = Some(modify::plan_foreign_modify);
         r.BeginForeignModify = Some(modify::begin_foreign_modify);
         r.ExecForeignInsert = Some(modify::exec_foreign_insert);
+        r.GetForeignModifyBatchSize = Some(modify::get_foreign_modify_batch_size);
+        r.ExecForeignBatchInsert = Some(modify::exec_foreign_batch_insert);
         r.ExecForeignUpdate = Some(modify::exec_foreign_update);
         r.ExecForeignDelete = Some(modify::exec_foreign_delete);
         r.EndForeignModify = Some(modify::end_foreign_modify);

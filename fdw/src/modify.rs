@@ -198,6 +198,24 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: forwarded contract.
+    if unsafe { insert_one(estate, rinfo, slot) } {
+        slot
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
+/// Inserts the row in `slot`; false if ON CONFLICT DO NOTHING skipped it.
+///
+/// # Safety
+/// Executor structures of an INSERT or COPY into a memory table; `rinfo` carries our
+/// state.
+unsafe fn insert_one(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> bool {
     // SAFETY: executor structures; our state.
     unsafe {
         check_constraints(estate, rinfo, slot);
@@ -217,13 +235,74 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
                         memfdw_engine::AbortReason::ConflictRowInvisible,
                     ));
                 }
-                return std::ptr::null_mut();
+                return false;
             }
             r => r.or_raise(),
         };
         types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
         st.counts[0] += 1;
-        slot
+        true
+    }
+}
+
+/// Rows PostgreSQL hands over at once to [`exec_foreign_batch_insert`] (INSERT ...
+/// SELECT, multi-row VALUES): fewer calls through the executor and the FDW boundary.
+const BATCH_ROWS: std::ffi::c_int = 100;
+
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(
+    rinfo: *mut pg_sys::ResultRelInfo,
+) -> std::ffi::c_int {
+    // SAFETY: executor structures handed to us by PostgreSQL; our state or null.
+    unsafe {
+        // One row at a time where PostgreSQL needs each row back as it is inserted:
+        // RETURNING, row triggers, WITH CHECK OPTIONs, or ON CONFLICT DO NOTHING (a
+        // skipped row is reported per row).
+        let trig = (*rinfo).ri_TrigDesc;
+        let row_triggers =
+            !trig.is_null() && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row);
+        let skip = ((*rinfo).ri_FdwState as *mut ModifyState)
+            .as_ref()
+            .is_none_or(|st| st.skip_conflicts);
+        if !(*rinfo).ri_projectReturning.is_null()
+            || row_triggers
+            || !(*rinfo).ri_WithCheckOptions.is_null()
+            || skip
+        {
+            1
+        } else {
+            BATCH_ROWS
+        }
+    }
+}
+
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slots: *mut *mut pg_sys::TupleTableSlot,
+    _plan_slots: *mut *mut pg_sys::TupleTableSlot,
+    num_slots: *mut std::ffi::c_int,
+) -> *mut *mut pg_sys::TupleTableSlot {
+    // SAFETY: PostgreSQL's array of `*num_slots` slots; our state.
+    unsafe {
+        let n = (*num_slots).max(0) as usize;
+        let all = std::slice::from_raw_parts_mut(slots, n);
+        // (Batching is off with ON CONFLICT DO NOTHING: every row is inserted or the
+        // statement fails.)
+        let mut kept = 0;
+        for i in 0..n {
+            if insert_one(estate, rinfo, all[i]) {
+                all[kept] = all[i];
+                kept += 1;
+            }
+        }
+        *num_slots = kept as std::ffi::c_int;
+        slots
     }
 }
 

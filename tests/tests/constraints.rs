@@ -128,3 +128,86 @@ fn a_memory_partition_keeps_its_partition_constraint() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// INSERT ... SELECT and multi-row VALUES go through batch inserts; row counts, unique
+/// violations in the middle of a batch (nothing of the statement stored), CHECK
+/// failures, RETURNING, ON CONFLICT DO NOTHING and routing into a memory partition give
+/// what a heap table gives.
+#[test]
+fn batched_inserts_count_and_fail_like_heap() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    let cols = "id int PRIMARY KEY, v int CHECK (v >= 0)";
+    s.batch_execute(&format!(
+        "CREATE EXTENSION memfdw; CREATE FOREIGN TABLE m ({cols}) SERVER memfdw; \
+         CREATE TABLE h ({cols})"
+    ))
+    .unwrap();
+    for t in ["m", "h"] {
+        let n = s
+            .execute(
+                &format!("INSERT INTO {t} SELECT g, g FROM generate_series(1, 1000) g"),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(n, 1000);
+        let n = s
+            .execute(
+                &format!("INSERT INTO {t} VALUES (2001, 1), (2002, 2), (2003, 3)"),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+    for sql in [
+        // A duplicate in the middle of the third batch.
+        "INSERT INTO TBL SELECT g, g FROM generate_series(3001, 3250) g \
+         UNION ALL SELECT 500, 0",
+        "INSERT INTO TBL SELECT g, 150 - g FROM generate_series(4001, 4300) g",
+    ] {
+        let em = db_error(&mut s, &sql.replace("TBL", "m"));
+        let eh = db_error(&mut s, &sql.replace("TBL", "h"));
+        assert_eq!(em.code(), eh.code(), "{sql}");
+    }
+    let count = |s: &mut Client, t: &str| -> i64 {
+        s.query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        count(&mut s, "m"),
+        1003,
+        "nothing of a failed statement stays"
+    );
+    assert_eq!(count(&mut s, "m"), count(&mut s, "h"));
+    // RETURNING and ON CONFLICT DO NOTHING (row by row).
+    let r = s
+        .query(
+            "INSERT INTO m SELECT g, g FROM generate_series(5001, 5150) g RETURNING id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.len(), 150);
+    let n = s
+        .execute(
+            "INSERT INTO m SELECT g, g FROM generate_series(4990, 5010) g ON CONFLICT DO NOTHING",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(n, 11, "4990..5000 inserted, 5001..5010 skipped");
+    // Routed into a memory partition.
+    s.batch_execute(
+        "CREATE TABLE p (id int, v int) PARTITION BY RANGE (id); \
+         CREATE FOREIGN TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000) SERVER memfdw; \
+         CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (1000) TO (2000)",
+    )
+    .unwrap();
+    let n = s
+        .execute(
+            "INSERT INTO p SELECT g, g FROM generate_series(0, 1999) g",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(n, 2000);
+    assert_eq!(count(&mut s, "p1"), 1000);
+}
