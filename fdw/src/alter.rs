@@ -26,6 +26,7 @@
 
 use crate::errors::OrRaise;
 use crate::handler::is_memory_table;
+use crate::index_ddl::cstr;
 use crate::types::{self, Codec, Packer};
 use crate::xact;
 use memfdw_engine::{ColumnType, IndexDef, RowBatch, ScanCursor, TableDef};
@@ -62,11 +63,6 @@ pub struct Pending {
     usings: Vec<(i16, *mut pg_sys::Node)>,
 }
 
-fn cstr(p: *const std::ffi::c_char) -> Option<String> {
-    // SAFETY: PostgreSQL C strings (or null).
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-}
-
 fn unsupported(what: &str) -> ! {
     ereport!(
         ERROR,
@@ -75,51 +71,17 @@ fn unsupported(what: &str) -> ! {
     );
 }
 
-unsafe extern "C-unwind" {
-    /// See `ddl::find_all_inheritors`.
-    fn find_all_inheritors(
-        relid: pg_sys::Oid,
-        lockmode: pg_sys::LOCKMODE,
-        numparents: *mut *mut pg_sys::List,
-    ) -> *mut pg_sys::List;
-}
-
-/// # Safety
-/// Called by PostgreSQL only (RangeVarGetRelidExtended's callback).
-#[pg_guard]
-unsafe extern "C-unwind" fn owns_relation(
-    rv: *const pg_sys::RangeVar,
-    relid: pg_sys::Oid,
-    old_relid: pg_sys::Oid,
-    arg: *mut std::ffi::c_void,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { pg_sys::RangeVarCallbackOwnsRelation(rv, relid, old_relid, arg) }
-}
-
 /// The memory tables among `relid` and (if `inh`) its inheritors, which are locked
 /// with `lock`.
 fn memory_tables_of(relid: pg_sys::Oid, inh: bool, lock: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
-    let mut out = Vec::new();
-    if !inh {
-        if is_memory_table(relid) {
-            out.push(relid);
-        }
-        return out;
-    }
-    // SAFETY: catalog scan; no locks taken (the statement takes its own).
-    unsafe {
-        let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            find_all_inheritors(relid, lock, std::ptr::null_mut())
-        });
-        for i in 0..pg_sys::list_length(all) {
-            let oid = pg_sys::list_nth_oid(all, i);
-            if is_memory_table(oid) {
-                out.push(oid);
-            }
-        }
-    }
-    out
+    let all = if inh {
+        crate::ddl::inheritors(relid, lock)
+    } else {
+        vec![relid]
+    };
+    all.into_iter()
+        .filter(|&oid| is_memory_table(oid))
+        .collect()
 }
 
 /// Attribute types of `relid` from the catalog.
@@ -222,7 +184,7 @@ pub unsafe fn before(
             (*stmt).relation,
             lock,
             missing_ok,
-            Some(owns_relation),
+            Some(crate::index_ddl::owns_relation),
             std::ptr::null_mut(),
         );
         if relid == pg_sys::InvalidOid {
@@ -404,13 +366,7 @@ unsafe fn key_of(c: *mut pg_sys::Constraint, column: Option<&str>) -> Option<Key
 
 /// Does any relation inherit from `relid` (or is a partition of it)?
 fn has_inheritors(relid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog scan without locks.
-    unsafe {
-        let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
-        });
-        pg_sys::list_length(all) > 1
-    }
+    crate::ddl::inheritors(relid, pg_sys::NoLock as _).len() > 1
 }
 
 fn attnum(relid: pg_sys::Oid, name: &str) -> i16 {
@@ -669,27 +625,19 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
     }
     // The types captured before the statement must be the ones the engine stores (the
     // statement's lock keeps other DDL out; this guards the rewrite's decoding).
-    for (i, &(t, m, _)) in b.types.iter().enumerate() {
-        if t != pg_sys::InvalidOid && types::column_type(t, m) != Some(old.def.columns[i].ty) {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
-                format!(
-                    "memory table \"{}\" changed while ALTER was starting",
-                    types::relation_name(relid)
-                ),
-                "Retry the statement."
-            );
-        }
-    }
-    if b.types.len() != old.def.columns.len() {
+    let captured_stale = b.types.len() != old.def.columns.len()
+        || b.types.iter().zip(&old.def.columns).any(|(&(t, m, _), c)| {
+            t != pg_sys::InvalidOid && types::column_type(t, m) != Some(c.ty)
+        });
+    if captured_stale {
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
             format!(
                 "memory table \"{}\" changed while ALTER was starting",
                 types::relation_name(relid)
-            )
+            ),
+            "Retry the statement."
         );
     }
     // SAFETY: a relation the statement holds AccessExclusiveLock on (taking it again

@@ -200,11 +200,7 @@ unsafe extern "C-unwind" fn process_utility(
             copy_template_tables(&name, &template);
         }
         if let Some(relid) = renamed_in.filter(|_| preloaded()) {
-            let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-                find_all_inheritors(relid, pg_sys::NoLock as _, std::ptr::null_mut())
-            });
-            for i in 0..pg_sys::list_length(all) {
-                let oid = pg_sys::list_nth_oid(all, i);
+            for oid in inheritors(relid, pg_sys::NoLock as _) {
                 if is_memory_table(oid) {
                     crate::index_options::store(oid);
                 }
@@ -264,6 +260,21 @@ unsafe extern "C-unwind" {
         lockmode: pg_sys::LOCKMODE,
         numparents: *mut *mut pg_sys::List,
     ) -> *mut pg_sys::List;
+}
+
+/// `relid` and every relation that inherits from it (or is a partition of it),
+/// recursively, each locked with `lock` (NoLock: none).
+pub(crate) fn inheritors(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
+    // SAFETY: a catalog scan through PostgreSQL's own function, errors raised as
+    // PostgreSQL errors; the list is read at once.
+    unsafe {
+        let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            find_all_inheritors(relid, lock, std::ptr::null_mut())
+        });
+        (0..pg_sys::list_length(all))
+            .map(|i| pg_sys::list_nth_oid(all, i))
+            .collect()
+    }
 }
 
 /// The name of the database a CREATE DATABASE makes, and of its template.

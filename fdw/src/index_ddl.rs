@@ -33,7 +33,7 @@ pub struct KeySpec {
     primary: bool,
 }
 
-fn cstr(p: *const std::ffi::c_char) -> Option<String> {
+pub(crate) fn cstr(p: *const std::ffi::c_char) -> Option<String> {
     // SAFETY: PostgreSQL C strings (or null).
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
@@ -716,7 +716,7 @@ pub fn check_key_collation(relid: pg_sys::Oid, column: &str) {
 /// # Safety
 /// Called by `RangeVarGetRelidExtended` only, with its callback arguments.
 #[pg_guard]
-unsafe extern "C-unwind" fn owns_relation(
+pub(crate) unsafe extern "C-unwind" fn owns_relation(
     rv: *const pg_sys::RangeVar,
     relid: pg_sys::Oid,
     old_relid: pg_sys::Oid,

@@ -47,12 +47,7 @@ impl Txn {
         sub: u32,
     ) -> Result<()> {
         let with = self.engine.redefined_twin(t, def, indexes)?;
-        self.truncations.push(Truncation {
-            id: t.id,
-            replaced: t.arc().clone(),
-            with,
-            sub,
-        });
+        self.replace_with(t, with, sub);
         Ok(())
     }
 
@@ -71,13 +66,18 @@ impl Txn {
     /// TRUNCATE of `t` (as this transaction sees it) by subtransaction `sub`.
     pub(super) fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
         let with = self.engine.empty_twin(t)?;
+        self.replace_with(t, with, sub);
+        Ok(())
+    }
+
+    /// From now on this transaction works on `with` in place of `t`.
+    fn replace_with(&mut self, t: &TableHandle, with: Arc<Table>, sub: u32) {
         self.truncations.push(Truncation {
             id: t.id,
             replaced: t.arc().clone(),
             with,
             sub,
         });
-        Ok(())
     }
 
     /// Was table object `t` emptied by a TRUNCATE of this transaction (its writes to it
