@@ -40,6 +40,6 @@ pub use row::RowLayout;
 pub use rowlock::LockMode;
 pub use snapshots::OldestSnapshot;
 pub use txn::{
-    BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, Stmt, TxnHandle,
-    WriteOutcome,
+    BatchRow, IndexScan, Isolation, KeyBound, RowBatch, RowLock, ScanCursor, SharedCursor,
+    SharedScan, Stmt, TxnHandle, WriteOutcome,
 };

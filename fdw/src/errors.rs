@@ -145,3 +145,10 @@ pub fn missing_table(relid: pg_sys::Oid) -> ! {
     .report(PgLogLevel::ERROR);
     unreachable!()
 }
+
+/// Raises an internal error (XX000): memfdw found a state that its own rules exclude.
+pub fn internal(msg: String) -> ! {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, msg, "memfdw")
+        .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}

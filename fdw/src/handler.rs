@@ -18,6 +18,11 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
         r.EndForeignScan = Some(scan::end_foreign_scan);
         r.ExplainForeignScan = Some(scan::explain_foreign_scan);
+        r.IsForeignScanParallelSafe = Some(crate::parallel_scan::is_parallel_safe);
+        r.EstimateDSMForeignScan = Some(crate::parallel_scan::estimate_dsm);
+        r.InitializeDSMForeignScan = Some(crate::parallel_scan::initialize_dsm);
+        r.ReInitializeDSMForeignScan = Some(crate::parallel_scan::reinitialize_dsm);
+        r.InitializeWorkerForeignScan = Some(crate::parallel_scan::initialize_worker);
         r.AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
         r.PlanForeignModify = Some(modify::plan_foreign_modify);
         r.BeginForeignModify = Some(modify::begin_foreign_modify);

@@ -21,6 +21,7 @@ mod index_paths;
 mod introspect;
 mod lock_table;
 mod modify;
+mod parallel_scan;
 mod plan_private;
 mod progress;
 mod scan;

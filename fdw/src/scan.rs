@@ -44,6 +44,25 @@ pub struct ScanState {
     /// Scan starts (the first and each rescan), added to the table's access counters
     /// at the end with `examined`.
     starts: u64,
+    /// Parallel query: the scan shared with the other participants (in the dynamic
+    /// shared memory of the query), once set up (see `parallel_scan`).
+    pub(crate) shared: Option<*const memfdw_engine::SharedScan>,
+    pub(crate) shared_cursor: memfdw_engine::SharedCursor,
+    /// This process is a parallel worker: it has no engine transaction and reads only
+    /// through `shared`.
+    pub(crate) in_worker: bool,
+}
+
+impl ScanState {
+    /// The table this scan reads.
+    pub(crate) fn table(&self) -> &TableHandle {
+        &self.table
+    }
+
+    /// The engine snapshot this scan reads at (read committed).
+    pub(crate) fn snapshot(&self) -> Option<Tid> {
+        self.snapshot
+    }
 }
 
 /// An index scan in progress.
@@ -126,6 +145,13 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
         pg_sys::add_path(baserel, path as *mut pg_sys::Path);
         if crate::shmem::preloaded() {
             crate::index_paths::add_index_paths(root, baserel, relid);
+            crate::parallel_scan::add_partial_path(
+                root,
+                baserel,
+                relid,
+                startup,
+                tuples * per_tuple,
+            );
         }
     }
 }
@@ -235,7 +261,15 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     unsafe {
         let rel = (*node).ss.ss_currentRelation;
         let relid = (*rel).rd_id;
-        let Some(table) = xact::table(relid) else {
+        // A parallel worker has no engine transaction: it reads the committed table
+        // at the leader's snapshot (see `parallel_scan`).
+        let in_worker = pg_sys::ParallelWorkerNumber >= 0;
+        let table = if in_worker {
+            xact::table_view(relid)
+        } else {
+            xact::table(relid)
+        };
+        let Some(table) = table else {
             errors::missing_table(relid)
         };
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
@@ -310,7 +344,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             cursor: ScanCursor::new(),
             batch: RowBatch::new(),
             cid: (*(*estate).es_snapshot).curcid,
-            snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
+            snapshot: if in_worker {
+                None
+            } else {
+                crate::snapshots::statement_snapshot((*estate).es_snapshot)
+            },
             for_update,
             batch_rows: crate::settings::SCAN_BATCH_ROWS.get().max(1) as usize,
             examined: 0,
@@ -319,6 +357,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             mode,
             reread: Vec::new(),
             starts: 1,
+            shared: None,
+            shared_cursor: memfdw_engine::SharedCursor::new(),
+            in_worker,
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -355,6 +396,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             mode,
             reread,
             starts: _,
+            shared,
+            shared_cursor,
+            in_worker,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
@@ -461,6 +505,20 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     Err(e) => errors::raise(e),
                 }
                 continue;
+            }
+            // SAFETY: the query's dynamic shared memory outlives its scans.
+            match shared.map(|p| &*p) {
+                Some(sh) if *in_worker || !sh.leader_only() => {
+                    if shared_cursor.done() {
+                        return pg_sys::ExecClearTuple(slot);
+                    }
+                    if !engine().shared_scan(table, sh, shared_cursor, batch, *batch_rows) {
+                        crate::parallel_scan::table_mismatch(*relid);
+                    }
+                    continue;
+                }
+                None if *in_worker => crate::parallel_scan::not_shared(*relid),
+                _ => {}
             }
             if cursor.done() {
                 return pg_sys::ExecClearTuple(slot);
@@ -941,6 +999,8 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
         if let Some(st) = st.as_mut() {
             st.starts += 1;
             st.cursor = ScanCursor::new();
+            // The shared blocks are made claimable again by ReInitializeDSMForeignScan.
+            st.shared_cursor = memfdw_engine::SharedCursor::new();
             st.batch = RowBatch::new();
             if let Some(ix) = st.index.as_mut() {
                 // Parameters may have changed: evaluate the values again.
@@ -1069,8 +1129,14 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         let st = (*node).fdw_state as *mut ScanState;
         if (*es).analyze {
             if let Some(st) = st.as_ref() {
+                // A shared scan's workers count their rows in their own processes.
+                let label = if st.shared.is_some() {
+                    c"Rows Examined by Leader"
+                } else {
+                    c"Rows Examined"
+                };
                 pg_sys::ExplainPropertyInteger(
-                    c"Rows Examined".as_ptr(),
+                    label.as_ptr(),
                     std::ptr::null(),
                     st.examined as i64,
                     es,

@@ -68,7 +68,9 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut pg_sys::QueryDesc, eflags: s
                 sub,
             })
         });
-        if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY == 0 {
+        // A parallel worker reads at the leader's snapshot (see `parallel_scan`).
+        let in_worker = pg_sys::ParallelWorkerNumber >= 0;
+        if eflags as u32 & pg_sys::EXEC_FLAG_EXPLAIN_ONLY == 0 && !in_worker {
             if xact::isolation() != Isolation::ReadCommitted {
                 // The transaction snapshot: at its first statement, like PostgreSQL's,
                 // unless memfdw is still recovering (then at its first memory read).

@@ -109,6 +109,16 @@ impl TxnHandle {
         self.txn().index_scan(t, scan, cid, batch, max_rows.max(1))
     }
 
+    /// Sets up a scan of `t` that other processes share (see [`super::shared_scan`]),
+    /// reading what the current statement reads; the caller places the result where
+    /// they all see it and reads with [`Engine::shared_scan`].
+    ///
+    /// [`Engine::shared_scan`]: crate::Engine::shared_scan
+    pub fn start_shared_scan(&mut self, t: &TableHandle) -> super::SharedScan {
+        let _s = scope::enter();
+        self.txn().start_shared_scan(t)
+    }
+
     /// Builds index `def` on `t` (its id from [`Engine::next_index_id`]) and publishes
     /// it, logged. Fails with nothing left if a unique index meets a duplicate. The
     /// caller keeps other writers of `t` out while it runs, and drops the index with

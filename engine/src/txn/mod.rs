@@ -18,7 +18,8 @@
 //!   validation at commit;
 //! * [`unique`]: unique-key probes (at each statement and again at commit) and the
 //!   striped key locks;
-//! * [`scan`] and [`index_scan`]: reading rows; [`index_build`]: CREATE INDEX;
+//! * [`scan`] and [`index_scan`]: reading rows; [`shared_scan`]: scans shared with
+//!   other processes (parallel query); [`index_build`]: CREATE INDEX;
 //! * [`row_locks`]: row locks for UPDATE/DELETE/SELECT FOR UPDATE;
 //! * [`rollback`]: abort and rollback to a savepoint;
 //! * [`commit`]: the commit protocol, one function per phase.
@@ -32,6 +33,7 @@ mod rekeyed;
 mod rollback;
 mod row_locks;
 mod scan;
+mod shared_scan;
 mod snapshot;
 mod truncate;
 mod unique;
@@ -40,6 +42,7 @@ mod write_set;
 pub use handle::TxnHandle;
 pub use index_scan::{IndexScan, KeyBound};
 pub use scan::{BatchRow, RowBatch, ScanCursor};
+pub use shared_scan::{SharedCursor, SharedScan};
 
 use crate::chunked::Chunked;
 use crate::engine::{Engine, Need, TableHandle};
