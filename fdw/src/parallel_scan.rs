@@ -12,9 +12,17 @@
 //!   took would not be the leader's.
 //! * Queries that lock or write rows are never parallel (PostgreSQL plans them
 //!   without workers; `is_parallel_safe` says no to row marks as well).
-//! * A leader whose transaction sees its own version of the table reads it alone (the
-//!   engine marks such a scan leader-only); so does a leader that runs the plan
-//!   without a parallel context (no shared scan was set up).
+//! * A transaction that sees its own version of the table (it wrote, truncated or
+//!   altered it) gets no parallel plan for it: workers read only committed rows. A
+//!   plan made before such a change (prepared, cached) finds the engine's scan
+//!   leader-only; its workers then raise 0A000 rather than leave the rows to the
+//!   leader, since PostgreSQL does not promise that the leader runs its part (with
+//!   `parallel_leader_participation = off`, a late leader in a Parallel Hash, a
+//!   Parallel Append). A leader that runs the plan without a parallel context reads
+//!   the table alone through its transaction.
+//! * Rows the workers return were installed after their log records were written:
+//!   the leader notes the log's end when its scan ends, so its commit waits for
+//!   them (durable reads).
 
 use crate::errors;
 use crate::scan::ScanState;
@@ -22,7 +30,13 @@ use crate::shmem::engine;
 use crate::xact;
 use memfdw_engine::SharedScan;
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// Bytes a heap tuple takes besides its data: a 24-byte header and a 4-byte line
+/// pointer.
+const HEAP_TUPLE_OVERHEAD: i64 = 28;
 
 /// `IsForeignScanParallelSafe`.
 ///
@@ -32,14 +46,22 @@ use pgrx::prelude::*;
 pub unsafe extern "C-unwind" fn is_parallel_safe(
     root: *mut pg_sys::PlannerInfo,
     _rel: *mut pg_sys::RelOptInfo,
-    _rte: *mut pg_sys::RangeTblEntry,
+    rte: *mut pg_sys::RangeTblEntry,
 ) -> bool {
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
         let parse = (*root).parse;
-        crate::shmem::preloaded()
-            && (*parse).commandType == pg_sys::CmdType::CMD_SELECT
-            && (*parse).rowMarks.is_null()
+        if !crate::shmem::preloaded()
+            || (*parse).commandType != pg_sys::CmdType::CMD_SELECT
+            || !(*parse).rowMarks.is_null()
+        {
+            return false;
+        }
+        // Workers read only what is committed (see `leader_only`).
+        let id = crate::handler::table_id((*rte).relid);
+        let mut own = false;
+        xact::with_existing_txn(|t| own = t.own_view_of(id));
+        !own
     }
 }
 
@@ -65,9 +87,13 @@ pub unsafe fn add_partial_path(
         if !(*baserel).consider_parallel || !(*baserel).lateral_relids.is_null() {
             return;
         }
+        // The pages a heap table with these rows would have: the row data plus a
+        // tuple header and a line pointer per row.
         let bytes = engine()
             .table_stats(crate::handler::table_id(relid))
-            .map_or(0, |s| s.data_bytes.max(0));
+            .map_or(0, |s| {
+                s.data_bytes.max(0) + s.rows.max(0) * HEAP_TUPLE_OVERHEAD
+            });
         let pages = (bytes as f64 / pg_sys::BLCKSZ as f64).ceil();
         let workers = pg_sys::compute_parallel_worker(
             baserel,
@@ -177,6 +203,23 @@ pub unsafe extern "C-unwind" fn initialize_worker(
     }
 }
 
+/// A worker was given a scan only the leader can read: the plan was made before the
+/// transaction wrote (or truncated or altered) the table, and PostgreSQL does not
+/// promise that the leader runs its part of the plan, so the worker cannot leave the
+/// rows to it.
+pub fn leader_only(relid: u32) -> ! {
+    let name = crate::types::relation_name(pg_sys::Oid::from(relid));
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("a parallel plan cannot read memory table \"{name}\" after this transaction changed it"),
+        "memfdw",
+    )
+    .set_detail("The plan was made before the change (a prepared statement or a cached PL/pgSQL plan); parallel workers read only committed rows.")
+    .set_hint("Run the statement with max_parallel_workers_per_gather = 0, or before the change.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
 /// A participant found another table than the leader's (a bug: the leader holds its
 /// lock on the relation while the query runs).
 pub fn table_mismatch(relid: u32) -> ! {
@@ -186,11 +229,18 @@ pub fn table_mismatch(relid: u32) -> ! {
     ))
 }
 
-/// A memfdw scan that is not shared ran in a parallel worker (a bug: such paths are
-/// marked parallel-unsafe).
+/// A memfdw scan that is not shared ran in a parallel worker: a query inside a
+/// function marked PARALLEL SAFE (memfdw's own paths that are not shared are
+/// parallel-unsafe).
 pub fn not_shared(relid: u32) -> ! {
-    errors::internal(format!(
-        "memory table \"{}\" cannot be scanned in a parallel worker outside a shared scan",
-        crate::types::relation_name(pg_sys::Oid::from(relid))
-    ))
+    let name = crate::types::relation_name(pg_sys::Oid::from(relid));
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("memory table \"{name}\" cannot be read by a parallel worker here"),
+        "memfdw",
+    )
+    .set_detail("A parallel worker reads memory tables only through a Parallel Foreign Scan; this query runs inside a function called by a worker.")
+    .set_hint("Mark the function that reads it PARALLEL RESTRICTED.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
 }

@@ -290,7 +290,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             (private.lock, private.mode)
         };
         let ncols = table.def.columns.len();
-        if (*(*rel).rd_att).natts as usize != ncols {
+        // (A worker sees the leader's uncommitted catalog but the committed table:
+        // one that differs is one the leader changed, which its scan reports.)
+        if (*(*rel).rd_att).natts as usize != ncols && !in_worker {
             // Only a change the rewrite did not see (a bug) gets here: refuse to read
             // rows with the wrong layout.
             ereport!(
@@ -508,7 +510,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             }
             // SAFETY: the query's dynamic shared memory outlives its scans.
             match shared.map(|p| &*p) {
-                Some(sh) if *in_worker || !sh.leader_only() => {
+                Some(sh) if *in_worker && sh.leader_only() => {
+                    crate::parallel_scan::leader_only(*relid)
+                }
+                Some(sh) if !sh.leader_only() => {
                     if shared_cursor.done() {
                         return pg_sys::ExecClearTuple(slot);
                     }
@@ -1019,6 +1024,11 @@ pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanS
     // SAFETY: fdw_state is ours (null for EXPLAIN without ANALYZE).
     unsafe {
         if let Some(st) = ((*node).fdw_state as *mut ScanState).as_ref() {
+            if st.shared.is_some() && !st.in_worker {
+                // The workers have finished: what they read was installed after its
+                // log record was written (durable reads).
+                xact::with_existing_txn(|t| t.note_shared_reads());
+            }
             use std::sync::atomic::Ordering::Relaxed;
             let a = &st.table.access;
             if st.index.is_some() {

@@ -1,14 +1,18 @@
 //! Parallel query over memory tables: full scans run in parallel workers (Parallel
 //! Foreign Scan under Gather) and return what the same queries return on a heap
 //! table — aggregates, groups, filters, joins with heap tables, rescans — at the
-//! leader's snapshot, with the leader's own writes, TRUNCATE, and REPEATABLE READ.
+//! leader's snapshot, under REPEATABLE READ and SERIALIZABLE; a transaction that
+//! changed the table reads it without workers, and a plan made before the change
+//! refuses rather than miss the change.
 
 use memfdw_e2e::Cluster;
 use postgres::Client;
 
-/// Parallel plans whatever the table size.
+/// Parallel plans whatever the table size; the workers read every row (the leader
+/// only gathers).
 const FORCE_PARALLEL: &str = "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; \
-     SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2";
+     SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2; \
+     SET parallel_leader_participation = off";
 
 fn plan(s: &mut Client, q: &str) -> String {
     s.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[])
@@ -106,8 +110,13 @@ fn parallel_scans_return_what_heap_returns() {
         false,
     );
 
-    // The leader's own writes: an UPDATE, a DELETE and an INSERT in the transaction
-    // are seen by the parallel query (the leader reads alone).
+    // The transaction's own writes: an UPDATE, a DELETE and an INSERT are seen by
+    // the query, which is then planned without workers (they read committed rows).
+    let q = "SELECT count(*), sum(g), sum(id) FROM {t}";
+    let mq = q.replace("{t}", "m");
+    s.batch_execute(&format!("PREPARE cached AS {mq}")).unwrap();
+    // (Planned now, once: a statement without parameters keeps its generic plan.)
+    let committed = rows(&mut s, "EXECUTE cached");
     s.batch_execute("BEGIN").unwrap();
     for t in ["m", "h"] {
         s.batch_execute(&format!(
@@ -116,17 +125,32 @@ fn parallel_scans_return_what_heap_returns() {
         ))
         .unwrap();
     }
-    same(&mut s, "SELECT count(*), sum(g), sum(id) FROM {t}", true);
+    assert!(!plan(&mut s, &mq).contains("Parallel"), "{mq}");
+    same(&mut s, q, false);
+    // A plan made before the writes: its workers refuse (0A000) rather than return
+    // committed rows only.
+    s.batch_execute("SAVEPOINT p").unwrap();
+    let e = s.batch_execute("EXECUTE cached").unwrap_err();
+    assert_eq!(memfdw_e2e::sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    s.batch_execute("ROLLBACK TO p").unwrap();
     s.batch_execute("ROLLBACK").unwrap();
-    same(&mut s, "SELECT count(*), sum(g), sum(id) FROM {t}", true);
+    same(&mut s, q, true);
+    assert_eq!(rows(&mut s, "EXECUTE cached"), committed);
+    assert_eq!(rows(&mut s, &mq), committed);
 
-    // TRUNCATE in the transaction, then a few rows.
+    // TRUNCATE or ALTER in the transaction: no workers either.
     s.batch_execute("BEGIN; TRUNCATE m; TRUNCATE h").unwrap();
     s.batch_execute(
         "INSERT INTO m VALUES (1, 1, 'a'), (2, 2, 'b'); INSERT INTO h VALUES (1, 1, 'a'), (2, 2, 'b')",
     )
     .unwrap();
-    same(&mut s, "SELECT count(*), sum(g) FROM {t}", true);
+    same(&mut s, "SELECT count(*), sum(g) FROM {t}", false);
+    s.batch_execute("ROLLBACK").unwrap();
+    s.batch_execute(
+        "BEGIN; ALTER FOREIGN TABLE m ADD COLUMN c int DEFAULT 7; ALTER TABLE h ADD COLUMN c int DEFAULT 7",
+    )
+    .unwrap();
+    same(&mut s, "SELECT count(*), sum(c), sum(id) FROM {t}", false);
     s.batch_execute("ROLLBACK").unwrap();
 
     // REPEATABLE READ: commits after the snapshot are not seen by the workers either.
@@ -156,6 +180,24 @@ fn parallel_scans_return_what_heap_returns() {
             .batch_execute("DELETE FROM m WHERE id >= 80000; DELETE FROM h WHERE id >= 80000")
             .unwrap();
     }
+
+    // A function marked PARALLEL SAFE that reads a memory table, run by workers:
+    // a clear 0A000 (mark it PARALLEL RESTRICTED), never a wrong count.
+    s.batch_execute(
+        "CREATE FUNCTION in_group(k int) RETURNS bigint LANGUAGE plpgsql PARALLEL SAFE \
+         AS $$ BEGIN RETURN (SELECT count(*) FROM m WHERE g = k); END $$",
+    )
+    .unwrap();
+    let q = "SELECT sum(in_group(g)) FROM h WHERE g < 1";
+    let e = s.batch_execute(q).unwrap_err();
+    assert_eq!(memfdw_e2e::sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
+    s.batch_execute("ALTER FUNCTION in_group(int) PARALLEL RESTRICTED")
+        .unwrap();
+    let restricted = rows(&mut s, q);
+    s.batch_execute("SET max_parallel_workers_per_gather = 0")
+        .unwrap();
+    assert_eq!(rows(&mut s, q), restricted);
+    s.batch_execute(FORCE_PARALLEL).unwrap();
 
     // Queries that lock rows are not parallel.
     let p = plan(&mut s, "SELECT * FROM m WHERE g = 1 FOR UPDATE");

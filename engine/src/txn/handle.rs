@@ -119,6 +119,19 @@ impl TxnHandle {
         self.txn().start_shared_scan(t)
     }
 
+    /// Does this transaction see table `id` otherwise than as committed (it wrote,
+    /// truncated or altered it)? A scan other processes share cannot read it then.
+    pub fn own_view_of(&mut self, id: TableId) -> bool {
+        self.txn().own_view_of(id)
+    }
+
+    /// This transaction has just been given committed rows read by other processes
+    /// for it (a shared scan): its commit waits for the log's current end (durable
+    /// reads).
+    pub fn note_shared_reads(&mut self) {
+        self.txn().note_read_committed()
+    }
+
     /// Builds index `def` on `t` (its id from [`Engine::next_index_id`]) and publishes
     /// it, logged. Fails with nothing left if a unique index meets a duplicate. The
     /// caller keeps other writers of `t` out while it runs, and drops the index with

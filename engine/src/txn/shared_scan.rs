@@ -9,8 +9,9 @@
 //!
 //! Only committed rows can be shared: a participant has no transaction of its own. A
 //! leader whose transaction sees its own version of the table (it wrote rows of it, or
-//! truncated or altered it) marks the scan *leader-only*: the leader reads it whole
-//! through its transaction and the others read nothing.
+//! truncated or altered it) marks the scan *leader-only*: the others must not read it
+//! (the caller decides what they do; PostgreSQL does not promise that the leader runs
+//! its part of a parallel plan).
 //!
 //! Invariants:
 //! * Every row a read at the snapshot can return has a row id below `end`, or is in
@@ -54,7 +55,7 @@ impl SharedScan {
     /// Row ids per claimed block.
     pub const BLOCK: u64 = 1024;
 
-    /// Does the leader read the whole table alone?
+    /// Does only the leader see the table as the scan must read it?
     pub fn leader_only(&self) -> bool {
         self.leader_only != 0
     }
@@ -96,7 +97,7 @@ impl Txn {
     /// Sets up a scan of `t` shared with other processes, reading what this
     /// transaction's current statement reads (see the module documentation).
     pub(super) fn start_shared_scan(&mut self, t: &TableHandle) -> SharedScan {
-        let own_view = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()))
+        let own_view = self.own_view_of(t.id)
             || self
                 .engine
                 .table(t.id)
@@ -105,7 +106,8 @@ impl Txn {
         if self.validates_reads() {
             self.note_table_read(t, TableRead::Whole);
         }
-        // Participants may return any row committed so far.
+        // Participants may return any row committed so far; the caller notes the log's
+        // end again once they have finished (rows whose commits were installed later).
         self.note_read_committed();
         SharedScan {
             next: AtomicU64::new(1),
@@ -117,11 +119,30 @@ impl Txn {
     }
 }
 
+impl Txn {
+    /// Does this transaction see table `id` otherwise than as committed: has it
+    /// written rows of it (pending writes), or truncated or altered it?
+    pub(super) fn own_view_of(&self, id: crate::ids::TableId) -> bool {
+        if self.truncations_of(id) {
+            return true;
+        }
+        self.tables.iter().any(|x| {
+            x.id == id
+                && self
+                    .pending
+                    .range(super::RowKey::all_of(super::TableKey::of(x)))
+                    .next()
+                    .is_some()
+        })
+    }
+}
+
 impl Engine {
     /// Fills `batch` with up to `max_rows` committed rows of `t` at the snapshot of
     /// `shared`, from the blocks `cursor` claims. Returns false if `t` is not the table
     /// the leader set the scan up for (the caller must not go on). A leader-only scan
-    /// returns no rows here.
+    /// returns no rows here. Returns with fewer rows (maybe none) when many rows were
+    /// examined, so the caller can check for interrupts.
     pub fn shared_scan(
         &self,
         t: &TableHandle,
@@ -176,6 +197,10 @@ impl Engine {
                 });
             });
             cursor.block = if finished { None } else { Some((last, hi)) };
+            if !finished {
+                // Full, or many rows examined: back to the caller (interrupts).
+                break;
+            }
         }
         true
     }
