@@ -20,9 +20,11 @@
 //!   snapshot was taken.
 //! * The leader keeps its snapshot registered (and so the versions read at it) until
 //!   its query ends, after the other participants have finished.
-//! * What the participants read is noted in the leader's transaction (the table as a
-//!   whole for serializable validation, the log's end for durable reads) when the scan
-//!   is set up.
+//! * What the participants read is noted in the leader's transaction: the table as a
+//!   whole for serializable validation when the scan is set up, and the log's end for
+//!   durable reads then and again when they have finished (the caller's
+//!   [`TxnHandle::note_shared_reads`](super::TxnHandle::note_shared_reads)): a row a
+//!   participant returns was installed after its log record was written.
 
 use super::read_set::TableRead;
 use super::scan::RowBatch;
@@ -117,9 +119,7 @@ impl Txn {
             leader_only: own_view as u64,
         }
     }
-}
 
-impl Txn {
     /// Does this transaction see table `id` otherwise than as committed: has it
     /// written rows of it (pending writes), or truncated or altered it?
     pub(super) fn own_view_of(&self, id: crate::ids::TableId) -> bool {
