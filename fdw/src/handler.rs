@@ -1,7 +1,7 @@
 //! The FDW handler and validator, and the SQL that creates the wrapper and the
 //! ready-to-use server `memfdw`.
 
-use crate::{modify, scan};
+use crate::{direct_modify, modify, scan};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -32,6 +32,11 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.ExecForeignUpdate = Some(modify::exec_foreign_update);
         r.ExecForeignDelete = Some(modify::exec_foreign_delete);
         r.EndForeignModify = Some(modify::end_foreign_modify);
+        r.PlanDirectModify = Some(direct_modify::plan_direct_modify);
+        r.BeginDirectModify = Some(direct_modify::begin_direct_modify);
+        r.IterateDirectModify = Some(direct_modify::iterate_direct_modify);
+        r.EndDirectModify = Some(direct_modify::end_direct_modify);
+        r.ExplainDirectModify = Some(direct_modify::explain_direct_modify);
         r.BeginForeignInsert = Some(modify::begin_foreign_insert);
         r.EndForeignInsert = Some(modify::end_foreign_insert);
         r.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);

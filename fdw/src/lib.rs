@@ -12,6 +12,7 @@ mod alter;
 mod analyze;
 mod cross_type;
 mod ddl;
+mod direct_modify;
 mod error_fields;
 mod errors;
 mod handler;

@@ -315,7 +315,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
 ///
 /// # Safety
 /// Executor structures of the running INSERT, UPDATE or COPY.
-unsafe fn check_constraints(
+pub(crate) unsafe fn check_constraints(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
@@ -336,7 +336,7 @@ unsafe fn check_constraints(
 /// not ended: waits for that transaction first (in PostgreSQL's lock manager, so
 /// deadlocks, lock_timeout and cancel apply), as PostgreSQL waits for the inserting
 /// transaction; then the key is taken (23505) or free.
-fn waiting_for_keys<R>(
+pub(crate) fn waiting_for_keys<R>(
     mut write: impl FnMut() -> Result<R, memfdw_engine::Error>,
 ) -> Result<R, memfdw_engine::Error> {
     loop {

@@ -80,7 +80,8 @@ pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode 
 }
 
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
-/// policy, lock mode)`.
+/// policy, lock mode)`, and for a scan that modifies its rows directly a fifth member,
+/// its [`DirectPrivate`].
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
     pub needed: *mut pg_sys::List,
@@ -89,6 +90,9 @@ pub struct ScanPrivate {
     pub lock: LockPolicy,
     /// The strongest row-lock mode the query's locking clauses ask for on this table.
     pub mode: LockMode,
+    /// NIL, or a [`DirectPrivate`] list: the scan updates or deletes the rows it
+    /// finds itself (see `direct_modify`).
+    pub direct: *mut pg_sys::List,
 }
 
 impl ScanPrivate {
@@ -101,7 +105,11 @@ impl ScanPrivate {
             l = pg_sys::lappend(l, self.choice as *mut c_void);
             // A node, not an int cell: fdw_private is copied as a list of nodes.
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void);
-            pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void)
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void);
+            if !self.direct.is_null() {
+                l = pg_sys::lappend(l, self.direct as *mut c_void);
+            }
+            l
         }
     }
 
@@ -119,6 +127,61 @@ impl ScanPrivate {
                 mode: LockMode::from_bits(
                     (*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
                 ),
+                direct: if pg_sys::list_length(l) > 4 {
+                    pg_sys::list_nth(l, 4) as *mut pg_sys::List
+                } else {
+                    std::ptr::null_mut()
+                },
+            }
+        }
+    }
+}
+
+/// What a direct UPDATE or DELETE needs beyond its scan: `(first SET expression,
+/// whether the statement sets the command tag's row count, whether it has a RETURNING
+/// list, assigned columns)`. The
+/// SET expressions are `fdw_exprs[first..]`, one per assigned column, in order (in
+/// `fdw_exprs` so that setrefs prepares them like the plan's other expressions).
+pub struct DirectPrivate {
+    /// Index in `fdw_exprs` of the first SET expression (their count for a DELETE).
+    pub first_expr: i32,
+    /// The ModifyTable's `canSetTag`: the rows count in `es_processed`.
+    pub set_tag: bool,
+    /// The statement returns the rows written (known at planning; the executor sets
+    /// up RETURNING after the scan).
+    pub returning: bool,
+    /// Attribute numbers assigned by an UPDATE, as an integer list (NIL for DELETE).
+    pub colnos: *mut pg_sys::List,
+}
+
+impl DirectPrivate {
+    /// # Safety
+    /// Builds a list in the current memory context; `colnos` must be NIL or an
+    /// integer list.
+    pub unsafe fn to_list(&self) -> *mut pg_sys::List {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let mut l = pg_sys::lappend(
+                std::ptr::null_mut(),
+                pg_sys::makeInteger(self.first_expr) as _,
+            );
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.set_tag as i32) as *mut c_void);
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.returning as i32) as *mut c_void);
+            pg_sys::lappend(l, self.colnos as *mut c_void)
+        }
+    }
+
+    /// # Safety
+    /// `l` is a list built by [`DirectPrivate::to_list`] (possibly copied).
+    pub unsafe fn from_list(l: *mut pg_sys::List) -> DirectPrivate {
+        // SAFETY: a four-element list we built.
+        unsafe {
+            let int = |i| (*(pg_sys::list_nth(l, i) as *mut pg_sys::Integer)).ival;
+            DirectPrivate {
+                first_expr: int(0),
+                set_tag: int(1) != 0,
+                returning: int(2) != 0,
+                colnos: pg_sys::list_nth(l, 3) as *mut pg_sys::List,
             }
         }
     }

@@ -51,6 +51,14 @@ pub struct ScanState {
     /// This process is a parallel worker: it has no engine transaction and reads only
     /// through `shared`.
     pub(crate) in_worker: bool,
+    /// The scan's quals (compiled by PostgreSQL), evaluated here before a row is
+    /// locked; a direct modification evaluates them only here (see `direct_modify`).
+    qual: *mut pg_sys::ExprState,
+    /// The version of the row returned last (the one a direct modification writes
+    /// over).
+    pub(crate) last_tid: Tid,
+    /// The scan updates or deletes the rows it finds (a direct modification).
+    pub(crate) direct: Option<Box<crate::direct_modify::DirectState>>,
 }
 
 impl ScanState {
@@ -62,6 +70,11 @@ impl ScanState {
     /// The engine snapshot this scan reads at (read committed).
     pub(crate) fn snapshot(&self) -> Option<Tid> {
         self.snapshot
+    }
+
+    /// Every column is read (a direct DELETE ... RETURNING needs the whole old row).
+    pub(crate) fn need_all_columns(&mut self) {
+        self.needed.iter_mut().for_each(|n| *n = true);
     }
 }
 
@@ -194,6 +207,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             choice: path.choice,
             lock,
             mode,
+            direct: std::ptr::null_mut(),
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -307,10 +321,20 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             );
         }
         let index = IndexChoice::from_list(private.choice).map(|choice| {
-            let states =
-                pg_sys::ExecInitExprList((*plan).fdw_exprs, node as *mut pg_sys::PlanState);
-            let exprs: Vec<*mut pg_sys::ExprState> = (0..pg_sys::list_length(states))
-                .map(|i| pg_sys::list_nth(states, i) as *mut pg_sys::ExprState)
+            // A direct UPDATE's SET expressions follow the comparison values; they are
+            // compiled by `direct_modify`.
+            let n = if private.direct.is_null() {
+                pg_sys::list_length((*plan).fdw_exprs)
+            } else {
+                plan_private::DirectPrivate::from_list(private.direct).first_expr
+            };
+            let exprs: Vec<*mut pg_sys::ExprState> = (0..n)
+                .map(|i| {
+                    pg_sys::ExecInitExpr(
+                        pg_sys::list_nth((*plan).fdw_exprs, i).cast(),
+                        node as *mut pg_sys::PlanState,
+                    )
+                })
                 .collect();
             let mut types = vec![pg_sys::InvalidOid; exprs.len()];
             for c in choice.conds.iter().filter(|c| c.expr >= 0) {
@@ -362,6 +386,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             shared: None,
             shared_cursor: memfdw_engine::SharedCursor::new(),
             in_worker,
+            qual: (*node).ss.ps.qual,
+            last_tid: Tid::NONE,
+            direct: None,
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -401,6 +428,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             shared,
             shared_cursor,
             in_worker,
+            qual,
+            last_tid,
+            direct,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
@@ -411,7 +441,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 types::store_virtual(slot);
                 if *lock != LockPolicy::None && tid != Tid::NONE {
                     // Rows the statement will not touch are not locked.
-                    if !qual_passes(node, slot) {
+                    if !qual_passes(node, *qual, slot) {
                         continue;
                     }
                     let Some((locked_tid, fresh)) =
@@ -453,7 +483,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                             );
                             types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                             types::store_virtual(slot);
-                            if !qual_passes(node, slot) {
+                            if !qual_passes(node, *qual, slot) {
                                 if fresh {
                                     xact::with_txn(|t| t.unlock_row(table, rowid));
                                 }
@@ -462,8 +492,13 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                             tid = t2;
                         }
                     }
+                } else if direct.is_some() && !qual_passes(node, *qual, slot) {
+                    // (PostgreSQL does not evaluate a direct modification's quals.)
+                    continue;
                 }
-                if *for_update {
+                if direct.is_some() {
+                    *last_tid = tid;
+                } else if *for_update {
                     xact::note_fetched(*relid, rowid, tid);
                 }
                 if index.is_none() {
@@ -584,17 +619,17 @@ unsafe fn write_lock_mode(
     }
 }
 
-/// Does the tuple in `slot` pass the scan's own quals?
+/// Does the tuple in `slot` pass the scan's quals `qual` (null: there are none)?
 ///
 /// # Safety
-/// Executor structures of the running scan.
+/// Executor structures of the running scan; `qual` compiled for it.
 unsafe fn qual_passes(
     node: *mut pg_sys::ForeignScanState,
+    qual: *mut pg_sys::ExprState,
     slot: *mut pg_sys::TupleTableSlot,
 ) -> bool {
     // SAFETY: forwarded contract.
     unsafe {
-        let qual = (*node).ss.ps.qual;
         if qual.is_null() {
             return true;
         }
