@@ -163,16 +163,22 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(
             })
             .collect();
         let new_slot = if update {
-            pg_sys::ExecInitExtraTupleSlot(
+            let s = pg_sys::ExecInitExtraTupleSlot(
                 (*node).ss.ps.state,
                 (*rel).rd_att,
                 &raw const pg_sys::TTSOpsVirtual,
-            )
+            );
+            // For CHECK constraints and RETURNING that read `tableoid`.
+            (*s).tts_tableOid = (*rel).rd_id;
+            s
         } else {
             std::ptr::null_mut()
         };
         let returning = private.returning;
-        if returning && !update {
+        if update || returning {
+            // Every column of the new row, or of the old row returned. (An UPDATE's
+            // scan reads them all anyway, for the whole-row value PostgreSQL asks a
+            // foreign table for.)
             st.need_all_columns();
         }
         // The scan evaluates the quals before it locks a row; PostgreSQL must not
@@ -207,16 +213,27 @@ pub unsafe extern "C-unwind" fn iterate_direct_modify(
         let econtext = (*node).ss.ps.ps_ExprContext;
         loop {
             // Without RETURNING all rows are written in this one call: free each row's
-            // values before the next.
+            // values (and what the constraint checks allocated) before the next.
             pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            let checks = (*estate).es_per_tuple_exprcontext;
+            if !checks.is_null() {
+                pg_sys::MemoryContextReset((*checks).ecxt_per_tuple_memory);
+            }
             let slot = scan::iterate_foreign_scan(node);
             let st = &mut *st;
             // Out of the scan state while it is used beside the scan's table (put back
             // below; an error ends the statement and frees it).
             let mut d = st.direct.take().expect("set up by begin_direct_modify");
             if (*slot).tts_flags & pg_sys::TTS_FLAG_EMPTY as u16 != 0 {
-                if !d.returning && d.set_tag {
-                    (*estate).es_processed += d.written;
+                if !d.returning {
+                    if d.set_tag {
+                        (*estate).es_processed += d.written;
+                    }
+                    // EXPLAIN ANALYZE's row count: the rows written.
+                    let instr = (*node).ss.ps.instrument;
+                    if !instr.is_null() {
+                        (*instr).tuplecount += d.written as f64;
+                    }
                 }
                 st.direct = Some(d);
                 return slot;
@@ -288,8 +305,7 @@ unsafe fn new_row(
         std::ptr::copy_nonoverlapping((*old).tts_isnull, (*new).tts_isnull, n);
         (*econtext).ecxt_scantuple = old;
         for &(pos, e) in &d.set {
-            let mut isnull = false;
-            let v = (*e).evalfunc.expect("compiled expression")(e, econtext, &mut isnull);
+            let (v, isnull) = scan::eval_expr(e, econtext);
             *(*new).tts_values.add(pos) = v;
             *(*new).tts_isnull.add(pos) = isnull;
         }

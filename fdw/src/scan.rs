@@ -392,6 +392,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
+        // `tableoid` of the rows, for the quals evaluated here before PostgreSQL sets
+        // it on a row returned (clearing the slot keeps it).
+        (*(*node).ss.ss_ScanTupleSlot).tts_tableOid = relid;
     }
 }
 
@@ -636,10 +639,29 @@ unsafe fn qual_passes(
         let econtext = (*node).ss.ps.ps_ExprContext;
         (*econtext).ecxt_scantuple = slot;
         let old = pg_sys::MemoryContextSwitchTo((*econtext).ecxt_per_tuple_memory);
-        let mut isnull = false;
-        let d = (*qual).evalfunc.expect("compiled qual")(qual, econtext, &mut isnull);
+        let (d, isnull) = eval_expr(qual, econtext);
         pg_sys::MemoryContextSwitchTo(old);
         !isnull && d.value() != 0
+    }
+}
+
+/// Evaluates the compiled expression `e` in `econtext` (PostgreSQL's inline
+/// `ExecEvalExpr`): its value and whether it is NULL. An error it raises unwinds
+/// through the Rust frames of the caller like any error of a `pg_sys` call.
+///
+/// # Safety
+/// `e` compiled for the running plan; `econtext` set up for it.
+pub(crate) unsafe fn eval_expr(
+    e: *mut pg_sys::ExprState,
+    econtext: *mut pg_sys::ExprContext,
+) -> (pg_sys::Datum, bool) {
+    // SAFETY: forwarded contract; the boundary catches PostgreSQL's longjmp and turns
+    // it into a Rust unwind, so no Rust frame is jumped over.
+    unsafe {
+        let f = (*e).evalfunc.expect("compiled expression");
+        let mut isnull = false;
+        let d = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| f(e, econtext, &mut isnull));
+        (d, isnull)
     }
 }
 
@@ -853,9 +875,7 @@ unsafe fn build_ranges(
         };
         // The value and its base type (of its elements, for IN).
         let eval_raw = |i: i32| -> Option<(pg_sys::Datum, pg_sys::Oid)> {
-            let st = exprs[i as usize];
-            let mut isnull = false;
-            let d = (*st).evalfunc.expect("compiled expression")(st, econtext, &mut isnull);
+            let (d, isnull) = eval_expr(exprs[i as usize], econtext);
             (!isnull).then(|| (d, types[i as usize]))
         };
         // The value, converted to the key column's type (see `cross_type`).

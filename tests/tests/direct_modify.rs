@@ -116,6 +116,11 @@ fn direct_modifications_do_what_heap_does() {
         "WITH u AS (UPDATE {t} SET v = 0 WHERE id BETWEEN 400 AND 405 RETURNING *) \
          SELECT count(*), sum(id) FROM u",
         "UPDATE {t} SET v = v + (SELECT 1) WHERE id = 8 RETURNING v",
+        // tableoid in WHERE, SET and RETURNING.
+        "UPDATE {t} SET t = (tableoid = '{t}'::regclass)::text || id \
+         WHERE tableoid = '{t}'::regclass AND id BETWEEN 16 AND 18 \
+         RETURNING t, tableoid = '{t}'::regclass",
+        "DELETE FROM {t} WHERE tableoid = '{t}'::regclass AND id = 19",
     ] {
         same(&mut s, q, true);
     }
@@ -126,6 +131,8 @@ fn direct_modifications_do_what_heap_does() {
         ("UPDATE {t} SET v = CASE WHEN id = 900 THEN NULL ELSE v END WHERE id > 850", "23502"),
         ("UPDATE {t} SET t = 't1000' WHERE id BETWEEN 998 AND 1002", "23505"),
         ("UPDATE {t} SET id = 1001 WHERE id = 1000 RETURNING *", "23505"),
+        // An error in a SET expression.
+        ("UPDATE {t} SET v = v / (id - 900) WHERE id BETWEEN 850 AND 950", "22012"),
     ] {
         for t in ["m", "h"] {
             let e = s.execute(q.replace("{t}", t).as_str(), &[]).unwrap_err();
