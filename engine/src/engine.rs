@@ -249,7 +249,7 @@ impl Engine {
         } else {
             None
         };
-        tables.insert(table, Arc::new(Table::new(table, def, &self.collector)));
+        tables.insert(table, Arc::new(Table::new(table, def)));
         drop(tables);
         if let (Some(sink), Some(p)) = (self.sink(), phase) {
             sink.installed(p);

@@ -21,8 +21,9 @@ pub(crate) enum Retired {
     Chain(*mut crate::versions::OldVersion),
 }
 
-/// Bytes accounted for a record besides its buffer (record and skip-list node).
-pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<Record>() + 96;
+/// Bytes accounted for a record besides its buffer (record and row-id slot).
+pub(crate) const RECORD_BYTES: usize =
+    std::mem::size_of::<Record>() + crate::rowid_index::SLOT_BYTES;
 
 impl Retired {
     /// # Safety

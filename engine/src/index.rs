@@ -1,8 +1,8 @@
 //! Ordered indexes over `crossbeam_skiplist::base::SkipList`, built on the engine's own
 //! epoch collector (never the per-process default one).
 //!
-//! Today a table has one index: the pseudo-primary key, an internal 8-byte row id.
-//! Key indexes over memcomparable-encoded columns plug in beside it.
+//! Every table has the row-id index (see [`crate::rowid_index`]); key indexes over
+//! memcomparable-encoded columns sit beside it.
 
 use crate::ids::RowId;
 use crate::record::RecordPtr;
@@ -10,102 +10,7 @@ use crossbeam_epoch::{Collector, Guard};
 use crossbeam_skiplist::base::SkipList;
 use std::ops::Bound;
 
-/// The row-id index: row id -> record.
-pub struct RowIdIndex {
-    list: SkipList<RowId, RecordPtr>,
-}
-
-impl RowIdIndex {
-    pub fn new(collector: &Collector) -> Self {
-        RowIdIndex {
-            list: SkipList::new(collector.clone()),
-        }
-    }
-
-    pub fn insert(&self, rowid: RowId, rec: RecordPtr, guard: &Guard) {
-        self.list.insert(rowid, rec, guard).release(guard);
-    }
-
-    pub fn get(&self, rowid: RowId, guard: &Guard) -> Option<RecordPtr> {
-        self.list.get(&rowid, guard).map(|e| *e.value())
-    }
-
-    /// The record of `rowid`, linking `make()` first if there is none (one search).
-    /// Returns the record and whether it is the one `make` built. `make` may run and
-    /// its record be discarded if another thread linked `rowid` first: the caller
-    /// frees it when the returned record is not its own.
-    pub fn get_or_insert_with(
-        &self,
-        rowid: RowId,
-        make: impl FnOnce() -> RecordPtr,
-        guard: &Guard,
-    ) -> (RecordPtr, Option<RecordPtr>) {
-        let mut made = None;
-        let e = self.list.get_or_insert_with(
-            rowid,
-            || {
-                let r = make();
-                made = Some(r);
-                r
-            },
-            guard,
-        );
-        let r = *e.value();
-        e.release(guard);
-        (r, made)
-    }
-
-    /// Unlinks `rowid`; the caller retires the record through the collector.
-    pub fn remove(&self, rowid: RowId, guard: &Guard) -> Option<RecordPtr> {
-        self.list.remove(&rowid, guard).map(|e| {
-            let r = *e.value();
-            e.release(guard);
-            r
-        })
-    }
-
-    /// Visits entries with row id greater than `after` in order until `f` returns false.
-    pub fn scan_after(
-        &self,
-        after: Option<RowId>,
-        guard: &Guard,
-        mut f: impl FnMut(RowId, RecordPtr) -> bool,
-    ) {
-        let lower = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        for e in self
-            .list
-            .range::<RowId, _>((lower, Bound::Unbounded), guard)
-        {
-            if !f(*e.key(), *e.value()) {
-                break;
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    /// Frees every record still linked. For the owner's `Drop` only.
-    ///
-    /// # Safety
-    /// No other thread or process may reach this index or its records any more.
-    pub unsafe fn free_all_records(&mut self) {
-        // SAFETY: exclusive access (caller's contract), so no guard is needed.
-        let guard = unsafe { crossbeam_epoch::unprotected() };
-        for e in self.list.iter(guard) {
-            // SAFETY: the record is reachable only through this index (contract).
-            unsafe { crate::record::record_free(e.value().0) };
-        }
-    }
-}
+pub use crate::rowid_index::RowIdIndex;
 
 /// Bytes accounted for one key-index entry besides its key (skip-list node, box).
 pub const KEY_ENTRY_BYTES: usize = 96;

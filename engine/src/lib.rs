@@ -21,6 +21,7 @@ pub mod record;
 pub mod recovery;
 pub mod redo;
 pub mod row;
+pub mod rowid_index;
 pub mod rowlock;
 pub mod scope;
 pub mod snapshots;

@@ -61,13 +61,13 @@ pub struct TableStats {
 }
 
 impl Table {
-    pub(crate) fn new(id: TableId, def: TableDef, collector: &crossbeam_epoch::Collector) -> Self {
+    pub(crate) fn new(id: TableId, def: TableDef) -> Self {
         let layout = RowLayout::new(&def);
         Table {
             id,
             def,
             layout,
-            rows: RowIdIndex::new(collector),
+            rows: RowIdIndex::new(),
             indexes: SpinRwLock::new(Arc::from(Vec::new())),
             next_rowid: AtomicU64::new(1),
             live_rows: AtomicI64::new(0),

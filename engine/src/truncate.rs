@@ -25,7 +25,7 @@ impl Engine {
         let indexes = t.indexes();
         // Like a delete: it frees more than it takes, so it may use the headroom.
         self.check_memory_for_delete(Need::of(4096 * (1 + indexes.len())))?;
-        let mut twin = Table::new(t.id, t.def.clone(), &self.collector);
+        let mut twin = Table::new(t.id, t.def.clone());
         twin.access = t.access.clone();
         twin.observe_rowid(crate::ids::RowId(
             t.peek_next_rowid().get().saturating_sub(1),
@@ -85,7 +85,7 @@ impl Engine {
         self.check_memory(Need::of(4096 * (1 + indexes.len())))?;
         let shared_def = def.clone();
         scope::outside(|| drop(def));
-        let mut twin = Table::new(t.id, shared_def, &self.collector);
+        let mut twin = Table::new(t.id, shared_def);
         twin.access = t.access.clone();
         twin.observe_rowid(crate::ids::RowId(
             t.peek_next_rowid().get().saturating_sub(1),
