@@ -36,6 +36,9 @@ pub struct KeyIndex {
     pub def: IndexDef,
     pub(crate) types: Vec<crate::catalog::ColumnType>,
     list: SkipList<IndexKey, RecordPtr>,
+    /// Full key -> row id, for point lookups in a unique index (see
+    /// [`crate::point_cache`]); unused by other indexes.
+    pub(crate) point: crate::point_cache::PointCache,
 }
 
 impl KeyIndex {
@@ -53,6 +56,7 @@ impl KeyIndex {
             def,
             types,
             list: SkipList::new(collector.clone()),
+            point: crate::point_cache::PointCache::new(),
         }
     }
 
@@ -101,11 +105,16 @@ impl KeyIndex {
         }
     }
 
-    /// Links entry (`key`, `rowid`) -> `rec` unless it exists.
+    /// Links entry (`key`, `rowid`) -> `rec` unless it exists (and, in a unique
+    /// index, remembers it in the point cache).
     pub fn insert(&self, key: &[u8], rowid: RowId, rec: RecordPtr, guard: &Guard) {
         self.list
             .get_or_insert(Self::entry(key, rowid), rec, guard)
             .release(guard);
+        if self.def.unique {
+            let h = crate::point_cache::hash_key(key);
+            self.point.put(h, rowid, self.list.len(), guard);
+        }
     }
 
     /// Unlinks entry (`key`, `rowid`); returns whether it was there.

@@ -17,6 +17,7 @@ mod garbage;
 pub mod ids;
 pub mod index;
 pub mod keys;
+pub mod point_cache;
 pub mod record;
 pub mod recovery;
 pub mod redo;

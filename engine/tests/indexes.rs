@@ -83,6 +83,78 @@ fn collect(
     out
 }
 
+/// A point lookup of `k` in unique index `id` (as the glue builds it for `k = $1`).
+fn point(id: u32, k: i32) -> IndexScan {
+    let mut s = IndexScan::new(id, &k_enc(Some(k)), None, false);
+    s.unique_point = true;
+    s
+}
+
+/// A point lookup answers at the reader's snapshot even when the key's row changed
+/// since and a newer reader put the new row in the index's point cache: the row the
+/// snapshot sees, or none.
+#[test]
+fn point_lookups_see_their_snapshot_whatever_the_cache_holds() {
+    let e = engine();
+    e.create_table(table_id(3), def()).unwrap();
+    let t = e.table(table_id(3)).unwrap();
+    let mut setup = e.begin();
+    setup
+        .create_index(&t, index(20, "uk", vec![0], true))
+        .unwrap();
+    let s1 = Stmt { cid: 1, sub: 1 };
+    let a = setup.insert(&t, &row(&t, Some(5), Some(1)), s1).unwrap();
+    setup.insert(&t, &row(&t, Some(6), Some(1)), s1).unwrap();
+    setup.commit().unwrap();
+    let mut old = e.begin();
+    old.set_isolation(Isolation::RepeatableRead).unwrap();
+    assert_eq!(
+        collect(&mut old, &t, point(20, 5), 1),
+        vec![(a, Some(5), Some(1))]
+    );
+    // The row with key 5 is deleted and another takes the key; key 6 moves to 7.
+    let mut w = e.begin();
+    let mut buf = Vec::new();
+    let tid = w.get(&t, a, 1, &mut buf).unwrap();
+    w.delete(&t, a, tid, s1).unwrap();
+    let b = w.insert(&t, &row(&t, Some(5), Some(2)), s1).unwrap();
+    w.commit().unwrap();
+    let mut newer = e.begin();
+    for _ in 0..2 {
+        assert_eq!(
+            collect(&mut newer, &t, point(20, 5), 1),
+            vec![(b, Some(5), Some(2))]
+        );
+    }
+    newer.commit().unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            collect(&mut old, &t, point(20, 5), 1),
+            vec![(a, Some(5), Some(1))]
+        );
+    }
+    old.commit().unwrap();
+    // An insert that aborts after its own lookups cached it: others do not see it.
+    let mut ins = e.begin();
+    let c = ins.insert(&t, &row(&t, Some(9), Some(3)), s1).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            collect(&mut ins, &t, point(20, 9), 2),
+            vec![(c, Some(9), Some(3))]
+        );
+    }
+    ins.abort();
+    let mut r = e.begin();
+    for _ in 0..2 {
+        assert_eq!(collect(&mut r, &t, point(20, 9), 1), vec![]);
+        assert_eq!(
+            collect(&mut r, &t, point(20, 5), 1),
+            vec![(b, Some(5), Some(2))]
+        );
+    }
+    r.commit().unwrap();
+}
+
 fn is_unique_violation(e: &Error, name: &str) -> bool {
     matches!(e, Error::UniqueViolation { index, .. } if index == name)
 }
@@ -274,6 +346,21 @@ fn index_scans_match_a_model_through_updates_aborts_and_savepoints() {
                 .map(|(id, _)| *id)
                 .collect();
             assert_eq!(got_ids, want_ids, "round {round}: v = {probe}");
+            // Point lookups in the unique index (twice each: the second may come from
+            // its point cache, filled by this or an earlier transaction, possibly one
+            // that aborted or changed the row since).
+            for _ in 0..3 {
+                let k = rng.below(40) as i32;
+                let want: Vec<_> = view
+                    .iter()
+                    .filter(|(_, r)| r.0 == Some(k))
+                    .map(|(id, r)| (*id, r.0, r.1))
+                    .collect();
+                for _ in 0..2 {
+                    let got = collect(&mut txn, &t, point(10, k), cid);
+                    assert_eq!(got, want, "round {round}: k = {k}");
+                }
+            }
         }
         if rng.below(4) == 0 {
             txn.abort();

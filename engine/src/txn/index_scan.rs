@@ -189,6 +189,32 @@ impl Txn {
                 });
                 scan.extras = Some(extras);
             }
+            // A point lookup in a unique index: first the cache (a row found there is
+            // the one row with the key at this snapshot if its visible version has
+            // the key; anything else goes to the index).
+            let point = (scan.unique_point && index.def.unique && scan.cursor.is_none())
+                .then(|| match &scan.lower {
+                    Bound::Included(k) if !has_rekeyed => Some(crate::point_cache::hash_key(k)),
+                    _ => None,
+                })
+                .flatten();
+            if let (Some(h), Bound::Included(k)) = (point, &scan.lower) {
+                let hit = index.point.get(h, g).and_then(|rid| {
+                    let rec = t.rows.get(rid, g)?;
+                    let (d, tid) = this.visible_version(t, rid, Some(rec), cid, g)?;
+                    let same = index.key_of(&t.layout, d, &mut key).is_ok() && key == *k;
+                    same.then_some((rid, tid, d))
+                });
+                if let Some((rid, tid, d)) = hit {
+                    if validates && this.pending_entry(t, rid).is_none() {
+                        reads.push((rid, tid));
+                    }
+                    batch.push(rid, tid, d);
+                    scan.done = true;
+                    scan.examined += 1;
+                    return Ok(());
+                }
+            }
             let mut last = scope::outside(|| Vec::with_capacity(64));
             let mut entry = scope::outside(|| Vec::with_capacity(64));
             let mut seen = 0u64;
@@ -248,6 +274,9 @@ impl Txn {
                     pos += 1;
                 }
                 scan.done = true;
+                if let (Some(h), 1) = (point, batch.len()) {
+                    index.point.put(h, batch.rowid(0), index.len(), g);
+                }
             }
             scan.extra_pos = pos;
             scan.examined += seen;

@@ -52,6 +52,11 @@ impl RowBatch {
         Self::default()
     }
 
+    /// The row id of the `i`th row.
+    pub(super) fn rowid(&self, i: usize) -> RowId {
+        self.rows[i].0
+    }
+
     pub(super) fn clear(&mut self) {
         self.buf.clear();
         self.rows.clear();

@@ -1,0 +1,306 @@
+//! A lossy hash cache in front of a unique index: full key -> row id.
+//!
+//! A point lookup by a unique key walks the index's skip list: some 40 node hops, each
+//! a likely cache miss, the largest single cost of a primary-key lookup. The cache
+//! answers most of them with one slot read and a row-id lookup (see
+//! [`crate::rowid_index`]).
+//!
+//! It holds row ids, not record pointers, so it never keeps anything alive and needs
+//! no part in unlinking: an entry may be stale (the row deleted, its key changed, the
+//! slot overwritten by another key with the same tag), and every hit is checked by the
+//! caller against the row's version at its snapshot (the key must be the one looked
+//! for) before it is used; a failed check falls back to the index. Only positive
+//! answers come from the cache: a miss says nothing.
+//!
+//! Each slot is one word: the row id (below 2^[`ROWID_BITS`]) and a tag of the key's
+//! hash in the bits above. Slots come in buckets of [`WAYS`], one cache line: a key
+//! may sit in any slot of its bucket, so keys whose hashes collide in the low bits
+//! evict each other only once the bucket is full (about one slot per index entry keeps
+//! some 85% of the keys). The bucket is chosen by the low bits of the tag, so the
+//! slot array, allocated on first use, is replaced by a larger one with the entries
+//! moved as the index grows. A replaced array is retired through the epoch collector,
+//! so readers that loaded it may finish.
+//!
+//! Entries are put when an index entry is linked (insert, commit, replay, index
+//! build) and when a lookup that missed finds its row, so the cache is warm from the
+//! start.
+
+use crate::ids::RowId;
+use crossbeam_epoch::Guard;
+use std::alloc::Layout;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+/// Row ids up to 2^36 (68 billion) are cached; larger ones are not.
+const ROWID_BITS: u32 = 36;
+const ROWID_MASK: u64 = (1 << ROWID_BITS) - 1;
+/// The smallest and largest arrays, in slots.
+const MIN_SLOTS: usize = 1 << 10;
+const MAX_SLOTS: usize = 1 << 23;
+/// Slots per bucket (a 64-byte cache line).
+const WAYS: usize = 8;
+
+/// The header of a slot array (a cache line, so that buckets are lines too), followed
+/// by the slots.
+#[repr(C, align(64))]
+struct Slots {
+    /// Slots - 1 (a power of two minus one).
+    mask: u64,
+    slots: [AtomicU64; 0],
+}
+
+impl Slots {
+    fn layout(n: usize) -> Layout {
+        Layout::new::<Slots>()
+            .extend(Layout::array::<AtomicU64>(n).expect("bounded size"))
+            .expect("bounded size")
+            .0
+            .pad_to_align()
+    }
+
+    fn len(&self) -> usize {
+        self.mask as usize + 1
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.len());
+        // SAFETY: `i` is below the slot count the block was allocated with.
+        unsafe { &*self.slots.as_ptr().add(i) }
+    }
+}
+
+/// A new zeroed array of `n` (a power of two) slots.
+fn new_slots(n: usize) -> *mut Slots {
+    let layout = Slots::layout(n);
+    // SAFETY: a non-zero-sized layout; zero slots are empty.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Slots;
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: freshly allocated, large enough for the header.
+    unsafe { (*p).mask = n as u64 - 1 };
+    p
+}
+
+/// # Safety
+/// `p` came from [`new_slots`] and nobody can reach it any more.
+unsafe fn free_slots(p: *mut Slots) {
+    // SAFETY: forwarded contract; the layout it was allocated with.
+    unsafe {
+        let n = (*p).len();
+        std::alloc::dealloc(p.cast(), Slots::layout(n));
+    }
+}
+
+/// The hash of an encoded key.
+pub fn hash_key(key: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+    }
+    // fmix64 (MurmurHash3's finaliser): every input bit reaches every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The tag of `hash` kept beside the row id: its top bits. Its low bits choose the
+/// bucket, so an entry can be moved to a larger array without its key; the bits above
+/// the bucket's tell keys of one bucket apart.
+fn tag(hash: u64) -> u64 {
+    hash >> ROWID_BITS
+}
+
+/// The first slot of the bucket of `tag`.
+fn bucket(s: &Slots, tag: u64) -> usize {
+    (tag as usize * WAYS) & s.mask as usize
+}
+
+/// The cache of one unique index.
+pub struct PointCache {
+    slots: AtomicPtr<Slots>,
+}
+
+impl Default for PointCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PointCache {
+    pub fn new() -> Self {
+        PointCache {
+            slots: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The row id cached for the key of `hash`, if any (to be checked by the caller).
+    pub fn get(&self, hash: u64, _guard: &Guard) -> Option<RowId> {
+        let s = self.slots.load(Ordering::Acquire);
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: a published array, retired only through the epoch collector.
+        let s = unsafe { &*s };
+        let t = tag(hash);
+        let first = bucket(s, t);
+        (first..first + WAYS).find_map(|i| {
+            let w = s.slot(i).load(Ordering::Relaxed);
+            // (An empty slot is 0: no row id is 0.)
+            (w != 0 && w >> ROWID_BITS == t).then_some(RowId(w & ROWID_MASK))
+        })
+    }
+
+    /// Remembers `rowid` for the key of `hash`; `entries` (the index's size) decides
+    /// the array's size: about one slot per entry.
+    pub fn put(&self, hash: u64, rowid: RowId, entries: usize, guard: &Guard) {
+        if rowid.0 > ROWID_MASK || rowid.0 == 0 {
+            return;
+        }
+        let want = entries.next_power_of_two().clamp(MIN_SLOTS, MAX_SLOTS);
+        let mut s = self.slots.load(Ordering::Acquire);
+        // SAFETY (deref): a published array, retired only through the collector.
+        if s.is_null() || unsafe { (*s).len() } < want {
+            s = self.grow(s, want, guard);
+        }
+        // SAFETY: a published array, as above.
+        let s = unsafe { &*s };
+        store(s, (tag(hash) << ROWID_BITS) | rowid.0);
+    }
+
+    /// Replaces the array `old` (null: none yet) by one of `n` slots holding its
+    /// entries; returns the array now published (ours, or another thread's).
+    fn grow(&self, old: *mut Slots, n: usize, guard: &Guard) -> *mut Slots {
+        let fresh = new_slots(n);
+        if !old.is_null() {
+            // SAFETY: a published array; entries written to it meanwhile may be lost
+            // (the cache is lossy).
+            let o = unsafe { &*old };
+            // SAFETY: ours, not yet published.
+            let f = unsafe { &*fresh };
+            for i in 0..o.len() {
+                let w = o.slot(i).load(Ordering::Relaxed);
+                if w != 0 {
+                    store(f, w);
+                }
+            }
+        }
+        match self
+            .slots
+            .compare_exchange(old, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                if !old.is_null() {
+                    let old = SendPtr(old);
+                    // SAFETY: unlinked; readers that loaded it hold guards older than
+                    // this deferral. Runs inside an engine scope in some process
+                    // sharing the arena.
+                    unsafe {
+                        guard.defer_unchecked(move || {
+                            let old = old;
+                            free_slots(old.0);
+                        })
+                    };
+                }
+                fresh
+            }
+            Err(cur) => {
+                // SAFETY: never published.
+                unsafe { free_slots(fresh) };
+                cur
+            }
+        }
+    }
+}
+
+/// Stores entry `w` (tag and row id) in its bucket of `s`: over the same key's entry,
+/// else in an empty slot, else over one chosen by the tag (so the same keys keep
+/// evicting each other, not the whole bucket).
+fn store(s: &Slots, w: u64) {
+    let t = w >> ROWID_BITS;
+    let first = bucket(s, t);
+    let i = (first..first + WAYS)
+        .find(|&i| {
+            let cur = s.slot(i).load(Ordering::Relaxed);
+            cur == 0 || cur >> ROWID_BITS == t
+        })
+        .unwrap_or(first + (t >> 20) as usize % WAYS);
+    s.slot(i).store(w, Ordering::Relaxed);
+}
+
+impl Drop for PointCache {
+    fn drop(&mut self) {
+        let s = *self.slots.get_mut();
+        if !s.is_null() {
+            // SAFETY: `&mut self` in Drop: nobody else reaches the cache.
+            unsafe { free_slots(s) };
+        }
+    }
+}
+
+struct SendPtr(*mut Slots);
+// SAFETY: the array is in memory shared by all threads and processes of the engine.
+unsafe impl Send for SendPtr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_replace_and_grow() {
+        let c = crossbeam_epoch::Collector::new();
+        let h = c.register();
+        let g = h.pin();
+        let cache = PointCache::new();
+        assert_eq!(cache.get(hash_key(b"a"), &g), None);
+        cache.put(hash_key(b"a"), RowId(7), 10, &g);
+        assert_eq!(cache.get(hash_key(b"a"), &g), Some(RowId(7)));
+        cache.put(hash_key(b"a"), RowId(9), 10, &g);
+        assert_eq!(cache.get(hash_key(b"a"), &g), Some(RowId(9)));
+        // Too large a row id is not cached.
+        cache.put(hash_key(b"b"), RowId(1 << 37), 10, &g);
+        assert_eq!(cache.get(hash_key(b"b"), &g), None);
+        // Many keys: most are found, each with its own row id or not at all.
+        let n = 5000u64;
+        for i in 0..n {
+            cache.put(hash_key(&i.to_be_bytes()), RowId(i + 1), n as usize, &g);
+        }
+        let mut found = 0;
+        for i in 0..n {
+            if let Some(r) = cache.get(hash_key(&i.to_be_bytes()), &g) {
+                // A colliding key with the same tag would be caught by the caller's
+                // check; with 24-bit tags none shows up here.
+                assert_eq!(r, RowId(i + 1));
+                found += 1;
+            }
+        }
+        assert!(found > n * 8 / 10, "{found}");
+        // Growth: a much larger index gets a larger array, with the entries moved.
+        cache.put(hash_key(b"z"), RowId(3), 1 << 16, &g);
+        assert_eq!(cache.get(hash_key(b"z"), &g), Some(RowId(3)));
+        let kept = (0..n)
+            .filter(|i| cache.get(hash_key(&i.to_be_bytes()), &g) == Some(RowId(i + 1)))
+            .count() as u64;
+        assert_eq!(kept, found);
+    }
+
+    #[test]
+    fn hashes_spread() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000u64 {
+            seen.insert(hash_key(&i.to_be_bytes()) & 0xFFFF);
+        }
+        // A uniform hash of 100,000 keys fills 1 - e^-1.53 (78%) of 65,536 values.
+        assert!(seen.len() > 49_000, "{}", seen.len());
+    }
+}
