@@ -23,6 +23,9 @@
 //!   dead leaf: it counts itself in `live` first, by CAS, which fails once `DEAD` is
 //!   set, and then puts a new leaf in the dead one's place.
 //! * Directories are freed only with the index.
+//! * A slot holds a live record until it is emptied (the caller retires records
+//!   through the epoch collector after unlinking them): scans read the records they
+//!   are about to visit, to prefetch their row buffers.
 
 use crate::ids::RowId;
 use crate::record::{Record, RecordPtr};
@@ -575,8 +578,17 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// The record of row id `n`: one real record per row id, made on first use and
+    /// kept for the whole test run (scans read the records they visit: prefetching).
     fn rec(n: u64) -> RecordPtr {
-        RecordPtr((n * 8) as *const Record)
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        static RECS: OnceLock<Mutex<HashMap<u64, usize>>> = OnceLock::new();
+        let mut m = RECS.get_or_init(Default::default).lock().unwrap();
+        let addr = *m
+            .entry(n)
+            .or_insert_with(|| Box::into_raw(Record::new_absent(RowId(n))) as usize);
+        RecordPtr(addr as *const Record)
     }
 
     #[test]
