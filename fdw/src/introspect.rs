@@ -294,9 +294,11 @@ fn redo_stats() -> TableIterator<
 }
 
 /// Every index of the memory tables: table, name, key columns, whether it is unique
-/// or the primary key, and its entries (one per row version in the index).
+/// or the primary key, its entries (one per row version in the index), and the key
+/// columns' attribute numbers (for DDL built from it, e.g. `memfdw.convert_to_heap`).
 #[pg_extern]
-fn indexes() -> TableIterator<
+#[allow(clippy::type_complexity)]
+pub(crate) fn indexes() -> TableIterator<
     'static,
     (
         name!(relid, pg_sys::Oid),
@@ -306,6 +308,7 @@ fn indexes() -> TableIterator<
         name!(is_unique, bool),
         name!(is_primary, bool),
         name!(entries, i64),
+        name!(column_numbers, Vec<i16>),
     ),
 > {
     let e = engine();
@@ -338,6 +341,8 @@ fn indexes() -> TableIterator<
                 d.unique,
                 d.primary,
                 t.index_entries(d.id).unwrap_or(0) as i64,
+                // Engine column p is attribute p + 1.
+                d.columns.iter().map(|&c| c as i16 + 1).collect(),
             ));
         }
     }

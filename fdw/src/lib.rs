@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 
 mod alter;
 mod analyze;
+mod convert;
 mod cross_type;
 mod ddl;
 mod direct_modify;

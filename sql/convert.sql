@@ -1,0 +1,301 @@
+-- Converting a table between heap and memory: memfdw.convert_to_memory and
+-- memfdw.convert_to_heap (see fdw/src/convert.rs).
+
+-- What would stop `rel` from being converted, one line each: objects that refer to
+-- the table by its identity (views, rules, foreign keys, triggers, inheritance,
+-- policies, publications) and would be left on the old table or dropped with it,
+-- identity columns, and (to memory) indexes memfdw cannot keep.
+CREATE FUNCTION memfdw._conversion_blockers(rel regclass, to_memory boolean)
+RETURNS SETOF text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('view or rule of %s depends on it', r.ev_class::regclass)
+      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+       AND d.refobjid = rel AND r.ev_class <> rel
+     GROUP BY r.ev_class
+    UNION ALL
+    SELECT format('rule %I is defined on it', r.rulename)
+      FROM pg_rewrite r WHERE r.ev_class = rel
+    UNION ALL
+    SELECT format('foreign key %I of %s', c.conname, c.conrelid::regclass)
+      FROM pg_constraint c WHERE c.contype = 'f' AND (c.conrelid = rel OR c.confrelid = rel)
+    UNION ALL
+    SELECT format('trigger %I', t.tgname)
+      FROM pg_trigger t WHERE t.tgrelid = rel AND NOT t.tgisinternal
+    UNION ALL
+    SELECT format('it inherits from %s', i.inhparent::regclass)
+      FROM pg_inherits i WHERE i.inhrelid = rel
+    UNION ALL
+    SELECT format('%s inherits from it', i.inhrelid::regclass)
+      FROM pg_inherits i WHERE i.inhparent = rel
+    UNION ALL
+    SELECT format('row-level security policy %I', p.polname)
+      FROM pg_policy p WHERE p.polrelid = rel
+    UNION ALL
+    SELECT format('it is in publication %I', p.pubname)
+      FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+     WHERE pr.prrelid = rel
+    UNION ALL
+    SELECT format('column %I is an identity column', a.attname)
+      FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''
+    UNION ALL
+    -- Indexes memfdw keeps: btree over plain columns, ascending, no INCLUDE, no
+    -- predicate, not deferrable, not an exclusion constraint.
+    SELECT format('index %s is not a plain ascending btree index over columns',
+                  i.indexrelid::regclass)
+      FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = ic.relam
+     WHERE to_memory AND i.indrelid = rel
+       AND (am.amname <> 'btree' OR i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
+            OR i.indnkeyatts <> i.indnatts OR 0 = ANY (i.indkey::int2[])
+            OR EXISTS (SELECT FROM unnest(i.indoption::int2[]) o WHERE o <> 0)
+            OR i.indnullsnotdistinct
+            OR EXISTS (SELECT FROM pg_constraint c
+                        WHERE c.conindid = i.indexrelid AND c.conrelid = rel
+                          AND (c.condeferrable OR c.contype = 'x')))
+    ORDER BY 1
+$$;
+
+-- The conversion itself, in the caller's transaction.
+CREATE FUNCTION memfdw._convert(rel regclass, to_memory boolean, keep_as name)
+RETURNS regclass LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    nsp name;
+    nspoid oid;
+    tabname name;
+    owner oid;
+    is_memory boolean;
+    blockers text[];
+    coldefs text;
+    collist text;
+    old regclass;
+    new regclass;
+    tmpname name;
+    kind text := CASE WHEN to_memory THEN 'FOREIGN TABLE' ELSE 'TABLE' END;
+    oldkind text := CASE WHEN to_memory THEN 'TABLE' ELSE 'FOREIGN TABLE' END;
+    started timestamptz := clock_timestamp();
+    nrows bigint;
+BEGIN
+    SELECT n.nspname, n.oid, c.relname, c.relowner,
+           c.relkind = 'f' AND EXISTS (
+               SELECT FROM pg_foreign_table ft
+                 JOIN pg_foreign_server s ON s.oid = ft.ftserver
+                 JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+                WHERE ft.ftrelid = c.oid AND w.fdwname = 'memfdw')
+      INTO nsp, nspoid, tabname, owner, is_memory
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = rel;
+    IF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION '"%" is a system catalog', tabname USING ERRCODE = '42809';
+    END IF;
+    IF to_memory AND is_memory THEN
+        RAISE EXCEPTION '"%" is already a memory table', tabname USING ERRCODE = '42809';
+    END IF;
+    IF to_memory AND NOT EXISTS (SELECT FROM pg_class WHERE oid = rel AND relkind = 'r') THEN
+        RAISE EXCEPTION '"%" is not a table', tabname USING ERRCODE = '42809',
+            HINT = 'Only ordinary heap tables (not partitioned tables, views or foreign tables) can be converted to memory tables.';
+    END IF;
+    IF NOT to_memory AND NOT is_memory THEN
+        RAISE EXCEPTION '"%" is not a memory table', tabname USING ERRCODE = '42809';
+    END IF;
+    IF NOT pg_has_role(owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tabname USING ERRCODE = '42501';
+    END IF;
+    IF keep_as IS NOT NULL AND EXISTS (
+           SELECT FROM pg_class c WHERE c.relnamespace = nspoid AND c.relname = keep_as) THEN
+        RAISE EXCEPTION 'relation "%" already exists', keep_as USING ERRCODE = '42P07',
+            HINT = 'keep_as names the old table after the conversion.';
+    END IF;
+    -- Nobody reads or writes the table while it is copied; others wait and then see
+    -- the new table.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
+    SELECT array_agg(b) INTO blockers FROM memfdw._conversion_blockers(rel, to_memory) b;
+    IF blockers IS NOT NULL THEN
+        RAISE EXCEPTION '% cannot be converted: %', rel, array_to_string(blockers, '; ')
+            USING ERRCODE = '2BP01',
+                  HINT = 'Drop or move these first; they refer to the table itself, which the conversion replaces.';
+    END IF;
+
+    -- Columns (with NOT NULL, defaults, generated expressions, collations).
+    SELECT string_agg(
+               format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+               || CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
+                       THEN format(' COLLATE %I.%I', cn.nspname, co.collname) ELSE '' END
+               || CASE WHEN a.attgenerated = 's'
+                       THEN format(' GENERATED ALWAYS AS (%s) STORED',
+                                   pg_get_expr(d.adbin, d.adrelid))
+                       WHEN d.adbin IS NOT NULL
+                       THEN ' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid) ELSE '' END
+               || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END,
+               ', ' ORDER BY a.attnum),
+           string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attgenerated = '')
+      INTO coldefs, collist
+      FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_collation co ON co.oid = a.attcollation
+      LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+    -- CHECK constraints (as written, NOT VALID kept).
+    SELECT coldefs || coalesce(string_agg(
+               format(', CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)),
+               '' ORDER BY c.conname), '')
+      INTO coldefs
+      FROM pg_constraint c WHERE c.conrelid = rel AND c.contype = 'c';
+
+    -- The old table steps aside under a temporary name; the new one takes its name.
+    tmpname := format('memfdw_converting_%s', rel::oid);
+    EXECUTE format('ALTER %s %s RENAME TO %I', oldkind, rel, tmpname);
+    old := rel;
+    EXECUTE format('CREATE %s %I.%I (%s)%s', kind, nsp, tabname, coldefs,
+                   CASE WHEN to_memory THEN ' SERVER memfdw' ELSE '' END);
+    new := format('%I.%I', nsp, tabname)::regclass;
+
+    -- Keys and indexes, primary key first, under their own names.
+    IF to_memory THEN
+        FOR r IN
+            SELECT ic.relname AS iname, i.indisprimary, i.indisunique, c.contype,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum) AS cols
+              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = old
+                                       AND c.contype IN ('p', 'u')
+             WHERE i.indrelid = old
+             ORDER BY i.indisprimary DESC, ic.oid
+        LOOP
+            -- The old table's index holds the name: it steps aside too.
+            EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, r.iname,
+                           left(coalesce(keep_as, tmpname) || '_' || r.iname, 63));
+            IF r.contype = 'p' THEN
+                EXECUTE format('ALTER FOREIGN TABLE %s ADD CONSTRAINT %I PRIMARY KEY (%s)',
+                               new, r.iname, r.cols);
+            ELSIF r.contype = 'u' THEN
+                EXECUTE format('ALTER FOREIGN TABLE %s ADD CONSTRAINT %I UNIQUE (%s)',
+                               new, r.iname, r.cols);
+            ELSIF r.indisunique THEN
+                EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s)', r.iname, new, r.cols);
+            ELSE
+                EXECUTE format('CREATE INDEX %I ON %s (%s)', r.iname, new, r.cols);
+            END IF;
+        END LOOP;
+    ELSE
+        FOR r IN
+            SELECT x.index_name, x.is_primary, x.is_unique,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                      FROM unnest(x.column_numbers) WITH ORDINALITY k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum) AS cols
+              FROM memfdw.indexes() x
+             WHERE x.relid = old
+             ORDER BY x.is_primary DESC, x.index_name
+        LOOP
+            EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, r.index_name,
+                           left(coalesce(keep_as, tmpname) || '_' || r.index_name, 63));
+            IF r.is_primary THEN
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I PRIMARY KEY (%s)',
+                               new, r.index_name, r.cols);
+            ELSIF r.is_unique THEN
+                EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s)', r.index_name, new, r.cols);
+            ELSE
+                EXECUTE format('CREATE INDEX %I ON %s (%s)', r.index_name, new, r.cols);
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- The rows, after the keys and indexes: memfdw maintains an index row by row
+    -- faster than it builds one over loaded rows (1M rows with a primary key: 2.7 s
+    -- against 3.9 s, commit included).
+    IF collist IS NOT NULL THEN
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s', new, collist, collist, old);
+        GET DIAGNOSTICS nrows = ROW_COUNT;
+    ELSE
+        nrows := 0;
+    END IF;
+
+    -- The owner, as it was (before owned sequences move: they must share it).
+    IF (SELECT relowner FROM pg_class WHERE oid = new) <> owner THEN
+        EXECUTE format('ALTER %s %s OWNER TO %I', kind, new, owner::regrole::text);
+    END IF;
+
+    -- Sequences owned by the old table's columns now belong to the new one's.
+    FOR r IN
+        SELECT d.objid::regclass AS seq, a.attname
+          FROM pg_depend d
+          JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+           AND d.refobjid = old AND d.deptype = 'a'
+    LOOP
+        EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, new, r.attname);
+    END LOOP;
+
+    -- Comments on the table, its columns and its CHECK constraints.
+    FOR r IN
+        SELECT a.attname, col_description(old, a.attnum) AS txt
+          FROM pg_attribute a
+         WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped
+           AND col_description(old, a.attnum) IS NOT NULL
+    LOOP
+        EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', new, r.attname, r.txt);
+    END LOOP;
+    IF obj_description(old, 'pg_class') IS NOT NULL THEN
+        EXECUTE format('COMMENT ON %s %s IS %L', kind, new, obj_description(old, 'pg_class'));
+    END IF;
+    FOR r IN
+        SELECT c.conname, obj_description(c.oid, 'pg_constraint') AS txt
+          FROM pg_constraint c
+         WHERE c.conrelid = old AND c.contype = 'c'
+           AND obj_description(c.oid, 'pg_constraint') IS NOT NULL
+    LOOP
+        EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.conname, new, r.txt);
+    END LOOP;
+
+    -- Privileges (table and column grants), as they were.
+    IF (SELECT relacl FROM pg_class WHERE oid = old) IS NOT NULL THEN
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, %I', new, owner::regrole::text);
+        FOR r IN
+            SELECT (aclexplode(relacl)).* FROM pg_class WHERE oid = old
+        LOOP
+            EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, new,
+                           CASE WHEN r.grantee = 0 THEN 'PUBLIC'
+                                ELSE quote_ident(r.grantee::regrole::text) END,
+                           CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END IF;
+    FOR r IN
+        SELECT a.attname, (aclexplode(a.attacl)).*
+          FROM pg_attribute a
+         WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT %s (%I) ON %s TO %s%s', r.privilege_type, r.attname, new,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC'
+                            ELSE quote_ident(r.grantee::regrole::text) END,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+
+    -- The old table: dropped, or kept under the name asked for.
+    IF keep_as IS NULL THEN
+        EXECUTE format('DROP %s %s', oldkind, old);
+    ELSE
+        EXECUTE format('ALTER %s %s RENAME TO %I', oldkind, old, keep_as);
+    END IF;
+    RAISE NOTICE '% converted to a % table: % rows in % ms', new,
+        CASE WHEN to_memory THEN 'memory' ELSE 'heap' END, nrows,
+        round(extract(epoch FROM clock_timestamp() - started) * 1000);
+    RETURN new;
+END
+$$;
+
+CREATE FUNCTION memfdw.convert_to_memory(rel regclass, keep_as name DEFAULT NULL)
+RETURNS regclass LANGUAGE sql SET search_path = pg_catalog, pg_temp
+RETURN memfdw._convert(rel, true, keep_as);
+COMMENT ON FUNCTION memfdw.convert_to_memory(regclass, name) IS
+  'turns heap table rel into a memory table of the same name (rows, keys, indexes, constraints, owner, grants, comments); the heap table is dropped, or kept renamed to keep_as';
+
+CREATE FUNCTION memfdw.convert_to_heap(rel regclass, keep_as name DEFAULT NULL)
+RETURNS regclass LANGUAGE sql SET search_path = pg_catalog, pg_temp
+RETURN memfdw._convert(rel, false, keep_as);
+COMMENT ON FUNCTION memfdw.convert_to_heap(regclass, name) IS
+  'turns memory table rel into a heap table of the same name; the memory table is dropped, or kept renamed to keep_as';
