@@ -35,13 +35,33 @@ RETURNS SETOF text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS 
       FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
      WHERE pr.prrelid = rel
     UNION ALL
+    SELECT 'row-level security is enabled on it'
+      FROM pg_class c WHERE c.oid = rel AND (c.relrowsecurity OR c.relforcerowsecurity)
+    UNION ALL
+    SELECT 'it is a temporary or unlogged table'
+      FROM pg_class c WHERE c.oid = rel AND c.relpersistence <> 'p'
+    UNION ALL
+    -- Anything else that refers to the table or its row type (functions with SQL
+    -- bodies, columns of its type, statistics objects, ...).
+    SELECT format('%s depends on it', pg_describe_object(d.classid, d.objid, d.objsubid))
+      FROM pg_depend d
+     WHERE ((d.refclassid = 'pg_class'::regclass AND d.refobjid = rel)
+            OR (d.refclassid = 'pg_type'::regclass
+                AND d.refobjid = (SELECT reltype FROM pg_class WHERE oid = rel)))
+       AND d.deptype IN ('n', 'a')
+       AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass,
+                             'pg_trigger'::regclass, 'pg_policy'::regclass,
+                             'pg_publication_rel'::regclass, 'pg_attrdef'::regclass)
+       -- (its own indexes and the sequences its columns own follow it)
+       AND NOT (d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass)
+    UNION ALL
     SELECT format('column %I is an identity column', a.attname)
       FROM pg_attribute a
      WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''
     UNION ALL
     -- Indexes memfdw keeps: btree over plain columns, ascending, no INCLUDE, no
     -- predicate, not deferrable, not an exclusion constraint.
-    SELECT format('index %s is not a plain ascending btree index over columns',
+    SELECT format('index %s is not a plain ascending btree index over columns with their default collation and operator class',
                   i.indexrelid::regclass)
       FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
       JOIN pg_am am ON am.oid = ic.relam
@@ -50,6 +70,12 @@ RETURNS SETOF text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS 
             OR i.indnkeyatts <> i.indnatts OR 0 = ANY (i.indkey::int2[])
             OR EXISTS (SELECT FROM unnest(i.indoption::int2[]) o WHERE o <> 0)
             OR i.indnullsnotdistinct
+            -- Not the column's collation, or not the type's default operator class.
+            OR EXISTS (SELECT FROM unnest(i.indkey::int2[], i.indcollation::oid[], i.indclass::oid[])
+                                   k(attnum, coll, opc)
+                         JOIN pg_attribute a ON a.attrelid = rel AND a.attnum = k.attnum
+                         JOIN pg_opclass oc ON oc.oid = k.opc
+                        WHERE k.coll <> a.attcollation OR NOT oc.opcdefault)
             OR EXISTS (SELECT FROM pg_constraint c
                         WHERE c.conindid = i.indexrelid AND c.conrelid = rel
                           AND (c.condeferrable OR c.contype = 'x')))
@@ -77,6 +103,13 @@ DECLARE
     started timestamptz := clock_timestamp();
     nrows bigint;
 BEGIN
+    -- Lock first (the owner's right to, checked before), then read what the lock
+    -- keeps still: nobody reads or writes the table while it is copied; others wait
+    -- and then see the new table.
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = rel), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', rel USING ERRCODE = '42501';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
     SELECT n.nspname, n.oid, c.relname, c.relowner,
            c.relkind = 'f' AND EXISTS (
                SELECT FROM pg_foreign_table ft
@@ -107,9 +140,6 @@ BEGIN
         RAISE EXCEPTION 'relation "%" already exists', keep_as USING ERRCODE = '42P07',
             HINT = 'keep_as names the old table after the conversion.';
     END IF;
-    -- Nobody reads or writes the table while it is copied; others wait and then see
-    -- the new table.
-    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
     SELECT array_agg(b) INTO blockers FROM memfdw._conversion_blockers(rel, to_memory) b;
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION '% cannot be converted: %', rel, array_to_string(blockers, '; ')
@@ -138,18 +168,12 @@ BEGIN
       LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
      WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
-    -- CHECK constraints (as written, NOT VALID kept).
-    SELECT coldefs || coalesce(string_agg(
-               format(', CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)),
-               '' ORDER BY c.conname), '')
-      INTO coldefs
-      FROM pg_constraint c WHERE c.conrelid = rel AND c.contype = 'c';
 
     -- The old table steps aside under a temporary name; the new one takes its name.
     tmpname := format('memfdw_converting_%s', rel::oid);
     EXECUTE format('ALTER %s %s RENAME TO %I', oldkind, rel, tmpname);
     old := rel;
-    EXECUTE format('CREATE %s %I.%I (%s)%s', kind, nsp, tabname, coldefs,
+    EXECUTE format('CREATE %s %I.%I (%s)%s', kind, nsp, tabname, coalesce(coldefs, ''),
                    CASE WHEN to_memory THEN ' SERVER memfdw' ELSE '' END);
     new := format('%I.%I', nsp, tabname)::regclass;
 
@@ -214,9 +238,19 @@ BEGIN
         nrows := 0;
     END IF;
 
+    -- CHECK constraints, after the rows (as written: a NOT VALID one stays so, and
+    -- old rows it never checked are not checked now).
+    FOR r IN
+        SELECT c.conname, pg_get_constraintdef(c.oid) AS def
+          FROM pg_constraint c WHERE c.conrelid = old AND c.contype = 'c'
+         ORDER BY c.conname
+    LOOP
+        EXECUTE format('ALTER %s %s ADD CONSTRAINT %I %s', kind, new, r.conname, r.def);
+    END LOOP;
+
     -- The owner, as it was (before owned sequences move: they must share it).
     IF (SELECT relowner FROM pg_class WHERE oid = new) <> owner THEN
-        EXECUTE format('ALTER %s %s OWNER TO %I', kind, new, owner::regrole::text);
+        EXECUTE format('ALTER %s %s OWNER TO %s', kind, new, owner::regrole);
     END IF;
 
     -- Sequences owned by the old table's columns now belong to the new one's.
@@ -253,25 +287,29 @@ BEGIN
     END LOOP;
 
     -- Privileges (table and column grants), as they were.
-    IF (SELECT relacl FROM pg_class WHERE oid = old) IS NOT NULL THEN
-        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, %I', new, owner::regrole::text);
-        FOR r IN
-            SELECT (aclexplode(relacl)).* FROM pg_class WHERE oid = old
-        LOOP
-            EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, new,
-                           CASE WHEN r.grantee = 0 THEN 'PUBLIC'
-                                ELSE quote_ident(r.grantee::regrole::text) END,
-                           CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-        END LOOP;
-    END IF;
+    -- Exactly the old ACL: what the new table got by default (the owner's, default
+    -- privileges) goes, the old grants come back (re-granted by the owner).
+    FOR r IN
+        SELECT DISTINCT (aclexplode(relacl)).grantee FROM pg_class WHERE oid = new
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', new,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
+    END LOOP;
+    FOR r IN
+        SELECT (aclexplode(coalesce(relacl, acldefault('r', relowner)))).*
+          FROM pg_class WHERE oid = old
+    LOOP
+        EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, new,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
     FOR r IN
         SELECT a.attname, (aclexplode(a.attacl)).*
           FROM pg_attribute a
          WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
     LOOP
         EXECUTE format('GRANT %s (%I) ON %s TO %s%s', r.privilege_type, r.attname, new,
-                       CASE WHEN r.grantee = 0 THEN 'PUBLIC'
-                            ELSE quote_ident(r.grantee::regrole::text) END,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END,
                        CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
 

@@ -95,7 +95,8 @@ fn keys(s: &mut Client, t: &str) -> Vec<String> {
 fn setup(s: &mut Client) {
     s.batch_execute(
         "CREATE EXTENSION memfdw; \
-         CREATE ROLE owner_r; CREATE ROLE reader_r; CREATE ROLE stranger_r LOGIN; \
+         CREATE ROLE owner_r; CREATE ROLE \"Reader R\"; CREATE ROLE stranger_r LOGIN; \
+         ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO stranger_r; \
          CREATE TABLE acc (id serial PRIMARY KEY, email text NOT NULL UNIQUE, \
              bal numeric(12,2) DEFAULT 0 CHECK (bal >= 0), name text COLLATE \"C\", \
              grp int, twice int GENERATED ALWAYS AS (grp * 2) STORED, \
@@ -105,10 +106,11 @@ fn setup(s: &mut Client) {
          COMMENT ON TABLE acc IS 'accounts'; COMMENT ON COLUMN acc.email IS 'login'; \
          COMMENT ON CONSTRAINT acc_bal_check ON acc IS 'no debt'; \
          ALTER TABLE acc OWNER TO owner_r; \
-         GRANT SELECT ON acc TO reader_r; GRANT UPDATE (bal) ON acc TO reader_r; \
+         GRANT SELECT ON acc TO \"Reader R\"; GRANT UPDATE (bal) ON acc TO \"Reader R\"; \
          INSERT INTO acc (email, bal, name, grp) \
            SELECT 'u' || g || '@x', g, 'n' || g, g % 7 FROM generate_series(1, 3000) g; \
-         INSERT INTO acc (email) VALUES ('nulls@x')",
+         INSERT INTO acc (email) VALUES ('nulls@x'); \
+         ALTER TABLE acc ADD CONSTRAINT small_grp CHECK (grp < 5) NOT VALID",
     )
     .unwrap();
 }
@@ -163,7 +165,7 @@ fn conversion_keeps_everything_both_ways() {
     }
     // The grants hold: the reader reads and may update bal only.
     let mut reader = c.connect();
-    reader.batch_execute("SET ROLE reader_r").unwrap();
+    reader.batch_execute("SET ROLE \"Reader R\"").unwrap();
     assert_eq!(rows(&mut reader, "SELECT count(*) FROM acc"), ["3002"]);
     reader
         .batch_execute("UPDATE acc SET bal = 5 WHERE id = 1")
@@ -237,7 +239,11 @@ fn what_cannot_follow_is_refused_and_nothing_changes() {
     let mut s = c.connect();
     s.batch_execute(
         "CREATE EXTENSION memfdw; \
-         CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1); \
+         CREATE TABLE t (id int PRIMARY KEY, v int, w text); INSERT INTO t VALUES (1, 1); \
+         CREATE INDEX t_ops ON t (w text_pattern_ops); \
+         CREATE STATISTICS t_st ON id, v FROM t; \
+         CREATE FUNCTION tf() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM t; END; \
+         ALTER TABLE t ENABLE ROW LEVEL SECURITY; \
          CREATE VIEW tv AS SELECT * FROM t; \
          CREATE TABLE child (id int REFERENCES t); \
          CREATE INDEX t_part ON t (v) WHERE v > 0; \
@@ -259,6 +265,10 @@ fn what_cannot_follow_is_refused_and_nothing_changes() {
         "t_expr",
         "trigger tt",
         "sub inherits",
+        "t_ops",
+        "statistics object",
+        "function public.tf()",
+        "row-level security",
     ] {
         assert!(msg.contains(part), "{part} not in: {msg}");
     }
@@ -269,6 +279,12 @@ fn what_cannot_follow_is_refused_and_nothing_changes() {
         ),
         ["r|1"]
     );
+    // Temporary tables stay heap tables.
+    s.batch_execute("CREATE TEMP TABLE tmp (id int)").unwrap();
+    let e = s
+        .batch_execute("SELECT memfdw.convert_to_memory('tmp')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("2BP01"));
     // A partitioned table is not a table that can be converted.
     s.batch_execute("CREATE TABLE p (id int) PARTITION BY RANGE (id)")
         .unwrap();
