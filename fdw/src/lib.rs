@@ -17,6 +17,7 @@ mod direct_modify;
 mod error_fields;
 mod errors;
 mod handler;
+mod import;
 mod index_ddl;
 mod index_options;
 mod index_paths;
