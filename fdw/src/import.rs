@@ -15,6 +15,13 @@
 //! one job take turns batch by batch (the job's row is locked until each batch
 //! commits).
 //!
+//! `order_by` must identify the rows: a batch reads one row more than it loads, and a
+//! key shared by two rows read (or a NULL key, checked again after the last batch)
+//! fails the job rather than skip or repeat rows at a batch boundary. Keys are kept as
+//! jsonb under settings that make them round-trip exactly (`extra_float_digits`,
+//! `IntervalStyle`, `DateStyle`), and every batch runs under the job's search_path,
+//! with the tables named by schema.
+//!
 //! Duplicates (`on_duplicate`): `error` stops the job at the first batch with a
 //! unique violation (or any other integrity error), nothing of that batch stored,
 //! the job marked failed with the error; `skip` leaves such rows out (counted);
@@ -26,7 +33,9 @@
 //!
 //! Privileges: only the target's owner (or a member of its owning role) imports into
 //! it; the query runs with the caller's privileges; each user sees and resumes only
-//! their own jobs (row-level security on `memfdw.import_jobs`). `memfdw.import` and
+//! their own jobs (row-level security on `memfdw.import_jobs`; a superuser, who sees
+//! all, still resumes only their own: a job runs its owner's SQL). Any error but a
+//! cancel marks the job failed with its message. `memfdw.import` and
 //! `memfdw.import_resume` commit, so they are CALLed outside a transaction block.
 
 use pgrx::prelude::*;

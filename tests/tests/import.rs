@@ -154,6 +154,40 @@ fn batches_duplicates_and_progress() {
         one::<i64>(&mut s, "SELECT count(*) FROM memfdw.import_jobs"),
         4
     );
+    // order_by must identify rows: NULL keys and keys shared by rows are errors (the
+    // job fails; rows before the batch stay).
+    s.batch_execute("TRUNCATE m").unwrap();
+    for (q, code) in [
+        (
+            "CALL memfdw.import('m', 'SELECT id, email, v FROM src WHERE id <= 100 \
+               UNION ALL SELECT 1000000, ''n'', NULL', order_by => 'v', batch_rows => 30)",
+            "22004",
+        ),
+        (
+            "CALL memfdw.import('m', 'SELECT id, email, v / 2 AS v FROM src WHERE id <= 100', \
+               order_by => 'v', batch_rows => 30)",
+            "22023",
+        ),
+    ] {
+        s.batch_execute("TRUNCATE m").unwrap();
+        let e = s.batch_execute(q).unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some(code), "{q}: {e}");
+    }
+    // A key of two columns, not the target's primary key.
+    s.batch_execute("TRUNCATE m").unwrap();
+    let j5: i64 = one(
+        &mut s,
+        "CALL memfdw.import('m', 'SELECT id, email, v % 7 AS v FROM src', \
+           order_by => 'v, id', batch_rows => 999)",
+    );
+    assert_eq!(one::<i64>(&mut s, "SELECT count(*) FROM m"), 20000);
+    assert_eq!(
+        one::<i64>(
+            &mut s,
+            &format!("SELECT rows_done FROM memfdw.import_jobs WHERE job = {j5}")
+        ),
+        20000
+    );
     // It commits: not inside a transaction block.
     let e = s
         .batch_execute("BEGIN; CALL memfdw.import('m', 'SELECT * FROM src WHERE false')")
@@ -180,6 +214,26 @@ fn batches_duplicates_and_progress() {
         .batch_execute(&format!("CALL memfdw.import_resume({job2})"))
         .unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42704"), "{e}");
+    // A superuser sees every job but does not run another user's: the job runs its
+    // owner's SQL.
+    s.batch_execute(
+        "CREATE FOREIGN TABLE om (id int, email text, v int) SERVER memfdw; \
+         ALTER FOREIGN TABLE om OWNER TO other",
+    )
+    .unwrap();
+    o.batch_execute(
+        "CALL memfdw.import('om', 'SELECT id, email, v FROM src', order_by => 'id', batch_rows => 5000)",
+    )
+    .unwrap();
+    assert_eq!(one::<i64>(&mut o, "SELECT count(*) FROM om"), 20000);
+    let oj: i64 = one(
+        &mut s,
+        "SELECT max(job) FROM memfdw.import_jobs WHERE owner = 'other'",
+    );
+    let e = s
+        .batch_execute(&format!("CALL memfdw.import_resume({oj})"))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
 }
 
 /// Waits until a session runs a CALL that waits for a lock.
@@ -258,8 +312,11 @@ fn resumes_after_cancel_and_crash() {
     assert_eq!(
         one::<String>(
             &mut s,
-            &format!("SELECT state FROM memfdw.import_jobs WHERE job = {job}")
+            &format!(
+                "SELECT state || ' ' || rows_done || ' ' || rows_skipped \
+                   FROM memfdw.import_jobs WHERE job = {job}"
+            )
         ),
-        "done"
+        "done 20000 0"
     );
 }
