@@ -106,14 +106,14 @@ impl KeyIndex {
     }
 
     /// Links entry (`key`, `rowid`) -> `rec` unless it exists (and, in a unique
-    /// index, remembers it in the point cache).
+    /// index whose point cache is in use, remembers it there).
     pub fn insert(&self, key: &[u8], rowid: RowId, rec: RecordPtr, guard: &Guard) {
         self.list
             .get_or_insert(Self::entry(key, rowid), rec, guard)
             .release(guard);
         if self.def.unique {
             let h = crate::point_cache::hash_key(key);
-            self.point.put(h, rowid, self.list.len(), guard);
+            self.point.put_if_ready(h, rowid, self.list.len());
         }
     }
 
