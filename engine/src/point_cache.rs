@@ -23,8 +23,9 @@
 //!
 //! Entries are put when a lookup that missed finds its row (which allocates and
 //! grows the array), and when an index entry is linked while the array is in use and
-//! large enough: a table nobody looks up by key (a bulk load, a replay) pays nothing;
-//! after a restart the cache warms up as keys are looked up.
+//! large enough: a table nobody looks up by key (a bulk load, a replay) pays nothing.
+//! After a start, the background worker fills the caches from the indexes a slice at a
+//! time ([`Warmup`]).
 
 use crate::ids::RowId;
 use crossbeam_epoch::Guard;
@@ -255,6 +256,112 @@ fn store(s: &Slots, w: u64) {
         })
         .unwrap_or(first + (t >> 20) as usize % WAYS);
     s.slot(i).store(w, Ordering::Relaxed);
+}
+
+/// Where filling the point caches of every unique index from its entries (after a
+/// restart, so that the first lookups find their keys) has got to: see
+/// [`Engine::warm_point_caches`].
+#[derive(Debug, Default)]
+pub struct Warmup {
+    tables: Option<Vec<crate::ids::TableId>>,
+    table: usize,
+    index: usize,
+    /// The last entry done (key and row-id suffix) in the current index.
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl Warmup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+impl crate::engine::Engine {
+    /// The row id the point cache of unique index `index_id` of `table` holds for
+    /// encoded key `key`, if any (a hint, as all its answers; for tests and
+    /// introspection).
+    pub fn point_cache_lookup(
+        &self,
+        table: crate::ids::TableId,
+        index_id: u32,
+        key: &[u8],
+    ) -> Option<RowId> {
+        let _s = crate::scope::enter();
+        let t = self.table(table)?;
+        let ix = t.indexes().iter().find(|i| i.def.id == index_id)?.clone();
+        crate::epoch::with_guard(&self.collector, |g| ix.point.get(hash_key(key), g))
+    }
+
+    /// Fills the point caches of unique indexes from their entries, at most `budget`
+    /// entries per call (the caller, the background worker, does its other duties in
+    /// between), one epoch pin per call. True once every index is done. Tables and
+    /// indexes created or dropped meanwhile are simply taken as they come.
+    pub fn warm_point_caches(&self, w: &mut Warmup, budget: usize) -> bool {
+        let _s = crate::scope::enter();
+        if w.done {
+            return true;
+        }
+        let tables = w.tables.get_or_insert_with(|| self.table_ids());
+        let mut left = budget;
+        while left > 0 {
+            let Some(&id) = tables.get(w.table) else {
+                w.done = true;
+                break;
+            };
+            let Some(t) = self.table(id) else {
+                (w.table, w.index, w.after) = (w.table + 1, 0, None);
+                continue;
+            };
+            let indexes = t.indexes();
+            let Some(ix) = indexes.get(w.index) else {
+                (w.table, w.index, w.after) = (w.table + 1, 0, None);
+                continue;
+            };
+            if !ix.def.unique {
+                (w.index, w.after) = (w.index + 1, None);
+                continue;
+            }
+            let entries = ix.len();
+            let mut last = None;
+            let mut n = 0;
+            crate::epoch::with_guard(&self.collector, |g| {
+                let lower = match &w.after {
+                    Some(a) => std::ops::Bound::Excluded(&a[..]),
+                    None => std::ops::Bound::Unbounded,
+                };
+                ix.scan(
+                    lower,
+                    std::ops::Bound::Unbounded,
+                    false,
+                    g,
+                    |key, rowid, _| {
+                        ix.point.put(hash_key(key), rowid, entries, g);
+                        n += 1;
+                        if n == left {
+                            last = Some(crate::scope::outside(|| {
+                                let mut e = key.to_vec();
+                                e.extend_from_slice(&rowid.get().to_be_bytes());
+                                e
+                            }));
+                            return false;
+                        }
+                        true
+                    },
+                );
+            });
+            left -= n;
+            match last {
+                Some(e) => w.after = Some(e),
+                None => (w.index, w.after) = (w.index + 1, None),
+            }
+        }
+        w.done
+    }
 }
 
 impl Drop for PointCache {

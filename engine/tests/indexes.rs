@@ -155,6 +155,47 @@ fn point_lookups_see_their_snapshot_whatever_the_cache_holds() {
     r.commit().unwrap();
 }
 
+/// The background warm-up fills the point cache of a unique index nobody looked up
+/// yet (as after a restart), in steps of a bounded number of entries.
+#[test]
+fn warm_up_fills_point_caches_in_steps() {
+    let e = engine();
+    e.create_table(table_id(4), def()).unwrap();
+    let t = e.table(table_id(4)).unwrap();
+    let mut txn = e.begin();
+    txn.create_index(&t, index(30, "uk", vec![0], true))
+        .unwrap();
+    txn.create_index(&t, index(31, "vk", vec![1], false))
+        .unwrap();
+    let s1 = Stmt { cid: 1, sub: 1 };
+    let ids: Vec<RowId> = (0..5000)
+        .map(|k| txn.insert(&t, &row(&t, Some(k), Some(1)), s1).unwrap())
+        .collect();
+    txn.commit().unwrap();
+    // Inserts alone leave the cache empty.
+    assert_eq!(e.point_cache_lookup(table_id(4), 30, &k_enc(Some(7))), None);
+    let mut w = memfdw_engine::point_cache::Warmup::new();
+    let mut steps = 0;
+    while !e.warm_point_caches(&mut w, 700) {
+        steps += 1;
+        assert!(steps < 100);
+    }
+    assert!(steps >= 5, "{steps}");
+    let cached = (0..5000)
+        .filter(|&k| {
+            e.point_cache_lookup(table_id(4), 30, &k_enc(Some(k))) == Some(ids[k as usize])
+        })
+        .count();
+    assert!(cached > 4000, "{cached}");
+    // Lookups find the rows (from the cache or the index).
+    let mut r = e.begin();
+    assert_eq!(
+        collect(&mut r, &t, point(30, 4321), 1),
+        vec![(ids[4321], Some(4321), Some(1))]
+    );
+    r.commit().unwrap();
+}
+
 fn is_unique_violation(e: &Error, name: &str) -> bool {
     matches!(e, Error::UniqueViolation { index, .. } if index == name)
 }

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// How often the worker syncs the log.
 pub const WRITER_DELAY: Duration = Duration::from_millis(200);
 
+/// Index entries put into point caches per turn of the worker's loop after a start
+/// (some 10-20 ms of work).
+const WARMUP_ENTRIES: usize = 100_000;
+
 /// How often the worker records in the control file how far the log is durable.
 const DURABLE_MARKER_DELAY: Duration = Duration::from_secs(5);
 
@@ -92,6 +96,10 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     );
     let mut last_checkpoint = Instant::now();
     let mut last_marker = Instant::now();
+    // The point caches of unique indexes start empty (a restart, a recovery): fill
+    // them from the indexes a slice at a time, between the worker's other duties, so
+    // that the first primary-key lookups need no skip-list search.
+    let mut warmup = memfdw_engine::point_cache::Warmup::new();
     while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
@@ -99,6 +107,9 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         }
         if let Err(err) = log.make_durable(log.written_lsn()) {
             crate::errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+        }
+        if !warmup.done() {
+            e.warm_point_caches(&mut warmup, WARMUP_ENTRIES);
         }
         // Old versions, stale keys and deleted rows whose snapshots are gone (also
         // when no commit comes along to clean up after a long reader).
