@@ -70,17 +70,18 @@ impl Slots {
     }
 }
 
-/// A new zeroed array of `n` (a power of two) slots.
-fn new_slots(n: usize) -> *mut Slots {
+/// A new zeroed array of `n` (a power of two) slots; None if memory is short (the
+/// cache is an optimisation: it then stays as it is, it never fails a statement).
+fn new_slots(n: usize) -> Option<*mut Slots> {
     let layout = Slots::layout(n);
     // SAFETY: a non-zero-sized layout; zero slots are empty.
     let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Slots;
     if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
+        return None;
     }
     // SAFETY: freshly allocated, large enough for the header.
     unsafe { (*p).mask = n as u64 - 1 };
-    p
+    Some(p)
 }
 
 /// # Safety
@@ -174,6 +175,9 @@ impl PointCache {
         // SAFETY (deref): a published array, retired only through the collector.
         if s.is_null() || unsafe { (*s).len() } < want {
             s = self.grow(s, want, guard);
+            if s.is_null() {
+                return;
+            }
         }
         // SAFETY: a published array, as above.
         let s = unsafe { &*s };
@@ -199,9 +203,12 @@ impl PointCache {
     }
 
     /// Replaces the array `old` (null: none yet) by one of `n` slots holding its
-    /// entries; returns the array now published (ours, or another thread's).
+    /// entries; returns the array now published (ours, or another thread's; `old` if
+    /// memory is short).
     fn grow(&self, old: *mut Slots, n: usize, guard: &Guard) -> *mut Slots {
-        let fresh = new_slots(n);
+        let Some(fresh) = new_slots(n) else {
+            return old;
+        };
         if !old.is_null() {
             // SAFETY: a published array; entries written to it meanwhile may be lost
             // (the cache is lossy).
