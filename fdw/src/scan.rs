@@ -445,6 +445,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 if *lock != LockPolicy::None && tid != Tid::NONE {
                     // Rows the statement will not touch are not locked.
                     if !qual_passes(node, *qual, slot) {
+                        count_filtered(node);
                         continue;
                     }
                     let Some((locked_tid, fresh)) =
@@ -487,6 +488,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                             types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                             types::store_virtual(slot);
                             if !qual_passes(node, *qual, slot) {
+                                count_filtered(node);
                                 if fresh {
                                     xact::with_txn(|t| t.unlock_row(table, rowid));
                                 }
@@ -497,6 +499,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     }
                 } else if direct.is_some() && !qual_passes(node, *qual, slot) {
                     // (PostgreSQL does not evaluate a direct modification's quals.)
+                    count_filtered(node);
                     continue;
                 }
                 if direct.is_some() {
@@ -642,6 +645,20 @@ unsafe fn qual_passes(
         let (d, isnull) = eval_expr(qual, econtext);
         pg_sys::MemoryContextSwitchTo(old);
         !isnull && d.value() != 0
+    }
+}
+
+/// Counts a row the scan's own qual check removed, for EXPLAIN ANALYZE's "Rows
+/// Removed by Filter" (PostgreSQL's InstrCountFiltered1).
+///
+/// # Safety
+/// Executor structures of the running scan.
+unsafe fn count_filtered(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: forwarded contract; the instrumentation is the node's, or null.
+    unsafe {
+        if let Some(i) = (*node).ss.ps.instrument.as_mut() {
+            i.nfiltered1 += 1.0;
+        }
     }
 }
 

@@ -124,6 +124,26 @@ fn direct_modifications_do_what_heap_does() {
     ] {
         same(&mut s, q, true);
     }
+    // EXPLAIN ANALYZE counts the rows written and those the quals removed.
+    let expected: i64 = s
+        .query_one("SELECT count(*) FROM m WHERE v >= 5 AND id <= 300", &[])
+        .unwrap()
+        .get(0);
+    let plan = rows(
+        &mut s,
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+         UPDATE m SET v = v + 1 WHERE v >= 5 AND id <= 300",
+    )
+    .join("\n");
+    assert!(
+        plan.contains(&format!(
+            "Foreign Update on m (actual rows={expected} loops=1)"
+        )),
+        "{plan}"
+    );
+    assert!(plan.contains("Rows Removed by Filter:"), "{plan}");
+    s.batch_execute("UPDATE h SET v = v + 1 WHERE v >= 5 AND id <= 300")
+        .unwrap();
     // Constraint errors: the statement changes nothing (a row before the failing one
     // was written already).
     for (q, code) in [
