@@ -42,12 +42,11 @@ const MAX_SLOTS: usize = 1 << 23;
 const WAYS: usize = 8;
 
 /// The header of a slot array (a cache line, so that buckets are lines too), followed
-/// by the slots.
+/// by the slots (at offset `size_of::<Slots>()`, where `Slots::layout` puts them).
 #[repr(C, align(64))]
 struct Slots {
     /// Slots - 1 (a power of two minus one).
     mask: u64,
-    slots: [AtomicU64; 0],
 }
 
 impl Slots {
@@ -65,8 +64,12 @@ impl Slots {
 
     fn slot(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.len());
-        // SAFETY: `i` is below the slot count the block was allocated with.
-        unsafe { &*self.slots.as_ptr().add(i) }
+        // SAFETY: the block holds the header and then `len()` slots (see `layout`);
+        // `i` is below that, and the pointer is derived from the whole block's.
+        unsafe {
+            let base = (self as *const Slots as *const u8).add(std::mem::size_of::<Slots>());
+            &*(base as *const AtomicU64).add(i)
+        }
     }
 }
 
@@ -132,6 +135,9 @@ fn bucket(s: &Slots, tag: u64) -> usize {
 /// The cache of one unique index.
 pub struct PointCache {
     slots: AtomicPtr<Slots>,
+    /// Set while one process grows the array: the others do not grow it too (each
+    /// would allocate and fill a whole array, up to 64 MB, to throw all but one away).
+    growing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for PointCache {
@@ -144,6 +150,7 @@ impl PointCache {
     pub fn new() -> Self {
         PointCache {
             slots: AtomicPtr::new(std::ptr::null_mut()),
+            growing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -174,9 +181,17 @@ impl PointCache {
         let mut s = self.slots.load(Ordering::Acquire);
         // SAFETY (deref): a published array, retired only through the collector.
         if s.is_null() || unsafe { (*s).len() } < want {
-            s = self.grow(s, want, guard);
-            if s.is_null() {
-                return;
+            if self.growing.swap(true, Ordering::Acquire) {
+                // Another process grows it: put into the array there is, if any.
+                if s.is_null() {
+                    return;
+                }
+            } else {
+                s = self.grow(s, want, guard);
+                self.growing.store(false, Ordering::Release);
+                if s.is_null() {
+                    return;
+                }
             }
         }
         // SAFETY: a published array, as above.

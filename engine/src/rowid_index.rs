@@ -189,7 +189,7 @@ impl RowIdIndex {
     }
 
     /// The leaf for `rowid`, created if needed, with this inserter counted in its
-    /// `live` (the caller adds an entry or calls [`Self::uncount`]).
+    /// `live` (the caller adds an entry, or takes itself out of `live` again).
     fn leaf_for_insert(&self, rowid: u64) -> &Leaf {
         'retry: loop {
             let (mut node, h) = self.grow_to(rowid);
@@ -263,7 +263,7 @@ impl RowIdIndex {
 
     /// Links `rowid` -> `rec` (replacing an entry for `rowid`, which callers never
     /// have: row ids are inserted once).
-    pub fn insert(&self, rowid: RowId, rec: RecordPtr, _guard: &Guard) {
+    pub fn insert(&self, rowid: RowId, rec: RecordPtr, guard: &Guard) {
         let leaf = self.leaf_for_insert(rowid.0);
         let old = leaf.slots[index_at(rowid.0, 1)].swap(rec.0 as *mut Record, Ordering::AcqRel);
         if old.is_null() {
@@ -271,7 +271,22 @@ impl RowIdIndex {
         } else {
             leaf.live.fetch_sub(1, Ordering::AcqRel);
         }
-        self.max_rowid.fetch_max(rowid.0, Ordering::Relaxed);
+        self.raise_max(rowid.0, guard);
+    }
+
+    /// Notes that `rowid` was inserted. When that moves the largest row id into a later
+    /// leaf, the leaf it leaves is complete: reclaimed now if it is empty already (its
+    /// last row was removed while row ids in it were still to come, and no removal
+    /// would come back to it).
+    fn raise_max(&self, rowid: u64, guard: &Guard) {
+        let prev = self.max_rowid.fetch_max(rowid, Ordering::Relaxed);
+        if prev != 0 && prev >> BITS < rowid >> BITS {
+            if let Some(leaf) = self.find_leaf(prev) {
+                if leaf.live.load(Ordering::Acquire) == 0 {
+                    self.reclaim(prev, leaf, guard);
+                }
+            }
+        }
     }
 
     pub fn get(&self, rowid: RowId, _guard: &Guard) -> Option<RecordPtr> {
@@ -308,7 +323,7 @@ impl RowIdIndex {
         ) {
             Ok(_) => {
                 self.len.fetch_add(1, Ordering::Relaxed);
-                self.max_rowid.fetch_max(rowid.0, Ordering::Relaxed);
+                self.raise_max(rowid.0, guard);
                 (made, Some(made))
             }
             Err(winner) => {
@@ -418,15 +433,12 @@ impl RowIdIndex {
     pub unsafe fn free_all_records(&mut self) {
         // SAFETY: exclusive access (caller's contract), so no guard is needed.
         let guard = unsafe { crossbeam_epoch::unprotected() };
-        let mut recs = Vec::new();
+        // (Freed as visited: the walk reads only slots ahead of the one it hands over.)
         self.scan_after(None, guard, |_, r| {
-            recs.push(r);
-            true
-        });
-        for r in recs {
             // SAFETY: the record is reachable only through this index (contract).
             unsafe { crate::record::record_free(r.0) };
-        }
+            true
+        });
         // The slots go empty (so nothing is freed twice); Drop frees the nodes.
         self.len.store(0, Ordering::Relaxed);
         let (root, h) = self.load_root();
@@ -458,7 +470,8 @@ fn walk(
                 prefetch(s.load(Ordering::Relaxed) as *const u8);
             }
             if let Some(s) = leaf.slots.get(i + PREFETCH_BUFFER) {
-                let r = s.load(Ordering::Relaxed);
+                // (Acquire: the record's fields are read.)
+                let r = s.load(Ordering::Acquire);
                 if !r.is_null() {
                     // SAFETY: a record linked in a leaf reached under the caller's
                     // guard, so not freed.
@@ -574,8 +587,52 @@ struct SendPtr(*mut Leaf);
 unsafe impl Send for SendPtr {}
 
 #[cfg(test)]
+impl RowIdIndex {
+    /// Leaves linked in the tree.
+    fn leaf_count(&self) -> usize {
+        fn count(node: *mut u8, h: u32) -> usize {
+            if node.is_null() {
+                return 0;
+            }
+            if h == 1 {
+                return 1;
+            }
+            // SAFETY: a published directory of a tree only the test uses.
+            let dir = unsafe { &*(node as *const Dir) };
+            dir.children
+                .iter()
+                .map(|c| count(c.load(Ordering::Acquire), h - 1))
+                .sum()
+        }
+        let (root, h) = self.load_root();
+        count(root, h)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows inserted and removed one at a time (each removed before the next row id
+    /// is used, as in a queue table or inserts that roll back) leave no empty leaves
+    /// behind.
+    #[test]
+    fn leaves_emptied_before_their_last_row_id_are_reclaimed() {
+        let c = crossbeam_epoch::Collector::new();
+        let h = c.register();
+        let ix = RowIdIndex::new();
+        for id in 1..=10 * FANOUT as u64 {
+            let g = h.pin();
+            ix.insert(RowId(id), rec(id), &g);
+            assert_eq!(ix.remove(RowId(id), &g), Some(rec(id)));
+        }
+        assert!(ix.leaf_count() <= 2, "{} leaves", ix.leaf_count());
+        assert!(ix.is_empty());
+        // And the index still works across the reclaimed range.
+        let g = h.pin();
+        ix.insert(RowId(20_000), rec(20_000), &g);
+        assert_eq!(ix.get(RowId(20_000), &g), Some(rec(20_000)));
+    }
     use std::collections::BTreeMap;
 
     /// The record of row id `n`: one real record per row id, made on first use and
