@@ -427,7 +427,7 @@ mod tests {
         for i in 0..n {
             if let Some(r) = cache.get(hash_key(&i.to_be_bytes()), &g) {
                 // A colliding key with the same tag would be caught by the caller's
-                // check; with 24-bit tags none shows up here.
+                // check; with 28-bit tags none shows up here.
                 assert_eq!(r, RowId(i + 1));
                 found += 1;
             }
