@@ -115,6 +115,16 @@ const fn class_of(size: usize) -> (usize, usize) {
     (4 + (p - 6) * 4 + k, (1usize << p) + (k + 1) * step)
 }
 
+/// The bytes a block for a request of `size` bytes takes: its size class, or whole
+/// pages for a large request (for reports of memory by component).
+pub fn block_size(size: usize) -> usize {
+    if size <= SMALL_MAX {
+        class_of(size).1
+    } else {
+        size.next_multiple_of(PAGE)
+    }
+}
+
 /// Largest request served through the per-thread caches of the routing allocator.
 pub(crate) const CACHED_MAX: usize = 512;
 /// Size classes up to [`CACHED_MAX`].

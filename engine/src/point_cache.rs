@@ -199,6 +199,18 @@ impl PointCache {
         store(s, (tag(hash) << ROWID_BITS) | rowid.0);
     }
 
+    /// Bytes of its slot array (0 while unused).
+    pub fn bytes(&self) -> usize {
+        let s = self.slots.load(Ordering::Acquire);
+        // SAFETY (deref): a published array, retired only through the collector;
+        // reading its size only.
+        if s.is_null() {
+            0
+        } else {
+            Slots::layout(unsafe { (*s).len() }).size()
+        }
+    }
+
     /// Remembers `rowid` for the key of `hash` only if the cache is in use and large
     /// enough for `entries` (no allocation, no growth): what index inserts call, so
     /// that a bulk load into a table nobody looks up by key pays nothing for the cache
@@ -304,6 +316,60 @@ impl Warmup {
 }
 
 impl crate::engine::Engine {
+    /// What table `table` takes in memory, by component (walks its rows and indexes:
+    /// for introspection, not for hot paths).
+    pub fn table_memory(&self, table: crate::ids::TableId) -> Option<crate::table::TableMemory> {
+        let _s = crate::scope::enter();
+        let t = self.table(table)?;
+        let mut m = crate::table::TableMemory {
+            old_versions: t.versions().1.max(0) as u64,
+            rowid_index: t.rows.node_bytes() as u64,
+            ..Default::default()
+        };
+        let record = crate::arena::block_size(std::mem::size_of::<crate::record::Record>());
+        let indexes = t.indexes();
+        crate::epoch::with_guard(&self.collector, |g| {
+            t.rows.scan_after(None, g, |_, rec| {
+                m.records += 1;
+                m.record_blocks += record as u64;
+                // SAFETY: reached through the index under guard `g`.
+                let d = unsafe { rec.get() }.data_ptr();
+                if !d.is_null() {
+                    // SAFETY: the record's live buffer, under the guard.
+                    let len = unsafe { crate::record::rowbuf_slice(d) }.len();
+                    m.row_data += len as u64;
+                    m.row_buffers +=
+                        crate::arena::block_size(crate::record::rowbuf_size(len)) as u64;
+                }
+                true
+            });
+            for ix in indexes.iter() {
+                let mut key_bytes = 0u64;
+                ix.scan(
+                    std::ops::Bound::Unbounded,
+                    std::ops::Bound::Unbounded,
+                    false,
+                    g,
+                    |k, _, _| {
+                        key_bytes += k.len() as u64;
+                        true
+                    },
+                );
+                let entries = ix.len() as u64;
+                // (The report is the caller's: built outside the engine scope.)
+                crate::scope::outside(|| {
+                    m.indexes.push(crate::table::IndexMemory {
+                        name: ix.def.name.clone(),
+                        entries,
+                        entry_bytes: entries * crate::index::KEY_ENTRY_BYTES as u64 + key_bytes,
+                        point_cache: ix.point.bytes() as u64,
+                    })
+                });
+            }
+        });
+        Some(m)
+    }
+
     /// The row id the point cache of unique index `index_id` of `table` holds for
     /// encoded key `key`, if any (a hint, as all its answers; for tests and
     /// introspection).

@@ -586,6 +586,30 @@ struct SendPtr(*mut Leaf);
 // SAFETY: the leaf is in memory shared by all threads and processes of the engine.
 unsafe impl Send for SendPtr {}
 
+impl RowIdIndex {
+    /// Bytes of the tree's nodes (directories and leaves, as arena blocks).
+    pub fn node_bytes(&self) -> usize {
+        fn bytes(node: *mut u8, h: u32) -> usize {
+            if node.is_null() {
+                return 0;
+            }
+            if h == 1 {
+                return crate::arena::block_size(std::mem::size_of::<Leaf>());
+            }
+            // SAFETY: a published directory; directories live as long as the index.
+            let dir = unsafe { &*(node as *const Dir) };
+            crate::arena::block_size(std::mem::size_of::<Dir>())
+                + dir
+                    .children
+                    .iter()
+                    .map(|c| bytes(c.load(Ordering::Acquire), h - 1))
+                    .sum::<usize>()
+        }
+        let (root, h) = self.load_root();
+        bytes(root, h)
+    }
+}
+
 #[cfg(test)]
 impl RowIdIndex {
     /// Leaves linked in the tree.

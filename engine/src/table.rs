@@ -201,3 +201,34 @@ impl Drop for Table {
         unsafe { self.rows.free_all_records() };
     }
 }
+
+/// What a table takes in the engine's memory, by component (`Engine::table_memory`).
+/// Block sizes are the arena's (size classes, whole pages); a key index's entries are
+/// estimated as the engine accounts them (its skip-list nodes are not measured).
+#[derive(Debug, Clone, Default)]
+pub struct TableMemory {
+    /// Row ids with a record (committed rows, and rows being inserted or deleted).
+    pub records: u64,
+    /// Bytes of the rows' current versions as packed.
+    pub row_data: u64,
+    /// The blocks holding them (header and size-class rounding included).
+    pub row_buffers: u64,
+    /// The records' blocks.
+    pub record_blocks: u64,
+    /// The row-id index's nodes.
+    pub rowid_index: u64,
+    /// Older versions kept for snapshots.
+    pub old_versions: u64,
+    pub indexes: Vec<IndexMemory>,
+}
+
+/// One key index's part of [`TableMemory`].
+#[derive(Debug, Clone, Default)]
+pub struct IndexMemory {
+    pub name: String,
+    pub entries: u64,
+    /// Estimated: entries times the accounted bytes per entry, plus key bytes.
+    pub entry_bytes: u64,
+    /// The point cache's slot array (unique indexes).
+    pub point_cache: u64,
+}

@@ -177,3 +177,66 @@ fn progress_of_index_builds_checkpoints_and_recovery() {
         .get(0);
     assert_eq!(workers, 0);
 }
+
+/// `memfdw.table_memory()`: a table's memory by component, consistent with
+/// `memfdw.tables()` and the table's shape, shown only to those with privileges on it.
+#[test]
+fn table_memory_by_component() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE tm (id int PRIMARY KEY, v text, w int) SERVER memfdw; \
+         CREATE INDEX tm_w ON tm (w); \
+         INSERT INTO tm SELECT g, repeat('x', 100), g % 10 FROM generate_series(1, 5000) g; \
+         CREATE ROLE nobody_here LOGIN; GRANT USAGE ON SCHEMA memfdw TO nobody_here",
+    )
+    .unwrap();
+    // A primary-key lookup (after the rows are committed, so that it plans one).
+    s.batch_execute("SELECT * FROM tm WHERE id = 7").unwrap();
+    let rows: Vec<(String, i64, Option<f64>)> = s
+        .query(
+            "SELECT component, bytes, bytes_per_row FROM memfdw.table_memory() \
+              WHERE table_name = 'tm' ORDER BY component",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let get = |name: &str| {
+        rows.iter()
+            .find(|r| r.0 == name)
+            .unwrap_or_else(|| panic!("{name} missing: {rows:?}"))
+    };
+    let data: i64 = s
+        .query_one(
+            "SELECT data_bytes FROM memfdw.tables() WHERE table_name = 'tm'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // (memfdw.tables() counts each buffer's 8-byte header with the row data.)
+    let packed = get("row data").1;
+    assert!(
+        packed <= data && data <= packed + 8 * 5000,
+        "{packed} vs {data}"
+    );
+    // Each buffer holds its row: at least the row data, less than twice it.
+    let buffers = get("row buffers (blocks holding the row data)").1;
+    assert!(buffers >= data && buffers < 2 * data, "{buffers} vs {data}");
+    assert!(get("records").2.unwrap() >= 32.0);
+    assert!(get("row-id index").1 > 0);
+    assert!(get("index tm_pkey (estimated)").1 > 0);
+    assert!(get("index tm_w (estimated)").1 > 0);
+    // The primary key was looked up: its point cache is in use; tm_w has none.
+    assert!(get("index tm_pkey point cache").1 > 0);
+    assert!(rows.iter().all(|r| r.0 != "index tm_w point cache"));
+    // Nothing about tables one holds no privilege on.
+    let mut other = c.connect_as("nobody_here", "postgres");
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM memfdw.table_memory()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
