@@ -177,56 +177,45 @@ BEGIN
                    CASE WHEN to_memory THEN ' SERVER memfdw' ELSE '' END);
     new := format('%I.%I', nsp, tabname)::regclass;
 
-    -- Keys and indexes, primary key first, under their own names.
-    IF to_memory THEN
-        FOR r IN
-            SELECT ic.relname AS iname, i.indisprimary, i.indisunique, c.contype,
-                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-                      JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum) AS cols
-              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-              LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = old
-                                       AND c.contype IN ('p', 'u')
-             WHERE i.indrelid = old
-             ORDER BY i.indisprimary DESC, ic.oid
-        LOOP
-            -- The old table's index holds the name: it steps aside too.
-            EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, r.iname,
-                           left(coalesce(keep_as, tmpname) || '_' || r.iname, 63));
-            IF r.contype = 'p' THEN
-                EXECUTE format('ALTER FOREIGN TABLE %s ADD CONSTRAINT %I PRIMARY KEY (%s)',
-                               new, r.iname, r.cols);
-            ELSIF r.contype = 'u' THEN
-                EXECUTE format('ALTER FOREIGN TABLE %s ADD CONSTRAINT %I UNIQUE (%s)',
-                               new, r.iname, r.cols);
-            ELSIF r.indisunique THEN
-                EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s)', r.iname, new, r.cols);
-            ELSE
-                EXECUTE format('CREATE INDEX %I ON %s (%s)', r.iname, new, r.cols);
-            END IF;
-        END LOOP;
-    ELSE
-        FOR r IN
-            SELECT x.index_name, x.is_primary, x.is_unique,
-                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-                      FROM unnest(x.column_numbers) WITH ORDINALITY k(attnum, ord)
-                      JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum) AS cols
-              FROM memfdw.indexes() x
-             WHERE x.relid = old
-             ORDER BY x.is_primary DESC, x.index_name
-        LOOP
-            EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, r.index_name,
-                           left(coalesce(keep_as, tmpname) || '_' || r.index_name, 63));
-            IF r.is_primary THEN
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I PRIMARY KEY (%s)',
-                               new, r.index_name, r.cols);
-            ELSIF r.is_unique THEN
-                EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s)', r.index_name, new, r.cols);
-            ELSE
-                EXECUTE format('CREATE INDEX %I ON %s (%s)', r.index_name, new, r.cols);
-            END IF;
-        END LOOP;
-    END IF;
+    -- Keys and indexes, primary key first, under their own names: a heap table's from
+    -- pg_index, a memory table's from memfdw.indexes(). `kind` is p (primary key), u
+    -- (UNIQUE constraint), unique (unique index) or index.
+    FOR r IN
+        SELECT * FROM (
+        SELECT ic.relname AS iname,
+               CASE WHEN c.contype IN ('p', 'u') THEN c.contype::text
+                    WHEN i.indisunique THEN 'unique' ELSE 'index' END AS kind,
+               ic.oid::int8 AS ord,
+               (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                  JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum) AS cols
+          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+          LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = old
+                                   AND c.contype IN ('p', 'u')
+         WHERE to_memory AND i.indrelid = old
+        UNION ALL
+        SELECT x.index_name,
+               CASE WHEN x.is_primary THEN 'p' WHEN x.is_unique THEN 'unique' ELSE 'index' END,
+               0,
+               (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                  FROM unnest(x.column_numbers) WITH ORDINALITY k(attnum, ord)
+                  JOIN pg_attribute a ON a.attrelid = old AND a.attnum = k.attnum)
+          FROM memfdw.indexes() x
+         WHERE NOT to_memory AND x.relid = old) ix
+        ORDER BY ix.kind = 'p' DESC, ix.ord, ix.iname
+    LOOP
+        -- The old table's index holds the name: it steps aside too.
+        EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, r.iname,
+                       left(coalesce(keep_as, tmpname) || '_' || r.iname, 63));
+        EXECUTE CASE r.kind
+            WHEN 'p' THEN format('ALTER %s %s ADD CONSTRAINT %I PRIMARY KEY (%s)',
+                                 kind, new, r.iname, r.cols)
+            WHEN 'u' THEN format('ALTER %s %s ADD CONSTRAINT %I UNIQUE (%s)',
+                                 kind, new, r.iname, r.cols)
+            WHEN 'unique' THEN format('CREATE UNIQUE INDEX %I ON %s (%s)', r.iname, new, r.cols)
+            ELSE format('CREATE INDEX %I ON %s (%s)', r.iname, new, r.cols)
+        END;
+    END LOOP;
 
     -- The rows, after the keys and indexes: memfdw maintains an index row by row
     -- faster than it builds one over loaded rows (1M rows with a primary key: 2.7 s

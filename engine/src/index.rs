@@ -113,7 +113,7 @@ impl KeyIndex {
             .release(guard);
         if self.def.unique {
             let h = crate::point_cache::hash_key(key);
-            self.point.put_if_ready(h, rowid, self.list.len());
+            self.point.put_if_ready(h, rowid, self.list.len(), guard);
         }
     }
 

@@ -200,13 +200,13 @@ impl PointCache {
     }
 
     /// Bytes of its slot array (0 while unused).
-    pub fn bytes(&self) -> usize {
+    pub fn bytes(&self, _guard: &Guard) -> usize {
         let s = self.slots.load(Ordering::Acquire);
-        // SAFETY (deref): a published array, retired only through the collector;
-        // reading its size only.
         if s.is_null() {
             0
         } else {
+            // SAFETY: a published array, retired only through the collector, so alive
+            // while the caller's guard is held.
             Slots::layout(unsafe { (*s).len() }).size()
         }
     }
@@ -216,7 +216,7 @@ impl PointCache {
     /// that a bulk load into a table nobody looks up by key pays nothing for the cache
     /// (filling it from every insert made a 500k-row INSERT ... SELECT a quarter
     /// slower: a random cache-line write per row, and the copies as it grew).
-    pub fn put_if_ready(&self, hash: u64, rowid: RowId, entries: usize) {
+    pub fn put_if_ready(&self, hash: u64, rowid: RowId, entries: usize, _guard: &Guard) {
         if rowid.0 > ROWID_MASK || rowid.0 == 0 {
             return;
         }
@@ -362,7 +362,7 @@ impl crate::engine::Engine {
                         name: ix.def.name.clone(),
                         entries,
                         entry_bytes: entries * crate::index::KEY_ENTRY_BYTES as u64 + key_bytes,
-                        point_cache: ix.point.bytes() as u64,
+                        point_cache: ix.point.bytes(g) as u64,
                     })
                 });
             }

@@ -352,6 +352,34 @@ pub fn sqlstate(e: &postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_string())
 }
 
+/// Every row of `q` (run as a simple query), its cells as text joined by `|`, NULL as
+/// `NULL`, in the order the server returns them.
+pub fn text_rows(s: &mut Client, q: &str) -> Vec<String> {
+    s.simple_query(q)
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan of `q` (`EXPLAIN (COSTS OFF)`), one line per plan line.
+pub fn plan(s: &mut Client, q: &str) -> String {
+    s.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[])
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A deterministic xorshift generator for randomised tests.
 pub struct Rng(pub u64);
 

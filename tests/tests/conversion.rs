@@ -4,32 +4,15 @@
 //! owner may convert; other sessions see the old table or the new one; a crash in the
 //! middle leaves the old table, a crash after the commit the new one.
 
-use memfdw_e2e::{sqlstate, Cluster};
+use memfdw_e2e::{sqlstate, text_rows, Cluster};
 use postgres::Client;
 use std::time::Duration;
-
-/// Every row of `q` as text.
-fn rows(s: &mut Client, q: &str) -> Vec<String> {
-    s.simple_query(q)
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
 
 /// What a user sees of table `t` besides its kind and index storage: columns,
 /// constraints, keys and indexes (by name and columns), owner, grants, comments,
 /// owned sequences.
 fn description(s: &mut Client, t: &str) -> Vec<String> {
-    let mut d = rows(
+    let mut d = text_rows(
         s,
         &format!(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
@@ -42,7 +25,7 @@ fn description(s: &mut Client, t: &str) -> Vec<String> {
               ORDER BY a.attnum"
         ),
     );
-    d.extend(rows(
+    d.extend(text_rows(
         s,
         &format!(
             "SELECT conname, pg_get_constraintdef(oid), \
@@ -51,14 +34,14 @@ fn description(s: &mut Client, t: &str) -> Vec<String> {
               ORDER BY 1"
         ),
     ));
-    d.extend(rows(
+    d.extend(text_rows(
         s,
         &format!(
             "SELECT relowner::regrole, relacl, obj_description(oid, 'pg_class') \
                FROM pg_class WHERE oid = '{t}'::regclass"
         ),
     ));
-    d.extend(rows(
+    d.extend(text_rows(
         s,
         &format!("SELECT pg_get_serial_sequence('{t}', 'id')"),
     ));
@@ -89,7 +72,7 @@ fn keys(s: &mut Client, t: &str) -> Vec<String> {
               WHERE i.indrelid = '{t}'::regclass ORDER BY 1"
         )
     };
-    rows(s, &q)
+    text_rows(s, &q)
 }
 
 fn setup(s: &mut Client) {
@@ -121,22 +104,22 @@ fn conversion_keeps_everything_both_ways() {
     let mut s = c.connect();
     setup(&mut s);
     let all = "SELECT * FROM acc ORDER BY id";
-    let before_rows = rows(&mut s, all);
+    let before_rows = text_rows(&mut s, all);
     let before = description(&mut s, "acc");
     let before_keys = keys(&mut s, "acc");
 
-    let r = rows(&mut s, "SELECT memfdw.convert_to_memory('acc')");
+    let r = text_rows(&mut s, "SELECT memfdw.convert_to_memory('acc')");
     assert_eq!(r, ["acc"]);
     assert_eq!(
-        rows(&mut s, "SELECT relkind FROM pg_class WHERE relname = 'acc'"),
+        text_rows(&mut s, "SELECT relkind FROM pg_class WHERE relname = 'acc'"),
         ["f"]
     );
-    assert_eq!(rows(&mut s, all), before_rows);
+    assert_eq!(text_rows(&mut s, all), before_rows);
     assert_eq!(description(&mut s, "acc"), before);
     assert_eq!(keys(&mut s, "acc"), before_keys);
     // Only one table of that name, and the heap one is gone with its indexes.
     assert_eq!(
-        rows(
+        text_rows(
             &mut s,
             "SELECT count(*) FROM pg_class WHERE relname LIKE '%acc%' AND relkind IN ('r', 'i')"
         ),
@@ -144,7 +127,7 @@ fn conversion_keeps_everything_both_ways() {
     );
     // It works as the old one did: serial, defaults, generated column, keys, CHECK.
     assert_eq!(
-        rows(
+        text_rows(
             &mut s,
             "INSERT INTO acc (email, grp) VALUES ('new@x', 4) RETURNING id, bal, twice, note"
         ),
@@ -166,7 +149,7 @@ fn conversion_keeps_everything_both_ways() {
     // The grants hold: the reader reads and may update bal only.
     let mut reader = c.connect();
     reader.batch_execute("SET ROLE \"Reader R\"").unwrap();
-    assert_eq!(rows(&mut reader, "SELECT count(*) FROM acc"), ["3002"]);
+    assert_eq!(text_rows(&mut reader, "SELECT count(*) FROM acc"), ["3002"]);
     reader
         .batch_execute("UPDATE acc SET bal = 5 WHERE id = 1")
         .unwrap();
@@ -178,20 +161,20 @@ fn conversion_keeps_everything_both_ways() {
         .unwrap();
 
     // Back to heap, keeping the memory table under another name.
-    let r = rows(
+    let r = text_rows(
         &mut s,
         "SELECT memfdw.convert_to_heap('acc', keep_as => 'acc_mem')",
     );
     assert_eq!(r, ["acc"]);
     assert_eq!(
-        rows(&mut s, "SELECT relkind FROM pg_class WHERE relname = 'acc'"),
+        text_rows(&mut s, "SELECT relkind FROM pg_class WHERE relname = 'acc'"),
         ["r"]
     );
-    assert_eq!(rows(&mut s, all), before_rows);
+    assert_eq!(text_rows(&mut s, all), before_rows);
     assert_eq!(description(&mut s, "acc"), before);
     assert_eq!(keys(&mut s, "acc"), before_keys);
     assert_eq!(
-        rows(&mut s, "SELECT * FROM acc_mem ORDER BY id"),
+        text_rows(&mut s, "SELECT * FROM acc_mem ORDER BY id"),
         before_rows,
         "kept"
     );
@@ -230,7 +213,7 @@ fn conversion_keeps_everything_both_ways() {
     stranger
         .batch_execute("SELECT memfdw.convert_to_memory('acc')")
         .unwrap();
-    assert_eq!(rows(&mut s, all), before_rows);
+    assert_eq!(text_rows(&mut s, all), before_rows);
 }
 
 #[test]
@@ -273,7 +256,7 @@ fn what_cannot_follow_is_refused_and_nothing_changes() {
         assert!(msg.contains(part), "{part} not in: {msg}");
     }
     assert_eq!(
-        rows(
+        text_rows(
             &mut s,
             "SELECT relkind, (SELECT count(*) FROM t) FROM pg_class WHERE relname = 't'"
         ),
@@ -359,13 +342,16 @@ fn conversion_is_atomic_for_sessions_and_crashes() {
     c.restart();
     let mut s = c.connect_retry(Duration::from_secs(60));
     assert_eq!(
-        rows(
+        text_rows(
             &mut s,
             "SELECT relkind, (SELECT count(*) FROM big) FROM pg_class WHERE relname = 'big'"
         ),
         ["r|200000"]
     );
-    assert_eq!(rows(&mut s, "SELECT count(*) FROM memfdw.tables()"), ["0"]);
+    assert_eq!(
+        text_rows(&mut s, "SELECT count(*) FROM memfdw.tables()"),
+        ["0"]
+    );
     // Converted and committed, then a crash: the memory table with every row.
     s.batch_execute("SELECT memfdw.convert_to_memory('big')")
         .unwrap();
@@ -373,7 +359,7 @@ fn conversion_is_atomic_for_sessions_and_crashes() {
     c.restart();
     let mut s = c.connect_retry(Duration::from_secs(60));
     assert_eq!(
-        rows(&mut s, "SELECT relkind, (SELECT count(*) FROM big), (SELECT count(*) FROM big WHERE id = 777) FROM pg_class WHERE relname = 'big'"),
+        text_rows(&mut s, "SELECT relkind, (SELECT count(*) FROM big), (SELECT count(*) FROM big WHERE id = 777) FROM pg_class WHERE relname = 'big'"),
         ["f|200000|1"]
     );
 }

@@ -6,48 +6,22 @@
 //! REPEATABLE READ serialization failures, as the usual path. Statements the direct
 //! path does not take (row triggers, joins, subqueries in SET) still work.
 
-use memfdw_e2e::{sqlstate, Cluster};
+use memfdw_e2e::{plan, sqlstate, text_rows, Cluster};
 use postgres::Client;
-
-fn plan(s: &mut Client, q: &str) -> String {
-    s.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Every row of `q` as text, in order.
-fn rows(s: &mut Client, q: &str) -> Vec<String> {
-    s.simple_query(q)
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The rows of `q` (or its row count, for a statement without RETURNING) on `t`, and
 /// then the whole table, sorted.
 fn outcome(s: &mut Client, q: &str, t: &str) -> (Vec<String>, Vec<String>) {
     let q = q.replace("{t}", t);
     let mut out = if q.contains("RETURNING") {
-        let mut r = rows(s, &q);
+        let mut r = text_rows(s, &q);
         r.sort();
         r
     } else {
         vec![s.execute(q.as_str(), &[]).unwrap().to_string()]
     };
-    out.extend(rows(s, &format!("SELECT currval('{t}_s')")));
-    let table = rows(s, &format!("SELECT * FROM {t} ORDER BY id"));
+    out.extend(text_rows(s, &format!("SELECT currval('{t}_s')")));
+    let table = text_rows(s, &format!("SELECT * FROM {t} ORDER BY id"));
     (out, table)
 }
 
@@ -129,7 +103,7 @@ fn direct_modifications_do_what_heap_does() {
         .query_one("SELECT count(*) FROM m WHERE v >= 5 AND id <= 300", &[])
         .unwrap()
         .get(0);
-    let plan = rows(
+    let plan = text_rows(
         &mut s,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
          UPDATE m SET v = v + 1 WHERE v >= 5 AND id <= 300",
@@ -159,8 +133,8 @@ fn direct_modifications_do_what_heap_does() {
             assert_eq!(sqlstate(&e).as_deref(), Some(code), "{q} on {t}: {e}");
         }
         let (m, h) = (
-            rows(&mut s, "SELECT * FROM m ORDER BY id"),
-            rows(&mut s, "SELECT * FROM h ORDER BY id"),
+            text_rows(&mut s, "SELECT * FROM m ORDER BY id"),
+            text_rows(&mut s, "SELECT * FROM h ORDER BY id"),
         );
         assert_same(&m, &h, q);
     }
@@ -192,13 +166,13 @@ fn direct_modifications_do_what_heap_does() {
         .unwrap();
     }
     assert_eq!(
-        rows(&mut s, "SELECT * FROM m ORDER BY id"),
-        rows(&mut s, "SELECT * FROM h ORDER BY id")
+        text_rows(&mut s, "SELECT * FROM m ORDER BY id"),
+        text_rows(&mut s, "SELECT * FROM h ORDER BY id")
     );
     s.batch_execute("ROLLBACK").unwrap();
     assert_eq!(
-        rows(&mut s, "SELECT * FROM m ORDER BY id"),
-        rows(&mut s, "SELECT * FROM h ORDER BY id")
+        text_rows(&mut s, "SELECT * FROM m ORDER BY id"),
+        text_rows(&mut s, "SELECT * FROM h ORDER BY id")
     );
 
     // Not taken, and still right: a join, a correlated subquery in SET, a row
@@ -225,7 +199,7 @@ fn direct_modifications_do_what_heap_does() {
     .unwrap();
     same(&mut s, "UPDATE {t} SET v = 1 WHERE id = 14", true);
     assert_eq!(
-        rows(&mut s, "SELECT t, count(*) FROM log GROUP BY t ORDER BY t"),
+        text_rows(&mut s, "SELECT t, count(*) FROM log GROUP BY t ORDER BY t"),
         ["h|1", "m|1"]
     );
     s.batch_execute(
@@ -295,7 +269,7 @@ fn direct_updates_wait_and_recheck_like_heap() {
         }
     }
     assert_eq!(
-        rows(&mut s, "SELECT * FROM m ORDER BY id"),
-        rows(&mut s, "SELECT * FROM h ORDER BY id")
+        text_rows(&mut s, "SELECT * FROM m ORDER BY id"),
+        text_rows(&mut s, "SELECT * FROM h ORDER BY id")
     );
 }

@@ -5,7 +5,7 @@
 //! changed the table reads it without workers, and a plan made before the change
 //! refuses rather than miss the change.
 
-use memfdw_e2e::Cluster;
+use memfdw_e2e::{plan, text_rows, Cluster};
 use postgres::Client;
 
 /// Parallel plans whatever the table size; the workers read every row (the leader
@@ -13,32 +13,6 @@ use postgres::Client;
 const FORCE_PARALLEL: &str = "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; \
      SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2; \
      SET parallel_leader_participation = off";
-
-fn plan(s: &mut Client, q: &str) -> String {
-    s.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Every row of `q` as text, in order.
-fn rows(s: &mut Client, q: &str) -> Vec<String> {
-    s.simple_query(q)
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
 
 /// `q` with `{t}` replaced by the memory table and by the heap table gives the same
 /// rows, and the memory table's plan has a parallel scan of it when `parallel`.
@@ -49,7 +23,7 @@ fn same(s: &mut Client, q: &str, parallel: bool) {
         let p = plan(s, &mq);
         assert!(p.contains("Parallel Foreign Scan on m"), "{mq}:\n{p}");
     }
-    assert_eq!(rows(s, &mq), rows(s, &hq), "{mq}");
+    assert_eq!(text_rows(s, &mq), text_rows(s, &hq), "{mq}");
 }
 
 #[test]
@@ -116,7 +90,7 @@ fn parallel_scans_return_what_heap_returns() {
     let mq = q.replace("{t}", "m");
     s.batch_execute(&format!("PREPARE cached AS {mq}")).unwrap();
     // (Planned now, once: a statement without parameters keeps its generic plan.)
-    let committed = rows(&mut s, "EXECUTE cached");
+    let committed = text_rows(&mut s, "EXECUTE cached");
     s.batch_execute("BEGIN").unwrap();
     for t in ["m", "h"] {
         s.batch_execute(&format!(
@@ -135,8 +109,8 @@ fn parallel_scans_return_what_heap_returns() {
     s.batch_execute("ROLLBACK TO p").unwrap();
     s.batch_execute("ROLLBACK").unwrap();
     same(&mut s, q, true);
-    assert_eq!(rows(&mut s, "EXECUTE cached"), committed);
-    assert_eq!(rows(&mut s, &mq), committed);
+    assert_eq!(text_rows(&mut s, "EXECUTE cached"), committed);
+    assert_eq!(text_rows(&mut s, &mq), committed);
 
     // TRUNCATE or ALTER in the transaction: no workers either.
     s.batch_execute("BEGIN; TRUNCATE m; TRUNCATE h").unwrap();
@@ -158,7 +132,7 @@ fn parallel_scans_return_what_heap_returns() {
     for iso in ["REPEATABLE READ", "SERIALIZABLE"] {
         s.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}"))
             .unwrap();
-        let before = rows(&mut s, "SELECT count(*), sum(g), sum(id) FROM m");
+        let before = text_rows(&mut s, "SELECT count(*), sum(g), sum(id) FROM m");
         other
             .batch_execute(
                 "UPDATE m SET g = g + 1 WHERE id % 3 = 0; DELETE FROM m WHERE id % 11 = 0; \
@@ -170,7 +144,7 @@ fn parallel_scans_return_what_heap_returns() {
         assert!(plan(&mut s, "SELECT count(*), sum(g), sum(id) FROM m")
             .contains("Parallel Foreign Scan"));
         assert_eq!(
-            rows(&mut s, "SELECT count(*), sum(g), sum(id) FROM m"),
+            text_rows(&mut s, "SELECT count(*), sum(g), sum(id) FROM m"),
             before,
             "{iso}"
         );
@@ -193,10 +167,10 @@ fn parallel_scans_return_what_heap_returns() {
     assert_eq!(memfdw_e2e::sqlstate(&e).as_deref(), Some("0A000"), "{e:?}");
     s.batch_execute("ALTER FUNCTION in_group(int) PARALLEL RESTRICTED")
         .unwrap();
-    let restricted = rows(&mut s, q);
+    let restricted = text_rows(&mut s, q);
     s.batch_execute("SET max_parallel_workers_per_gather = 0")
         .unwrap();
-    assert_eq!(rows(&mut s, q), restricted);
+    assert_eq!(text_rows(&mut s, q), restricted);
     s.batch_execute(FORCE_PARALLEL).unwrap();
 
     // Queries that lock rows are not parallel.
