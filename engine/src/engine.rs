@@ -70,6 +70,12 @@ pub struct Engine {
     /// Keeps a checkpoint and a commit that redefines a table (ALTER TABLE) apart; see
     /// [`Engine::enter_redefine`].
     redefine_gate: AtomicU64,
+    /// Spill files kept whatever the catalog says: (name, number of the first
+    /// checkpoint whose sweep may delete it; `u64::MAX`: an unload in flight). See
+    /// [`crate::unload`].
+    pub(crate) spill_pins: crate::sync::SpinLock<Vec<(String, u64)>>,
+    /// Checkpoints begun since start-up (see [`crate::unload`]).
+    pub(crate) checkpoints_begun: AtomicU64,
 }
 
 /// Older versions kept for snapshots, and what holds them.
@@ -210,6 +216,8 @@ impl Engine {
             snapshots: crate::snapshots::Snapshots::new(),
             horizon_queue: crate::versions::HorizonQueue::default(),
             redefine_gate: AtomicU64::new(0),
+            spill_pins: crate::sync::SpinLock::new(Vec::new()),
+            checkpoints_begun: AtomicU64::new(0),
         })
     }
 

@@ -150,6 +150,12 @@ pub enum Error {
     /// and recover (PostgreSQL answers fsync failures the same way).
     #[error("could not make the redo log durable: {0}")]
     NotDurable(String),
+    #[error("could not write or read a spill file: {0}")]
+    SpillIo(String),
+    #[error("memory table {table} is {state}: its rows are not in memory")]
+    NotLoaded { table: TableId, state: &'static str },
+    #[error("memory table {table} was already written, truncated, altered, loaded or unloaded in this transaction")]
+    ChangedInTransaction { table: TableId },
 }
 
 impl Error {
@@ -175,7 +181,9 @@ impl Error {
             Error::TooManySnapshots { .. } => "53000",
             Error::KeyPending { .. } => "40001",
             Error::Corrupt(_) => "XX001",
-            Error::LogIo(_) | Error::NotDurable(_) => "58030",
+            Error::LogIo(_) | Error::NotDurable(_) | Error::SpillIo(_) => "58030",
+            Error::NotLoaded { .. } => "55000",
+            Error::ChangedInTransaction { .. } => "55006",
         }
     }
 }

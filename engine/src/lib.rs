@@ -30,6 +30,7 @@ pub mod sync;
 pub mod table;
 mod truncate;
 pub mod txn;
+pub mod unload;
 pub mod versions;
 
 pub use catalog::{ColumnDef, ColumnType, TableDef};

@@ -5,6 +5,7 @@ use crate::ids::{RowId, TableId};
 use crate::index::{KeyIndex, RowIdIndex};
 use crate::row::RowLayout;
 use crate::sync::SpinRwLock;
+use crate::unload::Residency;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -33,6 +34,9 @@ pub struct Table {
     version_bytes: AtomicI64,
     /// Access counters (see [`AccessStats`]).
     pub access: Arc<AccessStats>,
+    /// Where the rows are (see [`crate::unload`]); fixed for the table object's life
+    /// (unloading and loading replace the table).
+    pub(crate) residency: Residency,
 }
 
 /// Access counters of a table, as PostgreSQL keeps them for heap tables
@@ -78,7 +82,13 @@ impl Table {
             writers_in_flight: std::sync::atomic::AtomicU32::new(0),
             last_write_tid: AtomicU64::new(0),
             last_insert_tid: AtomicU64::new(0),
+            residency: Residency::Loaded,
         }
+    }
+
+    /// Where the table's rows are.
+    pub fn residency(&self) -> &Residency {
+        &self.residency
     }
 
     pub(crate) fn next_rowid(&self) -> RowId {

@@ -8,25 +8,34 @@
 //! and then applies the rows the same transaction wrote afterwards.
 
 use crate::catalog::TableDef;
+use crate::engine::TableHandle;
 use crate::engine::{Engine, Need};
 use crate::epoch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{IndexDef, KeyIndex};
 use crate::redo::payload::Emptying;
 use crate::scope;
 use crate::table::Table;
+use crate::unload::Residency;
+use std::path::Path;
 use std::sync::Arc;
 
 impl Engine {
     /// A new, unpublished, empty table with `t`'s definition and indexes (same ids);
     /// its row ids continue above `t`'s.
     pub(crate) fn empty_twin(&self, t: &Table) -> Result<Arc<Table>> {
+        self.resident_twin(t, None)
+    }
+
+    /// [`Engine::empty_twin`], with residency `to` if given (else `t`'s).
+    pub(crate) fn resident_twin(&self, t: &Table, to: Option<&Residency>) -> Result<Arc<Table>> {
         let _s = scope::enter();
         let indexes = t.indexes();
         // Like a delete: it frees more than it takes, so it may use the headroom.
         self.check_memory_for_delete(Need::of(4096 * (1 + indexes.len())))?;
         let mut twin = Table::new(t.id, t.def.clone());
         twin.access = t.access.clone();
+        twin.residency = to.unwrap_or(&t.residency).clone();
         twin.observe_rowid(crate::ids::RowId(
             t.peek_next_rowid().get().saturating_sub(1),
         ));
@@ -87,6 +96,7 @@ impl Engine {
         scope::outside(|| drop(def));
         let mut twin = Table::new(t.id, shared_def);
         twin.access = t.access.clone();
+        twin.residency = t.residency.clone();
         twin.observe_rowid(crate::ids::RowId(
             t.peek_next_rowid().get().saturating_sub(1),
         ));
@@ -101,12 +111,14 @@ impl Engine {
         Ok(Arc::new(twin))
     }
 
-    /// Replay of a truncate or redefine entry: the table becomes empty now (with its
-    /// new definition and indexes).
-    pub(crate) fn empty_now(&self, e: &Emptying) -> Result<()> {
+    /// Replay of a truncate, redefine or residency entry: the table becomes empty now
+    /// (with its new definition and indexes, or its new residency, and then the rows
+    /// of the spill file a load read, from `spill_dir`).
+    pub(crate) fn empty_now(&'static self, e: &Emptying, spill_dir: Option<&Path>) -> Result<()> {
         let id = match e {
             Emptying::Truncate(id) => *id,
             Emptying::Redefine(r) => r.table,
+            Emptying::Reside { table, .. } => *table,
         };
         let Some(t) = self.table(id) else {
             return Ok(());
@@ -116,6 +128,24 @@ impl Engine {
             Emptying::Redefine(r) => {
                 let def = scope::outside(|| r.def.clone());
                 self.redefined_twin(&t, def, &r.indexes)?
+            }
+            Emptying::Reside { to, from, .. } => {
+                let twin = self.resident_twin(&t, Some(to))?;
+                if let Some(name) = from {
+                    let Some(dir) = spill_dir else {
+                        return Err(Error::SpillIo(format!(
+                            "replaying the load of table {id} needs spill file \"{name}\", and no spill directory was given"
+                        )));
+                    };
+                    let handle = {
+                        let _s = scope::enter();
+                        TableHandle::of(twin.clone())
+                    };
+                    let threads =
+                        std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+                    self.read_spill_file(&handle, dir, name, threads)?;
+                }
+                twin
             }
         };
         let old = self.replace_table(t.arc(), twin, true);

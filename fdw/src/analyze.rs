@@ -19,9 +19,16 @@ pub unsafe extern "C-unwind" fn analyze_foreign_table(
 ) -> bool {
     // SAFETY: out-parameters handed to us by PostgreSQL.
     unsafe {
-        let rows = engine()
-            .table_stats(crate::handler::table_id((*relation).rd_id))
-            .map_or(0, |s| s.rows.max(0) as u64);
+        let id = crate::handler::table_id((*relation).rd_id);
+        let loaded = engine()
+            .table(id)
+            .is_none_or(|t| *t.residency() == memfdw_engine::unload::Residency::Loaded);
+        if !loaded {
+            // Unloaded (memfdw.unload): PostgreSQL skips it with a warning, and keeps
+            // the statistics it had.
+            return false;
+        }
+        let rows = engine().table_stats(id).map_or(0, |s| s.rows.max(0) as u64);
         // No pages: a nominal count PostgreSQL uses in its progress report only.
         *totalpages = (rows / 100 + 1).min(u32::MAX as u64) as pg_sys::BlockNumber;
         *func = Some(acquire_sample_rows);

@@ -25,7 +25,9 @@ fn visible(t: &TableHandle, relid: pg_sys::Oid) -> bool {
     }
 }
 
-/// Every memory table the engine holds: relation, name, committed rows, bytes of row data.
+/// Every memory table the engine holds: relation, name, committed rows, bytes of row
+/// data in memory, state (`loaded`, `spilled` or `discarded`, see `memfdw.unload`)
+/// and the bytes of its spill file.
 #[pg_extern]
 fn tables() -> TableIterator<
     'static,
@@ -34,6 +36,8 @@ fn tables() -> TableIterator<
         name!(table_name, String),
         name!(rows, i64),
         name!(data_bytes, i64),
+        name!(state, String),
+        name!(spill_bytes, Option<i64>),
     ),
 > {
     let e = engine();
@@ -48,11 +52,14 @@ fn tables() -> TableIterator<
             }
             let s = t.stats();
             // The current name (the engine keeps the one given at creation).
+            let r = t.residency();
             Some((
                 relid,
                 crate::types::relation_name(relid),
                 s.rows,
                 s.data_bytes,
+                r.state().to_owned(),
+                r.spill_file().map(|f| f.bytes as i64),
             ))
         })
         .collect();
@@ -202,6 +209,9 @@ fn memory() -> TableIterator<
         name!(arena_reserved_bytes, i64),
     ),
 > {
+    // Garbage whose readers are gone (a table just dropped, truncated or unloaded)
+    // counts as free, as it is for the next allocation.
+    engine().reclaim();
     let m = engine().memory();
     TableIterator::once((
         m.limit as i64,

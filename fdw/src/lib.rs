@@ -33,6 +33,7 @@ mod shmem;
 mod snapshots;
 mod startup;
 mod types;
+mod unload;
 mod worker;
 mod xact;
 

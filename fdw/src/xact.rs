@@ -76,8 +76,13 @@ pub fn current_stmt(for_write: bool) -> Stmt {
 /// Runs `f` with this backend's engine transaction, starting it if needed.
 /// The memory table `relid` as this transaction sees it (after its own TRUNCATEs),
 /// for reading and writing its rows.
+/// Raises 55000 if the table is unloaded (see [`crate::unload`]).
 pub fn table(relid: pg_sys::Oid) -> Option<memfdw_engine::TableHandle> {
-    with_txn(|t| t.table(crate::handler::table_id(relid)))
+    let t = with_txn(|t| t.table(crate::handler::table_id(relid)));
+    if let Some(t) = &t {
+        crate::unload::check_loaded(t, relid);
+    }
+    t
 }
 
 /// The memory table `relid` as this transaction sees it if it has begun its engine
@@ -275,7 +280,22 @@ pub fn note_index_create(relid: u32, id: u32) {
 
 pub fn note_index_drop(relid: u32, id: u32) {
     let sub = current_stmt(false).sub;
+    let table = crate::handler::table_id(pg_sys::Oid::from(relid));
+    let mut resided = false;
+    with_existing_txn(|t| resided = t.resided(table));
+    if resided {
+        crate::errors::raise(memfdw_engine::Error::ChangedInTransaction { table });
+    }
     BACKEND.with(|b| b.borrow_mut().index_drops.push((relid, id, sub)));
+}
+
+/// Has this transaction created or dropped an index of `relid`?
+pub fn index_ddl_pending(relid: u32) -> bool {
+    BACKEND.with(|b| {
+        let b = b.borrow();
+        b.index_drops.iter().any(|&(r, _, _)| r == relid)
+            || b.index_creates.iter().any(|&(r, _, _)| r == relid)
+    })
 }
 
 /// Has this transaction dropped index `id` of `relid` (effective at commit)?

@@ -38,7 +38,7 @@ fn run_as_owner(args: &[&str]) -> std::process::Output {
     cmd.output().expect("run PostgreSQL tool")
 }
 
-fn chown_postgres(p: &Path) {
+pub fn chown_postgres(p: &Path) {
     if is_root() {
         let ok = Command::new("chown")
             .args(["-R", "postgres:postgres"])

@@ -84,6 +84,7 @@ pub fn recover_engine_with(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let mut replayer = Replayer::new(engine, threads);
     replayer.set_commit_oracle(committed);
+    replayer.set_spill_dir(std::path::Path::new(dir).join(crate::unload::SPILL_DIR));
     let mut tick = |frames: u64, at: u64| {
         if last_report.elapsed().as_secs_f64() < 1.0 {
             return true;

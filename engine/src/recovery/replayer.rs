@@ -13,16 +13,23 @@ use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::ids::{RowId, TableId, Tid};
 use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
+use crate::redo::payload::Emptying;
 use crate::redo::payload::{
     commit_emptied, commit_tid, decode_rows, LogRecord, RowRef, COMMIT, COMMIT_PART, XACT,
 };
 use crate::scope;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 impl Engine {
     /// Applies one decoded redo record (see [`Replayer::apply`]). Rows of tables the
     /// engine does not have (dropped later in the log) are skipped.
-    fn apply_record(&'static self, rec: &LogRecord, threads: usize) -> Result<()> {
+    fn apply_record(
+        &'static self,
+        rec: &LogRecord,
+        threads: usize,
+        spill_dir: Option<&Path>,
+    ) -> Result<()> {
         match rec {
             LogRecord::CreateTable { table, def } => {
                 if self.table(*table).is_none() {
@@ -50,7 +57,7 @@ impl Engine {
             } => {
                 self.observe_tid(*tid);
                 for e in emptied {
-                    self.empty_now(e)?;
+                    self.empty_now(e, spill_dir)?;
                 }
                 for w in writes {
                     if let Some(t) = self.table(w.table) {
@@ -60,6 +67,14 @@ impl Engine {
             }
             // Handled by `Replayer::apply` (it decides whether the commit applies).
             LogRecord::Xact { .. } => {}
+            LogRecord::Residency { table, residency } => {
+                let e = Emptying::Reside {
+                    table: *table,
+                    to: residency.clone(),
+                    from: None,
+                };
+                self.empty_now(&e, None)?;
+            }
             LogRecord::Rows { table, rows } => {
                 if let Some(t) = self.table(*table) {
                     for (rowid, tid, bytes) in rows {
@@ -151,10 +166,40 @@ impl Engine {
         self.apply_rows_part(std::slice::from_ref(&row))
     }
 
-    /// Applies `rows` in order, CHUNK_ROWS at a time: one memory check, one epoch pin
-    /// and one update of the shared counters per chunk. Rows of tables the engine does
-    /// not have are skipped.
+    /// Applies `rows` (pairwise distinct, all of table `t`) to `t`, a table nobody
+    /// else can reach (a load's twin), by `threads` threads.
+    pub(crate) fn fill_rows(
+        &'static self,
+        t: &TableHandle,
+        rows: &[RowRef<'_>],
+        threads: usize,
+    ) -> Result<()> {
+        if let Some(max) = rows.iter().map(|r| r.tid).max() {
+            self.observe_tid(max);
+        }
+        if threads < 2 || rows.len() < PARALLEL_MIN_ROWS {
+            return self.apply_rows_into(rows, Some(t));
+        }
+        let per = rows.len().div_ceil(threads);
+        parallel(rows.chunks(per).collect(), |part| {
+            self.apply_rows_into(part, Some(t))
+        })
+    }
+
+    /// Applies `rows` in order to the catalog's tables (see `apply_rows_into`).
     fn apply_rows_part(&'static self, rows: &[RowRef<'_>]) -> Result<()> {
+        self.apply_rows_into(rows, None)
+    }
+
+    /// Applies `rows` in order, CHUNK_ROWS at a time: one memory check, one epoch pin
+    /// and one update of the shared counters per chunk. Rows go to table `into` if
+    /// given (rows of other tables are skipped), else to the catalog's tables (rows of
+    /// tables the engine does not have are skipped).
+    fn apply_rows_into(
+        &'static self,
+        rows: &[RowRef<'_>],
+        into: Option<&TableHandle>,
+    ) -> Result<()> {
         let _s = scope::enter();
         let mut cur: Option<Current> = None;
         let mut keys = (Vec::new(), Vec::new());
@@ -179,7 +224,11 @@ impl Engine {
                         if let Some(c) = cur.take() {
                             c.flush();
                         }
-                        cur = Some(Current::of(self, row.table));
+                        cur = Some(match into {
+                            Some(t) if t.id == row.table => Current::of_handle(t),
+                            Some(_) => Current::none(row.table),
+                            None => Current::of(self, row.table),
+                        });
                     }
                     let c = cur.as_mut().expect("set above");
                     if c.table.is_none() {
@@ -354,6 +403,30 @@ impl Current {
         }
     }
 
+    /// Table `t` itself (inside the engine scope).
+    fn of_handle(t: &TableHandle) -> Current {
+        Current {
+            id: t.id,
+            table: Some(TableHandle::of(t.arc().clone())),
+            indexes: t.indexes(),
+            max_rowid: RowId(0),
+            rows: 0,
+            data_bytes: 0,
+        }
+    }
+
+    /// No table: rows of `id` are skipped.
+    fn none(id: TableId) -> Current {
+        Current {
+            id,
+            table: None,
+            indexes: Arc::from(Vec::new()),
+            max_rowid: RowId(0),
+            rows: 0,
+            data_bytes: 0,
+        }
+    }
+
     fn flush(self) {
         if let Some(t) = &self.table {
             if self.max_rowid > RowId(0) {
@@ -399,6 +472,8 @@ pub struct Replayer {
     committed: fn(u32) -> bool,
     /// Commits skipped because their PostgreSQL transaction did not commit.
     aborted_commits: u64,
+    /// Where the spill files are that replayed loads read (see `crate::unload`).
+    spill_dir: Option<PathBuf>,
 }
 
 impl Replayer {
@@ -415,7 +490,13 @@ impl Replayer {
             xact: None,
             committed: |_| true,
             aborted_commits: 0,
+            spill_dir: None,
         }
+    }
+
+    /// Sets the directory of spill files (that replayed loads read again).
+    pub fn set_spill_dir(&mut self, dir: PathBuf) {
+        self.spill_dir = Some(dir);
     }
 
     /// Sets what tells whether a PostgreSQL transaction committed (PostgreSQL's commit
@@ -486,7 +567,7 @@ impl Replayer {
                 self.flush_small()?;
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
                     for e in commit_emptied(p).map_err(corrupt)? {
-                        self.engine.empty_now(&e)?;
+                        self.engine.empty_now(&e, self.spill_dir.as_deref())?;
                     }
                 }
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
@@ -503,7 +584,7 @@ impl Replayer {
                 // redefined), then this commit's rows follow.
                 self.flush_small()?;
                 for e in &emptied {
-                    self.engine.empty_now(e)?;
+                    self.engine.empty_now(e, self.spill_dir.as_deref())?;
                 }
             }
         }
@@ -524,8 +605,11 @@ impl Replayer {
             }
             None => {
                 self.flush_small()?;
-                self.engine
-                    .apply_record(&LogRecord::decode(payload).map_err(corrupt)?, self.threads)
+                self.engine.apply_record(
+                    &LogRecord::decode(payload).map_err(corrupt)?,
+                    self.threads,
+                    self.spill_dir.as_deref(),
+                )
             }
         }
     }

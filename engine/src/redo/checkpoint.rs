@@ -4,33 +4,30 @@
 //! 1. Under the catalog lock, flip the log's checkpoint phase and take the start LSN;
 //!    wait until every record appended before it is installed in memory, and make
 //!    the log durable up to it.
-//! 2. Scan every table (committed versions with their TIDs) into `checkpoint.tmp`:
-//!    a header, then frames (CRC32, sequence number) holding CREATE TABLE and row
-//!    batches, then an end frame with the frame count; sync it.
+//! 2. Scan every table (committed versions with their TIDs) into `checkpoint.tmp`, a
+//!    framed table file (see [`super::table_file`]); sync it.
 //! 3. Rename it to `checkpoint` (atomic), sync the directory: only now is it valid.
-//! 4. Delete the segments that end at or before the start LSN.
+//! 4. Delete the segments that end at or before the start LSN, and the spill files
+//!    nothing needs any more (see `crate::unload`).
 //!
 //! Recovery loads the checkpoint, then replays the log from its start LSN; rows the
 //! scan saw newer than a replayed record win by TID (replay is last-writer-wins).
 
-use super::files::{file_header, list_segments, read_header, sync_dir, HEADER_LEN};
-use super::payload::{decode_rows, LogRecord, RowRef, ROWS};
-use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
+use super::files::{list_segments, sync_dir, HEADER_LEN};
+use super::payload::{decode_rows, RowRef, ROWS};
 use super::shared::SharedLog;
+use super::table_file::{FrameReader, TableWriter};
 use super::RedoSink;
 use crate::engine::Engine;
 use crate::ids::Lsn;
 use crate::scope;
-use crate::txn::{RowBatch, ScanCursor};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::Instant;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 const TMP_FILE: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"MEMFDWCP";
-const END_MARK: u8 = 0xFE;
-const ROWS_PER_FRAME: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointInfo {
@@ -82,6 +79,10 @@ pub fn write_checkpoint_reporting(
     // No table is redefined from before the start LSN until every table is written
     // (see `Engine::enter_redefine`).
     let gate = engine.close_redefines();
+    // Counted before the start LSN is taken: a load whose commit ended before this
+    // count is installed before the start LSN, so this checkpoint holds its rows (see
+    // `crate::unload`).
+    let seq = engine.checkpoint_begun();
     let Some((start, old_phase)) = engine.with_stable_catalog(|| log.begin_checkpoint()) else {
         return Err(CheckpointError::Busy);
     };
@@ -97,27 +98,23 @@ pub fn write_checkpoint_reporting(
     scope::outside(|| {
         let dir = Path::new(log.directory());
         let tmp = dir.join(TMP_FILE);
-        let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        f.write_all(&file_header(MAGIC, VERSION, start))?;
+        let mut w = TableWriter::start(std::fs::File::create(&tmp)?, MAGIC, VERSION, start)?;
         let mut info = CheckpointInfo {
             start_lsn: start,
             tables: 0,
             rows: 0,
-            bytes: HEADER_LEN as u64,
+            bytes: w.bytes,
             segments_removed: 0,
             seconds: 0.0,
             frames: 0,
         };
-        let mut payload = Vec::new();
-        let mut frame = Vec::new();
-        let mut emit =
-            |f: &mut io::BufWriter<std::fs::File>, payload: &[u8], info: &mut CheckpointInfo| {
-                frame.clear();
-                encode_frame(&mut frame, info.frames, payload);
-                info.frames += 1;
-                info.bytes += frame.len() as u64;
-                f.write_all(&frame)
-            };
+        let progress = |info: &mut CheckpointInfo, w: &TableWriter| {
+            info.rows = w.rows;
+            info.bytes = w.bytes;
+            info.frames = w.frames;
+        };
+        // Spill files the checkpoint names: kept by the sweep below.
+        let mut spill_files = Vec::new();
         let ids = engine.table_ids();
         let total = ids.len() as u64;
         for table in ids {
@@ -126,54 +123,18 @@ pub fn write_checkpoint_reporting(
             };
             report(&info, total);
             info.tables += 1;
-            payload.clear();
-            LogRecord::CreateTable {
-                table,
-                def: t.def.clone(),
+            if let Some(f) = t.residency().spill_file() {
+                spill_files.push(f.name.clone());
             }
-            .encode(&mut payload);
-            emit(&mut f, &payload, &mut info)?;
-            // Indexes before rows: loading maintains them row by row.
-            for def in t.index_defs() {
-                payload.clear();
-                LogRecord::CreateIndex { table, def }.encode(&mut payload);
-                emit(&mut f, &payload, &mut info)?;
-            }
-            let mut txn = engine.begin();
-            let mut cursor = ScanCursor::new();
-            let mut batch = RowBatch::new();
-            let mut rows = Vec::with_capacity(ROWS_PER_FRAME);
-            loop {
-                // A read-committed scan never conflicts.
-                txn.scan(&t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                while let Some(r) = batch.next() {
-                    rows.push((r.rowid, r.tid, r.data.to_vec()));
-                }
-                if rows.len() >= ROWS_PER_FRAME || (cursor.done() && !rows.is_empty()) {
-                    info.rows += rows.len() as u64;
-                    payload.clear();
-                    LogRecord::Rows {
-                        table,
-                        rows: std::mem::take(&mut rows),
-                    }
-                    .encode(&mut payload);
-                    emit(&mut f, &payload, &mut info)?;
-                    report(&info, total);
-                }
-                if cursor.done() {
-                    break;
-                }
-            }
-            let _ = txn.commit();
+            w.write_table(engine, &t, |w| {
+                progress(&mut info, w);
+                report(&info, total);
+            })?;
         }
+        progress(&mut info, &w);
         report(&info, total);
         drop(gate);
-        let mut end = vec![END_MARK];
-        end.extend_from_slice(&info.frames.to_le_bytes());
-        emit(&mut f, &end, &mut info)?;
-        let file = f.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        let file = w.finish()?;
         drop(file);
         std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
         sync_dir(dir)?;
@@ -188,6 +149,9 @@ pub fn write_checkpoint_reporting(
                 info.segments_removed += 1;
             }
         }
+        // Spill files nothing needs any more (see `crate::unload`): a failure to delete
+        // one only leaves it for the next checkpoint.
+        let _ = engine.sweep_spill_files(&dir.join(crate::unload::SPILL_DIR), &spill_files, seq);
         info.seconds = started.elapsed().as_secs_f64();
         log.checkpoint_done(start, info.bytes, info.seconds);
         Ok(info)
@@ -224,22 +188,13 @@ pub fn load_checkpoint(
     // after it, and writes `checkpoint.tmp`, published by rename, never this file).
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let data: &[u8] = &map;
-    let Some(start) = read_header(data, MAGIC, VERSION) else {
-        if super::files::other_version(data, MAGIC, VERSION) {
-            return Err(corrupt(
-                0,
-                "checkpoint of another format version (this memfdw reads format 3)",
-            ));
-        }
-        return Err(corrupt(0, "bad header"));
-    };
-    let mut pos = HEADER_LEN;
-    let mut seq = 0u64;
+    let (mut frames, start) = FrameReader::open(data, MAGIC, VERSION)
+        .map_err(|d| corrupt(d.offset, &format!("checkpoint: {}", d.what)))?;
     // Rows of consecutive row frames, applied together (by several threads): every row
     // appears once in a checkpoint, so they are pairwise distinct. `batch_pos` is the
     // offset of the batch's first frame, named if applying it fails.
     let mut batch: Vec<RowRef<'_>> = Vec::new();
-    let mut batch_pos = pos;
+    let mut batch_pos = frames.pos;
     let flush = |replayer: &mut crate::recovery::Replayer,
                  batch: &mut Vec<RowRef<'_>>,
                  at: usize|
@@ -253,20 +208,10 @@ pub fn load_checkpoint(
         Ok(())
     };
     loop {
-        let Some(len) = frame_at(data, pos, seq) else {
-            return Err(corrupt(
-                pos,
-                "bad or missing frame (incomplete checkpoint?)",
-            ));
-        };
-        let payload = &data[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len];
-        if payload.first() == Some(&END_MARK) {
-            if payload.len() != 9 || u64::from_le_bytes(payload[1..9].try_into().unwrap()) != seq {
-                return Err(corrupt(pos, "bad end frame"));
-            }
+        let Some((pos, payload)) = frames.next().map_err(|d| corrupt(d.offset, &d.what))? else {
             flush(replayer, &mut batch, batch_pos)?;
             return Ok(Some(start));
-        }
+        };
         let rows = if payload.first() == Some(&ROWS) {
             decode_rows(payload).map_err(|e| corrupt(pos, &e.to_string()))?
         } else {
@@ -289,9 +234,7 @@ pub fn load_checkpoint(
                     .map_err(|e| corrupt(pos, &e.to_string()))?;
             }
         }
-        pos += FRAME_HEADER_LEN + len;
-        seq += 1;
-        if seq.is_multiple_of(64) && !tick(seq, pos as u64) {
+        if frames.frames().is_multiple_of(64) && !tick(frames.frames(), frames.pos as u64) {
             return Err(CheckpointError::Interrupted);
         }
     }

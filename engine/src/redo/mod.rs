@@ -17,6 +17,7 @@ pub mod payload;
 pub mod segment;
 pub mod shared;
 pub mod storage;
+pub mod table_file;
 
 /// Where an appended record ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,12 +11,17 @@
 //! drop index:   6 | table | id u32
 //! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
 //! xact:         8 | tid u64 | xid u32
+//! residency:    9 | table | state   (checkpoints and spill files: a table not in memory)
+//! state:        kind u8 (0 loaded, 1 spilled, 2 discarded) | file name | rows u64 | bytes u64
 //! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
 //! A truncate entry (rowid 0, no bytes) empties its table; a redefine entry (rowid 0,
 //! bytes: def | nindexes u16 | index*) replaces its table by an empty one with that
-//! definition and those indexes (an ALTER TABLE that rewrote it). A commit's truncate
+//! definition and those indexes (an ALTER TABLE that rewrote it); a residency entry
+//! (rowid 0, bytes: state | source file name) replaces it by an empty one with that
+//! residency, filled with the rows of the source spill file if one is named
+//! (`memfdw.unload` / `memfdw.load`, see `crate::unload`). A commit's truncate
 //! and redefine entries come before its rows, so replay empties the table, then applies
 //! the rows the same transaction wrote after its TRUNCATE or ALTER.
 //!
@@ -39,6 +44,7 @@
 use crate::catalog::{ColumnDef, ColumnType, TableDef};
 use crate::ids::{RowId, TableId, Tid};
 use crate::index::IndexDef;
+use crate::unload::{Residency, SpillFile};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowImage {
@@ -64,6 +70,13 @@ pub enum Emptying {
     Truncate(TableId),
     /// ALTER TABLE: the table becomes empty, with a new definition and indexes.
     Redefine(Redefinition),
+    /// `memfdw.unload` / `memfdw.load`: the table becomes empty with residency `to`,
+    /// then gets the rows of spill file `from` if one is named.
+    Reside {
+        table: TableId,
+        to: Residency,
+        from: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +110,12 @@ pub enum LogRecord {
         tid: Tid,
         xid: u32,
     },
+    /// Where the rows of a table are when they are not in memory (checkpoints and
+    /// spill files; right after its create-table and create-index records).
+    Residency {
+        table: TableId,
+        residency: Residency,
+    },
     /// Committed rows of one table with their TIDs (checkpoints only).
     Rows {
         table: TableId,
@@ -120,6 +139,8 @@ pub const DROP_INDEX: u8 = 6;
 pub const COMMIT_PART: u8 = 7;
 /// Kind byte of an xact record (see the module documentation).
 pub const XACT: u8 = 8;
+/// Kind byte of a residency record.
+pub const RESIDENCY: u8 = 9;
 
 /// Bytes before the first write of a commit or commit part: kind, TID, count.
 const COMMIT_HEADER_LEN: usize = 1 + 8 + 4;
@@ -195,6 +216,21 @@ impl CommitRecords {
         for i in &r.indexes {
             put_index(&mut body, i);
         }
+        self.write
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.write.extend_from_slice(&body);
+        self.append_write();
+    }
+
+    /// Adds a residency entry (call before the table's rows: see the module doc).
+    pub fn reside(&mut self, table: TableId, to: &Residency, from: Option<&str>) {
+        self.write.clear();
+        put_table(&mut self.write, table);
+        self.write.extend_from_slice(&0u64.to_le_bytes());
+        self.write.push(RESIDENCY_ENTRY);
+        let mut body = Vec::new();
+        put_residency(&mut body, to);
+        put_name(&mut body, from.unwrap_or(""));
         self.write
             .extend_from_slice(&(body.len() as u32).to_le_bytes());
         self.write.extend_from_slice(&body);
@@ -292,7 +328,7 @@ pub fn decode_rows(b: &[u8]) -> Result<Option<Vec<RowRef<'_>>>, DecodeError> {
                     }
                     1 => None,
                     TRUNCATE_ENTRY if rowid == RowId(0) => continue,
-                    REDEFINE_ENTRY if rowid == RowId(0) => {
+                    REDEFINE_ENTRY | RESIDENCY_ENTRY if rowid == RowId(0) => {
                         let len = r.u32()? as usize;
                         r.bytes(len)?;
                         continue;
@@ -432,6 +468,18 @@ fn put_def(out: &mut Vec<u8>, def: &TableDef) {
     }
 }
 
+fn put_residency(out: &mut Vec<u8>, r: &Residency) {
+    let (kind, file) = match r {
+        Residency::Loaded => (0u8, None),
+        Residency::Spilled(f) => (1, Some(f)),
+        Residency::Discarded => (2, None),
+    };
+    out.push(kind);
+    put_name(out, file.map_or("", |f| &f.name));
+    out.extend_from_slice(&file.map_or(0, |f| f.rows).to_le_bytes());
+    out.extend_from_slice(&file.map_or(0, |f| f.bytes).to_le_bytes());
+}
+
 fn put_index(out: &mut Vec<u8>, def: &IndexDef) {
     out.extend_from_slice(&def.id.to_le_bytes());
     put_name(out, &def.name);
@@ -456,6 +504,9 @@ impl LogRecord {
                     match e {
                         Emptying::Truncate(t) => r.truncate(*t),
                         Emptying::Redefine(d) => r.redefine(d),
+                        Emptying::Reside { table, to, from } => {
+                            r.reside(*table, to, from.as_deref())
+                        }
                     }
                 }
                 for w in writes {
@@ -481,6 +532,11 @@ impl LogRecord {
                 out.push(DROP_INDEX);
                 put_table(out, *table);
                 out.extend_from_slice(&id.to_le_bytes());
+            }
+            LogRecord::Residency { table, residency } => {
+                out.push(RESIDENCY);
+                put_table(out, *table);
+                put_residency(out, residency);
             }
             LogRecord::Xact { tid, xid } => {
                 out.push(XACT);
@@ -553,6 +609,10 @@ impl LogRecord {
                 tid: Tid(r.u64()?),
                 xid: r.u32()?,
             },
+            RESIDENCY => LogRecord::Residency {
+                table: r.table()?,
+                residency: r.residency()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         };
         if r.pos != b.len() {
@@ -566,6 +626,8 @@ impl LogRecord {
 const TRUNCATE_ENTRY: u8 = 2;
 /// Kind of a commit entry that empties its table and gives it a new definition.
 const REDEFINE_ENTRY: u8 = 3;
+/// Kind of a commit entry that empties its table and gives it a new residency.
+const RESIDENCY_ENTRY: u8 = 4;
 
 /// What a commit or commit-part payload does to whole tables (its truncate and
 /// redefine entries), in order; empty for other kinds.
@@ -606,6 +668,23 @@ pub fn commit_emptied(b: &[u8]) -> Result<Vec<Emptying>, DecodeError> {
                     def,
                     indexes,
                 }));
+            }
+            RESIDENCY_ENTRY => {
+                let len = r.u32()? as usize;
+                let mut body = Reader {
+                    b: r.bytes(len)?,
+                    pos: 0,
+                };
+                let to = body.residency()?;
+                let from = body.name()?;
+                if body.pos != body.b.len() {
+                    return Err(DecodeError("trailing bytes in a residency entry"));
+                }
+                out.push(Emptying::Reside {
+                    table,
+                    to,
+                    from: (!from.is_empty()).then_some(from),
+                });
             }
             _ => return Err(DecodeError("bad write kind")),
         }
@@ -683,6 +762,20 @@ impl<'a> Reader<'a> {
             database: table.database,
         })
     }
+    fn residency(&mut self) -> Result<Residency, DecodeError> {
+        let kind = self.u8()?;
+        let name = self.name()?;
+        let rows = self.u64()?;
+        let bytes = self.u64()?;
+        match (kind, name.is_empty()) {
+            (0, true) => Ok(Residency::Loaded),
+            (1, false) if crate::unload::valid_spill_name(&name) => {
+                Ok(Residency::Spilled(SpillFile { name, rows, bytes }))
+            }
+            (2, true) => Ok(Residency::Discarded),
+            _ => Err(DecodeError("bad residency")),
+        }
+    }
     fn index(&mut self) -> Result<IndexDef, DecodeError> {
         let id = self.u32()?;
         let name = self.name()?;
@@ -746,6 +839,25 @@ mod tests {
                             primary: true,
                         }],
                     }),
+                    Emptying::Reside {
+                        table: TableId::new(5, 9),
+                        to: Residency::Loaded,
+                        from: Some("5_9_1a.spill".into()),
+                    },
+                    Emptying::Reside {
+                        table: TableId::new(5, 10),
+                        to: Residency::Spilled(SpillFile {
+                            name: "5_10_2b.spill".into(),
+                            rows: 7,
+                            bytes: 900,
+                        }),
+                        from: None,
+                    },
+                    Emptying::Reside {
+                        table: TableId::new(5, 11),
+                        to: Residency::Discarded,
+                        from: None,
+                    },
                 ],
                 writes: vec![
                     RowImage {
@@ -794,6 +906,18 @@ mod tests {
             LogRecord::DropIndex {
                 table: TableId::new(16384, 16390),
                 id: 3,
+            },
+            LogRecord::Residency {
+                table: TableId::new(16384, 16390),
+                residency: Residency::Spilled(SpillFile {
+                    name: "16384_16390_ff.spill".into(),
+                    rows: 1,
+                    bytes: 2,
+                }),
+            },
+            LogRecord::Residency {
+                table: TableId::new(16384, 16390),
+                residency: Residency::Discarded,
             },
             LogRecord::Rows {
                 table: TableId::new(1, 3),

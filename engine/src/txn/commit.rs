@@ -42,6 +42,7 @@
 //! undoes, in reverse order, whatever the phases so far did (links, record locks,
 //! writer marks, key stripes), and the caller then aborts the write set.
 
+use super::truncate::Replacement;
 use super::write_set::Origin;
 use super::{free_private, Txn};
 use crate::epoch;
@@ -174,6 +175,7 @@ impl Txn {
         self.pending.clear();
         self.rekeyed.clear();
         self.truncations.clear();
+        self.end_spills();
         self.active = false;
         let (tid, log_end, tagged) = outcome?;
         scope::outside(&mut *installed);
@@ -256,8 +258,8 @@ pub(super) struct CommitState {
     /// Per write-set entry, the keys (index slot, key) its row no longer has, unlinked
     /// after install.
     stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
-    /// TRUNCATEs taking effect: (the catalog's table, its empty replacement).
-    truncations: Vec<(Arc<Table>, Arc<Table>)>,
+    /// TRUNCATEs, ALTERs, loads and unloads taking effect.
+    truncations: Vec<Replacement>,
     /// The snapshot horizon read after the TID was taken (phase 10).
     horizon: Tid,
     /// Chain nodes for the replaced versions, one per pre-existing row written, if a
@@ -308,7 +310,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             .st
             .truncations
             .iter()
-            .any(|(old, new)| redefines(old, new))
+            .any(|r| r.reside.is_some() || redefines(&r.old, &r.new))
         {
             self.txn.engine.enter_redefine();
             self.st.gate = true;
@@ -594,15 +596,24 @@ impl<'t, 'g> Commit<'t, 'g> {
             }
             // Before the rows: replay empties the tables, then applies what this
             // transaction wrote into the replacements.
-            for (old, new) in &self.st.truncations {
-                if redefines(old, new) {
+            for r in &self.st.truncations {
+                // A load or unload first, then what followed it in this transaction.
+                let mut base = &r.old;
+                if let Some((twin, from)) = &r.reside {
+                    records.reside(r.old.id, twin.residency(), from.as_deref());
+                    base = twin;
+                }
+                if Arc::ptr_eq(base, &r.new) {
+                    continue;
+                }
+                if redefines(base, &r.new) {
                     records.redefine(&Redefinition {
-                        table: old.id,
-                        def: new.def.clone(),
-                        indexes: new.index_defs(),
+                        table: r.old.id,
+                        def: r.new.def.clone(),
+                        indexes: r.new.index_defs(),
                     });
                 } else {
-                    records.truncate(old.id);
+                    records.truncate(r.old.id);
                 }
             }
             for &i in txn.pending.values() {
@@ -699,10 +710,22 @@ impl<'t, 'g> Commit<'t, 'g> {
         garbage.retire(engine, g);
         // TRUNCATEs: the replacements go into the catalog; readers that read the old
         // tables (serializable validation) see them written.
-        for (old, new) in std::mem::take(&mut self.st.truncations) {
-            old.last_write_tid.fetch_max(tid.get(), AcqRel);
-            old.last_insert_tid.fetch_max(tid.get(), AcqRel);
-            engine.replace_table(&old, new, false);
+        for r in std::mem::take(&mut self.st.truncations) {
+            r.old.last_write_tid.fetch_max(tid.get(), AcqRel);
+            r.old.last_insert_tid.fetch_max(tid.get(), AcqRel);
+            if let Some((_, Some(from))) = &r.reside {
+                // Replay of this commit reads the file again until a checkpoint that
+                // begins after now covers the loaded rows; pinned before the catalog
+                // stops naming it (see `crate::unload`).
+                engine.pin_spill_file(
+                    from,
+                    engine
+                        .checkpoints_begun
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        + 1,
+                );
+            }
+            engine.replace_table(&r.old, r.new, false);
         }
         if let (Some(sink), Some(a)) = (engine.sink(), logged) {
             sink.installed(a.phase);

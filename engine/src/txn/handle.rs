@@ -8,6 +8,8 @@ use crate::ids::{RowId, TableId, Tid};
 use crate::index::IndexDef;
 use crate::rowlock::LockMode;
 use crate::scope;
+use crate::unload::{Residency, UnloadMode};
+use std::path::Path;
 use std::time::Duration;
 
 /// A transaction owned by one thread (one PostgreSQL backend). It lives in the arena;
@@ -139,6 +141,9 @@ impl TxnHandle {
     pub fn create_index(&mut self, t: &TableHandle, def: IndexDef) -> Result<()> {
         let _s = scope::enter();
         self.check_active()?;
+        if self.txn().is_resident_twin(t.arc()) {
+            return Err(Error::ChangedInTransaction { table: t.id });
+        }
         self.txn().build_index(t, def)
     }
 
@@ -199,6 +204,40 @@ impl TxnHandle {
         }
         self.txn().engine.drop_index_from(t, id);
         true
+    }
+
+    /// Unloads `t` (as [`TxnHandle::table`] gives it) by subtransaction `sub`, spilling
+    /// its rows to a new file in `spill_dir` for [`UnloadMode::Spill`] (see
+    /// [`crate::unload`]); from now on this transaction sees it unloaded, and its
+    /// commit makes it so. Returns the new residency, or None if the table already is
+    /// unloaded that way. It must be the first change of `t` in this transaction. The
+    /// caller keeps every other session away from the table until the transaction
+    /// ends (PostgreSQL's AccessExclusiveLock).
+    pub fn unload(
+        &mut self,
+        t: &TableHandle,
+        mode: UnloadMode,
+        spill_dir: &Path,
+        sub: u32,
+    ) -> Result<Option<Residency>> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().unload(t, mode, spill_dir, sub)
+    }
+
+    /// Loads `t` back (see [`TxnHandle::unload`]): the rows of its spill file in
+    /// `spill_dir`, with its indexes, or none for a discarded table. Returns the rows
+    /// loaded, or None if it is loaded already.
+    pub fn load(&mut self, t: &TableHandle, spill_dir: &Path, sub: u32) -> Result<Option<u64>> {
+        let _s = scope::enter();
+        self.check_active()?;
+        self.txn().load(t, spill_dir, sub)
+    }
+
+    /// Did this transaction load or unload table `id`? (Index DDL on it must wait for
+    /// the next transaction.)
+    pub fn resided(&mut self, id: TableId) -> bool {
+        self.txn().resided(id)
     }
 
     /// Did this transaction TRUNCATE table `id` (it then works on a replacement)?

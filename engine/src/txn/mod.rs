@@ -37,6 +37,7 @@ mod shared_scan;
 mod snapshot;
 mod truncate;
 mod unique;
+mod unload;
 mod write_set;
 
 pub use handle::TxnHandle;
@@ -179,6 +180,9 @@ pub(crate) struct Txn {
     prepared: Option<commit::Prepared>,
     /// TRUNCATEs of this transaction, in order (see [`truncate`]).
     truncations: Vec<truncate::Truncation>,
+    /// Spill files its unloads wrote, pinned as in flight until it ends (see
+    /// [`crate::unload`]).
+    spill_files: Vec<String>,
     /// Reads see the newest committed versions whatever the snapshot (set only for
     /// the duration of [`TxnHandle::scan_newest`]).
     read_newest: bool,
@@ -210,6 +214,7 @@ impl Txn {
             statement_snapshot: None,
             prepared: None,
             truncations: Vec::new(),
+            spill_files: Vec::new(),
             read_newest: false,
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),

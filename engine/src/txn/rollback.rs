@@ -32,6 +32,7 @@ impl Txn {
         self.pending.clear();
         self.rekeyed.clear();
         self.truncations.clear();
+        self.end_spills();
         self.active = false;
         reclaim_after(engine, discarded);
     }

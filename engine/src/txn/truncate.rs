@@ -23,6 +23,19 @@ pub(super) struct Truncation {
     pub with: Arc<Table>,
     /// The subtransaction that ran it.
     pub sub: u32,
+    /// For a load or unload (see [`super::unload`]): Some(the spill file a load read).
+    pub reside: Option<Option<String>>,
+}
+
+/// A table that a transaction's commit replaces (see [`Txn::final_truncations`]).
+pub(super) struct Replacement {
+    /// The catalog's table.
+    pub old: Arc<Table>,
+    /// What replaces it: the last replacement the transaction made.
+    pub new: Arc<Table>,
+    /// If the first replacement was a load or unload: that replacement, and the spill
+    /// file a load read.
+    pub reside: Option<(Arc<Table>, Option<String>)>,
 }
 
 impl Txn {
@@ -47,7 +60,7 @@ impl Txn {
         sub: u32,
     ) -> Result<()> {
         let with = self.engine.redefined_twin(t, def, indexes)?;
-        self.replace_with(t, with, sub);
+        self.replace_with(t, with, sub, None);
         Ok(())
     }
 
@@ -66,17 +79,25 @@ impl Txn {
     /// TRUNCATE of `t` (as this transaction sees it) by subtransaction `sub`.
     pub(super) fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
         let with = self.engine.empty_twin(t)?;
-        self.replace_with(t, with, sub);
+        self.replace_with(t, with, sub, None);
         Ok(())
     }
 
-    /// From now on this transaction works on `with` in place of `t`.
-    fn replace_with(&mut self, t: &TableHandle, with: Arc<Table>, sub: u32) {
+    /// From now on this transaction works on `with` in place of `t` (`reside`: see
+    /// [`Truncation::reside`]).
+    pub(super) fn replace_with(
+        &mut self,
+        t: &TableHandle,
+        with: Arc<Table>,
+        sub: u32,
+        reside: Option<Option<String>>,
+    ) {
         self.truncations.push(Truncation {
             id: t.id,
             replaced: t.arc().clone(),
             with,
             sub,
+            reside,
         });
     }
 
@@ -86,14 +107,18 @@ impl Txn {
         self.truncations.iter().any(|x| Arc::ptr_eq(&x.replaced, t))
     }
 
-    /// The TRUNCATEs that take effect at commit: per table, the catalog's table and
-    /// the final twin.
-    pub(super) fn final_truncations(&self) -> Vec<(Arc<Table>, Arc<Table>)> {
-        let mut out: Vec<(Arc<Table>, Arc<Table>)> = Vec::new();
+    /// The replacements that take effect at commit: per table, the catalog's table,
+    /// the final twin, and the load or unload that came first if one did.
+    pub(super) fn final_truncations(&self) -> Vec<Replacement> {
+        let mut out: Vec<Replacement> = Vec::new();
         for x in &self.truncations {
-            match out.iter_mut().find(|(first, _)| first.id == x.id) {
-                Some(e) => e.1 = x.with.clone(),
-                None => out.push((x.replaced.clone(), x.with.clone())),
+            match out.iter_mut().find(|r| r.old.id == x.id) {
+                Some(e) => e.new = x.with.clone(),
+                None => out.push(Replacement {
+                    old: x.replaced.clone(),
+                    new: x.with.clone(),
+                    reside: x.reside.clone().map(|from| (x.with.clone(), from)),
+                }),
             }
         }
         out
