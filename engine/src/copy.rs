@@ -24,6 +24,13 @@ impl Engine {
         let Some(src) = self.table(from) else {
             return Err(crate::error::Error::NoSuchTable { table: from });
         };
+        if *src.residency() != crate::unload::Residency::Loaded {
+            // Its rows are not in memory: a copy would be silently empty.
+            return Err(crate::error::Error::NotLoaded {
+                table: from,
+                state: src.residency().state(),
+            });
+        }
         if self.table(to).is_some() {
             self.drop_table(to)?;
         }

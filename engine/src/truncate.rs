@@ -130,6 +130,10 @@ impl Engine {
                 self.redefined_twin(&t, def, &r.indexes)?
             }
             Emptying::Reside { to, from, .. } => {
+                if let Some(f) = to.spill_file() {
+                    // Its rows keep their TIDs: new ones must stay above them.
+                    self.observe_tid(f.max_tid);
+                }
                 let twin = self.resident_twin(&t, Some(to))?;
                 if let Some(name) = from {
                     let Some(dir) = spill_dir else {

@@ -30,7 +30,7 @@
 
 use crate::engine::{Engine, TableHandle};
 use crate::error::{Error, Result};
-use crate::ids::Lsn;
+use crate::ids::{Lsn, Tid};
 use crate::redo::payload::{decode_rows, LogRecord, RowRef, ROWS};
 use crate::redo::table_file::{FrameReader, TableWriter};
 use crate::scope;
@@ -55,12 +55,15 @@ pub enum Residency {
     Discarded,
 }
 
-/// A spill file: its name under [`SPILL_DIR`], and the rows and bytes it holds.
+/// A spill file: its name under [`SPILL_DIR`], the rows and bytes it holds, and the
+/// newest TID among its rows (the engine's TIDs must stay above it after a restart,
+/// when the log that held it may be gone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpillFile {
     pub name: String,
     pub rows: u64,
     pub bytes: u64,
+    pub max_tid: Tid,
 }
 
 impl Residency {
@@ -216,15 +219,15 @@ impl Engine {
         let written = (|| {
             let mut w = TableWriter::start(file, MAGIC, VERSION, Lsn(0))?;
             w.write_table(self, t, |_| {})?;
-            let rows = w.rows;
-            let file = w.finish()?;
-            let bytes = file.metadata()?.len();
+            let (rows, max_tid) = (w.rows, w.max_tid);
+            let (file, bytes) = w.finish()?;
             drop(file);
             crate::redo::files::sync_dir(dir)?;
             Ok(SpillFile {
                 name: name.clone(),
                 rows,
                 bytes,
+                max_tid,
             })
         })();
         written.map_err(|e: io::Error| {

@@ -20,8 +20,8 @@ pub unsafe extern "C-unwind" fn analyze_foreign_table(
     // SAFETY: out-parameters handed to us by PostgreSQL.
     unsafe {
         let id = crate::handler::table_id((*relation).rd_id);
-        let loaded = engine()
-            .table(id)
+        // As this transaction sees it (it may have loaded or unloaded it).
+        let loaded = crate::xact::table_view((*relation).rd_id)
             .is_none_or(|t| *t.residency() == memfdw_engine::unload::Residency::Loaded);
         if !loaded {
             // Unloaded (memfdw.unload): PostgreSQL skips it with a warning, and keeps
@@ -51,7 +51,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     // tuples are built in the current memory context, as ANALYZE expects.
     unsafe {
         let relid = (*relation).rd_id;
-        let Some(table) = engine().table(crate::handler::table_id(relid)) else {
+        let Some(table) = crate::xact::table_view(relid) else {
             crate::errors::missing_table(relid)
         };
         let codecs: Vec<Codec> = table.def.columns.iter().map(|c| Codec::of(c.ty)).collect();

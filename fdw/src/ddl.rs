@@ -325,6 +325,26 @@ fn copy_template_tables(name: &str, template: &str) {
     for t in tables.iter().filter(|t| t.database == new_db) {
         e.drop_table(*t).or_raise();
     }
+    // Not from a template with unloaded tables: their rows are not in memory, and
+    // the copy would be silently empty.
+    for t in tables.iter().filter(|t| t.database == template_db) {
+        let unloaded = e
+            .table(*t)
+            .map(|h| h.residency().state())
+            .filter(|&s| s != "loaded");
+        if let Some(state) = unloaded {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "memory table with OID {} of the template database is unloaded ({state})",
+                    t.relation
+                ),
+                "memfdw",
+            )
+            .set_hint("Load it with memfdw.load() in the template database first.")
+            .report(PgLogLevel::ERROR);
+        }
+    }
     for t in tables.iter().filter(|t| t.database == template_db) {
         let to = memfdw_engine::TableId::new(new_db, t.relation);
         xact::note_create(to);

@@ -893,6 +893,10 @@ pub unsafe fn drop_indexes(stmt: *mut pg_sys::DropStmt) -> Option<*mut pg_sys::D
                         not_owner(table, id);
                     }
                     pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as _);
+                    // Not from an unloaded table: its spill file holds the index.
+                    if let Some(t) = xact::table_view(relid) {
+                        crate::unload::check_loaded(&t, relid);
+                    }
                     xact::note_index_drop(table, id);
                     crate::index_options::store(relid);
                     pg_sys::CacheInvalidateRelcacheByRelid(relid);

@@ -94,7 +94,9 @@ fn take_table(relid: pg_sys::Oid, what: &str) -> TableHandle {
     if xact::index_ddl_pending(relnum) {
         error(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("memory table \"{name}\" had an index created or dropped in this transaction"),
+            format!(
+                "memory table \"{name}\" was created, or had an index created or dropped, in this transaction"
+            ),
         )
         .set_hint(format!("Run {what} in a transaction of its own."))
         .report(PgLogLevel::ERROR);

@@ -134,7 +134,9 @@ pub fn write_checkpoint_reporting(
         progress(&mut info, &w);
         report(&info, total);
         drop(gate);
-        let file = w.finish()?;
+        let (file, bytes) = w.finish()?;
+        info.bytes = bytes;
+        info.frames += 1;
         drop(file);
         std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
         sync_dir(dir)?;

@@ -12,7 +12,7 @@
 //! commit part:  7 | tid u64 | count u32 | { write }*   (as commit; see below)
 //! xact:         8 | tid u64 | xid u32
 //! residency:    9 | table | state   (checkpoints and spill files: a table not in memory)
-//! state:        kind u8 (0 loaded, 1 spilled, 2 discarded) | file name | rows u64 | bytes u64
+//! state:        kind u8 (0 loaded, 1 spilled, 2 discarded) | file name | rows u64 | bytes u64 | newest tid u64
 //! table:        database u32 | relation u32   (a TableId)
 //! name:         len u16 | utf-8 bytes
 //! ```
@@ -478,6 +478,7 @@ fn put_residency(out: &mut Vec<u8>, r: &Residency) {
     put_name(out, file.map_or("", |f| &f.name));
     out.extend_from_slice(&file.map_or(0, |f| f.rows).to_le_bytes());
     out.extend_from_slice(&file.map_or(0, |f| f.bytes).to_le_bytes());
+    out.extend_from_slice(&file.map_or(0, |f| f.max_tid.get()).to_le_bytes());
 }
 
 fn put_index(out: &mut Vec<u8>, def: &IndexDef) {
@@ -677,6 +678,9 @@ pub fn commit_emptied(b: &[u8]) -> Result<Vec<Emptying>, DecodeError> {
                 };
                 let to = body.residency()?;
                 let from = body.name()?;
+                if !from.is_empty() && !crate::unload::valid_spill_name(&from) {
+                    return Err(DecodeError("bad spill file name in a residency entry"));
+                }
                 if body.pos != body.b.len() {
                     return Err(DecodeError("trailing bytes in a residency entry"));
                 }
@@ -767,10 +771,16 @@ impl<'a> Reader<'a> {
         let name = self.name()?;
         let rows = self.u64()?;
         let bytes = self.u64()?;
+        let max_tid = Tid(self.u64()?);
         match (kind, name.is_empty()) {
             (0, true) => Ok(Residency::Loaded),
             (1, false) if crate::unload::valid_spill_name(&name) => {
-                Ok(Residency::Spilled(SpillFile { name, rows, bytes }))
+                Ok(Residency::Spilled(SpillFile {
+                    name,
+                    rows,
+                    bytes,
+                    max_tid,
+                }))
             }
             (2, true) => Ok(Residency::Discarded),
             _ => Err(DecodeError("bad residency")),
@@ -850,6 +860,7 @@ mod tests {
                             name: "5_10_2b.spill".into(),
                             rows: 7,
                             bytes: 900,
+                            max_tid: Tid(77),
                         }),
                         from: None,
                     },
@@ -913,6 +924,7 @@ mod tests {
                     name: "16384_16390_ff.spill".into(),
                     rows: 1,
                     bytes: 2,
+                    max_tid: Tid(3),
                 }),
             },
             LogRecord::Residency {

@@ -14,7 +14,7 @@ use super::files::{file_header, read_header, HEADER_LEN};
 use super::payload::LogRecord;
 use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
 use crate::engine::{Engine, TableHandle};
-use crate::ids::Lsn;
+use crate::ids::{Lsn, Tid};
 use crate::txn::{RowBatch, ScanCursor};
 use std::io::{self, Write};
 
@@ -34,6 +34,8 @@ pub struct TableWriter {
     pub bytes: u64,
     /// Rows written so far.
     pub rows: u64,
+    /// The newest TID among them.
+    pub max_tid: Tid,
 }
 
 impl TableWriter {
@@ -48,6 +50,7 @@ impl TableWriter {
             frames: 0,
             bytes: HEADER_LEN as u64,
             rows: 0,
+            max_tid: Tid::NONE,
         })
     }
 
@@ -101,6 +104,7 @@ impl TableWriter {
             txn.scan(t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             while let Some(r) = batch.next() {
+                self.max_tid = self.max_tid.max(r.tid);
                 rows.push((r.rowid, r.tid, r.data.to_vec()));
             }
             if rows.len() >= ROWS_PER_FRAME || (cursor.done() && !rows.is_empty()) {
@@ -119,14 +123,14 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Writes the end frame and syncs the file; returns it.
-    pub fn finish(mut self) -> io::Result<std::fs::File> {
+    /// Writes the end frame and syncs the file; returns it and its length.
+    pub fn finish(mut self) -> io::Result<(std::fs::File, u64)> {
         let mut end = vec![END_MARK];
         end.extend_from_slice(&self.frames.to_le_bytes());
         self.emit(&end)?;
         let file = self.f.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok(file)
+        Ok((file, self.bytes))
     }
 }
 

@@ -52,6 +52,7 @@ impl TxnHandle {
     pub fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
         let _s = scope::enter();
         self.check_active()?;
+        check_loaded(t)?;
         self.txn().insert(t, row, stmt)
     }
 
@@ -141,6 +142,7 @@ impl TxnHandle {
     pub fn create_index(&mut self, t: &TableHandle, def: IndexDef) -> Result<()> {
         let _s = scope::enter();
         self.check_active()?;
+        check_loaded(t)?;
         if self.txn().is_resident_twin(t.arc()) {
             return Err(Error::ChangedInTransaction { table: t.id });
         }
@@ -153,6 +155,7 @@ impl TxnHandle {
     pub fn truncate(&mut self, t: &TableHandle, sub: u32) -> Result<()> {
         let _s = scope::enter();
         self.check_active()?;
+        check_loaded(t)?;
         self.txn().truncate(t, sub)
     }
 
@@ -172,6 +175,7 @@ impl TxnHandle {
     ) -> Result<()> {
         let _s = scope::enter();
         self.check_active()?;
+        check_loaded(t)?;
         self.txn().redefine(t, def, indexes, sub)
     }
 
@@ -482,6 +486,18 @@ impl TxnHandle {
         } else {
             Err(Error::TxnNotActive)
         }
+    }
+}
+
+/// Refuses to change the rows or indexes of a table that is not in memory (a load
+/// replaces it from its spill file: whatever was written to it would be lost).
+fn check_loaded(t: &TableHandle) -> Result<()> {
+    match t.residency() {
+        Residency::Loaded => Ok(()),
+        r => Err(Error::NotLoaded {
+            table: t.id,
+            state: r.state(),
+        }),
     }
 }
 
