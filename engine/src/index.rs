@@ -39,6 +39,8 @@ pub struct KeyIndex {
     /// Full key -> row id, for point lookups in a unique index (see
     /// [`crate::point_cache`]); unused by other indexes.
     pub(crate) point: crate::point_cache::PointCache,
+    /// What the last ANALYZE found (see [`crate::stats`]).
+    pub(crate) stats: crate::stats::IndexStats,
 }
 
 impl KeyIndex {
@@ -57,6 +59,7 @@ impl KeyIndex {
             types,
             list: SkipList::new(collector.clone()),
             point: crate::point_cache::PointCache::new(),
+            stats: crate::stats::IndexStats::default(),
         }
     }
 

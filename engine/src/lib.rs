@@ -26,6 +26,7 @@ pub mod rowid_index;
 pub mod rowlock;
 pub mod scope;
 pub mod snapshots;
+pub mod stats;
 pub mod sync;
 pub mod table;
 mod truncate;

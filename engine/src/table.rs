@@ -54,6 +54,10 @@ pub struct AccessStats {
     /// When the table was last analyzed (the caller's clock; 0: never), and how often.
     pub last_analyze: AtomicI64,
     pub analyze_count: AtomicU64,
+    /// Rows inserted, updated, deleted or loaded since the last ANALYZE (automatic
+    /// ANALYZE, see [`crate::stats`]), and when an automatic one last started on it.
+    pub changed_since_analyze: AtomicU64,
+    pub autoanalyze_tried: AtomicI64,
 }
 
 /// Figures about one table.

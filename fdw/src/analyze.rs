@@ -8,6 +8,7 @@ use crate::types::{self, Codec};
 use memfdw_engine::{RowBatch, ScanCursor};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// # Safety
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
@@ -68,6 +69,10 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         let mut txn = engine().begin();
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
+        // Distinct values per key prefix of each index, from every row (see
+        // `memfdw_engine::stats`); the changes counted so far are covered by this run.
+        let mut sketches = table.prefix_sketches();
+        let changed = table.access.changed_since_analyze.load(Relaxed);
         let target = targrows.max(0) as usize;
         let mut kept = 0usize;
         let mut seen = 0u64;
@@ -78,6 +83,7 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
                 .or_raise();
             while let Some(r) = batch.next() {
                 seen += 1;
+                sketches.add_row(&table.layout, r.data);
                 // Algorithm R: the first `target` rows, then row `seen` replaces a
                 // random kept one with probability target / seen.
                 let pos = if kept < target {
@@ -109,13 +115,14 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         pg_sys::MemoryContextDelete(scratch);
         *totalrows = seen as f64;
         *totaldeadrows = 0.0;
+        let now = pg_sys::GetCurrentTimestamp();
+        sketches.publish(&table, now);
         let a = &table.access;
-        a.last_analyze.store(
-            pg_sys::GetCurrentTimestamp(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        a.analyze_count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        a.last_analyze.store(now, Relaxed);
+        a.analyze_count.fetch_add(1, Relaxed);
+        let _ = a
+            .changed_since_analyze
+            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(changed)));
         kept as std::ffi::c_int
     }
 }

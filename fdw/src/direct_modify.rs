@@ -324,6 +324,7 @@ pub unsafe extern "C-unwind" fn end_direct_modify(node: *mut pg_sys::ForeignScan
                 use std::sync::atomic::Ordering::Relaxed;
                 let a = &st.table().access;
                 let n = d.written;
+                a.changed_since_analyze.fetch_add(n, Relaxed);
                 if d.update {
                     a.n_tup_upd.fetch_add(n, Relaxed);
                 } else {

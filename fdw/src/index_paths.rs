@@ -21,6 +21,7 @@
 //! comparison value in `fdw_exprs`).
 
 use crate::shmem::engine;
+use memfdw_engine::stats::IndexStatsView;
 use memfdw_engine::{ColumnType, IndexDef};
 use pgrx::pg_sys;
 use pgrx::PgList;
@@ -557,6 +558,11 @@ pub unsafe fn add_index_paths(
             if crate::xact::index_drop_pending(relid.to_u32(), def.id) {
                 continue;
             }
+            let stats = crate::settings::ENABLE_INDEX_STATISTICS
+                .get()
+                .then(|| table.index_stats(def.id))
+                .flatten();
+            let stats = stats.as_ref();
             let Some(cols) = key_cols(relid, &def, &types) else {
                 continue;
             };
@@ -576,10 +582,10 @@ pub unsafe fn add_index_paths(
             );
             let ordered = pathkeys_direction(root, &m, &cols, &base.conds, &types, &def);
             if !base.conds.is_empty() {
-                add_path(root, baserel, &def, &cols, &base, None);
+                add_path(root, baserel, &def, stats, &cols, &base, None);
             }
             if let Some(reverse) = ordered {
-                add_path(root, baserel, &def, &cols, &base, Some(reverse));
+                add_path(root, baserel, &def, stats, &cols, &base, Some(reverse));
             }
             // Parameterized by a join clause on the first column.
             if base
@@ -609,7 +615,7 @@ pub unsafe fn add_index_paths(
                     probes: 1.0,
                 };
                 let cand = conditions(&m, &cols, &restrict, 1, first);
-                add_path(root, baserel, &def, &cols, &cand, None);
+                add_path(root, baserel, &def, stats, &cols, &cand, None);
             }
         }
     }
@@ -820,7 +826,11 @@ unsafe fn pathkeys_direction(
     }
 }
 
-/// Costs `cand` and adds its path (ordered in direction `order` if given).
+/// Costs `cand` and adds its path (ordered in direction `order` if given). With the
+/// index's statistics (`memfdw_engine::stats`), an equality prefix of the key selects
+/// one of its distinct values: they know what PostgreSQL's per-column estimates do
+/// not (a column with few values before ANALYZE fills pg_statistic, correlated
+/// columns); the conditions after the prefix are estimated by PostgreSQL.
 ///
 /// # Safety
 /// Planner structures.
@@ -828,6 +838,7 @@ unsafe fn add_path(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     def: &IndexDef,
+    stats: Option<&IndexStatsView>,
     cols: &[KeyCol],
     cand: &Candidate,
     order: Option<bool>,
@@ -838,16 +849,41 @@ unsafe fn add_path(
         let point = def.unique
             && cand.conds.len() == cols.len()
             && cand.conds.iter().all(|c| c.kind == CondKind::Eq);
-        let sel = if cand.clauses.is_null() {
-            1.0
-        } else {
-            pg_sys::clauselist_selectivity(
-                root,
-                cand.clauses,
-                (*baserel).relid as i32,
-                pg_sys::JoinType::JOIN_INNER,
-                std::ptr::null_mut(),
-            )
+        let selectivity = |clauses: *mut pg_sys::List| {
+            if clauses.is_null() {
+                1.0
+            } else {
+                pg_sys::clauselist_selectivity(
+                    root,
+                    clauses,
+                    (*baserel).relid as i32,
+                    pg_sys::JoinType::JOIN_INNER,
+                    std::ptr::null_mut(),
+                )
+            }
+        };
+        // Conditions and clauses correspond one to one, in order (see `conditions`).
+        let eq_prefix = cand
+            .conds
+            .iter()
+            .take_while(|c| c.kind == CondKind::Eq)
+            .count();
+        let distinct = stats
+            .filter(|_| eq_prefix > 0)
+            .and_then(|s| s.distinct.get(eq_prefix - 1).copied())
+            .filter(|&d| d > 0);
+        let sel = match distinct {
+            Some(d) => {
+                let mut rest: *mut pg_sys::List = std::ptr::null_mut();
+                for c in PgList::<c_void>::from_pg(cand.clauses)
+                    .iter_ptr()
+                    .skip(eq_prefix)
+                {
+                    rest = pg_sys::lappend(rest, c);
+                }
+                selectivity(rest) / d as f64
+            }
+            None => selectivity(cand.clauses),
         };
         let fetched = if point {
             cand.probes.min(tuples)

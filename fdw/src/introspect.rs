@@ -116,11 +116,68 @@ fn table_memory() -> TableIterator<
     TableIterator::new(out)
 }
 
+/// What the last ANALYZE found in each key index: for each key prefix (the first 1,
+/// 2, ... key columns) its columns and distinct values (estimated, within about 1%),
+/// with the rows read and when. The planner uses them to estimate index scans with
+/// equality on a key prefix. One row per index and prefix; none for an index no
+/// ANALYZE has read yet.
+#[pg_extern]
+#[allow(clippy::type_complexity)]
+fn index_stats() -> TableIterator<
+    'static,
+    (
+        name!(relid, pg_sys::Oid),
+        name!(table_name, String),
+        name!(index_name, String),
+        name!(prefix_columns, i32),
+        name!(columns, String),
+        name!(n_distinct, i64),
+        name!(rows, i64),
+        name!(analyzed_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    let e = engine();
+    let mut out = Vec::new();
+    for id in e.table_ids() {
+        let Some(t) = e.table(id) else { continue };
+        let relid = pg_sys::Oid::from(id.relation);
+        if !visible(&t, relid) {
+            continue;
+        }
+        let table_name = crate::types::relation_name(relid);
+        for def in t.index_defs() {
+            let Some(st) = t.index_stats(def.id) else {
+                continue;
+            };
+            let at = pgrx::datum::TimestampWithTimeZone::try_from(st.analyzed_at).ok();
+            let names: Vec<String> = def
+                .columns
+                .iter()
+                .map(|&c| crate::types::column_name(relid, c))
+                .collect();
+            for (k, &d) in st.distinct.iter().enumerate() {
+                out.push((
+                    relid,
+                    table_name.clone(),
+                    def.name.clone(),
+                    k as i32 + 1,
+                    names[..=k].join(", "),
+                    d as i64,
+                    st.rows as i64,
+                    at,
+                ));
+            }
+        }
+    }
+    TableIterator::new(out)
+}
+
 /// Access statistics of the memory tables, with the columns of PostgreSQL's
 /// `pg_stat_user_tables` that apply (foreign tables have none there): scans and rows
 /// read by full and by index scans, rows inserted, updated and deleted (also by
 /// statements that later rolled back, as PostgreSQL counts them), live rows, and the
-/// last ANALYZE. Counters start at zero when the server starts; they survive TRUNCATE
+/// last ANALYZE, and the rows changed since it (which start automatic ANALYZE, see
+/// `autoanalyze.rs`). Counters start at zero when the server starts; they survive TRUNCATE
 /// and ALTER. Also as the view `memfdw.stat_user_tables`.
 #[pg_extern]
 #[allow(clippy::type_complexity)]
@@ -140,6 +197,7 @@ fn stat_user_tables() -> TableIterator<
         name!(n_live_tup, i64),
         name!(last_analyze, Option<pgrx::datum::TimestampWithTimeZone>),
         name!(analyze_count, i64),
+        name!(n_mod_since_analyze, i64),
     ),
 > {
     use std::sync::atomic::Ordering::Relaxed;
@@ -181,6 +239,7 @@ fn stat_user_tables() -> TableIterator<
                     .then(|| pgrx::datum::TimestampWithTimeZone::try_from(analyzed).ok())
                     .flatten(),
                 n(&a.analyze_count),
+                n(&a.changed_since_analyze),
             ))
         })
         .collect();

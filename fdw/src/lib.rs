@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 
 mod alter;
 mod analyze;
+mod autoanalyze;
 mod convert;
 mod cross_type;
 mod ddl;
@@ -71,6 +72,8 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'memfdw'",
             "memfdw.max_memory = '256MB'",
+            // Plans the tests check must not change under them.
+            "memfdw.autoanalyze = off",
         ]
     }
 }

@@ -36,6 +36,7 @@ impl ModifyState {
         a.n_tup_ins.fetch_add(ins, Relaxed);
         a.n_tup_upd.fetch_add(upd, Relaxed);
         a.n_tup_del.fetch_add(del, Relaxed);
+        a.changed_since_analyze.fetch_add(ins + upd + del, Relaxed);
     }
 }
 

@@ -32,6 +32,24 @@ pub static DEBUG_LOG_SYNC_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// yet), so that tests can crash the server there.
 pub static DEBUG_PAUSE_AFTER_PREPARE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// `memfdw.autoanalyze`: the background worker analyzes memory tables whose rows
+/// changed enough (see `autoanalyze.rs`).
+pub static AUTOANALYZE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `memfdw.autoanalyze_naptime`, in seconds: how often it looks.
+pub static AUTOANALYZE_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(15);
+
+/// `memfdw.autoanalyze_threshold`: rows changed that trigger an ANALYZE, beyond the
+/// scale factor's share.
+pub static AUTOANALYZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(50);
+
+/// `memfdw.autoanalyze_scale_factor`: the share of a table's rows that must change.
+pub static AUTOANALYZE_SCALE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+
+/// `memfdw.enable_index_statistics`: the planner uses the key-prefix statistics of
+/// memory-table indexes (as PostgreSQL's `enable_*` settings, for comparisons).
+pub static ENABLE_INDEX_STATISTICS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -108,6 +126,52 @@ pub fn register(preloading: bool) {
         86400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"memfdw.autoanalyze",
+        c"Analyzes memory tables automatically once enough of their rows changed.",
+        c"PostgreSQL's autovacuum does not analyze foreign tables; memfdw's background worker does, for memory tables.",
+        &AUTOANALYZE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memfdw.autoanalyze_naptime",
+        c"Time between looks for memory tables to analyze.",
+        c"",
+        &AUTOANALYZE_NAPTIME_S,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"memfdw.autoanalyze_threshold",
+        c"Rows changed that make a memory table due for ANALYZE, beyond memfdw.autoanalyze_scale_factor's share.",
+        c"",
+        &AUTOANALYZE_THRESHOLD,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memfdw.autoanalyze_scale_factor",
+        c"Share of a memory table's rows that must change before it is analyzed automatically.",
+        c"",
+        &AUTOANALYZE_SCALE_FACTOR,
+        0.0,
+        100.0,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memfdw.enable_index_statistics",
+        c"Lets the planner estimate memory-table index scans from the distinct values of key prefixes that ANALYZE found.",
+        c"",
+        &ENABLE_INDEX_STATISTICS,
+        GucContext::Userset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"memfdw.scan_batch_rows",

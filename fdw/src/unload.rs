@@ -152,7 +152,13 @@ fn load_rel(rel: pg_sys::Oid) -> i64 {
     let dir = spill_dir();
     let r = xact::with_txn(|x| x.load(&t, &dir, sub));
     match r {
-        Ok(Some(rows)) => rows as i64,
+        Ok(Some(rows)) => {
+            // Loaded rows count as changed: automatic ANALYZE reads the table again.
+            t.access
+                .changed_since_analyze
+                .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+            rows as i64
+        }
         Ok(None) => {
             pgrx::notice!(
                 "memory table \"{}\" is already loaded, nothing done",

@@ -3,7 +3,8 @@
 //! sessions), then syncs the redo log every `WRITER_DELAY` (so
 //! asynchronous commits are lost at most that long after they return) and takes
 //! checkpoints when `memfdw.checkpoint_timeout` has passed or the log has grown past
-//! `memfdw.max_log_size`. Restarted by the postmaster if it dies.
+//! `memfdw.max_log_size`; fills point caches after a start, and starts automatic
+//! ANALYZE workers (`autoanalyze.rs`). Restarted by the postmaster if it dies.
 
 use crate::shmem::{engine, log};
 use crate::startup;
@@ -100,6 +101,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     // them from the indexes a slice at a time, between the worker's other duties, so
     // that the first primary-key lookups need no skip-list search.
     let mut warmup = memfdw_engine::point_cache::Warmup::new();
+    let mut analyzer = crate::autoanalyze::Launcher::new();
     while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
@@ -111,6 +113,7 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         if !warmup.done() {
             e.warm_point_caches(&mut warmup, WARMUP_ENTRIES);
         }
+        analyzer.tick(e);
         // Old versions, stale keys and deleted rows whose snapshots are gone (also
         // when no commit comes along to clean up after a long reader).
         if e.reclaim_versions(RECLAIM_ITEMS) > 0 {

@@ -136,8 +136,10 @@ impl Cluster {
             } else {
                 format!(",{}", opts.also_preload)
             };
+            // No automatic ANALYZE: plans the tests check must not change under them
+            // (tests of it turn it on).
             extra += &format!(
-                "shared_preload_libraries = 'memfdw{also}'\nmemfdw.max_memory = '{}'\n",
+                "shared_preload_libraries = 'memfdw{also}'\nmemfdw.max_memory = '{}'\nmemfdw.autoanalyze = off\n",
                 opts.max_memory
             );
         }
