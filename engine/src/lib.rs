@@ -29,6 +29,7 @@ pub mod snapshots;
 pub mod stats;
 pub mod sync;
 pub mod table;
+mod threads;
 mod truncate;
 pub mod txn;
 pub mod unload;

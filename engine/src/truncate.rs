@@ -145,8 +145,7 @@ impl Engine {
                         let _s = scope::enter();
                         TableHandle::of(twin.clone())
                     };
-                    let threads =
-                        std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+                    let threads = crate::threads::helper_threads();
                     self.read_spill_file(&handle, dir, name, threads)?;
                 }
                 twin

@@ -588,6 +588,106 @@ fn building_on_populated_tables_and_duplicates_leave_no_index() {
     assert_eq!(err.unwrap_err().sqlstate(), "42704");
 }
 
+/// A unique index built inside a transaction checks the keys the rows have as that
+/// transaction sees them (own updates, deletes and inserts), on the sorted keys, with
+/// NULLs never in conflict; big builds sort and link with several threads and find
+/// every row.
+#[test]
+fn unique_builds_check_the_keys_as_the_transaction_sees_them() {
+    let e = engine();
+    e.create_table(table_id(8), def()).unwrap();
+    let t = e.table(table_id(8)).unwrap();
+    let s = Stmt { cid: 1, sub: 1 };
+    let mut txn = e.begin();
+    let mut ids = Vec::new();
+    for k in [Some(1), Some(2), None, None, Some(3)] {
+        ids.push(txn.insert(&t, &row(&t, k, Some(0)), s).unwrap());
+    }
+    txn.commit().unwrap();
+    let mut buf = Vec::new();
+    let set = |txn: &mut TxnHandle, i: usize, k: Option<i32>| {
+        let mut buf = Vec::new();
+        let tid = txn.get(&t, ids[i], 1, &mut buf).unwrap();
+        txn.update(&t, ids[i], tid, &row(&t, k, Some(0)), s)
+            .unwrap();
+    };
+    // 1 moves to 4 and a new row takes 1: no duplicate as this transaction sees it.
+    let mut txn = e.begin();
+    set(&mut txn, 0, Some(4));
+    txn.insert(&t, &row(&t, Some(1), Some(0)), s).unwrap();
+    txn.create_index(&t, index(80, "k1", vec![0], true))
+        .unwrap();
+    txn.abort();
+    // (An index outlives the engine transaction that built it: the glue drops it.)
+    assert!(e.drop_index(table_id(8), 80).unwrap());
+    // 2 moves to 3, which row 5 has: a duplicate although the committed keys differ.
+    let mut txn = e.begin();
+    set(&mut txn, 1, Some(3));
+    let err = txn
+        .create_index(&t, index(81, "k2", vec![0], true))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "k2"), "{err}");
+    txn.abort();
+    // Two changed rows onto one key: a duplicate.
+    let mut txn = e.begin();
+    set(&mut txn, 0, Some(9));
+    set(&mut txn, 1, Some(9));
+    let err = txn
+        .create_index(&t, index(82, "k3", vec![0], true))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "k3"), "{err}");
+    txn.abort();
+    // A row deleted, its key inserted again; a committed key set to NULL, its key
+    // taken by a new row.
+    let mut txn = e.begin();
+    let tid = txn.get(&t, ids[4], 1, &mut buf).unwrap();
+    txn.delete(&t, ids[4], tid, s).unwrap();
+    txn.insert(&t, &row(&t, Some(3), Some(0)), s).unwrap();
+    set(&mut txn, 1, None);
+    txn.insert(&t, &row(&t, Some(2), Some(0)), s).unwrap();
+    txn.create_index(&t, index(83, "k4", vec![0], true))
+        .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(t.index_entries(83), Some(6));
+
+    // Big: the parallel sort and link paths.
+    e.create_table(table_id(9), def()).unwrap();
+    let big = e.table(table_id(9)).unwrap();
+    let n = 150_000i32;
+    let mut txn = e.begin();
+    for i in 0..n {
+        // Keys in an order unlike the row ids'.
+        let k = (i64::from(i) * 7919 % i64::from(n)) as i32;
+        txn.insert(&big, &row(&big, Some(k), Some(i64::from(i % 1000))), s)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    txn.create_index(&big, index(90, "big_k", vec![0], true))
+        .unwrap();
+    txn.create_index(&big, index(91, "big_v", vec![1], false))
+        .unwrap();
+    let err = txn
+        .create_index(&big, index(92, "big_dup", vec![1], true))
+        .unwrap_err();
+    assert!(is_unique_violation(&err, "big_dup"));
+    txn.commit().unwrap();
+    let mut txn = e.begin();
+    let all = collect(&mut txn, &big, IndexScan::new(90, &[], None, false), 1);
+    assert_eq!(all.len(), n as usize);
+    assert!(all.windows(2).all(|w| w[0].1 < w[1].1), "in key order");
+    for k in [0, 1, n / 2, n - 1] {
+        let got = collect(
+            &mut txn,
+            &big,
+            IndexScan::new(90, &k_enc(Some(k)), None, false),
+            1,
+        );
+        assert_eq!(got.len(), 1, "key {k}");
+    }
+    assert_eq!(big.index_entries(91), Some(n as usize));
+}
+
 #[test]
 fn replay_rebuilds_indexes_and_their_drops() {
     let log: &'static Recorder = Box::leak(Box::default());

@@ -81,7 +81,7 @@ pub fn recover_engine_with(
     let mut last_report = started;
     let (mut records, mut bytes) = (0u64, 0u64);
     let fs = scope::outside(|| FsDir::open(dir)).map_err(LogError::Io)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let threads = crate::threads::helper_threads();
     let mut replayer = Replayer::new(engine, threads);
     replayer.set_commit_oracle(committed);
     replayer.set_spill_dir(std::path::Path::new(dir).join(crate::unload::SPILL_DIR));

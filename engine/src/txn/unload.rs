@@ -74,7 +74,7 @@ impl Txn {
         let mut rows = 0;
         if let Some(name) = &from {
             let handle = TableHandle::of(twin.clone());
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let threads = crate::threads::helper_threads();
             // A twin the load fails to fill is dropped here: nobody else saw it.
             rows = scope::outside(|| engine.read_spill_file(&handle, dir, name, threads))?;
         }
