@@ -322,6 +322,14 @@ unsafe extern "C-unwind" fn xact_callback(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            // Tables created by this transaction: nobody else could write them.
+            let created: Vec<_> =
+                BACKEND.with(|b| b.borrow().creates.iter().map(|&(t, _)| t).collect());
+            with_existing_txn(|t| {
+                for id in created {
+                    t.note_private(id);
+                }
+            });
             // Indexes dropped from a table this transaction replaced (TRUNCATE, ALTER)
             // go now, from the replacement: the commit logs it with its indexes.
             let drops = BACKEND.with(|b| b.borrow().index_drops.clone());

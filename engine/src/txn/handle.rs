@@ -244,6 +244,17 @@ impl TxnHandle {
         self.txn().resided(id)
     }
 
+    /// Table `id` was created by this transaction: no other transaction can write it
+    /// until this one commits (PostgreSQL's catalog hides it), so its commit skips
+    /// the unique-key checks its statements already made.
+    pub fn note_private(&mut self, id: TableId) {
+        let _s = scope::enter();
+        let txn = self.txn();
+        if !txn.private.contains(&id) {
+            txn.private.push(id);
+        }
+    }
+
     /// Did this transaction TRUNCATE table `id` (it then works on a replacement)?
     pub fn truncated(&mut self, id: TableId) -> bool {
         self.txn().truncations_of(id)

@@ -183,6 +183,9 @@ pub(crate) struct Txn {
     /// Spill files its unloads wrote, pinned as in flight until it ends (see
     /// [`crate::unload`]).
     spill_files: Vec<String>,
+    /// Tables this transaction created (the caller says so): nobody else writes them
+    /// before it commits (see `unique::private_slots`).
+    private: Vec<crate::ids::TableId>,
     /// Reads see the newest committed versions whatever the snapshot (set only for
     /// the duration of [`TxnHandle::scan_newest`]).
     read_newest: bool,
@@ -215,6 +218,7 @@ impl Txn {
             prepared: None,
             truncations: Vec::new(),
             spill_files: Vec::new(),
+            private: Vec::new(),
             read_newest: false,
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),

@@ -178,6 +178,17 @@ impl Txn {
         (invisible, invisible && self.has_read(t))
     }
 
+    /// Per table slot: is the table private to this transaction (a replacement made by
+    /// its TRUNCATE, ALTER or load, or a table it created)? No other transaction can
+    /// write such a table, so the keys its statements checked need no check at commit
+    /// (nor its stripes).
+    fn private_slots(&self) -> Vec<bool> {
+        self.tables
+            .iter()
+            .map(|t| self.is_twin(t) || self.private.contains(&t.id))
+            .collect()
+    }
+
     /// Can write-set entry `i` change index keys at commit? Not a pre-existing row
     /// whose every update kept its keys (such rows are never rekeyed).
     pub(super) fn may_rekey(&self, i: usize) -> bool {
@@ -194,12 +205,13 @@ impl Txn {
     pub(super) fn key_stripes(&self, idx: &[Arc<[Arc<KeyIndex>]>]) -> Result<Vec<usize>> {
         let mut stripes = Vec::new();
         let mut key = Vec::new();
+        let private = self.private_slots();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
             let Some(row) = e.newest_bytes() else {
                 continue;
             };
-            if !self.may_rekey(i) {
+            if !self.may_rekey(i) || private[e.table] {
                 continue;
             }
             let table = &self.tables[e.table];
@@ -223,12 +235,14 @@ impl Txn {
         g: &Guard,
     ) -> Result<()> {
         let (mut kf, mut kb) = (Vec::new(), Vec::new());
+        let private = self.private_slots();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
             let Some(fin) = e.newest_bytes() else {
                 continue;
             };
-            if !idx[e.table].iter().any(|x| x.def.unique) || !self.may_rekey(i) {
+            if !idx[e.table].iter().any(|x| x.def.unique) || !self.may_rekey(i) || private[e.table]
+            {
                 continue;
             }
             let table = &self.tables[e.table];
