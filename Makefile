@@ -50,6 +50,7 @@ bench: install
 	bash benches/pgbench_vs_heap.sh
 	bash benches/sysbench_vs_heap.sh
 	bash benches/recovery.sh
+	bash benches/moving_data.sh
 
 # CI runs this short smoke of the SQL benchmarks (not a test: they print ratios).
 bench-smoke: install
@@ -58,6 +59,7 @@ bench-smoke: install
 	BENCH_SECONDS=1 SB_SIZE=10000 bash benches/sysbench_vs_heap.sh
 	BENCH_SECONDS=3 BENCH_REPS=1 BENCH_SCALES=1 BENCH_CLIENTS=8 BENCH_WORKLOADS="select plpgsql hot10" python3 benches/oltp_vs_heap.py
 	ROWS=20000 bash benches/recovery.sh
+	ROWS=20000 bash benches/moving_data.sh
 	@bash scripts/pg.sh stop
 
 lint:
