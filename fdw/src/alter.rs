@@ -599,8 +599,27 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
             && !a.attisdropped
             && (t != a.atttypid || m != a.atttypmod || c != a.attcollation)
     });
-    let rewrite =
-        !same_shape(&old.def, &new_def) || !add.is_empty() || !usings.is_empty() || retyped;
+    let reshaped = !same_shape(&old.def, &new_def) || !usings.is_empty() || retyped;
+    if !reshaped && !add.is_empty() {
+        // Only keys added (and maybe dropped): no row changes, so the new keys are
+        // built over the rows in place (sorted, in parallel) instead of rewriting
+        // every row into a replacement.
+        for d in &old_indexes {
+            if !indexes.iter().any(|i| i.id == d.id) {
+                xact::note_index_drop(relid.to_u32(), d.id);
+            }
+        }
+        for d in indexes
+            .iter()
+            .filter(|i| !old_indexes.iter().any(|o| o.id == i.id))
+        {
+            crate::index_ddl::build_planned(relid, &old, d.clone());
+        }
+        // SAFETY: opened above.
+        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as _) };
+        return;
+    }
+    let rewrite = reshaped || !add.is_empty();
     if !rewrite {
         if indexes.len() != old_indexes.len() {
             // Only keys dropped: no rows to rewrite.

@@ -454,6 +454,14 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
         unique,
         primary,
     };
+    build_planned(relid, &table, def);
+    true
+}
+
+/// Builds index `def` (named and checked already) over the rows of `table`, memory
+/// table `relid` as this transaction sees it: CREATE INDEX, and ALTER TABLE ADD
+/// PRIMARY KEY / UNIQUE when nothing else in the statement rewrites the rows.
+pub fn build_planned(relid: pg_sys::Oid, table: &memfdw_engine::TableHandle, def: IndexDef) {
     let id = def.id;
     // Reported in pg_stat_progress_create_index while it builds (the build is one
     // engine call: rows to do are known, done ones are reported at the end).
@@ -474,7 +482,7 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
         );
         pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL as _, rows);
     }
-    xact::with_txn(|t| t.create_index(&table, def)).or_raise();
+    xact::with_txn(|t| t.create_index(table, def)).or_raise();
     // SAFETY: as above.
     unsafe {
         let rows = table.stats().rows.max(0);
@@ -486,7 +494,6 @@ fn build(relid: pg_sys::Oid, spec: IndexSpec) -> bool {
     // Cached plans of the table are replanned once this commits.
     // SAFETY: queues a relcache invalidation for the table.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-    true
 }
 
 /// Handles CREATE INDEX on a memory table; returns false if the statement is not for
