@@ -5,6 +5,7 @@
 # key); CREATE INDEX on memory and heap; unloading (spill) and loading back. Prints
 # rows per second and ratios. ROWS sets the table size (default 1,000,000).
 set -euo pipefail
+shopt -s inherit_errexit  # a failed statement inside $(ms ...) stops the script
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG="$ROOT/scripts/pg.sh"
 ROWS="${ROWS:-1000000}"
@@ -15,7 +16,9 @@ DB=memfdw_moving_data
 q() { "$PG" psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 ms() { # milliseconds one statement takes (its own transaction, commit included)
     local s e
-    s=$(date +%s%N); q -c "$1" >/dev/null; e=$(date +%s%N)
+    s=$(date +%s%N)
+    q -c "$1" >/dev/null || { echo "failed: $1" >&2; exit 1; }
+    e=$(date +%s%N)
     echo $(( (e - s) / 1000000 ))
 }
 rate() { awk -v n="$ROWS" -v t="$1" 'BEGIN { if (t == 0) t = 1; printf "%.0f", n / t * 1000 }'; }

@@ -7,6 +7,7 @@
 # is comparable: single-row insert transactions (OLTP write path, commit included),
 # bulk insert, and full-scan aggregates.
 set -euo pipefail
+shopt -s inherit_errexit  # a failed statement inside $(timed ...) stops the script
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG="$ROOT/scripts/pg.sh"
 SECS="${BENCH_SECONDS:-10}"
@@ -25,7 +26,9 @@ psql_q -c "CREATE EXTENSION IF NOT EXISTS memfdw" \
 
 timed() { # prints milliseconds taken by a statement
     local s e
-    s=$(date +%s%N); psql_q -c "$1" >/dev/null; e=$(date +%s%N)
+    s=$(date +%s%N)
+    psql_q -c "$1" >/dev/null || { echo "failed: $1" >&2; exit 1; }
+    e=$(date +%s%N)
     echo $(( (e - s) / 1000000 ))
 }
 

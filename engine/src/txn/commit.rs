@@ -260,6 +260,9 @@ pub(super) struct CommitState {
     stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
     /// TRUNCATEs, ALTERs, loads and unloads taking effect.
     truncations: Vec<Replacement>,
+    /// Pre-existing rows this commit updates and deletes (phase 10; one walk of the
+    /// write set, used again by phase 12).
+    existing: Option<(usize, usize)>,
     /// The snapshot horizon read after the TID was taken (phase 10).
     horizon: Tid,
     /// Chain nodes for the replaced versions, one per pre-existing row written, if a
@@ -514,6 +517,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         self.st.horizon = engine.horizon();
         let keep = self.st.horizon < tid;
         let (updated, deleted) = txn.existing_rows_written();
+        self.st.existing = Some((updated, deleted));
         let nodes = if keep { updated + deleted } else { 0 };
         let queued = deleted + if keep { updated } else { 0 };
         let stale: usize = if keep {
@@ -544,7 +548,10 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// no snapshot older than `tid` is left. None if there is nothing to wait for.
     fn deferred_work(&self, tid: Tid, keep: bool) -> Option<Deferred> {
         let txn = &*self.txn;
-        let (updated, deleted) = txn.existing_rows_written();
+        let (updated, deleted) = self
+            .st
+            .existing
+            .unwrap_or_else(|| txn.existing_rows_written());
         if deleted == 0 && !(keep && updated > 0) {
             return None;
         }
