@@ -27,6 +27,12 @@ pub struct Table {
     pub(crate) writers_in_flight: std::sync::atomic::AtomicU32,
     pub(crate) last_write_tid: AtomicU64,
     pub(crate) last_insert_tid: AtomicU64,
+    /// Commits that gave rows of this table keys they did not have (inserts, key
+    /// updates), counted once per commit before it releases its key stripes: a
+    /// transaction that saw the same count before its first unique check and at its
+    /// commit (its stripes held) knows no other row took one of its keys meanwhile
+    /// (see `txn::unique`).
+    pub(crate) key_commits: AtomicU64,
     /// Bytes of committed row data (payloads and buffer headers).
     data_bytes: AtomicI64,
     /// Older versions kept for snapshots (see [`crate::versions`]), and their bytes.
@@ -86,6 +92,7 @@ impl Table {
             writers_in_flight: std::sync::atomic::AtomicU32::new(0),
             last_write_tid: AtomicU64::new(0),
             last_insert_tid: AtomicU64::new(0),
+            key_commits: AtomicU64::new(0),
             residency: Residency::Loaded,
         }
     }

@@ -650,6 +650,8 @@ impl<'t, 'g> Commit<'t, 'g> {
         let txn = &mut *self.txn;
         let (engine, g) = (txn.engine, self.g);
         let mut garbage = Garbage::default();
+        // Per table slot: did this commit give rows keys they did not have?
+        let mut new_keys = vec![false; txn.tables.len()];
         for (i, e) in txn.entries.take_all().enumerate() {
             let table = &txn.tables[e.table];
             let r = e.rec.expect("found");
@@ -690,6 +692,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                 rec.release_insert_lock(txn.lock_tag, engine);
                 if !e.newest.data.is_null() {
                     table.last_insert_tid.fetch_max(tid.get(), AcqRel);
+                    new_keys[e.table] = true;
                 }
             }
             let deleted = e.newest.data.is_null();
@@ -713,6 +716,12 @@ impl<'t, 'g> Commit<'t, 'g> {
             txn.tables[l.table]
                 .last_insert_tid
                 .fetch_max(tid.get(), AcqRel);
+            new_keys[l.table] = true;
+        }
+        // Tables whose rows got keys they did not have: counted before the key
+        // stripes are released (see `Table::key_commits`).
+        for (t, _) in txn.tables.iter().zip(&new_keys).filter(|(_, &n)| n) {
+            t.key_commits.fetch_add(1, AcqRel);
         }
         garbage.retire(engine, g);
         // TRUNCATEs: the replacements go into the catalog; readers that read the old

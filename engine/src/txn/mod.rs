@@ -186,6 +186,9 @@ pub(crate) struct Txn {
     /// Tables this transaction created (the caller says so): nobody else writes them
     /// before it commits (see `unique::private_slots`).
     private: Vec<crate::ids::TableId>,
+    /// Per table, its `key_commits` count read before this transaction's first
+    /// unique-key check on it (see `unique::check_unique_at_commit`).
+    key_watermarks: std::cell::RefCell<Vec<(TableKey, u64)>>,
     /// Reads see the newest committed versions whatever the snapshot (set only for
     /// the duration of [`TxnHandle::scan_newest`]).
     read_newest: bool,
@@ -219,6 +222,7 @@ impl Txn {
             truncations: Vec::new(),
             spill_files: Vec::new(),
             private: Vec::new(),
+            key_watermarks: std::cell::RefCell::new(Vec::new()),
             read_newest: false,
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),

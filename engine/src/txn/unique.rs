@@ -110,6 +110,7 @@ impl Txn {
         g: &Guard,
     ) -> Result<Option<Tid>> {
         let tk = TableKey::of(t.arc());
+        self.note_key_watermark(tk, t);
         let mut holder_tid = Tid::NONE;
         let found = key_held(index, &t.layout, key, g, |rid, rec| {
             if Some(rid) == rowid {
@@ -178,6 +179,36 @@ impl Txn {
         (invisible, invisible && self.has_read(t))
     }
 
+    /// Before this transaction's first unique-key check on table `t` (`tk`): how many
+    /// commits have given its rows new keys so far. (The caller holds `t`, and its
+    /// PostgreSQL lock keeps the table from being dropped until this transaction
+    /// ends, so `tk` names it for as long as the watermark is used.)
+    pub(super) fn note_key_watermark(&self, tk: TableKey, t: &Table) {
+        let mut w = self.key_watermarks.borrow_mut();
+        if !w.iter().any(|&(k, _)| k == tk) {
+            let n = t.key_commits.load(std::sync::atomic::Ordering::Acquire);
+            scope::outside(|| w.push((tk, n)));
+        }
+    }
+
+    /// Per table slot: did no commit give rows of the table new keys since this
+    /// transaction's first unique check on it? Read with the key stripes held: a
+    /// commit that took one of this transaction's keys held the key's stripe while it
+    /// counted, so its count is seen here. Then every key the statements checked is
+    /// still free, and the commit need not look again.
+    fn keys_untouched(&self) -> Vec<bool> {
+        let w = self.key_watermarks.borrow();
+        self.tables
+            .iter()
+            .map(|t| {
+                let tk = TableKey::of(t);
+                w.iter().any(|&(k, n)| {
+                    k == tk && t.key_commits.load(std::sync::atomic::Ordering::Acquire) == n
+                })
+            })
+            .collect()
+    }
+
     /// Per table slot: is the table private to this transaction (a replacement made by
     /// its TRUNCATE, ALTER or load, or a table it created)? No other transaction can
     /// write such a table, so the keys its statements checked need no check at commit
@@ -236,12 +267,16 @@ impl Txn {
     ) -> Result<()> {
         let (mut kf, mut kb) = (Vec::new(), Vec::new());
         let private = self.private_slots();
+        let untouched = self.keys_untouched();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
             let Some(fin) = e.newest_bytes() else {
                 continue;
             };
-            if !idx[e.table].iter().any(|x| x.def.unique) || !self.may_rekey(i) || private[e.table]
+            if !idx[e.table].iter().any(|x| x.def.unique)
+                || !self.may_rekey(i)
+                || private[e.table]
+                || untouched[e.table]
             {
                 continue;
             }
