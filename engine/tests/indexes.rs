@@ -688,6 +688,43 @@ fn unique_builds_check_the_keys_as_the_transaction_sees_them() {
     assert_eq!(big.index_entries(91), Some(n as usize));
 }
 
+/// A key update back to a key the row held in an older version (whose index entry a
+/// snapshot keeps) links no new entry; its commit must still count as giving the
+/// table a key, or a concurrent insert of that key would skip its commit check and
+/// commit a duplicate.
+#[test]
+fn a_key_updated_back_under_an_old_snapshot_still_blocks_a_concurrent_insert() {
+    let e = engine();
+    e.create_table(table_id(10), def()).unwrap();
+    let t = e.table(table_id(10)).unwrap();
+    let s = Stmt { cid: 1, sub: 1 };
+    let mut txn = e.begin();
+    txn.create_index(&t, index(100, "k_uniq", vec![0], true))
+        .unwrap();
+    let r = txn.insert(&t, &row(&t, Some(1), Some(0)), s).unwrap();
+    txn.commit().unwrap();
+    // An old snapshot keeps the entry (1, r) after r moves to 2.
+    let mut old = e.begin();
+    old.set_isolation(Isolation::RepeatableRead).unwrap();
+    let mut buf = Vec::new();
+    old.get(&t, r, 1, &mut buf).unwrap();
+    let mut t0 = e.begin();
+    let tid = t0.get(&t, r, 1, &mut buf).unwrap();
+    t0.update(&t, r, tid, &row(&t, Some(2), Some(0)), s)
+        .unwrap();
+    t0.commit().unwrap();
+    // B moves r back to 1; A inserts 1. Both statements pass their checks.
+    let mut b = e.begin();
+    let tid = b.get(&t, r, 1, &mut buf).unwrap();
+    b.update(&t, r, tid, &row(&t, Some(1), Some(0)), s).unwrap();
+    let mut a = e.begin();
+    a.insert(&t, &row(&t, Some(1), Some(9)), s).unwrap();
+    b.commit().unwrap();
+    let err = a.commit().unwrap_err();
+    assert!(is_unique_violation(&err, "k_uniq"), "{err}");
+    drop(old);
+}
+
 #[test]
 fn replay_rebuilds_indexes_and_their_drops() {
     let log: &'static Recorder = Box::leak(Box::default());

@@ -580,11 +580,17 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
         })
         .cloned()
         .collect();
+    let freed: Vec<String> = old_indexes
+        .iter()
+        .filter(|d| drop.contains(&d.id))
+        .map(|d| d.name.clone())
+        .collect();
     for k in add {
         indexes.push(crate::index_ddl::plan_key(
             relid,
             &new_def,
             &indexes,
+            &freed,
             k.name.clone(),
             &k.columns,
             k.primary,
@@ -600,15 +606,20 @@ fn reconcile(b: &Before, keys: Option<&Pending>) {
             && (t != a.atttypid || m != a.atttypmod || c != a.attcollation)
     });
     let reshaped = !same_shape(&old.def, &new_def) || !usings.is_empty() || retyped;
-    if !reshaped && !add.is_empty() {
-        // Only keys added (and maybe dropped): no row changes, so the new keys are
-        // built over the rows in place (sorted, in parallel) instead of rewriting
-        // every row into a replacement.
-        for d in &old_indexes {
-            if !indexes.iter().any(|i| i.id == d.id) {
-                xact::note_index_drop(relid.to_u32(), d.id);
-            }
-        }
+    // In place only when no key goes away in this transaction (a dropped key leaves
+    // at commit: its name and its checks would still be there) and the table was not
+    // loaded or unloaded in it (index DDL must wait for the next transaction then).
+    let keys_dropped = indexes.len() != old_indexes.len() + add.len()
+        || old
+            .index_defs()
+            .iter()
+            .any(|d| xact::index_drop_pending(relid.to_u32(), d.id));
+    if !reshaped && !add.is_empty() && !keys_dropped && !xact::resided(relid) {
+        // Only keys added: no row changes, so the new keys are built over the rows in
+        // place (sorted, in parallel) instead of rewriting every row into a
+        // replacement.
+        // SAFETY: an open relation (errors then name the table and constraint).
+        unsafe { crate::error_fields::writing(rel) };
         for d in indexes
             .iter()
             .filter(|i| !old_indexes.iter().any(|o| o.id == i.id))

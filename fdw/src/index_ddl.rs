@@ -633,6 +633,7 @@ pub fn plan_key(
     relid: pg_sys::Oid,
     def: &memfdw_engine::TableDef,
     planned: &[IndexDef],
+    freed: &[String],
     name: Option<String>,
     columns: &[String],
     primary: bool,
@@ -661,7 +662,10 @@ pub fn plan_key(
             format!("multiple primary keys for table \"{table_name}\" are not allowed")
         );
     }
-    let taken = |n: &str| name_taken(nsp, n) || planned.iter().any(|d| d.name == n);
+    // Names of keys the same statement drops are free again.
+    let taken = |n: &str| {
+        (name_taken(nsp, n) && !freed.iter().any(|f| f == n)) || planned.iter().any(|d| d.name == n)
+    };
     let name = match name {
         Some(n) => {
             if taken(&n) {

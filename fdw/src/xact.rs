@@ -289,6 +289,14 @@ pub fn note_index_drop(relid: u32, id: u32) {
     BACKEND.with(|b| b.borrow_mut().index_drops.push((relid, id, sub)));
 }
 
+/// Did this transaction load or unload memory table `relid`?
+pub fn resided(relid: pg_sys::Oid) -> bool {
+    let id = crate::handler::table_id(relid);
+    let mut r = false;
+    with_existing_txn(|t| r = t.resided(id));
+    r
+}
+
 /// Has this transaction created or dropped an index of `relid`?
 pub fn index_ddl_pending(relid: u32) -> bool {
     BACKEND.with(|b| {

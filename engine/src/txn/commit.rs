@@ -44,7 +44,7 @@
 
 use super::truncate::Replacement;
 use super::write_set::Origin;
-use super::{free_private, Txn};
+use super::{free_private, RowKey, TableKey, Txn};
 use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Garbage, Retired};
@@ -694,6 +694,16 @@ impl<'t, 'g> Commit<'t, 'g> {
                     table.last_insert_tid.fetch_max(tid.get(), AcqRel);
                     new_keys[e.table] = true;
                 }
+            } else if !e.newest.data.is_null()
+                && txn.rekeyed.contains(RowKey {
+                    table: TableKey::of(table),
+                    rowid: e.rowid,
+                })
+            {
+                // A row whose keys may have changed: counted whether or not its new
+                // key needed a new entry (an old version may still hold one).
+                table.last_insert_tid.fetch_max(tid.get(), AcqRel);
+                new_keys[e.table] = true;
             }
             let deleted = e.newest.data.is_null();
             let rows_delta = match (e.origin, deleted) {

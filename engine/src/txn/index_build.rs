@@ -50,34 +50,28 @@ impl Keys {
         self.key(a).cmp(self.key(b)).then(a.rowid.cmp(&b.rowid))
     }
 
-    /// Sorts the entries by (key, row id), in `threads` runs merged at the end.
-    fn sort(&mut self, threads: usize) {
+    /// Sorts the entries by (key, row id): `threads` runs sorted in place, each by a
+    /// thread, then merged into a new vector (twice the entries' memory at most).
+    fn sort(&mut self, threads: usize) -> Result<()> {
         let n = self.entries.len();
+        let mut entries = std::mem::take(&mut self.entries);
         if threads < 2 || n < PARALLEL_MIN_ENTRIES {
-            let mut entries = std::mem::take(&mut self.entries);
             entries.sort_unstable_by(|a, b| self.cmp(a, b));
             self.entries = entries;
-            return;
+            return Ok(());
         }
         let per = n.div_ceil(threads);
-        let mut runs: Vec<std::sync::Mutex<Vec<Entry>>> = self
-            .entries
-            .chunks(per)
-            .map(|c| std::sync::Mutex::new(c.to_vec()))
-            .collect();
         let this = &*self;
-        let sorted = crate::threads::parallel(runs.iter().collect(), |run| {
+        let runs: Vec<std::sync::Mutex<&mut [Entry]>> =
+            entries.chunks_mut(per).map(std::sync::Mutex::new).collect();
+        crate::threads::parallel(runs, |run| {
             run.lock()
                 .expect("one thread per run")
                 .sort_unstable_by(|a, b| this.cmp(a, b));
             Ok(())
-        });
-        debug_assert!(sorted.is_ok());
-        let runs: Vec<Vec<Entry>> = runs
-            .iter_mut()
-            .map(|r| std::mem::take(r.get_mut().expect("threads ended")))
-            .collect();
+        })?;
         // A k-way merge of the sorted runs.
+        let runs: Vec<&[Entry]> = entries.chunks(per).collect();
         let mut pos = vec![0usize; runs.len()];
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -92,7 +86,9 @@ impl Keys {
             out.push(runs[b][pos[b]]);
             pos[b] += 1;
         }
+        drop(entries);
         self.entries = out;
+        Ok(())
     }
 }
 
@@ -176,7 +172,7 @@ impl Txn {
         });
         let result = scanned.and_then(|()| {
             // 2. Sorted, then checked for duplicates.
-            scope::outside(|| keys.sort(threads));
+            scope::outside(|| keys.sort(threads))?;
             if unique {
                 if let Some(rowid) = scope::outside(|| duplicate(&keys, &newest_keys)) {
                     let mut row = Vec::new();
@@ -187,8 +183,15 @@ impl Txn {
             // 3. Linked, by several threads over ranges of keys.
             let bytes = keys.entries.len() * KEY_ENTRY_BYTES + keys.bytes.len();
             engine.check_memory(Need::of(bytes))?;
-            link(&index, &keys, threads, engine);
+            // The records stay allocated although the scan's guard is gone: every
+            // entry is a row live in its newest committed version or one of this
+            // transaction's, and the caller's lock keeps other writers (whose deletes
+            // alone could free a record) away until the index is published.
             engine.account(bytes as isize);
+            if let Err(e) = link(&index, &keys, threads, engine) {
+                engine.account(-(bytes as isize));
+                return Err(e);
+            }
             let log = !self.is_twin(t.arc());
             let published = engine.publish_index(t, index.clone(), log);
             if published.is_err() {
@@ -257,7 +260,12 @@ fn duplicate(keys: &Keys, newest: &HashMap<RowId, Option<Vec<u8>>>) -> Option<Ro
 }
 
 /// Links the sorted entries of `keys` into `index`, by `threads` threads over ranges.
-fn link(index: &KeyIndex, keys: &Keys, threads: usize, engine: &crate::engine::Engine) {
+fn link(
+    index: &KeyIndex,
+    keys: &Keys,
+    threads: usize,
+    engine: &crate::engine::Engine,
+) -> Result<()> {
     let n = keys.entries.len();
     let per = if threads < 2 || n < PARALLEL_MIN_ENTRIES {
         n.max(1)
@@ -265,13 +273,12 @@ fn link(index: &KeyIndex, keys: &Keys, threads: usize, engine: &crate::engine::E
         n.div_ceil(threads)
     };
     let ranges: Vec<&[Entry]> = keys.entries.chunks(per).collect();
-    let linked = crate::threads::parallel(ranges, |range| {
+    crate::threads::parallel(ranges, |range| {
         epoch::with_guard(&engine.collector, |g| {
             for e in range.iter() {
                 index.insert(keys.key(e), e.rowid, e.rec, g);
             }
         });
         Ok(())
-    });
-    debug_assert!(linked.is_ok());
+    })
 }
