@@ -2,7 +2,8 @@
 //! discarded) and come back with their indexes; the state survives crashes (old or
 //! new, never half); an unloaded table refuses reads, writes and DDL with 55000 naming
 //! `memfdw.load`; a table another session uses is refused at once (55006); only the
-//! owner may unload or load; a damaged spill file is reported, not loaded.
+//! owner may unload or load; a damaged spill file is reported, not loaded; a crash in
+//! the middle of either leaves the old state.
 
 use memfdw_e2e::{plan, sqlstate, Cluster};
 use postgres::Client;
@@ -235,6 +236,36 @@ fn transactions_refusals_and_privileges() {
     s.batch_execute("DROP FOREIGN TABLE m").unwrap();
     s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
     assert_eq!(spill_files(&c), 0);
+}
+
+/// A crash in the middle of an unload or a load (the spill file written or read, the
+/// transaction not committed) leaves the table as it was: loaded with its rows, or
+/// spilled with its file; the unload's orphan file goes at the next checkpoint.
+#[test]
+fn a_crash_in_the_middle_leaves_the_old_state() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    let want = digest(&mut s, "h");
+    s.batch_execute("BEGIN; SELECT memfdw.unload('m')").unwrap();
+    assert_eq!(spill_files(&c), 1);
+    c.kill9();
+    c.restart();
+    let mut s = c.connect();
+    assert_eq!(state(&mut s).0, "loaded");
+    assert_eq!(digest(&mut s, "m"), want);
+    s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
+    assert_eq!(spill_files(&c), 0);
+
+    s.batch_execute("SELECT memfdw.unload('m')").unwrap();
+    s.batch_execute("BEGIN; SELECT memfdw.load('m')").unwrap();
+    c.kill9();
+    c.restart();
+    let mut s = c.connect();
+    assert_eq!(state(&mut s).0, "spilled");
+    assert_eq!(spill_files(&c), 1);
+    assert_eq!(one::<i64>(&mut s, "SELECT memfdw.load('m')"), 20000);
+    assert_eq!(digest(&mut s, "m"), want);
 }
 
 #[test]
