@@ -25,6 +25,19 @@ fn visible(t: &TableHandle, relid: pg_sys::Oid) -> bool {
     }
 }
 
+/// The memory tables the current user may see (see [`visible`]), with their relation.
+fn visible_tables() -> Vec<(pg_sys::Oid, TableHandle)> {
+    let e = engine();
+    e.table_ids()
+        .into_iter()
+        .filter_map(|id| {
+            let t = e.table(id)?;
+            let relid = pg_sys::Oid::from(id.relation);
+            visible(&t, relid).then_some((relid, t))
+        })
+        .collect()
+}
+
 /// Every memory table the engine holds: relation, name, committed rows, bytes of row
 /// data in memory, state (`loaded`, `spilled` or `discarded`, see `memfdw.unload`)
 /// and the bytes of its spill file.
@@ -40,27 +53,20 @@ fn tables() -> TableIterator<
         name!(spill_bytes, Option<i64>),
     ),
 > {
-    let e = engine();
-    let rows: Vec<_> = e
-        .table_ids()
+    let rows: Vec<_> = visible_tables()
         .into_iter()
-        .filter_map(|id| {
-            let t = e.table(id)?;
-            let relid = pg_sys::Oid::from(id.relation);
-            if !visible(&t, relid) {
-                return None;
-            }
+        .map(|(relid, t)| {
             let s = t.stats();
             // The current name (the engine keeps the one given at creation).
             let r = t.residency();
-            Some((
+            (
                 relid,
                 crate::types::relation_name(relid),
                 s.rows,
                 s.data_bytes,
                 r.state().to_owned(),
                 r.spill_file().map(|f| f.bytes as i64),
-            ))
+            )
         })
         .collect();
     TableIterator::new(rows)
@@ -84,13 +90,8 @@ fn table_memory() -> TableIterator<
 > {
     let e = engine();
     let mut out = Vec::new();
-    for id in e.table_ids() {
-        let Some(t) = e.table(id) else { continue };
-        let relid = pg_sys::Oid::from(id.relation);
-        if !visible(&t, relid) {
-            continue;
-        }
-        let Some(m) = e.table_memory(id) else {
+    for (relid, t) in visible_tables() {
+        let Some(m) = e.table_memory(t.id) else {
             continue;
         };
         let name = crate::types::relation_name(relid);
@@ -136,14 +137,8 @@ fn index_stats() -> TableIterator<
         name!(analyzed_at, Option<pgrx::datum::TimestampWithTimeZone>),
     ),
 > {
-    let e = engine();
     let mut out = Vec::new();
-    for id in e.table_ids() {
-        let Some(t) = e.table(id) else { continue };
-        let relid = pg_sys::Oid::from(id.relation);
-        if !visible(&t, relid) {
-            continue;
-        }
+    for (relid, t) in visible_tables() {
         let table_name = crate::types::relation_name(relid);
         for def in t.index_defs() {
             let Some(st) = t.index_stats(def.id) else {
@@ -201,16 +196,9 @@ fn stat_user_tables() -> TableIterator<
     ),
 > {
     use std::sync::atomic::Ordering::Relaxed;
-    let e = engine();
-    let mut rows: Vec<_> = e
-        .table_ids()
+    let mut rows: Vec<_> = visible_tables()
         .into_iter()
-        .filter_map(|id| {
-            let t = e.table(id)?;
-            let relid = pg_sys::Oid::from(id.relation);
-            if !visible(&t, relid) {
-                return None;
-            }
+        .map(|(relid, t)| {
             let a = &t.access;
             let n = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as i64;
             let analyzed = a.last_analyze.load(Relaxed);
@@ -223,7 +211,7 @@ fn stat_user_tables() -> TableIterator<
                     std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
                 }
             };
-            Some((
+            (
                 relid,
                 schema,
                 crate::types::relation_name(relid),
@@ -240,7 +228,7 @@ fn stat_user_tables() -> TableIterator<
                     .flatten(),
                 n(&a.analyze_count),
                 n(&a.changed_since_analyze),
-            ))
+            )
         })
         .collect();
     rows.sort_by(|a, b| (a.1.as_str(), a.2.as_str()).cmp(&(b.1.as_str(), b.2.as_str())));

@@ -207,6 +207,13 @@ impl Cluster {
         }
     }
 
+    /// `kill9`, then `restart`; returns a new session.
+    pub fn crash_and_restart(&self) -> Client {
+        self.kill9();
+        self.restart();
+        self.connect()
+    }
+
     /// Starts the server again (after `kill9`).
     pub fn restart(&self) {
         self.pg_ctl(&[
@@ -370,6 +377,13 @@ pub fn text_rows(s: &mut Client, q: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The one value of the one row `q` returns.
+pub fn one<T: for<'a> postgres::types::FromSql<'a>>(s: &mut Client, q: &str) -> T {
+    s.query_one(q, &[])
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .get(0)
 }
 
 /// The plan of `q` (`EXPLAIN (COSTS OFF)`), one line per plan line.

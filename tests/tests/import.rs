@@ -4,13 +4,9 @@
 //! progress visible; only the target's owner imports, and each user sees only their
 //! jobs.
 
-use memfdw_e2e::{sqlstate, Cluster};
+use memfdw_e2e::{one, sqlstate, Cluster};
 use postgres::Client;
 use std::time::Duration;
-
-fn one<T: for<'a> postgres::types::FromSql<'a>>(s: &mut Client, q: &str) -> T {
-    s.query_one(q, &[]).unwrap().get(0)
-}
 
 fn setup(s: &mut Client) {
     s.batch_execute(

@@ -2,13 +2,9 @@
 //! prefix of each memory-table index (`memfdw.index_stats()`), which the planner uses,
 //! and automatic ANALYZE of memory tables once enough rows changed.
 
-use memfdw_e2e::{plan, Cluster};
+use memfdw_e2e::{one, plan, Cluster};
 use postgres::Client;
 use std::time::{Duration, Instant};
-
-fn one<T: for<'a> postgres::types::FromSql<'a>>(s: &mut Client, q: &str) -> T {
-    s.query_one(q, &[]).unwrap().get(0)
-}
 
 fn distinct(s: &mut Client, index: &str, prefix: i32) -> i64 {
     s.query_one(

@@ -5,13 +5,9 @@
 //! owner may unload or load; a damaged spill file is reported, not loaded; a crash in
 //! the middle of either leaves the old state.
 
-use memfdw_e2e::{plan, sqlstate, Cluster};
+use memfdw_e2e::{one, plan, sqlstate, Cluster};
 use postgres::Client;
 use std::time::{Duration, Instant};
-
-fn one<T: for<'a> postgres::types::FromSql<'a>>(s: &mut Client, q: &str) -> T {
-    s.query_one(q, &[]).unwrap().get(0)
-}
 
 fn err(s: &mut Client, q: &str) -> (String, String) {
     let e = s.batch_execute(q).unwrap_err();
@@ -102,9 +98,7 @@ fn spill_and_load_survive_crashes_with_their_indexes() {
     s.batch_execute("ANALYZE").unwrap();
 
     // A crash keeps it spilled; the file is still there after a checkpoint.
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(state(&mut s).0, "spilled");
     s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
     assert_eq!(spill_files(&c), 1);
@@ -142,17 +136,13 @@ fn spill_and_load_survive_crashes_with_their_indexes() {
     let want = digest(&mut s, "h");
 
     // A crash before any checkpoint: replay reads the spill file again.
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(state(&mut s).0, "loaded");
     assert_eq!(digest(&mut s, "m"), want);
     // A checkpoint covers the loaded rows: the file goes; another crash keeps them.
     s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
     assert_eq!(spill_files(&c), 0);
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(digest(&mut s, "m"), want);
 }
 
@@ -217,9 +207,7 @@ fn transactions_refusals_and_privileges() {
         20000
     );
     assert_eq!(state(&mut s), ("discarded".into(), 0, None));
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(state(&mut s).0, "discarded");
     assert_eq!(one::<i64>(&mut s, "SELECT memfdw.load('m')"), 0);
     assert_eq!(one::<i64>(&mut s, "SELECT count(*) FROM m"), 0);
@@ -249,9 +237,7 @@ fn a_crash_in_the_middle_leaves_the_old_state() {
     let want = digest(&mut s, "h");
     s.batch_execute("BEGIN; SELECT memfdw.unload('m')").unwrap();
     assert_eq!(spill_files(&c), 1);
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(state(&mut s).0, "loaded");
     assert_eq!(digest(&mut s, "m"), want);
     s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
@@ -259,9 +245,7 @@ fn a_crash_in_the_middle_leaves_the_old_state() {
 
     s.batch_execute("SELECT memfdw.unload('m')").unwrap();
     s.batch_execute("BEGIN; SELECT memfdw.load('m')").unwrap();
-    c.kill9();
-    c.restart();
-    let mut s = c.connect();
+    let mut s = c.crash_and_restart();
     assert_eq!(state(&mut s).0, "spilled");
     assert_eq!(spill_files(&c), 1);
     assert_eq!(one::<i64>(&mut s, "SELECT memfdw.load('m')"), 20000);
