@@ -426,3 +426,52 @@ fn snapshot_reads_match_a_multi_version_model() {
         "only live keys stay in the index"
     );
 }
+
+/// Every row `scan_visit` hands over, as (id, bal), visiting 2 table rows at a time.
+fn visit_all(txn: &mut TxnHandle, t: &TableHandle, cid: u32) -> Vec<(i32, i64)> {
+    let mut cursor = ScanCursor::new();
+    let mut rows = Vec::with_capacity(64);
+    while !cursor.done() {
+        txn.scan_visit(t, &mut cursor, cid, 2, |d| rows.push(unpack(t, d)))
+            .unwrap();
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn visiting_rows_sees_what_a_scan_sees_own_writes_and_snapshots_included() {
+    let e = engine();
+    let oid = 7;
+    let t = setup(e, oid, 5);
+    let (mut r, _) = reader(e);
+    let at_start: Vec<(i32, i64)> = (0..5).map(|i| (i, 100)).collect();
+    assert_eq!(visit_all(&mut r, &t, u32::MAX), at_start);
+
+    // Another transaction's commit is not seen at the reader's snapshot.
+    let mut w = e.begin();
+    let before = scan(&mut w, &t);
+    let (&r0, &(_, _, v0)) = before.iter().find(|(_, v)| v.0 == 0).unwrap();
+    let (&r3, &(_, _, v3)) = before.iter().find(|(_, v)| v.0 == 3).unwrap();
+    w.update(&t, r0, v0, &row(&t, 0, 7), STMT).unwrap();
+    w.delete(&t, r3, v3, STMT).unwrap();
+    w.insert(&t, &row(&t, 9, 1), STMT).unwrap();
+    // The writer sees its own changes before it commits, from the command after them.
+    let own: Vec<(i32, i64)> = vec![(0, 7), (1, 100), (2, 100), (4, 100), (9, 1)];
+    assert_eq!(visit_all(&mut w, &t, u32::MAX), own);
+    assert_eq!(
+        visit_all(&mut w, &t, STMT.cid),
+        at_start,
+        "not in its own statement"
+    );
+    w.commit().unwrap();
+    assert_eq!(visit_all(&mut r, &t, u32::MAX), at_start);
+    let s2 = r.snapshot().unwrap();
+    r.set_read_snapshot(Some(s2));
+    assert_eq!(visit_all(&mut r, &t, u32::MAX), own);
+    // Each visited row is one a scan returns, and the other way round.
+    let mut scanned: Vec<(i32, i64)> = scan(&mut r, &t).values().map(|v| (v.0, v.1)).collect();
+    scanned.sort();
+    assert_eq!(scanned, own);
+    r.commit().unwrap();
+}

@@ -18,6 +18,7 @@ fn memfdw_handler() -> PgBox<pg_sys::FdwRoutine> {
         r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
         r.EndForeignScan = Some(scan::end_foreign_scan);
         r.ExplainForeignScan = Some(scan::explain_foreign_scan);
+        r.GetForeignUpperPaths = Some(crate::aggregates::get_foreign_upper_paths);
         r.IsForeignScanParallelSafe = Some(crate::parallel_scan::is_parallel_safe);
         r.EstimateDSMForeignScan = Some(crate::parallel_scan::estimate_dsm);
         r.InitializeDSMForeignScan = Some(crate::parallel_scan::initialize_dsm);

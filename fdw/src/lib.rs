@@ -8,6 +8,7 @@
 
 use pgrx::prelude::*;
 
+mod aggregates;
 mod alter;
 mod analyze;
 mod autoanalyze;

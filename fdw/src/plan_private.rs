@@ -186,3 +186,103 @@ impl DirectPrivate {
         }
     }
 }
+
+/// An aggregate scan's private lists (see `aggregates`). The path's is `(aggregates,
+/// qual columns, Aggrefs, quals)`; the plan's `(aggregates, qual columns)`, its Aggrefs
+/// and quals having gone to `fdw_scan_tlist` and `fdw_exprs`. Aggregates are an
+/// integer list of `(kind, attribute number or 0)` pairs.
+pub struct AggPrivate {
+    pub specs: Vec<crate::aggregates::AggSpec>,
+    /// Attribute numbers the quals read, as an integer list, in `fdw_scan_tlist`'s
+    /// order after the Aggrefs.
+    pub qual_cols: *mut pg_sys::List,
+    /// The distinct Aggrefs of the output, in `specs`' order (path only).
+    pub aggrefs: *mut pg_sys::List,
+    /// The table's quals, in evaluation order (path only).
+    pub quals: *mut pg_sys::List,
+}
+
+impl AggPrivate {
+    /// # Safety
+    /// Builds a list in the current memory context.
+    unsafe fn specs_list(&self) -> *mut pg_sys::List {
+        let mut l: *mut pg_sys::List = std::ptr::null_mut();
+        for s in &self.specs {
+            // SAFETY: appends to a list we own.
+            unsafe {
+                l = pg_sys::lappend_int(l, s.kind as i32);
+                l = pg_sys::lappend_int(l, s.col.map_or(0, |c| c as i32 + 1));
+            }
+        }
+        l
+    }
+
+    /// # Safety
+    /// `l` is an integer list built by [`AggPrivate::specs_list`].
+    unsafe fn specs_from(l: *mut pg_sys::List) -> Vec<crate::aggregates::AggSpec> {
+        // SAFETY: forwarded contract.
+        unsafe {
+            (0..pg_sys::list_length(l) / 2)
+                .map(|i| {
+                    let kind = pg_sys::list_nth_int(l, 2 * i);
+                    let attno = pg_sys::list_nth_int(l, 2 * i + 1);
+                    crate::aggregates::AggSpec {
+                        kind: crate::aggregates::AggKind::from_int(kind)
+                            .expect("an aggregate kind we wrote"),
+                        col: (attno > 0).then(|| attno as usize - 1),
+                    }
+                })
+                .collect()
+        }
+    }
+
+    /// # Safety
+    /// Builds a list in the current memory context; the members must be valid lists.
+    pub unsafe fn to_path_list(&self) -> *mut pg_sys::List {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let mut l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
+            l = pg_sys::lappend(l, self.qual_cols as *mut c_void);
+            l = pg_sys::lappend(l, self.aggrefs as *mut c_void);
+            pg_sys::lappend(l, self.quals as *mut c_void)
+        }
+    }
+
+    /// # Safety
+    /// `l` is a list built by [`AggPrivate::to_path_list`].
+    pub unsafe fn from_path_list(l: *mut pg_sys::List) -> AggPrivate {
+        // SAFETY: a four-element list we built.
+        unsafe {
+            AggPrivate {
+                specs: Self::specs_from(pg_sys::list_nth(l, 0) as *mut pg_sys::List),
+                qual_cols: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                aggrefs: pg_sys::list_nth(l, 2) as *mut pg_sys::List,
+                quals: pg_sys::list_nth(l, 3) as *mut pg_sys::List,
+            }
+        }
+    }
+
+    /// # Safety
+    /// Builds a list in the current memory context.
+    pub unsafe fn to_plan_list(&self) -> *mut pg_sys::List {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
+            pg_sys::lappend(l, self.qual_cols as *mut c_void)
+        }
+    }
+
+    /// # Safety
+    /// `l` is a list built by [`AggPrivate::to_plan_list`] (possibly copied).
+    pub unsafe fn from_plan_list(l: *mut pg_sys::List) -> AggPrivate {
+        // SAFETY: a two-element list we built.
+        unsafe {
+            AggPrivate {
+                specs: Self::specs_from(pg_sys::list_nth(l, 0) as *mut pg_sys::List),
+                qual_cols: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                aggrefs: std::ptr::null_mut(),
+                quals: std::ptr::null_mut(),
+            }
+        }
+    }
+}

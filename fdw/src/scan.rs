@@ -183,6 +183,9 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
 ) -> *mut pg_sys::ForeignScan {
     // SAFETY: planner structures handed to us by PostgreSQL.
     unsafe {
+        if (*baserel).reloptkind == pg_sys::RelOptKind::RELOPT_UPPER_REL {
+            return crate::aggregates::plan(best_path, tlist);
+        }
         let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
         // The index's comparison values go to fdw_exprs, where the planner turns outer
         // columns into params.
@@ -273,6 +276,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     }
     // SAFETY: executor structures handed to us by PostgreSQL.
     unsafe {
+        if crate::aggregates::is_aggregate(node) {
+            return crate::aggregates::begin(node);
+        }
         let rel = (*node).ss.ss_currentRelation;
         let relid = (*rel).rd_id;
         // A parallel worker has no engine transaction: it reads the committed table
@@ -406,6 +412,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
 ) -> *mut pg_sys::TupleTableSlot {
     // SAFETY: executor structures handed to us by PostgreSQL; fdw_state is ours.
     unsafe {
+        if crate::aggregates::is_aggregate(node) {
+            return crate::aggregates::iterate(node);
+        }
         let slot = (*node).ss.ss_ScanTupleSlot;
         let st = (*node).fdw_state as *mut ScanState;
         if st.is_null() {
@@ -1072,6 +1081,9 @@ unsafe fn array_elements(arr: pg_sys::Datum) -> Vec<pg_sys::Datum> {
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     // SAFETY: fdw_state is ours.
     unsafe {
+        if crate::aggregates::is_aggregate(node) {
+            return crate::aggregates::rescan(node);
+        }
         let st = (*node).fdw_state as *mut ScanState;
         if let Some(st) = st.as_mut() {
             st.starts += 1;
@@ -1095,6 +1107,9 @@ pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanS
     // table's access counters (once per scan, not per row).
     // SAFETY: fdw_state is ours (null for EXPLAIN without ANALYZE).
     unsafe {
+        if crate::aggregates::is_aggregate(node) {
+            return crate::aggregates::end(node);
+        }
         if let Some(st) = ((*node).fdw_state as *mut ScanState).as_ref() {
             if st.shared.is_some() && !st.in_worker {
                 // The workers have finished: what they read was installed after its
@@ -1184,6 +1199,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 ) {
     // SAFETY: executor and explain structures handed to us by PostgreSQL.
     unsafe {
+        if crate::aggregates::is_aggregate(node) {
+            return crate::aggregates::explain(node, es);
+        }
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let relid = (*(*node).ss.ss_currentRelation).rd_id;
         let choice = IndexChoice::from_list(ScanPrivate::from_list((*plan).fdw_private).choice);

@@ -50,6 +50,10 @@ pub static AUTOANALYZE_SCALE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(0.
 /// memory-table indexes (as PostgreSQL's `enable_*` settings, for comparisons).
 pub static ENABLE_INDEX_STATISTICS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `memfdw.enable_aggregate_pushdown`: ungrouped aggregates of one memory table are
+/// computed by the engine (see `aggregates`).
+pub static ENABLE_AGGREGATE_PUSHDOWN: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -170,6 +174,14 @@ pub fn register(preloading: bool) {
         c"Lets the planner estimate memory-table index scans from the distinct values of key prefixes that ANALYZE found.",
         c"",
         &ENABLE_INDEX_STATISTICS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memfdw.enable_aggregate_pushdown",
+        c"Lets the engine compute count, sum, avg, min and max over a whole memory table, or the rows of it that pass the query's conditions, in one pass.",
+        c"",
+        &ENABLE_AGGREGATE_PUSHDOWN,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -97,6 +97,22 @@ impl TxnHandle {
         self.txn().scan(t, cursor, cid, batch, max_rows.max(1))
     }
 
+    /// Hands the rows after `cursor` that a statement with command id `cid` sees to
+    /// `visit`, up to `max_rows` of the table's rows at a time, without copying them
+    /// (see [`Txn::scan_visit`]: `visit` must not allocate, block or call back).
+    pub fn scan_visit(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        max_rows: usize,
+        visit: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        let _s = scope::enter();
+        self.txn()
+            .scan_visit(t, cursor, cid, max_rows.max(1), visit)
+    }
+
     /// Fills `batch` with up to `max_rows` rows of an index scan that a statement with
     /// command id `cid` sees, in the scan's order, and advances the scan. Fails if the
     /// index was dropped.

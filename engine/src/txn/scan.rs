@@ -196,4 +196,61 @@ impl Txn {
         }
         Ok(())
     }
+
+    /// Like [`Txn::scan`], but hands each visible row's bytes to `visit` where they
+    /// lie instead of copying them out: for callers that only compute over rows
+    /// (aggregates). Visits up to `max_rows` rows after `cursor`.
+    ///
+    /// `visit` runs under the engine's epoch guard and allocator scope: it must not
+    /// allocate, block or call back into the engine or PostgreSQL.
+    pub(super) fn scan_visit(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        max_rows: usize,
+        mut visit: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        if cursor.done {
+            return Ok(());
+        }
+        if self.validates_reads() {
+            self.note_table_read(t, TableRead::Whole);
+        }
+        let at = self.read_view();
+        let mut last = cursor.after;
+        let mut seen = 0usize;
+        let mut visited = 0usize;
+        let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
+        let this = &*self;
+        epoch::with_guard(&self.engine.collector, |g| {
+            t.rows.scan_after(cursor.after, g, |rowid, rec| {
+                last = Some(rowid);
+                seen += 1;
+                let view = if own_rows {
+                    this.seen(t, rowid, cid)
+                } else {
+                    Seen::Committed
+                };
+                let row = match view {
+                    Seen::Own(v) => v.map(|(d, _)| d),
+                    // SAFETY: reached through the index under guard `g`.
+                    Seen::Committed => unsafe { rec.get() }.read_at(g, at).map(|(d, _)| d),
+                };
+                if let Some(d) = row {
+                    visit(d);
+                    visited += 1;
+                }
+                seen < max_rows
+            });
+        });
+        if last == cursor.after {
+            cursor.done = true;
+        }
+        cursor.after = last;
+        if visited > 0 {
+            self.note_read_committed();
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,818 @@
+//! Aggregates computed where the rows are (PostgreSQL's `GetForeignUpperPaths`).
+//!
+//! A query that aggregates one memory table without grouping — `SELECT count(*),
+//! sum(balance) FROM accounts WHERE branch = 3` — can be answered by one pass of the
+//! engine over the table's rows, adding each row's value to running totals, instead
+//! of the executor fetching every row into a slot and an Agg node calling transition
+//! functions on it. The plan is then one `Foreign Scan` for the grouped relation
+//! (`scanrelid = 0`) that returns the aggregates' values as its only row.
+//!
+//! What is computed here, with PostgreSQL's results exactly (types, NULL for an empty
+//! input, integer wrap-around where PostgreSQL's own transition functions wrap):
+//! `count(*)`, `count(col)`, `sum`/`avg` of int2/int4/int8 columns, `min`/`max` of
+//! integer, date, time, timestamp(tz), money and oid columns. Any other aggregate, a
+//! `DISTINCT`, `ORDER BY` or `FILTER` inside one, `GROUP BY`, `HAVING`, grouping sets,
+//! or an argument that is not a plain column of the table leaves the query to
+//! PostgreSQL. `memfdw.enable_aggregate_pushdown` turns the path off (as PostgreSQL's
+//! `enable_*` settings, for comparisons).
+//!
+//! The table's quals (WHERE, and row security policies, in their security order) are
+//! evaluated by PostgreSQL's expression machinery on each row first; only rows that
+//! pass are added. Without quals, rows are read where they lie in the engine (no copy,
+//! no slot); with quals they are copied out in batches as a scan does, because
+//! evaluating a qual runs PostgreSQL code.
+//!
+//! The plan's `fdw_scan_tlist` holds the Aggrefs first (the output), then the table
+//! columns the quals read: setrefs turns the quals' columns (`fdw_exprs`) into
+//! references to those entries, so the scan tuple carries a row's qual columns while
+//! quals are evaluated, and the aggregates' values at the end.
+
+use crate::errors::{self, OrRaise};
+use crate::plan_private::AggPrivate;
+use crate::types::{self, Codec};
+use crate::xact;
+use memfdw_engine::{ColumnType, RowBatch, RowLayout, ScanCursor, TableHandle, Tid};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+use std::ffi::CString;
+
+/// An aggregate the engine computes; stored in plans as its discriminant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    CountStar = 1,
+    Count = 2,
+    /// `sum(int2)`, `sum(int4)`: int8, wrapping as `int4_sum` does.
+    SumToInt8 = 3,
+    /// `sum(int8)`: numeric, from a 128-bit sum (`numeric_poly_sum`).
+    SumToNumeric = 4,
+    /// `avg(int2)`, `avg(int4)`: numeric, from an int8 sum (`int8_avg`).
+    AvgOfInt8Sum = 5,
+    /// `avg(int8)`: numeric, from a 128-bit sum (`numeric_poly_avg`).
+    AvgOf128Sum = 6,
+    Min = 7,
+    Max = 8,
+}
+
+impl AggKind {
+    pub fn from_int(v: i32) -> Option<AggKind> {
+        use AggKind::*;
+        [
+            CountStar,
+            Count,
+            SumToInt8,
+            SumToNumeric,
+            AvgOfInt8Sum,
+            AvgOf128Sum,
+            Min,
+            Max,
+        ]
+        .into_iter()
+        .find(|k| *k as i32 == v)
+    }
+
+    /// The aggregate a built-in aggregate function is, with the column type its
+    /// argument must have in the engine (None for `count`, which takes any).
+    fn of_function(f: u32) -> Option<(AggKind, Option<ColumnType>)> {
+        use pg_sys as p;
+        use AggKind::*;
+        use ColumnType as T;
+        let minmax = |k: AggKind, f: u32, min_f: [u32; 8], max_f: [u32; 8]| {
+            let types = [
+                T::Int2,
+                T::Int4,
+                T::Int8,
+                T::Date,
+                T::Time,
+                T::Timestamp,
+                T::TimestampTz,
+                T::Money,
+            ];
+            let list = if k == Min { min_f } else { max_f };
+            list.iter()
+                .position(|&x| x == f)
+                .map(|i| (k, Some(types[i])))
+        };
+        let min_f = [
+            p::F_MIN_INT2,
+            p::F_MIN_INT4,
+            p::F_MIN_INT8,
+            p::F_MIN_DATE,
+            p::F_MIN_TIME,
+            p::F_MIN_TIMESTAMP,
+            p::F_MIN_TIMESTAMPTZ,
+            p::F_MIN_MONEY,
+        ];
+        let max_f = [
+            p::F_MAX_INT2,
+            p::F_MAX_INT4,
+            p::F_MAX_INT8,
+            p::F_MAX_DATE,
+            p::F_MAX_TIME,
+            p::F_MAX_TIMESTAMP,
+            p::F_MAX_TIMESTAMPTZ,
+            p::F_MAX_MONEY,
+        ];
+        Some(match f {
+            p::F_COUNT_ => (CountStar, None),
+            p::F_COUNT_ANY => (Count, None),
+            p::F_SUM_INT2 => (SumToInt8, Some(T::Int2)),
+            p::F_SUM_INT4 => (SumToInt8, Some(T::Int4)),
+            p::F_SUM_INT8 => (SumToNumeric, Some(T::Int8)),
+            p::F_AVG_INT2 => (AvgOfInt8Sum, Some(T::Int2)),
+            p::F_AVG_INT4 => (AvgOfInt8Sum, Some(T::Int4)),
+            p::F_AVG_INT8 => (AvgOf128Sum, Some(T::Int8)),
+            _ if f == p::F_MIN_OID.to_u32() => (Min, Some(T::Oid)),
+            _ if f == p::F_MAX_OID.to_u32() => (Max, Some(T::Oid)),
+            _ => return minmax(Min, f, min_f, max_f).or_else(|| minmax(Max, f, min_f, max_f)),
+        })
+    }
+}
+
+/// One aggregate of a plan: its kind and the column it reads (None for `count(*)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggSpec {
+    pub kind: AggKind,
+    /// 0-based column index.
+    pub col: Option<usize>,
+}
+
+/// How a column's bytes read as an integer that orders as the type does.
+#[derive(Debug, Clone, Copy)]
+enum IntForm {
+    I16,
+    I32,
+    U32,
+    I64,
+}
+
+impl IntForm {
+    fn of(ty: ColumnType) -> Option<IntForm> {
+        use ColumnType as T;
+        Some(match ty {
+            T::Int2 => IntForm::I16,
+            T::Int4 | T::Date => IntForm::I32,
+            T::Oid => IntForm::U32,
+            T::Int8 | T::Time | T::Timestamp | T::TimestampTz | T::Money => IntForm::I64,
+            _ => return None,
+        })
+    }
+
+    #[inline]
+    fn read(self, b: &[u8]) -> i64 {
+        match self {
+            IntForm::I16 => i16::from_le_bytes([b[0], b[1]]) as i64,
+            IntForm::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            IntForm::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            IntForm::I64 => i64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        }
+    }
+
+    fn datum(self, v: i64) -> pg_sys::Datum {
+        match self {
+            IntForm::I16 => pg_sys::Datum::from(v as i16),
+            IntForm::I32 => pg_sys::Datum::from(v as i32),
+            IntForm::U32 => pg_sys::Datum::from(v as u32),
+            IntForm::I64 => pg_sys::Datum::from(v),
+        }
+    }
+}
+
+/// The running state of one aggregate.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    spec: AggSpec,
+    form: Option<IntForm>,
+    /// Input rows counted (non-NULL ones for a column aggregate).
+    n: i64,
+    /// Sums wrap at 64 bits where PostgreSQL's int8 transition state does, else at 128
+    /// (never, for fewer than 2^64 rows).
+    sum: i128,
+    best: i64,
+}
+
+impl Acc {
+    #[inline]
+    fn add(&mut self, layout: &RowLayout, row: &[u8]) {
+        let Some(col) = self.spec.col else {
+            self.n += 1;
+            return;
+        };
+        let Some(b) = layout.get(row, col) else {
+            return;
+        };
+        self.n += 1;
+        let Some(form) = self.form else {
+            return;
+        };
+        let v = form.read(b);
+        match self.spec.kind {
+            AggKind::SumToInt8 | AggKind::AvgOfInt8Sum => {
+                self.sum = (self.sum as i64).wrapping_add(v) as i128
+            }
+            AggKind::SumToNumeric | AggKind::AvgOf128Sum => self.sum += v as i128,
+            AggKind::Min if self.n == 1 || v < self.best => self.best = v,
+            AggKind::Max if self.n == 1 || v > self.best => self.best = v,
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value (None = NULL), allocated in the current memory context.
+    ///
+    /// # Safety
+    /// Calls PostgreSQL's numeric functions.
+    unsafe fn result(&self) -> Option<pg_sys::Datum> {
+        use AggKind::*;
+        match self.spec.kind {
+            CountStar | Count => Some(pg_sys::Datum::from(self.n)),
+            _ if self.n == 0 => None,
+            SumToInt8 => Some(pg_sys::Datum::from(self.sum as i64)),
+            Min | Max => Some(self.form.expect("typed").datum(self.best)),
+            // SAFETY: PostgreSQL's numeric functions on values built here.
+            SumToNumeric => Some(unsafe { numeric_of(self.sum) }),
+            AvgOfInt8Sum | AvgOf128Sum => unsafe {
+                let count = pg_sys::Datum::from(pg_sys::int64_to_numeric(self.n));
+                pgrx::fcinfo::direct_function_call_as_datum(
+                    pg_sys::numeric_div,
+                    &[Some(numeric_of(self.sum)), Some(count)],
+                )
+            },
+        }
+    }
+}
+
+/// A numeric datum for a 128-bit integer.
+///
+/// # Safety
+/// Calls PostgreSQL's numeric functions.
+unsafe fn numeric_of(v: i128) -> pg_sys::Datum {
+    // SAFETY: PostgreSQL's numeric constructors on a well-formed integer literal.
+    unsafe {
+        if let Ok(small) = i64::try_from(v) {
+            return pg_sys::Datum::from(pg_sys::int64_to_numeric(small));
+        }
+        let text = CString::new(v.to_string()).expect("digits");
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::numeric_in,
+            &[
+                Some(pg_sys::Datum::from(text.as_ptr())),
+                Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                Some(pg_sys::Datum::from(-1i32)),
+            ],
+        )
+        .expect("numeric_in returns a value")
+    }
+}
+
+/// The aggregate of `node` if the engine can compute it over relation `varno` whose
+/// columns have `types`.
+///
+/// # Safety
+/// `node` is a planner expression node.
+unsafe fn supported(node: *mut pg_sys::Node, varno: u32, types: &[ColumnType]) -> Option<AggSpec> {
+    // SAFETY: forwarded contract; nodes are checked by tag before they are cast.
+    unsafe {
+        if (*node).type_ != pg_sys::NodeTag::T_Aggref {
+            return None;
+        }
+        let a = node as *mut pg_sys::Aggref;
+        if (*a).aggsplit != pg_sys::AggSplit::AGGSPLIT_SIMPLE
+            || !(*a).aggdistinct.is_null()
+            || !(*a).aggorder.is_null()
+            || !(*a).aggfilter.is_null()
+            || !(*a).aggdirectargs.is_null()
+            || (*a).aggvariadic
+            || (*a).aggkind != b'n' as std::ffi::c_char
+            || (*a).agglevelsup != 0
+        {
+            return None;
+        }
+        let (kind, ty) = AggKind::of_function((*a).aggfnoid.to_u32())?;
+        if kind == AggKind::CountStar {
+            return (*a).aggstar.then_some(AggSpec { kind, col: None });
+        }
+        if pg_sys::list_length((*a).args) != 1 {
+            return None;
+        }
+        let te = pg_sys::list_nth((*a).args, 0) as *mut pg_sys::TargetEntry;
+        let v = (*te).expr as *mut pg_sys::Node;
+        if (*v).type_ != pg_sys::NodeTag::T_Var {
+            return None;
+        }
+        let v = v as *mut pg_sys::Var;
+        if (*v).varno as u32 != varno || (*v).varlevelsup != 0 || (*v).varattno <= 0 {
+            return None;
+        }
+        let col = (*v).varattno as usize - 1;
+        let col_ty = *types.get(col)?;
+        if ty.is_some_and(|t| t != col_ty) || col_ty == ColumnType::Dropped {
+            return None;
+        }
+        Some(AggSpec {
+            kind,
+            col: Some(col),
+        })
+    }
+}
+
+/// `GetForeignUpperPaths`: offers the aggregate path for an ungrouped aggregate of one
+/// memory table (see the module documentation).
+///
+/// # Safety
+/// Called by PostgreSQL only, with the arguments its callback contract promises.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
+    root: *mut pg_sys::PlannerInfo,
+    stage: pg_sys::UpperRelationKind::Type,
+    input_rel: *mut pg_sys::RelOptInfo,
+    output_rel: *mut pg_sys::RelOptInfo,
+    extra: *mut std::ffi::c_void,
+) {
+    if stage != pg_sys::UpperRelationKind::UPPERREL_GROUP_AGG
+        || !crate::settings::ENABLE_AGGREGATE_PUSHDOWN.get()
+        || !crate::shmem::preloaded()
+    {
+        return;
+    }
+    // SAFETY: planner structures handed to us by PostgreSQL; `extra` is a
+    // GroupPathExtraData at this stage.
+    unsafe {
+        let extra = extra as *mut pg_sys::GroupPathExtraData;
+        let parse = (*root).parse;
+        if (*input_rel).reloptkind != pg_sys::RelOptKind::RELOPT_BASEREL
+            || !crate::handler::is_ours((*input_rel).fdwroutine)
+            || extra.is_null()
+            || (*extra).patype != pg_sys::PartitionwiseAggregateType::PARTITIONWISE_AGGREGATE_NONE
+            || !(*extra).havingQual.is_null()
+            || !(*parse).groupClause.is_null()
+            || !(*parse).groupingSets.is_null()
+            || (*parse).hasTargetSRFs
+            || !(*root).rowMarks.is_null()
+        {
+            return;
+        }
+        let varno = (*input_rel).relid;
+        let rte = *(*root).simple_rte_array.add(varno as usize);
+        let Some(table) = xact::table_view((*rte).relid) else {
+            return;
+        };
+        let types: Vec<ColumnType> = table.def.columns.iter().map(|c| c.ty).collect();
+        // The output: expressions over aggregates (and constants).
+        let target = (*output_rel).reltarget;
+        let found = pg_sys::pull_var_clause(
+            (*target).exprs as *mut pg_sys::Node,
+            (pg_sys::PVC_INCLUDE_AGGREGATES | pg_sys::PVC_INCLUDE_PLACEHOLDERS) as i32,
+        );
+        let mut specs = Vec::new();
+        let mut aggrefs: *mut pg_sys::List = std::ptr::null_mut();
+        for i in 0..pg_sys::list_length(found) {
+            let node = pg_sys::list_nth(found, i) as *mut pg_sys::Node;
+            let Some(spec) = supported(node, varno, &types) else {
+                return;
+            };
+            if pg_sys::list_member(aggrefs, node as *const std::ffi::c_void) {
+                continue;
+            }
+            aggrefs = pg_sys::lappend(aggrefs, node as *mut std::ffi::c_void);
+            specs.push(spec);
+        }
+        if specs.is_empty() {
+            return;
+        }
+        // The table's quals, in the order their security levels demand.
+        let mut rinfos: Vec<*mut pg_sys::RestrictInfo> =
+            pgrx::PgList::<pg_sys::RestrictInfo>::from_pg((*input_rel).baserestrictinfo)
+                .iter_ptr()
+                .collect();
+        rinfos.sort_by_key(|r| (**r).security_level);
+        let mut quals: *mut pg_sys::List = std::ptr::null_mut();
+        for r in rinfos {
+            let clause = (*r).clause as *mut pg_sys::Node;
+            if pg_sys::contain_subplans(clause) {
+                return;
+            }
+            quals = pg_sys::lappend(quals, clause as *mut std::ffi::c_void);
+        }
+        // The columns the quals read; a whole-row or system column is left to
+        // PostgreSQL.
+        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        pg_sys::pull_varattnos(quals as *mut pg_sys::Node, varno, &mut attrs);
+        let mut qual_cols: *mut pg_sys::List = std::ptr::null_mut();
+        let mut m = -1;
+        loop {
+            m = pg_sys::bms_next_member(attrs, m);
+            if m < 0 {
+                break;
+            }
+            let attno = m + pg_sys::FirstLowInvalidHeapAttributeNumber;
+            if attno <= 0 || attno as usize > types.len() {
+                return;
+            }
+            qual_cols = pg_sys::lappend_int(qual_cols, attno);
+        }
+        // Costs: reading a row in place costs about a comparison; copying it out for
+        // quals about half of PostgreSQL's per-tuple cost, plus the quals.
+        let tuples = (*input_rel).tuples;
+        let qual_cost = (*input_rel).baserestrictcost;
+        let per_row = if quals.is_null() {
+            pg_sys::cpu_operator_cost
+        } else {
+            pg_sys::cpu_tuple_cost * 0.5 + qual_cost.per_tuple
+        };
+        let total = qual_cost.startup
+            + tuples * per_row
+            + (*input_rel).rows * pg_sys::cpu_operator_cost * 0.25 * specs.len() as f64
+            + pg_sys::cpu_tuple_cost;
+        let private = AggPrivate {
+            specs,
+            qual_cols,
+            aggrefs,
+            quals,
+        };
+        let path = pg_sys::create_foreign_upper_path(
+            root,
+            output_rel,
+            target,
+            1.0,
+            total,
+            total,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            private.to_path_list(),
+        );
+        // Computed by the leader: a parallel worker reads memory tables only through
+        // a parallel scan.
+        (*path).path.parallel_safe = false;
+        pg_sys::add_path(output_rel, path as *mut pg_sys::Path);
+    }
+}
+
+/// `GetForeignPlan` for the aggregate path.
+///
+/// # Safety
+/// Planner structures of the path being turned into a plan.
+pub unsafe fn plan(
+    best_path: *mut pg_sys::ForeignPath,
+    tlist: *mut pg_sys::List,
+) -> *mut pg_sys::ForeignScan {
+    // SAFETY: forwarded contract; the path's private list was built by
+    // `get_foreign_upper_paths`.
+    unsafe {
+        let private = AggPrivate::from_path_list((*best_path).fdw_private);
+        // The scan tuple: the Aggrefs, then the quals' columns (see the module
+        // documentation).
+        let mut scan_tlist: *mut pg_sys::List = std::ptr::null_mut();
+        let mut resno = 1i16;
+        let mut add = |expr: *mut pg_sys::Expr| {
+            let te = pg_sys::makeTargetEntry(expr, resno, std::ptr::null_mut(), false);
+            scan_tlist = pg_sys::lappend(scan_tlist, te as *mut std::ffi::c_void);
+            resno += 1;
+        };
+        for i in 0..pg_sys::list_length(private.aggrefs) {
+            add(pg_sys::copyObjectImpl(pg_sys::list_nth(private.aggrefs, i)) as *mut pg_sys::Expr);
+        }
+        let vars = pg_sys::pull_var_clause(private.quals as *mut pg_sys::Node, 0);
+        for i in 0..pg_sys::list_length(private.qual_cols) {
+            let attno = pg_sys::list_nth_int(private.qual_cols, i);
+            let var = (0..pg_sys::list_length(vars))
+                .map(|j| pg_sys::list_nth(vars, j) as *mut pg_sys::Var)
+                .find(|v| (**v).varattno as i32 == attno)
+                .expect("a qual column is a Var of the quals");
+            add(pg_sys::copyObjectImpl(var as *const std::ffi::c_void) as *mut pg_sys::Expr);
+        }
+        pg_sys::make_foreignscan(
+            tlist,
+            std::ptr::null_mut(),
+            0,
+            private.quals,
+            private.to_plan_list(),
+            scan_tlist,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// The state of an aggregate scan.
+pub struct AggScanState {
+    table: TableHandle,
+    accs: Vec<Acc>,
+    /// Per qual column: (its place in the scan tuple, column index, codec).
+    qual_cols: Vec<(usize, usize, Codec)>,
+    qual: *mut pg_sys::ExprState,
+    cid: u32,
+    snapshot: Option<Tid>,
+    /// The result row was returned (until a rescan).
+    done: bool,
+    starts: u64,
+    examined: u64,
+}
+
+/// True if `node` is an aggregate scan (the grouped relation's, `scanrelid = 0`).
+///
+/// # Safety
+/// `node` is a ForeignScanState of a memfdw plan.
+pub unsafe fn is_aggregate(node: *mut pg_sys::ForeignScanState) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        (*((*node).ss.ps.plan as *mut pg_sys::ForeignScan))
+            .scan
+            .scanrelid
+            == 0
+    }
+}
+
+/// The relation an aggregate scan reads.
+///
+/// # Safety
+/// `node` is an aggregate scan's state, initialised by the executor.
+unsafe fn scanned_relation(node: *mut pg_sys::ForeignScanState) -> pg_sys::Oid {
+    // SAFETY: forwarded contract: its plan names exactly one base relation.
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let rti = pg_sys::bms_next_member((*plan).fs_relids, -1);
+        (*pg_sys::exec_rt_fetch(rti as pg_sys::Index, (*node).ss.ps.state)).relid
+    }
+}
+
+/// `BeginForeignScan` of an aggregate scan.
+///
+/// # Safety
+/// Called from `BeginForeignScan` for an aggregate scan.
+pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: executor structures handed to us by PostgreSQL.
+    unsafe {
+        if pg_sys::ParallelWorkerNumber >= 0 {
+            // Never planned so (the path is not parallel safe).
+            errors::internal("a memory-table aggregate ran in a parallel worker".into());
+        }
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let estate = (*node).ss.ps.state;
+        let relid = scanned_relation(node);
+        let Some(table) = xact::table(relid) else {
+            errors::missing_table(relid)
+        };
+        let private = AggPrivate::from_plan_list((*plan).fdw_private);
+        let ncols = table.def.columns.len();
+        let type_of = |col: usize| table.def.columns.get(col).map(|c| c.ty);
+        let accs = private
+            .specs
+            .iter()
+            .map(|&spec| {
+                let form = match spec.kind {
+                    AggKind::CountStar | AggKind::Count => None,
+                    _ => spec.col.and_then(type_of).and_then(IntForm::of),
+                };
+                let usable = match spec.kind {
+                    AggKind::CountStar => true,
+                    AggKind::Count => spec.col.is_some_and(|c| c < ncols),
+                    _ => form.is_some(),
+                };
+                if !usable {
+                    // Plans are invalidated when the table changes: a bug.
+                    errors::internal(format!(
+                        "memory table \"{}\" does not match the aggregate's plan",
+                        types::relation_name(relid)
+                    ));
+                }
+                Acc {
+                    spec,
+                    form,
+                    n: 0,
+                    sum: 0,
+                    best: 0,
+                }
+            })
+            .collect();
+        let naggs = private.specs.len();
+        let qual_cols = (0..pg_sys::list_length(private.qual_cols))
+            .map(|i| {
+                let attno = pg_sys::list_nth_int(private.qual_cols, i) as usize;
+                let ty = type_of(attno - 1).unwrap_or_else(|| {
+                    errors::internal("a memory-table aggregate's qual column is gone".into())
+                });
+                (naggs + i as usize, attno - 1, Codec::of(ty))
+            })
+            .collect();
+        let qual = if (*plan).fdw_exprs.is_null() {
+            std::ptr::null_mut()
+        } else {
+            pg_sys::ExecInitQual((*plan).fdw_exprs, node as *mut pg_sys::PlanState)
+        };
+        let state = AggScanState {
+            accs,
+            qual_cols,
+            qual,
+            cid: (*(*estate).es_snapshot).curcid,
+            snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
+            table,
+            done: false,
+            starts: 1,
+            examined: 0,
+        };
+        (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
+            as *mut std::ffi::c_void;
+    }
+}
+
+/// Rows read from the engine at a time, between checks for cancellation.
+const VISIT_ROWS: usize = 16 * 1024;
+
+/// `IterateForeignScan` of an aggregate scan: the aggregates' row, once.
+///
+/// # Safety
+/// Called from `IterateForeignScan` for an aggregate scan.
+pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: executor structures handed to us by PostgreSQL; fdw_state is ours.
+    unsafe {
+        let slot = (*node).ss.ss_ScanTupleSlot;
+        let Some(st) = ((*node).fdw_state as *mut AggScanState).as_mut() else {
+            return pg_sys::ExecClearTuple(slot);
+        };
+        if st.done {
+            return pg_sys::ExecClearTuple(slot);
+        }
+        for a in st.accs.iter_mut() {
+            (a.n, a.sum, a.best) = (0, 0, 0);
+        }
+        let mut cursor = ScanCursor::new();
+        if st.qual.is_null() {
+            let AggScanState {
+                table,
+                accs,
+                cid,
+                snapshot,
+                examined,
+                ..
+            } = st;
+            let layout = &table.layout;
+            while !cursor.done() {
+                pgrx::check_for_interrupts!();
+                xact::with_txn(|t| {
+                    t.set_read_snapshot(*snapshot);
+                    t.scan_visit(table, &mut cursor, *cid, VISIT_ROWS, |row| {
+                        *examined += 1;
+                        for a in accs.iter_mut() {
+                            a.add(layout, row);
+                        }
+                    })
+                })
+                .or_raise();
+            }
+        } else {
+            filtered_pass(node, st, &mut cursor);
+        }
+        // The result row: the aggregates, then NULL qual columns.
+        types::clear_slot(slot);
+        let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
+        nulls.iter_mut().for_each(|x| *x = true);
+        for (i, a) in st.accs.iter().enumerate() {
+            if let Some(d) = a.result() {
+                values[i] = d;
+                nulls[i] = false;
+            }
+        }
+        st.done = true;
+        types::store_virtual(slot)
+    }
+}
+
+/// Adds the rows that pass the quals: they are copied out in batches, and each one's
+/// qual columns are put in the scan tuple for PostgreSQL to evaluate the quals on.
+///
+/// # Safety
+/// `node` is the aggregate scan whose state is `st`.
+unsafe fn filtered_pass(
+    node: *mut pg_sys::ForeignScanState,
+    st: &mut AggScanState,
+    cursor: &mut ScanCursor,
+) {
+    // SAFETY: executor structures of the running scan.
+    unsafe {
+        let slot = (*node).ss.ss_ScanTupleSlot;
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let mut batch = RowBatch::new();
+        let batch_rows = crate::settings::SCAN_BATCH_ROWS.get().max(1) as usize;
+        let AggScanState {
+            table,
+            accs,
+            qual_cols,
+            qual,
+            cid,
+            snapshot,
+            examined,
+            ..
+        } = st;
+        let layout = &table.layout;
+        while !cursor.done() {
+            pgrx::check_for_interrupts!();
+            xact::with_txn(|t| {
+                t.set_read_snapshot(*snapshot);
+                t.scan(table, cursor, *cid, &mut batch, batch_rows)
+            })
+            .or_raise();
+            while let Some(r) = batch.next() {
+                *examined += 1;
+                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                let old = pg_sys::MemoryContextSwitchTo((*econtext).ecxt_per_tuple_memory);
+                types::clear_slot(slot);
+                let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
+                let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
+                nulls.iter_mut().for_each(|x| *x = true);
+                for &(pos, col, codec) in qual_cols.iter() {
+                    if let Some(b) = layout.get(r.data, col) {
+                        values[pos] = types::datum(codec, b);
+                        nulls[pos] = false;
+                    }
+                }
+                types::store_virtual(slot);
+                (*econtext).ecxt_scantuple = slot;
+                let pass = pg_sys::ExecQual(*qual, econtext);
+                pg_sys::MemoryContextSwitchTo(old);
+                if pass {
+                    for a in accs.iter_mut() {
+                        a.add(layout, r.data);
+                    }
+                }
+            }
+        }
+        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+    }
+}
+
+/// `ReScanForeignScan` of an aggregate scan (its quals' parameters may have changed).
+///
+/// # Safety
+/// Called from `ReScanForeignScan` for an aggregate scan.
+pub unsafe fn rescan(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: fdw_state is ours.
+    unsafe {
+        if let Some(st) = ((*node).fdw_state as *mut AggScanState).as_mut() {
+            st.done = false;
+            st.starts += 1;
+        }
+    }
+}
+
+/// `EndForeignScan` of an aggregate scan: its reads count as sequential scans of the
+/// table.
+///
+/// # Safety
+/// Called from `EndForeignScan` for an aggregate scan.
+pub unsafe fn end(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: fdw_state is ours (null for EXPLAIN without ANALYZE).
+    unsafe {
+        if let Some(st) = ((*node).fdw_state as *mut AggScanState).as_ref() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let a = &st.table.access;
+            a.seq_scan.fetch_add(st.starts, Relaxed);
+            a.seq_tup_read.fetch_add(st.examined, Relaxed);
+        }
+    }
+}
+
+/// `ExplainForeignScan` of an aggregate scan.
+///
+/// # Safety
+/// Called from `ExplainForeignScan` for an aggregate scan.
+pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::ExplainState) {
+    // SAFETY: executor and explain structures handed to us by PostgreSQL.
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let relid = scanned_relation(node);
+        let rel = CString::new(format!(
+            "Aggregate on {}",
+            types::quote_ident(&types::relation_name(relid))
+        ))
+        .expect("no NUL");
+        pg_sys::ExplainPropertyText(c"Relations".as_ptr(), rel.as_ptr(), es);
+        pg_sys::ExplainPropertyText(
+            c"Memory Table Access".as_ptr(),
+            c"full scan (row id order), aggregated in memory".as_ptr(),
+            es,
+        );
+        if !(*plan).fdw_exprs.is_null() {
+            let context = pg_sys::set_deparse_context_plan(
+                (*es).deparse_cxt,
+                plan as *mut pg_sys::Plan,
+                std::ptr::null_mut(),
+            );
+            let quals = pg_sys::make_ands_explicit((*plan).fdw_exprs);
+            let s = pg_sys::deparse_expression(quals as _, context, (*es).verbose, false);
+            pg_sys::ExplainPropertyText(c"Filter".as_ptr(), s, es);
+        }
+        if (*es).analyze {
+            if let Some(st) = ((*node).fdw_state as *mut AggScanState).as_ref() {
+                pg_sys::ExplainPropertyInteger(
+                    c"Rows Examined".as_ptr(),
+                    std::ptr::null(),
+                    st.examined as i64,
+                    es,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Aggregates the engine computes itself (`Foreign Scan` with "aggregated in memory"):
+//! the same answers as a heap table gives (types, NULLs, empty inputs, sums beyond 64
+//! bits), with the table's conditions, the transaction's own writes, snapshots,
+//! parameters and rescans, privileges and security-barrier views honoured; and what
+//! the engine does not compute is left to PostgreSQL.
+
+use memfdw_e2e::{plan, sqlstate, text_rows, Cluster};
+use postgres::Client;
+
+const COLUMNS: &str = "id int NOT NULL, a int2, b int4, c int8, d date, ts timestamp, \
+                       tz timestamptz, o oid, mny money, t text";
+
+/// A heap table `h` and a memory table `m` with the same rows: NULLs in every
+/// nullable column, negative values, and int8 values whose sum passes 2^63.
+fn setup(s: &mut Client) {
+    s.batch_execute(&format!(
+        "CREATE EXTENSION memfdw; \
+         CREATE TABLE h ({COLUMNS}); CREATE FOREIGN TABLE m ({COLUMNS}) SERVER memfdw; \
+         CREATE TABLE e ({COLUMNS}); CREATE FOREIGN TABLE me ({COLUMNS}) SERVER memfdw; \
+         INSERT INTO h SELECT g, \
+            CASE WHEN g % 5 = 0 THEN NULL ELSE (g % 300 - 150)::int2 END, \
+            CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1000 - 500000 END, \
+            CASE WHEN g % 11 = 0 THEN NULL WHEN g % 2 = 0 THEN 9000000000000000000 - g \
+                 ELSE -g::int8 * 1000003 END, \
+            CASE WHEN g % 13 = 0 THEN NULL ELSE date '2000-01-01' + (g % 4000 - 2000) END, \
+            CASE WHEN g % 17 = 0 THEN NULL ELSE timestamp '2020-02-29 12:00' + g * interval '37 min' END, \
+            CASE WHEN g = 7 THEN '-infinity' WHEN g % 19 = 0 THEN NULL \
+                 ELSE timestamptz '2021-06-01 00:00+02' - g * interval '1 h' END, \
+            CASE WHEN g % 23 = 0 THEN NULL ELSE (4294967295 - g * 3)::oid END, \
+            CASE WHEN g % 29 = 0 THEN NULL ELSE (g * 1.25 - 300)::money END, \
+            CASE WHEN g % 3 = 0 THEN NULL ELSE 'x' || g END \
+         FROM generate_series(1, 5000) g; \
+         INSERT INTO m SELECT * FROM h; ANALYZE h; ANALYZE m"
+    ))
+    .unwrap();
+}
+
+/// Runs `q` (with `{t}` standing for the table) on the heap table and the memory
+/// table and checks that the answers are the same; returns the memory table's plan.
+fn same(s: &mut Client, q: &str, heap: &str, mem: &str) -> String {
+    let on_heap = text_rows(s, &q.replace("{t}", heap));
+    let on_mem = text_rows(s, &q.replace("{t}", mem));
+    assert_eq!(on_mem, on_heap, "{q}");
+    plan(s, &q.replace("{t}", mem))
+}
+
+const IN_MEMORY: &str = "aggregated in memory";
+
+#[test]
+fn aggregates_computed_in_memory_answer_as_heap_does() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    let pushed = [
+        "SELECT count(*) FROM {t}",
+        "SELECT count(*), count(a), count(t), count(mny), count(id) FROM {t}",
+        "SELECT sum(a), sum(b), sum(c), sum(id) FROM {t}",
+        "SELECT avg(a), avg(b), avg(c), avg(id) FROM {t}",
+        "SELECT min(a), max(a), min(b), max(b), min(c), max(c) FROM {t}",
+        "SELECT min(d), max(d), min(ts), max(ts), min(tz), max(tz) FROM {t}",
+        "SELECT min(o), max(o), min(mny), max(mny) FROM {t}",
+        // Types of the results, as the client sees them.
+        "SELECT pg_typeof(sum(a))::text, pg_typeof(sum(b))::text, pg_typeof(sum(c))::text, \
+                pg_typeof(avg(b))::text, pg_typeof(min(o))::text FROM {t}",
+        // Expressions over aggregates, and the same aggregate twice.
+        "SELECT count(*) * 2 + 1, sum(b) / nullif(count(b), 0), coalesce(max(a), -1), \
+                sum(b) = sum(b) FROM {t}",
+        // Conditions, evaluated by PostgreSQL on each row first.
+        "SELECT count(*), sum(b), avg(c), min(d), count(t) FROM {t} WHERE id % 3 = 1",
+        "SELECT count(*), sum(c), min(tz) FROM {t} WHERE t LIKE 'x1%' AND b > 0",
+        "SELECT count(*), count(b) FROM {t} WHERE b IS NULL",
+        "SELECT count(*), max(id) FROM {t} WHERE d < date '1998-01-01' OR o < 4294960000",
+        // No input rows: count 0, the others NULL.
+        "SELECT count(*), count(a), sum(a), sum(c), avg(b), avg(c), min(d), max(tz) FROM {t} \
+           WHERE id < 0",
+        "SELECT count(*), sum(c), avg(c), min(c) FROM {t} WHERE c IS NULL",
+        // In a subquery, a CTE, a UNION.
+        "SELECT x.n + 1 FROM (SELECT count(*) AS n FROM {t}) x",
+        "WITH s AS (SELECT sum(c) AS v FROM {t}) SELECT v FROM s",
+        "SELECT sum(b) FROM {t} UNION ALL SELECT sum(a) FROM {t} WHERE a < 0",
+    ];
+    for q in pushed {
+        let p = same(&mut s, q, "h", "m");
+        assert!(p.contains(IN_MEMORY), "{q}\n{p}");
+    }
+    // An empty table.
+    let q = "SELECT count(*), sum(b), avg(c), min(ts), max(o) FROM {t}";
+    let p = same(&mut s, q, "e", "me");
+    assert!(p.contains(IN_MEMORY), "{q}\n{p}");
+    // Left to PostgreSQL, with the same answers.
+    let not_pushed = [
+        "SELECT sum(b) FILTER (WHERE id > 10) FROM {t}",
+        "SELECT count(DISTINCT a) FROM {t}",
+        "SELECT a % 3, count(*) FROM {t} GROUP BY 1 ORDER BY 1",
+        "SELECT count(*) FROM {t} HAVING count(*) > 1",
+        "SELECT sum(b + 1) FROM {t}",
+        "SELECT string_agg(t, ',' ORDER BY id) FROM {t} WHERE id < 20",
+        "SELECT sum(id::int8), max(t) FROM {t}",
+        "SELECT count(*) FROM {t} WHERE id IN (SELECT b FROM {t} WHERE b > 0)",
+    ];
+    for q in not_pushed {
+        let p = same(&mut s, q, "h", "m");
+        assert!(!p.contains(IN_MEMORY), "{q}\n{p}");
+    }
+    // Turned off: PostgreSQL's plan and the same answer.
+    s.batch_execute("SET memfdw.enable_aggregate_pushdown = off")
+        .unwrap();
+    let p = same(&mut s, "SELECT count(*), sum(c) FROM {t}", "h", "m");
+    assert!(!p.contains(IN_MEMORY), "{p}");
+    s.batch_execute("RESET memfdw.enable_aggregate_pushdown")
+        .unwrap();
+    // The rows read count as a sequential scan of the table.
+    let before: i64 = s
+        .query_one(
+            "SELECT seq_tup_read FROM memfdw.stat_user_tables WHERE relname = 'm'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    text_rows(&mut s, "SELECT count(*) FROM m");
+    let after: i64 = s
+        .query_one(
+            "SELECT seq_tup_read FROM memfdw.stat_user_tables WHERE relname = 'm'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(after - before, 5000);
+}
+
+#[test]
+fn aggregates_see_own_writes_snapshots_parameters_and_rescans() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    let count = |s: &mut Client, q: &str| -> Vec<String> { text_rows(s, q) };
+    // The transaction's own writes, statement by statement.
+    s.batch_execute(
+        "BEGIN; INSERT INTO m (id, b, c) VALUES (-1, 5, 5); \
+         UPDATE m SET b = b + 1 WHERE id <= 10; DELETE FROM m WHERE id BETWEEN 11 AND 20; \
+         INSERT INTO h (id, b, c) VALUES (-1, 5, 5); \
+         UPDATE h SET b = b + 1 WHERE id <= 10; DELETE FROM h WHERE id BETWEEN 11 AND 20",
+    )
+    .unwrap();
+    let p = same(&mut s, "SELECT count(*), sum(b), sum(c) FROM {t}", "h", "m");
+    assert!(p.contains(IN_MEMORY), "{p}");
+    s.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(count(&mut s, "SELECT count(*) FROM m"), vec!["5000"]);
+
+    // A repeatable read snapshot does not see a later commit.
+    let mut other = c.connect();
+    s.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    assert_eq!(count(&mut s, "SELECT count(*) FROM m"), vec!["5000"]);
+    other
+        .batch_execute("INSERT INTO m (id, b) VALUES (9001, 1), (9002, 2)")
+        .unwrap();
+    assert_eq!(
+        count(&mut s, "SELECT count(*), sum(b) FROM m WHERE id > 9000"),
+        vec!["0|NULL"]
+    );
+    s.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        count(&mut s, "SELECT count(*), sum(b) FROM m WHERE id > 9000"),
+        vec!["2|3"]
+    );
+    other
+        .batch_execute("DELETE FROM m WHERE id > 9000")
+        .unwrap();
+
+    // Parameters: a prepared statement's generic plan, a correlated subquery (a
+    // rescan per outer row), and one under a Sort that is rescanned only if the
+    // scan's parameters changed.
+    for t in ["h", "m"] {
+        s.batch_execute(&format!(
+            "PREPARE p_{t}(int) AS SELECT count(*), sum(c) FROM {t} WHERE id > $1; \
+             SET plan_cache_mode = force_generic_plan"
+        ))
+        .unwrap();
+    }
+    for arg in [0, 2500, 4999, 5000] {
+        let h = count(&mut s, &format!("EXECUTE p_h({arg})"));
+        assert_eq!(count(&mut s, &format!("EXECUTE p_m({arg})")), h);
+    }
+    assert!(plan(&mut s, "EXECUTE p_m(1)").contains(IN_MEMORY));
+    let q = "SELECT g, (SELECT count(*) FROM {t} WHERE a = g), \
+                (SELECT x FROM (SELECT sum(b) AS x FROM {t} WHERE id < g * 100) q ORDER BY x LIMIT 1) \
+             FROM generate_series(-3, 40) g ORDER BY g";
+    let p = same(&mut s, q, "h", "m");
+    assert!(p.contains(IN_MEMORY), "{p}");
+
+    // A cursor, and a plpgsql function.
+    s.batch_execute("BEGIN; DECLARE cur CURSOR FOR SELECT count(*), max(c) FROM m")
+        .unwrap();
+    let h = count(&mut s, "SELECT count(*), max(c) FROM h");
+    assert_eq!(count(&mut s, "FETCH ALL FROM cur"), h);
+    s.batch_execute("COMMIT").unwrap();
+    s.batch_execute(
+        "CREATE FUNCTION total(lim int) RETURNS numeric LANGUAGE plpgsql AS \
+         $$ BEGIN RETURN (SELECT sum(c) FROM m WHERE id < lim); END $$",
+    )
+    .unwrap();
+    let want = count(&mut s, "SELECT sum(c) FROM h WHERE id < 100");
+    for _ in 0..7 {
+        assert_eq!(count(&mut s, "SELECT total(100)"), want);
+    }
+}
+
+#[test]
+fn aggregates_keep_privileges_barriers_and_unloaded_tables() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    s.batch_execute(
+        "CREATE ROLE reader LOGIN; \
+         CREATE VIEW mv WITH (security_barrier) AS SELECT * FROM m WHERE id <= 10; \
+         CREATE VIEW hv WITH (security_barrier) AS SELECT * FROM h WHERE id <= 10; \
+         GRANT SELECT ON mv, hv TO reader; \
+         CREATE FUNCTION leak(x int) RETURNS bool LANGUAGE plpgsql COST 0.0001 AS \
+           $$ BEGIN RAISE NOTICE 'saw %', x; RETURN true; END $$; \
+         GRANT EXECUTE ON FUNCTION leak(int) TO reader",
+    )
+    .unwrap();
+    let mut r = c.connect_as("reader", "postgres");
+    let e = r.simple_query("SELECT count(*) FROM m").unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    // The barrier's condition runs before the cheap leaky function: it sees only the
+    // rows the view shows, as with a heap table. (PostgreSQL plans a barrier view as a
+    // subquery, so the aggregate over it is PostgreSQL's; the view's own aggregate,
+    // below, is computed in memory.)
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = notices.clone();
+    let mut r = c
+        .conn_str()
+        .replace("user=postgres", "user=reader")
+        .parse::<postgres::Config>()
+        .unwrap()
+        .notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()))
+        .connect(postgres::NoTls)
+        .unwrap();
+    let q = "SELECT count(*), sum(b) FROM {t} WHERE leak(b)";
+    let on_heap = text_rows(&mut r, &q.replace("{t}", "hv"));
+    let heap_notices = std::mem::take(&mut *notices.lock().unwrap());
+    let on_mem = text_rows(&mut r, &q.replace("{t}", "mv"));
+    let mem_notices = std::mem::take(&mut *notices.lock().unwrap());
+    assert_eq!(on_mem, on_heap);
+    assert_eq!(mem_notices.len(), 10, "{mem_notices:?}");
+    let (mut hn, mut mn) = (heap_notices, mem_notices);
+    hn.sort();
+    mn.sort();
+    assert_eq!(mn, hn);
+    // Through a plain view the reader may use, the aggregate is computed in memory
+    // with the reader's privileges on the view.
+    s.batch_execute(
+        "CREATE VIEW pv AS SELECT * FROM m WHERE id % 2 = 0;          CREATE VIEW ph AS SELECT * FROM h WHERE id % 2 = 0; GRANT SELECT ON pv, ph TO reader",
+    )
+    .unwrap();
+    let p = same(
+        &mut r,
+        "SELECT count(*), sum(c), min(tz) FROM {t}",
+        "ph",
+        "pv",
+    );
+    assert!(p.contains(IN_MEMORY), "{p}");
+
+    // An unloaded table is refused, as for any read.
+    s.batch_execute("SELECT memfdw.unload('m')").unwrap();
+    let e = s.simple_query("SELECT count(*) FROM m").unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55000"), "{e}");
+    s.batch_execute("SELECT memfdw.load('m')").unwrap();
+    assert_eq!(text_rows(&mut s, "SELECT count(*) FROM m"), vec!["5000"]);
+}
