@@ -16,9 +16,10 @@
 //! PostgreSQL. `memfdw.enable_aggregate_pushdown` turns the path off (as PostgreSQL's
 //! `enable_*` settings, for comparisons).
 //!
-//! The table's quals (WHERE, and row security policies, in their security order) are
-//! evaluated by PostgreSQL's expression machinery on each row first; only rows that
-//! pass are added. Without quals, rows are read where they lie in the engine (no copy,
+//! The table's quals (the WHERE conditions on it, in the order PostgreSQL evaluates a
+//! scan's) are evaluated by PostgreSQL's expression machinery on each row first; only
+//! rows that pass are added. An inheritance parent, and quals without columns or
+//! with subplans, leave the query to PostgreSQL. Without quals, rows are read where they lie in the engine (no copy,
 //! no slot); with quals they are copied out in batches as a scan does, because
 //! evaluating a qual runs PostgreSQL code.
 //!
@@ -353,6 +354,10 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         }
         let varno = (*input_rel).relid;
         let rte = *(*root).simple_rte_array.add(varno as usize);
+        if (*rte).inh {
+            // An inheritance parent: its children's rows are read by other scans.
+            return;
+        }
         let Some(table) = xact::table_view((*rte).relid) else {
             return;
         };
@@ -379,18 +384,24 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         if specs.is_empty() {
             return;
         }
-        // The table's quals, in the order their security levels demand.
-        let mut rinfos: Vec<*mut pg_sys::RestrictInfo> =
-            pgrx::PgList::<pg_sys::RestrictInfo>::from_pg((*input_rel).baserestrictinfo)
-                .iter_ptr()
-                .collect();
-        rinfos.sort_by_key(|r| (**r).security_level);
-        let mut quals: *mut pg_sys::List = std::ptr::null_mut();
-        for r in rinfos {
+        // The table's quals, in the order PostgreSQL evaluates a scan's: by security
+        // level, then cheapest first (`order_qual_clauses`). A qual without columns
+        // (PostgreSQL checks it once, above the scan) leaves the query to PostgreSQL.
+        let mut rinfos: Vec<(u32, f64, *mut pg_sys::Node)> = Vec::new();
+        for r in
+            pgrx::PgList::<pg_sys::RestrictInfo>::from_pg((*input_rel).baserestrictinfo).iter_ptr()
+        {
             let clause = (*r).clause as *mut pg_sys::Node;
-            if pg_sys::contain_subplans(clause) {
+            if (*r).pseudoconstant || pg_sys::contain_subplans(clause) {
                 return;
             }
+            let mut cost = pg_sys::QualCost::default();
+            pg_sys::cost_qual_eval_node(&mut cost, clause, root);
+            rinfos.push(((*r).security_level, cost.per_tuple, clause));
+        }
+        rinfos.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut quals: *mut pg_sys::List = std::ptr::null_mut();
+        for (_, _, clause) in rinfos {
             quals = pg_sys::lappend(quals, clause as *mut std::ffi::c_void);
         }
         // The columns the quals read; a whole-row or system column is left to
@@ -471,7 +482,11 @@ pub unsafe fn plan(
         for i in 0..pg_sys::list_length(private.aggrefs) {
             add(pg_sys::copyObjectImpl(pg_sys::list_nth(private.aggrefs, i)) as *mut pg_sys::Expr);
         }
-        let vars = pg_sys::pull_var_clause(private.quals as *mut pg_sys::Node, 0);
+        // (A placeholder over a column in a qual is evaluated from the column.)
+        let vars = pg_sys::pull_var_clause(
+            private.quals as *mut pg_sys::Node,
+            pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
+        );
         for i in 0..pg_sys::list_length(private.qual_cols) {
             let attno = pg_sys::list_nth_int(private.qual_cols, i);
             let var = (0..pg_sys::list_length(vars))
@@ -554,6 +569,17 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
         };
         let private = AggPrivate::from_plan_list((*plan).fdw_private);
         let ncols = table.def.columns.len();
+        let rti = pg_sys::bms_next_member((*plan).fs_relids, -1) as pg_sys::Index;
+        let natts = (*(*pg_sys::ExecGetRangeTableRelation(estate, rti)).rd_att).natts;
+        if natts as usize != ncols {
+            // As a scan: never read rows with the wrong layout.
+            errors::internal(format!(
+                "memory table \"{}\" does not match its catalog definition ({} columns in the engine, {} in the catalog)",
+                types::relation_name(relid),
+                ncols,
+                natts
+            ));
+        }
         let type_of = |col: usize| table.def.columns.get(col).map(|c| c.ty);
         let accs = private
             .specs

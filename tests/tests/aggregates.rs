@@ -8,7 +8,7 @@ use memfdw_e2e::{plan, sqlstate, text_rows, Cluster};
 use postgres::Client;
 
 const COLUMNS: &str = "id int NOT NULL, a int2, b int4, c int8, d date, ts timestamp, \
-                       tz timestamptz, o oid, mny money, t text";
+                       tz timestamptz, o oid, mny money, t text, tm time";
 
 /// A heap table `h` and a memory table `m` with the same rows: NULLs in every
 /// nullable column, negative values, and int8 values whose sum passes 2^63.
@@ -22,13 +22,16 @@ fn setup(s: &mut Client) {
             CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1000 - 500000 END, \
             CASE WHEN g % 11 = 0 THEN NULL WHEN g % 2 = 0 THEN 9000000000000000000 - g \
                  ELSE -g::int8 * 1000003 END, \
-            CASE WHEN g % 13 = 0 THEN NULL ELSE date '2000-01-01' + (g % 4000 - 2000) END, \
+            CASE WHEN g = 9 THEN '-infinity' WHEN g % 13 = 0 THEN NULL \
+                 ELSE date '2000-01-01' + (g % 4000 - 2000) END, \
             CASE WHEN g % 17 = 0 THEN NULL ELSE timestamp '2020-02-29 12:00' + g * interval '37 min' END, \
-            CASE WHEN g = 7 THEN '-infinity' WHEN g % 19 = 0 THEN NULL \
+            CASE WHEN g = 7 THEN '-infinity' WHEN g = 8 THEN 'infinity' WHEN g % 19 = 0 THEN NULL \
                  ELSE timestamptz '2021-06-01 00:00+02' - g * interval '1 h' END, \
-            CASE WHEN g % 23 = 0 THEN NULL ELSE (4294967295 - g * 3)::oid END, \
+            CASE WHEN g % 23 = 0 THEN NULL WHEN g % 2 = 0 THEN (g * 3)::oid \
+                 ELSE (4294967295 - g * 3)::oid END, \
             CASE WHEN g % 29 = 0 THEN NULL ELSE (g * 1.25 - 300)::money END, \
-            CASE WHEN g % 3 = 0 THEN NULL ELSE 'x' || g END \
+            CASE WHEN g % 3 = 0 THEN NULL ELSE 'x' || g END, \
+            CASE WHEN g % 31 = 0 THEN NULL ELSE time '00:00:01' + g * interval '17 s' END \
          FROM generate_series(1, 5000) g; \
          INSERT INTO m SELECT * FROM h; ANALYZE h; ANALYZE m"
     ))
@@ -58,7 +61,9 @@ fn aggregates_computed_in_memory_answer_as_heap_does() {
         "SELECT avg(a), avg(b), avg(c), avg(id) FROM {t}",
         "SELECT min(a), max(a), min(b), max(b), min(c), max(c) FROM {t}",
         "SELECT min(d), max(d), min(ts), max(ts), min(tz), max(tz) FROM {t}",
-        "SELECT min(o), max(o), min(mny), max(mny) FROM {t}",
+        "SELECT min(o), max(o), min(mny), max(mny), min(tm), max(tm) FROM {t}",
+        // Unsigned oids: the small ones are the smallest.
+        "SELECT min(o), max(o) FROM {t} WHERE o < 3000000000 OR o > 4000000000",
         // Types of the results, as the client sees them.
         "SELECT pg_typeof(sum(a))::text, pg_typeof(sum(b))::text, pg_typeof(sum(c))::text, \
                 pg_typeof(avg(b))::text, pg_typeof(min(o))::text FROM {t}",
@@ -74,6 +79,9 @@ fn aggregates_computed_in_memory_answer_as_heap_does() {
         "SELECT count(*), count(a), sum(a), sum(c), avg(b), avg(c), min(d), max(tz) FROM {t} \
            WHERE id < 0",
         "SELECT count(*), sum(c), avg(c), min(c) FROM {t} WHERE c IS NULL",
+        // A placeholder in a table's condition (the subquery below is pulled up
+        // under the outer join, then the join goes).
+        "SELECT count(*), sum(b) FROM {t} LEFT JOIN (SELECT 1 AS one) s ON true WHERE s.one = 1",
         // In a subquery, a CTE, a UNION.
         "SELECT x.n + 1 FROM (SELECT count(*) AS n FROM {t}) x",
         "WITH s AS (SELECT sum(c) AS v FROM {t}) SELECT v FROM s",
@@ -109,6 +117,28 @@ fn aggregates_computed_in_memory_answer_as_heap_does() {
     assert!(!p.contains(IN_MEMORY), "{p}");
     s.batch_execute("RESET memfdw.enable_aggregate_pushdown")
         .unwrap();
+    // An inheritance parent: the children's rows count too (PostgreSQL's plan).
+    s.batch_execute(
+        "CREATE TABLE hc () INHERITS (h); CREATE TABLE mc () INHERITS (m); \
+         INSERT INTO hc (id, b, c) VALUES (1, 10, 1), (2, 20, NULL); \
+         INSERT INTO mc (id, b, c) VALUES (1, 10, 1), (2, 20, NULL)",
+    )
+    .unwrap();
+    for q in [
+        "SELECT count(*), sum(b), max(c) FROM {t}",
+        "SELECT count(*) FROM ONLY {t}",
+    ] {
+        same(&mut s, q, "h", "m");
+    }
+    assert!(!plan(&mut s, "SELECT count(*) FROM m").contains(IN_MEMORY));
+    assert!(plan(&mut s, "SELECT count(*) FROM ONLY m").contains(IN_MEMORY));
+    s.batch_execute("DROP TABLE hc, mc").unwrap();
+    // A condition without columns, checked once by PostgreSQL.
+    s.batch_execute("PREPARE pc(bool) AS SELECT count(*) FROM m WHERE $1")
+        .unwrap();
+    assert_eq!(text_rows(&mut s, "EXECUTE pc(false)"), vec!["0"]);
+    assert_eq!(text_rows(&mut s, "EXECUTE pc(true)"), vec!["5000"]);
+
     // The rows read count as a sequential scan of the table.
     let before: i64 = s
         .query_one(
@@ -159,11 +189,29 @@ fn aggregates_see_own_writes_snapshots_parameters_and_rescans() {
         count(&mut s, "SELECT count(*), sum(b) FROM m WHERE id > 9000"),
         vec!["0|NULL"]
     );
+    assert_eq!(count(&mut s, "SELECT count(*) FROM m"), vec!["5000"]);
     s.batch_execute("COMMIT").unwrap();
     assert_eq!(
         count(&mut s, "SELECT count(*), sum(b) FROM m WHERE id > 9000"),
         vec!["2|3"]
     );
+    assert_eq!(count(&mut s, "SELECT count(*) FROM m"), vec!["5002"]);
+    // SERIALIZABLE: a count reads the whole table, and the read is validated at
+    // commit: of two transactions that each count and then insert, one fails.
+    let mut t1 = c.connect();
+    let mut t2 = c.connect();
+    for t in [&mut t1, &mut t2] {
+        t.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .unwrap();
+        assert_eq!(count(t, "SELECT count(*) FROM m"), vec!["5002"]);
+    }
+    t1.batch_execute("INSERT INTO m (id) VALUES (9003)")
+        .unwrap();
+    t2.batch_execute("INSERT INTO m (id) VALUES (9004)")
+        .unwrap();
+    t1.batch_execute("COMMIT").unwrap();
+    let e = t2.batch_execute("COMMIT").unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("40001"), "{e}");
     other
         .batch_execute("DELETE FROM m WHERE id > 9000")
         .unwrap();
@@ -194,6 +242,11 @@ fn aggregates_see_own_writes_snapshots_parameters_and_rescans() {
         .unwrap();
     let h = count(&mut s, "SELECT count(*), max(c) FROM h");
     assert_eq!(count(&mut s, "FETCH ALL FROM cur"), h);
+    s.batch_execute("DECLARE sc SCROLL CURSOR FOR SELECT count(*), max(c) FROM m")
+        .unwrap();
+    assert_eq!(count(&mut s, "FETCH NEXT FROM sc"), h);
+    assert_eq!(count(&mut s, "FETCH PRIOR FROM sc"), Vec::<String>::new());
+    assert_eq!(count(&mut s, "FETCH NEXT FROM sc"), h);
     s.batch_execute("COMMIT").unwrap();
     s.batch_execute(
         "CREATE FUNCTION total(lim int) RETURNS numeric LANGUAGE plpgsql AS \
