@@ -292,10 +292,10 @@ unsafe fn supported(node: *mut pg_sys::Node, varno: u32, types: &[ColumnType]) -
         if kind == AggKind::CountStar {
             return (*a).aggstar.then_some(AggSpec { kind, col: None });
         }
-        if pg_sys::list_length((*a).args) != 1 {
+        if crate::pglist::len((*a).args) != 1 {
             return None;
         }
-        let te = pg_sys::list_nth((*a).args, 0) as *mut pg_sys::TargetEntry;
+        let te = crate::pglist::nth((*a).args, 0) as *mut pg_sys::TargetEntry;
         let v = (*te).expr as *mut pg_sys::Node;
         if (*v).type_ != pg_sys::NodeTag::T_Var {
             return None;
@@ -370,8 +370,8 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         );
         let mut specs = Vec::new();
         let mut aggrefs: *mut pg_sys::List = std::ptr::null_mut();
-        for i in 0..pg_sys::list_length(found) {
-            let node = pg_sys::list_nth(found, i) as *mut pg_sys::Node;
+        for i in 0..crate::pglist::len(found) {
+            let node = crate::pglist::nth(found, i) as *mut pg_sys::Node;
             let Some(spec) = supported(node, varno, &types) else {
                 return;
             };
@@ -479,18 +479,20 @@ pub unsafe fn plan(
             scan_tlist = pg_sys::lappend(scan_tlist, te as *mut std::ffi::c_void);
             resno += 1;
         };
-        for i in 0..pg_sys::list_length(private.aggrefs) {
-            add(pg_sys::copyObjectImpl(pg_sys::list_nth(private.aggrefs, i)) as *mut pg_sys::Expr);
+        for i in 0..crate::pglist::len(private.aggrefs) {
+            add(
+                pg_sys::copyObjectImpl(crate::pglist::nth(private.aggrefs, i)) as *mut pg_sys::Expr,
+            );
         }
         // (A placeholder over a column in a qual is evaluated from the column.)
         let vars = pg_sys::pull_var_clause(
             private.quals as *mut pg_sys::Node,
             pg_sys::PVC_RECURSE_PLACEHOLDERS as i32,
         );
-        for i in 0..pg_sys::list_length(private.qual_cols) {
-            let attno = pg_sys::list_nth_int(private.qual_cols, i);
-            let var = (0..pg_sys::list_length(vars))
-                .map(|j| pg_sys::list_nth(vars, j) as *mut pg_sys::Var)
+        for i in 0..crate::pglist::len(private.qual_cols) {
+            let attno = crate::pglist::nth_int(private.qual_cols, i);
+            let var = (0..crate::pglist::len(vars))
+                .map(|j| crate::pglist::nth(vars, j) as *mut pg_sys::Var)
                 .find(|v| (**v).varattno as i32 == attno)
                 .expect("a qual column is a Var of the quals");
             add(pg_sys::copyObjectImpl(var as *const std::ffi::c_void) as *mut pg_sys::Expr);
@@ -611,9 +613,9 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
             })
             .collect();
         let naggs = private.specs.len();
-        let qual_cols = (0..pg_sys::list_length(private.qual_cols))
+        let qual_cols = (0..crate::pglist::len(private.qual_cols))
             .map(|i| {
-                let attno = pg_sys::list_nth_int(private.qual_cols, i) as usize;
+                let attno = crate::pglist::nth_int(private.qual_cols, i) as usize;
                 let ty = type_of(attno - 1).unwrap_or_else(|| {
                     errors::internal("a memory-table aggregate's qual column is gone".into())
                 });

@@ -271,7 +271,7 @@ pub(crate) fn inheritors(relid: pg_sys::Oid, lock: pg_sys::LOCKMODE) -> Vec<pg_s
         let all = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
             find_all_inheritors(relid, lock, std::ptr::null_mut())
         });
-        (0..pg_sys::list_length(all))
+        (0..crate::pglist::len(all))
             .map(|i| pg_sys::list_nth_oid(all, i))
             .collect()
     }

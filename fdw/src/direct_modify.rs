@@ -87,19 +87,19 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
         if pg_sys::contain_subplans(tlist.cast()) {
             return false;
         }
-        let first_expr = pg_sys::list_length((*fscan).fdw_exprs);
+        let first_expr = crate::pglist::len((*fscan).fdw_exprs);
         let mut colnos: *mut pg_sys::List = std::ptr::null_mut();
         if op == pg_sys::CmdType::CMD_UPDATE {
             let update_colnos = (*root).update_colnos;
-            let n = pg_sys::list_length(update_colnos);
-            if pg_sys::list_length(tlist) < n {
+            let n = crate::pglist::len(update_colnos);
+            if crate::pglist::len(tlist) < n {
                 return false;
             }
             // Check every assignment before changing anything.
             let mut moves = Vec::with_capacity(n as usize);
             for i in 0..n {
-                let tle = pg_sys::list_nth(tlist, i) as *mut pg_sys::TargetEntry;
-                let attno = pg_sys::list_nth_int(update_colnos, i) as pg_sys::AttrNumber;
+                let tle = crate::pglist::nth(tlist, i) as *mut pg_sys::TargetEntry;
+                let attno = crate::pglist::nth_int(update_colnos, i) as pg_sys::AttrNumber;
                 if (*tle).resjunk || attno <= 0 {
                     return false;
                 }
@@ -155,10 +155,10 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(
         let rel = (*rinfo).ri_RelationDesc;
         crate::error_fields::writing(rel);
         let update = (*plan).operation == pg_sys::CmdType::CMD_UPDATE;
-        let set = (0..pg_sys::list_length(private.colnos))
+        let set = (0..crate::pglist::len(private.colnos))
             .map(|i| {
-                let e = pg_sys::list_nth((*plan).fdw_exprs, private.first_expr + i);
-                let pos = pg_sys::list_nth_int(private.colnos, i) as usize - 1;
+                let e = crate::pglist::nth((*plan).fdw_exprs, private.first_expr + i);
+                let pos = crate::pglist::nth_int(private.colnos, i) as usize - 1;
                 (pos, pg_sys::ExecInitExpr(e.cast(), node.cast()))
             })
             .collect();

@@ -115,13 +115,53 @@ pub(crate) unsafe fn memory_table_of(rv: *mut pg_sys::RangeVar) -> Option<pg_sys
     (relid != pg_sys::InvalidOid && is_memory_table(relid)).then_some(relid)
 }
 
+thread_local! {
+    /// Foreign tables already looked up: relation -> is it a memory table? Entries go
+    /// when PostgreSQL invalidates the relation's cache entry (see
+    /// [`register_relcache_callback`]).
+    static FOREIGN_TABLES: std::cell::RefCell<std::collections::HashMap<u32, bool>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// True if relation `relid` is a foreign table of a memfdw server.
+///
+/// Called for every relation of every query (`snapshots`): a foreign table's answer is
+/// remembered, as finding its wrapper takes three catalog lookups and a call of the
+/// handler (which builds a routine each time).
 pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookups.
-    unsafe {
+    // SAFETY: catalog lookup.
+    let foreign = unsafe {
         pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
-            && is_ours(pg_sys::GetFdwRoutineByRelId(relid))
+    };
+    if !foreign {
+        return false;
     }
+    if let Some(known) = FOREIGN_TABLES.with(|m| m.borrow().get(&relid.to_u32()).copied()) {
+        return known;
+    }
+    // SAFETY: catalog lookups.
+    let ours = unsafe { is_ours(pg_sys::GetFdwRoutineByRelId(relid)) };
+    FOREIGN_TABLES.with(|m| m.borrow_mut().insert(relid.to_u32(), ours));
+    ours
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    FOREIGN_TABLES.with(|m| {
+        let mut m = m.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            m.clear();
+        } else {
+            m.remove(&relid.to_u32());
+        }
+    });
+}
+
+/// Keeps [`is_memory_table`]'s answers in step with the catalog. Called once per
+/// process from `_PG_init`.
+pub(crate) fn register_relcache_callback() {
+    // SAFETY: registers a callback that lives as long as the process.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
 }
 
 /// The current database (the engine names tables by database and relation).

@@ -125,8 +125,8 @@ impl IndexChoice {
     pub fn from_list(l: *mut pg_sys::List) -> Option<IndexChoice> {
         // SAFETY: an integer list we built (or NIL).
         let v: Vec<i32> = unsafe {
-            (0..pg_sys::list_length(l))
-                .map(|i| pg_sys::list_nth_int(l, i))
+            (0..crate::pglist::len(l))
+                .map(|i| crate::pglist::nth_int(l, i))
                 .collect()
         };
         if v.len() < 4 {
@@ -327,11 +327,11 @@ impl Matcher {
             match (*clause).type_ {
                 pg_sys::NodeTag::T_OpExpr => {
                     let op = clause as *mut pg_sys::OpExpr;
-                    if pg_sys::list_length((*op).args) != 2 {
+                    if crate::pglist::len((*op).args) != 2 {
                         return None;
                     }
-                    let l = pg_sys::list_nth((*op).args, 0) as *mut pg_sys::Node;
-                    let r = pg_sys::list_nth((*op).args, 1) as *mut pg_sys::Node;
+                    let l = crate::pglist::nth((*op).args, 0) as *mut pg_sys::Node;
+                    let r = crate::pglist::nth((*op).args, 1) as *mut pg_sys::Node;
                     if let Some(m) = self.match_pattern(op, l, r, col) {
                         return Some(m);
                     }
@@ -353,11 +353,11 @@ impl Matcher {
                 }
                 pg_sys::NodeTag::T_ScalarArrayOpExpr => {
                     let op = clause as *mut pg_sys::ScalarArrayOpExpr;
-                    if !(*op).useOr || pg_sys::list_length((*op).args) != 2 {
+                    if !(*op).useOr || crate::pglist::len((*op).args) != 2 {
                         return None;
                     }
-                    let l = pg_sys::list_nth((*op).args, 0) as *mut pg_sys::Node;
-                    let r = pg_sys::list_nth((*op).args, 1) as *mut pg_sys::Node;
+                    let l = crate::pglist::nth((*op).args, 0) as *mut pg_sys::Node;
+                    let r = crate::pglist::nth((*op).args, 1) as *mut pg_sys::Node;
                     if !is_column(l, self.varno, col.attno)
                         || pg_sys::get_op_opfamily_strategy((*op).opno, col.opfamily)
                             != CondKind::Eq as i32
@@ -716,7 +716,7 @@ unsafe fn in_list_len(e: *mut pg_sys::Node) -> f64 {
                 pg_sys::ArrayGetNItems(ndim, dims).max(1) as f64
             }
             pg_sys::NodeTag::T_ArrayExpr => {
-                pg_sys::list_length((*(e as *mut pg_sys::ArrayExpr)).elements).max(1) as f64
+                crate::pglist::len((*(e as *mut pg_sys::ArrayExpr)).elements).max(1) as f64
             }
             _ => 10.0,
         }

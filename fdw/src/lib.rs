@@ -27,6 +27,7 @@ mod introspect;
 mod lock_table;
 mod modify;
 mod parallel_scan;
+mod pglist;
 mod plan_private;
 mod progress;
 mod scan;
@@ -58,6 +59,7 @@ pub extern "C-unwind" fn _PG_init() {
         ddl::install_hooks();
         error_fields::install_hook();
         snapshots::install_hooks();
+        handler::register_relcache_callback();
         xact::register_callbacks();
         shmem::set_before_exit(xact::release_at_exit);
     }

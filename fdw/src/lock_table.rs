@@ -24,8 +24,8 @@ pub unsafe fn lock_tables(
         let rels = (*stmt).relations;
         let mut others: *mut pg_sys::List = std::ptr::null_mut();
         let mut any = false;
-        for i in 0..pg_sys::list_length(rels) {
-            let rv = pg_sys::list_nth(rels, i) as *mut pg_sys::RangeVar;
+        for i in 0..crate::pglist::len(rels) {
+            let rv = crate::pglist::nth(rels, i) as *mut pg_sys::RangeVar;
             let relid = pg_sys::RangeVarGetRelidExtended(
                 rv,
                 pg_sys::NoLock as _,

@@ -61,8 +61,8 @@ impl PathPrivate {
         // SAFETY: a two-element list we built.
         unsafe {
             PathPrivate {
-                choice: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
-                exprs: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                choice: crate::pglist::nth(l, 0) as *mut pg_sys::List,
+                exprs: crate::pglist::nth(l, 1) as *mut pg_sys::List,
             }
         }
     }
@@ -119,16 +119,16 @@ impl ScanPrivate {
         // SAFETY: a four-element list we built.
         unsafe {
             ScanPrivate {
-                needed: pg_sys::list_nth(l, 0) as *mut pg_sys::List,
-                choice: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                needed: crate::pglist::nth(l, 0) as *mut pg_sys::List,
+                choice: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 lock: LockPolicy::from_int(
-                    (*(pg_sys::list_nth(l, 2) as *mut pg_sys::Integer)).ival,
+                    (*(crate::pglist::nth(l, 2) as *mut pg_sys::Integer)).ival,
                 ),
                 mode: LockMode::from_bits(
-                    (*(pg_sys::list_nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
+                    (*(crate::pglist::nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
                 ),
-                direct: if pg_sys::list_length(l) > 4 {
-                    pg_sys::list_nth(l, 4) as *mut pg_sys::List
+                direct: if crate::pglist::len(l) > 4 {
+                    crate::pglist::nth(l, 4) as *mut pg_sys::List
                 } else {
                     std::ptr::null_mut()
                 },
@@ -176,12 +176,12 @@ impl DirectPrivate {
     pub unsafe fn from_list(l: *mut pg_sys::List) -> DirectPrivate {
         // SAFETY: a four-element list we built.
         unsafe {
-            let int = |i| (*(pg_sys::list_nth(l, i) as *mut pg_sys::Integer)).ival;
+            let int = |i| (*(crate::pglist::nth(l, i) as *mut pg_sys::Integer)).ival;
             DirectPrivate {
                 first_expr: int(0),
                 set_tag: int(1) != 0,
                 returning: int(2) != 0,
-                colnos: pg_sys::list_nth(l, 3) as *mut pg_sys::List,
+                colnos: crate::pglist::nth(l, 3) as *mut pg_sys::List,
             }
         }
     }
@@ -222,10 +222,10 @@ impl AggPrivate {
     unsafe fn specs_from(l: *mut pg_sys::List) -> Vec<crate::aggregates::AggSpec> {
         // SAFETY: forwarded contract.
         unsafe {
-            (0..pg_sys::list_length(l) / 2)
+            (0..crate::pglist::len(l) / 2)
                 .map(|i| {
-                    let kind = pg_sys::list_nth_int(l, 2 * i);
-                    let attno = pg_sys::list_nth_int(l, 2 * i + 1);
+                    let kind = crate::pglist::nth_int(l, 2 * i);
+                    let attno = crate::pglist::nth_int(l, 2 * i + 1);
                     crate::aggregates::AggSpec {
                         kind: crate::aggregates::AggKind::from_int(kind)
                             .expect("an aggregate kind we wrote"),
@@ -254,10 +254,10 @@ impl AggPrivate {
         // SAFETY: a four-element list we built.
         unsafe {
             AggPrivate {
-                specs: Self::specs_from(pg_sys::list_nth(l, 0) as *mut pg_sys::List),
-                qual_cols: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
-                aggrefs: pg_sys::list_nth(l, 2) as *mut pg_sys::List,
-                quals: pg_sys::list_nth(l, 3) as *mut pg_sys::List,
+                specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
+                qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
+                aggrefs: crate::pglist::nth(l, 2) as *mut pg_sys::List,
+                quals: crate::pglist::nth(l, 3) as *mut pg_sys::List,
             }
         }
     }
@@ -278,8 +278,8 @@ impl AggPrivate {
         // SAFETY: a two-element list we built.
         unsafe {
             AggPrivate {
-                specs: Self::specs_from(pg_sys::list_nth(l, 0) as *mut pg_sys::List),
-                qual_cols: pg_sys::list_nth(l, 1) as *mut pg_sys::List,
+                specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
+                qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 aggrefs: std::ptr::null_mut(),
                 quals: std::ptr::null_mut(),
             }

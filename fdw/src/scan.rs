@@ -330,21 +330,21 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             // A direct UPDATE's SET expressions follow the comparison values; they are
             // compiled by `direct_modify`.
             let n = if private.direct.is_null() {
-                pg_sys::list_length((*plan).fdw_exprs)
+                crate::pglist::len((*plan).fdw_exprs)
             } else {
                 plan_private::DirectPrivate::from_list(private.direct).first_expr
             };
             let exprs: Vec<*mut pg_sys::ExprState> = (0..n)
                 .map(|i| {
                     pg_sys::ExecInitExpr(
-                        pg_sys::list_nth((*plan).fdw_exprs, i).cast(),
+                        crate::pglist::nth((*plan).fdw_exprs, i).cast(),
                         node as *mut pg_sys::PlanState,
                     )
                 })
                 .collect();
             let mut types = vec![pg_sys::InvalidOid; exprs.len()];
             for c in choice.conds.iter().filter(|c| c.expr >= 0) {
-                let mut ty = pg_sys::exprType(pg_sys::list_nth((*plan).fdw_exprs, c.expr).cast());
+                let mut ty = pg_sys::exprType(crate::pglist::nth((*plan).fdw_exprs, c.expr).cast());
                 if c.kind == CondKind::In {
                     ty = pg_sys::get_element_type(ty);
                 }
@@ -361,8 +361,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             }
         });
         let mut needed = vec![false; ncols];
-        for i in 0..pg_sys::list_length(private.needed) {
-            match pg_sys::list_nth_int(private.needed, i) {
+        for i in 0..crate::pglist::len(private.needed) {
+            match crate::pglist::nth_int(private.needed, i) {
                 0 => needed.iter_mut().for_each(|n| *n = true),
                 a if a as usize <= ncols => needed[a as usize - 1] = true,
                 _ => {}
@@ -617,8 +617,8 @@ unsafe fn write_lock_mode(
         {
             return LockMode::Update;
         }
-        let rte =
-            pg_sys::list_nth((*estate).es_range_table, scanrelid - 1) as *mut pg_sys::RangeTblEntry;
+        let rte = crate::pglist::nth((*estate).es_range_table, scanrelid - 1)
+            as *mut pg_sys::RangeTblEntry;
         let assigned = (*rte).updatedCols;
         let key_assigned = table.any_unique_key_column(|c| {
             pg_sys::bms_is_member(
@@ -1153,7 +1153,7 @@ unsafe fn index_cond_text(
         );
         let useprefix = (*es).verbose;
         let value = |i: i32| -> String {
-            let e = pg_sys::list_nth((*plan).fdw_exprs, i) as *mut pg_sys::Node;
+            let e = crate::pglist::nth((*plan).fdw_exprs, i) as *mut pg_sys::Node;
             let s = pg_sys::deparse_expression(e, context, useprefix, false);
             std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
         };

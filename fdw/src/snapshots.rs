@@ -134,8 +134,8 @@ unsafe fn reads_memory_tables(stmt: *mut pg_sys::PlannedStmt) -> bool {
             return false;
         }
         let rtable = (*stmt).rtable;
-        for i in 0..pg_sys::list_length(rtable) {
-            let rte = pg_sys::list_nth(rtable, i) as *mut pg_sys::RangeTblEntry;
+        for i in 0..crate::pglist::len(rtable) {
+            let rte = crate::pglist::nth(rtable, i) as *mut pg_sys::RangeTblEntry;
             if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
                 && (*rte).relkind == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
                 && crate::handler::is_memory_table((*rte).relid)
