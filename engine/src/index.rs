@@ -12,8 +12,28 @@ use std::ops::Bound;
 
 pub use crate::rowid_index::RowIdIndex;
 
-/// Bytes accounted for one key-index entry besides its key (skip-list node, box).
-pub const KEY_ENTRY_BYTES: usize = 96;
+/// Bytes one key-index entry takes for a key of `key_len` bytes (its entry is the key
+/// and the row id, [`ROWID_SUFFIX`] more bytes): the expected
+/// block of its skip-list node (value, key, reference count and a tower whose height
+/// is 1 with probability 1/2, 2 with 1/4, ...; each size rounded up to its arena size
+/// class) and the block of the bytes past [`HEAD`], if any. Used to account for index
+/// memory and to report it (the towers' heights are the skip list's own).
+pub fn key_entry_bytes(key_len: usize) -> usize {
+    // Node<IndexKey, RecordPtr> without its tower: value, key, reference count.
+    const NODE: usize = std::mem::size_of::<RecordPtr>()
+        + std::mem::size_of::<IndexKey>()
+        + std::mem::size_of::<usize>();
+    let node: f64 = (1..=32)
+        .map(|h| crate::arena::block_size(NODE + 8 * h) as f64 / (1u64 << h) as f64)
+        .sum();
+    let entry = key_len + ROWID_SUFFIX;
+    let tail = if entry > HEAD {
+        crate::arena::block_size(entry - HEAD)
+    } else {
+        0
+    };
+    node.ceil() as usize + tail
+}
 
 /// Length of the row-id suffix of every key-index entry.
 pub const ROWID_SUFFIX: usize = 8;
@@ -189,7 +209,8 @@ impl KeyIndex {
     }
 }
 
-/// Bytes of an index entry kept inline in the skip-list node.
+/// Bytes of an index entry kept inline in the skip-list node (an int8 key and its row
+/// id fit).
 const HEAD: usize = 24;
 
 /// An index entry's bytes, the first [`HEAD`] inline (as big-endian words, so that
@@ -200,12 +221,51 @@ const HEAD: usize = 24;
 /// Order = byte-string order: heads compare as zero-padded bytes; with equal heads the
 /// tails (bytes past the head) compare, then the lengths (equal heads and empty tails
 /// mean one string is the other plus zero padding).
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The tail is a thin pointer (its length is `len - HEAD`): 40 bytes per key instead
+/// of 48 with a boxed slice, and a skip-list node of height 1 fits 64 bytes.
 pub(crate) struct IndexKey {
     head: [u64; HEAD / 8],
     len: u32,
-    tail: Option<Box<[u8]>>,
+    /// The bytes past [`HEAD`] (`len - HEAD` of them, allocated as a boxed slice), or
+    /// null when there are none. Owned by the key; never changed after `new`.
+    tail: *mut u8,
 }
+
+// SAFETY: the tail is owned by the key and immutable; the key is as shareable as the
+// bytes it holds.
+unsafe impl Send for IndexKey {}
+// SAFETY: as above.
+unsafe impl Sync for IndexKey {}
+
+impl Drop for IndexKey {
+    fn drop(&mut self) {
+        let n = self.tail_len();
+        if n > 0 {
+            // SAFETY: `tail` came from `Box::<[u8]>::into_raw` of `n` bytes in `new`,
+            // and only this key owns it.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.tail, n)) });
+        }
+    }
+}
+
+impl Clone for IndexKey {
+    fn clone(&self) -> Self {
+        IndexKey {
+            head: self.head,
+            len: self.len,
+            tail: Self::own_tail(self.tail()),
+        }
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.head == o.head && self.len == o.len && self.tail() == o.tail()
+    }
+}
+
+impl Eq for IndexKey {}
 
 impl IndexKey {
     pub(crate) fn new(bytes: &[u8]) -> IndexKey {
@@ -219,12 +279,29 @@ impl IndexKey {
         IndexKey {
             head,
             len: bytes.len() as u32,
-            tail: (bytes.len() > HEAD).then(|| bytes[HEAD..].into()),
+            tail: Self::own_tail(bytes.get(HEAD..).unwrap_or(&[])),
         }
     }
 
+    /// A copy of `tail` in its own allocation (null if empty).
+    fn own_tail(tail: &[u8]) -> *mut u8 {
+        if tail.is_empty() {
+            return std::ptr::null_mut();
+        }
+        Box::<[u8]>::into_raw(tail.into()) as *mut u8
+    }
+
+    fn tail_len(&self) -> usize {
+        (self.len as usize).saturating_sub(HEAD)
+    }
+
     fn tail(&self) -> &[u8] {
-        self.tail.as_deref().unwrap_or(&[])
+        let n = self.tail_len();
+        if n == 0 {
+            return &[];
+        }
+        // SAFETY: `tail` holds `n` bytes owned by this key (see the field).
+        unsafe { std::slice::from_raw_parts(self.tail, n) }
     }
 
     /// The bytes, in `stack` when they fit, else in `heap`.
@@ -319,6 +396,25 @@ mod tests {
         k.bytes(&mut stack, &mut heap).to_vec()
     }
 
+    #[test]
+    fn entries_take_less_than_the_boxed_tail_layout() {
+        // 24 head bytes, the length and a thin tail pointer.
+        assert_eq!(std::mem::size_of::<IndexKey>(), 40);
+        // A node of height 1 (value, key, count, one tower pointer) fits 64 bytes; the
+        // expected node over all heights stays under 80.
+        assert!(
+            super::key_entry_bytes(5) < 80,
+            "{}",
+            super::key_entry_bytes(5)
+        );
+        // An int8 key and its row id fit the head; a 32-byte key's last 16 do not.
+        assert_eq!(super::key_entry_bytes(9), super::key_entry_bytes(0));
+        assert_eq!(
+            super::key_entry_bytes(32) - super::key_entry_bytes(5),
+            crate::arena::block_size(16)
+        );
+    }
+
     proptest! {
         #[test]
         fn index_keys_order_like_their_bytes(
@@ -328,7 +424,12 @@ mod tests {
             let (ka, kb) = (IndexKey::new(&a), IndexKey::new(&b));
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             prop_assert_eq!(ka == kb, a == b);
-            prop_assert_eq!(bytes(&ka), a);
+            prop_assert_eq!(&bytes(&ka), &a);
+            // A clone owns its own copy of the tail: it outlives the original.
+            let kc = ka.clone();
+            drop(ka);
+            prop_assert_eq!(kc.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(bytes(&kc), a);
         }
 
         #[test]

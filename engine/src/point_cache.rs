@@ -344,14 +344,14 @@ impl crate::engine::Engine {
                 true
             });
             for ix in indexes.iter() {
-                let mut key_bytes = 0u64;
+                let mut entry_bytes = 0u64;
                 ix.scan(
                     std::ops::Bound::Unbounded,
                     std::ops::Bound::Unbounded,
                     false,
                     g,
                     |k, _, _| {
-                        key_bytes += k.len() as u64;
+                        entry_bytes += crate::index::key_entry_bytes(k.len()) as u64;
                         true
                     },
                 );
@@ -361,7 +361,7 @@ impl crate::engine::Engine {
                     m.indexes.push(crate::table::IndexMemory {
                         name: ix.def.name.clone(),
                         entries,
-                        entry_bytes: entries * crate::index::KEY_ENTRY_BYTES as u64 + key_bytes,
+                        entry_bytes,
                         point_cache: ix.point.bytes(g) as u64,
                     })
                 });

@@ -301,7 +301,12 @@ impl Record {
     }
 }
 
-const ROWBUF_HEADER: usize = 8;
+/// A row buffer is its length (u32, native order: rows are at most
+/// [`crate::row::MAX_ROW_BYTES`]) followed by the row's bytes, unaligned (rows are
+/// read as byte strings). Four bytes rather than eight: a 105-byte row then fits the
+/// 112-byte size class instead of the 128-byte one.
+const ROWBUF_HEADER: usize = 4;
+const _: () = assert!(crate::row::MAX_ROW_BYTES <= u32::MAX as usize);
 
 fn rowbuf_layout(len: usize) -> Layout {
     Layout::from_size_align(ROWBUF_HEADER + len, 8).expect("row size checked by the packer")
@@ -316,7 +321,7 @@ pub fn rowbuf_new(bytes: &[u8]) -> *mut u8 {
     if !p.is_null() {
         // SAFETY: p is valid for header + len bytes.
         unsafe {
-            (p as *mut u64).write(bytes.len() as u64);
+            (p as *mut u32).write(bytes.len() as u32);
             ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(ROWBUF_HEADER), bytes.len());
         }
     }
@@ -333,7 +338,7 @@ pub fn rowbuf_size(len: usize) -> usize {
 pub unsafe fn rowbuf_slice<'a>(p: *const u8) -> &'a [u8] {
     // SAFETY: forwarded contract; the header holds the length.
     unsafe {
-        let len = (p as *const u64).read() as usize;
+        let len = (p as *const u32).read() as usize;
         std::slice::from_raw_parts(p.add(ROWBUF_HEADER), len)
     }
 }
@@ -343,7 +348,7 @@ pub unsafe fn rowbuf_slice<'a>(p: *const u8) -> &'a [u8] {
 pub unsafe fn rowbuf_free(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
-        let len = (p as *const u64).read() as usize;
+        let len = (p as *const u32).read() as usize;
         std::alloc::dealloc(p, rowbuf_layout(len));
     }
 }

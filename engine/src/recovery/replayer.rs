@@ -11,7 +11,7 @@ use crate::epoch;
 use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::ids::{RowId, TableId, Tid};
-use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
+use crate::index::{key_entry_bytes, IndexDef, KeyIndex};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::Emptying;
 use crate::redo::payload::{
@@ -128,7 +128,7 @@ impl Engine {
                                 res = Err(e);
                                 return false;
                             }
-                            bytes += (KEY_ENTRY_BYTES + key.len()) as isize;
+                            bytes += key_entry_bytes(key.len()) as isize;
                             index.insert(&key, rowid, rec, g);
                         }
                         true
@@ -296,7 +296,7 @@ impl Engine {
                         for index in idx.iter() {
                             index.key_of(&t.layout, bytes, kn)?;
                             index.insert(kn, rowid, r, g);
-                            *engine_bytes += (KEY_ENTRY_BYTES + kn.len()) as isize;
+                            *engine_bytes += key_entry_bytes(kn.len()) as isize;
                         }
                         c.rows += 1;
                         c.data_bytes += size as i64;
@@ -335,7 +335,7 @@ impl Engine {
                 index.key_of(&t.layout, a, kn)?;
                 if old_row.is_none() || kn != ko {
                     index.insert(kn, rowid, r, g);
-                    *engine_bytes += (KEY_ENTRY_BYTES + kn.len()) as isize;
+                    *engine_bytes += key_entry_bytes(kn.len()) as isize;
                 }
             }
             if old_row.is_some() && (after.is_none() || kn != ko) {
@@ -345,7 +345,7 @@ impl Engine {
         let old = rec.install_and_unlock(new, tid, None);
         for (n, key) in stale {
             idx[n].remove(&key, rowid, g);
-            *engine_bytes -= (KEY_ENTRY_BYTES + key.len()) as isize;
+            *engine_bytes -= key_entry_bytes(key.len()) as isize;
         }
         let size = |p: *mut u8| {
             if p.is_null() {

@@ -49,7 +49,7 @@ use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Garbage, Retired};
 use crate::ids::{Lsn, RowId, Tid};
-use crate::index::{KeyIndex, KEY_ENTRY_BYTES};
+use crate::index::{key_entry_bytes, KeyIndex};
 use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::payload::{CommitRecords, Redefinition};
 use crate::redo::Appended;
@@ -461,7 +461,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                 // removal waits for an older snapshot. It is not this commit's to undo.
                 if fin.is_some() && moved && !index.contains(&kf, e.rowid, g) {
                     index.insert(&kf, e.rowid, r, g);
-                    txn.engine.account((KEY_ENTRY_BYTES + kf.len()) as isize);
+                    txn.engine.account(key_entry_bytes(kf.len()) as isize);
                     scope::outside(|| {
                         self.st.links.push(Link {
                             table: e.table,
@@ -682,7 +682,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             if !(keep && existing) {
                 for (n, key) in stale {
                     if self.st.idx[e.table][n].remove(&key, e.rowid, g) {
-                        engine.account(-((KEY_ENTRY_BYTES + key.len()) as isize));
+                        engine.account(-(key_entry_bytes(key.len()) as isize));
                     }
                 }
             }
@@ -786,7 +786,7 @@ impl Drop for Commit<'_, '_> {
             self.st.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
             self.txn
                 .engine
-                .account(-((KEY_ENTRY_BYTES + l.key.len()) as isize));
+                .account(-(key_entry_bytes(l.key.len()) as isize));
         }
         for &i in self.txn.pending.values().take(self.st.locked) {
             let rec = self

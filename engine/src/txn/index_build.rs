@@ -15,7 +15,7 @@ use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::Result;
 use crate::ids::RowId;
-use crate::index::{IndexDef, KeyIndex, KEY_ENTRY_BYTES};
+use crate::index::{key_entry_bytes, IndexDef, KeyIndex};
 use crate::record::RecordPtr;
 use crate::scope;
 use std::collections::HashMap;
@@ -181,7 +181,11 @@ impl Txn {
                 }
             }
             // 3. Linked, by several threads over ranges of keys.
-            let bytes = keys.entries.len() * KEY_ENTRY_BYTES + keys.bytes.len();
+            let bytes: usize = keys
+                .entries
+                .iter()
+                .map(|e| key_entry_bytes(keys.key(e).len()))
+                .sum();
             engine.check_memory(Need::of(bytes))?;
             // The records stay allocated although the scan's guard is gone: every
             // entry is a row live in its newest committed version or one of this

@@ -16,7 +16,7 @@ use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{BYTES_PER_DEFERRED, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::ids::{RowId, Tid};
-use crate::index::KEY_ENTRY_BYTES;
+use crate::index::key_entry_bytes;
 use crate::record::{self, Record, RecordPtr};
 use crate::rowlock::{self, LockMode};
 use crate::scope;
@@ -189,7 +189,7 @@ impl Txn {
         } else {
             unique::index_keys(t, &idx, row)?
         };
-        let key_bytes: usize = keys.iter().map(|(k, _)| KEY_ENTRY_BYTES + k.len()).sum();
+        let key_bytes: usize = keys.iter().map(|(k, _)| key_entry_bytes(k.len())).sum();
         self.engine.check_memory(
             Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
         )?;
@@ -377,7 +377,7 @@ impl Txn {
                 continue;
             }
             changed = true;
-            need += KEY_ENTRY_BYTES + kn.len();
+            need += key_entry_bytes(kn.len());
             self.rekeyed.note_key_change(tk, index.def.id, rowid);
             if index.def.unique && !null {
                 let dup = epoch::with_guard(&self.engine.collector, |g| {
