@@ -20,7 +20,7 @@
 //!   row if there is none (the row did not exist yet, or the chain was pruned below
 //!   every live snapshot, which then sees a newer version).
 
-use crate::ids::{RowId, Tid};
+use crate::ids::Tid;
 use crate::sync::Backoff;
 use crate::versions::OldVersion;
 use crossbeam_epoch::Guard;
@@ -32,6 +32,8 @@ pub const LOCK_BIT: u64 = 1 << 63;
 pub const ABSENT_BIT: u64 = 1 << 62;
 pub const TID_MASK: u64 = ABSENT_BIT - 1;
 
+/// 32 bytes, one size class: a record does not repeat its row id (every path to it,
+/// the row-id index or an index entry, carries the id).
 pub struct Record {
     version: AtomicU64,
     data: AtomicPtr<u8>,
@@ -40,7 +42,6 @@ pub struct Record {
     /// The row lock (see [`crate::rowlock`]): holder's transaction id, plus
     /// [`crate::rowlock::WAITING`] while somebody waits for it.
     pub(crate) owner: AtomicU64,
-    pub rowid: RowId,
 }
 
 /// A raw pointer to a record in the arena, as stored in indexes.
@@ -52,6 +53,8 @@ pub struct RecordPtr(pub *const Record);
 unsafe impl Send for RecordPtr {}
 // SAFETY: as above.
 unsafe impl Sync for RecordPtr {}
+
+const _: () = assert!(std::mem::size_of::<Record>() == 32);
 
 impl RecordPtr {
     /// # Safety
@@ -93,30 +96,28 @@ impl<'g> Snapshot<'g> {
 
 impl Record {
     /// A new record that is absent (its inserter has not committed).
-    pub fn new_absent(rowid: RowId) -> Box<Record> {
-        Self::new_inserted(rowid, 0)
+    pub fn new_absent() -> Box<Record> {
+        Self::new_inserted(0)
     }
 
     /// A new absent record, row-locked by its inserter `owner` (a lock tag) until
     /// it commits or aborts: a transaction needing the same unique key waits for it.
-    pub fn new_inserted(rowid: RowId, owner: u64) -> Box<Record> {
+    pub fn new_inserted(owner: u64) -> Box<Record> {
         Box::new(Record {
             version: AtomicU64::new(ABSENT_BIT),
             data: AtomicPtr::new(ptr::null_mut()),
             older: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(owner),
-            rowid,
         })
     }
 
     /// A committed record (used when loading data).
-    pub fn new_present(rowid: RowId, tid: Tid, data: *mut u8) -> Box<Record> {
+    pub fn new_present(tid: Tid, data: *mut u8) -> Box<Record> {
         Box::new(Record {
             version: AtomicU64::new(tid.get() & TID_MASK),
             data: AtomicPtr::new(data),
             older: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(0),
-            rowid,
         })
     }
 

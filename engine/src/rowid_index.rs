@@ -668,7 +668,7 @@ mod tests {
         let mut m = RECS.get_or_init(Default::default).lock().unwrap();
         let addr = *m
             .entry(n)
-            .or_insert_with(|| Box::into_raw(Record::new_absent(RowId(n))) as usize);
+            .or_insert_with(|| Box::into_raw(Record::new_absent()) as usize);
         RecordPtr(addr as *const Record)
     }
 

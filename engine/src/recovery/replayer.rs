@@ -285,7 +285,7 @@ impl Engine {
                     rowid,
                     || {
                         let data = record::rowbuf_new(bytes);
-                        RecordPtr(Box::into_raw(Record::new_present(rowid, tid, data)))
+                        RecordPtr(Box::into_raw(Record::new_present(tid, data)))
                     },
                     g,
                 );

@@ -215,10 +215,10 @@ impl Txn {
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
-        let rec = RecordPtr(Box::into_raw(Record::new_inserted(
-            rowid,
-            rowlock::held_word(rowlock::tag_of(self.lock_tag, stmt.sub), LockMode::Update),
-        )));
+        let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowlock::held_word(
+            rowlock::tag_of(self.lock_tag, stmt.sub),
+            LockMode::Update,
+        ))));
         self.engine.account(RECORD_BYTES as isize);
         epoch::with_guard(&self.engine.collector, |g| {
             t.rows.insert(rowid, rec, g);
