@@ -22,6 +22,7 @@ pub mod record;
 pub mod recovery;
 pub mod redo;
 pub mod row;
+pub mod row_filter;
 pub mod rowid_index;
 pub mod rowlock;
 pub mod scope;
@@ -42,6 +43,7 @@ pub use ids::{Lsn, RowId, TableId, Tid};
 pub use index::IndexDef;
 pub use recovery::Replayer;
 pub use row::RowLayout;
+pub use row_filter::{ColumnCond, RowFilter};
 pub use rowlock::LockMode;
 pub use snapshots::OldestSnapshot;
 pub use txn::{

@@ -400,9 +400,17 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             rinfos.push(((*r).security_level, cost.per_tuple, clause));
         }
         rinfos.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let clauses: Vec<*mut pg_sys::Node> = rinfos.iter().map(|r| r.2).collect();
+        // The quals the engine checks on each row (see `row_filters`); if it checks
+        // every one exactly, PostgreSQL evaluates none.
+        let mut values: *mut pg_sys::List = std::ptr::null_mut();
+        let (filter, all_exact) =
+            crate::row_filters::plan(root, varno, (*rte).relid, &types, &clauses, &mut values);
         let mut quals: *mut pg_sys::List = std::ptr::null_mut();
-        for (_, _, clause) in rinfos {
-            quals = pg_sys::lappend(quals, clause as *mut std::ffi::c_void);
+        if !all_exact {
+            for &clause in &clauses {
+                quals = pg_sys::lappend(quals, clause as *mut std::ffi::c_void);
+            }
         }
         // The columns the quals read; a whole-row or system column is left to
         // PostgreSQL.
@@ -421,12 +429,13 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             }
             qual_cols = pg_sys::lappend_int(qual_cols, attno);
         }
-        // Costs: reading a row in place costs about a comparison; copying it out for
-        // quals about half of PostgreSQL's per-tuple cost, plus the quals.
+        // Costs: reading a row in place costs about a comparison, and so does each
+        // filter condition; copying it out for quals about half of PostgreSQL's
+        // per-tuple cost, plus the quals.
         let tuples = (*input_rel).tuples;
         let qual_cost = (*input_rel).baserestrictcost;
         let per_row = if quals.is_null() {
-            pg_sys::cpu_operator_cost
+            pg_sys::cpu_operator_cost * (1.0 + crate::pglist::len(filter) as f64 / 3.0)
         } else {
             pg_sys::cpu_tuple_cost * 0.5 + qual_cost.per_tuple
         };
@@ -439,6 +448,9 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             qual_cols,
             aggrefs,
             quals,
+            filter,
+            nvalues: crate::pglist::len(values),
+            values,
         };
         let path = pg_sys::create_foreign_upper_path(
             root,
@@ -497,11 +509,12 @@ pub unsafe fn plan(
                 .expect("a qual column is a Var of the quals");
             add(pg_sys::copyObjectImpl(var as *const std::ffi::c_void) as *mut pg_sys::Expr);
         }
+        let exprs = pg_sys::list_concat_copy(private.values, private.quals);
         pg_sys::make_foreignscan(
             tlist,
             std::ptr::null_mut(),
             0,
-            private.quals,
+            exprs,
             private.to_plan_list(),
             scan_tlist,
             std::ptr::null_mut(),
@@ -517,6 +530,13 @@ pub struct AggScanState {
     /// Per qual column: (its place in the scan tuple, column index, codec).
     qual_cols: Vec<(usize, usize, Codec)>,
     qual: *mut pg_sys::ExprState,
+    /// The row filter's conditions, and its values' expressions and base types
+    /// (indexed as `fdw_exprs`; see `row_filters`).
+    filter_conds: Vec<crate::index_paths::Cond>,
+    filter_exprs: Vec<*mut pg_sys::ExprState>,
+    filter_types: Vec<pg_sys::Oid>,
+    /// Rows the filter rejected.
+    removed: u64,
     cid: u32,
     snapshot: Option<Tid>,
     /// The result row was returned (until a rescan).
@@ -622,15 +642,34 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
                 (naggs + i as usize, attno - 1, Codec::of(ty))
             })
             .collect();
-        let qual = if (*plan).fdw_exprs.is_null() {
+        // fdw_exprs: the filter's values, then the quals PostgreSQL evaluates.
+        let nvalues = private.nvalues;
+        let filter_exprs = (0..nvalues)
+            .map(|i| {
+                pg_sys::ExecInitExpr(
+                    crate::pglist::nth((*plan).fdw_exprs, i).cast(),
+                    node as *mut pg_sys::PlanState,
+                )
+            })
+            .collect();
+        let filter_types = crate::row_filters::expr_types((*plan).fdw_exprs, nvalues);
+        let mut quals: *mut pg_sys::List = std::ptr::null_mut();
+        for i in nvalues..crate::pglist::len((*plan).fdw_exprs) {
+            quals = pg_sys::lappend(quals, crate::pglist::nth((*plan).fdw_exprs, i));
+        }
+        let qual = if quals.is_null() {
             std::ptr::null_mut()
         } else {
-            pg_sys::ExecInitQual((*plan).fdw_exprs, node as *mut pg_sys::PlanState)
+            pg_sys::ExecInitQual(quals, node as *mut pg_sys::PlanState)
         };
         let state = AggScanState {
             accs,
             qual_cols,
             qual,
+            filter_conds: crate::row_filters::conds_from_list(private.filter),
+            filter_exprs,
+            filter_types,
+            removed: 0,
             cid: (*(*estate).es_snapshot).curcid,
             snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
             table,
@@ -663,7 +702,18 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
         for a in st.accs.iter_mut() {
             (a.n, a.sum, a.best) = (0, 0, 0);
         }
-        let mut cursor = ScanCursor::new();
+        let mut cursor = if st.filter_conds.is_empty() {
+            ScanCursor::new()
+        } else {
+            let types: Vec<_> = st.table.def.columns.iter().map(|c| c.ty).collect();
+            ScanCursor::filtered(std::sync::Arc::new(crate::row_filters::build(
+                &st.filter_conds,
+                &st.filter_exprs,
+                &st.filter_types,
+                &types,
+                (*node).ss.ps.ps_ExprContext,
+            )))
+        };
         if st.qual.is_null() {
             let AggScanState {
                 table,
@@ -690,6 +740,7 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
         } else {
             filtered_pass(node, st, &mut cursor);
         }
+        st.removed += cursor.removed();
         // The result row: the aggregates, then NULL qual columns.
         types::clear_slot(slot);
         let n = (*(*slot).tts_tupleDescriptor).natts as usize;
@@ -822,13 +873,24 @@ pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::Expl
             c"full scan (row id order), aggregated in memory".as_ptr(),
             es,
         );
-        if !(*plan).fdw_exprs.is_null() {
+        let private = AggPrivate::from_plan_list((*plan).fdw_private);
+        let filter = crate::row_filters::conds_from_list(private.filter);
+        if !filter.is_empty() {
+            let text = crate::row_filters::explain_text(plan, es, relid, &filter);
+            let text = CString::new(text).expect("no NUL");
+            pg_sys::ExplainPropertyText(c"Memory Filter".as_ptr(), text.as_ptr(), es);
+        }
+        let mut quals: *mut pg_sys::List = std::ptr::null_mut();
+        for i in private.nvalues..crate::pglist::len((*plan).fdw_exprs) {
+            quals = pg_sys::lappend(quals, crate::pglist::nth((*plan).fdw_exprs, i));
+        }
+        if !quals.is_null() {
             let context = pg_sys::set_deparse_context_plan(
                 (*es).deparse_cxt,
                 plan as *mut pg_sys::Plan,
                 std::ptr::null_mut(),
             );
-            let quals = pg_sys::make_ands_explicit((*plan).fdw_exprs);
+            let quals = pg_sys::make_ands_explicit(quals);
             let s = pg_sys::deparse_expression(quals as _, context, (*es).verbose, false);
             pg_sys::ExplainPropertyText(c"Filter".as_ptr(), s, es);
         }
@@ -840,6 +902,14 @@ pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::Expl
                     st.examined as i64,
                     es,
                 );
+                if !st.filter_conds.is_empty() {
+                    pg_sys::ExplainPropertyInteger(
+                        c"Rows Removed by Memory Filter".as_ptr(),
+                        std::ptr::null(),
+                        st.removed as i64,
+                        es,
+                    );
+                }
             }
         }
     }

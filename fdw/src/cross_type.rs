@@ -44,7 +44,7 @@ pub enum Conv {
     Between(pg_sys::Datum, pg_sys::Datum),
 }
 
-fn int_family(t: pg_sys::Oid) -> bool {
+pub(crate) fn int_family(t: pg_sys::Oid) -> bool {
     t == pg_sys::INT2OID || t == pg_sys::INT4OID || t == pg_sys::INT8OID
 }
 

@@ -22,7 +22,7 @@
 
 use crate::shmem::engine;
 use memfdw_engine::stats::IndexStatsView;
-use memfdw_engine::{ColumnType, IndexDef};
+use memfdw_engine::{keys, ColumnType, IndexDef};
 use pgrx::pg_sys;
 use pgrx::PgList;
 use std::ffi::c_void;
@@ -995,5 +995,88 @@ pub unsafe fn pattern_prefix(kind: CondKind, pattern: pg_sys::Datum) -> Option<V
             }
             _ => None,
         }
+    }
+}
+
+/// A condition a scan can check on each row where it lies, before the row is copied
+/// out (see `memfdw_engine::row_filter`): `column op value`, `column IS [NOT] NULL`.
+pub struct FilterCond {
+    /// Column index.
+    pub col: usize,
+    pub kind: CondKind,
+    /// The comparison value (computable before the scan), null for a null test.
+    pub value: *mut pg_sys::Node,
+    /// The row filter decides exactly what the clause decides (the value has the
+    /// column's type, or is an integer of another width, so no conversion rounds
+    /// it); otherwise the filter only passes a superset of the clause's rows.
+    pub exact: bool,
+}
+
+/// The row-filter form of `clause`, a qual of relation `varno` (PostgreSQL relation
+/// `relid`, engine column types `types`), if it has one: the comparisons an index
+/// condition may use (equality, ranges, null tests; not IN lists or patterns), on one
+/// column, with a value that needs no other relation.
+///
+/// # Safety
+/// Planner structures; `clause` is an expression of the relation's quals.
+pub unsafe fn filter_condition(
+    root: *mut pg_sys::PlannerInfo,
+    varno: u32,
+    relid: pg_sys::Oid,
+    types: &[ColumnType],
+    clause: *mut pg_sys::Node,
+) -> Option<FilterCond> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        pg_sys::pull_varattnos(clause, varno, &mut attrs);
+        if pg_sys::bms_num_members(attrs) != 1 {
+            return None;
+        }
+        let attno = pg_sys::bms_next_member(attrs, -1) + pg_sys::FirstLowInvalidHeapAttributeNumber;
+        if attno <= 0 || attno as usize > types.len() {
+            return None;
+        }
+        let c = attno as usize - 1;
+        if !keys::indexable(types[c]) {
+            return None;
+        }
+        let def = IndexDef {
+            id: 0,
+            name: String::new(),
+            columns: vec![c as u16],
+            unique: false,
+            primary: false,
+        };
+        let col = key_cols(relid, &def, types)?.pop()?;
+        let m = Matcher { root, varno };
+        let (kind, value, rels) = m.match_clause(clause, &col)?;
+        let supported = matches!(
+            kind,
+            CondKind::Eq
+                | CondKind::Lt
+                | CondKind::Le
+                | CondKind::Gt
+                | CondKind::Ge
+                | CondKind::IsNull
+                | CondKind::NotNull
+        );
+        if !supported || !pg_sys::bms_is_empty(rels) {
+            return None;
+        }
+        // Integers of other widths convert exactly or lie beyond every column value
+        // (see `cross_type`); other conversions may round to a wider bound.
+        let exact = value.is_null() || {
+            let t = pg_sys::getBaseType(pg_sys::exprType(strip(value)));
+            t == col.typid
+                || is_text(t) && is_text(col.typid)
+                || crate::cross_type::int_family(t) && crate::cross_type::int_family(col.typid)
+        };
+        Some(FilterCond {
+            col: c,
+            kind,
+            value,
+            exact,
+        })
     }
 }

@@ -30,6 +30,7 @@ mod parallel_scan;
 mod pglist;
 mod plan_private;
 mod progress;
+mod row_filters;
 mod scan;
 mod settings;
 mod shmem;

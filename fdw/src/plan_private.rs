@@ -80,8 +80,8 @@ pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode 
 }
 
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
-/// policy, lock mode)`, and for a scan that modifies its rows directly a fifth member,
-/// its [`DirectPrivate`].
+/// policy, lock mode, row filter)`, and for a scan that modifies its rows directly a
+/// sixth member, its [`DirectPrivate`].
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
     pub needed: *mut pg_sys::List,
@@ -90,6 +90,8 @@ pub struct ScanPrivate {
     pub lock: LockPolicy,
     /// The strongest row-lock mode the query's locking clauses ask for on this table.
     pub mode: LockMode,
+    /// The row filter's conditions (see `row_filters::plan`), NIL for none.
+    pub filter: *mut pg_sys::List,
     /// NIL, or a [`DirectPrivate`] list: the scan updates or deletes the rows it
     /// finds itself (see `direct_modify`).
     pub direct: *mut pg_sys::List,
@@ -106,6 +108,7 @@ impl ScanPrivate {
             // A node, not an int cell: fdw_private is copied as a list of nodes.
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void);
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void);
+            l = pg_sys::lappend(l, self.filter as *mut c_void);
             if !self.direct.is_null() {
                 l = pg_sys::lappend(l, self.direct as *mut c_void);
             }
@@ -116,7 +119,7 @@ impl ScanPrivate {
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: a four-element list we built.
+        // SAFETY: a five- or six-element list we built.
         unsafe {
             ScanPrivate {
                 needed: crate::pglist::nth(l, 0) as *mut pg_sys::List,
@@ -127,8 +130,9 @@ impl ScanPrivate {
                 mode: LockMode::from_bits(
                     (*(crate::pglist::nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
                 ),
-                direct: if crate::pglist::len(l) > 4 {
-                    crate::pglist::nth(l, 4) as *mut pg_sys::List
+                filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
+                direct: if crate::pglist::len(l) > 5 {
+                    crate::pglist::nth(l, 5) as *mut pg_sys::List
                 } else {
                     std::ptr::null_mut()
                 },
@@ -188,9 +192,10 @@ impl DirectPrivate {
 }
 
 /// An aggregate scan's private lists (see `aggregates`). The path's is `(aggregates,
-/// qual columns, Aggrefs, quals)`; the plan's `(aggregates, qual columns)`, its Aggrefs
-/// and quals having gone to `fdw_scan_tlist` and `fdw_exprs`. Aggregates are an
-/// integer list of `(kind, attribute number or 0)` pairs.
+/// qual columns, Aggrefs, quals, row filter, filter values)`; the plan's `(aggregates,
+/// qual columns, row filter, number of filter values)`, its Aggrefs having gone to
+/// `fdw_scan_tlist` and its filter values then quals to `fdw_exprs`. Aggregates are
+/// an integer list of `(kind, attribute number or 0)` pairs.
 pub struct AggPrivate {
     pub specs: Vec<crate::aggregates::AggSpec>,
     /// Attribute numbers the quals read, as an integer list, in `fdw_scan_tlist`'s
@@ -198,8 +203,14 @@ pub struct AggPrivate {
     pub qual_cols: *mut pg_sys::List,
     /// The distinct Aggrefs of the output, in `specs`' order (path only).
     pub aggrefs: *mut pg_sys::List,
-    /// The table's quals, in evaluation order (path only).
+    /// The quals PostgreSQL evaluates, in evaluation order (path only).
     pub quals: *mut pg_sys::List,
+    /// The row filter's conditions (see `row_filters::plan`), NIL for none.
+    pub filter: *mut pg_sys::List,
+    /// The filter's values (path only).
+    pub values: *mut pg_sys::List,
+    /// How many of `fdw_exprs` are filter values (the quals follow).
+    pub nvalues: i32,
 }
 
 impl AggPrivate {
@@ -244,20 +255,26 @@ impl AggPrivate {
             let mut l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
             l = pg_sys::lappend(l, self.qual_cols as *mut c_void);
             l = pg_sys::lappend(l, self.aggrefs as *mut c_void);
-            pg_sys::lappend(l, self.quals as *mut c_void)
+            l = pg_sys::lappend(l, self.quals as *mut c_void);
+            l = pg_sys::lappend(l, self.filter as *mut c_void);
+            pg_sys::lappend(l, self.values as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`AggPrivate::to_path_list`].
     pub unsafe fn from_path_list(l: *mut pg_sys::List) -> AggPrivate {
-        // SAFETY: a four-element list we built.
+        // SAFETY: a six-element list we built.
         unsafe {
+            let values = crate::pglist::nth(l, 5) as *mut pg_sys::List;
             AggPrivate {
                 specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
                 qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 aggrefs: crate::pglist::nth(l, 2) as *mut pg_sys::List,
                 quals: crate::pglist::nth(l, 3) as *mut pg_sys::List,
+                filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
+                values,
+                nvalues: crate::pglist::len(values),
             }
         }
     }
@@ -267,21 +284,26 @@ impl AggPrivate {
     pub unsafe fn to_plan_list(&self) -> *mut pg_sys::List {
         // SAFETY: forwarded contract.
         unsafe {
-            let l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
-            pg_sys::lappend(l, self.qual_cols as *mut c_void)
+            let mut l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
+            l = pg_sys::lappend(l, self.qual_cols as *mut c_void);
+            l = pg_sys::lappend(l, self.filter as *mut c_void);
+            pg_sys::lappend(l, pg_sys::makeInteger(self.nvalues) as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`AggPrivate::to_plan_list`] (possibly copied).
     pub unsafe fn from_plan_list(l: *mut pg_sys::List) -> AggPrivate {
-        // SAFETY: a two-element list we built.
+        // SAFETY: a four-element list we built.
         unsafe {
             AggPrivate {
                 specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
                 qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 aggrefs: std::ptr::null_mut(),
                 quals: std::ptr::null_mut(),
+                filter: crate::pglist::nth(l, 2) as *mut pg_sys::List,
+                values: std::ptr::null_mut(),
+                nvalues: (*(crate::pglist::nth(l, 3) as *mut pg_sys::Integer)).ival,
             }
         }
     }

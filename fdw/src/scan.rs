@@ -59,6 +59,13 @@ pub struct ScanState {
     pub(crate) last_tid: Tid,
     /// The scan updates or deletes the rows it finds (a direct modification).
     pub(crate) direct: Option<Box<crate::direct_modify::DirectState>>,
+    /// The row filter's conditions (see `row_filters`), their values' expressions
+    /// and base types (indexed as `fdw_exprs`), and whether the filter for the
+    /// current values is on the cursors (built at the first fetch of each scan).
+    filter_conds: Vec<crate::index_paths::Cond>,
+    filter_exprs: Vec<*mut pg_sys::ExprState>,
+    filter_types: Vec<pg_sys::Oid>,
+    filter_ready: bool,
 }
 
 impl ScanState {
@@ -175,7 +182,7 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
     best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
@@ -205,18 +212,39 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 };
             }
         }
+        // A full scan checks the quals it can on each row where it lies (see
+        // `row_filters`); their values follow the index's in fdw_exprs.
+        let mut exprs = path.exprs;
+        let mut filter: *mut pg_sys::List = std::ptr::null_mut();
+        if path.choice.is_null() && crate::shmem::preloaded() {
+            if let Some(table) = xact::table_view(relid) {
+                let types: Vec<_> = table.def.columns.iter().map(|c| c.ty).collect();
+                let clauses: Vec<*mut pg_sys::Node> = (0..crate::pglist::len(quals))
+                    .map(|i| crate::pglist::nth(quals, i) as *mut pg_sys::Node)
+                    .collect();
+                (filter, _) = crate::row_filters::plan(
+                    root,
+                    (*baserel).relid,
+                    relid,
+                    &types,
+                    &clauses,
+                    &mut exprs,
+                );
+            }
+        }
         let private = ScanPrivate {
             needed: needed_columns(baserel, quals),
             choice: path.choice,
             lock,
             mode,
+            filter,
             direct: std::ptr::null_mut(),
         };
         pg_sys::make_foreignscan(
             tlist,
             quals,
             (*baserel).relid,
-            path.exprs,
+            exprs,
             private.to_list(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -360,6 +388,27 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
                 current: 0,
             }
         });
+        let filter_conds = crate::row_filters::conds_from_list(private.filter);
+        let (filter_exprs, filter_types) = if filter_conds.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            // The values of a full scan's filter are its only expressions before a
+            // direct modification's SET expressions.
+            let n = if private.direct.is_null() {
+                crate::pglist::len((*plan).fdw_exprs)
+            } else {
+                plan_private::DirectPrivate::from_list(private.direct).first_expr
+            };
+            let exprs = (0..n)
+                .map(|i| {
+                    pg_sys::ExecInitExpr(
+                        crate::pglist::nth((*plan).fdw_exprs, i).cast(),
+                        node as *mut pg_sys::PlanState,
+                    )
+                })
+                .collect();
+            (exprs, crate::row_filters::expr_types((*plan).fdw_exprs, n))
+        };
         let mut needed = vec![false; ncols];
         for i in 0..crate::pglist::len(private.needed) {
             match crate::pglist::nth_int(private.needed, i) {
@@ -395,6 +444,10 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             qual: (*node).ss.ps.qual,
             last_tid: Tid::NONE,
             direct: None,
+            filter_ready: filter_conds.is_empty(),
+            filter_conds,
+            filter_exprs,
+            filter_types,
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -443,8 +496,26 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             qual,
             last_tid,
             direct,
+            filter_conds,
+            filter_exprs,
+            filter_types,
+            filter_ready,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
+        if !*filter_ready {
+            // The filter for this scan's values (parameters change at rescans).
+            let types: Vec<_> = table.def.columns.iter().map(|c| c.ty).collect();
+            let f = std::sync::Arc::new(crate::row_filters::build(
+                filter_conds,
+                filter_exprs,
+                filter_types,
+                &types,
+                econtext,
+            ));
+            *cursor = ScanCursor::filtered(f.clone());
+            *shared_cursor = memfdw_engine::SharedCursor::filtered(f);
+            *filter_ready = true;
+        }
         loop {
             if let Some(r) = batch.next() {
                 let (rowid, mut tid) = (r.rowid, r.tid);
@@ -1090,6 +1161,8 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
             st.cursor = ScanCursor::new();
             // The shared blocks are made claimable again by ReInitializeDSMForeignScan.
             st.shared_cursor = memfdw_engine::SharedCursor::new();
+            // Parameters may have changed: the filter is built again.
+            st.filter_ready = st.filter_conds.is_empty();
             st.batch = RowBatch::new();
             if let Some(ix) = st.index.as_mut() {
                 // Parameters may have changed: evaluate the values again.
@@ -1226,6 +1299,13 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             let text = CString::new(index_cond_text(plan, es, relid, c)).expect("no NUL");
             pg_sys::ExplainPropertyText(c"Index Cond".as_ptr(), text.as_ptr(), es);
         }
+        let filter =
+            crate::row_filters::conds_from_list(ScanPrivate::from_list((*plan).fdw_private).filter);
+        if !filter.is_empty() {
+            let text = crate::row_filters::explain_text(plan, es, relid, &filter);
+            let text = CString::new(text).expect("no NUL");
+            pg_sys::ExplainPropertyText(c"Memory Filter".as_ptr(), text.as_ptr(), es);
+        }
         let st = (*node).fdw_state as *mut ScanState;
         if (*es).analyze {
             if let Some(st) = st.as_ref() {
@@ -1241,6 +1321,14 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
                     st.examined as i64,
                     es,
                 );
+                if !st.filter_conds.is_empty() {
+                    pg_sys::ExplainPropertyInteger(
+                        c"Rows Removed by Memory Filter".as_ptr(),
+                        std::ptr::null(),
+                        (st.cursor.removed() + st.shared_cursor.removed()) as i64,
+                        es,
+                    );
+                }
             }
         }
     }

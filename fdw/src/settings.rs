@@ -54,6 +54,10 @@ pub static ENABLE_INDEX_STATISTICS: GucSetting<bool> = GucSetting::<bool>::new(t
 /// computed by the engine (see `aggregates`).
 pub static ENABLE_AGGREGATE_PUSHDOWN: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `memfdw.enable_row_filters`: scans check simple quals on each row in the engine
+/// (see `row_filters`).
+pub static ENABLE_ROW_FILTERS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Rows fetched from the engine per batch by a scan.
 pub static SCAN_BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(256);
 
@@ -182,6 +186,14 @@ pub fn register(preloading: bool) {
         c"Lets the engine compute count, sum, avg, min and max over a whole memory table, or the rows of it that pass the query's conditions, in one pass.",
         c"",
         &ENABLE_AGGREGATE_PUSHDOWN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memfdw.enable_row_filters",
+        c"Lets memory-table scans check comparisons of a column with a value (=, <, <=, >, >=, IS [NOT] NULL) on each row before copying it out.",
+        c"",
+        &ENABLE_ROW_FILTERS,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -9,23 +9,62 @@ use crate::epoch;
 use crate::error::Result;
 use crate::ids::{RowId, Tid};
 use crate::record::RecordPtr;
+use crate::row_filter::RowFilter;
 use crate::scope;
 use crossbeam_epoch::Guard;
 use std::sync::Arc;
 
-/// Resume point of a scan.
+/// Resume point of a scan, and the filter its rows must pass (see
+/// [`crate::row_filter`]).
 #[derive(Debug, Default, Clone)]
 pub struct ScanCursor {
     after: Option<RowId>,
     done: bool,
+    filter: Option<std::sync::Arc<RowFilter>>,
+    /// Rows the filter rejected so far.
+    removed: u64,
+    scratch: Vec<u8>,
 }
 
 impl ScanCursor {
     pub fn new() -> Self {
         Self::default()
     }
+    /// A scan that skips the rows `filter` rejects (a filter no row passes makes the
+    /// scan empty at once).
+    pub fn filtered(filter: std::sync::Arc<RowFilter>) -> Self {
+        ScanCursor {
+            done: filter.never(),
+            filter: (!filter.is_empty()).then_some(filter),
+            // Allocated here, outside the engine's scope: growing it inside keeps it
+            // private (see `crate::alloc`).
+            scratch: Vec::with_capacity(64),
+            ..Self::default()
+        }
+    }
     pub fn done(&self) -> bool {
         self.done
+    }
+    /// Rows the filter rejected so far.
+    pub fn removed(&self) -> u64 {
+        self.removed
+    }
+}
+
+/// Does `row` pass the cursor's filter? Counts it if not.
+fn passes(
+    filter: &Option<std::sync::Arc<RowFilter>>,
+    t: &TableHandle,
+    row: &[u8],
+    scratch: &mut Vec<u8>,
+    removed: &mut u64,
+) -> bool {
+    match filter {
+        Some(f) if !f.matches(&t.layout, row, scratch) => {
+            *removed += 1;
+            false
+        }
+        _ => true,
     }
 }
 
@@ -165,8 +204,15 @@ impl Txn {
         let mut seen = 0usize;
         let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
         let this = &*self;
+        let ScanCursor {
+            after,
+            filter,
+            removed,
+            scratch,
+            ..
+        } = cursor;
         epoch::with_guard(&self.engine.collector, |g| {
-            t.rows.scan_after(cursor.after, g, |rowid, rec| {
+            t.rows.scan_after(*after, g, |rowid, rec| {
                 last = Some(rowid);
                 seen += 1;
                 let view = if own_rows {
@@ -174,14 +220,14 @@ impl Txn {
                 } else {
                     Seen::Committed
                 };
-                match view {
-                    Seen::Own(Some((d, tid))) => batch.push(rowid, tid, d),
-                    Seen::Own(None) => {}
-                    Seen::Committed => {
-                        // SAFETY: reached through the index under guard `g`.
-                        if let Some((d, tid)) = unsafe { rec.get() }.read_at(g, at) {
-                            batch.push(rowid, tid, d);
-                        }
+                let row = match view {
+                    Seen::Own(v) => v,
+                    // SAFETY: reached through the index under guard `g`.
+                    Seen::Committed => unsafe { rec.get() }.read_at(g, at),
+                };
+                if let Some((d, tid)) = row {
+                    if passes(filter, t, d, scratch, removed) {
+                        batch.push(rowid, tid, d);
                     }
                 }
                 batch.len() < max_rows && seen < max_rows * 8
@@ -223,8 +269,15 @@ impl Txn {
         let mut visited = 0usize;
         let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
         let this = &*self;
+        let ScanCursor {
+            after,
+            filter,
+            removed,
+            scratch,
+            ..
+        } = cursor;
         epoch::with_guard(&self.engine.collector, |g| {
-            t.rows.scan_after(cursor.after, g, |rowid, rec| {
+            t.rows.scan_after(*after, g, |rowid, rec| {
                 last = Some(rowid);
                 seen += 1;
                 let view = if own_rows {
@@ -237,7 +290,7 @@ impl Txn {
                     // SAFETY: reached through the index under guard `g`.
                     Seen::Committed => unsafe { rec.get() }.read_at(g, at).map(|(d, _)| d),
                 };
-                if let Some(d) = row {
+                if let Some(d) = row.filter(|d| passes(filter, t, d, scratch, removed)) {
                     visit(d);
                     visited += 1;
                 }

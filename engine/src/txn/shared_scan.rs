@@ -84,14 +84,32 @@ pub struct SharedCursor {
     /// The claimed block: last row id read in it, and its end (exclusive).
     block: Option<(Option<RowId>, u64)>,
     done: bool,
+    /// The filter this participant's rows must pass, and what it rejected (see
+    /// [`super::scan::ScanCursor::filtered`]).
+    filter: Option<std::sync::Arc<crate::row_filter::RowFilter>>,
+    removed: u64,
+    scratch: Vec<u8>,
 }
 
 impl SharedCursor {
     pub fn new() -> Self {
         Self::default()
     }
+    /// A participant that skips the rows `filter` rejects.
+    pub fn filtered(filter: std::sync::Arc<crate::row_filter::RowFilter>) -> Self {
+        SharedCursor {
+            done: filter.never(),
+            filter: (!filter.is_empty()).then_some(filter),
+            scratch: Vec::with_capacity(64),
+            ..Self::default()
+        }
+    }
     pub fn done(&self) -> bool {
         self.done
+    }
+    /// Rows the filter rejected so far.
+    pub fn removed(&self) -> u64 {
+        self.removed
     }
 }
 
@@ -186,7 +204,15 @@ impl Engine {
                     seen += 1;
                     // SAFETY: reached through the index under guard `g`.
                     if let Some((d, tid)) = unsafe { rec.get() }.read_at(g, at) {
-                        batch.push(rowid, tid, d);
+                        let rejected = cursor
+                            .filter
+                            .as_ref()
+                            .is_some_and(|f| !f.matches(&t.layout, d, &mut cursor.scratch));
+                        if rejected {
+                            cursor.removed += 1;
+                        } else {
+                            batch.push(rowid, tid, d);
+                        }
                     }
                     if batch.len() < max_rows && seen < max_rows * 8 {
                         true
