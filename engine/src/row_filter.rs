@@ -29,6 +29,8 @@ pub enum ColumnCond {
         lo: Bound,
         hi: Bound,
     },
+    /// Not NULL, and the key one of these (sorted, without duplicates: `IN (...)`).
+    AnyOf(Vec<Vec<u8>>),
     /// No row qualifies (an equality with a value no column value equals, a NULL
     /// comparison value).
     Never,
@@ -37,7 +39,40 @@ pub enum ColumnCond {
 /// A conjunction of column conditions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowFilter {
-    conds: Vec<(usize, ColumnType, ColumnCond, Option<IntRange>)>,
+    conds: Vec<(usize, ColumnType, ColumnCond, Option<IntCheck>)>,
+}
+
+/// A condition on an integer-like column, checked on its value without encoding a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IntCheck {
+    Range(IntRange),
+    /// One of these values (sorted).
+    AnyOf(IntForm, Vec<i64>),
+}
+
+impl IntCheck {
+    fn of(ty: ColumnType, cond: &ColumnCond) -> Option<IntCheck> {
+        match cond {
+            ColumnCond::AnyOf(keys) => {
+                let form = IntForm::of(ty)?;
+                let mut v = keys
+                    .iter()
+                    .map(|k| form.decode(k))
+                    .collect::<Option<Vec<i64>>>()?;
+                v.sort_unstable();
+                Some(IntCheck::AnyOf(form, v))
+            }
+            _ => IntRange::of(ty, cond).map(IntCheck::Range),
+        }
+    }
+
+    #[inline]
+    fn check(&self, b: &[u8]) -> bool {
+        match self {
+            IntCheck::Range(r) => r.contains(b),
+            IntCheck::AnyOf(form, v) => form.read(b).is_some_and(|x| v.binary_search(&x).is_ok()),
+        }
+    }
 }
 
 /// How an integer-like column's bytes read as an integer ordered as its key.
@@ -143,7 +178,7 @@ impl RowFilter {
 
     /// Adds condition `cond` on column `col` (of type `ty`).
     pub fn push(&mut self, col: usize, ty: ColumnType, cond: ColumnCond) {
-        let fast = IntRange::of(ty, &cond);
+        let fast = IntCheck::of(ty, &cond);
         self.conds.push((col, ty, cond, fast));
     }
 
@@ -163,8 +198,8 @@ impl RowFilter {
     pub fn matches(&self, layout: &RowLayout, row: &[u8], scratch: &mut Vec<u8>) -> bool {
         self.conds.iter().all(|(col, ty, cond, fast)| {
             let v = layout.get(row, *col);
-            if let Some(r) = fast {
-                return v.is_some_and(|b| r.contains(b));
+            if let Some(check) = fast {
+                return v.is_some_and(|b| check.check(b));
             }
             match cond {
                 ColumnCond::IsNull => v.is_none(),
@@ -175,6 +210,14 @@ impl RowFilter {
                         return false;
                     };
                     with_key(*ty, v, scratch, |k| in_range(k, lo, hi))
+                }
+                ColumnCond::AnyOf(keys) => {
+                    let Some(v) = v else {
+                        return false;
+                    };
+                    with_key(*ty, v, scratch, |k| {
+                        keys.binary_search_by(|x| x.as_slice().cmp(k)).is_ok()
+                    })
                 }
             }
         })
@@ -264,7 +307,7 @@ mod tests {
             let cond = ColumnCond::Range { lo: Some((klo.clone(), incl.0)), hi: Some((khi.clone(), incl.1)) };
             let mut f = RowFilter::new();
             f.push(0, ty, cond.clone());
-            proptest::prop_assert!(IntRange::of(ty, &cond).is_some());
+            proptest::prop_assert!(IntCheck::of(ty, &cond).is_some());
             let want = (if incl.0 { kv >= klo } else { kv > klo })
                 && (if incl.1 { kv <= khi } else { kv < khi });
             let row = l.pack(&[Some(&bytes(v))]).unwrap();
@@ -326,6 +369,22 @@ mod tests {
         assert!(!f.matches(&l, &row(Some(1), Some("abc")), &mut s));
         assert!(!f.matches(&l, &row(None, Some("abd")), &mut s));
         assert!(!f.matches(&l, &row(None, None), &mut s));
+        // IN lists: integers (fast path) and text (keys).
+        let mut any = RowFilter::new();
+        let mut ks: Vec<Vec<u8>> = [9i32, -3, 5]
+            .iter()
+            .map(|x| key(ColumnType::Int4, &x.to_le_bytes()))
+            .collect();
+        ks.sort();
+        any.push(0, ColumnType::Int4, ColumnCond::AnyOf(ks));
+        let mut tk = vec![key(ColumnType::Text, b"abc"), key(ColumnType::Text, b"")];
+        tk.sort();
+        any.push(1, ColumnType::Text, ColumnCond::AnyOf(tk));
+        assert!(any.matches(&l, &row(Some(-3), Some("abc")), &mut s));
+        assert!(any.matches(&l, &row(Some(9), Some("")), &mut s));
+        assert!(!any.matches(&l, &row(Some(4), Some("abc")), &mut s));
+        assert!(!any.matches(&l, &row(Some(5), Some("ab")), &mut s));
+        assert!(!any.matches(&l, &row(None, Some("abc")), &mut s));
         let mut n = RowFilter::new();
         n.push(1, ColumnType::Text, ColumnCond::NotNull);
         assert!(n.matches(&l, &row(None, Some("")), &mut s));

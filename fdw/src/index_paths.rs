@@ -1014,7 +1014,7 @@ pub struct FilterCond {
 
 /// The row-filter form of `clause`, a qual of relation `varno` (PostgreSQL relation
 /// `relid`, engine column types `types`), if it has one: the comparisons an index
-/// condition may use (equality, ranges, null tests; not IN lists or patterns), on one
+/// condition may use (equality, `IN` lists, ranges, null tests; not patterns), on one
 /// column, with a value that needs no other relation.
 ///
 /// # Safety
@@ -1054,6 +1054,7 @@ pub unsafe fn filter_condition(
         let supported = matches!(
             kind,
             CondKind::Eq
+                | CondKind::In
                 | CondKind::Lt
                 | CondKind::Le
                 | CondKind::Gt
@@ -1067,7 +1068,11 @@ pub unsafe fn filter_condition(
         // Integers of other widths convert exactly or lie beyond every column value
         // (see `cross_type`); other conversions may round to a wider bound.
         let exact = value.is_null() || {
-            let t = pg_sys::getBaseType(pg_sys::exprType(strip(value)));
+            let mut t = pg_sys::exprType(strip(value));
+            if kind == CondKind::In {
+                t = pg_sys::get_element_type(t);
+            }
+            let t = pg_sys::getBaseType(t);
             t == col.typid
                 || is_text(t) && is_text(col.typid)
                 || crate::cross_type::int_family(t) && crate::cross_type::int_family(col.typid)

@@ -3,8 +3,8 @@
 //!
 //! At planning, each qual of a full scan (or of an aggregate computed in memory) that
 //! compares one column with a value computable before the scan — the comparisons an
-//! index condition may use: `=`, `<`, `<=`, `>`, `>=`, `IS [NOT] NULL` — becomes a
-//! filter condition; its value joins `fdw_exprs`. At execution the values are
+//! index condition may use: `=`, `IN (...)`, `<`, `<=`, `>`, `>=`, `IS [NOT] NULL` —
+//! becomes a filter condition; its value joins `fdw_exprs`. At execution the values are
 //! evaluated (at the start and at every rescan) and turned into key bounds exactly as
 //! an index scan's are (`scan::build_ranges`), so a row passes when the index order
 //! says the comparison holds.
@@ -111,6 +111,32 @@ pub unsafe fn build(
                 keys::encode_value(ty, Some(b), &mut out).or_raise();
                 out
             };
+            if c.kind == CondKind::In {
+                // The list's values that some column value equals.
+                let (arr, isnull) = crate::scan::eval_expr(exprs[c.expr as usize], econtext);
+                let elem =
+                    pg_sys::getBaseType(pg_sys::get_element_type(expr_types[c.expr as usize]));
+                let mut keys: Vec<Vec<u8>> = if isnull {
+                    Vec::new()
+                } else {
+                    crate::scan::array_elements(arr)
+                        .into_iter()
+                        .filter_map(|d| match cross_type::to_column(ty, elem, d) {
+                            Conv::Exact(x) => Some(key(x)),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                keys.sort();
+                keys.dedup();
+                let cond = if keys.is_empty() {
+                    ColumnCond::Never
+                } else {
+                    ColumnCond::AnyOf(keys)
+                };
+                f.push(c.col, ty, cond);
+                continue;
+            }
             // The value, converted to the column's type (see `cross_type`).
             let value = (c.expr >= 0)
                 .then(|| {
@@ -208,6 +234,7 @@ pub unsafe fn explain_text(
                 match c.kind {
                     CondKind::IsNull => format!("({col} IS NULL)"),
                     CondKind::NotNull => format!("({col} IS NOT NULL)"),
+                    CondKind::In => format!("({col} = ANY ({}))", value(c.expr)),
                     k => {
                         let op = match k {
                             CondKind::Eq => "=",

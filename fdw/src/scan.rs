@@ -1119,7 +1119,7 @@ unsafe fn build_ranges(
 ///
 /// # Safety
 /// `arr` must be an array datum.
-unsafe fn array_elements(arr: pg_sys::Datum) -> Vec<pg_sys::Datum> {
+pub(crate) unsafe fn array_elements(arr: pg_sys::Datum) -> Vec<pg_sys::Datum> {
     // SAFETY: forwarded contract.
     unsafe {
         let a = pg_sys::pg_detoast_datum(arr.cast_mut_ptr()) as *mut pg_sys::ArrayType;

@@ -85,6 +85,13 @@ const FILTERS: &[&str] = &[
     "bo IS NULL",
     "a IS NULL AND b IS NOT NULL",
     "a > 100 AND id % 3 = 0",
+    "b IN (250000, 251000, -499000, 7)",
+    "b IN (250000::int8, 5000000000)",
+    "b = ANY (ARRAY[]::int[])",
+    "t IN ('x1', 'x7', NULL)",
+    "ch IN ('13', '2 ')",
+    "d IN (date '2000-01-05', date '1999-07-01') AND a IS NOT NULL",
+    "n IN (12.25, 3.5)",
 ];
 
 #[test]
@@ -158,7 +165,8 @@ fn filters_follow_parameters_rescans_and_own_writes() {
     for t in ["h", "m"] {
         s.batch_execute(&format!(
             "PREPARE p_{t}(int8, date) AS SELECT count(*), sum(c) FROM {t} WHERE b >= $1 AND d < $2; \
-             PREPARE q_{t}(int8) AS SELECT id FROM {t} WHERE b = $1"
+             PREPARE q_{t}(int8) AS SELECT id FROM {t} WHERE b = $1; \
+             PREPARE r_{t}(int8[]) AS SELECT count(*), max(id) FROM {t} WHERE b = ANY ($1)"
         ))
         .unwrap();
     }
@@ -179,6 +187,14 @@ fn filters_follow_parameters_rescans_and_own_writes() {
         );
     }
     assert!(plan(&mut s, "EXECUTE q_m(1)").contains("Memory Filter"));
+    for list in ["{250000,251000}", "{}", "{5000000000,NULL,-499000}"] {
+        let h = text_rows(&mut s, &format!("EXECUTE r_h('{list}')"));
+        assert_eq!(
+            text_rows(&mut s, &format!("EXECUTE r_m('{list}')")),
+            h,
+            "{list}"
+        );
+    }
     s.batch_execute("RESET plan_cache_mode").unwrap();
     // A rescan with another value each time (the inner side of a nested loop).
     let q = "SELECT g, (SELECT count(*) FROM {t} WHERE a = g), \
