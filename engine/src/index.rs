@@ -23,16 +23,20 @@ pub fn key_entry_bytes(key_len: usize) -> usize {
     const NODE: usize = std::mem::size_of::<RecordPtr>()
         + std::mem::size_of::<IndexKey>()
         + std::mem::size_of::<usize>();
-    let node: f64 = (1..=32)
-        .map(|h| crate::arena::block_size(NODE + 8 * h) as f64 / (1u64 << h) as f64)
-        .sum();
+    static EXPECTED_NODE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let node = *EXPECTED_NODE.get_or_init(|| {
+        let bytes: f64 = (1..=32)
+            .map(|h| crate::arena::block_size(NODE + 8 * h) as f64 / (1u64 << h) as f64)
+            .sum();
+        bytes.ceil() as usize
+    });
     let entry = key_len + ROWID_SUFFIX;
     let tail = if entry > HEAD {
         crate::arena::block_size(entry - HEAD)
     } else {
         0
     };
-    node.ceil() as usize + tail
+    node + tail
 }
 
 /// Length of the row-id suffix of every key-index entry.

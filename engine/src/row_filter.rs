@@ -230,8 +230,17 @@ fn with_key<R>(ty: ColumnType, v: &[u8], scratch: &mut Vec<u8>, f: impl FnOnce(&
     // A value that cannot be encoded (never for a row the engine packed) passes no
     // condition: an empty key is below every bound but an unbounded one, and the
     // caller's own conditions decide such a row anyway.
-    if keys::encode_value(ty, Some(v), scratch).is_err() {
-        scratch.clear();
+    let mut encode = || {
+        if keys::encode_value(ty, Some(v), scratch).is_err() {
+            scratch.clear();
+        }
+    };
+    if ty == ColumnType::Numeric {
+        // Its encoding allocates a work buffer: in the caller's memory, not the
+        // engine's shared memory (filters run inside scans).
+        crate::scope::outside(encode);
+    } else {
+        encode();
     }
     f(scratch)
 }

@@ -389,7 +389,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         // The table's quals, in the order PostgreSQL evaluates a scan's: by security
         // level, then cheapest first (`order_qual_clauses`). A qual without columns
         // (PostgreSQL checks it once, above the scan) leaves the query to PostgreSQL.
-        let mut rinfos: Vec<(u32, f64, *mut pg_sys::Node)> = Vec::new();
+        let mut rinfos: Vec<(u32, f64, *mut pg_sys::RestrictInfo)> = Vec::new();
         for r in
             pgrx::PgList::<pg_sys::RestrictInfo>::from_pg((*input_rel).baserestrictinfo).iter_ptr()
         {
@@ -399,19 +399,19 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             }
             let mut cost = pg_sys::QualCost::default();
             pg_sys::cost_qual_eval_node(&mut cost, clause, root);
-            rinfos.push(((*r).security_level, cost.per_tuple, clause));
+            rinfos.push(((*r).security_level, cost.per_tuple, r));
         }
         rinfos.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let clauses: Vec<*mut pg_sys::Node> = rinfos.iter().map(|r| r.2).collect();
+        let clauses: Vec<*mut pg_sys::RestrictInfo> = rinfos.iter().map(|r| r.2).collect();
         // The quals the engine checks on each row (see `row_filters`); if it checks
         // every one exactly, PostgreSQL evaluates none.
         let mut values: *mut pg_sys::List = std::ptr::null_mut();
         let (filter, all_exact) =
-            crate::row_filters::plan(root, varno, (*rte).relid, &types, &clauses, &mut values);
+            crate::row_filters::plan(root, input_rel, (*rte).relid, &types, &clauses, &mut values);
         let mut quals: *mut pg_sys::List = std::ptr::null_mut();
         if !all_exact {
-            for &clause in &clauses {
-                quals = pg_sys::lappend(quals, clause as *mut std::ffi::c_void);
+            for &r in &clauses {
+                quals = pg_sys::lappend(quals, (*r).clause as *mut std::ffi::c_void);
             }
         }
         // The columns the quals read; a whole-row or system column is left to

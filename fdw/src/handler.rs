@@ -157,11 +157,30 @@ unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::
     });
 }
 
-/// Keeps [`is_memory_table`]'s answers in step with the catalog. Called once per
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_all(_arg: pg_sys::Datum, _cache: std::ffi::c_int, _hash: u32) {
+    FOREIGN_TABLES.with(|m| m.borrow_mut().clear());
+}
+
+/// Keeps [`is_memory_table`]'s answers in step with the catalog: a relation's goes
+/// with its relcache entry, and all go when a foreign server or wrapper changes
+/// (`ALTER FOREIGN DATA WRAPPER ... HANDLER` touches no relation). Called once per
 /// process from `_PG_init`.
 pub(crate) fn register_relcache_callback() {
-    // SAFETY: registers a callback that lives as long as the process.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
+    // SAFETY: registers callbacks that live as long as the process.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0));
+        for cache in [
+            pg_sys::SysCacheIdentifier::FOREIGNDATAWRAPPEROID,
+            pg_sys::SysCacheIdentifier::FOREIGNSERVEROID,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as std::ffi::c_int,
+                Some(forget_all),
+                pg_sys::Datum::from(0),
+            );
+        }
+    }
 }
 
 /// The current database (the engine names tables by database and relation).

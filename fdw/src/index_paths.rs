@@ -1062,7 +1062,11 @@ pub unsafe fn filter_condition(
                 | CondKind::IsNull
                 | CondKind::NotNull
         );
-        if !supported || !pg_sys::bms_is_empty(rels) {
+        // (A value with a subquery is left to PostgreSQL, which evaluates it per row.)
+        if !supported
+            || !pg_sys::bms_is_empty(rels)
+            || (!value.is_null() && pg_sys::contain_subplans(value))
+        {
             return None;
         }
         // Integers of other widths convert exactly or lie beyond every column value

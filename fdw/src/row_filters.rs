@@ -9,6 +9,11 @@
 //! an index scan's are (`scan::build_ranges`), so a row passes when the index order
 //! says the comparison holds.
 //!
+//! Values are computed once at the start of a scan, as an index scan's are (a value
+//! that raises an error raises it then, even if no row would have been compared);
+//! values with subqueries, and quals PostgreSQL would not move ahead of a security
+//! barrier's, are left to PostgreSQL.
+//!
 //! A scan returns PostgreSQL only the rows that pass, and PostgreSQL still evaluates
 //! every qual on them: a filter only saves the copy and the evaluation of rows that
 //! fail anyway. An aggregate whose quals are all exact filter conditions (the value of
@@ -23,7 +28,7 @@ use crate::types::{self, Codec};
 use memfdw_engine::{keys, ColumnCond, ColumnType, RowFilter};
 use pgrx::pg_sys;
 
-/// Filter conditions planned for `quals` of relation `varno` (PostgreSQL relation
+/// Filter conditions planned for `quals` of relation `baserel` (PostgreSQL relation
 /// `relid`, engine column types `types`), their values appended to `exprs`: an
 /// integer list of `(column, kind, value position in exprs or -1)` triples, and
 /// whether every qual became an exact condition.
@@ -32,10 +37,10 @@ use pgrx::pg_sys;
 /// Planner structures; `quals` are expressions of the relation's quals.
 pub unsafe fn plan(
     root: *mut pg_sys::PlannerInfo,
-    varno: u32,
+    baserel: *mut pg_sys::RelOptInfo,
     relid: pg_sys::Oid,
     types: &[ColumnType],
-    quals: &[*mut pg_sys::Node],
+    quals: &[*mut pg_sys::RestrictInfo],
     exprs: &mut *mut pg_sys::List,
 ) -> (*mut pg_sys::List, bool) {
     let mut list: *mut pg_sys::List = std::ptr::null_mut();
@@ -45,9 +50,23 @@ pub unsafe fn plan(
     }
     // SAFETY: forwarded contract.
     unsafe {
-        for &q in quals {
-            let Some(fc) = crate::index_paths::filter_condition(root, varno, relid, types, q)
-            else {
+        let varno = (*baserel).relid;
+        for &r in quals {
+            // A qual may run before the quals of a lower security level only if
+            // PostgreSQL would let it (leakproof): otherwise the filter's count of
+            // removed rows would tell of rows a security barrier hides.
+            let fc = if pg_sys::restriction_is_securely_promotable(r, baserel) {
+                crate::index_paths::filter_condition(
+                    root,
+                    varno,
+                    relid,
+                    types,
+                    (*r).clause as *mut pg_sys::Node,
+                )
+            } else {
+                None
+            };
+            let Some(fc) = fc else {
                 all_exact = false;
                 continue;
             };

@@ -66,6 +66,8 @@ pub struct ScanState {
     filter_exprs: Vec<*mut pg_sys::ExprState>,
     filter_types: Vec<pg_sys::Oid>,
     filter_ready: bool,
+    /// Rows the filter removed in earlier scans (before the last rescan).
+    filter_removed: u64,
 }
 
 impl ScanState {
@@ -219,17 +221,15 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         if path.choice.is_null() && crate::shmem::preloaded() {
             if let Some(table) = xact::table_view(relid) {
                 let types: Vec<_> = table.def.columns.iter().map(|c| c.ty).collect();
-                let clauses: Vec<*mut pg_sys::Node> = (0..crate::pglist::len(quals))
-                    .map(|i| crate::pglist::nth(quals, i) as *mut pg_sys::Node)
+                // (scan_clauses are RestrictInfos, with their security levels.)
+                let clauses: Vec<*mut pg_sys::RestrictInfo> = (0..crate::pglist::len(scan_clauses))
+                    .map(|i| crate::pglist::nth(scan_clauses, i) as *mut pg_sys::RestrictInfo)
+                    .filter(|r| {
+                        (**r).type_ == pg_sys::NodeTag::T_RestrictInfo && !(**r).pseudoconstant
+                    })
                     .collect();
-                (filter, _) = crate::row_filters::plan(
-                    root,
-                    (*baserel).relid,
-                    relid,
-                    &types,
-                    &clauses,
-                    &mut exprs,
-                );
+                (filter, _) =
+                    crate::row_filters::plan(root, baserel, relid, &types, &clauses, &mut exprs);
             }
         }
         let private = ScanPrivate {
@@ -445,6 +445,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             last_tid: Tid::NONE,
             direct: None,
             filter_ready: filter_conds.is_empty(),
+            filter_removed: 0,
             filter_conds,
             filter_exprs,
             filter_types,
@@ -500,6 +501,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             filter_exprs,
             filter_types,
             filter_ready,
+            filter_removed: _,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         if !*filter_ready {
@@ -1158,6 +1160,7 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
         let st = (*node).fdw_state as *mut ScanState;
         if let Some(st) = st.as_mut() {
             st.starts += 1;
+            st.filter_removed += st.cursor.removed() + st.shared_cursor.removed();
             st.cursor = ScanCursor::new();
             // The shared blocks are made claimable again by ReInitializeDSMForeignScan.
             st.shared_cursor = memfdw_engine::SharedCursor::new();
@@ -1325,7 +1328,8 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
                     pg_sys::ExplainPropertyInteger(
                         c"Rows Removed by Memory Filter".as_ptr(),
                         std::ptr::null(),
-                        (st.cursor.removed() + st.shared_cursor.removed()) as i64,
+                        (st.filter_removed + st.cursor.removed() + st.shared_cursor.removed())
+                            as i64,
                         es,
                     );
                 }
