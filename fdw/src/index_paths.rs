@@ -550,9 +550,12 @@ pub unsafe fn add_index_paths(
             root,
             varno: (*baserel).relid,
         };
+        // Only quals PostgreSQL would let run ahead of a security barrier's (as its
+        // own index paths: `match_restriction_clauses_to_index`).
         let restrict: Vec<*mut pg_sys::RestrictInfo> =
             PgList::<pg_sys::RestrictInfo>::from_pg((*baserel).baserestrictinfo)
                 .iter_ptr()
+                .filter(|&r| pg_sys::restriction_is_securely_promotable(r, baserel))
                 .collect();
         for def in table.index_defs() {
             if crate::xact::index_drop_pending(relid.to_u32(), def.id) {
