@@ -318,8 +318,66 @@ unsafe fn supported(node: *mut pg_sys::Node, varno: u32, types: &[ColumnType]) -
     }
 }
 
-/// `GetForeignUpperPaths`: offers the aggregate path for an ungrouped aggregate of one
-/// memory table (see the module documentation).
+/// The column (attribute number) a GROUP BY expression `e` of relation `varno`
+/// groups by, if the engine can group it: a plain column whose type's equal values
+/// have equal bytes (integers, dates and times, booleans, oids; strings under a
+/// deterministic collation), compared with its type's own equality `eqop`.
+///
+/// # Safety
+/// Planner structures.
+unsafe fn groupable(
+    e: *mut pg_sys::Node,
+    varno: u32,
+    types: &[ColumnType],
+    eqop: pg_sys::Oid,
+) -> Option<i32> {
+    use ColumnType as T;
+    // SAFETY: forwarded contract; nodes are checked by tag before they are cast.
+    unsafe {
+        if e.is_null() || (*e).type_ != pg_sys::NodeTag::T_Var {
+            return None;
+        }
+        let v = e as *mut pg_sys::Var;
+        if (*v).varno as u32 != varno || (*v).varlevelsup != 0 || (*v).varattno <= 0 {
+            return None;
+        }
+        let ty = *types.get((*v).varattno as usize - 1)?;
+        let textual = matches!(ty, T::Text | T::Varchar(_) | T::Char(_));
+        let ok = matches!(
+            ty,
+            T::Int2
+                | T::Int4
+                | T::Int8
+                | T::Date
+                | T::Time
+                | T::Timestamp
+                | T::TimestampTz
+                | T::Bool
+                | T::Oid
+                | T::Money
+        ) || textual && pg_sys::get_collation_isdeterministic((*v).varcollid);
+        if !ok {
+            return None;
+        }
+        // The type's own equality (its default btree operator family's), on its own
+        // type both sides.
+        let typid = pg_sys::getBaseType((*v).vartype);
+        let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
+        if opclass == pg_sys::InvalidOid
+            || pg_sys::get_op_opfamily_strategy(eqop, pg_sys::get_opclass_family(opclass))
+                != pg_sys::BTEqualStrategyNumber as i32
+        {
+            return None;
+        }
+        let (mut l, mut r) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::op_input_types(eqop, &mut l, &mut r);
+        let same = |t: pg_sys::Oid| t == typid || textual && pg_sys::getBaseType(t) == typid;
+        (same(l) && same(r) || textual && l == r).then_some((*v).varattno as i32)
+    }
+}
+
+/// `GetForeignUpperPaths`: offers the aggregate path for an aggregate of one memory
+/// table, ungrouped or grouped by plain columns (see the module documentation).
 ///
 /// # Safety
 /// Called by PostgreSQL only, with the arguments its callback contract promises.
@@ -347,7 +405,6 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             || extra.is_null()
             || (*extra).patype != pg_sys::PartitionwiseAggregateType::PARTITIONWISE_AGGREGATE_NONE
             || !(*extra).havingQual.is_null()
-            || !(*parse).groupClause.is_null()
             || !(*parse).groupingSets.is_null()
             || (*parse).hasTargetSRFs
             || !(*root).rowMarks.is_null()
@@ -364,7 +421,23 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             return;
         };
         let types: Vec<ColumnType> = table.def.columns.iter().map(|c| c.ty).collect();
-        // The output: expressions over aggregates (and constants).
+        // GROUP BY: plain columns whose equal values have equal bytes.
+        let mut groups: *mut pg_sys::List = std::ptr::null_mut();
+        let mut group_exprs: *mut pg_sys::List = std::ptr::null_mut();
+        for i in 0..crate::pglist::len((*parse).groupClause) {
+            let sgc = crate::pglist::nth((*parse).groupClause, i) as *mut pg_sys::SortGroupClause;
+            let tle = pg_sys::get_sortgroupclause_tle(sgc, (*parse).targetList);
+            let Some(attno) =
+                groupable((*tle).expr as *mut pg_sys::Node, varno, &types, (*sgc).eqop)
+            else {
+                return;
+            };
+            if !pg_sys::list_member_int(groups, attno) {
+                groups = pg_sys::lappend_int(groups, attno);
+                group_exprs = pg_sys::lappend(group_exprs, (*tle).expr.cast());
+            }
+        }
+        // The output: expressions over aggregates and grouping columns (and constants).
         let target = (*output_rel).reltarget;
         let found = pg_sys::pull_var_clause(
             (*target).exprs as *mut pg_sys::Node,
@@ -374,6 +447,17 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         let mut aggrefs: *mut pg_sys::List = std::ptr::null_mut();
         for i in 0..crate::pglist::len(found) {
             let node = crate::pglist::nth(found, i) as *mut pg_sys::Node;
+            if (*node).type_ == pg_sys::NodeTag::T_Var {
+                // A grouping column (PostgreSQL allows no other outside aggregates).
+                let v = node as *mut pg_sys::Var;
+                if (*v).varno as u32 != varno
+                    || (*v).varlevelsup != 0
+                    || !pg_sys::list_member_int(groups, (*v).varattno as i32)
+                {
+                    return;
+                }
+                continue;
+            }
             let Some(spec) = supported(node, varno, &types) else {
                 return;
             };
@@ -383,7 +467,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             aggrefs = pg_sys::lappend(aggrefs, node as *mut std::ffi::c_void);
             specs.push(spec);
         }
-        if specs.is_empty() {
+        if specs.is_empty() && groups.is_null() {
             return;
         }
         // The table's quals, in the order PostgreSQL evaluates a scan's: by security
@@ -429,7 +513,10 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             if attno <= 0 || attno as usize > types.len() {
                 return;
             }
-            qual_cols = pg_sys::lappend_int(qual_cols, attno);
+            // (A grouping column is in the scan tuple already.)
+            if !pg_sys::list_member_int(groups, attno) {
+                qual_cols = pg_sys::lappend_int(qual_cols, attno);
+            }
         }
         // Costs: reading a row in place costs about a comparison, and so does each
         // filter condition; copying a row out and evaluating quals on it costs what a
@@ -442,12 +529,40 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         } else {
             pg_sys::cpu_tuple_cost + qual_cost.per_tuple
         };
+        // Groups: a hash lookup per row, a row out per group (PostgreSQL's estimate).
+        let ngroups = if groups.is_null() {
+            1.0
+        } else {
+            pg_sys::estimate_num_groups(
+                root,
+                group_exprs,
+                (*input_rel).rows,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        let per_group_lookup = if groups.is_null() {
+            0.0
+        } else {
+            pg_sys::cpu_operator_cost * crate::pglist::len(groups) as f64
+        };
+        // The groups are held in the backend's memory until the pass ends: offered only
+        // when PostgreSQL's estimate fits a hash aggregate's memory (which would spill
+        // to disk instead; this path does not, see the README).
+        let group_bytes =
+            96.0 + 16.0 * crate::pglist::len(groups) as f64 + 48.0 * specs.len() as f64;
+        if !groups.is_null() && ngroups * group_bytes > pg_sys::get_hash_memory_limit() as f64 {
+            return;
+        }
         let total = qual_cost.startup
             + tuples * per_row
-            + (*input_rel).rows * pg_sys::cpu_operator_cost * 0.25 * specs.len() as f64
-            + pg_sys::cpu_tuple_cost;
+            + (*input_rel).rows
+                * (pg_sys::cpu_operator_cost * 0.25 * specs.len() as f64 + per_group_lookup)
+            + ngroups * pg_sys::cpu_tuple_cost;
         let private = AggPrivate {
             specs,
+            groups,
+            group_vars: group_exprs,
             qual_cols,
             aggrefs,
             quals,
@@ -459,7 +574,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             root,
             output_rel,
             target,
-            1.0,
+            ngroups,
             total,
             total,
             std::ptr::null_mut(),
@@ -499,6 +614,12 @@ pub unsafe fn plan(
                 pg_sys::copyObjectImpl(crate::pglist::nth(private.aggrefs, i)) as *mut pg_sys::Expr,
             );
         }
+        for i in 0..crate::pglist::len(private.group_vars) {
+            add(
+                pg_sys::copyObjectImpl(crate::pglist::nth(private.group_vars, i))
+                    as *mut pg_sys::Expr,
+            );
+        }
         // (A placeholder over a column in a qual is evaluated from the column.)
         let vars = pg_sys::pull_var_clause(
             private.quals as *mut pg_sys::Node,
@@ -526,11 +647,123 @@ pub unsafe fn plan(
     }
 }
 
+/// FNV-1a, for the group table: group keys are short, and need no protection against
+/// chosen collisions (the worst case is a slow query, as for any hash aggregate).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The running aggregates: one set, or one per group of a GROUP BY.
+///
+/// A group's key is its columns' bytes as the rows store them, each as a NULL mark (0)
+/// or a value mark (1), its length (u32) and its bytes: `groupable` admits only types
+/// whose equal values have equal bytes. Rows are added inside the engine's scan (see
+/// `Txn::scan_visit`), which must not allocate shared memory: the key buffer was
+/// allocated here, so growing it keeps it private, and a new group is entered outside
+/// the engine's scope.
+struct Groups {
+    cols: Vec<usize>,
+    template: Vec<Acc>,
+    map: std::collections::HashMap<Vec<u8>, usize, std::hash::BuildHasherDefault<Fnv>>,
+    /// Each group's key and aggregates, in the order the groups were met.
+    states: Vec<(Vec<u8>, Vec<Acc>)>,
+    key: Vec<u8>,
+}
+
+impl Groups {
+    fn new(cols: Vec<usize>, template: Vec<Acc>) -> Groups {
+        let states = if cols.is_empty() {
+            // Without GROUP BY there is one row, even for no input.
+            vec![(Vec::new(), template.clone())]
+        } else {
+            Vec::new()
+        };
+        Groups {
+            cols,
+            template,
+            map: Default::default(),
+            states,
+            key: Vec::with_capacity(256),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, layout: &RowLayout, row: &[u8]) {
+        let i = if self.cols.is_empty() {
+            0
+        } else {
+            self.key.clear();
+            for &c in &self.cols {
+                match layout.get(row, c) {
+                    None => self.key.push(0),
+                    Some(b) => {
+                        self.key.push(1);
+                        self.key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                        self.key.extend_from_slice(b);
+                    }
+                }
+            }
+            match self.map.get(self.key.as_slice()) {
+                Some(&i) => i,
+                None => memfdw_engine::scope::outside(|| {
+                    let i = self.states.len();
+                    self.states.push((self.key.clone(), self.template.clone()));
+                    self.map.insert(self.key.clone(), i);
+                    i
+                }),
+            }
+        };
+        for a in self.states[i].1.iter_mut() {
+            a.add(layout, row);
+        }
+    }
+}
+
+/// The values of a group key's columns (see [`Groups`]): None for NULL.
+fn key_values(mut key: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut out = Vec::new();
+    while let Some((&mark, rest)) = key.split_first() {
+        if mark == 0 {
+            out.push(None);
+            key = rest;
+            continue;
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("a length")) as usize;
+        out.push(Some(&rest[4..4 + len]));
+        key = &rest[4 + len..];
+    }
+    out
+}
+
 /// The state of an aggregate scan.
 pub struct AggScanState {
     table: TableHandle,
+    /// The aggregates, zeroed.
     accs: Vec<Acc>,
-    /// Per qual column: (its place in the scan tuple, column index, codec).
+    /// GROUP BY columns: (column index, codec); their places in the scan tuple follow
+    /// the aggregates'.
+    groups: Vec<(usize, Codec)>,
+    /// The last pass's groups, and the next one to return.
+    result: Option<Groups>,
+    next: usize,
+    /// Per qual column that is not a grouping column: (its place in the scan tuple,
+    /// column index, codec).
     qual_cols: Vec<(usize, usize, Codec)>,
     qual: *mut pg_sys::ExprState,
     /// The row filter's conditions, and its values' expressions and base types
@@ -542,8 +775,6 @@ pub struct AggScanState {
     removed: u64,
     cid: u32,
     snapshot: Option<Tid>,
-    /// The result row was returned (until a rescan).
-    done: bool,
     starts: u64,
     examined: u64,
 }
@@ -636,13 +867,20 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
             })
             .collect();
         let naggs = private.specs.len();
+        let column = |attno: usize| {
+            let ty = type_of(attno.wrapping_sub(1)).unwrap_or_else(|| {
+                errors::internal("a memory-table aggregate's column is gone".into())
+            });
+            (attno - 1, Codec::of(ty))
+        };
+        let groups: Vec<(usize, Codec)> = (0..crate::pglist::len(private.groups))
+            .map(|i| column(crate::pglist::nth_int(private.groups, i) as usize))
+            .collect();
+        let ngroups = groups.len();
         let qual_cols = (0..crate::pglist::len(private.qual_cols))
             .map(|i| {
-                let attno = crate::pglist::nth_int(private.qual_cols, i) as usize;
-                let ty = type_of(attno - 1).unwrap_or_else(|| {
-                    errors::internal("a memory-table aggregate's qual column is gone".into())
-                });
-                (naggs + i as usize, attno - 1, Codec::of(ty))
+                let (col, codec) = column(crate::pglist::nth_int(private.qual_cols, i) as usize);
+                (naggs + ngroups + i as usize, col, codec)
             })
             .collect();
         // fdw_exprs: the filter's values, then the quals PostgreSQL evaluates.
@@ -667,6 +905,9 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
         };
         let state = AggScanState {
             accs,
+            groups,
+            result: None,
+            next: 0,
             qual_cols,
             qual,
             filter_conds: crate::row_filters::conds_from_list(private.filter),
@@ -676,7 +917,6 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
             cid: (*(*estate).es_snapshot).curcid,
             snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
             table,
-            done: false,
             starts: 1,
             examined: 0,
         };
@@ -699,12 +939,51 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
         let Some(st) = ((*node).fdw_state as *mut AggScanState).as_mut() else {
             return pg_sys::ExecClearTuple(slot);
         };
-        if st.done {
+        if st.result.is_none() {
+            compute(node, st);
+            st.next = 0;
+        }
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        let groups = st.result.as_ref().expect("computed");
+        let Some((key, accs)) = groups.states.get(st.next) else {
             return pg_sys::ExecClearTuple(slot);
+        };
+        st.next += 1;
+        // The row: the aggregates, the group's columns, then NULL qual columns;
+        // values allocated for this row only (the context is reset before the next).
+        let old = pg_sys::MemoryContextSwitchTo((*econtext).ecxt_per_tuple_memory);
+        types::clear_slot(slot);
+        let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
+        nulls.iter_mut().for_each(|x| *x = true);
+        for (i, a) in accs.iter().enumerate() {
+            if let Some(d) = a.result() {
+                values[i] = d;
+                nulls[i] = false;
+            }
         }
-        for a in st.accs.iter_mut() {
-            (a.n, a.sum, a.best) = (0, 0, 0);
+        let naggs = accs.len();
+        for (i, v) in key_values(key).into_iter().enumerate() {
+            if let Some(b) = v {
+                values[naggs + i] = types::datum(st.groups[i].1, b);
+                nulls[naggs + i] = false;
+            }
         }
+        pg_sys::MemoryContextSwitchTo(old);
+        types::store_virtual(slot)
+    }
+}
+
+/// One pass over the table: the aggregates of every group (of the whole table without
+/// GROUP BY) into `st.result`.
+///
+/// # Safety
+/// `node` is the aggregate scan whose state is `st`.
+unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
+    // SAFETY: executor structures of the running scan.
+    unsafe {
+        let mut groups = Groups::new(st.groups.iter().map(|g| g.0).collect(), st.accs.clone());
         let mut cursor = if st.filter_conds.is_empty() {
             ScanCursor::new()
         } else {
@@ -720,7 +999,6 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
         if st.qual.is_null() {
             let AggScanState {
                 table,
-                accs,
                 cid,
                 snapshot,
                 examined,
@@ -733,31 +1011,16 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
                     t.set_read_snapshot(*snapshot);
                     t.scan_visit(table, &mut cursor, *cid, VISIT_ROWS, |row| {
                         *examined += 1;
-                        for a in accs.iter_mut() {
-                            a.add(layout, row);
-                        }
+                        groups.add(layout, row);
                     })
                 })
                 .or_raise();
             }
         } else {
-            filtered_pass(node, st, &mut cursor);
+            filtered_pass(node, st, &mut cursor, &mut groups);
         }
         st.removed += cursor.removed();
-        // The result row: the aggregates, then NULL qual columns.
-        types::clear_slot(slot);
-        let n = (*(*slot).tts_tupleDescriptor).natts as usize;
-        let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
-        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
-        nulls.iter_mut().for_each(|x| *x = true);
-        for (i, a) in st.accs.iter().enumerate() {
-            if let Some(d) = a.result() {
-                values[i] = d;
-                nulls[i] = false;
-            }
-        }
-        st.done = true;
-        types::store_virtual(slot)
+        st.result = Some(groups);
     }
 }
 
@@ -770,6 +1033,7 @@ unsafe fn filtered_pass(
     node: *mut pg_sys::ForeignScanState,
     st: &mut AggScanState,
     cursor: &mut ScanCursor,
+    result: &mut Groups,
 ) {
     // SAFETY: executor structures of the running scan.
     unsafe {
@@ -781,6 +1045,7 @@ unsafe fn filtered_pass(
         let AggScanState {
             table,
             accs,
+            groups,
             qual_cols,
             qual,
             cid,
@@ -788,6 +1053,14 @@ unsafe fn filtered_pass(
             examined,
             ..
         } = st;
+        // The quals read grouping columns from their places after the aggregates.
+        let naggs = accs.len();
+        let row_cols: Vec<(usize, usize, Codec)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, &(col, codec))| (naggs + i, col, codec))
+            .chain(qual_cols.iter().copied())
+            .collect();
         let layout = &table.layout;
         while !cursor.done() {
             pgrx::check_for_interrupts!();
@@ -804,7 +1077,7 @@ unsafe fn filtered_pass(
                 let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
                 let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
                 nulls.iter_mut().for_each(|x| *x = true);
-                for &(pos, col, codec) in qual_cols.iter() {
+                for &(pos, col, codec) in row_cols.iter() {
                     if let Some(b) = layout.get(r.data, col) {
                         values[pos] = types::datum(codec, b);
                         nulls[pos] = false;
@@ -815,9 +1088,7 @@ unsafe fn filtered_pass(
                 let pass = pg_sys::ExecQual(*qual, econtext);
                 pg_sys::MemoryContextSwitchTo(old);
                 if pass {
-                    for a in accs.iter_mut() {
-                        a.add(layout, r.data);
-                    }
+                    result.add(layout, r.data);
                 }
             }
         }
@@ -833,7 +1104,7 @@ pub unsafe fn rescan(node: *mut pg_sys::ForeignScanState) {
     // SAFETY: fdw_state is ours.
     unsafe {
         if let Some(st) = ((*node).fdw_state as *mut AggScanState).as_mut() {
-            st.done = false;
+            st.result = None;
             st.starts += 1;
         }
     }
@@ -877,6 +1148,16 @@ pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::Expl
             es,
         );
         let private = AggPrivate::from_plan_list((*plan).fdw_private);
+        if !private.groups.is_null() {
+            let names: Vec<String> = (0..crate::pglist::len(private.groups))
+                .map(|i| {
+                    let attno = crate::pglist::nth_int(private.groups, i);
+                    types::quote_ident(&types::column_name(relid, (attno - 1) as u16))
+                })
+                .collect();
+            let text = CString::new(names.join(", ")).expect("no NUL");
+            pg_sys::ExplainPropertyText(c"Group Key".as_ptr(), text.as_ptr(), es);
+        }
         let filter = crate::row_filters::conds_from_list(private.filter);
         if !filter.is_empty() {
             let text = crate::row_filters::explain_text(plan, es, relid, &filter);

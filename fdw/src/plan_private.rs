@@ -192,12 +192,19 @@ impl DirectPrivate {
 }
 
 /// An aggregate scan's private lists (see `aggregates`). The path's is `(aggregates,
-/// qual columns, Aggrefs, quals, row filter, filter values)`; the plan's `(aggregates,
-/// qual columns, row filter, number of filter values)`, its Aggrefs having gone to
+/// qual columns, Aggrefs, quals, row filter, filter values, groups, group Vars)`; the
+/// plan's
+/// `(aggregates, qual columns, row filter, number of filter values, groups)`, its
+/// Aggrefs having gone to
 /// `fdw_scan_tlist` and its filter values then quals to `fdw_exprs`. Aggregates are
 /// an integer list of `(kind, attribute number or 0)` pairs.
 pub struct AggPrivate {
     pub specs: Vec<crate::aggregates::AggSpec>,
+    /// Attribute numbers of the GROUP BY columns, as an integer list (NIL: none), in
+    /// `fdw_scan_tlist`'s order after the Aggrefs.
+    pub groups: *mut pg_sys::List,
+    /// The GROUP BY columns' Vars, in `groups`' order (path only).
+    pub group_vars: *mut pg_sys::List,
     /// Attribute numbers the quals read, as an integer list, in `fdw_scan_tlist`'s
     /// order after the Aggrefs.
     pub qual_cols: *mut pg_sys::List,
@@ -257,14 +264,16 @@ impl AggPrivate {
             l = pg_sys::lappend(l, self.aggrefs as *mut c_void);
             l = pg_sys::lappend(l, self.quals as *mut c_void);
             l = pg_sys::lappend(l, self.filter as *mut c_void);
-            pg_sys::lappend(l, self.values as *mut c_void)
+            l = pg_sys::lappend(l, self.values as *mut c_void);
+            l = pg_sys::lappend(l, self.groups as *mut c_void);
+            pg_sys::lappend(l, self.group_vars as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`AggPrivate::to_path_list`].
     pub unsafe fn from_path_list(l: *mut pg_sys::List) -> AggPrivate {
-        // SAFETY: a six-element list we built.
+        // SAFETY: an eight-element list we built.
         unsafe {
             let values = crate::pglist::nth(l, 5) as *mut pg_sys::List;
             AggPrivate {
@@ -275,6 +284,8 @@ impl AggPrivate {
                 filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
                 values,
                 nvalues: crate::pglist::len(values),
+                groups: crate::pglist::nth(l, 6) as *mut pg_sys::List,
+                group_vars: crate::pglist::nth(l, 7) as *mut pg_sys::List,
             }
         }
     }
@@ -287,17 +298,20 @@ impl AggPrivate {
             let mut l = pg_sys::lappend(std::ptr::null_mut(), self.specs_list() as *mut c_void);
             l = pg_sys::lappend(l, self.qual_cols as *mut c_void);
             l = pg_sys::lappend(l, self.filter as *mut c_void);
-            pg_sys::lappend(l, pg_sys::makeInteger(self.nvalues) as *mut c_void)
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.nvalues) as *mut c_void);
+            pg_sys::lappend(l, self.groups as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`AggPrivate::to_plan_list`] (possibly copied).
     pub unsafe fn from_plan_list(l: *mut pg_sys::List) -> AggPrivate {
-        // SAFETY: a four-element list we built.
+        // SAFETY: a five-element list we built.
         unsafe {
             AggPrivate {
                 specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
+                groups: crate::pglist::nth(l, 4) as *mut pg_sys::List,
+                group_vars: std::ptr::null_mut(),
                 qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 aggrefs: std::ptr::null_mut(),
                 quals: std::ptr::null_mut(),

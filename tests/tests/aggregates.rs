@@ -323,3 +323,68 @@ fn aggregates_keep_privileges_barriers_and_unloaded_tables() {
     s.batch_execute("SELECT memfdw.load('m')").unwrap();
     assert_eq!(text_rows(&mut s, "SELECT count(*) FROM m"), vec!["5000"]);
 }
+
+#[test]
+fn grouped_aggregates_answer_as_heap_does() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    // (Groups come out in no particular order, as from a hash aggregate: every
+    // query here orders them.)
+    let pushed = [
+        "SELECT a, count(*) FROM {t} GROUP BY a ORDER BY a",
+        "SELECT t, count(*), sum(b), avg(c), min(d), max(tz) FROM {t} GROUP BY t ORDER BY t",
+        "SELECT a % 1 + 0 AS z, count(*) FROM {t} GROUP BY a ORDER BY a NULLS FIRST, 2",
+        "SELECT d, o, count(b), sum(a) FROM {t} GROUP BY d, o ORDER BY d, o",
+        "SELECT count(*), sum(c) FROM {t} GROUP BY ts IS NULL, a ORDER BY 1, 2",
+        "SELECT tm, mny, count(*) FROM {t} WHERE id < 500 GROUP BY tm, mny ORDER BY 1, 2",
+        "SELECT count(*) FROM {t} GROUP BY a ORDER BY 1",
+        "SELECT a FROM {t} GROUP BY a ORDER BY a",
+        "SELECT a, max(b) FROM {t} WHERE a > 100 AND b IS NOT NULL GROUP BY a ORDER BY a",
+        "SELECT a, count(*) FROM {t} WHERE id < 0 GROUP BY a ORDER BY a",
+    ];
+    for q in pushed {
+        let p = same(&mut s, q, "h", "m");
+        // (GROUP BY ts IS NULL is an expression: left to PostgreSQL.)
+        if q.contains("IS NULL, a") {
+            assert!(!p.contains(IN_MEMORY), "{q}\n{p}");
+        } else {
+            assert!(p.contains(IN_MEMORY) && p.contains("Group Key"), "{q}\n{p}");
+        }
+    }
+    let not_pushed = [
+        "SELECT a, count(*) FROM {t} GROUP BY a HAVING count(*) > 20 ORDER BY a",
+        // (The outer condition becomes the subquery's HAVING.)
+        "SELECT x.a, x.n + 1 FROM (SELECT a, count(*) AS n FROM {t} GROUP BY a) x \
+           WHERE x.n > 10 ORDER BY 1",
+        "SELECT a + 1, count(*) FROM {t} GROUP BY a + 1 ORDER BY 1",
+        "SELECT f, count(*) FROM (SELECT id, b::float8 AS f FROM {t}) x GROUP BY f ORDER BY 1",
+        "SELECT a, b, count(*) FROM {t} GROUP BY GROUPING SETS ((a), (b)) ORDER BY 1, 2",
+    ];
+    for q in not_pushed {
+        let p = same(&mut s, q, "h", "m");
+        assert!(
+            !p.contains("Group Key: a") || !p.contains(IN_MEMORY),
+            "{q}\n{p}"
+        );
+    }
+    // Quals PostgreSQL evaluates on copied rows: as cheap as its own plan, so either.
+    same(
+        &mut s,
+        "SELECT a, count(*) FROM {t} WHERE id % 7 = 3 GROUP BY a ORDER BY a",
+        "h",
+        "m",
+    );
+    // An empty table: no groups.
+    let p = same(&mut s, "SELECT a, count(*) FROM {t} GROUP BY a", "e", "me");
+    assert!(p.contains(IN_MEMORY), "{p}");
+    // More groups than the hash aggregate's memory allows: left to PostgreSQL. (The
+    // estimate needs statistics: ANALYZE in its own transaction.)
+    s.batch_execute("ANALYZE m").unwrap();
+    s.batch_execute("SET work_mem = '64kB'; SET hash_mem_multiplier = 1")
+        .unwrap();
+    let p = plan(&mut s, "SELECT id, count(*) FROM m GROUP BY id");
+    assert!(!p.contains(IN_MEMORY), "{p}");
+    s.batch_execute("RESET work_mem; RESET hash_mem_multiplier")
+        .unwrap();
+}
