@@ -362,6 +362,9 @@ unsafe fn groupable(
         // The type's own equality (its default btree operator family's), on its own
         // type both sides.
         let typid = pg_sys::getBaseType((*v).vartype);
+        if crate::index_paths::bare_bpchar(typid, ty) {
+            return None;
+        }
         let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
         if opclass == pg_sys::InvalidOid
             || pg_sys::get_op_opfamily_strategy(eqop, pg_sys::get_opclass_family(opclass))
@@ -371,8 +374,9 @@ unsafe fn groupable(
         }
         let (mut l, mut r) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
         pg_sys::op_input_types(eqop, &mut l, &mut r);
-        let same = |t: pg_sys::Oid| t == typid || textual && pg_sys::getBaseType(t) == typid;
-        (same(l) && same(r) || textual && l == r).then_some((*v).varattno as i32)
+        // (varchar columns compare with text's operators.)
+        let same = |t: pg_sys::Oid| t == typid || textual && t == pg_sys::TEXTOID;
+        (same(l) && same(r)).then_some((*v).varattno as i32)
     }
 }
 
@@ -404,7 +408,6 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             || !crate::handler::is_ours((*input_rel).fdwroutine)
             || extra.is_null()
             || (*extra).patype != pg_sys::PartitionwiseAggregateType::PARTITIONWISE_AGGREGATE_NONE
-            || !(*extra).havingQual.is_null()
             || !(*parse).groupingSets.is_null()
             || (*parse).hasTargetSRFs
             || !(*root).rowMarks.is_null()
@@ -437,11 +440,22 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
                 group_exprs = pg_sys::lappend(group_exprs, (*tle).expr.cast());
             }
         }
-        // The output: expressions over aggregates and grouping columns (and constants).
+        // The output, and HAVING (an implicitly ANDed list, evaluated by PostgreSQL on
+        // each group's row): expressions over aggregates and grouping columns.
         let target = (*output_rel).reltarget;
-        let found = pg_sys::pull_var_clause(
-            (*target).exprs as *mut pg_sys::Node,
-            (pg_sys::PVC_INCLUDE_AGGREGATES | pg_sys::PVC_INCLUDE_PLACEHOLDERS) as i32,
+        let having = (*extra).havingQual;
+        if !having.is_null() && pg_sys::contain_subplans(having) {
+            return;
+        }
+        let found = pg_sys::list_concat(
+            pg_sys::pull_var_clause(
+                (*target).exprs as *mut pg_sys::Node,
+                (pg_sys::PVC_INCLUDE_AGGREGATES | pg_sys::PVC_INCLUDE_PLACEHOLDERS) as i32,
+            ),
+            pg_sys::pull_var_clause(
+                having,
+                (pg_sys::PVC_INCLUDE_AGGREGATES | pg_sys::PVC_INCLUDE_PLACEHOLDERS) as i32,
+            ),
         );
         let mut specs = Vec::new();
         let mut aggrefs: *mut pg_sys::List = std::ptr::null_mut();
@@ -530,6 +544,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             pg_sys::cpu_tuple_cost + qual_cost.per_tuple
         };
         // Groups: a hash lookup per row, a row out per group (PostgreSQL's estimate).
+        let mut estimation = pg_sys::EstimationInfo::default();
         let ngroups = if groups.is_null() {
             1.0
         } else {
@@ -538,9 +553,13 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
                 group_exprs,
                 (*input_rel).rows,
                 std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                &mut estimation,
             )
         };
+        if estimation.flags & pg_sys::SELFLAG_USED_DEFAULT != 0 {
+            // No statistics to say the groups fit in memory.
+            return;
+        }
         let per_group_lookup = if groups.is_null() {
             0.0
         } else {
@@ -549,8 +568,10 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         // The groups are held in the backend's memory until the pass ends: offered only
         // when PostgreSQL's estimate fits a hash aggregate's memory (which would spill
         // to disk instead; this path does not, see the README).
-        let group_bytes =
-            96.0 + 16.0 * crate::pglist::len(groups) as f64 + 48.0 * specs.len() as f64;
+        let width = (*(*input_rel).reltarget).width.max(8) as f64;
+        let group_bytes = Groups::ENTRY_BYTES as f64
+            + 2.0 * width
+            + (std::mem::size_of::<Acc>() * specs.len()) as f64;
         if !groups.is_null() && ngroups * group_bytes > pg_sys::get_hash_memory_limit() as f64 {
             return;
         }
@@ -563,6 +584,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
             specs,
             groups,
             group_vars: group_exprs,
+            having: having as *mut pg_sys::List,
             qual_cols,
             aggrefs,
             quals,
@@ -634,9 +656,11 @@ pub unsafe fn plan(
             add(pg_sys::copyObjectImpl(var as *const std::ffi::c_void) as *mut pg_sys::Expr);
         }
         let exprs = pg_sys::list_concat_copy(private.values, private.quals);
+        // HAVING: the plan's own qual, over the aggregates' row (setrefs refers its
+        // Aggrefs and grouping columns to the scan tuple's).
         pg_sys::make_foreignscan(
             tlist,
-            std::ptr::null_mut(),
+            private.having,
             0,
             exprs,
             private.to_plan_list(),
@@ -680,6 +704,12 @@ impl std::hash::Hasher for Fnv {
 struct Groups {
     cols: Vec<usize>,
     template: Vec<Acc>,
+    /// Bytes the groups take (about), and the most they may: past it the pass fails
+    /// with an error rather than take the backend's memory (PostgreSQL's hash
+    /// aggregate would spill to disk).
+    bytes: usize,
+    limit: usize,
+    overflow: bool,
     map: std::collections::HashMap<Vec<u8>, usize, std::hash::BuildHasherDefault<Fnv>>,
     /// Each group's key and aggregates, in the order the groups were met.
     states: Vec<(Vec<u8>, Vec<Acc>)>,
@@ -687,6 +717,10 @@ struct Groups {
 }
 
 impl Groups {
+    /// Bytes of a group besides its key (twice) and aggregates: the hash table's entry
+    /// and the allocations' overheads.
+    const ENTRY_BYTES: usize = 96;
+
     fn new(cols: Vec<usize>, template: Vec<Acc>) -> Groups {
         let states = if cols.is_empty() {
             // Without GROUP BY there is one row, even for no input.
@@ -697,6 +731,9 @@ impl Groups {
         Groups {
             cols,
             template,
+            bytes: 0,
+            limit: usize::MAX,
+            overflow: false,
             map: Default::default(),
             states,
             key: Vec::with_capacity(256),
@@ -721,12 +758,21 @@ impl Groups {
             }
             match self.map.get(self.key.as_slice()) {
                 Some(&i) => i,
-                None => memfdw_engine::scope::outside(|| {
-                    let i = self.states.len();
-                    self.states.push((self.key.clone(), self.template.clone()));
-                    self.map.insert(self.key.clone(), i);
-                    i
-                }),
+                None => {
+                    self.bytes += Self::ENTRY_BYTES
+                        + 2 * self.key.len()
+                        + std::mem::size_of::<Acc>() * self.template.len();
+                    if self.bytes > self.limit {
+                        self.overflow = true;
+                        return;
+                    }
+                    memfdw_engine::scope::outside(|| {
+                        let i = self.states.len();
+                        self.states.push((self.key.clone(), self.template.clone()));
+                        self.map.insert(self.key.clone(), i);
+                        i
+                    })
+                }
             }
         };
         for a in self.states[i].1.iter_mut() {
@@ -984,6 +1030,8 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
     // SAFETY: executor structures of the running scan.
     unsafe {
         let mut groups = Groups::new(st.groups.iter().map(|g| g.0).collect(), st.accs.clone());
+        // Four times a hash aggregate's memory: estimates are estimates.
+        groups.limit = pg_sys::get_hash_memory_limit().saturating_mul(4);
         let mut cursor = if st.filter_conds.is_empty() {
             ScanCursor::new()
         } else {
@@ -1020,6 +1068,20 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
             filtered_pass(node, st, &mut cursor, &mut groups);
         }
         st.removed += cursor.removed();
+        if groups.overflow {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "too many groups for an aggregate computed in memory (more than {} before the limit of 4 x work_mem x hash_mem_multiplier)",
+                    groups.states.len()
+                ),
+                "memfdw",
+            )
+            .set_detail("The planner estimated fewer groups.")
+            .set_hint("ANALYZE the table, or SET memfdw.enable_aggregate_pushdown = off for this query.")
+            .report(PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return");
+        }
         st.result = Some(groups);
     }
 }

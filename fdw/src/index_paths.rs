@@ -498,6 +498,15 @@ fn value_type_ok(t: pg_sys::Oid, col: &KeyCol) -> bool {
         || crate::cross_type::convertible(col.typid, t)
 }
 
+/// Is a column of base type `typid` stored as engine type `ty` a `bpchar` without a
+/// length? Its values are stored as given, unpadded, and compare ignoring trailing
+/// blanks (`'a' = 'a  '`), which their keys do not: no index condition, row filter or
+/// grouping may rely on its bytes. (`char(n)` values are padded to n, and their keys
+/// drop trailing blanks.)
+pub fn bare_bpchar(typid: pg_sys::Oid, ty: ColumnType) -> bool {
+    typid == pg_sys::BPCHAROID && !matches!(ty, ColumnType::Char(_))
+}
+
 /// The index columns of `def` on relation `relid`.
 fn key_cols(relid: pg_sys::Oid, def: &IndexDef, types: &[ColumnType]) -> Option<Vec<KeyCol>> {
     def.columns
@@ -507,6 +516,9 @@ fn key_cols(relid: pg_sys::Oid, def: &IndexDef, types: &[ColumnType]) -> Option<
             // SAFETY: catalog lookups.
             unsafe {
                 let typid = pg_sys::getBaseType(pg_sys::get_atttype(relid, attno));
+                if bare_bpchar(typid, types[c as usize]) {
+                    return None;
+                }
                 let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
                 if opclass == pg_sys::InvalidOid {
                     return None;

@@ -192,8 +192,8 @@ impl DirectPrivate {
 }
 
 /// An aggregate scan's private lists (see `aggregates`). The path's is `(aggregates,
-/// qual columns, Aggrefs, quals, row filter, filter values, groups, group Vars)`; the
-/// plan's
+/// qual columns, Aggrefs, quals, row filter, filter values, groups, group Vars,
+/// HAVING)`; the plan's
 /// `(aggregates, qual columns, row filter, number of filter values, groups)`, its
 /// Aggrefs having gone to
 /// `fdw_scan_tlist` and its filter values then quals to `fdw_exprs`. Aggregates are
@@ -205,6 +205,8 @@ pub struct AggPrivate {
     pub groups: *mut pg_sys::List,
     /// The GROUP BY columns' Vars, in `groups`' order (path only).
     pub group_vars: *mut pg_sys::List,
+    /// The HAVING clauses, an implicitly ANDed list (path only; the plan's qual).
+    pub having: *mut pg_sys::List,
     /// Attribute numbers the quals read, as an integer list, in `fdw_scan_tlist`'s
     /// order after the Aggrefs.
     pub qual_cols: *mut pg_sys::List,
@@ -266,14 +268,15 @@ impl AggPrivate {
             l = pg_sys::lappend(l, self.filter as *mut c_void);
             l = pg_sys::lappend(l, self.values as *mut c_void);
             l = pg_sys::lappend(l, self.groups as *mut c_void);
-            pg_sys::lappend(l, self.group_vars as *mut c_void)
+            l = pg_sys::lappend(l, self.group_vars as *mut c_void);
+            pg_sys::lappend(l, self.having as *mut c_void)
         }
     }
 
     /// # Safety
     /// `l` is a list built by [`AggPrivate::to_path_list`].
     pub unsafe fn from_path_list(l: *mut pg_sys::List) -> AggPrivate {
-        // SAFETY: an eight-element list we built.
+        // SAFETY: a nine-element list we built.
         unsafe {
             let values = crate::pglist::nth(l, 5) as *mut pg_sys::List;
             AggPrivate {
@@ -286,6 +289,7 @@ impl AggPrivate {
                 nvalues: crate::pglist::len(values),
                 groups: crate::pglist::nth(l, 6) as *mut pg_sys::List,
                 group_vars: crate::pglist::nth(l, 7) as *mut pg_sys::List,
+                having: crate::pglist::nth(l, 8) as *mut pg_sys::List,
             }
         }
     }
@@ -312,6 +316,7 @@ impl AggPrivate {
                 specs: Self::specs_from(crate::pglist::nth(l, 0) as *mut pg_sys::List),
                 groups: crate::pglist::nth(l, 4) as *mut pg_sys::List,
                 group_vars: std::ptr::null_mut(),
+                having: std::ptr::null_mut(),
                 qual_cols: crate::pglist::nth(l, 1) as *mut pg_sys::List,
                 aggrefs: std::ptr::null_mut(),
                 quals: std::ptr::null_mut(),

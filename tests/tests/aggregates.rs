@@ -8,7 +8,8 @@ use memfdw_e2e::{plan, sqlstate, text_rows, Cluster};
 use postgres::Client;
 
 const COLUMNS: &str = "id int NOT NULL, a int2, b int4, c int8, d date, ts timestamp, \
-                       tz timestamptz, o oid, mny money, t text, tm time";
+                       tz timestamptz, o oid, mny money, t text, tm time, bo bool, \
+                       vc varchar(10), cn char(3), bp bpchar";
 
 /// A heap table `h` and a memory table `m` with the same rows: NULLs in every
 /// nullable column, negative values, and int8 values whose sum passes 2^63.
@@ -31,11 +32,17 @@ fn setup(s: &mut Client) {
                  ELSE (4294967295 - g * 3)::oid END, \
             CASE WHEN g % 29 = 0 THEN NULL ELSE (g * 1.25 - 300)::money END, \
             CASE WHEN g % 3 = 0 THEN NULL ELSE 'x' || g END, \
-            CASE WHEN g % 31 = 0 THEN NULL ELSE time '00:00:01' + g * interval '17 s' END \
+            CASE WHEN g % 31 = 0 THEN NULL ELSE time '00:00:01' + g * interval '17 s' END, \
+            CASE WHEN g % 37 = 0 THEN NULL ELSE g % 3 = 0 END, \
+            CASE WHEN g % 41 = 0 THEN NULL ELSE 'v' || (g % 7) END, \
+            (g % 5)::text, \
+            CASE WHEN g % 2 = 0 THEN 'a'::bpchar ELSE ('a' || repeat(' ', g % 3))::bpchar END \
          FROM generate_series(1, 5000) g; \
-         INSERT INTO m SELECT * FROM h; ANALYZE h; ANALYZE m"
+         INSERT INTO m SELECT * FROM h"
     ))
     .unwrap();
+    // (In a transaction of its own: ANALYZE of a memory table reads committed rows.)
+    s.batch_execute("ANALYZE h; ANALYZE m").unwrap();
 }
 
 /// Runs `q` (with `{t}` standing for the table) on the heap table and the memory
@@ -100,7 +107,6 @@ fn aggregates_computed_in_memory_answer_as_heap_does() {
         "SELECT sum(b) FILTER (WHERE id > 10) FROM {t}",
         "SELECT count(DISTINCT a) FROM {t}",
         "SELECT a % 3, count(*) FROM {t} GROUP BY 1 ORDER BY 1",
-        "SELECT count(*) FROM {t} HAVING count(*) > 1",
         "SELECT sum(b + 1) FROM {t}",
         "SELECT string_agg(t, ',' ORDER BY id) FROM {t} WHERE id < 20",
         "SELECT sum(id::int8), max(t) FROM {t}",
@@ -352,22 +358,64 @@ fn grouped_aggregates_answer_as_heap_does() {
             assert!(p.contains(IN_MEMORY) && p.contains("Group Key"), "{q}\n{p}");
         }
     }
-    let not_pushed = [
+    let pushed_too = [
+        "SELECT count(*) FROM {t} HAVING count(*) > 1",
+        "SELECT count(*) FROM {t} HAVING count(*) < 1",
+        "SELECT bo, vc, cn, count(*), sum(b) FROM {t} GROUP BY bo, vc, cn ORDER BY 1, 2, 3",
+        "SELECT vc, count(*) FROM {t} GROUP BY vc ORDER BY vc",
+        // HAVING, evaluated by PostgreSQL on each group's row (an aggregate of its own
+        // too), and an outer condition that becomes the subquery's HAVING.
         "SELECT a, count(*) FROM {t} GROUP BY a HAVING count(*) > 20 ORDER BY a",
-        // (The outer condition becomes the subquery's HAVING.)
+        "SELECT a FROM {t} GROUP BY a HAVING sum(b) > 0 AND a > 10 ORDER BY a",
         "SELECT x.a, x.n + 1 FROM (SELECT a, count(*) AS n FROM {t} GROUP BY a) x \
            WHERE x.n > 10 ORDER BY 1",
+        // One column grouped under three names.
+        "SELECT a, x, y FROM (SELECT a, a AS x, a AS y, count(*) FROM {t} GROUP BY a, x, y) q \
+           ORDER BY 1",
+    ];
+    for q in pushed_too {
+        let p = same(&mut s, q, "h", "m");
+        assert!(p.contains(IN_MEMORY), "{q}\n{p}");
+    }
+    let not_pushed = [
         "SELECT a + 1, count(*) FROM {t} GROUP BY a + 1 ORDER BY 1",
         "SELECT f, count(*) FROM (SELECT id, b::float8 AS f FROM {t}) x GROUP BY f ORDER BY 1",
         "SELECT a, b, count(*) FROM {t} GROUP BY GROUPING SETS ((a), (b)) ORDER BY 1, 2",
+        // bpchar without a length: 'a' and 'a  ' are one group, with other bytes.
+        "SELECT bp, count(*) FROM {t} GROUP BY bp ORDER BY 1",
     ];
     for q in not_pushed {
         let p = same(&mut s, q, "h", "m");
+        assert!(!p.contains(IN_MEMORY), "{q}\n{p}");
+    }
+    assert_eq!(
+        text_rows(&mut s, "SELECT count(*) FROM m WHERE bp = 'a'"),
+        vec!["5000"]
+    );
+    // ... and no memory filter takes its bytes for its value (PostgreSQL's Filter).
+    for q in [
+        "SELECT * FROM {t} WHERE bp = 'a'",
+        "SELECT count(*) FROM {t} WHERE bp = 'a'",
+    ] {
+        let p = same(&mut s, q, "h", "m");
         assert!(
-            !p.contains("Group Key: a") || !p.contains(IN_MEMORY),
+            !p.contains("Memory Filter") && p.contains("Filter"),
             "{q}\n{p}"
         );
     }
+    // Grouping columns read by quals PostgreSQL evaluates on copied rows (its own
+    // plans disabled, so that this path is taken).
+    s.batch_execute("SET enable_hashagg = off; SET enable_sort = off")
+        .unwrap();
+    let p = same(
+        &mut s,
+        "SELECT a, count(*), max(c) FROM {t} WHERE a % 7 = 3 AND id % 2 = 0 GROUP BY a ORDER BY a",
+        "h",
+        "m",
+    );
+    assert!(p.contains(IN_MEMORY), "{p}");
+    s.batch_execute("RESET enable_hashagg; RESET enable_sort")
+        .unwrap();
     // Quals PostgreSQL evaluates on copied rows: as cheap as its own plan, so either.
     same(
         &mut s,
@@ -387,4 +435,30 @@ fn grouped_aggregates_answer_as_heap_does() {
     assert!(!p.contains(IN_MEMORY), "{p}");
     s.batch_execute("RESET work_mem; RESET hash_mem_multiplier")
         .unwrap();
+}
+
+#[test]
+fn grouped_aggregates_past_their_memory_fail_cleanly() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    setup(&mut s);
+    s.batch_execute("ANALYZE m").unwrap();
+    // The statistics say a has some 300 values; after these inserts it has 65,536,
+    // far more than four times 64 kB of groups.
+    s.batch_execute("INSERT INTO m (id, a) SELECT g, g - 32768 FROM generate_series(0, 65535) g")
+        .unwrap();
+    s.batch_execute("SET work_mem = '64kB'; SET hash_mem_multiplier = 1")
+        .unwrap();
+    let q = "SELECT a, count(*) FROM m GROUP BY a";
+    assert!(plan(&mut s, q).contains(IN_MEMORY), "{}", plan(&mut s, q));
+    let e = s.simple_query(q).unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("54000"), "{e:?}");
+    // The hint's way out.
+    s.batch_execute("SET memfdw.enable_aggregate_pushdown = off")
+        .unwrap();
+    // (65,536 values and NULL.)
+    assert_eq!(
+        text_rows(&mut s, &format!("SELECT count(*) FROM ({q}) x")),
+        vec!["65537"]
+    );
 }
