@@ -31,6 +31,11 @@ pub mod stats;
 pub mod sync;
 pub mod table;
 mod threads;
+
+/// How many threads the engine's parallel steps use here (the caller's included).
+pub fn helper_threads() -> usize {
+    threads::helper_threads()
+}
 mod truncate;
 pub mod txn;
 pub mod unload;

@@ -107,7 +107,7 @@ impl Table {
     }
 
     /// The row id the next insert will get (all row ids in use are below it).
-    pub(crate) fn peek_next_rowid(&self) -> RowId {
+    pub fn peek_next_rowid(&self) -> RowId {
         RowId(self.next_rowid.load(Ordering::Relaxed))
     }
 

@@ -475,3 +475,80 @@ fn visiting_rows_sees_what_a_scan_sees_own_writes_and_snapshots_included() {
     assert_eq!(scanned, own);
     r.commit().unwrap();
 }
+
+#[test]
+fn visiting_in_parallel_sees_what_a_serial_visit_sees() {
+    let e = engine();
+    let oid = 8;
+    let t = setup(e, oid, 3000);
+    // Some rows changed and deleted, committed.
+    let mut w = e.begin();
+    let rows = scan(&mut w, &t);
+    for (&rid, &(id, _, tid)) in rows.iter() {
+        if id % 3 == 0 {
+            w.update(&t, rid, tid, &row(&t, id, i64::from(id)), STMT)
+                .unwrap();
+        } else if id % 7 == 0 {
+            w.delete(&t, rid, tid, STMT).unwrap();
+        }
+    }
+    w.commit().unwrap();
+    let (mut r, _) = reader(e);
+    let serial = visit_all(&mut r, &t, u32::MAX);
+    let end = t.peek_next_rowid().0;
+    for threads in [1usize, 2, 3, 5] {
+        let mut states = vec![Vec::new(); threads];
+        let (removed, visited) = r
+            .scan_visit_parallel(
+                &t,
+                None,
+                0,
+                end,
+                &mut states,
+                |s: &mut Vec<(i32, i64)>, d| s.push(unpack(&t, d)),
+            )
+            .unwrap()
+            .expect("a committed view");
+        let mut all: Vec<(i32, i64)> = states.into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(all, serial, "{threads} threads");
+        assert_eq!((removed, visited as usize), (0, serial.len()));
+    }
+    // With a filter: bal >= 100 (the rows not updated).
+    let mut f = RowFilter::new();
+    let mut key = Vec::new();
+    memfdw_engine::keys::encode_value(ColumnType::Int8, Some(&100i64.to_le_bytes()), &mut key)
+        .unwrap();
+    f.push(
+        1,
+        ColumnType::Int8,
+        ColumnCond::Range {
+            lo: Some((key, true)),
+            hi: None,
+        },
+    );
+    let f = std::sync::Arc::new(f);
+    let mut states = vec![0usize; 2];
+    let (removed, visited) = r
+        .scan_visit_parallel(&t, Some(&f), 0, end, &mut states, |n: &mut usize, _| {
+            *n += 1
+        })
+        .unwrap()
+        .unwrap();
+    let want = serial.iter().filter(|(_, b)| *b >= 100).count();
+    assert_eq!(
+        (visited as usize, states.iter().sum::<usize>()),
+        (want, want)
+    );
+    assert_eq!(removed as usize, serial.len() - want);
+    r.commit().unwrap();
+    // A transaction with its own writes to the table is told to visit serially.
+    let mut w = e.begin();
+    w.insert(&t, &row(&t, 99999, 1), STMT).unwrap();
+    let mut states = vec![0usize; 2];
+    assert!(w
+        .scan_visit_parallel(&t, None, 0, end, &mut states, |n: &mut usize, _| *n += 1)
+        .unwrap()
+        .is_none());
+    w.abort();
+}

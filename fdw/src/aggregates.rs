@@ -220,6 +220,23 @@ impl Acc {
         }
     }
 
+    /// Adds what `o` (the same aggregate over other rows) counted: the result is the
+    /// aggregate over both sets of rows (sums that wrap at 64 bits wrap the same way
+    /// in any order).
+    fn merge(&mut self, o: &Acc) {
+        let had = self.n > 0;
+        self.n += o.n;
+        match self.spec.kind {
+            AggKind::SumToInt8 | AggKind::AvgOfInt8Sum => {
+                self.sum = (self.sum as i64).wrapping_add(o.sum as i64) as i128
+            }
+            AggKind::SumToNumeric | AggKind::AvgOf128Sum => self.sum += o.sum,
+            AggKind::Min if o.n > 0 && (!had || o.best < self.best) => self.best = o.best,
+            AggKind::Max if o.n > 0 && (!had || o.best > self.best) => self.best = o.best,
+            _ => {}
+        }
+    }
+
     /// The aggregate's value (None = NULL), allocated in the current memory context.
     ///
     /// # Safety
@@ -781,6 +798,33 @@ impl Groups {
     }
 }
 
+impl Groups {
+    /// Adds `other`'s groups (the same aggregates over other rows).
+    fn merge(&mut self, other: Groups) {
+        self.overflow |= other.overflow;
+        self.bytes += other.bytes;
+        if self.cols.is_empty() {
+            for (a, b) in self.states[0].1.iter_mut().zip(&other.states[0].1) {
+                a.merge(b);
+            }
+            return;
+        }
+        for (key, accs) in other.states {
+            match self.map.get(key.as_slice()) {
+                Some(&i) => {
+                    for (a, b) in self.states[i].1.iter_mut().zip(&accs) {
+                        a.merge(b);
+                    }
+                }
+                None => {
+                    self.map.insert(key.clone(), self.states.len());
+                    self.states.push((key, accs));
+                }
+            }
+        }
+    }
+}
+
 /// The values of a group key's columns (see [`Groups`]): None for NULL.
 fn key_values(mut key: &[u8]) -> Vec<Option<&[u8]>> {
     let mut out = Vec::new();
@@ -1032,19 +1076,23 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
         let mut groups = Groups::new(st.groups.iter().map(|g| g.0).collect(), st.accs.clone());
         // Four times a hash aggregate's memory: estimates are estimates.
         groups.limit = pg_sys::get_hash_memory_limit().saturating_mul(4);
-        let mut cursor = if st.filter_conds.is_empty() {
-            ScanCursor::new()
-        } else {
+        let filter = (!st.filter_conds.is_empty()).then(|| {
             let types: Vec<_> = st.table.def.columns.iter().map(|c| c.ty).collect();
-            ScanCursor::filtered(std::sync::Arc::new(crate::row_filters::build(
+            std::sync::Arc::new(crate::row_filters::build(
                 &st.filter_conds,
                 &st.filter_exprs,
                 &st.filter_types,
                 &types,
                 (*node).ss.ps.ps_ExprContext,
-            )))
+            ))
+        });
+        let mut cursor = match &filter {
+            Some(f) => ScanCursor::filtered(f.clone()),
+            None => ScanCursor::new(),
         };
-        if st.qual.is_null() {
+        if st.qual.is_null() && !cursor.done() && parallel_pass(st, filter.as_ref(), &mut groups) {
+            // Done on every core.
+        } else if st.qual.is_null() {
             let AggScanState {
                 table,
                 cid,
@@ -1084,6 +1132,82 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
         }
         st.result = Some(groups);
     }
+}
+
+/// Tables with fewer rows than this are aggregated on one thread.
+const PARALLEL_MIN_ROWS: u64 = 100_000;
+/// Row ids a parallel round covers, between checks for cancellation.
+const PARALLEL_ROUND: u64 = 1 << 20;
+
+/// The pass on every core (the engine's helper threads, see `memfdw_engine::threads`):
+/// each thread aggregates a part of each round of row ids into groups of its own,
+/// merged at the end. Returns false, having done nothing, when the table is small,
+/// the machine has one core, or the transaction sees the table otherwise than as
+/// committed (its own writes): the caller then makes the pass on its thread.
+///
+/// # Safety
+/// Called by `compute` for a scan without PostgreSQL-evaluated quals.
+unsafe fn parallel_pass(
+    st: &mut AggScanState,
+    filter: Option<&std::sync::Arc<memfdw_engine::RowFilter>>,
+    groups: &mut Groups,
+) -> bool {
+    let threads = memfdw_engine::helper_threads();
+    let end = st.table.peek_next_rowid().0;
+    if threads < 2 || end < PARALLEL_MIN_ROWS {
+        return false;
+    }
+    let AggScanState {
+        table,
+        snapshot,
+        examined,
+        removed,
+        ..
+    } = st;
+    let layout = &table.layout;
+    let mut parts: Vec<Groups> = (0..threads)
+        .map(|_| {
+            let mut g = Groups::new(groups.cols.clone(), groups.template.clone());
+            g.limit = groups.limit / threads;
+            g
+        })
+        .collect();
+    let mut from = 0;
+    while from < end {
+        pgrx::check_for_interrupts!();
+        let to = (from + PARALLEL_ROUND).min(end);
+        let done = xact::with_txn(|t| {
+            t.set_read_snapshot(*snapshot);
+            t.scan_visit_parallel(
+                table,
+                filter,
+                from,
+                to,
+                &mut parts,
+                |g: &mut Groups, row| g.add(layout, row),
+            )
+        })
+        .or_raise();
+        let Some((r, v)) = done else {
+            // (Known at the first round: the transaction's view does not change
+            // within the statement.)
+            return false;
+        };
+        *removed += r;
+        *examined += v;
+        if parts.iter().any(|p| p.overflow) {
+            break;
+        }
+        from = to;
+    }
+    let mut parts = parts.into_iter();
+    *groups = parts.next().expect("two parts or more");
+    groups.limit = groups.limit.saturating_mul(threads);
+    for p in parts {
+        groups.merge(p);
+    }
+    groups.overflow |= groups.bytes > groups.limit;
+    true
 }
 
 /// Adds the rows that pass the quals: they are copied out in batches, and each one's

@@ -113,6 +113,23 @@ impl TxnHandle {
             .scan_visit(t, cursor, cid, max_rows.max(1), visit)
     }
 
+    /// Visits the committed rows with ids in `from..to` that pass `filter` on
+    /// `states.len()` threads (see [`Txn::scan_visit_parallel`]); None if this
+    /// transaction sees the table otherwise than as committed.
+    pub fn scan_visit_parallel<S: Send>(
+        &mut self,
+        t: &TableHandle,
+        filter: Option<&std::sync::Arc<crate::row_filter::RowFilter>>,
+        from: u64,
+        to: u64,
+        states: &mut [S],
+        visit: impl Fn(&mut S, &[u8]) + Sync,
+    ) -> Result<Option<(u64, u64)>> {
+        let _s = scope::enter();
+        self.txn()
+            .scan_visit_parallel(t, filter, from, to, states, visit)
+    }
+
     /// Fills `batch` with up to `max_rows` rows of an index scan that a statement with
     /// command id `cid` sees, in the scan's order, and advances the scan. Fails if the
     /// index was dropped.

@@ -131,6 +131,16 @@ impl RowBatch {
     }
 }
 
+/// One thread's share of [`Txn::scan_visit_parallel`]: its state, and the rows its
+/// filter removed and the rows it visited.
+struct Share<'a, S> {
+    state: &'a mut S,
+    lo: u64,
+    hi: u64,
+    removed: u64,
+    visited: u64,
+}
+
 impl Txn {
     /// The version of row `rowid` that a statement with command id `cid` sees, with
     /// the TID to report, if the row exists for it. `rec` is the row's record if the
@@ -305,5 +315,93 @@ impl Txn {
             self.note_read_committed();
         }
         Ok(())
+    }
+
+    /// Visits the committed rows with row ids in `from..to` that a statement reads and
+    /// `filter` passes, on `states.len()` threads: the range is cut in as many equal
+    /// parts, and part `i` is visited with `states[i]` (see [`crate::threads`]: no
+    /// PostgreSQL code may run in `visit`, nor may it allocate shared memory, as for
+    /// [`Txn::scan_visit`]). Returns (rows removed by the filter, rows visited), or
+    /// None, having visited nothing, if this transaction sees the table otherwise than
+    /// as committed (its own writes, truncation or replacement): the caller then
+    /// visits it with `scan_visit`.
+    pub(super) fn scan_visit_parallel<S: Send>(
+        &mut self,
+        t: &TableHandle,
+        filter: Option<&Arc<RowFilter>>,
+        from: u64,
+        to: u64,
+        states: &mut [S],
+        visit: impl Fn(&mut S, &[u8]) + Sync,
+    ) -> Result<Option<(u64, u64)>> {
+        let committed_view = !self.own_view_of(t.id)
+            && self
+                .engine
+                .table(t.id)
+                .is_some_and(|c| Arc::ptr_eq(c.arc(), t.arc()));
+        if !committed_view {
+            return Ok(None);
+        }
+        if self.validates_reads() {
+            self.note_table_read(t, TableRead::Whole);
+        }
+        let at = self.read_view();
+        let n = states.len().max(1) as u64;
+        let step = (to.saturating_sub(from)).div_ceil(n).max(1);
+        let shares: Vec<std::sync::Mutex<Share<'_, S>>> = states
+            .iter_mut()
+            .enumerate()
+            .map(|(i, state)| {
+                let lo = from + step * i as u64;
+                std::sync::Mutex::new(Share {
+                    state,
+                    lo,
+                    hi: (lo + step).min(to),
+                    removed: 0,
+                    visited: 0,
+                })
+            })
+            .collect();
+        let collector = &self.engine.collector;
+        crate::threads::parallel(shares.iter().collect(), |share| {
+            let mut share = share.lock().unwrap_or_else(|e| e.into_inner());
+            let Share {
+                state,
+                lo,
+                hi,
+                removed,
+                visited,
+            } = &mut *share;
+            let (lo, hi) = (*lo, *hi);
+            if lo >= hi {
+                return Ok(());
+            }
+            let mut scratch = Vec::with_capacity(64);
+            let filter = filter.cloned();
+            epoch::with_guard(collector, |g| {
+                let start = lo.checked_sub(1).map(RowId);
+                t.rows.scan_after(start, g, |rowid, rec| {
+                    if rowid.0 >= hi {
+                        return false;
+                    }
+                    // SAFETY: reached through the index under guard `g`.
+                    if let Some((d, _)) = unsafe { rec.get() }.read_at(g, at) {
+                        if passes(&filter, t, d, &mut scratch, removed) {
+                            visit(state, d);
+                            *visited += 1;
+                        }
+                    }
+                    true
+                });
+            });
+            Ok(())
+        })?;
+        let (removed, visited) = shares.into_iter().fold((0, 0), |(r, v), s| {
+            let s = s.into_inner().unwrap_or_else(|e| e.into_inner());
+            (r + s.removed, v + s.visited)
+        });
+        // Every row visited was installed after its log record was written.
+        self.note_read_committed();
+        Ok(Some((removed, visited)))
     }
 }
