@@ -494,7 +494,23 @@ fn visiting_in_parallel_sees_what_a_serial_visit_sees() {
     }
     w.commit().unwrap();
     let (mut r, _) = reader(e);
+    // After the reader's snapshot: a committed update and delete, and an insert not
+    // committed; neither visit sees them.
+    let mut later = e.begin();
+    let now = scan(&mut later, &t);
+    let (&r1, &(id1, _, t1)) = now.iter().find(|(_, v)| v.0 % 3 == 1).unwrap();
+    let (&r2, &(_, _, t2)) = now.iter().find(|(_, v)| v.0 % 3 == 2).unwrap();
+    later.update(&t, r1, t1, &row(&t, id1, -5), STMT).unwrap();
+    later.delete(&t, r2, t2, STMT).unwrap();
+    later.commit().unwrap();
+    let mut pending = e.begin();
+    pending.insert(&t, &row(&t, 77777, 1), STMT).unwrap();
     let serial = visit_all(&mut r, &t, u32::MAX);
+    assert_eq!(
+        serial.len(),
+        3000 - 3000 / 7 + 3000 / 21,
+        "the snapshot's rows"
+    );
     let end = t.peek_next_rowid().0;
     for threads in [1usize, 2, 3, 5] {
         let mut states = vec![Vec::new(); threads];
@@ -542,6 +558,7 @@ fn visiting_in_parallel_sees_what_a_serial_visit_sees() {
     );
     assert_eq!(removed as usize, serial.len() - want);
     r.commit().unwrap();
+    pending.abort();
     // A transaction with its own writes to the table is told to visit serially.
     let mut w = e.begin();
     w.insert(&t, &row(&t, 99999, 1), STMT).unwrap();

@@ -802,7 +802,6 @@ impl Groups {
     /// Adds `other`'s groups (the same aggregates over other rows).
     fn merge(&mut self, other: Groups) {
         self.overflow |= other.overflow;
-        self.bytes += other.bytes;
         if self.cols.is_empty() {
             for (a, b) in self.states[0].1.iter_mut().zip(&other.states[0].1) {
                 a.merge(b);
@@ -817,6 +816,9 @@ impl Groups {
                     }
                 }
                 None => {
+                    self.bytes +=
+                        Self::ENTRY_BYTES + 2 * key.len() + std::mem::size_of::<Acc>() * accs.len();
+                    self.overflow |= self.bytes > self.limit;
                     self.map.insert(key.clone(), self.states.len());
                     self.states.push((key, accs));
                 }
@@ -867,6 +869,9 @@ pub struct AggScanState {
     snapshot: Option<Tid>,
     starts: u64,
     examined: u64,
+    /// Threads and rounds of the last pass (1 and 0 on one thread).
+    threads: usize,
+    rounds: u64,
 }
 
 /// True if `node` is an aggregate scan (the grouped relation's, `scanrelid = 0`).
@@ -1007,6 +1012,8 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
             cid: (*(*estate).es_snapshot).curcid,
             snapshot: crate::snapshots::statement_snapshot((*estate).es_snapshot),
             table,
+            threads: 1,
+            rounds: 0,
             starts: 1,
             examined: 0,
         };
@@ -1090,6 +1097,7 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
             Some(f) => ScanCursor::filtered(f.clone()),
             None => ScanCursor::new(),
         };
+        (st.threads, st.rounds) = (1, 0);
         if st.qual.is_null() && !cursor.done() && parallel_pass(st, filter.as_ref(), &mut groups) {
             // Done on every core.
         } else if st.qual.is_null() {
@@ -1134,16 +1142,21 @@ unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
     }
 }
 
-/// Tables with fewer rows than this are aggregated on one thread.
-const PARALLEL_MIN_ROWS: u64 = 100_000;
-/// Row ids a parallel round covers, between checks for cancellation.
-const PARALLEL_ROUND: u64 = 1 << 20;
+/// Tables with fewer live rows than this are aggregated on one thread.
+const PARALLEL_MIN_ROWS: i64 = 100_000;
+/// Rounds a parallel pass makes at least (between them, cancels are seen), and the
+/// fewest row ids a round covers.
+const PARALLEL_ROUNDS: u64 = 16;
+const PARALLEL_MIN_ROUND: u64 = 1 << 16;
 
-/// The pass on every core (the engine's helper threads, see `memfdw_engine::threads`):
-/// each thread aggregates a part of each round of row ids into groups of its own,
-/// merged at the end. Returns false, having done nothing, when the table is small,
-/// the machine has one core, or the transaction sees the table otherwise than as
-/// committed (its own writes): the caller then makes the pass on its thread.
+/// The pass on several cores (the engine's helper threads, see
+/// `memfdw_engine::threads`): as many as `max_parallel_workers_per_gather` allows
+/// PostgreSQL's own parallel plans, plus this one. Each thread aggregates a part of
+/// each round of row ids into groups of its own, merged at the end. Returns false,
+/// having changed nothing, when the table is small, one thread is allowed, the
+/// transaction sees the table otherwise than as committed (its own writes), or the
+/// parts' groups outgrow the limit (a part holds groups the others hold too): the
+/// caller then makes the pass on its thread, with its own limit.
 ///
 /// # Safety
 /// Called by `compute` for a scan without PostgreSQL-evaluated quals.
@@ -1152,30 +1165,36 @@ unsafe fn parallel_pass(
     filter: Option<&std::sync::Arc<memfdw_engine::RowFilter>>,
     groups: &mut Groups,
 ) -> bool {
-    let threads = memfdw_engine::helper_threads();
-    let end = st.table.peek_next_rowid().0;
-    if threads < 2 || end < PARALLEL_MIN_ROWS {
+    let live = crate::shmem::engine()
+        .table_stats(st.table.id)
+        .map_or(0, |s| s.rows);
+    // SAFETY: a GUC variable, read on the backend's thread.
+    let allowed = unsafe { pg_sys::max_parallel_workers_per_gather }.max(0) as usize + 1;
+    if live < PARALLEL_MIN_ROWS || allowed < 2 {
         return false;
     }
+    let threads = memfdw_engine::helper_threads().min(allowed);
+    if threads < 2 {
+        return false;
+    }
+    let end = st.table.peek_next_rowid().0;
+    let round = (end / PARALLEL_ROUNDS).max(PARALLEL_MIN_ROUND);
     let AggScanState {
-        table,
-        snapshot,
-        examined,
-        removed,
-        ..
+        table, snapshot, ..
     } = st;
     let layout = &table.layout;
     let mut parts: Vec<Groups> = (0..threads)
         .map(|_| {
             let mut g = Groups::new(groups.cols.clone(), groups.template.clone());
-            g.limit = groups.limit / threads;
+            g.limit = groups.limit;
             g
         })
         .collect();
+    let (mut removed, mut visited, mut rounds) = (0, 0, 0);
     let mut from = 0;
     while from < end {
         pgrx::check_for_interrupts!();
-        let to = (from + PARALLEL_ROUND).min(end);
+        let to = (from + round).min(end);
         let done = xact::with_txn(|t| {
             t.set_read_snapshot(*snapshot);
             t.scan_visit_parallel(
@@ -1193,20 +1212,23 @@ unsafe fn parallel_pass(
             // within the statement.)
             return false;
         };
-        *removed += r;
-        *examined += v;
+        removed += r;
+        visited += v;
+        rounds += 1;
         if parts.iter().any(|p| p.overflow) {
-            break;
+            return false;
         }
         from = to;
     }
     let mut parts = parts.into_iter();
     *groups = parts.next().expect("two parts or more");
-    groups.limit = groups.limit.saturating_mul(threads);
     for p in parts {
         groups.merge(p);
     }
-    groups.overflow |= groups.bytes > groups.limit;
+    st.removed += removed;
+    st.examined += visited;
+    st.threads = threads;
+    st.rounds = rounds;
     true
 }
 
@@ -1370,6 +1392,12 @@ pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::Expl
                     c"Rows Examined".as_ptr(),
                     std::ptr::null(),
                     st.examined as i64,
+                    es,
+                );
+                pg_sys::ExplainPropertyInteger(
+                    c"Threads".as_ptr(),
+                    std::ptr::null(),
+                    st.threads as i64,
                     es,
                 );
                 if !st.filter_conds.is_empty() {

@@ -348,60 +348,64 @@ impl Txn {
         let at = self.read_view();
         let n = states.len().max(1) as u64;
         let step = (to.saturating_sub(from)).div_ceil(n).max(1);
-        let shares: Vec<std::sync::Mutex<Share<'_, S>>> = states
-            .iter_mut()
-            .enumerate()
-            .map(|(i, state)| {
-                let lo = from + step * i as u64;
-                std::sync::Mutex::new(Share {
+        let collector = &self.engine.collector;
+        // The shares and the threads' buffers are the caller's private memory, not
+        // the engine's shared memory.
+        let totals = crate::scope::outside(|| -> Result<(u64, u64)> {
+            let shares: Vec<std::sync::Mutex<Share<'_, S>>> = states
+                .iter_mut()
+                .enumerate()
+                .map(|(i, state)| {
+                    let lo = from + step * i as u64;
+                    std::sync::Mutex::new(Share {
+                        state,
+                        lo,
+                        hi: (lo + step).min(to),
+                        removed: 0,
+                        visited: 0,
+                    })
+                })
+                .collect();
+            crate::threads::parallel(shares.iter().collect(), |share| {
+                let mut share = share.lock().unwrap_or_else(|e| e.into_inner());
+                let Share {
                     state,
                     lo,
-                    hi: (lo + step).min(to),
-                    removed: 0,
-                    visited: 0,
-                })
-            })
-            .collect();
-        let collector = &self.engine.collector;
-        crate::threads::parallel(shares.iter().collect(), |share| {
-            let mut share = share.lock().unwrap_or_else(|e| e.into_inner());
-            let Share {
-                state,
-                lo,
-                hi,
-                removed,
-                visited,
-            } = &mut *share;
-            let (lo, hi) = (*lo, *hi);
-            if lo >= hi {
-                return Ok(());
-            }
-            let mut scratch = Vec::with_capacity(64);
-            let filter = filter.cloned();
-            epoch::with_guard(collector, |g| {
-                let start = lo.checked_sub(1).map(RowId);
-                t.rows.scan_after(start, g, |rowid, rec| {
-                    if rowid.0 >= hi {
-                        return false;
-                    }
-                    // SAFETY: reached through the index under guard `g`.
-                    if let Some((d, _)) = unsafe { rec.get() }.read_at(g, at) {
-                        if passes(&filter, t, d, &mut scratch, removed) {
-                            visit(state, d);
-                            *visited += 1;
+                    hi,
+                    removed,
+                    visited,
+                } = &mut *share;
+                let (lo, hi) = (*lo, *hi);
+                if lo >= hi {
+                    return Ok(());
+                }
+                let mut scratch = Vec::with_capacity(64);
+                let filter = filter.cloned();
+                epoch::with_guard(collector, |g| {
+                    let start = lo.checked_sub(1).map(RowId);
+                    t.rows.scan_after(start, g, |rowid, rec| {
+                        if rowid.0 >= hi {
+                            return false;
                         }
-                    }
-                    true
+                        // SAFETY: reached through the index under guard `g`.
+                        if let Some((d, _)) = unsafe { rec.get() }.read_at(g, at) {
+                            if passes(&filter, t, d, &mut scratch, removed) {
+                                visit(state, d);
+                                *visited += 1;
+                            }
+                        }
+                        true
+                    });
                 });
-            });
-            Ok(())
+                Ok(())
+            })?;
+            Ok(shares.into_iter().fold((0, 0), |(r, v), s| {
+                let s = s.into_inner().unwrap_or_else(|e| e.into_inner());
+                (r + s.removed, v + s.visited)
+            }))
         })?;
-        let (removed, visited) = shares.into_iter().fold((0, 0), |(r, v), s| {
-            let s = s.into_inner().unwrap_or_else(|e| e.into_inner());
-            (r + s.removed, v + s.visited)
-        });
         // Every row visited was installed after its log record was written.
         self.note_read_committed();
-        Ok(Some((removed, visited)))
+        Ok(Some(totals))
     }
 }
