@@ -209,7 +209,7 @@ impl RowFilter {
                     let Some(v) = v else {
                         return false;
                     };
-                    with_key(*ty, v, scratch, |k| in_range(k, lo, hi))
+                    with_key(*ty, v, scratch, |k| in_range(k, lo, hi)).unwrap_or(false)
                 }
                 ColumnCond::AnyOf(keys) => {
                     let Some(v) = v else {
@@ -218,31 +218,32 @@ impl RowFilter {
                     with_key(*ty, v, scratch, |k| {
                         keys.binary_search_by(|x| x.as_slice().cmp(k)).is_ok()
                     })
+                    .unwrap_or(false)
                 }
             }
         })
     }
 }
 
-/// Calls `f` with the key of value `v` (encoded in `scratch`).
-fn with_key<R>(ty: ColumnType, v: &[u8], scratch: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> R {
+/// Calls `f` with the key of value `v` (encoded in `scratch`), or returns None if `v`
+/// cannot be encoded (never for a row the engine packed): such a row passes no
+/// condition.
+fn with_key<R>(
+    ty: ColumnType,
+    v: &[u8],
+    scratch: &mut Vec<u8>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     scratch.clear();
-    // A value that cannot be encoded (never for a row the engine packed) passes no
-    // condition: an empty key is below every bound but an unbounded one, and the
-    // caller's own conditions decide such a row anyway.
-    let mut encode = || {
-        if keys::encode_value(ty, Some(v), scratch).is_err() {
-            scratch.clear();
-        }
-    };
-    if ty == ColumnType::Numeric {
+    let mut encode = || keys::encode_value(ty, Some(v), scratch).is_ok();
+    let ok = if ty == ColumnType::Numeric {
         // Its encoding allocates a work buffer: in the caller's memory, not the
         // engine's shared memory (filters run inside scans).
-        crate::scope::outside(encode);
+        crate::scope::outside(encode)
     } else {
-        encode();
-    }
-    f(scratch)
+        encode()
+    };
+    ok.then(|| f(scratch))
 }
 
 fn in_range(k: &[u8], lo: &Bound, hi: &Bound) -> bool {
@@ -299,12 +300,17 @@ mod tests {
             lo in proptest::prelude::any::<i64>(),
             hi in proptest::prelude::any::<i64>(),
             incl in proptest::prelude::any::<(bool, bool)>(),
-            which in 0usize..4,
+            which in 0usize..9,
         ) {
             let (ty, bytes): (ColumnType, fn(i64) -> Vec<u8>) = match which {
                 0 => (ColumnType::Int2, |x| (x as i16).to_le_bytes().to_vec()),
                 1 => (ColumnType::Int4, |x| (x as i32).to_le_bytes().to_vec()),
                 2 => (ColumnType::Oid, |x| (x as u32).to_le_bytes().to_vec()),
+                3 => (ColumnType::Date, |x| (x as i32).to_le_bytes().to_vec()),
+                4 => (ColumnType::Time, |x| x.to_le_bytes().to_vec()),
+                5 => (ColumnType::Timestamp, |x| x.to_le_bytes().to_vec()),
+                6 => (ColumnType::TimestampTz, |x| x.to_le_bytes().to_vec()),
+                7 => (ColumnType::Money, |x| x.to_le_bytes().to_vec()),
                 _ => (ColumnType::Int8, |x| x.to_le_bytes().to_vec()),
             };
             let l = RowLayout::new(&TableDef {

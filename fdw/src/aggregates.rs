@@ -1,20 +1,25 @@
 //! Aggregates computed where the rows are (PostgreSQL's `GetForeignUpperPaths`).
 //!
-//! A query that aggregates one memory table without grouping — `SELECT count(*),
-//! sum(balance) FROM accounts WHERE branch = 3` — can be answered by one pass of the
-//! engine over the table's rows, adding each row's value to running totals, instead
-//! of the executor fetching every row into a slot and an Agg node calling transition
-//! functions on it. The plan is then one `Foreign Scan` for the grouped relation
-//! (`scanrelid = 0`) that returns the aggregates' values as its only row.
+//! A query that aggregates one memory table — `SELECT count(*), sum(balance) FROM
+//! accounts WHERE branch = 3`, or `... GROUP BY branch` — can be answered by one pass
+//! of the engine over the table's rows, adding each row's value to running totals
+//! (one set per group), instead of the executor fetching every row into a slot and an
+//! Agg node calling transition functions on it. The plan is then one `Foreign Scan`
+//! for the grouped relation (`scanrelid = 0`) that returns a row per group (one row
+//! without GROUP BY).
 //!
 //! What is computed here, with PostgreSQL's results exactly (types, NULL for an empty
 //! input, integer wrap-around where PostgreSQL's own transition functions wrap):
 //! `count(*)`, `count(col)`, `sum`/`avg` of int2/int4/int8 columns, `min`/`max` of
-//! integer, date, time, timestamp(tz), money and oid columns. Any other aggregate, a
-//! `DISTINCT`, `ORDER BY` or `FILTER` inside one, `GROUP BY`, `HAVING`, grouping sets,
-//! or an argument that is not a plain column of the table leaves the query to
-//! PostgreSQL. `memfdw.enable_aggregate_pushdown` turns the path off (as PostgreSQL's
-//! `enable_*` settings, for comparisons).
+//! integer, date, time, timestamp(tz), money and oid columns; GROUP BY plain columns
+//! whose equal values have equal bytes (see `groupable`), the groups held in a hash
+//! table of the backend (see [`Groups`]); HAVING as the plan's qual, evaluated by
+//! PostgreSQL on each group's row. Any other aggregate, a `DISTINCT`, `ORDER BY` or
+//! `FILTER` inside one, other GROUP BY expressions, grouping sets, or an argument
+//! that is not a plain column of the table leaves the query to PostgreSQL.
+//! `memfdw.enable_aggregate_pushdown` turns the path off (as PostgreSQL's `enable_*`
+//! settings, for comparisons). Past 100,000 rows the pass runs on several threads
+//! (see `parallel_pass`).
 //!
 //! The table's quals (the WHERE conditions on it, in the order PostgreSQL evaluates a
 //! scan's) decide which rows are added. Those the engine can check on each row (see
@@ -22,10 +27,12 @@
 //! conditions, PostgreSQL evaluates none and rows are never copied. Otherwise rows
 //! that pass the filter are copied out in batches, as a scan does, and PostgreSQL's
 //! expression machinery evaluates the quals on each. An inheritance parent, and quals
-//! without columns or with subplans, leave the query to PostgreSQL.
+//! PostgreSQL checks once (pseudoconstant) or with subplans, leave the query to
+//! PostgreSQL.
 //!
-//! The plan's `fdw_scan_tlist` holds the Aggrefs first (the output), then the table
-//! columns the quals read; `fdw_exprs` holds the filter's values, then the quals:
+//! The plan's `fdw_scan_tlist` holds the Aggrefs first (the output), then the grouping
+//! columns, then the other table columns the quals read; `fdw_exprs` holds the
+//! filter's values, then the quals:
 //! setrefs turns the quals' columns into references to those entries, so the scan
 //! tuple carries a row's qual columns while quals are evaluated, and the aggregates'
 //! values at the end.
@@ -250,6 +257,7 @@ impl Acc {
             Min | Max => Some(self.form.expect("typed").datum(self.best)),
             // SAFETY: PostgreSQL's numeric functions on values built here.
             SumToNumeric => Some(unsafe { numeric_of(self.sum) }),
+            // SAFETY: PostgreSQL's numeric functions on values built here.
             AvgOfInt8Sum | AvgOf128Sum => unsafe {
                 let count = pg_sys::Datum::from(pg_sys::int64_to_numeric(self.n));
                 pgrx::fcinfo::direct_function_call_as_datum(
@@ -759,6 +767,10 @@ impl Groups {
 
     #[inline]
     fn add(&mut self, layout: &RowLayout, row: &[u8]) {
+        if self.overflow {
+            // The pass fails at its end.
+            return;
+        }
         let i = if self.cols.is_empty() {
             0
         } else {
@@ -1152,11 +1164,10 @@ const PARALLEL_MIN_ROUND: u64 = 1 << 16;
 /// The pass on several cores (the engine's helper threads, see
 /// `memfdw_engine::threads`): as many as `max_parallel_workers_per_gather` allows
 /// PostgreSQL's own parallel plans, plus this one. Each thread aggregates a part of
-/// each round of row ids into groups of its own, merged at the end. Returns false,
-/// having changed nothing, when the table is small, one thread is allowed, the
-/// transaction sees the table otherwise than as committed (its own writes), or the
-/// parts' groups outgrow the limit (a part holds groups the others hold too): the
-/// caller then makes the pass on its thread, with its own limit.
+/// each round of row ids into groups of its own (each part under the whole limit),
+/// merged at the end. Returns false, having changed nothing, when the table is small,
+/// one thread is allowed, or the transaction sees the table otherwise than as
+/// committed (its own writes): the caller then makes the pass on its thread.
 ///
 /// # Safety
 /// Called by `compute` for a scan without PostgreSQL-evaluated quals.
@@ -1215,8 +1226,10 @@ unsafe fn parallel_pass(
         removed += r;
         visited += v;
         rounds += 1;
-        if parts.iter().any(|p| p.overflow) {
-            return false;
+        if let Some(i) = parts.iter().position(|p| p.overflow) {
+            // A part's groups are groups of the table: one thread would fail too.
+            *groups = parts.swap_remove(i);
+            return true;
         }
         from = to;
     }

@@ -145,6 +145,11 @@ pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
     ours
 }
 
+/// Relcache invalidation callback: forgets relation `relid` (every one for
+/// `InvalidOid`).
+///
+/// # Safety
+/// Called by PostgreSQL's invalidation machinery only.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     FOREIGN_TABLES.with(|m| {
@@ -157,6 +162,10 @@ unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::
     });
 }
 
+/// Syscache invalidation callback (foreign servers and wrappers): forgets everything.
+///
+/// # Safety
+/// Called by PostgreSQL's invalidation machinery only.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_all(_arg: pg_sys::Datum, _cache: std::ffi::c_int, _hash: u32) {
     FOREIGN_TABLES.with(|m| m.borrow_mut().clear());

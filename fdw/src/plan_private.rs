@@ -207,8 +207,8 @@ pub struct AggPrivate {
     pub group_vars: *mut pg_sys::List,
     /// The HAVING clauses, an implicitly ANDed list (path only; the plan's qual).
     pub having: *mut pg_sys::List,
-    /// Attribute numbers the quals read, as an integer list, in `fdw_scan_tlist`'s
-    /// order after the Aggrefs.
+    /// Attribute numbers the quals read that are not grouping columns, as an integer
+    /// list, in `fdw_scan_tlist`'s order after the Aggrefs and the grouping columns.
     pub qual_cols: *mut pg_sys::List,
     /// The distinct Aggrefs of the output, in `specs`' order (path only).
     pub aggrefs: *mut pg_sys::List,

@@ -93,12 +93,16 @@ pub unsafe fn conds_from_list(l: *mut pg_sys::List) -> Vec<Cond> {
     // SAFETY: forwarded contract.
     unsafe {
         (0..crate::pglist::len(l) / 3)
-            .filter_map(|i| {
-                Some(Cond {
+            .map(|i| {
+                let kind = crate::pglist::nth_int(l, 3 * i + 1);
+                Cond {
                     col: crate::pglist::nth_int(l, 3 * i) as usize,
-                    kind: CondKind::from_i32(crate::pglist::nth_int(l, 3 * i + 1))?,
+                    // (A condition dropped here could be one PostgreSQL does not check.)
+                    kind: CondKind::from_i32(kind).unwrap_or_else(|| {
+                        errors::internal(format!("memfdw: unknown row filter condition {kind}"))
+                    }),
                     expr: crate::pglist::nth_int(l, 3 * i + 2),
-                })
+                }
             })
             .collect()
     }

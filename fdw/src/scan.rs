@@ -1325,8 +1325,14 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
                     es,
                 );
                 if !st.filter_conds.is_empty() {
+                    // (Workers count theirs in their own processes.)
+                    let label = if st.shared.is_some() {
+                        c"Rows Removed by Memory Filter in Leader"
+                    } else {
+                        c"Rows Removed by Memory Filter"
+                    };
                     pg_sys::ExplainPropertyInteger(
-                        c"Rows Removed by Memory Filter".as_ptr(),
+                        label.as_ptr(),
                         std::ptr::null(),
                         (st.filter_removed + st.cursor.removed() + st.shared_cursor.removed())
                             as i64,

@@ -50,12 +50,12 @@ pub static AUTOANALYZE_SCALE_FACTOR: GucSetting<f64> = GucSetting::<f64>::new(0.
 /// memory-table indexes (as PostgreSQL's `enable_*` settings, for comparisons).
 pub static ENABLE_INDEX_STATISTICS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// `memfdw.enable_aggregate_pushdown`: ungrouped aggregates of one memory table are
-/// computed by the engine (see `aggregates`).
+/// `memfdw.enable_aggregate_pushdown`: aggregates of one memory table, ungrouped or
+/// grouped by plain columns, are computed by the engine (see `aggregates`).
 pub static ENABLE_AGGREGATE_PUSHDOWN: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// `memfdw.enable_row_filters`: scans check simple quals on each row in the engine
-/// (see `row_filters`).
+/// `memfdw.enable_row_filters`: full scans and aggregates check simple quals on each
+/// row in the engine (see `row_filters`).
 pub static ENABLE_ROW_FILTERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Rows fetched from the engine per batch by a scan.
@@ -183,7 +183,7 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_bool_guc(
         c"memfdw.enable_aggregate_pushdown",
-        c"Lets the engine compute count, sum, avg, min and max over a whole memory table, or the rows of it that pass the query's conditions, in one pass.",
+        c"Lets the engine compute count, sum, avg, min and max of one memory table, ungrouped or grouped by plain columns, over the rows that pass the query's conditions, in one pass.",
         c"",
         &ENABLE_AGGREGATE_PUSHDOWN,
         GucContext::Userset,
@@ -191,7 +191,7 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_bool_guc(
         c"memfdw.enable_row_filters",
-        c"Lets memory-table scans check comparisons of a column with a value (=, <, <=, >, >=, IS [NOT] NULL) on each row before copying it out.",
+        c"Lets memory-table full scans and aggregates check comparisons of a column with a value (=, <, <=, >, >=, IN, IS [NOT] NULL) on each row before copying it out.",
         c"",
         &ENABLE_ROW_FILTERS,
         GucContext::Userset,

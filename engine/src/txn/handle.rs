@@ -99,7 +99,8 @@ impl TxnHandle {
 
     /// Hands the rows after `cursor` that a statement with command id `cid` sees to
     /// `visit`, up to `max_rows` of the table's rows at a time, without copying them
-    /// (see [`Txn::scan_visit`]: `visit` must not allocate, block or call back).
+    /// (see [`Txn::scan_visit`]: `visit` must not allocate in the engine's memory,
+    /// block or call back).
     pub fn scan_visit(
         &mut self,
         t: &TableHandle,

@@ -258,7 +258,8 @@ impl Txn {
     /// (aggregates). Visits up to `max_rows` rows after `cursor`.
     ///
     /// `visit` runs under the engine's epoch guard and allocator scope: it must not
-    /// allocate, block or call back into the engine or PostgreSQL.
+    /// allocate there (the caller's memory only, through `scope::outside` or a buffer
+    /// it allocated before), block, or call back into the engine or PostgreSQL.
     pub(super) fn scan_visit(
         &mut self,
         t: &TableHandle,
