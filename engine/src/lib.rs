@@ -48,7 +48,7 @@ pub use ids::{Lsn, RowId, TableId, Tid};
 pub use index::IndexDef;
 pub use recovery::Replayer;
 pub use row::RowLayout;
-pub use row_filter::{ColumnCond, RowFilter};
+pub use row_filter::{ColumnCond, IntForm, RowFilter};
 pub use rowlock::LockMode;
 pub use snapshots::OldestSnapshot;
 pub use txn::{

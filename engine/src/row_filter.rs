@@ -75,9 +75,10 @@ impl IntCheck {
     }
 }
 
-/// How an integer-like column's bytes read as an integer ordered as its key.
+/// How an integer-like column's bytes read as an integer that orders as its type
+/// (and its key) does: integers, dates and times, money (signed), oid (unsigned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IntForm {
+pub enum IntForm {
     I16,
     I32,
     U32,
@@ -85,7 +86,7 @@ enum IntForm {
 }
 
 impl IntForm {
-    fn of(ty: ColumnType) -> Option<IntForm> {
+    pub fn of(ty: ColumnType) -> Option<IntForm> {
         use ColumnType as T;
         Some(match ty {
             T::Int2 => IntForm::I16,
@@ -104,9 +105,10 @@ impl IntForm {
         }
     }
 
-    /// The value of a column's bytes (little-endian, as rows store them).
+    /// The value of a column's bytes (little-endian, as rows store them); None if
+    /// they are not this form's width.
     #[inline]
-    fn read(self, b: &[u8]) -> Option<i64> {
+    pub fn read(self, b: &[u8]) -> Option<i64> {
         Some(match self {
             IntForm::I16 => i16::from_le_bytes(b.try_into().ok()?) as i64,
             IntForm::I32 => i32::from_le_bytes(b.try_into().ok()?) as i64,

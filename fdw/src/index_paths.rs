@@ -1045,10 +1045,9 @@ pub unsafe fn filter_condition(
     unsafe {
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         pg_sys::pull_varattnos(clause, varno, &mut attrs);
-        if pg_sys::bms_num_members(attrs) != 1 {
+        let [attno] = crate::pglist::attnos(attrs)[..] else {
             return None;
-        }
-        let attno = pg_sys::bms_next_member(attrs, -1) + pg_sys::FirstLowInvalidHeapAttributeNumber;
+        };
         if attno <= 0 || attno as usize > types.len() {
             return None;
         }

@@ -273,13 +273,7 @@ unsafe fn needed_columns(
         );
         pg_sys::pull_varattnos(quals as *mut pg_sys::Node, relid, &mut attrs);
         let mut list: *mut pg_sys::List = std::ptr::null_mut();
-        let mut m = -1;
-        loop {
-            m = pg_sys::bms_next_member(attrs, m);
-            if m < 0 {
-                break;
-            }
-            let attno = m + pg_sys::FirstLowInvalidHeapAttributeNumber;
+        for attno in crate::pglist::attnos(attrs) {
             if attno == 0 {
                 // A whole-row reference needs every column.
                 return pg_sys::lappend_int(std::ptr::null_mut(), 0);

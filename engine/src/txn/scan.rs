@@ -192,26 +192,27 @@ impl Txn {
         }
     }
 
-    /// Fills `batch` with up to `max_rows` rows after `cursor` that a statement with
-    /// command id `cid` sees.
-    pub(super) fn scan(
+    /// Walks the rows after `cursor`, calling `step` for each with the rows walked so
+    /// far and, if a statement with command id `cid` sees the row and the cursor's
+    /// filter passes it, its (row id, version TID, bytes) where they lie; stops when
+    /// `step` returns false, and moves the cursor past the rows walked.
+    ///
+    /// `step` runs under the engine's epoch guard and allocator scope (see
+    /// [`Txn::scan_visit`]).
+    fn walk(
         &mut self,
         t: &TableHandle,
         cursor: &mut ScanCursor,
         cid: u32,
-        batch: &mut RowBatch,
-        max_rows: usize,
-    ) -> Result<()> {
-        batch.clear();
-        if cursor.done {
-            return Ok(());
-        }
+        mut step: impl FnMut(Option<(RowId, Tid, &[u8])>, usize) -> bool,
+    ) {
         if self.validates_reads() {
             self.note_table_read(t, TableRead::Whole);
         }
         let at = self.read_view();
         let mut last = cursor.after;
         let mut seen = 0usize;
+        let mut taken = false;
         let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
         let this = &*self;
         let ScanCursor {
@@ -235,21 +236,40 @@ impl Txn {
                     // SAFETY: reached through the index under guard `g`.
                     Seen::Committed => unsafe { rec.get() }.read_at(g, at),
                 };
-                if let Some((d, tid)) = row {
-                    if passes(filter, t, d, scratch, removed) {
-                        batch.push(rowid, tid, d);
-                    }
-                }
-                batch.len() < max_rows && seen < max_rows * 8
+                let row = row.filter(|(d, _)| passes(filter, t, d, scratch, removed));
+                taken |= row.is_some();
+                step(row.map(|(d, tid)| (rowid, tid, d)), seen)
             });
         });
         if last == cursor.after {
             cursor.done = true;
         }
         cursor.after = last;
-        if !batch.is_empty() {
+        if taken {
             self.note_read_committed();
         }
+    }
+
+    /// Fills `batch` with up to `max_rows` rows after `cursor` that a statement with
+    /// command id `cid` sees.
+    pub(super) fn scan(
+        &mut self,
+        t: &TableHandle,
+        cursor: &mut ScanCursor,
+        cid: u32,
+        batch: &mut RowBatch,
+        max_rows: usize,
+    ) -> Result<()> {
+        batch.clear();
+        if cursor.done {
+            return Ok(());
+        }
+        self.walk(t, cursor, cid, |row, seen| {
+            if let Some((rowid, tid, d)) = row {
+                batch.push(rowid, tid, d);
+            }
+            batch.len() < max_rows && seen < max_rows * 8
+        });
         Ok(())
     }
 
@@ -271,50 +291,12 @@ impl Txn {
         if cursor.done {
             return Ok(());
         }
-        if self.validates_reads() {
-            self.note_table_read(t, TableRead::Whole);
-        }
-        let at = self.read_view();
-        let mut last = cursor.after;
-        let mut seen = 0usize;
-        let mut visited = 0usize;
-        let own_rows = self.tables.iter().any(|x| Arc::ptr_eq(x, t.arc()));
-        let this = &*self;
-        let ScanCursor {
-            after,
-            filter,
-            removed,
-            scratch,
-            ..
-        } = cursor;
-        epoch::with_guard(&self.engine.collector, |g| {
-            t.rows.scan_after(*after, g, |rowid, rec| {
-                last = Some(rowid);
-                seen += 1;
-                let view = if own_rows {
-                    this.seen(t, rowid, cid)
-                } else {
-                    Seen::Committed
-                };
-                let row = match view {
-                    Seen::Own(v) => v.map(|(d, _)| d),
-                    // SAFETY: reached through the index under guard `g`.
-                    Seen::Committed => unsafe { rec.get() }.read_at(g, at).map(|(d, _)| d),
-                };
-                if let Some(d) = row.filter(|d| passes(filter, t, d, scratch, removed)) {
-                    visit(d);
-                    visited += 1;
-                }
-                seen < max_rows
-            });
+        self.walk(t, cursor, cid, |row, seen| {
+            if let Some((_, _, d)) = row {
+                visit(d);
+            }
+            seen < max_rows
         });
-        if last == cursor.after {
-            cursor.done = true;
-        }
-        cursor.after = last;
-        if visited > 0 {
-            self.note_read_committed();
-        }
         Ok(())
     }
 

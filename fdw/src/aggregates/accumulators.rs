@@ -1,7 +1,7 @@
 //! The running state of each aggregate the engine computes, and its value at the end
 //! (see the parent module for what is computed, exactly as PostgreSQL does).
 
-use memfdw_engine::{ColumnType, RowLayout};
+use memfdw_engine::{ColumnType, IntForm, RowLayout};
 use pgrx::pg_sys;
 use std::ffi::CString;
 
@@ -105,44 +105,13 @@ pub struct AggSpec {
     pub col: Option<usize>,
 }
 
-/// How a column's bytes read as an integer that orders as the type does.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum IntForm {
-    I16,
-    I32,
-    U32,
-    I64,
-}
-
-impl IntForm {
-    pub(super) fn of(ty: ColumnType) -> Option<IntForm> {
-        use ColumnType as T;
-        Some(match ty {
-            T::Int2 => IntForm::I16,
-            T::Int4 | T::Date => IntForm::I32,
-            T::Oid => IntForm::U32,
-            T::Int8 | T::Time | T::Timestamp | T::TimestampTz | T::Money => IntForm::I64,
-            _ => return None,
-        })
-    }
-
-    #[inline]
-    fn read(self, b: &[u8]) -> i64 {
-        match self {
-            IntForm::I16 => i16::from_le_bytes([b[0], b[1]]) as i64,
-            IntForm::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
-            IntForm::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
-            IntForm::I64 => i64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-        }
-    }
-
-    fn datum(self, v: i64) -> pg_sys::Datum {
-        match self {
-            IntForm::I16 => pg_sys::Datum::from(v as i16),
-            IntForm::I32 => pg_sys::Datum::from(v as i32),
-            IntForm::U32 => pg_sys::Datum::from(v as u32),
-            IntForm::I64 => pg_sys::Datum::from(v),
-        }
+/// A datum of the integer type `form` reads, for value `v`.
+fn int_datum(form: IntForm, v: i64) -> pg_sys::Datum {
+    match form {
+        IntForm::I16 => pg_sys::Datum::from(v as i16),
+        IntForm::I32 => pg_sys::Datum::from(v as i32),
+        IntForm::U32 => pg_sys::Datum::from(v as u32),
+        IntForm::I64 => pg_sys::Datum::from(v),
     }
 }
 
@@ -173,7 +142,8 @@ impl Acc {
         let Some(form) = self.form else {
             return;
         };
-        let v = form.read(b);
+        // (Rows are packed by the engine: a column has its type's width.)
+        let v = form.read(b).expect("an integer column's width");
         match self.spec.kind {
             AggKind::SumToInt8 | AggKind::AvgOfInt8Sum => {
                 self.sum = (self.sum as i64).wrapping_add(v) as i128
@@ -212,7 +182,7 @@ impl Acc {
             CountStar | Count => Some(pg_sys::Datum::from(self.n)),
             _ if self.n == 0 => None,
             SumToInt8 => Some(pg_sys::Datum::from(self.sum as i64)),
-            Min | Max => Some(self.form.expect("typed").datum(self.best)),
+            Min | Max => Some(int_datum(self.form.expect("typed"), self.best)),
             // SAFETY: PostgreSQL's numeric functions on values built here.
             SumToNumeric => Some(unsafe { numeric_of(self.sum) }),
             // SAFETY: PostgreSQL's numeric functions on values built here.

@@ -1,13 +1,13 @@
 //! Executing an aggregate computed in memory: one pass over the table (on several
 //! threads past 100,000 rows), then a row per group (see the parent module).
 
-use super::accumulators::{Acc, AggKind, IntForm};
+use super::accumulators::{Acc, AggKind};
 use super::groups::{key_values, Groups};
 use crate::errors::{self, OrRaise};
 use crate::plan_private::AggPrivate;
 use crate::types::{self, Codec};
 use crate::xact;
-use memfdw_engine::{RowBatch, ScanCursor, TableHandle, Tid};
+use memfdw_engine::{IntForm, RowBatch, ScanCursor, TableHandle, Tid};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -58,17 +58,25 @@ pub unsafe fn is_aggregate(node: *mut pg_sys::ForeignScanState) -> bool {
     }
 }
 
-/// The relation an aggregate scan reads.
+/// The range table index of the relation an aggregate scan reads.
 ///
 /// # Safety
 /// `node` is an aggregate scan's state, initialised by the executor.
-unsafe fn scanned_relation(node: *mut pg_sys::ForeignScanState) -> pg_sys::Oid {
+unsafe fn scanned_rti(node: *mut pg_sys::ForeignScanState) -> pg_sys::Index {
     // SAFETY: forwarded contract: its plan names exactly one base relation.
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
-        let rti = pg_sys::bms_next_member((*plan).fs_relids, -1);
-        (*pg_sys::exec_rt_fetch(rti as pg_sys::Index, (*node).ss.ps.state)).relid
+        pg_sys::bms_next_member((*plan).fs_relids, -1) as pg_sys::Index
     }
+}
+
+/// The relation an aggregate scan reads.
+///
+/// # Safety
+/// As [`scanned_rti`].
+unsafe fn scanned_relation(node: *mut pg_sys::ForeignScanState) -> pg_sys::Oid {
+    // SAFETY: forwarded contract.
+    unsafe { (*pg_sys::exec_rt_fetch(scanned_rti(node), (*node).ss.ps.state)).relid }
 }
 
 /// `BeginForeignScan` of an aggregate scan.
@@ -84,14 +92,15 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
         }
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let estate = (*node).ss.ps.state;
-        let relid = scanned_relation(node);
+        // (Opened and locked by the executor already.)
+        let rel = pg_sys::ExecGetRangeTableRelation(estate, scanned_rti(node));
+        let relid = (*rel).rd_id;
         let Some(table) = xact::table(relid) else {
             errors::missing_table(relid)
         };
         let private = AggPrivate::from_plan_list((*plan).fdw_private);
         let ncols = table.def.columns.len();
-        let rti = pg_sys::bms_next_member((*plan).fs_relids, -1) as pg_sys::Index;
-        let natts = (*(*pg_sys::ExecGetRangeTableRelation(estate, rti)).rd_att).natts;
+        let natts = (*(*rel).rd_att).natts;
         if natts as usize != ncols {
             // As a scan: never read rows with the wrong layout.
             errors::internal(format!(

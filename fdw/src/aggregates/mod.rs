@@ -302,13 +302,7 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         pg_sys::pull_varattnos(quals as *mut pg_sys::Node, varno, &mut attrs);
         let mut qual_cols: *mut pg_sys::List = std::ptr::null_mut();
-        let mut m = -1;
-        loop {
-            m = pg_sys::bms_next_member(attrs, m);
-            if m < 0 {
-                break;
-            }
-            let attno = m + pg_sys::FirstLowInvalidHeapAttributeNumber;
+        for attno in crate::pglist::attnos(attrs) {
             if attno <= 0 || attno as usize > types.len() {
                 return;
             }
