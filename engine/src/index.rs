@@ -1,9 +1,11 @@
-//! Ordered indexes over `crossbeam_skiplist::base::SkipList`, built on the engine's own
-//! epoch collector (never the per-process default one).
+//! Ordered indexes: a B+tree ([`crate::btree`]) for keys of fixed-width columns, a
+//! `crossbeam_skiplist::base::SkipList` for others, both on the engine's own epoch
+//! collector (never the per-process default one).
 //!
 //! Every table has the row-id index (see [`crate::rowid_index`]); key indexes over
 //! memcomparable-encoded columns sit beside it.
 
+use crate::btree::{BTree, Probe};
 use crate::ids::RowId;
 use crate::record::RecordPtr;
 use crossbeam_epoch::{Collector, Guard};
@@ -12,13 +14,13 @@ use std::ops::Bound;
 
 pub use crate::rowid_index::RowIdIndex;
 
-/// Bytes one key-index entry takes for a key of `key_len` bytes (its entry is the key
+/// Bytes one skip-list key-index entry takes for a key of `key_len` bytes (its entry is the key
 /// and the row id, [`ROWID_SUFFIX`] more bytes): the expected
 /// block of its skip-list node (value, key, reference count and a tower whose height
 /// is 1 with probability 1/2, 2 with 1/4, ...; each size rounded up to its arena size
 /// class) and the block of the bytes past [`HEAD`], if any. Used to account for index
 /// memory and to report it (the towers' heights are the skip list's own).
-pub fn key_entry_bytes(key_len: usize) -> usize {
+fn key_entry_bytes(key_len: usize) -> usize {
     // Node<IndexKey, RecordPtr> without its tower: value, key, reference count.
     const NODE: usize = std::mem::size_of::<RecordPtr>()
         + std::mem::size_of::<IndexKey>()
@@ -59,7 +61,7 @@ pub const ROWID_SUFFIX: usize = 8;
 pub struct KeyIndex {
     pub def: IndexDef,
     pub(crate) types: Vec<crate::catalog::ColumnType>,
-    list: SkipList<IndexKey, RecordPtr>,
+    entries: Entries,
     /// Full key -> row id, for point lookups in a unique index (see
     /// [`crate::point_cache`]); unused by other indexes.
     pub(crate) point: crate::point_cache::PointCache,
@@ -73,15 +75,27 @@ impl KeyIndex {
         table: &crate::catalog::TableDef,
         collector: &Collector,
     ) -> Self {
-        let types = def
+        let types: Vec<crate::catalog::ColumnType> = def
             .columns
             .iter()
             .map(|&c| table.columns[c as usize].ty)
             .collect();
+        // Entries of bounded length (every key column of a fixed-width type) go to a
+        // B+tree, others to a skip list.
+        let max_entry = types
+            .iter()
+            .map(|&t| crate::keys::max_encoded_len(t))
+            .sum::<Option<usize>>()
+            .map(|n| n + ROWID_SUFFIX)
+            .filter(|&n| BTree::fits(n));
+        let entries = match max_entry {
+            Some(n) => Entries::Tree(BTree::new(n)),
+            None => Entries::List(SkipList::new(collector.clone())),
+        };
         KeyIndex {
             def,
             types,
-            list: SkipList::new(collector.clone()),
+            entries,
             point: crate::point_cache::PointCache::new(),
             stats: crate::stats::IndexStats::default(),
         }
@@ -135,29 +149,43 @@ impl KeyIndex {
     /// Links entry (`key`, `rowid`) -> `rec` unless it exists (and, in a unique
     /// index whose point cache is in use, remembers it there).
     pub fn insert(&self, key: &[u8], rowid: RowId, rec: RecordPtr, guard: &Guard) {
-        self.list
-            .get_or_insert(Self::entry(key, rowid), rec, guard)
-            .release(guard);
+        match &self.entries {
+            Entries::List(list) => list
+                .get_or_insert(Self::entry(key, rowid), rec, guard)
+                .release(guard),
+            Entries::Tree(tree) => {
+                tree.insert(&Probe::with_suffix(key, rowid.get()), rec.0 as u64, guard);
+            }
+        }
         if self.def.unique {
             let h = crate::point_cache::hash_key(key);
-            self.point.put_if_ready(h, rowid, self.list.len(), guard);
+            self.point.put_if_ready(h, rowid, self.len(), guard);
         }
     }
 
     /// Unlinks entry (`key`, `rowid`); returns whether it was there.
     pub fn remove(&self, key: &[u8], rowid: RowId, guard: &Guard) -> bool {
-        let e = Self::entry(key, rowid);
-        if let Some(r) = self.list.remove(&e, guard) {
-            r.release(guard);
-            true
-        } else {
-            false
+        match &self.entries {
+            Entries::List(list) => {
+                if let Some(r) = list.remove(&Self::entry(key, rowid), guard) {
+                    r.release(guard);
+                    true
+                } else {
+                    false
+                }
+            }
+            Entries::Tree(tree) => tree.remove(&Probe::with_suffix(key, rowid.get()), guard),
         }
     }
 
     /// Is entry (`key`, `rowid`) there?
     pub fn contains(&self, key: &[u8], rowid: RowId, guard: &Guard) -> bool {
-        self.list.get(&Self::entry(key, rowid), guard).is_some()
+        match &self.entries {
+            Entries::List(list) => list.get(&Self::entry(key, rowid), guard).is_some(),
+            Entries::Tree(tree) => tree
+                .get(&Probe::with_suffix(key, rowid.get()), guard)
+                .is_some(),
+        }
     }
 
     /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
@@ -171,24 +199,41 @@ impl KeyIndex {
         guard: &Guard,
         mut f: impl FnMut(&[u8], RowId, RecordPtr) -> bool,
     ) {
-        let (mut stack, mut heap) = ([0u8; 64], Vec::new());
-        let mut visit = |k: &IndexKey, v: RecordPtr| {
-            let k = k.bytes(&mut stack, &mut heap);
+        fn split(k: &[u8]) -> (&[u8], RowId) {
             let (key, rid) = k.split_at(k.len() - ROWID_SUFFIX);
-            f(
+            (
                 key,
                 RowId(u64::from_be_bytes(rid.try_into().expect("suffix"))),
-                v,
             )
+        }
+        let list = match &self.entries {
+            Entries::List(list) => list,
+            Entries::Tree(tree) => {
+                let mut buf = [0u8; crate::btree::MAX_WORDS * 8];
+                tree.scan(
+                    lower.map(Probe::new),
+                    upper.map(Probe::new),
+                    reverse,
+                    guard,
+                    |e, v| {
+                        let (key, rowid) = split(e.bytes(&mut buf));
+                        f(key, rowid, RecordPtr(v as *const crate::record::Record))
+                    },
+                );
+                return;
+            }
+        };
+        let (mut stack, mut heap) = ([0u8; 64], Vec::new());
+        let mut visit = |k: &IndexKey, v: RecordPtr| {
+            let (key, rowid) = split(k.bytes(&mut stack, &mut heap));
+            f(key, rowid, v)
         };
         let bound = |b: Bound<&[u8]>| match b {
             Bound::Included(x) => Bound::Included(IndexKey::new(x)),
             Bound::Excluded(x) => Bound::Excluded(IndexKey::new(x)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let range = self
-            .list
-            .range::<IndexKey, _>((bound(lower), bound(upper)), guard);
+        let range = list.range::<IndexKey, _>((bound(lower), bound(upper)), guard);
         if reverse {
             for e in range.rev() {
                 if !visit(e.key(), *e.value()) {
@@ -204,13 +249,50 @@ impl KeyIndex {
         }
     }
 
+    /// Bytes accounted for one entry with a key of `key_len` bytes (the same figure
+    /// when it is linked and when it is unlinked): see [`key_entry_bytes`] and
+    /// [`BTree::bytes_per_entry`].
+    pub fn entry_bytes(&self, key_len: usize) -> usize {
+        match &self.entries {
+            Entries::List(_) => key_entry_bytes(key_len),
+            Entries::Tree(tree) => BTree::bytes_per_entry(tree.max_len()),
+        }
+    }
+
+    /// Bytes the entries take now, if known exactly (a B+tree's nodes); None for a
+    /// skip list (estimate them with [`KeyIndex::entry_bytes`]).
+    pub fn entries_bytes(&self) -> Option<usize> {
+        match &self.entries {
+            Entries::List(_) => None,
+            Entries::Tree(tree) => Some(tree.bytes()),
+        }
+    }
+
+    /// Does this index keep its entries in a B+tree (rather than a skip list)?
+    pub fn is_btree(&self) -> bool {
+        matches!(self.entries, Entries::Tree(_))
+    }
+
     pub fn len(&self) -> usize {
-        self.list.len()
+        match &self.entries {
+            Entries::List(list) => list.len(),
+            Entries::Tree(tree) => tree.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
+}
+
+/// Where a key index keeps its entries.
+// (The skip list's head tower is inline: both kinds live once per index.)
+#[allow(clippy::large_enum_variant)]
+enum Entries {
+    /// Entries of any length.
+    List(SkipList<IndexKey, RecordPtr>),
+    /// Entries of a bounded length (see [`crate::btree`]).
+    Tree(BTree),
 }
 
 /// Bytes of an index entry kept inline in the skip-list node (an int8 key and its row

@@ -52,6 +52,23 @@ fn le<const N: usize>(b: &[u8]) -> Result<[u8; N]> {
         .map_err(|_| Error::Corrupt(format!("key value of {} bytes, expected {N}", b.len())))
 }
 
+/// Longest encoding [`encode_value`] gives a value (or NULL) of `ty`, if bounded: the
+/// fixed-width types. Their keys go to B+trees (see [`crate::index`]).
+pub fn max_encoded_len(ty: ColumnType) -> Option<usize> {
+    use ColumnType::*;
+    let value = match ty {
+        Bool | Char1 => 1,
+        Int2 => 2,
+        Int4 | Date | Float4 | Oid => 4,
+        Int8 | Time | Timestamp | TimestampTz | Float8 | Money => 8,
+        TimeTz => 12,
+        Interval | Uuid => 16,
+        MacAddr(n) => n as usize,
+        _ => return None,
+    };
+    Some(1 + value)
+}
+
 /// Appends the encoding of one column value (`None` = NULL) of type `ty`, given in the
 /// packed row representation.
 pub fn encode_value(ty: ColumnType, v: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {

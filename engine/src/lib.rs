@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod arena;
+mod btree;
 pub mod catalog;
 mod chunked;
 mod copy;

@@ -344,17 +344,24 @@ impl crate::engine::Engine {
                 true
             });
             for ix in indexes.iter() {
-                let mut entry_bytes = 0u64;
-                ix.scan(
-                    std::ops::Bound::Unbounded,
-                    std::ops::Bound::Unbounded,
-                    false,
-                    g,
-                    |k, _, _| {
-                        entry_bytes += crate::index::key_entry_bytes(k.len()) as u64;
-                        true
-                    },
-                );
+                // A B+tree's nodes are counted; skip-list entries are estimated.
+                let entry_bytes = match ix.entries_bytes() {
+                    Some(b) => b as u64,
+                    None => {
+                        let mut sum = 0u64;
+                        ix.scan(
+                            std::ops::Bound::Unbounded,
+                            std::ops::Bound::Unbounded,
+                            false,
+                            g,
+                            |k, _, _| {
+                                sum += ix.entry_bytes(k.len()) as u64;
+                                true
+                            },
+                        );
+                        sum
+                    }
+                };
                 let entries = ix.len() as u64;
                 // (The report is the caller's: built outside the engine scope.)
                 crate::scope::outside(|| {
@@ -362,6 +369,7 @@ impl crate::engine::Engine {
                         name: ix.def.name.clone(),
                         entries,
                         entry_bytes,
+                        estimated: ix.entries_bytes().is_none(),
                         point_cache: ix.point.bytes(g) as u64,
                     })
                 });

@@ -248,8 +248,10 @@ pub struct TableMemory {
 pub struct IndexMemory {
     pub name: String,
     pub entries: u64,
-    /// Estimated: entries times the accounted bytes per entry, plus key bytes.
+    /// A B+tree's nodes, or (`estimated`) a skip list's entries times the expected
+    /// bytes of an entry's node and key.
     pub entry_bytes: u64,
+    pub estimated: bool,
     /// The point cache's slot array (unique indexes).
     pub point_cache: u64,
 }

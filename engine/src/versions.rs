@@ -28,7 +28,7 @@ use crate::engine::Engine;
 use crate::epoch;
 use crate::garbage::{Garbage, Retired};
 use crate::ids::{RowId, Tid};
-use crate::index::{key_entry_bytes, KeyIndex};
+use crate::index::KeyIndex;
 use crate::record::{self, RecordPtr};
 use crate::table::Table;
 use crossbeam_epoch::Guard;
@@ -307,7 +307,7 @@ impl Engine {
                 // SAFETY: as above.
                 || unsafe { any_version(rec.older(), &mut has) };
             if !held && s.index.remove(&s.key, s.row.rowid, g) {
-                self.account(-(key_entry_bytes(s.key.len()) as isize));
+                self.account(-(s.index.entry_bytes(s.key.len()) as isize));
             }
             rec.unlock();
             retire_chain(table, cut, &mut garbage);
@@ -330,7 +330,7 @@ impl Engine {
                             if index.key_of(&table.layout, d, &mut key).is_ok()
                                 && index.remove(&key, r.rowid, g)
                             {
-                                self.account(-(key_entry_bytes(key.len()) as isize));
+                                self.account(-(index.entry_bytes(key.len()) as isize));
                             }
                         }
                         false

@@ -108,7 +108,12 @@ fn table_memory() -> TableIterator<
         push("row-id index".into(), m.rowid_index);
         push("old versions".into(), m.old_versions);
         for ix in &m.indexes {
-            push(format!("index {} (estimated)", ix.name), ix.entry_bytes);
+            let kind = if ix.estimated {
+                "skip list, estimated"
+            } else {
+                "B+tree nodes"
+            };
+            push(format!("index {} ({kind})", ix.name), ix.entry_bytes);
             if ix.point_cache > 0 {
                 push(format!("index {} point cache", ix.name), ix.point_cache);
             }

@@ -508,9 +508,10 @@ fn a_big_delete_on_a_full_engine_succeeds() {
     // One statement deleting 10% of the rows: its bookkeeping must fit in what the
     // full engine has left (the rows it frees come back only at commit). Measured on
     // this 64 MB engine: 10-12% fitted while the write set was in shared memory, 17%
-    // once it was private; 14% (60,900 of 435,000 rows) no longer fits since rows take
-    // less memory: the bookkeeping per row (the deferred destruction of skip-list
-    // nodes, see the README) is the same, and a full engine holds more rows.
+    // once it was private; 14% (60,900 of 435,000 rows) no longer fitted once rows took
+    // less memory (a full engine holds more rows, the bookkeeping per row is the
+    // same). With B+tree keys a full engine holds some 690,000 rows; 10% fits since
+    // only skip lists defer the destruction of a node per removed entry.
     let cut = n / 100 * 10;
     let deleted = s
         .execute("DELETE FROM tiny WHERE id <= $1", &[&cut])

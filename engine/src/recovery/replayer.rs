@@ -6,12 +6,13 @@
 //! ran), changes nothing. Records of one row must still arrive in TID order when one
 //! of them is a delete (a delete leaves no version behind to compare with).
 
+use crate::btree::Probe;
 use crate::engine::{Engine, Need, TableHandle};
 use crate::epoch;
 use crate::error::{Error, Result};
 use crate::garbage::{Garbage, Retired, RECORD_BYTES};
 use crate::ids::{RowId, TableId, Tid};
-use crate::index::{key_entry_bytes, IndexDef, KeyIndex};
+use crate::index::{IndexDef, KeyIndex};
 use crate::record::{self, Record, RecordPtr, TID_MASK};
 use crate::redo::payload::Emptying;
 use crate::redo::payload::{
@@ -105,6 +106,10 @@ impl Engine {
             Arc::new(KeyIndex::new(shared, &t.def, &self.collector))
         };
         // Row ids are handed out densely from 1, so equal ranges hold similar counts.
+        // A B+tree takes one writer at a time: one thread, with the keys sorted first
+        // (appended in order, they fill every leaf).
+        let tree = index.is_btree();
+        let threads = if tree { 1 } else { threads };
         let end = t.peek_next_rowid().get();
         let per = end.div_ceil(threads.max(1) as u64).max(1);
         let ranges: Vec<(u64, u64)> = (0..end)
@@ -115,6 +120,7 @@ impl Engine {
             let mut bytes = 0isize;
             let res = epoch::with_guard(&self.collector, |g| {
                 let mut key = Vec::new();
+                let mut sorted: Vec<(Probe, crate::record::RecordPtr)> = Vec::new();
                 let mut res = Ok(());
                 t.rows
                     .scan_after(lo.checked_sub(1).map(RowId), g, |rowid, rec| {
@@ -128,11 +134,27 @@ impl Engine {
                                 res = Err(e);
                                 return false;
                             }
-                            bytes += key_entry_bytes(key.len()) as isize;
-                            index.insert(&key, rowid, rec, g);
+                            bytes += index.entry_bytes(key.len()) as isize;
+                            if tree {
+                                let e = Probe::with_suffix(&key, rowid.get());
+                                scope::outside(|| sorted.push((e, rec)));
+                            } else {
+                                index.insert(&key, rowid, rec, g);
+                            }
                         }
                         true
                     });
+                // (Records stay alive: the guard is held, and nothing else writes
+                // during replay.)
+                scope::outside(|| sorted.sort_unstable_by_key(|e| e.0));
+                let mut buf = [0u8; crate::btree::MAX_WORDS * 8];
+                for (e, rec) in &sorted {
+                    let b = e.bytes(&mut buf);
+                    let (key, rowid) = b.split_at(b.len() - crate::index::ROWID_SUFFIX);
+                    let rowid = RowId(u64::from_be_bytes(rowid.try_into().expect("suffix")));
+                    index.insert(key, rowid, *rec, g);
+                }
+                scope::outside(|| drop(sorted));
                 res
             });
             self.account(bytes);
@@ -212,7 +234,13 @@ impl Engine {
                     need = need + Need::of(record::rowbuf_size(b.len())) + Need::of(RECORD_BYTES);
                 }
             }
-            res = self.check_memory(need);
+            // Replayed rows may use the headroom (see `check_memory_for_replay`); a
+            // table being loaded (`into`) brings new data and may not.
+            res = if into.is_none() {
+                self.check_memory_for_replay(need)
+            } else {
+                self.check_memory(need)
+            };
             if res.is_err() {
                 break;
             }
@@ -296,7 +324,7 @@ impl Engine {
                         for index in idx.iter() {
                             index.key_of(&t.layout, bytes, kn)?;
                             index.insert(kn, rowid, r, g);
-                            *engine_bytes += key_entry_bytes(kn.len()) as isize;
+                            *engine_bytes += index.entry_bytes(kn.len()) as isize;
                         }
                         c.rows += 1;
                         c.data_bytes += size as i64;
@@ -335,7 +363,7 @@ impl Engine {
                 index.key_of(&t.layout, a, kn)?;
                 if old_row.is_none() || kn != ko {
                     index.insert(kn, rowid, r, g);
-                    *engine_bytes += key_entry_bytes(kn.len()) as isize;
+                    *engine_bytes += index.entry_bytes(kn.len()) as isize;
                 }
             }
             if old_row.is_some() && (after.is_none() || kn != ko) {
@@ -345,7 +373,7 @@ impl Engine {
         let old = rec.install_and_unlock(new, tid, None);
         for (n, key) in stale {
             idx[n].remove(&key, rowid, g);
-            *engine_bytes -= key_entry_bytes(key.len()) as isize;
+            *engine_bytes -= idx[n].entry_bytes(key.len()) as isize;
         }
         let size = |p: *mut u8| {
             if p.is_null() {

@@ -49,7 +49,7 @@ use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{Garbage, Retired};
 use crate::ids::{Lsn, RowId, Tid};
-use crate::index::{key_entry_bytes, KeyIndex};
+use crate::index::KeyIndex;
 use crate::record::{self, ABSENT_BIT, LOCK_BIT, TID_MASK};
 use crate::redo::payload::{CommitRecords, Redefinition};
 use crate::redo::Appended;
@@ -461,7 +461,7 @@ impl<'t, 'g> Commit<'t, 'g> {
                 // removal waits for an older snapshot. It is not this commit's to undo.
                 if fin.is_some() && moved && !index.contains(&kf, e.rowid, g) {
                     index.insert(&kf, e.rowid, r, g);
-                    txn.engine.account(key_entry_bytes(kf.len()) as isize);
+                    txn.engine.account(index.entry_bytes(kf.len()) as isize);
                     scope::outside(|| {
                         self.st.links.push(Link {
                             table: e.table,
@@ -681,8 +681,9 @@ impl<'t, 'g> Commit<'t, 'g> {
             // `deferred_work`).
             if !(keep && existing) {
                 for (n, key) in stale {
-                    if self.st.idx[e.table][n].remove(&key, e.rowid, g) {
-                        engine.account(-(key_entry_bytes(key.len()) as isize));
+                    let index = &self.st.idx[e.table][n];
+                    if index.remove(&key, e.rowid, g) {
+                        engine.account(-(index.entry_bytes(key.len()) as isize));
                     }
                 }
             }
@@ -783,10 +784,11 @@ impl Drop for Commit<'_, '_> {
             self.txn.engine.account(-(NODE_BYTES as isize));
         }
         for l in &self.st.links {
-            self.st.idx[l.table][l.index].remove(&l.key, l.rowid, self.g);
+            let index = &self.st.idx[l.table][l.index];
+            index.remove(&l.key, l.rowid, self.g);
             self.txn
                 .engine
-                .account(-(key_entry_bytes(l.key.len()) as isize));
+                .account(-(index.entry_bytes(l.key.len()) as isize));
         }
         for &i in self.txn.pending.values().take(self.st.locked) {
             let rec = self

@@ -15,7 +15,7 @@ use crate::engine::{Need, TableHandle};
 use crate::epoch;
 use crate::error::Result;
 use crate::ids::RowId;
-use crate::index::{key_entry_bytes, IndexDef, KeyIndex};
+use crate::index::{IndexDef, KeyIndex};
 use crate::record::RecordPtr;
 use crate::scope;
 use std::collections::HashMap;
@@ -180,11 +180,11 @@ impl Txn {
                     return Err(unique::violation(&index, t, &row, (false, false)));
                 }
             }
-            // 3. Linked, by several threads over ranges of keys.
+            // 3. Linked (a skip list by several threads over ranges of keys).
             let bytes: usize = keys
                 .entries
                 .iter()
-                .map(|e| key_entry_bytes(keys.key(e).len()))
+                .map(|e| index.entry_bytes(keys.key(e).len()))
                 .sum();
             engine.check_memory(Need::of(bytes))?;
             // The records stay allocated although the scan's guard is gone: every
@@ -271,6 +271,9 @@ fn link(
     engine: &crate::engine::Engine,
 ) -> Result<()> {
     let n = keys.entries.len();
+    // A B+tree takes one writer at a time: one thread appends the sorted keys (and
+    // fills every leaf).
+    let threads = if index.is_btree() { 1 } else { threads };
     let per = if threads < 2 || n < PARALLEL_MIN_ENTRIES {
         n.max(1)
     } else {

@@ -8,7 +8,6 @@ use super::write_set::{Origin, WriteEntry};
 use super::{free_private, pending_bytes, Txn};
 use crate::epoch;
 use crate::garbage::{Garbage, Retired};
-use crate::index::key_entry_bytes;
 use crossbeam_epoch::Guard;
 
 impl Txn {
@@ -49,7 +48,8 @@ impl Txn {
                     if index.key_of(&table.layout, base, &mut key).is_ok()
                         && index.remove(&key, e.rowid, g)
                     {
-                        self.engine.account(-(key_entry_bytes(key.len()) as isize));
+                        self.engine
+                            .account(-(index.entry_bytes(key.len()) as isize));
                     }
                 }
             }

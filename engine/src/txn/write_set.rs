@@ -16,7 +16,6 @@ use crate::epoch;
 use crate::error::{AbortReason, Error, Result};
 use crate::garbage::{BYTES_PER_DEFERRED, BYTES_PER_RETIRED, RECORD_BYTES};
 use crate::ids::{RowId, Tid};
-use crate::index::key_entry_bytes;
 use crate::record::{self, Record, RecordPtr};
 use crate::rowlock::{self, LockMode};
 use crate::scope;
@@ -143,22 +142,33 @@ impl Txn {
         }
     }
 
-    /// Checks the memory limit for one more write-set entry on a table with `indexes`
-    /// key indexes: what its commit, or its abort, will take in shared memory until
-    /// the epoch moves on (retirement batches for records and buffers; deferred
-    /// destruction of the skip-list nodes removed), on top of what the entries before
-    /// it will take. The entry itself and its pending-map slot are in this process's
+    /// Checks the memory limit for one more write-set entry on a table with indexes
+    /// `idx`: what its commit, or its abort, will take in shared memory until the
+    /// epoch moves on (retirement batches for records and buffers; deferred
+    /// destruction of the index nodes removed), on top of what the entries before it
+    /// will take. The entry itself and its pending-map slot are in this process's
     /// private memory, so a big DELETE on a full engine needs only that.
-    fn reserve_entry(&mut self, kind: EntryKind, indexes: usize) -> Result<()> {
-        let (retired, nodes) = match kind {
-            // Abort: the absent record, its row-id node and its keys' nodes.
-            EntryKind::Insert => (1, 1 + indexes),
+    fn reserve_entry(
+        &mut self,
+        kind: EntryKind,
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+    ) -> Result<()> {
+        // A skip list defers the destruction of every node it unlinks. The row-id
+        // index (a radix tree) and B+trees defer only that of a node they empty, at
+        // most one per several entries: an eighth of a deferral per entry is generous.
+        let trees = idx.iter().filter(|i| i.is_btree()).count();
+        let lists = idx.len() - trees;
+        let (retired, lists, trees) = match kind {
+            // Abort: the absent record, its row-id slot and its keys.
+            EntryKind::Insert => (1, lists, 1 + trees),
             // Commit: the replaced buffer, and keys the row may lose.
-            EntryKind::Update => (2, indexes),
-            // Commit: buffer and record, the row-id node and the keys' nodes.
-            EntryKind::Delete => (2, 1 + indexes),
+            EntryKind::Update => (2, lists, trees),
+            // Commit: buffer and record, the row-id slot and the keys.
+            EntryKind::Delete => (2, lists, 1 + trees),
         };
-        let cost = retired * BYTES_PER_RETIRED + nodes * BYTES_PER_DEFERRED;
+        let cost = retired * BYTES_PER_RETIRED
+            + lists * BYTES_PER_DEFERRED
+            + trees * BYTES_PER_DEFERRED.div_ceil(8);
         let delete = kind == EntryKind::Delete;
         let need = Need::of(self.commit_reserve + cost);
         if delete {
@@ -189,7 +199,11 @@ impl Txn {
         } else {
             unique::index_keys(t, &idx, row)?
         };
-        let key_bytes: usize = keys.iter().map(|(k, _)| key_entry_bytes(k.len())).sum();
+        let key_bytes: usize = keys
+            .iter()
+            .zip(idx.iter())
+            .map(|((k, _), i)| i.entry_bytes(k.len()))
+            .sum();
         self.engine.check_memory(
             Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
         )?;
@@ -211,7 +225,7 @@ impl Txn {
                 Ok(())
             })?;
         }
-        self.reserve_entry(EntryKind::Insert, idx.len())?;
+        self.reserve_entry(EntryKind::Insert, &idx)?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
@@ -256,7 +270,8 @@ impl Txn {
         }
         let engine = self.engine;
         // A committed row: it must still be the version the statement read.
-        let indexes = t.indexes().len();
+        let idx = t.indexes();
+        let indexes = idx.len();
         let want_data = row.is_some() && indexes > 0;
         let state = epoch::with_guard(&engine.collector, |g| {
             t.rows.get(rowid, g).map(|r| {
@@ -287,7 +302,7 @@ impl Txn {
         } else {
             EntryKind::Delete
         };
-        self.reserve_entry(kind, indexes)?;
+        self.reserve_entry(kind, &idx)?;
         let data = self.new_buffer(row)?;
         let slot = self.table_slot(t);
         self.push_entry(WriteEntry {
@@ -377,7 +392,7 @@ impl Txn {
                 continue;
             }
             changed = true;
-            need += key_entry_bytes(kn.len());
+            need += index.entry_bytes(kn.len());
             self.rekeyed.note_key_change(tk, index.def.id, rowid);
             if index.def.unique && !null {
                 let dup = epoch::with_guard(&self.engine.collector, |g| {
