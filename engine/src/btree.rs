@@ -481,6 +481,11 @@ impl BTree {
         self.len.load(Relaxed)
     }
 
+    /// Nodes allocated.
+    pub(crate) fn nodes(&self) -> usize {
+        self.nodes.load(Relaxed)
+    }
+
     /// Bytes of the nodes allocated.
     pub(crate) fn bytes(&self) -> usize {
         self.nodes.load(Relaxed) * crate::arena::block_size(NODE_BYTES)
@@ -883,20 +888,23 @@ impl BTree {
         let mut gone = [Node(std::ptr::null()); MAX_DEPTH + 1];
         let mut ngone = 0;
         if keep == 0 {
-            // Every ancestor had this one child: the tree becomes one empty leaf.
-            let fresh = self.new_node(0);
-            let old_root = self.root();
-            old_root.lock();
-            for p in &path[1..depth] {
+            // Every ancestor had this one child (not reached while roots with one
+            // child give way to it, below): the emptied leaf becomes the root.
+            for p in &path[..depth] {
                 p.0.lock();
+                p.0.mark_obsolete();
             }
             leaf.lock();
-            self.root.store(fresh.0 as u64, Release);
+            leaf.set_count(0);
+            leaf.note_taken(pos);
+            self.root.store(leaf.0 as u64, Release);
+            leaf.unlock();
             for p in &path[..depth] {
-                gone[ngone] = p.0;
-                ngone += 1;
+                self.retire(p.0, guard);
             }
-        } else {
+            return true;
+        }
+        {
             let (a, ci) = path[keep - 1];
             a.lock();
             for p in &path[keep..depth] {
@@ -925,9 +933,7 @@ impl BTree {
         for node in &gone[..ngone] {
             node.mark_obsolete();
         }
-        if keep > 0 {
-            path[keep - 1].0.unlock();
-        }
+        path[keep - 1].0.unlock();
         for node in &gone[..ngone] {
             self.retire(*node, guard);
         }

@@ -635,25 +635,32 @@ impl Engine {
         self.check_against(need, self.config.memory_limit)
     }
 
-    /// Like [`Engine::check_memory_for_delete`], for rows the redo log replays: they
-    /// fitted before the server stopped, but their indexes may take a little more
-    /// now (a B+tree's fill depends on the order of its inserts), and recovery must
-    /// not fail for that.
+    /// For rows the redo log replays: they fitted before the server stopped, but
+    /// their indexes may take a little more now (a B+tree's fill depends on the
+    /// order of its inserts), and recovery must not fail for that. They may use half
+    /// of the headroom deletes may use, so that a full engine can still be emptied
+    /// after recovery.
     pub(crate) fn check_memory_for_replay(&self, need: Need) -> Result<()> {
-        self.check_memory_for_delete(need)
+        let limit = self.config.memory_limit;
+        let hard = self.delete_ceiling().max(limit);
+        self.check_against(need, limit + (hard - limit) / 2)
     }
 
-    /// Like [`Engine::check_memory`], for the bookkeeping of deletes: they may use part
-    /// of the headroom, so that a full engine can still be emptied.
-    pub(crate) fn check_memory_for_delete(&self, need: Need) -> Result<()> {
-        let hard = match alloc::arena() {
+    /// What deletes may fill the arena up to (see `check_memory_for_delete`).
+    fn delete_ceiling(&self) -> usize {
+        match alloc::arena() {
             Some(a) => {
                 let cap = a.stats().capacity;
                 cap - 2 * Self::floor(cap)
             }
             None => self.config.memory_limit + self.config.memory_limit / 8,
-        };
-        self.check_against(need, hard.max(self.config.memory_limit))
+        }
+    }
+
+    /// Like [`Engine::check_memory`], for the bookkeeping of deletes: they may use part
+    /// of the headroom, so that a full engine can still be emptied.
+    pub(crate) fn check_memory_for_delete(&self, need: Need) -> Result<()> {
+        self.check_against(need, self.delete_ceiling().max(self.config.memory_limit))
     }
 
     /// Part of the arena kept for allocations that must never fail (skip-list nodes,

@@ -273,6 +273,20 @@ impl KeyIndex {
         matches!(self.entries, Entries::Tree(_))
     }
 
+    /// Shared memory one removal of an entry may take until the epoch moves on (a
+    /// deferred destruction): every skip-list node; a B+tree node only once it is
+    /// empty, which happens at most once per node: the tree's nodes per entry (at
+    /// least an eighth; a tree thinned by deletes has up to one node per entry).
+    pub(crate) fn removal_reserve(&self) -> usize {
+        use crate::garbage::BYTES_PER_DEFERRED as D;
+        match &self.entries {
+            Entries::List(_) => D,
+            Entries::Tree(tree) => (D * tree.nodes())
+                .div_ceil(tree.len().max(1))
+                .clamp(D.div_ceil(8), D),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match &self.entries {
             Entries::List(list) => list.len(),

@@ -57,17 +57,28 @@ impl Slots {
             .0
             .pad_to_align()
     }
+}
 
-    fn len(&self) -> usize {
-        self.mask as usize + 1
+/// A slot array, by its block's pointer: slots are reached from that pointer, never
+/// through a `&Slots` (whose provenance covers the header alone: reaching the slots
+/// past it was undefined behaviour, and a release build lost entries).
+#[derive(Clone, Copy)]
+struct Arr(*const Slots);
+
+impl Arr {
+    fn len(self) -> usize {
+        // SAFETY: a live array (see the callers: published arrays are retired only
+        // through the epoch collector, or ours and unpublished).
+        unsafe { (*self.0).mask as usize + 1 }
     }
 
-    fn slot(&self, i: usize) -> &AtomicU64 {
+    fn slot<'a>(self, i: usize) -> &'a AtomicU64 {
         debug_assert!(i < self.len());
         // SAFETY: the block holds the header and then `len()` slots (see `layout`);
-        // `i` is below that, and the pointer is derived from the whole block's.
+        // `i` is below that, and the pointer is derived from the whole block's. The
+        // array outlives the caller's use ('a: under its guard, or unpublished).
         unsafe {
-            let base = (self as *const Slots as *const u8).add(std::mem::size_of::<Slots>());
+            let base = (self.0 as *const u8).add(std::mem::size_of::<Slots>());
             &*(base as *const AtomicU64).add(i)
         }
     }
@@ -92,7 +103,7 @@ fn new_slots(n: usize) -> Option<*mut Slots> {
 unsafe fn free_slots(p: *mut Slots) {
     // SAFETY: forwarded contract; the layout it was allocated with.
     unsafe {
-        let n = (*p).len();
+        let n = Arr(p).len();
         std::alloc::dealloc(p.cast(), Slots::layout(n));
     }
 }
@@ -128,8 +139,8 @@ fn tag(hash: u64) -> u64 {
 }
 
 /// The first slot of the bucket of `tag`.
-fn bucket(s: &Slots, tag: u64) -> usize {
-    (tag as usize * WAYS) & s.mask as usize
+fn bucket(s: Arr, tag: u64) -> usize {
+    (tag as usize * WAYS) & (s.len() - 1)
 }
 
 /// The cache of one unique index.
@@ -160,8 +171,8 @@ impl PointCache {
         if s.is_null() {
             return None;
         }
-        // SAFETY: a published array, retired only through the epoch collector.
-        let s = unsafe { &*s };
+        // (A published array, retired only through the epoch collector.)
+        let s = Arr(s);
         let t = tag(hash);
         let first = bucket(s, t);
         (first..first + WAYS).find_map(|i| {
@@ -179,8 +190,8 @@ impl PointCache {
         }
         let want = entries.next_power_of_two().clamp(MIN_SLOTS, MAX_SLOTS);
         let mut s = self.slots.load(Ordering::Acquire);
-        // SAFETY (deref): a published array, retired only through the collector.
-        if s.is_null() || unsafe { (*s).len() } < want {
+        // (A published array, retired only through the collector.)
+        if s.is_null() || Arr(s).len() < want {
             if self.growing.swap(true, Ordering::Acquire) {
                 // Another process grows it: put into the array there is, if any.
                 if s.is_null() {
@@ -194,9 +205,8 @@ impl PointCache {
                 }
             }
         }
-        // SAFETY: a published array, as above.
-        let s = unsafe { &*s };
-        store(s, (tag(hash) << ROWID_BITS) | rowid.0);
+        // (A published array, as above.)
+        store(Arr(s), (tag(hash) << ROWID_BITS) | rowid.0);
     }
 
     /// Bytes of its slot array (0 while unused).
@@ -205,9 +215,9 @@ impl PointCache {
         if s.is_null() {
             0
         } else {
-            // SAFETY: a published array, retired only through the collector, so alive
-            // while the caller's guard is held.
-            Slots::layout(unsafe { (*s).len() }).size()
+            // (A published array, retired only through the collector, so alive while
+            // the caller's guard is held.)
+            Slots::layout(Arr(s).len()).size()
         }
     }
 
@@ -221,12 +231,11 @@ impl PointCache {
             return;
         }
         let s = self.slots.load(Ordering::Acquire);
-        // SAFETY (deref): a published array, retired only through the collector.
-        if s.is_null() || unsafe { (*s).len() } < entries / 2 {
+        // (A published array, retired only through the collector.)
+        if s.is_null() || Arr(s).len() < entries / 2 {
             return;
         }
-        // SAFETY: a published array, as above.
-        store(unsafe { &*s }, (tag(hash) << ROWID_BITS) | rowid.0);
+        store(Arr(s), (tag(hash) << ROWID_BITS) | rowid.0);
     }
 
     /// Replaces the array `old` (null: none yet) by one of `n` slots holding its
@@ -237,11 +246,9 @@ impl PointCache {
             return old;
         };
         if !old.is_null() {
-            // SAFETY: a published array; entries written to it meanwhile may be lost
-            // (the cache is lossy).
-            let o = unsafe { &*old };
-            // SAFETY: ours, not yet published.
-            let f = unsafe { &*fresh };
+            // A published array (entries written to it meanwhile may be lost: the
+            // cache is lossy), and ours, not yet published.
+            let (o, f) = (Arr(old), Arr(fresh));
             for i in 0..o.len() {
                 let w = o.slot(i).load(Ordering::Relaxed);
                 if w != 0 {
@@ -280,7 +287,7 @@ impl PointCache {
 /// Stores entry `w` (tag and row id) in its bucket of `s`: over the same key's entry,
 /// else in an empty slot, else over one chosen by the tag (so the same keys keep
 /// evicting each other, not the whole bucket).
-fn store(s: &Slots, w: u64) {
+fn store(s: Arr, w: u64) {
     let t = w >> ROWID_BITS;
     let first = bucket(s, t);
     let i = (first..first + WAYS)

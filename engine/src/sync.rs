@@ -9,10 +9,15 @@ use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bounded exponential spinning, then `sched_yield`.
+/// Bounded exponential spinning, then `sched_yield`, then short sleeps: a wait that
+/// outlasts some 64 yields (a lock held across a long write, a checkpoint waiting
+/// for a big commit to install) stops taking a core from the holder.
 pub struct Backoff {
     step: u32,
 }
+
+const SPIN_STEPS: u32 = 7;
+const YIELDS: u32 = 64;
 
 impl Backoff {
     pub fn new() -> Self {
@@ -20,14 +25,17 @@ impl Backoff {
     }
 
     pub fn snooze(&mut self) {
-        if self.step < 7 {
+        if self.step < SPIN_STEPS {
             for _ in 0..(1u32 << self.step) {
                 std::hint::spin_loop();
             }
-            self.step += 1;
-        } else {
+        } else if self.step < SPIN_STEPS + YIELDS {
             std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            return;
         }
+        self.step += 1;
     }
 }
 

@@ -146,7 +146,7 @@ impl Engine {
                         TableHandle::of(twin.clone())
                     };
                     let threads = crate::threads::helper_threads();
-                    self.read_spill_file(&handle, dir, name, threads)?;
+                    self.read_spill_file(&handle, dir, name, threads, true)?;
                 }
                 twin
             }

@@ -240,13 +240,15 @@ impl Engine {
     /// Fills `twin` (an empty table nobody else can reach) with the rows of spill
     /// file `name` in `dir`, with their row ids and TIDs, by `threads` threads.
     /// Checks that the file is whole and holds this table's columns and indexes.
-    /// Returns the rows loaded.
+    /// Returns the rows loaded. `replay`: the load is replayed from the log (it may
+    /// use the memory headroom, see `Engine::check_memory_for_replay`).
     pub(crate) fn read_spill_file(
         &'static self,
         twin: &TableHandle,
         dir: &Path,
         name: &str,
         threads: usize,
+        replay: bool,
     ) -> Result<u64> {
         let path = dir.join(name);
         let corrupt = |offset: usize, what: &str| {
@@ -279,7 +281,7 @@ impl Engine {
                 rows.extend(batch);
                 if rows.len() >= 64 * 1024 {
                     loaded += rows.len() as u64;
-                    self.fill_rows(twin, &rows, threads)?;
+                    self.fill_rows(twin, &rows, threads, replay)?;
                     rows.clear();
                 }
                 continue;
@@ -308,7 +310,7 @@ impl Engine {
             return Err(corrupt(0, "its indexes are not the table's"));
         }
         loaded += rows.len() as u64;
-        self.fill_rows(twin, &rows, threads)?;
+        self.fill_rows(twin, &rows, threads, replay)?;
         Ok(loaded)
     }
 }

@@ -190,28 +190,30 @@ impl Engine {
     }
 
     /// Applies `rows` (pairwise distinct, all of table `t`) to `t`, a table nobody
-    /// else can reach (a load's twin), by `threads` threads.
+    /// else can reach (a load's twin), by `threads` threads; `replay`: a load the log
+    /// replays (see `apply_rows_into`).
     pub(crate) fn fill_rows(
         &'static self,
         t: &TableHandle,
         rows: &[RowRef<'_>],
         threads: usize,
+        replay: bool,
     ) -> Result<()> {
         if let Some(max) = rows.iter().map(|r| r.tid).max() {
             self.observe_tid(max);
         }
         if threads < 2 || rows.len() < PARALLEL_MIN_ROWS {
-            return self.apply_rows_into(rows, Some(t));
+            return self.apply_rows_into(rows, Some(t), replay);
         }
         let per = rows.len().div_ceil(threads);
         parallel(rows.chunks(per).collect(), |part| {
-            self.apply_rows_into(part, Some(t))
+            self.apply_rows_into(part, Some(t), replay)
         })
     }
 
     /// Applies `rows` in order to the catalog's tables (see `apply_rows_into`).
     fn apply_rows_part(&'static self, rows: &[RowRef<'_>]) -> Result<()> {
-        self.apply_rows_into(rows, None)
+        self.apply_rows_into(rows, None, true)
     }
 
     /// Applies `rows` in order, CHUNK_ROWS at a time: one memory check, one epoch pin
@@ -222,6 +224,7 @@ impl Engine {
         &'static self,
         rows: &[RowRef<'_>],
         into: Option<&TableHandle>,
+        replay: bool,
     ) -> Result<()> {
         let _s = scope::enter();
         let mut cur: Option<Current> = None;
@@ -234,9 +237,9 @@ impl Engine {
                     need = need + Need::of(record::rowbuf_size(b.len())) + Need::of(RECORD_BYTES);
                 }
             }
-            // Replayed rows may use the headroom (see `check_memory_for_replay`); a
-            // table being loaded (`into`) brings new data and may not.
-            res = if into.is_none() {
+            // Replayed rows may use part of the headroom (see
+            // `check_memory_for_replay`); a table a user loads brings new data.
+            res = if replay {
                 self.check_memory_for_replay(need)
             } else {
                 self.check_memory(need)

@@ -76,7 +76,7 @@ impl Txn {
             let handle = TableHandle::of(twin.clone());
             let threads = crate::threads::helper_threads();
             // A twin the load fails to fill is dropped here: nobody else saw it.
-            rows = scope::outside(|| engine.read_spill_file(&handle, dir, name, threads))?;
+            rows = scope::outside(|| engine.read_spill_file(&handle, dir, name, threads, false))?;
         }
         self.replace_with(t, twin, sub, Some(from));
         Ok(Some(rows))

@@ -153,22 +153,22 @@ impl Txn {
         kind: EntryKind,
         idx: &[std::sync::Arc<crate::index::KeyIndex>],
     ) -> Result<()> {
-        // A skip list defers the destruction of every node it unlinks. The row-id
-        // index (a radix tree) and B+trees defer only that of a node they empty, at
-        // most one per several entries: an eighth of a deferral per entry is generous.
-        let trees = idx.iter().filter(|i| i.is_btree()).count();
-        let lists = idx.len() - trees;
-        let (retired, lists, trees) = match kind {
+        // Each index says what a removal may defer (see `removal_reserve`). The row-id
+        // index (a radix tree) defers only the destruction of a leaf it empties, an
+        // eighth of a deferral per row id here: a table thinned to one row per leaf
+        // takes more, but its leaves (8 KiB each) bound that to half a percent of the
+        // memory, which the arena's floor covers.
+        let keys: usize = idx.iter().map(|i| i.removal_reserve()).sum();
+        let rowid = BYTES_PER_DEFERRED.div_ceil(8);
+        let (retired, deferred) = match kind {
             // Abort: the absent record, its row-id slot and its keys.
-            EntryKind::Insert => (1, lists, 1 + trees),
+            EntryKind::Insert => (1, rowid + keys),
             // Commit: the replaced buffer, and keys the row may lose.
-            EntryKind::Update => (2, lists, trees),
+            EntryKind::Update => (2, keys),
             // Commit: buffer and record, the row-id slot and the keys.
-            EntryKind::Delete => (2, lists, 1 + trees),
+            EntryKind::Delete => (2, rowid + keys),
         };
-        let cost = retired * BYTES_PER_RETIRED
-            + lists * BYTES_PER_DEFERRED
-            + trees * BYTES_PER_DEFERRED.div_ceil(8);
+        let cost = retired * BYTES_PER_RETIRED + deferred;
         let delete = kind == EntryKind::Delete;
         let need = Need::of(self.commit_reserve + cost);
         if delete {
