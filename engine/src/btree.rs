@@ -444,6 +444,8 @@ pub(crate) struct BTree {
     len: AtomicUsize,
     /// Nodes allocated, for memory reports.
     nodes: AtomicUsize,
+    /// Bytes accounted per entry (see [`BTree::entry_bytes`]).
+    entry_bytes: usize,
     writer: crate::sync::SpinLock<()>,
 }
 
@@ -458,8 +460,12 @@ impl BTree {
     /// `8 * MAX_WORDS`). Allocates its root: call it where the tree's memory belongs.
     pub(crate) fn new(max_len: usize) -> BTree {
         let geo = Geometry::new(max_len.div_ceil(8).max(1));
+        let block = crate::arena::block_size(NODE_BYTES);
+        let entry_bytes = (block * 4).div_ceil(geo.leaf_cap * 3)
+            + block.div_ceil(geo.leaf_cap * geo.inner_cap / 2);
         BTree {
             geo,
+            entry_bytes,
             root: AtomicU64::new(Node::alloc(0).0 as u64),
             len: AtomicUsize::new(0),
             nodes: AtomicUsize::new(1),
@@ -493,10 +499,8 @@ impl BTree {
 
     /// Expected bytes per entry: a leaf's block over its entries at three-quarters
     /// fill, plus a share of the inner nodes (for memory accounting, which is per entry).
-    pub(crate) fn bytes_per_entry(max_len: usize) -> usize {
-        let g = Geometry::new(max_len.div_ceil(8).max(1));
-        let block = crate::arena::block_size(NODE_BYTES);
-        (block * 4).div_ceil(g.leaf_cap * 3) + block.div_ceil(g.leaf_cap * g.inner_cap / 2)
+    pub(crate) fn entry_bytes(&self) -> usize {
+        self.entry_bytes
     }
 
     fn root(&self) -> Node {
@@ -1323,5 +1327,67 @@ mod tests {
         }
         stop.store(true, Relaxed);
         writer.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    //! `cargo test -p memfdw-engine --release --lib btree::timing -- --ignored --nocapture`:
+    //! B+tree against the skip list, one thread, 1M int4 entries.
+    use super::*;
+    use crate::index::IndexKey;
+    use crossbeam_skiplist::base::SkipList;
+
+    #[test]
+    #[ignore]
+    fn tree_against_skip_list() {
+        let c = crossbeam_epoch::Collector::new();
+        let h = c.register();
+        let n = 1_000_000u32;
+        let key = |i: u32| {
+            let mut k = vec![1u8];
+            k.extend_from_slice(&i.to_be_bytes());
+            k.extend_from_slice(&(i as u64).to_be_bytes());
+            k
+        };
+        let keys: Vec<Vec<u8>> = (0..n).map(key).collect();
+        let mut x = 88172645463325252u64;
+        let probes: Vec<u32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % n as u64) as u32
+            })
+            .collect();
+        let t = BTree::new(13);
+        let s = std::time::Instant::now();
+        for k in &keys {
+            let g = h.pin();
+            t.insert(&Probe::new(k), 1, &g);
+        }
+        let tree_ins = s.elapsed();
+        let s = std::time::Instant::now();
+        for &p in &probes {
+            let g = h.pin();
+            assert!(t.get(&Probe::new(&keys[p as usize]), &g).is_some());
+        }
+        let tree_get = s.elapsed();
+        let l: SkipList<IndexKey, u64> = SkipList::new(c.clone());
+        let s = std::time::Instant::now();
+        for k in &keys {
+            let g = h.pin();
+            l.get_or_insert(IndexKey::new(k), 1, &g).release(&g);
+        }
+        let list_ins = s.elapsed();
+        let s = std::time::Instant::now();
+        for &p in &probes {
+            let g = h.pin();
+            assert!(l.get(&IndexKey::new(&keys[p as usize]), &g).is_some());
+        }
+        let list_get = s.elapsed();
+        eprintln!(
+            "1M ascending inserts: tree {tree_ins:?}, skip list {list_ins:?}; 1M random gets: tree {tree_get:?}, skip list {list_get:?}"
+        );
     }
 }

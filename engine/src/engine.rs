@@ -657,6 +657,12 @@ impl Engine {
         }
     }
 
+    /// Would `bytes` more fit under the memory limit now? (For optional memory, such
+    /// as caches: no reclaim, no error.)
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.fits(Need::of(bytes), self.config.memory_limit)
+    }
+
     /// Like [`Engine::check_memory`], for the bookkeeping of deletes: they may use part
     /// of the headroom, so that a full engine can still be emptied.
     pub(crate) fn check_memory_for_delete(&self, need: Need) -> Result<()> {

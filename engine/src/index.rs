@@ -251,11 +251,11 @@ impl KeyIndex {
 
     /// Bytes accounted for one entry with a key of `key_len` bytes (the same figure
     /// when it is linked and when it is unlinked): see [`key_entry_bytes`] and
-    /// [`BTree::bytes_per_entry`].
+    /// [`BTree::entry_bytes`].
     pub fn entry_bytes(&self, key_len: usize) -> usize {
         match &self.entries {
             Entries::List(_) => key_entry_bytes(key_len),
-            Entries::Tree(tree) => BTree::bytes_per_entry(tree.max_len()),
+            Entries::Tree(tree) => tree.entry_bytes(),
         }
     }
 

@@ -183,8 +183,18 @@ impl PointCache {
     }
 
     /// Remembers `rowid` for the key of `hash`; `entries` (the index's size) decides
-    /// the array's size: about one slot per entry.
-    pub fn put(&self, hash: u64, rowid: RowId, entries: usize, guard: &Guard) {
+    /// the array's size: about one slot per entry. `room` says whether a new array of
+    /// that many bytes fits the engine's memory limit (the cache never takes memory
+    /// that rows could not: a full engine recovered after a restart, whose worker
+    /// fills the caches, must still have room to delete rows).
+    pub fn put(
+        &self,
+        hash: u64,
+        rowid: RowId,
+        entries: usize,
+        guard: &Guard,
+        room: impl FnOnce(usize) -> bool,
+    ) {
         if rowid.0 > ROWID_MASK || rowid.0 == 0 {
             return;
         }
@@ -192,7 +202,12 @@ impl PointCache {
         let mut s = self.slots.load(Ordering::Acquire);
         // (A published array, retired only through the collector.)
         if s.is_null() || Arr(s).len() < want {
-            if self.growing.swap(true, Ordering::Acquire) {
+            if !room(Slots::layout(want).size()) {
+                // No room to grow: put into the array there is, if any.
+                if s.is_null() {
+                    return;
+                }
+            } else if self.growing.swap(true, Ordering::Acquire) {
                 // Another process grows it: put into the array there is, if any.
                 if s.is_null() {
                     return;
@@ -443,7 +458,8 @@ impl crate::engine::Engine {
                     false,
                     g,
                     |key, rowid, _| {
-                        ix.point.put(hash_key(key), rowid, entries, g);
+                        ix.point
+                            .put(hash_key(key), rowid, entries, g, |b| self.has_room(b));
                         n += 1;
                         if n == left {
                             last = Some(crate::scope::outside(|| {
@@ -492,17 +508,27 @@ mod tests {
         let g = h.pin();
         let cache = PointCache::new();
         assert_eq!(cache.get(hash_key(b"a"), &g), None);
-        cache.put(hash_key(b"a"), RowId(7), 10, &g);
+        // Without room for an array, nothing is cached.
+        cache.put(hash_key(b"a"), RowId(7), 10, &g, |_| false);
+        assert_eq!(cache.get(hash_key(b"a"), &g), None);
+        assert_eq!(cache.bytes(&g), 0);
+        cache.put(hash_key(b"a"), RowId(7), 10, &g, |_| true);
         assert_eq!(cache.get(hash_key(b"a"), &g), Some(RowId(7)));
-        cache.put(hash_key(b"a"), RowId(9), 10, &g);
+        cache.put(hash_key(b"a"), RowId(9), 10, &g, |_| true);
         assert_eq!(cache.get(hash_key(b"a"), &g), Some(RowId(9)));
         // Too large a row id is not cached.
-        cache.put(hash_key(b"b"), RowId(1 << 37), 10, &g);
+        cache.put(hash_key(b"b"), RowId(1 << 37), 10, &g, |_| true);
         assert_eq!(cache.get(hash_key(b"b"), &g), None);
         // Many keys: most are found, each with its own row id or not at all.
         let n = 5000u64;
         for i in 0..n {
-            cache.put(hash_key(&i.to_be_bytes()), RowId(i + 1), n as usize, &g);
+            cache.put(
+                hash_key(&i.to_be_bytes()),
+                RowId(i + 1),
+                n as usize,
+                &g,
+                |_| true,
+            );
         }
         let mut found = 0;
         for i in 0..n {
@@ -514,8 +540,13 @@ mod tests {
             }
         }
         assert!(found > n * 8 / 10, "{found}");
+        // Without room to grow, entries go to the array there is.
+        let small = cache.bytes(&g);
+        cache.put(hash_key(b"y"), RowId(4), 1 << 16, &g, |_| false);
+        assert_eq!(cache.bytes(&g), small);
+        assert_eq!(cache.get(hash_key(b"y"), &g), Some(RowId(4)));
         // Growth: a much larger index gets a larger array, with the entries moved.
-        cache.put(hash_key(b"z"), RowId(3), 1 << 16, &g);
+        cache.put(hash_key(b"z"), RowId(3), 1 << 16, &g, |_| true);
         assert_eq!(cache.get(hash_key(b"z"), &g), Some(RowId(3)));
         let kept = (0..n)
             .filter(|i| cache.get(hash_key(&i.to_be_bytes()), &g) == Some(RowId(i + 1)))

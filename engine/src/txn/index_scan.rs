@@ -275,7 +275,10 @@ impl Txn {
                 }
                 scan.done = true;
                 if let (Some(h), 1) = (point, batch.len()) {
-                    index.point.put(h, batch.rowid(0), index.len(), g);
+                    let engine = self.engine;
+                    index
+                        .point
+                        .put(h, batch.rowid(0), index.len(), g, |b| engine.has_room(b));
                 }
             }
             scan.extra_pos = pos;
