@@ -240,7 +240,13 @@ impl Engine {
         let shared_def = def.clone();
         scope::outside(|| drop(def));
         let def = shared_def;
-        self.check_memory(Need::of(4096))?;
+        // (Replay, unlogged, may use part of the headroom: see
+        // `check_memory_for_replay`.)
+        if log {
+            self.check_memory(Need::of(4096))?;
+        } else {
+            self.check_memory_for_replay(Need::of(4096))?;
+        }
         // The catalog stays locked from the log append to the change, so a checkpoint
         // (which takes its start LSN under the catalog lock) sees the table or replays
         // its record.

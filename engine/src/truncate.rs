@@ -79,11 +79,13 @@ impl Engine {
     /// indexes `indexes` (ALTER TABLE: the caller fills it with `t`'s rows, rewritten);
     /// its row ids continue above `t`'s. Index ids not in `t` come from
     /// [`Engine::next_index_id`].
+    /// `replay`: the log replays the redefinition (see `check_memory_for_replay`).
     pub(crate) fn redefined_twin(
         &self,
         t: &Table,
         mut def: TableDef,
         indexes: &[IndexDef],
+        replay: bool,
     ) -> Result<Arc<Table>> {
         def.database = t.id.database;
         def.validate()?;
@@ -91,7 +93,12 @@ impl Engine {
             i.validate(&def)?;
         }
         let _s = scope::enter();
-        self.check_memory(Need::of(4096 * (1 + indexes.len())))?;
+        let need = Need::of(4096 * (1 + indexes.len()));
+        if replay {
+            self.check_memory_for_replay(need)?;
+        } else {
+            self.check_memory(need)?;
+        }
         let shared_def = def.clone();
         scope::outside(|| drop(def));
         let mut twin = Table::new(t.id, shared_def);
@@ -127,7 +134,7 @@ impl Engine {
             Emptying::Truncate(_) => self.empty_twin(&t)?,
             Emptying::Redefine(r) => {
                 let def = scope::outside(|| r.def.clone());
-                self.redefined_twin(&t, def, &r.indexes)?
+                self.redefined_twin(&t, def, &r.indexes, true)?
             }
             Emptying::Reside { to, from, .. } => {
                 if let Some(f) = to.spill_file() {

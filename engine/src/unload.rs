@@ -266,6 +266,16 @@ impl Engine {
             .map_err(|e| Error::SpillIo(format!("{}: {e}", path.display())))?;
         let (mut frames, _) =
             FrameReader::open(&map, MAGIC, VERSION).map_err(|d| corrupt(d.offset, &d.what))?;
+        // The twin's indexes (empty) are filled after its rows, from their keys
+        // sorted: a B+tree filled in row order would be as large again when its keys
+        // are in another order (a uuid key), and the load could fail where the table
+        // fitted before it was unloaded.
+        let detached = {
+            let _s = crate::scope::enter();
+            let list = twin.indexes();
+            twin.set_indexes(Vec::new());
+            list
+        };
         let mut indexes = Vec::new();
         let mut rows: Vec<RowRef<'_>> = Vec::new();
         let mut seen_table = false;
@@ -303,7 +313,7 @@ impl Engine {
                 }
             }
         }
-        let mut have = twin.index_defs();
+        let mut have: Vec<_> = detached.iter().map(|i| i.def.clone()).collect();
         have.sort_by_key(|d| d.id);
         indexes.sort_by_key(|d| d.id);
         if !seen_table || have != indexes {
@@ -311,6 +321,11 @@ impl Engine {
         }
         loaded += rows.len() as u64;
         self.fill_rows(twin, &rows, threads, replay)?;
+        for index in detached.iter() {
+            self.fill_index(twin, index, threads)?;
+        }
+        let _s = crate::scope::enter();
+        twin.set_indexes(detached.to_vec());
         Ok(loaded)
     }
 }

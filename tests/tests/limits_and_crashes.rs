@@ -536,12 +536,13 @@ fn a_big_delete_on_a_full_engine_succeeds() {
     s.batch_execute("TRUNCATE tiny").unwrap();
 }
 
-/// Runs `insert` (rows `$1 + 1 ..`) until the engine refuses more with 53200; returns
-/// the rows committed.
-/// A full engine whose B+tree keys arrived in random order (uuid) and in key order
-/// (int) recovers after kill -9: replay inserts the keys in another order (by two
-/// threads), so the trees may take more memory than before the crash; replay may
-/// use part of the headroom, and the engine can still be emptied afterwards.
+/// A full engine with B+tree keys in several orders recovers after kill -9 from a
+/// checkpoint, and can be emptied afterwards. The uuid index is built by CREATE
+/// INDEX (keys sorted: full leaves) over random keys, and later keys are appended:
+/// filled row by row at recovery, in row order, it would take about half as much
+/// again and recovery would run out of memory; a checkpoint holds indexes after rows,
+/// so recovery builds them sorted. The point caches the worker fills after the
+/// restart must leave room to delete.
 #[test]
 fn a_full_engine_with_random_keys_recovers() {
     let c = Cluster::start_with(Options {
@@ -552,16 +553,36 @@ fn a_full_engine_with_random_keys_recovers() {
     let mut s = c.connect();
     s.batch_execute(
         "CREATE EXTENSION memfdw;
-         CREATE FOREIGN TABLE rk (id int PRIMARY KEY, u uuid NOT NULL UNIQUE, w bigint) SERVER memfdw;
+         CREATE FOREIGN TABLE rk (id int PRIMARY KEY, u uuid NOT NULL, w bigint) SERVER memfdw;
          CREATE INDEX rk_w ON rk (w)",
     )
     .unwrap();
-    let n = fill_until_full(
+    let n1 = fill_until_full(
         &mut s,
-        "INSERT INTO rk SELECT g, md5(g::text)::uuid, (g * 7919) % 1000003 \
+        "INSERT INTO rk SELECT g, md5(g::text)::uuid, (g::bigint * 7919) % 1000003 \
          FROM generate_series($1::int + 1, $1::int + 3000) g",
     );
-    assert!(n > 100_000, "{n} rows");
+    assert!(n1 > 100_000, "{n1} rows");
+    // Room for the uuid index: the last 40% of the rows go, a tenth at a time.
+    let keep = n1 / 10 * 6;
+    let mut top = n1;
+    while top > keep {
+        let low = (top - n1 / 10).max(keep);
+        s.execute("DELETE FROM rk WHERE id > $1", &[&low]).unwrap();
+        top = low;
+    }
+    s.batch_execute("CREATE UNIQUE INDEX rk_u ON rk (u)")
+        .unwrap();
+    // Full again, with uuids above every md5 one (appended to the index).
+    let n2 = fill_until_full(
+        &mut s,
+        &format!(
+            "INSERT INTO rk SELECT g, ('ffffffff-0000-0000-0000-' || lpad(to_hex(g), 12, '0'))::uuid, \
+             (g::bigint * 7919) % 1000003 FROM generate_series($1::int + 1 + {keep}, $1::int + {keep} + 3000) g"
+        ),
+    );
+    let n = keep + n2;
+    assert!(n2 > 1000, "{n2} rows after the index");
     let sums = |s: &mut postgres::Client| -> (i64, String) {
         let r = s
             .query_one(
@@ -573,34 +594,47 @@ fn a_full_engine_with_random_keys_recovers() {
     };
     let before = sums(&mut s);
     assert_eq!(before.0, n as i64);
+    s.batch_execute("SELECT memfdw.checkpoint()").unwrap();
     drop(s);
     c.kill9();
     c.restart();
     let mut s = c.connect_retry(Duration::from_secs(60));
     assert_eq!(sums(&mut s), before);
-    // Every index answers (each plan uses its index: a few rows by key).
-    for q in [
-        "SELECT count(*) FROM rk WHERE id BETWEEN 1000 AND 1099",
-        "SELECT count(*) FROM rk WHERE u = md5('1234')::uuid",
-        "SELECT count(*) FROM rk WHERE w = (1234 * 7919) % 1000003",
+    // Every index answers.
+    for (q, want) in [
+        (
+            "SELECT count(*) FROM rk WHERE id BETWEEN 1000 AND 1099",
+            100,
+        ),
+        ("SELECT count(*) FROM rk WHERE u = md5('1234')::uuid", 1),
+        (
+            "SELECT count(*) FROM rk WHERE w = (1234 * 7919) % 1000003",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM rk WHERE u >= 'ffffffff-0000-0000-0000-000000000000'",
+            n2 as i64,
+        ),
     ] {
         let k: i64 = s.query_one(q, &[]).unwrap().get(0);
-        assert!(k >= 1, "{q}: {k}");
+        assert_eq!(k, want, "{q}");
     }
-    // The recovered engine can still be emptied, a tenth at a time.
+    // The recovered engine can still be emptied, a tenth at a time (ids are 1..=n).
     let mut left = n;
     while left > 0 {
-        let cut = (n / 10).max(1);
+        let cut = (n / 10).max(1).min(left);
         let d = s
             .execute("DELETE FROM rk WHERE id > $1", &[&(left - cut)])
             .unwrap_or_else(|e| panic!("deleting down to {} of {n} rows: {e:?}", left - cut));
-        assert_eq!(d, cut.min(left) as u64);
-        left -= cut.min(left);
+        assert_eq!(d, cut as u64);
+        left -= cut;
     }
     let k: i64 = s.query_one("SELECT count(*) FROM rk", &[]).unwrap().get(0);
     assert_eq!(k, 0);
 }
 
+/// Runs `insert` (rows `$1 + 1 ..`) until the engine refuses more with 53200; returns
+/// the rows committed.
 fn fill_until_full(s: &mut postgres::Client, insert: &str) -> i32 {
     let mut n = 0i32;
     loop {

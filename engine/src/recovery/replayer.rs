@@ -89,22 +89,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Builds index `def` over the committed rows of `t` and publishes it, unlogged,
-    /// with `threads` threads, each over one range of row ids. Uniqueness is not
-    /// checked: during replay it may hold only at the end (a fuzzy checkpoint can hold
-    /// two rows with one key, one of them changed later in the log).
-    fn build_index_parallel(
+    /// Links the entries of the committed rows of `t` into `index` (empty; `t` is
+    /// one nobody else writes: replay, or a load's twin), by `threads` threads over
+    /// ranges of row ids for a skip list; a B+tree takes one writer at a time: one
+    /// thread, with the keys sorted first (appended in order, they fill every leaf,
+    /// whatever order the rows are in).
+    pub(crate) fn fill_index(
         &'static self,
         t: &TableHandle,
-        def: IndexDef,
+        index: &KeyIndex,
         threads: usize,
     ) -> Result<()> {
-        let index = {
-            let _s = scope::enter();
-            let shared = def.clone();
-            scope::outside(|| drop(def));
-            Arc::new(KeyIndex::new(shared, &t.def, &self.collector))
-        };
         // Row ids are handed out densely from 1, so equal ranges hold similar counts.
         // A B+tree takes one writer at a time: one thread, with the keys sorted first
         // (appended in order, they fill every leaf).
@@ -160,7 +155,26 @@ impl Engine {
             self.account(bytes);
             res
         };
-        let res = parallel(ranges, build);
+        parallel(ranges, build)
+    }
+
+    /// Builds index `def` over the committed rows of `t` and publishes it, unlogged,
+    /// with `threads` threads, each over one range of row ids. Uniqueness is not
+    /// checked: during replay it may hold only at the end (a fuzzy checkpoint can hold
+    /// two rows with one key, one of them changed later in the log).
+    fn build_index_parallel(
+        &'static self,
+        t: &TableHandle,
+        def: IndexDef,
+        threads: usize,
+    ) -> Result<()> {
+        let index = {
+            let _s = scope::enter();
+            let shared = def.clone();
+            scope::outside(|| drop(def));
+            Arc::new(KeyIndex::new(shared, &t.def, &self.collector))
+        };
+        let res = self.fill_index(t, &index, threads);
         let _s = scope::enter();
         match res {
             Ok(()) => self.publish_index(t, index, false),
@@ -238,8 +252,11 @@ impl Engine {
                 }
             }
             // Replayed rows may use part of the headroom (see
-            // `check_memory_for_replay`); a table a user loads brings new data.
-            res = if replay {
+            // `check_memory_for_replay`); a table a user loads brings new data. A
+            // chunk of deletes needs nothing.
+            res = if need.total() == 0 {
+                Ok(())
+            } else if replay {
                 self.check_memory_for_replay(need)
             } else {
                 self.check_memory(need)

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! file:  header | frame* | end frame
-//! table: create table | create index* | residency? | rows*
+//! table: create table | rows* | create index* | residency?
 //! end:   0xFE | frames u64
 //! ```
 //! One writer of tables ([`TableWriter::write_table`]) and one reader of frames
@@ -73,9 +73,16 @@ impl TableWriter {
         r
     }
 
-    /// Writes table `t` as it is committed now: its definition, indexes, residency if
-    /// it is not loaded, and rows with their TIDs, `ROWS_PER_FRAME` to a frame.
+    /// Writes table `t` as it is committed now: its definition, rows with their TIDs
+    /// (`ROWS_PER_FRAME` to a frame), indexes, and residency if it is not loaded.
     /// `report()` is called after each frame of rows.
+    ///
+    /// Indexes after rows: loading a checkpoint builds each index over the rows from
+    /// its keys sorted (a B+tree filled row by row would take up to half as much
+    /// again when its keys are not in row order, and recovery could then run out of
+    /// memory where the rows fitted before). Files written with indexes first (by
+    /// earlier versions) load as well: the rows then maintain them. A spill file's
+    /// reader takes index records anywhere after the table's.
     pub fn write_table(
         &mut self,
         engine: &'static Engine,
@@ -87,14 +94,6 @@ impl TableWriter {
             table,
             def: t.def.clone(),
         })?;
-        // Indexes before rows: loading maintains them row by row.
-        for def in t.index_defs() {
-            self.record(&LogRecord::CreateIndex { table, def })?;
-        }
-        if *t.residency() != crate::unload::Residency::Loaded {
-            let residency = t.residency().clone();
-            self.record(&LogRecord::Residency { table, residency })?;
-        }
         let mut txn = engine.begin();
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
@@ -120,6 +119,13 @@ impl TableWriter {
             }
         }
         let _ = txn.commit();
+        for def in t.index_defs() {
+            self.record(&LogRecord::CreateIndex { table, def })?;
+        }
+        if *t.residency() != crate::unload::Residency::Loaded {
+            let residency = t.residency().clone();
+            self.record(&LogRecord::Residency { table, residency })?;
+        }
         Ok(())
     }
 

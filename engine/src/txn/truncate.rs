@@ -59,7 +59,7 @@ impl Txn {
         indexes: &[crate::index::IndexDef],
         sub: u32,
     ) -> Result<()> {
-        let with = self.engine.redefined_twin(t, def, indexes)?;
+        let with = self.engine.redefined_twin(t, def, indexes, false)?;
         self.replace_with(t, with, sub, None);
         Ok(())
     }
