@@ -614,38 +614,29 @@ impl BTree {
             };
             let leaf = r.leaf;
             let n = leaf.count().min(g.leaf_cap);
+            // This leaf's slots from the cursor on (backwards when reverse), while
+            // they are within the far bound.
+            let (from, to) = match (&cursor, reverse) {
+                (Bound::Unbounded, _) => (0, n),
+                (Bound::Included(p), true) => (0, leaf.rank(g, true, n, p, true)),
+                (Bound::Excluded(p), true) => (0, leaf.rank(g, true, n, p, false)),
+                (Bound::Included(p), false) => (leaf.rank(g, true, n, p, false), n),
+                (Bound::Excluded(p), false) => (leaf.rank(g, true, n, p, true), n),
+            };
+            let (mut forward, mut backward) = ((from..to), (from..to).rev());
+            let slots: &mut dyn Iterator<Item = usize> =
+                if reverse { &mut backward } else { &mut forward };
+            let inside: &dyn Fn(&Probe) -> bool = if reverse { &in_lower } else { &in_upper };
             let mut got = 0;
             let mut ended = false;
-            if reverse {
-                let end = match &cursor {
-                    Bound::Unbounded => n,
-                    Bound::Included(p) => leaf.rank(g, true, n, p, true),
-                    Bound::Excluded(p) => leaf.rank(g, true, n, p, false),
-                };
-                for i in (0..end).rev() {
-                    let e = leaf.entry(g, true, i);
-                    if !in_lower(&e) {
-                        ended = true;
-                        break;
-                    }
-                    buf[got] = (e, leaf.val(g, i));
-                    got += 1;
+            for i in slots {
+                let e = leaf.entry(g, true, i);
+                if !inside(&e) {
+                    ended = true;
+                    break;
                 }
-            } else {
-                let start = match &cursor {
-                    Bound::Unbounded => 0,
-                    Bound::Included(p) => leaf.rank(g, true, n, p, false),
-                    Bound::Excluded(p) => leaf.rank(g, true, n, p, true),
-                };
-                for i in start..n {
-                    let e = leaf.entry(g, true, i);
-                    if !in_upper(&e) {
-                        ended = true;
-                        break;
-                    }
-                    buf[got] = (e, leaf.val(g, i));
-                    got += 1;
-                }
+                buf[got] = (e, leaf.val(g, i));
+                got += 1;
             }
             if !leaf.validate(r.version) {
                 continue;
