@@ -11,9 +11,11 @@
 //!   (in PostgreSQL: per process): a magazine of free blocks per size class, refilled
 //!   from and spilled to the arena `REFILL` blocks at a time, so concurrent processes
 //!   do not take a class lock (and bounce its cache line) on every allocation. A cache
-//!   holds at most `MAGAZINE` blocks per class (about 190 KB in all); they count as in
-//!   use in the arena's figures. Blocks freed by one process may serve another's next
-//!   allocation only after they spill, which is fine: classes are interchangeable.
+//!   holds at most `MAGAZINE` blocks per class up to 512 bytes (about 190 KB in all)
+//!   and `BIG_MAGAZINE` of the larger classes (about 30 KB), moved `BIG_REFILL` at a
+//!   time; they count as in use in the arena's figures. Blocks freed by one process
+//!   may serve another's next allocation only after they spill, which is fine:
+//!   classes are interchangeable.
 //!
 //! Binaries that use the engine over shared memory declare
 //! `#[global_allocator] static A: memfdw_engine::alloc::RoutingAllocator = RoutingAllocator;`
@@ -31,6 +33,21 @@ const MAGAZINE: usize = 64;
 /// Blocks moved between a magazine and the arena at a time.
 const REFILL: usize = 32;
 const _: () = assert!(REFILL <= FREE_BATCH_MAX && REFILL <= MAGAZINE);
+/// The same for classes above 512 bytes (transactions, B+tree nodes): a process needs
+/// a few at a time, and should not hold dozens of kilobytes it does not use.
+const BIG_MAGAZINE: usize = 8;
+const BIG_REFILL: usize = 4;
+const _: () = assert!(BIG_REFILL <= BIG_MAGAZINE && BIG_MAGAZINE <= MAGAZINE);
+
+/// How many blocks of `csize` bytes a magazine holds, and moves at a time.
+#[inline]
+fn magazine_of(csize: usize) -> (usize, usize) {
+    if csize > 512 {
+        (BIG_MAGAZINE, BIG_REFILL)
+    } else {
+        (MAGAZINE, REFILL)
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Magazine {
@@ -88,7 +105,8 @@ fn cache_alloc(a: &'static Arena, class: usize, csize: usize) -> Option<*mut u8>
             c.bind(a);
             let m = &mut c.mags[class];
             if m.n == 0 {
-                m.n = a.alloc_batch(class, csize, &mut m.blocks[..REFILL]);
+                let (_, refill) = magazine_of(csize);
+                m.n = a.alloc_batch(class, csize, &mut m.blocks[..refill]);
                 if m.n == 0 {
                     return Some(ptr::null_mut());
                 }
@@ -111,11 +129,12 @@ fn cache_free(a: &'static Arena, p: *mut u8, class: usize, csize: usize) -> bool
             };
             c.bind(a);
             let m = &mut c.mags[class];
-            if m.n == MAGAZINE {
+            let (cap, refill) = magazine_of(csize);
+            if m.n == cap {
                 // SAFETY: cached blocks are free blocks of this class of `a` (invariant).
-                unsafe { a.free_batch(class, csize, &m.blocks[..REFILL]) };
-                m.blocks.copy_within(REFILL..MAGAZINE, 0);
-                m.n -= REFILL;
+                unsafe { a.free_batch(class, csize, &m.blocks[..refill]) };
+                m.blocks.copy_within(refill..cap, 0);
+                m.n -= refill;
             }
             m.blocks[m.n] = p as usize;
             m.n += 1;

@@ -125,8 +125,10 @@ pub fn block_size(size: usize) -> usize {
     }
 }
 
-/// Largest request served through the per-thread caches of the routing allocator.
-pub(crate) const CACHED_MAX: usize = 512;
+/// Largest request served through the per-thread caches of the routing allocator: an
+/// engine transaction (752 bytes, one per statement) and a B+tree node (1 KiB) are
+/// in it.
+pub(crate) const CACHED_MAX: usize = 1024;
 /// Size classes up to [`CACHED_MAX`].
 pub(crate) const CACHED_CLASSES: usize = class_of(CACHED_MAX).0 + 1;
 /// Most blocks one [`Arena::free_batch`] call takes.
