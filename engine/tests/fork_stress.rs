@@ -49,6 +49,10 @@ fn main() {
             "fork_stress::snapshot_readers_in_other_processes_see_constant_totals",
             snapshot_readers_in_other_processes_see_constant_totals as fn(),
         ),
+        (
+            "fork_stress::processes_share_one_b_tree_index",
+            processes_share_one_b_tree_index as fn(),
+        ),
     ] {
         match std::panic::catch_unwind(f) {
             Ok(()) => {
@@ -470,4 +474,130 @@ fn snapshot_readers_in_other_processes_see_constant_totals() {
         (0, 0, None),
         "{stats:?}"
     );
+}
+
+/// Rows in key order through index `index` of `t` (all of them, or from `from` on).
+fn index_rows(e: &'static Engine, t: &TableHandle, index: u32) -> Vec<(i32, i64)> {
+    let mut txn = e.begin();
+    let mut scan = IndexScan::new(index, &[], None, false);
+    let mut batch = RowBatch::new();
+    let mut out = Vec::new();
+    while !scan.done() {
+        txn.index_scan(t, &mut scan, u32::MAX, &mut batch, 256)
+            .unwrap();
+        while let Some(r) = batch.next() {
+            let (w, k, _) = unpack(&t.layout, r.data);
+            out.push((w, k));
+        }
+    }
+    txn.commit().unwrap();
+    out
+}
+
+/// Four processes write one B+tree index at once (an int8 key: its entries are in a
+/// B+tree), with keys interleaved so that they split the same leaves, then delete
+/// every other row of theirs (emptying and removing leaves) while a fifth process
+/// scans the index: every scan is in key order and sees every row that stays; at the
+/// end the index holds exactly the rows.
+fn processes_share_one_b_tree_index() {
+    const PER: i64 = 3000;
+    let engine = setup(128 << 20);
+    engine.create_table(table_id(41), table_def()).unwrap();
+    let t = engine.table(table_id(41)).unwrap();
+    let mut txn = engine.begin();
+    txn.create_index(
+        &t,
+        IndexDef {
+            id: 41,
+            name: "by_key".into(),
+            columns: vec![1],
+            unique: false,
+            primary: false,
+        },
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    // Rows that stay (even i) exist before the readers start.
+    let key = |w: i32, i: i64| i * 4 + w as i64;
+    let mut txn = engine.begin();
+    for w in 0..WORKERS {
+        for i in (0..PER).step_by(2) {
+            txn.insert(
+                &t,
+                &pack(&t.layout, w, key(w, i), "stay"),
+                Stmt { cid: 0, sub: 1 },
+            )
+            .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    drop(t);
+    assert!(fork_all(WORKERS + 1, |w| {
+        let t = engine.table(table_id(41)).unwrap();
+        if w == WORKERS {
+            // The reader: ordered scans that always see the rows that stay.
+            for _ in 0..40 {
+                let rows = index_rows(engine, &t, 41);
+                assert!(rows.windows(2).all(|p| p[0].1 < p[1].1), "out of order");
+                let stay = rows.iter().filter(|r| (r.1 / 4) % 2 == 0).count() as i64;
+                assert_eq!(stay, WORKERS as i64 * PER / 2);
+            }
+            return;
+        }
+        // Writers: the odd rows in, ascending, 50 to a commit; then out again.
+        for chunk in (1..PER).step_by(2).collect::<Vec<_>>().chunks(50) {
+            let mut txn = engine.begin();
+            for &i in chunk {
+                txn.insert(
+                    &t,
+                    &pack(&t.layout, w, key(w, i), "go"),
+                    Stmt { cid: 0, sub: 1 },
+                )
+                .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mine: Vec<(RowId, Tid)> = {
+            let mut txn = engine.begin();
+            let mut cursor = ScanCursor::new();
+            let mut batch = RowBatch::new();
+            let mut v = Vec::new();
+            while !cursor.done() {
+                txn.scan(&t, &mut cursor, 0, &mut batch, 256).unwrap();
+                while let Some(r) = batch.next() {
+                    let (rw, k, _) = unpack(&t.layout, r.data);
+                    if rw == w && (k / 4) % 2 == 1 {
+                        v.push((r.rowid, r.tid));
+                    }
+                }
+            }
+            txn.commit().unwrap();
+            v
+        };
+        assert_eq!(mine.len() as i64, PER / 2);
+        for chunk in mine.chunks(50) {
+            let mut txn = engine.begin();
+            for &(rowid, tid) in chunk {
+                assert_eq!(
+                    txn.delete(&t, rowid, tid, Stmt { cid: 1, sub: 1 }).unwrap(),
+                    WriteOutcome::Done
+                );
+            }
+            txn.commit().unwrap();
+        }
+    }));
+    let t = engine.table(table_id(41)).unwrap();
+    let rows = index_rows(engine, &t, 41);
+    let want: Vec<(i32, i64)> = {
+        let mut v: Vec<_> = (0..WORKERS)
+            .flat_map(|w| (0..PER).step_by(2).map(move |i| (w, key(w, i))))
+            .collect();
+        v.sort_by_key(|r| r.1);
+        v
+    };
+    assert_eq!(rows, want);
+    for _ in 0..8 {
+        engine.reclaim();
+    }
+    assert_eq!(t.index_entries(41), Some(want.len()));
 }
