@@ -253,6 +253,23 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     }
 }
 
+/// The executor states of the first `n` expressions of `exprs` (a plan's `fdw_exprs`),
+/// under `parent`.
+///
+/// # Safety
+/// `exprs` is a list of at least `n` expression nodes; `parent` is the scan's state
+/// node, in the executor's memory context.
+pub(crate) unsafe fn init_exprs(
+    exprs: *mut pg_sys::List,
+    n: i32,
+    parent: *mut pg_sys::PlanState,
+) -> Vec<*mut pg_sys::ExprState> {
+    (0..n)
+        // SAFETY: forwarded contract.
+        .map(|i| unsafe { pg_sys::ExecInitExpr(crate::pglist::nth(exprs, i).cast(), parent) })
+        .collect()
+}
+
 /// The columns the plan reads (the relation's target list and its quals), as an
 /// integer list of attribute numbers; a list holding only 0 means every column.
 ///
@@ -356,14 +373,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             } else {
                 plan_private::DirectPrivate::from_list(private.direct).first_expr
             };
-            let exprs: Vec<*mut pg_sys::ExprState> = (0..n)
-                .map(|i| {
-                    pg_sys::ExecInitExpr(
-                        crate::pglist::nth((*plan).fdw_exprs, i).cast(),
-                        node as *mut pg_sys::PlanState,
-                    )
-                })
-                .collect();
+            let exprs = init_exprs((*plan).fdw_exprs, n, node as *mut pg_sys::PlanState);
             let mut types = vec![pg_sys::InvalidOid; exprs.len()];
             for c in choice.conds.iter().filter(|c| c.expr >= 0) {
                 let mut ty = pg_sys::exprType(crate::pglist::nth((*plan).fdw_exprs, c.expr).cast());
@@ -393,14 +403,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             } else {
                 plan_private::DirectPrivate::from_list(private.direct).first_expr
             };
-            let exprs = (0..n)
-                .map(|i| {
-                    pg_sys::ExecInitExpr(
-                        crate::pglist::nth((*plan).fdw_exprs, i).cast(),
-                        node as *mut pg_sys::PlanState,
-                    )
-                })
-                .collect();
+            let exprs = init_exprs((*plan).fdw_exprs, n, node as *mut pg_sys::PlanState);
             (exprs, crate::row_filters::expr_types((*plan).fdw_exprs, n))
         };
         let mut needed = vec![false; ncols];

@@ -159,14 +159,8 @@ pub unsafe fn begin(node: *mut pg_sys::ForeignScanState) {
             .collect();
         // fdw_exprs: the filter's values, then the quals PostgreSQL evaluates.
         let nvalues = private.nvalues;
-        let filter_exprs = (0..nvalues)
-            .map(|i| {
-                pg_sys::ExecInitExpr(
-                    crate::pglist::nth((*plan).fdw_exprs, i).cast(),
-                    node as *mut pg_sys::PlanState,
-                )
-            })
-            .collect();
+        let filter_exprs =
+            crate::scan::init_exprs((*plan).fdw_exprs, nvalues, node as *mut pg_sys::PlanState);
         let filter_types = crate::row_filters::expr_types((*plan).fdw_exprs, nvalues);
         let mut quals: *mut pg_sys::List = std::ptr::null_mut();
         for i in nvalues..crate::pglist::len((*plan).fdw_exprs) {
