@@ -40,6 +40,13 @@
 //!   it obsolete and start over.
 //! * Empty leaves are taken out (with ancestors left without children); other
 //!   underfull nodes are kept (no merging), as PostgreSQL's B-tree does.
+//! * The writer remembers the leaf it last inserted into and that leaf's fences
+//!   ([`LastLeaf`]); the next insert whose entry lies within them, into a leaf with
+//!   room, goes there without a descent (ascending keys append to the same leaf, as
+//!   PostgreSQL's B-tree inserts into its cached rightmost leaf). Fences only widen
+//!   while the leaf stays in the tree (removals hand a removed neighbour's range to
+//!   it); they narrow only when the leaf splits, and a split or the leaf's removal
+//!   forgets it.
 //!
 //! Scans copy a leaf's matching entries, validate, then hand them out; the next leaf is
 //! found from the root again, from the separator that bounded the last one (the
@@ -437,6 +444,26 @@ struct Reached {
     upper: Option<Probe>,
 }
 
+/// The leaf the writer last inserted into, with separators that bound it:
+/// `lower <= e < upper` routes to it. Kept under the writer lock only.
+#[derive(Clone, Copy)]
+struct LastLeaf {
+    leaf: Node,
+    lower: Option<Probe>,
+    upper: Option<Probe>,
+}
+
+// SAFETY: the node pointer is into the shared arena, valid in every process and
+// thread that shares the tree; it is read and written under the writer lock only and
+// forgotten before its node can be retired.
+unsafe impl Send for LastLeaf {}
+
+impl LastLeaf {
+    fn covers(&self, e: &Probe) -> bool {
+        self.lower.as_ref().is_none_or(|l| l <= e) && self.upper.as_ref().is_none_or(|u| e < u)
+    }
+}
+
 /// A B+tree of entries of at most `8 * w` bytes, each with a `u64` value.
 pub(crate) struct BTree {
     geo: Geometry,
@@ -444,9 +471,15 @@ pub(crate) struct BTree {
     len: AtomicUsize,
     /// Nodes allocated, for memory reports.
     nodes: AtomicUsize,
+    /// At least the first word of every entry in the tree: raised (by the writer,
+    /// before the entry is published) by every insert, never lowered (removals leave
+    /// it an upper bound). A probe whose first word is above it follows every entry,
+    /// which answers unique-key checks of ascending keys without a descent.
+    max_first: AtomicU64,
     /// Bytes accounted per entry (see [`BTree::entry_bytes`]).
     entry_bytes: usize,
-    writer: crate::sync::SpinLock<()>,
+    /// Serialises changes; holds the writer's [`LastLeaf`].
+    writer: crate::sync::SpinLock<Option<LastLeaf>>,
 }
 
 // SAFETY: the nodes are shared by design (atomics only); the writer lock serialises
@@ -469,7 +502,8 @@ impl BTree {
             root: AtomicU64::new(Node::alloc(0).0 as u64),
             len: AtomicUsize::new(0),
             nodes: AtomicUsize::new(1),
-            writer: crate::sync::SpinLock::new(()),
+            max_first: AtomicU64::new(0),
+            writer: crate::sync::SpinLock::new(None),
         }
     }
 
@@ -557,6 +591,12 @@ impl BTree {
         }
     }
 
+    /// May the tree hold an entry at or after `p`? False when every entry is below it
+    /// (as of the entries published before this call).
+    pub(crate) fn may_hold_at_or_after(&self, p: &Probe) -> bool {
+        p.words[0] <= self.max_first.load(Acquire)
+    }
+
     /// The value of entry `e`, if present.
     pub(crate) fn get(&self, e: &Probe, guard: &Guard) -> Option<u64> {
         let g = &self.geo;
@@ -594,13 +634,9 @@ impl BTree {
             Bound::Excluded(l) => l.cmp_words(MAX_WORDS, &e.words, e.len) == Ordering::Less,
             Bound::Unbounded => true,
         };
-        let mut buf = [(
-            Probe {
-                words: [0; MAX_WORDS],
-                len: 0,
-            },
-            0u64,
-        ); MAX_CAP];
+        // A leaf's matching entries (not initialised: 2 KiB of zeroes per call showed
+        // as memset in every unique-key check).
+        let mut buf = [const { std::mem::MaybeUninit::<(Probe, u64)>::uninit() }; MAX_CAP];
         // Where the next leaf's part begins (forward: entries at or after; reverse:
         // entries before or at).
         let mut cursor = if reverse { upper } else { lower };
@@ -635,13 +671,15 @@ impl BTree {
                     ended = true;
                     break;
                 }
-                buf[got] = (e, leaf.val(g, i));
+                buf[got].write((e, leaf.val(g, i)));
                 got += 1;
             }
             if !leaf.validate(r.version) {
                 continue;
             }
-            for (e, v) in &buf[..got] {
+            for b in &buf[..got] {
+                // SAFETY: slots `..got` were written just above in this pass.
+                let (e, v) = unsafe { b.assume_init_ref() };
                 if !f(e, *v) {
                     return;
                 }
@@ -668,18 +706,62 @@ impl BTree {
     }
 
     /// The writer's way down to the leaf for `e`: the inner nodes and the child taken
-    /// in each; returns the leaf and the path's depth.
-    fn path_to(&self, e: &Probe, path: &mut [(Node, usize); MAX_DEPTH]) -> (Node, usize) {
+    /// in each; returns the leaf and the path's depth, and the separators that bound
+    /// the leaf.
+    fn path_to(&self, e: &Probe, path: &mut [(Node, usize); MAX_DEPTH]) -> (Node, usize, LastLeaf) {
         let g = &self.geo;
         let mut node = self.root();
         let mut depth = 0;
+        let (mut lower, mut upper) = (None, None);
         while node.level() > 0 {
-            let i = node.rank(g, false, node.count(), e, true);
+            let n = node.count();
+            let i = node.rank(g, false, n, e, true);
+            if i > 0 {
+                lower = Some(node.entry(g, false, i - 1));
+            }
+            if i < n {
+                upper = Some(node.entry(g, false, i));
+            }
             path[depth] = (node, i);
             depth += 1;
             node = node.child(g, i);
         }
-        (node, depth)
+        (
+            node,
+            depth,
+            LastLeaf {
+                leaf: node,
+                lower,
+                upper,
+            },
+        )
+    }
+
+    /// Puts (`e`, `val`) into locked-by-the-writer `leaf` of `n < leaf_cap` entries
+    /// unless `e` is there; returns whether it was put.
+    fn put_in_leaf(&self, leaf: Node, n: usize, e: &Probe, val: u64) -> bool {
+        let g = self.geo;
+        // Ascending inserts land after the last entry: one comparison.
+        let pos = if n > 0 && leaf.cmp_at(&g, true, n - 1, e) == Ordering::Greater {
+            n
+        } else {
+            leaf.rank(&g, true, n, e, false)
+        };
+        if pos < n && leaf.cmp_at(&g, true, pos, e) == Ordering::Equal {
+            return false;
+        }
+        self.len.fetch_add(1, Relaxed);
+        leaf.lock();
+        for i in (pos..n).rev() {
+            leaf.put_entry(&g, true, i + 1, &leaf.entry(&g, true, i));
+            leaf.put_val(&g, i + 1, leaf.val(&g, i));
+        }
+        leaf.put_entry(&g, true, pos, e);
+        leaf.put_val(&g, pos, val);
+        leaf.set_count(n + 1);
+        leaf.note_put(pos);
+        leaf.unlock();
+        true
     }
 
     /// Inserts entry `e` with value `val` unless `e` is present; returns whether it
@@ -687,28 +769,32 @@ impl BTree {
     pub(crate) fn insert(&self, e: &Probe, val: u64, _guard: &Guard) -> bool {
         assert!(e.len <= self.max_len(), "entry of {} bytes", e.len);
         let g = self.geo;
-        let _w = self.writer.lock();
+        let mut last = self.writer.lock();
+        // Before the entry is published (the leaf's unlock releases it): see
+        // `max_first`. Only the writer stores it.
+        if e.words[0] > self.max_first.load(Relaxed) {
+            self.max_first.store(e.words[0], Release);
+        }
+        if let Some(h) = *last {
+            let n = h.leaf.count();
+            if n < g.leaf_cap && h.covers(e) {
+                return self.put_in_leaf(h.leaf, n, e, val);
+            }
+        }
         let mut path = [(Node(std::ptr::null()), 0); MAX_DEPTH];
-        let (leaf, depth) = self.path_to(e, &mut path);
+        let (leaf, depth, fenced) = self.path_to(e, &mut path);
         let n = leaf.count();
+        if n < g.leaf_cap {
+            *last = Some(fenced);
+            return self.put_in_leaf(leaf, n, e, val);
+        }
         let pos = leaf.rank(&g, true, n, e, false);
         if pos < n && leaf.cmp_at(&g, true, pos, e) == Ordering::Equal {
             return false;
         }
         self.len.fetch_add(1, Relaxed);
-        if n < g.leaf_cap {
-            leaf.lock();
-            for i in (pos..n).rev() {
-                leaf.put_entry(&g, true, i + 1, &leaf.entry(&g, true, i));
-                leaf.put_val(&g, i + 1, leaf.val(&g, i));
-            }
-            leaf.put_entry(&g, true, pos, e);
-            leaf.put_val(&g, pos, val);
-            leaf.set_count(n + 1);
-            leaf.note_put(pos);
-            leaf.unlock();
-            return true;
-        }
+        // The leaf's fences narrow: forget it.
+        *last = None;
         // Split: lock the leaf and every ancestor the split reaches (up to the first
         // with room, or all and a new root), change them, then unlock them all.
         let mut top = depth;
@@ -854,9 +940,9 @@ impl BTree {
     /// Removes entry `e`; returns whether it was present.
     pub(crate) fn remove(&self, e: &Probe, guard: &Guard) -> bool {
         let g = self.geo;
-        let _w = self.writer.lock();
+        let mut last = self.writer.lock();
         let mut path = [(Node(std::ptr::null()), 0); MAX_DEPTH];
-        let (leaf, depth) = self.path_to(e, &mut path);
+        let (leaf, depth, _) = self.path_to(e, &mut path);
         let n = leaf.count();
         let pos = leaf.rank(&g, true, n, e, false);
         if pos >= n || leaf.cmp_at(&g, true, pos, e) != Ordering::Equal {
@@ -875,7 +961,9 @@ impl BTree {
             return true;
         }
         // The leaf empties: take it out, with the ancestors it leaves without
-        // children, from the lowest ancestor that keeps one.
+        // children, from the lowest ancestor that keeps one. (The writer's last leaf
+        // may be among the nodes retired: forget it.)
+        *last = None;
         let mut keep = depth;
         while keep > 0 && path[keep - 1].0.count() == 0 {
             keep -= 1;
@@ -1039,6 +1127,57 @@ mod tests {
     }
 
     #[test]
+    fn inserts_after_the_last_leaf_went_reach_the_tree() {
+        // Ascending inserts go to the writer's last leaf without a descent; emptying
+        // that leaf takes it out of the tree, and the next insert within its old
+        // fences must go to the leaf that took its range over.
+        let c = collector();
+        let h = c.register();
+        let t = BTree::new(4);
+        let key = |k: u32| Probe::new(&k.to_be_bytes());
+        for k in 0..200u32 {
+            t.insert(&key(k), k as u64, &h.pin());
+        }
+        // The last leaf holds the highest keys: empty it (and more).
+        for k in (100..200u32).rev() {
+            assert!(t.remove(&key(k), &h.pin()));
+        }
+        for k in [1000u32, 150, 120] {
+            assert!(t.insert(&key(k), k as u64, &h.pin()));
+        }
+        for _ in 0..4 {
+            c.register().pin().flush();
+        }
+        // The bound of entries' first words: exact after inserts, an upper bound
+        // after removals.
+        let hi = |k: u32, rowid: u64| Probe::with_suffix(&k.to_be_bytes(), rowid);
+        assert!(t.may_hold_at_or_after(&key(1000)));
+        assert!(!t.may_hold_at_or_after(&hi(1000, 1 << 32)));
+        assert!(t.may_hold_at_or_after(&Probe::new(&1000u32.to_be_bytes()[..3])));
+        assert!(!t.may_hold_at_or_after(&key(1001)));
+        assert!(t.remove(&key(1000), &h.pin()));
+        assert!(t.may_hold_at_or_after(&key(1000)));
+        assert!(t.insert(&key(1000), 1000, &h.pin()));
+        for k in [150u32, 1000, 120, 0, 99] {
+            assert_eq!(t.get(&key(k), &h.pin()), Some(k as u64), "key {k}");
+        }
+        let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
+        assert_eq!(got.len(), 103);
+        // Splits narrow the last leaf's fences: an insert below a split point after
+        // the split still lands in order.
+        let t = BTree::new(4);
+        for k in (0..400u32).step_by(2) {
+            t.insert(&key(k), k as u64, &h.pin());
+        }
+        for k in (1..400u32).step_by(2) {
+            t.insert(&key(k), k as u64, &h.pin());
+        }
+        let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
+        assert_eq!(got.len(), 400);
+        assert!(got.iter().enumerate().all(|(i, (_, v))| *v == i as u64));
+    }
+
+    #[test]
     fn interleaved_and_descending_runs_fill_leaves() {
         // Two ascending runs in two key ranges, interleaved (as two replay threads
         // insert), then a descending run: each fills its nodes.
@@ -1197,6 +1336,10 @@ mod tests {
                     }
                     Op::Get(k) => {
                         prop_assert_eq!(t.get(&Probe::new(k), &g), model.get(k).copied());
+                        // A "nothing at or after" answer must be true of the model.
+                        if !t.may_hold_at_or_after(&Probe::new(k)) {
+                            prop_assert!(model.range(k.clone()..).next().is_none());
+                        }
                     }
                     Op::Scan(lo, hi, rev, limit) => {
                         let (lo, hi) = (bound(lo), bound(hi));

@@ -191,6 +191,16 @@ impl KeyIndex {
     /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
     /// reverse order, until `f` returns false. `f` gets the key (without the row-id
     /// suffix), the row id and the record.
+    /// May the index hold an entry at or after `key` (false: every entry is below
+    /// it)? Cheap: a B+tree keeps an upper bound of its entries' first words; a skip
+    /// list always answers true.
+    pub fn may_hold_at_or_after(&self, key: &[u8]) -> bool {
+        match &self.entries {
+            Entries::Tree(tree) => tree.may_hold_at_or_after(&Probe::new(key)),
+            Entries::List(_) => true,
+        }
+    }
+
     pub fn scan(
         &self,
         lower: Bound<&[u8]>,

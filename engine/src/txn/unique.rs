@@ -69,6 +69,10 @@ fn key_held<'r>(
     g: &Guard,
     mut row_of: impl FnMut(RowId, RecordPtr) -> Result<Option<&'r [u8]>>,
 ) -> Result<bool> {
+    // Ascending keys (serial ids, timestamps) are above every entry.
+    if !index.may_hold_at_or_after(key) {
+        return Ok(false);
+    }
     let upper = keys::prefix_successor(key);
     let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     let mut found = Ok(false);
