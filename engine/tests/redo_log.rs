@@ -209,6 +209,70 @@ fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
     assert_eq!(got.len(), 20);
     assert_eq!(r.end_lsn, end);
     assert_eq!(segments(&dir).len(), 1);
+
+    // A crash after the new segment's zeros were written, before its header: also
+    // nothing in it yet.
+    dir.create(&segment_name(end)).unwrap();
+    dir.write_at(&segment_name(end), 0, &[0u8; 4096]).unwrap();
+    let (got, r) = read_all(&dir).unwrap();
+    assert_eq!(got.len(), 20);
+    assert_eq!(r.end_lsn, end);
+    assert_eq!(segments(&dir).len(), 1);
+    // Zeros in the header of a segment before the last one are damage.
+    let dir2 = MemDir::new();
+    drop(write(&dir2, 0, 300, 4096, Lsn(0)).0);
+    let first = segments(&dir2)[0].clone();
+    dir2.with_file(&first, |d| d.iter_mut().for_each(|b| *b = 0));
+    assert!(matches!(
+        read_all(&dir2).unwrap_err(),
+        LogError::Corrupt { offset: 0, .. }
+    ));
+}
+
+/// The spare segment, written out ahead of need, becomes the next segment: the
+/// appender renames it instead of creating one; without a spare it creates one.
+#[test]
+fn a_spare_segment_becomes_the_next_segment() {
+    use memfdw_engine::redo::segment::SPARE_NAME;
+    let dir = MemDir::new();
+    let mut w = Writer::open(&dir, Lsn(0), 4096);
+    assert!(!w.0.spare_ready());
+    assert!(w.0.prepare_spare().unwrap());
+    assert!(w.0.spare_ready());
+    // Only one spare at a time.
+    assert!(!w.0.prepare_spare().unwrap());
+    assert!(dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
+    let mut lsns = Vec::new();
+    for i in 0..150 {
+        lsns.push(w.append(&payload(i)).unwrap());
+    }
+    let (from_spare, created) = w.0.segments_begun();
+    assert_eq!(from_spare, 1);
+    assert!(
+        created >= 1,
+        "later segments were created in the foreground"
+    );
+    assert!(!w.0.spare_ready());
+    assert!(!dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
+    assert!(w.0.prepare_spare().unwrap());
+    for i in 150..200 {
+        lsns.push(w.append(&payload(i)).unwrap());
+    }
+    assert_eq!(w.0.segments_begun().0, 2);
+    w.sync().unwrap();
+    drop(w);
+    let (got, _) = read_all(&dir).unwrap();
+    assert_eq!(got.len(), 200);
+    for (i, (lsn, p)) in got.iter().enumerate() {
+        assert_eq!(*lsn, lsns[i]);
+        assert_eq!(*p, payload(i as u64));
+    }
+    // A restart drops a spare left behind (it may be incomplete).
+    let w = Writer::open(&dir, Lsn(0), 4096);
+    assert!(w.0.prepare_spare().unwrap());
+    drop(w);
+    let _w = Writer::open(&dir, Lsn(1 << 40), 4096);
+    assert!(!dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
 }
 
 #[test]

@@ -102,6 +102,8 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     // that the first primary-key lookups need no skip-list search.
     let mut warmup = memfdw_engine::point_cache::Warmup::new();
     let mut analyzer = crate::autoanalyze::Launcher::new();
+    // When to try again to write out a spare log segment after a failure.
+    let mut spare_retry_at: Option<Instant> = None;
     while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
@@ -109,6 +111,20 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         }
         if let Err(err) = log.make_durable(log.written_lsn()) {
             crate::errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
+        }
+        // The next log segment, written out ahead of need, so that the commit that
+        // fills the current one does not write and sync a segment of zeros while
+        // every other committer waits (see `SharedLog::prepare_spare`).
+        if spare_retry_at.is_none_or(|t| Instant::now() >= t) {
+            match log.prepare_spare() {
+                Ok(_) => spare_retry_at = None,
+                Err(err) => {
+                    pgrx::warning!(
+                        "memfdw: could not write out the next log segment in advance: {err}"
+                    );
+                    spare_retry_at = Some(Instant::now() + Duration::from_secs(10));
+                }
+            }
         }
         if !warmup.done() {
             e.warm_point_caches(&mut warmup, WARMUP_ENTRIES);

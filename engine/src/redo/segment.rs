@@ -102,6 +102,28 @@ pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: Lsn, size: u64) -> io:
     dir.sync(&name)
 }
 
+/// The name of the spare segment: written out (zeros) ahead of need, outside the
+/// log's lock, and renamed into place when the log moves to a new segment (see
+/// [`SharedLog::prepare_spare`](super::shared::SharedLog::prepare_spare)). Not a
+/// segment name: recovery does not read it.
+pub const SPARE_NAME: &str = "spare-segment";
+
+/// Writes out the spare segment: `size` bytes of zeros, durably, under
+/// [`SPARE_NAME`] (replacing a leftover one).
+pub(crate) fn make_spare(dir: &dyn LogDir, size: u64) -> io::Result<()> {
+    dir.create(SPARE_NAME)?;
+    dir.zero_fill(SPARE_NAME, size)
+}
+
+/// Makes the spare segment the segment starting at `start_lsn`: its header, durably,
+/// then the rename (durable too). A crash before the rename leaves the spare; a crash
+/// after it, a complete new segment with no frames.
+pub(crate) fn install_spare(dir: &dyn LogDir, start_lsn: Lsn) -> io::Result<()> {
+    dir.write_at(SPARE_NAME, 0, &file_header(MAGIC, VERSION, start_lsn))?;
+    dir.sync(SPARE_NAME)?;
+    dir.rename(SPARE_NAME, &segment_name(start_lsn))
+}
+
 fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
@@ -195,8 +217,11 @@ pub fn recover_durable(
         };
         let h = file_header(MAGIC, VERSION, *start);
         if data.len() < HEADER_LEN || data[..HEADER_LEN] != h {
-            // A last segment whose creation was cut short held nothing yet.
-            if is_last && data.len() < HEADER_LEN && data[..] == h[..data.len()] {
+            // A last segment whose creation was cut short held nothing yet: cut
+            // in its header, or before it (`create_segment` writes the zeros first).
+            let cut_short = (data.len() < HEADER_LEN && data[..] == h[..data.len()])
+                || (*start >= durable && data.iter().all(|&b| b == 0));
+            if is_last && cut_short {
                 dir.remove(name)?;
                 out.segments -= 1;
                 out.end_lsn = *start;
