@@ -150,9 +150,9 @@ unsafe fn groupable(
         if crate::index_paths::bare_bpchar(typid, ty) {
             return None;
         }
-        let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
-        if opclass == pg_sys::InvalidOid
-            || pg_sys::get_op_opfamily_strategy(eqop, pg_sys::get_opclass_family(opclass))
+        let opfamily = crate::index_paths::default_btree_opfamily(typid);
+        if opfamily == pg_sys::InvalidOid
+            || pg_sys::get_op_opfamily_strategy(eqop, opfamily)
                 != pg_sys::BTEqualStrategyNumber as i32
         {
             return None;
