@@ -153,10 +153,9 @@ impl Table {
     pub fn index_defs(&self) -> Vec<crate::index::IndexDef> {
         let _s = crate::scope::enter();
         let list = self.indexes();
-        let defs: Vec<_> = list.iter().map(|i| i.def.clone()).collect();
-        let out = crate::scope::outside(|| defs.to_vec());
-        drop(defs);
-        out
+        // Copied straight into private memory (reading shared definitions needs no
+        // scope; only their copies' allocations follow it).
+        crate::scope::outside(|| list.iter().map(|i| i.def.clone()).collect())
     }
 
     /// Is `f` true of some key column of a unique index (without copying the index
