@@ -16,6 +16,8 @@ sides (PostgreSQL's CHECKPOINT and memfdw.checkpoint() at mid-run).
 
 Workloads (BENCH_WORKLOADS, space-separated names):
   select       pgbench -S
+  select_unprepared  pgbench -S -M simple (every statement parsed and planned, as
+               clients that do not prepare statements send them)
   simple       pgbench -N
   tpcb         pgbench -b tpcb-like
   plpgsql      TPC-B as one plpgsql function call per transaction
@@ -46,7 +48,7 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 SCALES = os.environ.get("BENCH_SCALES", "10").split()
 CLIENTS = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1 8 32").split()]
 WORKLOADS = os.environ.get(
-    "BENCH_WORKLOADS", "select simple tpcb plpgsql hot1 hot10 hot1000"
+    "BENCH_WORKLOADS", "select select_unprepared simple tpcb plpgsql hot1 hot10 hot1000"
 ).split()
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "target", "bench"))
 AS_PG = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
@@ -129,6 +131,9 @@ def script_for(workload, scale, d):
     """pgbench arguments for a workload (custom scripts written to directory d)."""
     if workload == "select":
         return ["-S"]
+    if workload == "select_unprepared":
+        # (Overrides the run's -M prepared: -M must come before the script.)
+        return ["-M", "simple", "-S"]
     if workload == "simple":
         return ["-N"]
     if workload == "tpcb":

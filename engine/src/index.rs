@@ -188,9 +188,6 @@ impl KeyIndex {
         }
     }
 
-    /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
-    /// reverse order, until `f` returns false. `f` gets the key (without the row-id
-    /// suffix), the row id and the record.
     /// May the index hold an entry at or after `key` (false: every entry is below
     /// it)? Cheap: a B+tree keeps an upper bound of its entries' first words; a skip
     /// list always answers true.
@@ -201,6 +198,9 @@ impl KeyIndex {
         }
     }
 
+    /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
+    /// reverse order, until `f` returns false. `f` gets the key (without the row-id
+    /// suffix), the row id and the record.
     pub fn scan(
         &self,
         lower: Bound<&[u8]>,

@@ -275,6 +275,43 @@ fn a_spare_segment_becomes_the_next_segment() {
     assert!(!dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
 }
 
+/// A spare that cannot be installed (its sync fails) is removed, so that its space
+/// goes to the segment the appender creates itself once the fault is gone.
+#[test]
+fn a_spare_that_fails_to_install_is_removed() {
+    use memfdw_engine::redo::segment::SPARE_NAME;
+    let dir = MemDir::new();
+    let mut w = Writer::open(&dir, Lsn(0), 4096);
+    assert!(w.0.prepare_spare().unwrap());
+    // Appends do not sync: the first sync is the seal of the full segment (it
+    // passes), the next one the spare's (it fails, and so does the fallback's).
+    dir.set_faults(Faults {
+        fail_appends_after: None,
+        fail_syncs_from: Some(dir.syncs() + 1),
+    });
+    let mut lsns = Vec::new();
+    let mut n = 0;
+    while let Ok(l) = w.append(&payload(n)) {
+        lsns.push(l);
+        n += 1;
+        assert!(n < 1000, "the log never moved to a new segment");
+    }
+    assert!(!dir.list().unwrap().iter().any(|x| x == SPARE_NAME));
+    assert!(!w.0.spare_ready());
+    assert_eq!(w.0.segments_begun(), (0, 0));
+    dir.set_faults(Faults::default());
+    for i in n..n + 50 {
+        lsns.push(w.append(&payload(i)).unwrap());
+    }
+    let (from_spare, created) = w.0.segments_begun();
+    assert_eq!(from_spare, 0);
+    assert!(created >= 1);
+    w.sync().unwrap();
+    drop(w);
+    let (got, _) = read_all(&dir).unwrap();
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), lsns);
+}
+
 #[test]
 fn failed_writes_and_syncs_are_reported() {
     let dir = MemDir::new();

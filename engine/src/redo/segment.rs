@@ -111,17 +111,34 @@ pub const SPARE_NAME: &str = "spare-segment";
 /// Writes out the spare segment: `size` bytes of zeros, durably, under
 /// [`SPARE_NAME`] (replacing a leftover one).
 pub(crate) fn make_spare(dir: &dyn LogDir, size: u64) -> io::Result<()> {
-    dir.create(SPARE_NAME)?;
-    dir.zero_fill(SPARE_NAME, size)
+    let made = dir
+        .create(SPARE_NAME)
+        .and_then(|()| dir.zero_fill(SPARE_NAME, size));
+    if made.is_err() {
+        // (A full disk: leave the space to the segments themselves.)
+        let _ = dir.remove(SPARE_NAME);
+    }
+    made
 }
 
 /// Makes the spare segment the segment starting at `start_lsn`: its header, durably,
 /// then the rename (durable too). A crash before the rename leaves the spare; a crash
 /// after it, a complete new segment with no frames.
 pub(crate) fn install_spare(dir: &dyn LogDir, start_lsn: Lsn) -> io::Result<()> {
-    dir.write_at(SPARE_NAME, 0, &file_header(MAGIC, VERSION, start_lsn))?;
-    dir.sync(SPARE_NAME)?;
-    dir.rename(SPARE_NAME, &segment_name(start_lsn))
+    // A descriptor this process kept under the spare's name may be of an earlier
+    // spare, renamed into a live segment since by another process.
+    dir.forget_open(SPARE_NAME);
+    let installed = dir
+        .write_at(SPARE_NAME, 0, &file_header(MAGIC, VERSION, start_lsn))
+        .and_then(|()| dir.sync(SPARE_NAME))
+        .and_then(|()| dir.rename(SPARE_NAME, &segment_name(start_lsn)));
+    if installed.is_err() {
+        // The caller creates the segment itself: free the spare's space for it (a
+        // new spare is made later).
+        dir.forget_open(SPARE_NAME);
+        let _ = dir.remove(SPARE_NAME);
+    }
+    installed
 }
 
 fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
@@ -219,6 +236,9 @@ pub fn recover_durable(
         if data.len() < HEADER_LEN || data[..HEADER_LEN] != h {
             // A last segment whose creation was cut short held nothing yet: cut
             // in its header, or before it (`create_segment` writes the zeros first).
+            // A segment's header is durable before any frame is written to it, so
+            // a file of zeros only never held frames, unless storage lost synced
+            // data (the durable mark catches that when it is recent enough).
             let cut_short = (data.len() < HEADER_LEN && data[..] == h[..data.len()])
                 || (*start >= durable && data.iter().all(|&b| b == 0));
             if is_last && cut_short {

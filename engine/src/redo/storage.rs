@@ -45,6 +45,9 @@ pub trait LogDir: Send + Sync {
     fn path(&self) -> Option<&Path> {
         None
     }
+    /// Drops whatever this process keeps open under `name`: another process may
+    /// have renamed that file since (the next access opens the name afresh).
+    fn forget_open(&self, _name: &str) {}
 }
 
 /// Segments as files in a directory of the file system.
@@ -176,5 +179,9 @@ impl LogDir for FsDir {
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    fn forget_open(&self, name: &str) {
+        self.forget(name);
     }
 }

@@ -45,6 +45,12 @@ impl MemDir {
         self.state.lock().unwrap().faults = f;
     }
 
+    /// Sync calls so far (the number the next one has in [`Faults::fail_syncs_from`]).
+    #[allow(dead_code)]
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().unwrap().syncs
+    }
+
     /// A crash: every file keeps its synced prefix plus `keep(name, unsynced_len)`
     /// more bytes of what was written after it.
     pub fn crash(&self, mut keep: impl FnMut(&str, usize) -> usize) {
