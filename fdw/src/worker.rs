@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 /// How often the worker syncs the log.
 pub const WRITER_DELAY: Duration = Duration::from_millis(200);
+/// Bytes of the arena past its bump pointer the worker keeps resident (at most an
+/// eighth of the arena), and the most it makes resident per turn of its loop.
+const PREFAULT_AHEAD: usize = 128 << 20;
+const PREFAULT_STEP: usize = 32 << 20;
 
 /// Index entries put into point caches per turn of the worker's loop after a start
 /// (some 10-20 ms of work).
@@ -104,6 +108,8 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
     let mut analyzer = crate::autoanalyze::Launcher::new();
     // When to try again to write out a spare log segment after a failure.
     let mut spare_retry_at: Option<Instant> = None;
+    // Whether to keep making the arena's next pages resident (until it fails once).
+    let mut prefault = true;
     while !shutdown_requested() && BackgroundWorker::wait_latch(Some(WRITER_DELAY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file, as every worker does on SIGHUP.
@@ -123,6 +129,18 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
                         "memfdw: could not write out the next log segment in advance: {err}"
                     );
                     spare_retry_at = Some(Instant::now() + Duration::from_secs(10));
+                }
+            }
+        }
+        // The arena's next pages, resident ahead of need: the kernel allocates and
+        // zeroes them here rather than in the first write of a committing backend
+        // (see `Arena::prefault_ahead`).
+        if prefault {
+            if let Some(a) = memfdw_engine::alloc::arena() {
+                let ahead = (a.stats().capacity / 8).min(PREFAULT_AHEAD);
+                if let Err(err) = a.prefault_ahead(ahead, PREFAULT_STEP) {
+                    pgrx::log!("memfdw: not making memory resident ahead of need: {err}");
+                    prefault = false;
                 }
             }
         }

@@ -152,11 +152,19 @@ fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
 /// Appends `payload` framed at position `lsn` to `out` (a log frame's LSN, or a
 /// checkpoint frame's sequence number).
 pub fn encode_frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
-    let len = payload.len() as u32;
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&frame_crc(len, lsn, payload).to_le_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&frame_header(lsn, payload));
     out.extend_from_slice(payload);
+}
+
+/// The header of the frame of `payload` at position `lsn` (what [`encode_frame`] puts
+/// before the payload): for writing a large payload from where it is.
+pub fn frame_header(lsn: u64, payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    let len = payload.len() as u32;
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&frame_crc(len, lsn, payload).to_le_bytes());
+    h[8..].copy_from_slice(&lsn.to_le_bytes());
+    h
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {

@@ -35,6 +35,10 @@ struct LogState {
     next_lsn: Lsn,
 }
 
+/// Largest payload copied behind its frame header for a single write; larger ones are
+/// written in place after a separate header write.
+const COPIED_PAYLOAD_MAX: usize = 64 << 10;
+
 /// States of the spare segment ([`SharedLog::prepare_spare`]).
 const SPARE_NONE: u32 = 0;
 const SPARE_MAKING: u32 = 1;
@@ -464,11 +468,23 @@ impl RedoSink for SharedLog {
                     st.seg_start = st.next_lsn;
                 }
                 let lsn = st.next_lsn;
-                buf.clear();
-                encode_frame(&mut buf, lsn.get(), payload);
                 let offset = HEADER_LEN as u64 + lsn.since(st.seg_start);
-                self.dir
-                    .write_at(&SegmentName::new(st.seg_start), offset, &buf)?;
+                let name = SegmentName::new(st.seg_start);
+                if payload.len() <= COPIED_PAYLOAD_MAX {
+                    // One write of header and payload copied together.
+                    buf.clear();
+                    encode_frame(&mut buf, lsn.get(), payload);
+                    self.dir.write_at(&name, offset, &buf)?;
+                } else {
+                    // A large payload (a big commit) is written from where it is:
+                    // copying it behind its header doubled the memory the commit's
+                    // record takes and cost a copy of it (a frame is checked whole by
+                    // its CRC at recovery, so two writes tear no differently).
+                    let header = segment::frame_header(lsn.get(), payload);
+                    self.dir.write_at(&name, offset, &header)?;
+                    self.dir
+                        .write_at(&name, offset + FRAME_HEADER_LEN as u64, payload)?;
+                }
                 st.next_lsn = st.next_lsn.plus(frame_len);
             }
             self.written.fetch_max(st.next_lsn.get(), Ordering::Release);
