@@ -212,19 +212,41 @@ impl Txn {
 
 impl Txn {
     /// Pre-existing rows this commit updates, and deletes.
-    fn existing_rows_written(&self) -> (usize, usize) {
-        let (mut updated, mut deleted) = (0, 0);
+    /// What kinds of entries the write set holds (one walk of it).
+    fn write_kinds(&self) -> WriteKinds {
+        let mut k = WriteKinds::default();
         for &i in self.pending.values() {
             let e = self.entries.get(i);
-            if e.origin != Origin::Inserted {
-                if e.newest.data.is_null() {
-                    deleted += 1;
-                } else {
-                    updated += 1;
+            if e.origin == Origin::Inserted {
+                if !e.older.is_empty() || e.newest.data.is_null() {
+                    k.other_inserts += 1;
                 }
+            } else if e.newest.data.is_null() {
+                k.deleted += 1;
+            } else {
+                k.updated += 1;
             }
         }
-        (updated, deleted)
+        k
+    }
+}
+
+/// The kinds of entries in a write set, counted once per commit: a phase that concerns
+/// only some kinds skips its walk of a write set without them (a million-row insert
+/// walked it five more times to find nothing to do).
+#[derive(Default, Clone, Copy)]
+pub(super) struct WriteKinds {
+    /// Pre-existing rows updated, and deleted.
+    updated: usize,
+    deleted: usize,
+    /// Rows inserted by this transaction and then updated or deleted by it (the rest of
+    /// its inserts are plain: inserted once, never changed).
+    other_inserts: usize,
+}
+
+impl WriteKinds {
+    fn existing(&self) -> usize {
+        self.updated + self.deleted
     }
 }
 
@@ -260,9 +282,9 @@ pub(super) struct CommitState {
     stale: BTreeMap<usize, Vec<(usize, Vec<u8>)>>,
     /// TRUNCATEs, ALTERs, loads and unloads taking effect.
     truncations: Vec<Replacement>,
-    /// Pre-existing rows this commit updates and deletes (phase 10; one walk of the
-    /// write set, used again by phase 12).
-    existing: Option<(usize, usize)>,
+    /// The kinds of the write set's entries (counted before phase 1; used by phases
+    /// 2, 6, 8, 10 and 12).
+    kinds: Option<WriteKinds>,
     /// The snapshot horizon read after the TID was taken (phase 10).
     horizon: Tid,
     /// Chain nodes for the replaced versions, one per pre-existing row written, if a
@@ -318,6 +340,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             self.txn.engine.enter_redefine();
             self.st.gate = true;
         }
+        self.st.kinds = Some(self.txn.write_kinds());
         self.lock_key_stripes()?;
         self.find_records()?;
         self.lock_write_set();
@@ -375,9 +398,17 @@ impl<'t, 'g> Commit<'t, 'g> {
         Ok(())
     }
 
+    /// The kinds of the write set's entries (counted at the start of the phases).
+    fn kinds(&self) -> WriteKinds {
+        self.st.kinds.unwrap_or_else(|| self.txn.write_kinds())
+    }
+
     /// Phase 2. A pre-existing row that is no longer linked was deleted by a
     /// committed transaction.
     fn find_records(&mut self) -> Result<()> {
+        if self.kinds().existing() == 0 {
+            return Ok(());
+        }
         let txn = &mut *self.txn;
         for &i in txn.pending.values() {
             let e = txn.entries.get(i);
@@ -426,6 +457,11 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// Phase 6: links the index entries of the final keys of rekeyed rows and of
     /// updated inserted rows, and notes the keys they lose (unlinked after install).
     fn link_new_keys(&mut self) {
+        let kinds = self.kinds();
+        if kinds.existing() == 0 && kinds.other_inserts == 0 {
+            // Plain inserts only: their entries were linked as they were inserted.
+            return;
+        }
         let txn = &*self.txn;
         let g = self.g;
         for &i in txn.pending.values() {
@@ -485,6 +521,9 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// Phase 8.
     fn validate_writes(&self) -> Result<()> {
+        if self.kinds().existing() == 0 {
+            return Ok(());
+        }
         let txn = &*self.txn;
         for &i in txn.pending.values() {
             let e = txn.entries.get(i);
@@ -516,8 +555,9 @@ impl<'t, 'g> Commit<'t, 'g> {
         let engine = txn.engine;
         self.st.horizon = engine.horizon();
         let keep = self.st.horizon < tid;
-        let (updated, deleted) = txn.existing_rows_written();
-        self.st.existing = Some((updated, deleted));
+        let WriteKinds {
+            updated, deleted, ..
+        } = self.kinds();
         let nodes = if keep { updated + deleted } else { 0 };
         let queued = deleted + if keep { updated } else { 0 };
         let stale: usize = if keep {
@@ -548,10 +588,9 @@ impl<'t, 'g> Commit<'t, 'g> {
     /// no snapshot older than `tid` is left. None if there is nothing to wait for.
     fn deferred_work(&self, tid: Tid, keep: bool) -> Option<Deferred> {
         let txn = &*self.txn;
-        let (updated, deleted) = self
-            .st
-            .existing
-            .unwrap_or_else(|| txn.existing_rows_written());
+        let WriteKinds {
+            updated, deleted, ..
+        } = self.kinds();
         if deleted == 0 && !(keep && updated > 0) {
             return None;
         }
