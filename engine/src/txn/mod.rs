@@ -28,6 +28,7 @@ mod commit;
 mod handle;
 mod index_build;
 mod index_scan;
+mod pending_map;
 mod read_set;
 mod rekeyed;
 mod rollback;
@@ -51,10 +52,11 @@ use crate::error::{Error, Result};
 use crate::ids::{RowId, Tid};
 use crate::record::{self, RecordPtr};
 use crate::table::Table;
+use pending_map::PendingMap;
 use read_set::ReadSet;
 use rekeyed::Rekeyed;
 use std::sync::Arc;
-use write_set::{PendingMap, WriteEntry};
+use write_set::WriteEntry;
 
 /// Identifies the statement doing a write or a read: PostgreSQL's command id and
 /// subtransaction id.

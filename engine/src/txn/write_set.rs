@@ -19,7 +19,6 @@ use crate::ids::{RowId, Tid};
 use crate::record::{self, Record, RecordPtr};
 use crate::rowlock::{self, LockMode};
 use crate::scope;
-use std::collections::BTreeMap;
 
 /// One pending version of a row.
 #[derive(Clone, Copy)]
@@ -119,9 +118,6 @@ enum EntryKind {
     Update,
     Delete,
 }
-
-/// Row -> index in the write set; its order is commit's lock order.
-pub(super) type PendingMap = BTreeMap<RowKey, usize>;
 
 impl Txn {
     pub(super) fn pending_entry(&self, t: &TableHandle, rowid: RowId) -> Option<&WriteEntry> {
