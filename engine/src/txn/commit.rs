@@ -211,7 +211,6 @@ impl Txn {
 }
 
 impl Txn {
-    /// Pre-existing rows this commit updates, and deletes.
     /// What kinds of entries the write set holds (one walk of it).
     fn write_kinds(&self) -> WriteKinds {
         let mut k = WriteKinds::default();

@@ -47,6 +47,8 @@ impl PendingMap {
     pub(super) fn get(&self, key: &RowKey) -> Option<&usize> {
         match self.run_position(key) {
             Ok(at) => Some(&self.run[at].1),
+            // Past the run: past `rest` too.
+            Err(at) if at == self.run.len() && at > 0 => None,
             Err(_) => self.rest.get(key),
         }
     }
