@@ -229,57 +229,69 @@ fn a_bad_segment_header_is_an_error_but_a_torn_new_segment_is_dropped() {
     ));
 }
 
-/// The spare segment, written out ahead of need, becomes the next segment: the
-/// appender renames it instead of creating one; without a spare it creates one.
+/// Spare segments, written out ahead of need, become the next segments: the appender
+/// renames one instead of creating a segment; without one it creates it.
 #[test]
-fn a_spare_segment_becomes_the_next_segment() {
-    use memfdw_engine::redo::segment::SPARE_NAME;
+fn spare_segments_become_the_next_segments() {
+    use memfdw_engine::redo::segment::{spare_name, SPARES};
+    let spares_listed = |dir: &MemDir| {
+        let names = dir.list().unwrap();
+        (0..SPARES)
+            .filter(|&i| names.contains(&spare_name(i)))
+            .count()
+    };
     let dir = MemDir::new();
     let mut w = Writer::open(&dir, Lsn(0), 4096);
-    assert!(!w.0.spare_ready());
-    assert!(w.0.prepare_spare().unwrap());
-    assert!(w.0.spare_ready());
-    // Only one spare at a time.
+    assert_eq!(w.0.spares_ready(), 0);
+    for made in 1..=SPARES {
+        assert!(w.0.prepare_spare().unwrap());
+        assert_eq!(w.0.spares_ready(), made);
+    }
+    // No more than SPARES at a time.
     assert!(!w.0.prepare_spare().unwrap());
-    assert!(dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
+    assert_eq!(spares_listed(&dir), SPARES);
     let mut lsns = Vec::new();
-    for i in 0..150 {
+    for i in 0..200 {
         lsns.push(w.append(&payload(i)).unwrap());
     }
     let (from_spare, created) = w.0.segments_begun();
-    assert_eq!(from_spare, 1);
+    assert_eq!(from_spare, SPARES as u64);
     assert!(
         created >= 1,
         "later segments were created in the foreground"
     );
-    assert!(!w.0.spare_ready());
-    assert!(!dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
+    assert_eq!(w.0.spares_ready(), 0);
+    assert_eq!(spares_listed(&dir), 0);
     assert!(w.0.prepare_spare().unwrap());
-    for i in 150..200 {
+    for i in 200..260 {
         lsns.push(w.append(&payload(i)).unwrap());
     }
-    assert_eq!(w.0.segments_begun().0, 2);
+    assert_eq!(w.0.segments_begun().0, SPARES as u64 + 1);
     w.sync().unwrap();
     drop(w);
     let (got, _) = read_all(&dir).unwrap();
-    assert_eq!(got.len(), 200);
+    assert_eq!(got.len(), 260);
     for (i, (lsn, p)) in got.iter().enumerate() {
         assert_eq!(*lsn, lsns[i]);
         assert_eq!(*p, payload(i as u64));
     }
-    // A restart drops a spare left behind (it may be incomplete).
+    // A restart drops spares left behind (they may be incomplete).
     let w = Writer::open(&dir, Lsn(0), 4096);
     assert!(w.0.prepare_spare().unwrap());
+    assert!(w.0.prepare_spare().unwrap());
     drop(w);
+    // (And the single spare of builds that kept one.)
+    dir.create("spare-segment").unwrap();
     let _w = Writer::open(&dir, Lsn(1 << 40), 4096);
-    assert!(!dir.list().unwrap().iter().any(|n| n == SPARE_NAME));
+    assert_eq!(spares_listed(&dir), 0);
+    assert!(!dir.list().unwrap().iter().any(|n| n.starts_with("spare")));
 }
 
 /// A spare that cannot be installed (its sync fails) is removed, so that its space
 /// goes to the segment the appender creates itself once the fault is gone.
 #[test]
 fn a_spare_that_fails_to_install_is_removed() {
-    use memfdw_engine::redo::segment::SPARE_NAME;
+    use memfdw_engine::redo::segment::spare_name;
     let dir = MemDir::new();
     let mut w = Writer::open(&dir, Lsn(0), 4096);
     assert!(w.0.prepare_spare().unwrap());
@@ -296,8 +308,8 @@ fn a_spare_that_fails_to_install_is_removed() {
         n += 1;
         assert!(n < 1000, "the log never moved to a new segment");
     }
-    assert!(!dir.list().unwrap().iter().any(|x| x == SPARE_NAME));
-    assert!(!w.0.spare_ready());
+    assert!(!dir.list().unwrap().contains(&spare_name(0)));
+    assert_eq!(w.0.spares_ready(), 0);
     assert_eq!(w.0.segments_begun(), (0, 0));
     dir.set_faults(Faults::default());
     for i in n..n + 50 {

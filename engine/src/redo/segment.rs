@@ -102,41 +102,47 @@ pub(crate) fn create_segment(dir: &dyn LogDir, start_lsn: Lsn, size: u64) -> io:
     dir.sync(&name)
 }
 
-/// The name of the spare segment: written out (zeros) ahead of need, outside the
-/// log's lock, and renamed into place when the log moves to a new segment (see
-/// [`SharedLog::prepare_spare`](super::shared::SharedLog::prepare_spare)). Not a
-/// segment name: recovery does not read it.
-pub const SPARE_NAME: &str = "spare-segment";
+/// Spare segments kept written out ahead of need (see
+/// [`SharedLog::prepare_spare`](super::shared::SharedLog::prepare_spare)): a commit
+/// larger than a segment moves through several.
+pub const SPARES: usize = 2;
 
-/// Writes out the spare segment: `size` bytes of zeros, durably, under
-/// [`SPARE_NAME`] (replacing a leftover one).
-pub(crate) fn make_spare(dir: &dyn LogDir, size: u64) -> io::Result<()> {
-    let made = dir
-        .create(SPARE_NAME)
-        .and_then(|()| dir.zero_fill(SPARE_NAME, size));
+/// The name of spare segment `i` (`< SPARES`): written out (zeros) ahead of need,
+/// outside the log's lock, and renamed into place when the log moves to a new
+/// segment. Not a segment name: recovery does not read it.
+pub fn spare_name(i: usize) -> String {
+    format!("spare-segment-{i}")
+}
+
+/// Writes out spare segment `i`: `size` bytes of zeros, durably (replacing a leftover
+/// one).
+pub(crate) fn make_spare(dir: &dyn LogDir, i: usize, size: u64) -> io::Result<()> {
+    let name = spare_name(i);
+    let made = dir.create(&name).and_then(|()| dir.zero_fill(&name, size));
     if made.is_err() {
         // (A full disk: leave the space to the segments themselves.)
-        let _ = dir.remove(SPARE_NAME);
+        let _ = dir.remove(&name);
     }
     made
 }
 
-/// Makes the spare segment the segment starting at `start_lsn`: its header, durably,
+/// Makes spare segment `i` the segment starting at `start_lsn`: its header, durably,
 /// then the rename (durable too). A crash before the rename leaves the spare; a crash
 /// after it, a complete new segment with no frames.
-pub(crate) fn install_spare(dir: &dyn LogDir, start_lsn: Lsn) -> io::Result<()> {
+pub(crate) fn install_spare(dir: &dyn LogDir, i: usize, start_lsn: Lsn) -> io::Result<()> {
+    let name = spare_name(i);
     // A descriptor this process kept under the spare's name may be of an earlier
     // spare, renamed into a live segment since by another process.
-    dir.forget_open(SPARE_NAME);
+    dir.forget_open(&name);
     let installed = dir
-        .write_at(SPARE_NAME, 0, &file_header(MAGIC, VERSION, start_lsn))
-        .and_then(|()| dir.sync(SPARE_NAME))
-        .and_then(|()| dir.rename(SPARE_NAME, &segment_name(start_lsn)));
+        .write_at(&name, 0, &file_header(MAGIC, VERSION, start_lsn))
+        .and_then(|()| dir.sync(&name))
+        .and_then(|()| dir.rename(&name, &segment_name(start_lsn)));
     if installed.is_err() {
         // The caller creates the segment itself: free the spare's space for it (a
         // new spare is made later).
-        dir.forget_open(SPARE_NAME);
-        let _ = dir.remove(SPARE_NAME);
+        dir.forget_open(&name);
+        let _ = dir.remove(&name);
     }
     installed
 }

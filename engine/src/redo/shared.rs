@@ -10,10 +10,11 @@
 //!   both under the lock, so every byte below `next_lsn` is written when the lock is
 //!   released. Before a new segment starts, the old one is synced: a sealed segment
 //!   is always complete.
-//! * A new segment is the spare one when the background worker has written it out
-//!   ([`SharedLog::prepare_spare`]: 64 MB of zeros and a sync, outside the lock); the
-//!   appender that moves the log on then only writes its header and renames it. With
-//!   no spare ready it creates the segment itself, zeros and all, under the lock.
+//! * A new segment is a spare one when the background worker has written one out
+//!   ([`SharedLog::prepare_spare`]: 64 MB of zeros and a sync, outside the lock; up to
+//!   [`SPARES`] of them); the appender that moves the log on then only writes its
+//!   header and renames it. With no spare ready it creates the segment itself, zeros
+//!   and all, under the lock.
 //! * `make_durable(upto)` returns at once if another process already synced past
 //!   `upto`; otherwise it sleeps (futex, across processes) while another process
 //!   syncs, checks again, and if still needed syncs the current segment itself, which
@@ -21,7 +22,7 @@
 //!   flushed.
 
 use super::files::{SegmentName, HEADER_LEN};
-use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN, SPARE_NAME};
+use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN, SPARES};
 use super::storage::{FsDir, LogDir};
 use super::{Appended, RedoSink};
 use crate::ids::Lsn;
@@ -39,7 +40,7 @@ struct LogState {
 /// written in place after a separate header write.
 const COPIED_PAYLOAD_MAX: usize = 64 << 10;
 
-/// States of the spare segment ([`SharedLog::prepare_spare`]).
+/// States of a spare segment ([`SharedLog::prepare_spare`]).
 const SPARE_NONE: u32 = 0;
 const SPARE_MAKING: u32 = 1;
 const SPARE_READY: u32 = 2;
@@ -47,11 +48,11 @@ const SPARE_TAKING: u32 = 3;
 
 pub struct SharedLog {
     dir: Box<dyn LogDir>,
-    /// The spare segment file: `SPARE_NONE` (no usable file), `SPARE_MAKING` (one
+    /// Per spare segment file: `SPARE_NONE` (no usable file), `SPARE_MAKING` (one
     /// process writes it out), `SPARE_READY` (complete and durable), `SPARE_TAKING`
     /// (an appender, under `state`, renames it into place). Only the process that
     /// moved it out of `SPARE_NONE` or `SPARE_READY` touches the file.
-    spare: AtomicU32,
+    spares: [AtomicU32; SPARES],
     /// Segments the log moved to: from the spare, and created under the lock.
     segments_from_spare: AtomicU64,
     segments_in_foreground: AtomicU64,
@@ -134,9 +135,10 @@ impl SharedLog {
         }
         scope::outside(|| create_segment(&*dir, next_lsn, segment_size.max(4096)))?;
         // A spare left from before a restart may be incomplete: made again on demand.
-        match scope::outside(|| dir.remove(SPARE_NAME)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        // (Also the single spare of builds that kept one, "spare-segment".)
+        let names = scope::outside(|| dir.list())?;
+        for name in names.iter().filter(|n| n.starts_with("spare-segment")) {
+            scope::outside(|| dir.remove(name))?;
         }
         let path = dir
             .path()
@@ -144,7 +146,7 @@ impl SharedLog {
             .unwrap_or_default();
         Ok(Box::new(SharedLog {
             dir,
-            spare: AtomicU32::new(SPARE_NONE),
+            spares: std::array::from_fn(|_| AtomicU32::new(SPARE_NONE)),
             segments_from_spare: AtomicU64::new(0),
             segments_in_foreground: AtomicU64::new(0),
             path,
@@ -360,40 +362,42 @@ impl SharedLog {
         &self.path
     }
 
-    /// Writes out the spare segment if there is none (the background worker calls
-    /// this between its other duties): the appender that next moves the log to a new
-    /// segment renames it into place instead of writing a segment of zeros and
-    /// syncing it while every committer waits on the log's lock (60-140 ms for 64 MB
-    /// here), as PostgreSQL's checkpointer preallocates WAL segments. Returns whether
-    /// it wrote one. Costs one more segment of disk.
+    /// Writes out one more spare segment if fewer than [`SPARES`] are there (the
+    /// background worker calls this between its other duties): an appender that moves
+    /// the log to a new segment renames a spare into place instead of writing a
+    /// segment of zeros and syncing it while every committer waits on the log's lock
+    /// (60-140 ms for 64 MB here), as PostgreSQL's checkpointer preallocates WAL
+    /// segments. Returns whether it wrote one. Costs [`SPARES`] segments of disk.
     pub fn prepare_spare(&self) -> io::Result<bool> {
-        if self
-            .spare
-            .compare_exchange(
-                SPARE_NONE,
-                SPARE_MAKING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
+        // One at a time: the first slot without a file.
+        let Some(i) = (0..SPARES).find(|&i| {
+            self.spares[i]
+                .compare_exchange(
+                    SPARE_NONE,
+                    SPARE_MAKING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        }) else {
             return Ok(false);
-        }
-        let made = scope::outside(|| segment::make_spare(&*self.dir, self.segment_size));
-        self.spare.store(
-            if made.is_ok() {
-                SPARE_READY
-            } else {
-                SPARE_NONE
-            },
-            Ordering::Release,
-        );
+        };
+        let made = scope::outside(|| segment::make_spare(&*self.dir, i, self.segment_size));
+        let state = if made.is_ok() {
+            SPARE_READY
+        } else {
+            SPARE_NONE
+        };
+        self.spares[i].store(state, Ordering::Release);
         made.map(|()| true)
     }
 
-    /// Is a spare segment ready?
-    pub fn spare_ready(&self) -> bool {
-        self.spare.load(Ordering::Acquire) == SPARE_READY
+    /// Spare segments ready.
+    pub fn spares_ready(&self) -> usize {
+        self.spares
+            .iter()
+            .filter(|s| s.load(Ordering::Acquire) == SPARE_READY)
+            .count()
     }
 
     /// Segments the log moved to: (renamed from the spare, created under the lock).
@@ -405,20 +409,21 @@ impl SharedLog {
     }
 
     /// Starts the segment at `start` (the caller holds `state` and has sealed the
-    /// previous one): from the spare if it is ready, otherwise written out here.
+    /// previous one): from a spare if one is ready, otherwise written out here.
     fn begin_segment(&self, start: Lsn) -> io::Result<()> {
-        if self
-            .spare
-            .compare_exchange(
-                SPARE_READY,
-                SPARE_TAKING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
-            let r = segment::install_spare(&*self.dir, start);
-            self.spare.store(SPARE_NONE, Ordering::Release);
+        let ready = (0..SPARES).find(|&i| {
+            self.spares[i]
+                .compare_exchange(
+                    SPARE_READY,
+                    SPARE_TAKING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        });
+        if let Some(i) = ready {
+            let r = segment::install_spare(&*self.dir, i, start);
+            self.spares[i].store(SPARE_NONE, Ordering::Release);
             if r.is_ok() {
                 self.segments_from_spare.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
