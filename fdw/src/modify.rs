@@ -199,15 +199,28 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    let stmt = insert_stmt();
     // SAFETY: forwarded contract.
-    if unsafe { insert_one(estate, rinfo, slot) } {
+    if unsafe { insert_one(estate, rinfo, slot, stmt) } {
         slot
     } else {
         std::ptr::null_mut()
     }
 }
 
-/// Inserts the row in `slot`; false if ON CONFLICT DO NOTHING skipped it.
+/// The statement an insert belongs to, with this transaction's holder lock taken:
+/// others needing the same unique key wait for this transaction on it (see
+/// `xact::ensure_holder_lock`). Once per row, or per batch of rows: command id and
+/// subtransaction do not change within one call from the executor, and asking for
+/// them is two calls into PostgreSQL each.
+fn insert_stmt() -> memfdw_engine::Stmt {
+    let stmt = xact::current_stmt(true);
+    xact::ensure_holder_lock();
+    stmt
+}
+
+/// Inserts the row in `slot` as part of `stmt` (from [`insert_stmt`]); false if ON
+/// CONFLICT DO NOTHING skipped it.
 ///
 /// # Safety
 /// Executor structures of an INSERT or COPY into a memory table; `rinfo` carries our
@@ -216,16 +229,13 @@ unsafe fn insert_one(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
+    stmt: memfdw_engine::Stmt,
 ) -> bool {
     // SAFETY: executor structures; our state.
     unsafe {
         check_constraints(estate, rinfo, slot);
         let st = state(rinfo);
         st.packer.pack(&st.table.layout, slot).or_raise();
-        let stmt = xact::current_stmt(true);
-        // Others needing the same unique key wait for this transaction: it must hold
-        // its holder lock (see `xact::ensure_holder_lock`).
-        xact::ensure_holder_lock();
         let r = waiting_for_keys(|| xact::with_txn(|t| t.insert(&st.table, &st.packer.out, stmt)));
         let rowid = match r {
             Err(memfdw_engine::Error::UniqueViolation { invisible, .. }) if st.skip_conflicts => {
@@ -296,8 +306,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         // (Batching is off with ON CONFLICT DO NOTHING: every row is inserted or the
         // statement fails.)
         let mut kept = 0;
+        let stmt = insert_stmt();
         for i in 0..n {
-            if insert_one(estate, rinfo, all[i]) {
+            if insert_one(estate, rinfo, all[i], stmt) {
                 all[kept] = all[i];
                 kept += 1;
             }
