@@ -26,6 +26,9 @@ pub struct ModifyState {
     /// Rows inserted, updated and deleted, added to the table's access counters at the
     /// end of the statement.
     counts: [u64; 3],
+    /// The statement inserted rows belong to, taken at the first one (see
+    /// [`insert_stmt`]).
+    insert_stmt: Option<memfdw_engine::Stmt>,
 }
 
 impl ModifyState {
@@ -97,6 +100,7 @@ unsafe fn init_state(
             old: Vec::new(),
             skip_conflicts,
             counts: [0; 3],
+            insert_stmt: None,
         };
         (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -199,7 +203,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
-    let stmt = insert_stmt();
+    // SAFETY: forwarded contract.
+    let stmt = insert_stmt(unsafe { state(rinfo) });
     // SAFETY: forwarded contract.
     if unsafe { insert_one(estate, rinfo, slot, stmt) } {
         slot
@@ -210,13 +215,18 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
 
 /// The statement an insert belongs to, with this transaction's holder lock taken:
 /// others needing the same unique key wait for this transaction on it (see
-/// `xact::ensure_holder_lock`). Once per row, or per batch of rows: command id and
-/// subtransaction do not change within one call from the executor, and asking for
-/// them is two calls into PostgreSQL each.
-fn insert_stmt() -> memfdw_engine::Stmt {
-    let stmt = xact::current_stmt(true);
-    xact::ensure_holder_lock();
-    stmt
+/// `xact::ensure_holder_lock`). Taken at the statement's first row and kept in its
+/// state: heap tables insert a whole statement's rows with one command id too
+/// (`es_output_cid`; COPY takes one at its start), also when a trigger or a function
+/// advances the command counter between rows, and the statement's rows are inserted
+/// in its own subtransaction (a function's subtransactions end before it returns).
+/// Asking PostgreSQL per row was four calls into it.
+fn insert_stmt(st: &mut ModifyState) -> memfdw_engine::Stmt {
+    *st.insert_stmt.get_or_insert_with(|| {
+        let stmt = xact::current_stmt(true);
+        xact::ensure_holder_lock();
+        stmt
+    })
 }
 
 /// Inserts the row in `slot` as part of `stmt` (from [`insert_stmt`]); false if ON
@@ -306,7 +316,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
         // (Batching is off with ON CONFLICT DO NOTHING: every row is inserted or the
         // statement fails.)
         let mut kept = 0;
-        let stmt = insert_stmt();
+        let stmt = insert_stmt(state(rinfo));
         for i in 0..n {
             if insert_one(estate, rinfo, all[i], stmt) {
                 all[kept] = all[i];
