@@ -118,9 +118,10 @@ pub extern "C-unwind" fn memfdw_worker_main(_arg: pg_sys::Datum) {
         if let Err(err) = log.make_durable(log.written_lsn()) {
             crate::errors::raise(memfdw_engine::Error::NotDurable(err.to_string()));
         }
-        // The next log segment, written out ahead of need, so that the commit that
-        // fills the current one does not write and sync a segment of zeros while
-        // every other committer waits (see `SharedLog::prepare_spare`).
+        // The next log segments, written out ahead of need (one per turn, up to two),
+        // so that the commit that fills the current one does not write and sync a
+        // segment of zeros while every other committer waits (see
+        // `SharedLog::prepare_spare`).
         if spare_retry_at.is_none_or(|t| Instant::now() >= t) {
             match log.prepare_spare() {
                 Ok(_) => spare_retry_at = None,
