@@ -112,10 +112,32 @@ fn cache_alloc(a: &'static Arena, class: usize, csize: usize) -> Option<*mut u8>
                 }
             }
             m.n -= 1;
+            if m.n > 0 {
+                prefetch_for_write(m.blocks[m.n - 1], csize);
+            }
             Some(m.blocks[m.n] as *mut u8)
         })
         .ok()
         .flatten()
+}
+
+/// Asks the CPU to bring the first and last cache lines of the block of `csize` bytes
+/// at `addr` (the block this thread's next allocation of its class returns) into its
+/// cache for writing. A thread that fills fresh blocks one after another (rows of an
+/// insert, their records) then finds them there, instead of stalling its next atomic
+/// instruction until the previous block's stores have fetched their lines.
+#[inline(always)]
+fn prefetch_for_write(addr: usize, csize: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and changes no memory, whatever
+    // the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        _mm_prefetch::<_MM_HINT_ET0>(addr as *const i8);
+        _mm_prefetch::<_MM_HINT_ET0>((addr + csize.min(512) - 1) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (addr, csize);
 }
 
 /// Puts block `p` of class `class` into this thread's cache (spilling the older half to

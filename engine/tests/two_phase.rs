@@ -163,3 +163,48 @@ fn an_uncommitted_insert_holds_its_unique_key_for_others() {
         .collect();
     assert_eq!(keys, vec![(0, "b".into()), (1, "v".into())]);
 }
+
+/// Two transactions give two rows the same new key by updates (new keys of updated
+/// rows are linked at commit, so neither statement saw the other's). The first to
+/// prepare holds the key's stripe until it finishes; the other then finds the key
+/// taken. The first also inserts more rows than the commit encodes keys for (it takes
+/// every stripe instead): the key's stripe must be among them.
+#[test]
+fn a_large_commit_holds_the_stripes_of_its_new_keys() {
+    let e = engine();
+    let t = table_with_key(e, 5);
+    insert(e, &t, &[1, 2]).commit().unwrap();
+    const TAKEN: i64 = 1_000_000;
+    let update_to = |txn: &mut TxnHandle, rowid: u64| {
+        let mut row = Vec::new();
+        let tid = txn.get(&t, RowId(rowid), 0, &mut row).unwrap();
+        txn.update(&t, RowId(rowid), tid, &pack(&t.layout, 0, TAKEN, "u"), STMT)
+            .unwrap();
+    };
+    for (big, first) in [(20_000i64, 10i64), (10, 100_000)] {
+        let mut small = e.begin();
+        update_to(&mut small, 1);
+        let mut large = insert(e, &t, &(first..first + big).collect::<Vec<_>>());
+        update_to(&mut large, 2);
+        large.prepare(None, true).unwrap();
+        let waiter = std::thread::spawn(move || small.commit());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiter.is_finished(),
+            "the key's stripe is held ({big} rows)"
+        );
+        large.finish(true).unwrap();
+        assert!(
+            matches!(waiter.join().unwrap(), Err(Error::UniqueViolation { .. })),
+            "{big} rows"
+        );
+        // Back to the rows 1 and 2 for the next round.
+        let mut undo = e.begin();
+        let mut row = Vec::new();
+        let tid = undo.get(&t, RowId(2), 0, &mut row).unwrap();
+        undo.update(&t, RowId(2), tid, &pack(&t.layout, 0, 2, "v"), STMT)
+            .unwrap();
+        undo.commit().unwrap();
+    }
+    assert_eq!(scan_all(e, 5).len(), 2 + 20_010);
+}

@@ -389,7 +389,9 @@ impl<'t, 'g> Commit<'t, 'g> {
 
     /// Phase 1.
     fn lock_key_stripes(&mut self) -> Result<()> {
-        let stripes = self.txn.key_stripes(&self.st.idx)?;
+        let k = self.kinds();
+        let keyed_rows = self.txn.pending.len() - k.deleted;
+        let stripes = self.txn.key_stripes(&self.st.idx, keyed_rows)?;
         for &s in &stripes {
             self.txn.engine.lock_key_stripe(s);
         }

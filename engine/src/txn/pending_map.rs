@@ -53,6 +53,11 @@ impl PendingMap {
         }
     }
 
+    /// Number of keys (the run and the map hold different keys).
+    pub(super) fn len(&self) -> usize {
+        self.run.len() + self.rest.len()
+    }
+
     pub(super) fn contains_key(&self, key: &RowKey) -> bool {
         self.get(key).is_some()
     }
@@ -151,6 +156,7 @@ mod tests {
                     n += 1;
                 }
                 prop_assert_eq!(m.is_empty(), model.is_empty());
+                prop_assert_eq!(m.len(), model.len());
                 for t in 0..3 {
                     for r in 0..48 {
                         prop_assert_eq!(m.get(&key(t, r)), model.get(&key(t, r)));
