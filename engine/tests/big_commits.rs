@@ -81,6 +81,41 @@ fn a_commit_bigger_than_a_record_is_logged_in_parts_and_recovered_whole() {
     assert_eq!(scan_all(b, 1).len(), 506);
 }
 
+/// Without a smaller limit set, the shared log cuts a commit's record into parts of
+/// at most 256 KiB, each written as it is encoded (see `RedoSink::append_stream`).
+#[test]
+fn a_big_commit_is_streamed_in_parts_of_at_most_256_kib() {
+    let dir = fresh_dir("streamed");
+    let log: &'static SharedLog = Box::leak(SharedLog::start(&dir, Lsn(0), 8 << 20).unwrap());
+    let a: &'static Engine = Box::leak(Engine::new(config(), Some(Box::new(LogSink(log)))));
+    a.create_table(table_id(1), table_def()).unwrap();
+    insert_rows(a, 1, 0, 0..3);
+    insert_rows(a, 1, 1, 0..20_000); // about 1.5 MB of after-images
+    insert_rows(a, 1, 2, 0..3);
+    let fs = FsDir::open(&dir).unwrap();
+    let mut frames = Vec::new();
+    memfdw_engine::redo::segment::recover(&fs, |_, p| {
+        frames.push((p[0], p.len()));
+        Ok(())
+    })
+    .unwrap();
+    let parts: Vec<usize> = frames
+        .iter()
+        .filter(|f| f.0 == COMMIT_PART)
+        .map(|f| f.1)
+        .collect();
+    assert!(parts.len() >= 5, "{frames:?}");
+    assert!(
+        parts.iter().all(|&n| n <= 256 << 10 && n > 200 << 10),
+        "{parts:?}"
+    );
+    let b: &'static Engine = Box::leak(Engine::new(config(), None));
+    let r = recover_engine(b, &dir).unwrap();
+    assert_eq!(r.incomplete_commits, 0);
+    assert_eq!(scan_all(b, 1), scan_all(a, 1));
+    assert_eq!(scan_all(b, 1).len(), 20_006);
+}
+
 #[test]
 fn a_torn_big_commit_is_dropped_whole() {
     let dir = fresh_dir("torn");

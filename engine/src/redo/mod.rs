@@ -48,6 +48,27 @@ pub trait RedoSink: Send + Sync {
             )),
         }
     }
+    /// Appends the payloads `next` produces, in consecutive frames, as one append (as
+    /// [`RedoSink::append_parts`]). Each call of `next` replaces the buffer's contents
+    /// by the next payload (the buffer then holds the previous one, already appended:
+    /// `next` may keep it for reuse) and returns true, or returns false when there is
+    /// no payload more. Sinks that write as they go (the shared log) let a big commit
+    /// encode each part while the previous one is written, in one reused buffer.
+    fn append_stream(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> std::io::Result<Appended> {
+        let mut parts = Vec::new();
+        loop {
+            let mut p = Vec::new();
+            if !next(&mut p) {
+                break;
+            }
+            parts.push(p);
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        self.append_parts(&refs)
+    }
     /// The largest payload one record may have; bigger commits are split into parts.
     fn max_record(&self) -> usize {
         segment::MAX_PAYLOAD

@@ -39,6 +39,10 @@ struct LogState {
 /// Largest payload copied behind its frame header for a single write; larger ones are
 /// written in place after a separate header write.
 const COPIED_PAYLOAD_MAX: usize = 64 << 10;
+/// The largest record a commit's record is cut into (see [`RedoSink::append_stream`]):
+/// small enough to stay in the CPU's cache from its encoding to its write, large
+/// enough that frame headers do not count.
+const STREAMED_PART: usize = 256 << 10;
 
 /// States of a spare segment ([`SharedLog::prepare_spare`]).
 const SPARE_NONE: u32 = 0;
@@ -167,7 +171,7 @@ impl SharedLog {
             last_checkpoint_at_ms: AtomicU64::new(0),
             last_checkpoint_bytes: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
-            max_record: AtomicUsize::new(segment::MAX_PAYLOAD),
+            max_record: AtomicUsize::new(STREAMED_PART),
             control_origin: AtomicU64::new(control.origin.get()),
             control_checkpoint: AtomicU64::new(control.checkpoint.map_or(u64::MAX, Lsn::get)),
             control_durable: AtomicU64::new(control.durable.get()),
@@ -442,6 +446,49 @@ impl SharedLog {
     }
 }
 
+impl SharedLog {
+    /// Writes one frame holding `payload` at the end of the log (starting a new
+    /// segment first if it does not fit in the current one); `buf` is scratch space.
+    /// The caller holds the log's lock (`st`).
+    fn append_frame(&self, st: &mut LogState, buf: &mut Vec<u8>, payload: &[u8]) -> io::Result<()> {
+        if payload.len() > segment::MAX_PAYLOAD {
+            return Err(io::Error::other(format!(
+                "redo record of {} bytes exceeds the largest frame",
+                payload.len()
+            )));
+        }
+        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+        let used = HEADER_LEN as u64 + st.next_lsn.since(st.seg_start);
+        if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
+            // Seal the current segment: it must be complete before a later one
+            // holds anything.
+            self.dir.sync(&SegmentName::new(st.seg_start))?;
+            self.flushed.fetch_max(st.next_lsn.get(), Ordering::AcqRel);
+            self.begin_segment(st.next_lsn)?;
+            st.seg_start = st.next_lsn;
+        }
+        let lsn = st.next_lsn;
+        let offset = HEADER_LEN as u64 + lsn.since(st.seg_start);
+        let name = SegmentName::new(st.seg_start);
+        if payload.len() <= COPIED_PAYLOAD_MAX {
+            // One write of header and payload copied together.
+            buf.clear();
+            encode_frame(buf, lsn.get(), payload);
+            self.dir.write_at(&name, offset, buf)?;
+        } else {
+            // A large payload (a part of a big commit) is written from where it is,
+            // not copied behind its header (a frame is checked whole by its CRC at
+            // recovery, so two writes tear no differently).
+            let header = segment::frame_header(lsn.get(), payload);
+            self.dir.write_at(&name, offset, &header)?;
+            self.dir
+                .write_at(&name, offset + FRAME_HEADER_LEN as u64, payload)?;
+        }
+        st.next_lsn = st.next_lsn.plus(frame_len);
+        Ok(())
+    }
+}
+
 impl RedoSink for SharedLog {
     fn append(&self, payload: &[u8]) -> io::Result<Appended> {
         self.append_parts(&[payload])
@@ -458,39 +505,26 @@ impl RedoSink for SharedLog {
                 p.len()
             )));
         }
+        let mut parts = parts.iter();
+        self.append_stream(&mut |buf| match parts.next() {
+            Some(p) => {
+                buf.clear();
+                buf.extend_from_slice(p);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Frames are written as `next` hands the payloads over, under one hold of the
+    /// log's lock (a commit's parts stay consecutive).
+    fn append_stream(&self, next: &mut dyn FnMut(&mut Vec<u8>) -> bool) -> io::Result<Appended> {
         scope::outside(|| {
             let mut buf = Vec::new();
+            let mut payload = Vec::new();
             let mut st = self.state.lock();
-            for payload in parts {
-                let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-                let used = HEADER_LEN as u64 + st.next_lsn.since(st.seg_start);
-                if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
-                    // Seal the current segment: it must be complete before a later one
-                    // holds anything.
-                    self.dir.sync(&SegmentName::new(st.seg_start))?;
-                    self.flushed.fetch_max(st.next_lsn.get(), Ordering::AcqRel);
-                    self.begin_segment(st.next_lsn)?;
-                    st.seg_start = st.next_lsn;
-                }
-                let lsn = st.next_lsn;
-                let offset = HEADER_LEN as u64 + lsn.since(st.seg_start);
-                let name = SegmentName::new(st.seg_start);
-                if payload.len() <= COPIED_PAYLOAD_MAX {
-                    // One write of header and payload copied together.
-                    buf.clear();
-                    encode_frame(&mut buf, lsn.get(), payload);
-                    self.dir.write_at(&name, offset, &buf)?;
-                } else {
-                    // A large payload (a big commit) is written from where it is:
-                    // copying it behind its header doubled the memory the commit's
-                    // record takes and cost a copy of it (a frame is checked whole by
-                    // its CRC at recovery, so two writes tear no differently).
-                    let header = segment::frame_header(lsn.get(), payload);
-                    self.dir.write_at(&name, offset, &header)?;
-                    self.dir
-                        .write_at(&name, offset + FRAME_HEADER_LEN as u64, payload)?;
-                }
-                st.next_lsn = st.next_lsn.plus(frame_len);
+            while next(&mut payload) {
+                self.append_frame(&mut st, &mut buf, &payload)?;
             }
             self.written.fetch_max(st.next_lsn.get(), Ordering::Release);
             let phase = self.phase.load(Ordering::Relaxed);

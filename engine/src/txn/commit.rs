@@ -663,15 +663,24 @@ impl<'t, 'g> Commit<'t, 'g> {
                     records.truncate(r.old.id);
                 }
             }
-            for &i in txn.pending.values() {
-                let e = txn.entries.get(i);
-                if e.logged() {
-                    records.push(txn.tables[e.table].id, e.rowid, e.newest_bytes());
+            // Each part is appended as soon as it is complete (the log writes it
+            // while the rest is encoded into a reused buffer).
+            let mut writes = txn.pending.values();
+            sink.append_stream(&mut |out| loop {
+                if records.take_ready(out) {
+                    return true;
                 }
-            }
-            let parts = records.finish();
-            let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-            sink.append_parts(&refs)
+                match writes.next() {
+                    Some(&i) => {
+                        let e = txn.entries.get(i);
+                        if e.logged() {
+                            records.push(txn.tables[e.table].id, e.rowid, e.newest_bytes());
+                        }
+                    }
+                    None if records.ended() => return false,
+                    None => records.end(),
+                }
+            })
         });
         appended.map(Some).map_err(|e| Error::LogIo(e.to_string()))
     }

@@ -66,6 +66,12 @@ impl RedoSink for LogSink {
     fn append_parts(&self, parts: &[&[u8]]) -> std::io::Result<Appended> {
         self.0.append_parts(parts)
     }
+    fn append_stream(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> std::io::Result<Appended> {
+        self.0.append_stream(next)
+    }
     fn max_record(&self) -> usize {
         self.0.max_record()
     }
