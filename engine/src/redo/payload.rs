@@ -888,7 +888,7 @@ mod tests {
             r.push(
                 TableId::new(1, 2),
                 RowId(i),
-                (i % 7 != 0).then_some(&row[..]),
+                (!i.is_multiple_of(7)).then_some(&row[..]),
             );
         };
         for (rows, xid) in [(0u64, None), (3, Some(9)), (400, None), (400, Some(7))] {
