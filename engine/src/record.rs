@@ -245,7 +245,10 @@ impl Record {
     ) -> *mut u8 {
         let v = self.version.load(Ordering::Relaxed);
         debug_assert!(v & LOCK_BIT != 0);
-        let mut old = self.data.swap(data, Ordering::AcqRel);
+        // Only the lock holder stores `data` (see the invariants): a load and a
+        // store, not an atomic swap.
+        let mut old = self.data.load(Ordering::Relaxed);
+        self.data.store(data, Ordering::Release);
         if let Some(node) = keep {
             if !old.is_null() && v & ABSENT_BIT == 0 {
                 // SAFETY: the caller's node, not yet published; we hold the lock, so
