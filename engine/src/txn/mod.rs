@@ -201,6 +201,10 @@ pub(crate) struct Txn {
     /// acknowledged: it read committed versions whose records end at or before it
     /// (see [`Txn::note_read_committed`]).
     depends_on: crate::ids::Lsn,
+    /// The index keys of the row an insert is adding, one per index, with whether a
+    /// column is NULL: kept between inserts (in private memory) so that a row's keys
+    /// take no allocation.
+    insert_keys: Vec<(Vec<u8>, bool)>,
     active: bool,
 }
 
@@ -228,6 +232,7 @@ impl Txn {
             read_newest: false,
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),
+            insert_keys: Vec::new(),
             active: true,
         }
     }

@@ -22,19 +22,22 @@ use std::time::Duration;
 /// before it gives up with a serialization failure (it may hold locks that one needs).
 const UNIQUE_CHECK_WAIT: Duration = Duration::from_millis(20);
 
-/// The keys of `row` in each index, with whether each has a NULL column.
-pub(super) fn index_keys(
+/// Puts the keys of `row` in each index into `keys` (one per index, reusing its
+/// buffers), with whether each has a NULL column.
+pub(super) fn index_keys_into(
     t: &Table,
     idx: &[Arc<KeyIndex>],
     row: &[u8],
-) -> Result<Vec<(Vec<u8>, bool)>> {
-    idx.iter()
-        .map(|i| {
-            let mut k = Vec::new();
-            let null = i.key_of(&t.layout, row, &mut k)?;
-            Ok((k, null))
-        })
-        .collect()
+    keys: &mut Vec<(Vec<u8>, bool)>,
+) -> Result<()> {
+    keys.truncate(idx.len());
+    while keys.len() < idx.len() {
+        keys.push((Vec::new(), false));
+    }
+    for (i, (k, null)) in idx.iter().zip(keys.iter_mut()) {
+        *null = i.key_of(&t.layout, row, k)?;
+    }
+    Ok(())
 }
 
 /// The unique-violation error for `row` (copied into private memory); `seen`: how

@@ -190,11 +190,23 @@ impl Txn {
 
     pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
         let idx = t.indexes();
-        let keys = if idx.is_empty() {
-            Vec::new()
-        } else {
-            unique::index_keys(t, &idx, row)?
-        };
+        let mut keys = std::mem::take(&mut self.insert_keys);
+        // Encoded into private memory (the buffers are kept for the next insert).
+        let r = scope::outside(|| unique::index_keys_into(t, &idx, row, &mut keys))
+            .and_then(|()| self.insert_with_keys(t, row, stmt, &idx, &keys));
+        self.insert_keys = keys;
+        r
+    }
+
+    /// [`Txn::insert`] of `row`, whose keys in the indexes `idx` are `keys`.
+    fn insert_with_keys(
+        &mut self,
+        t: &TableHandle,
+        row: &[u8],
+        stmt: Stmt,
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+        keys: &[(Vec<u8>, bool)],
+    ) -> Result<RowId> {
         let key_bytes: usize = keys
             .iter()
             .zip(idx.iter())
@@ -205,7 +217,7 @@ impl Txn {
         )?;
         if idx.iter().any(|i| i.def.unique) {
             epoch::with_guard(&self.engine.collector, |g| {
-                for (index, (key, null)) in idx.iter().zip(&keys) {
+                for (index, (key, null)) in idx.iter().zip(keys) {
                     if !index.def.unique || *null {
                         continue;
                     }
@@ -232,7 +244,7 @@ impl Txn {
         self.engine.account(RECORD_BYTES as isize);
         epoch::with_guard(&self.engine.collector, |g| {
             t.rows.insert(rowid, rec, g);
-            for (index, (key, _)) in idx.iter().zip(&keys) {
+            for (index, (key, _)) in idx.iter().zip(keys) {
                 index.insert(key, rowid, rec, g);
             }
         });
