@@ -233,7 +233,7 @@ impl Txn {
                 Ok(())
             })?;
         }
-        self.reserve_entry(EntryKind::Insert, &idx)?;
+        self.reserve_entry(EntryKind::Insert, idx)?;
         let data = self.new_buffer(Some(row))?;
         let slot = self.table_slot(t);
         let rowid = t.next_rowid();
