@@ -19,6 +19,7 @@ pub struct Table {
     /// Key indexes. Changed only by index DDL (copy on write); readers clone the
     /// outer `Arc` (inside the engine scope: dropping it may free arena memory).
     indexes: SpinRwLock<Arc<[Arc<KeyIndex>]>>,
+    index_generation: AtomicU64,
     next_rowid: AtomicU64,
     /// Committed live rows.
     live_rows: AtomicI64,
@@ -83,6 +84,7 @@ impl Table {
             layout,
             rows: RowIdIndex::new(),
             indexes: SpinRwLock::new(Arc::from(Vec::new())),
+            index_generation: AtomicU64::new(0),
             next_rowid: AtomicU64::new(1),
             live_rows: AtomicI64::new(0),
             data_bytes: AtomicI64::new(0),
@@ -146,7 +148,15 @@ impl Table {
 
     /// Replaces the index list (DDL; the caller serialises index DDL).
     pub(crate) fn set_indexes(&self, list: Vec<Arc<KeyIndex>>) {
-        *self.indexes.write() = Arc::from(list);
+        let mut l = self.indexes.write();
+        *l = Arc::from(list);
+        self.index_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever the index list is replaced (read before the list, a copy of
+    /// the list is current while the count is unchanged; see `Txn::with_indexes`).
+    pub(crate) fn index_generation(&self) -> u64 {
+        self.index_generation.load(Ordering::Acquire)
     }
 
     /// The definitions of the table's indexes, in private memory.

@@ -817,6 +817,44 @@ fn an_index_built_after_own_updates_gets_their_new_keys_at_commit() {
     assert_eq!(t.index_entries(70), Some(1));
 }
 
+/// A transaction that wrote rows before it created or dropped an index writes the
+/// next rows with the new list of indexes (a transaction keeps a table's index list
+/// between writes while the table's index generation stays the same).
+#[test]
+fn writes_after_an_index_is_created_or_dropped_in_the_transaction_use_the_new_list() {
+    let e = engine();
+    e.create_table(table_id(8), def()).unwrap();
+    let t = e.table(table_id(8)).unwrap();
+    let s = |cid| Stmt { cid, sub: 1 };
+    let mut txn = e.begin();
+    txn.create_index(&t, index(80, "k8", vec![0], true))
+        .unwrap();
+    let a = txn.insert(&t, &row(&t, Some(1), Some(10)), s(1)).unwrap();
+    txn.create_index(&t, index(81, "v8", vec![1], false))
+        .unwrap();
+    txn.insert(&t, &row(&t, Some(2), Some(20)), s(2)).unwrap();
+    let mut buf = Vec::new();
+    let tid = txn.get(&t, a, 3, &mut buf).unwrap();
+    txn.update(&t, a, tid, &row(&t, Some(1), Some(30)), s(3))
+        .unwrap();
+    txn.commit().unwrap();
+    let v = |n: i64| {
+        let mut k = Vec::new();
+        encode_value(ColumnType::Int8, Some(&n.to_le_bytes()), &mut k).unwrap();
+        k
+    };
+    let mut txn = e.begin();
+    for (val, want) in [(10, 0), (20, 1), (30, 1)] {
+        let got = collect(&mut txn, &t, IndexScan::new(81, &v(val), None, false), 1);
+        assert_eq!(got.len(), want, "v = {val}");
+    }
+    assert_eq!(t.index_entries(81), Some(2));
+    // Dropped: the next insert of a duplicate key is no longer refused.
+    assert!(e.drop_index(table_id(8), 80).unwrap());
+    txn.insert(&t, &row(&t, Some(2), Some(40)), s(4)).unwrap();
+    txn.commit().unwrap();
+}
+
 /// Recovery's replayer (big batches applied by two threads, indexes over existing rows
 /// built by two threads) ends in the same state as replaying record by record: big batches (inserts, key
 /// changes, deletes), an index dropped and one created later, a table dropped and

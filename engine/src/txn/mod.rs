@@ -205,8 +205,14 @@ pub(crate) struct Txn {
     /// column is NULL: kept between inserts (in private memory) so that a row's keys
     /// take no allocation.
     insert_keys: Vec<(Vec<u8>, bool)>,
+    /// Per table slot, the table's index list as of an index generation (see
+    /// [`Txn::with_indexes`]).
+    index_lists: Vec<Option<(u64, IndexList)>>,
     active: bool,
 }
+
+/// A table's index list.
+type IndexList = Arc<[Arc<crate::index::KeyIndex>]>;
 
 impl Txn {
     pub(crate) fn new(engine: &'static Engine, id: u64) -> Txn {
@@ -233,6 +239,7 @@ impl Txn {
             commit_reserve: 0,
             depends_on: crate::ids::Lsn(0),
             insert_keys: Vec::new(),
+            index_lists: Vec::new(),
             active: true,
         }
     }
@@ -244,6 +251,29 @@ impl Txn {
         }
         self.tables.push(t.arc().clone());
         self.tables.len() - 1
+    }
+
+    /// Calls `f` with the index list of the table in slot `slot`. The list is kept
+    /// for the transaction and taken again only when the table's index generation
+    /// moved: every row written took the table's list lock and a reference to the
+    /// list, four atomic updates of lines every writer of the table shares.
+    fn with_indexes<R>(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(&mut Self, &[Arc<crate::index::KeyIndex>]) -> R,
+    ) -> R {
+        if self.index_lists.len() <= slot {
+            self.index_lists.resize_with(slot + 1, || None);
+        }
+        let generation = self.tables[slot].index_generation();
+        let list = match self.index_lists[slot].take() {
+            Some((g, list)) if g == generation => list,
+            // (Dropped in the engine scope: the last reference may free the list.)
+            _ => self.tables[slot].indexes(),
+        };
+        let r = f(self, &list);
+        self.index_lists[slot] = Some((generation, list));
+        r
     }
 
     fn row_key(t: &TableHandle, rowid: RowId) -> RowKey {

@@ -189,19 +189,22 @@ impl Txn {
     }
 
     pub(super) fn insert(&mut self, t: &TableHandle, row: &[u8], stmt: Stmt) -> Result<RowId> {
-        let idx = t.indexes();
-        let mut keys = std::mem::take(&mut self.insert_keys);
-        // Encoded into private memory (the buffers are kept for the next insert).
-        let r = scope::outside(|| unique::index_keys_into(t, &idx, row, &mut keys))
-            .and_then(|()| self.insert_with_keys(t, row, stmt, &idx, &keys));
-        self.insert_keys = keys;
-        r
+        let slot = self.table_slot(t);
+        self.with_indexes(slot, |txn, idx| {
+            let mut keys = std::mem::take(&mut txn.insert_keys);
+            // Encoded into private memory (the buffers are kept for the next insert).
+            let r = scope::outside(|| unique::index_keys_into(t, idx, row, &mut keys))
+                .and_then(|()| txn.insert_with_keys(t, slot, row, stmt, idx, &keys));
+            txn.insert_keys = keys;
+            r
+        })
     }
 
     /// [`Txn::insert`] of `row`, whose keys in the indexes `idx` are `keys`.
     fn insert_with_keys(
         &mut self,
         t: &TableHandle,
+        slot: usize,
         row: &[u8],
         stmt: Stmt,
         idx: &[std::sync::Arc<crate::index::KeyIndex>],
@@ -235,7 +238,6 @@ impl Txn {
         }
         self.reserve_entry(EntryKind::Insert, idx)?;
         let data = self.new_buffer(Some(row))?;
-        let slot = self.table_slot(t);
         let rowid = t.next_rowid();
         let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowlock::held_word(
             rowlock::tag_of(self.lock_tag, stmt.sub),
@@ -276,9 +278,27 @@ impl Txn {
         if let Some(&ei) = self.pending.get(&Self::row_key(t, rowid)) {
             return self.write_again(t, ei, row, stmt);
         }
+        let slot = self.table_slot(t);
+        self.with_indexes(slot, |txn, idx| {
+            txn.write_committed(t, slot, rowid, expected, row, stmt, idx)
+        })
+    }
+
+    /// [`Txn::write`] of a row this transaction has not written, in table slot `slot`
+    /// whose indexes are `idx`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_committed(
+        &mut self,
+        t: &TableHandle,
+        slot: usize,
+        rowid: RowId,
+        expected: Tid,
+        row: Option<&[u8]>,
+        stmt: Stmt,
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+    ) -> Result<WriteOutcome> {
         let engine = self.engine;
         // A committed row: it must still be the version the statement read.
-        let idx = t.indexes();
         let indexes = idx.len();
         let want_data = row.is_some() && indexes > 0;
         let state = epoch::with_guard(&engine.collector, |g| {
@@ -299,7 +319,7 @@ impl Txn {
                 return Err(Error::Conflict(AbortReason::WriteConflict))
             }
             Some((_, _, Some(prev))) => {
-                let r = self.check_keys(t, rowid, row.expect("update"), &prev);
+                let r = self.check_keys(t, rowid, row.expect("update"), &prev, idx);
                 scope::outside(|| drop(prev));
                 r?;
             }
@@ -310,9 +330,8 @@ impl Txn {
         } else {
             EntryKind::Delete
         };
-        self.reserve_entry(kind, &idx)?;
+        self.reserve_entry(kind, idx)?;
         let data = self.new_buffer(row)?;
-        let slot = self.table_slot(t);
         self.push_entry(WriteEntry {
             table: slot,
             rowid,
@@ -347,7 +366,8 @@ impl Txn {
             return Ok(WriteOutcome::NotFound);
         };
         if let Some(new) = row {
-            self.check_keys(t, rowid, new, prev)?;
+            let slot = self.table_slot(t);
+            self.with_indexes(slot, |txn, idx| txn.check_keys(t, rowid, new, prev, idx))?;
         }
         let data = self.new_buffer(row)?;
         let e = self.entries.get_mut(ei);
@@ -375,8 +395,14 @@ impl Txn {
 
     /// Checks an update of row `rowid` from `prev` to `new` against the unique
     /// indexes (keys it changes), and remembers the row as rekeyed if any key changes.
-    fn check_keys(&mut self, t: &TableHandle, rowid: RowId, new: &[u8], prev: &[u8]) -> Result<()> {
-        let idx = t.indexes();
+    fn check_keys(
+        &mut self,
+        t: &TableHandle,
+        rowid: RowId,
+        new: &[u8],
+        prev: &[u8],
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+    ) -> Result<()> {
         if idx.is_empty() {
             return Ok(());
         }
