@@ -161,7 +161,9 @@ pub fn preloaded() -> bool {
 }
 
 pub fn register_exit_callback() {
-    if !EXIT_REGISTERED.swap(true, Ordering::Relaxed) {
+    // A load first: `engine()` runs on every row, and a swap is an atomic
+    // read-modify-write (it waits for this core's pending stores).
+    if !EXIT_REGISTERED.load(Ordering::Relaxed) && !EXIT_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: registering a plain callback for this process.
         unsafe { pg_sys::on_proc_exit(Some(on_exit), pg_sys::Datum::from(0usize)) };
     }
