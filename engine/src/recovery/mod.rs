@@ -166,7 +166,8 @@ pub fn recover_engine_with(
     });
     let mut failure = None;
     let r = scope::outside(|| {
-        segment::recover_durable(&fs, control.durable, |lsn, payload| {
+        segment::recover_frames(&fs, control.durable, |lsn, data, range| {
+            let payload = &data[range.clone()];
             if lsn < start {
                 return Ok(()); // in the checkpoint already
             }
@@ -189,7 +190,10 @@ pub fn recover_engine_with(
                     });
                 }
             }
-            if let Err(what) = replayer.apply(payload).map_err(|e| e.to_string()) {
+            if let Err(what) = replayer
+                .apply_in_segment(data, range)
+                .map_err(|e| e.to_string())
+            {
                 failure = Some(RecoveryError::Record { lsn, what });
                 // Stop reading: nothing after a bad record is applied.
                 return Err(LogError::Corrupt {

@@ -500,12 +500,30 @@ impl Current {
 ///   committed (the commit oracle says so).
 ///
 /// Nothing else may use the engine meanwhile (recovery runs before anybody can).
+/// A commit part's payload kept until its commit record arrives.
+enum PartBytes {
+    Copied(Vec<u8>),
+    /// A range of a segment's bytes as read (no copy; see
+    /// [`crate::redo::segment::recover_frames`]).
+    InSegment(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for PartBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PartBytes::Copied(v) => v,
+            PartBytes::InSegment(d, r) => &d[r.clone()],
+        }
+    }
+}
+
 pub struct Replayer {
     engine: &'static Engine,
     threads: usize,
-    /// Commit parts waiting for their commit record (copies: they may span segments),
-    /// and their TID.
-    parts: Vec<Vec<u8>>,
+    /// Commit parts waiting for their commit record (copies, or ranges of the
+    /// segments' bytes read: they may span segments), and their TID.
+    parts: Vec<PartBytes>,
     parts_tid: Tid,
     /// Small commit records waiting to be applied together: their payloads, one after
     /// the other (copies), where each ends, and how many rows they hold. A row that
@@ -575,6 +593,22 @@ impl Replayer {
     /// `redo::payload`): then all of them apply at once; parts followed by anything
     /// else are dropped.
     pub fn apply(&mut self, payload: &[u8]) -> Result<()> {
+        self.apply_keeping(payload, || PartBytes::Copied(payload.to_vec()))
+    }
+
+    /// [`Replayer::apply`] of the payload at `range` of a segment's bytes `data`: a
+    /// commit part waits for its commit record without a copy.
+    pub fn apply_in_segment(
+        &mut self,
+        data: &Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let payload = &data[range.clone()];
+        self.apply_keeping(payload, || PartBytes::InSegment(data.clone(), range))
+    }
+
+    /// [`Replayer::apply`]; `keep` makes what a commit part keeps of `payload`.
+    fn apply_keeping(&mut self, payload: &[u8], keep: impl FnOnce() -> PartBytes) -> Result<()> {
         let corrupt = |e: crate::redo::payload::DecodeError| Error::Corrupt(e.to_string());
         let kind = payload.first().copied();
         let tid = commit_tid(payload);
@@ -606,13 +640,22 @@ impl Replayer {
                 self.drop_parts();
             }
             self.parts_tid = tid;
-            self.parts.push(payload.to_vec());
+            self.parts.push(keep());
             return Ok(());
         }
         if !self.parts.is_empty() {
             if kind == Some(COMMIT) && tid == Some(self.parts_tid) {
                 let parts = std::mem::take(&mut self.parts);
-                let mut rows = Vec::new();
+                // Sized from the write counts of the part headers, at most one per
+                // 17 bytes (the smallest write; the decoding below checks the counts).
+                let (writes, bytes) = parts.iter().map(|p| &p[..]).chain([payload]).fold(
+                    (0usize, 0usize),
+                    |(w, b), p| {
+                        let n = crate::redo::payload::commit_writes(p).unwrap_or(0) as usize;
+                        (w + n, b + p.len())
+                    },
+                );
+                let mut rows = Vec::with_capacity(writes.min(bytes / 17));
                 self.flush_small()?;
                 for p in parts.iter().map(|p| &p[..]).chain([payload]) {
                     for e in commit_emptied(p).map_err(corrupt)? {

@@ -335,6 +335,17 @@ impl CommitRecords {
     }
 }
 
+/// The write count in the header of a commit record or part (not checked against
+/// the writes that follow; [`decode_rows`] does that).
+pub fn commit_writes(b: &[u8]) -> Option<u32> {
+    match b.first() {
+        Some(&COMMIT) | Some(&COMMIT_PART) if b.len() >= COMMIT_HEADER_LEN => Some(
+            u32::from_le_bytes(b[9..COMMIT_HEADER_LEN].try_into().expect("4 bytes")),
+        ),
+        _ => None,
+    }
+}
+
 /// Length of an xact record.
 const XACT_LEN: usize = 1 + 8 + 4;
 

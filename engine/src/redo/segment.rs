@@ -220,6 +220,17 @@ pub fn recover_durable(
     durable: Lsn,
     mut apply: impl FnMut(Lsn, &[u8]) -> Result<(), LogError>,
 ) -> Result<Recovered, LogError> {
+    recover_frames(dir, durable, |lsn, data, range| apply(lsn, &data[range]))
+}
+
+/// [`recover_durable`], handing each payload over as its range of the segment's
+/// bytes, which the caller may keep (commit parts wait for their commit record
+/// without a copy).
+pub fn recover_frames(
+    dir: &dyn LogDir,
+    durable: Lsn,
+    mut apply: impl FnMut(Lsn, &std::sync::Arc<Vec<u8>>, std::ops::Range<usize>) -> Result<(), LogError>,
+) -> Result<Recovered, LogError> {
     let segs = list_segments(dir)?;
     let mut out = Recovered {
         segments: segs.len(),
@@ -240,7 +251,7 @@ pub fn recover_durable(
                 });
             }
         }
-        let data = dir.read(name)?;
+        let data = std::sync::Arc::new(dir.read(name)?);
         let corrupt = |offset: usize, what| LogError::Corrupt {
             file: name.clone(),
             offset: offset as u64,
@@ -276,7 +287,8 @@ pub fn recover_durable(
                 Some(len) => {
                     apply(
                         lsn,
-                        &data[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len],
+                        &data,
+                        pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len,
                     )?;
                     out.records += 1;
                     pos += FRAME_HEADER_LEN + len;
