@@ -351,9 +351,12 @@ impl Arena {
             )
         };
         if r != 0 {
-            // Not supported (Linux before 5.14) or out of memory: pages are then
-            // mapped at their first touch, as without this.
-            MAP_AHEAD_OFF.store(true, Ordering::Relaxed);
+            // Pages are then mapped at their first touch, as without this. Not
+            // supported (Linux before 5.14): off for good; otherwise (out of memory,
+            // a signal) tried again at the next run.
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                MAP_AHEAD_OFF.store(true, Ordering::Relaxed);
+            }
             return;
         }
         // (Threads of one process racing here only cost page faults or a second call.)
@@ -779,6 +782,17 @@ mod tests {
         };
         assert_ne!(p, libc::MAP_FAILED);
         let p = p as *mut u8;
+        // SAFETY: the first page of the new mapping; populating changes no byte.
+        if unsafe { libc::madvise(p.cast(), 4096, libc::MADV_POPULATE_WRITE) } != 0 {
+            // MADV_POPULATE_WRITE is Linux 5.14+; without it nothing is mapped ahead.
+            // SAFETY: our mapping.
+            unsafe { libc::munmap(p.cast(), len) };
+            return;
+        }
+        // The process-wide record of the last range mapped may name a range of a
+        // region another test unmapped, now reused by this one.
+        MAPPED_FROM.store(0, Ordering::Relaxed);
+        MAPPED_TO.store(0, Ordering::Relaxed);
         // SAFETY: a fresh region, used by this arena only.
         let a = unsafe { Arena::init(p, len) };
         let block = a.alloc(lay(3 * PAGE)) as usize;

@@ -208,3 +208,29 @@ fn a_large_commit_holds_the_stripes_of_its_new_keys() {
     }
     assert_eq!(scan_all(e, 5).len(), 2 + 20_010);
 }
+
+/// A commit that loads many rows into a table without a unique key, and one row into
+/// a table with one, holds only that row's key stripe: another transaction's commit
+/// of another key in that table goes through while the first is prepared.
+#[test]
+fn a_large_load_of_a_table_without_unique_keys_holds_no_other_stripes() {
+    let e = engine();
+    let keyed = table_with_key(e, 6);
+    e.create_table(table_id(7), table_def()).unwrap();
+    let plain = e.table(table_id(7)).unwrap();
+    let mut load = e.begin();
+    for k in 0..20_000 {
+        load.insert(&plain, &pack(&plain.layout, 0, k, "p"), STMT)
+            .unwrap();
+    }
+    load.insert(&keyed, &pack(&keyed.layout, 0, 1, "k"), STMT)
+        .unwrap();
+    load.prepare(None, true).unwrap();
+    let other = std::thread::spawn(move || insert(e, &keyed, &[2]).commit());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(other.is_finished(), "the other key's stripe is free");
+    other.join().unwrap().unwrap();
+    load.finish(true).unwrap();
+    assert_eq!(scan_all(e, 6).len(), 2);
+    assert_eq!(scan_all(e, 7).len(), 20_000);
+}

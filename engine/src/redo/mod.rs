@@ -54,6 +54,10 @@ pub trait RedoSink: Send + Sync {
     /// `next` may keep it for reuse) and returns true, or returns false when there is
     /// no payload more. Sinks that write as they go (the shared log) let a big commit
     /// encode each part while the previous one is written, in one reused buffer.
+    ///
+    /// The shared log calls `next` holding its lock (a spin lock: other appends, the
+    /// group-commit sync and checkpoints wait meanwhile): `next` must only encode, and
+    /// never call into the sink.
     fn append_stream(
         &self,
         next: &mut dyn FnMut(&mut Vec<u8>) -> bool,

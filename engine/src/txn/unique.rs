@@ -244,8 +244,9 @@ impl Txn {
 
     /// Unique-key stripes of every unique key of every row version this commit
     /// writes, sorted and without repeats; or all of them, when the write set has at
-    /// least [`ALL_STRIPES_AT`] rows that may bring keys (`keyed_rows`: rows inserted or
-    /// updated) into a shared table with a unique index. Holding more stripes than
+    /// least [`ALL_STRIPES_AT`] rows that may bring keys into a shared table with a
+    /// unique index (`keyed_rows`, rows inserted or updated in any table, bounds their
+    /// number from above). Holding more stripes than
     /// needed is always safe (they only serialize commits), and that many keys fall
     /// into nearly every stripe anyway: the keys are then not encoded again and sorted
     /// (3% of a million-row insert).
@@ -255,12 +256,27 @@ impl Txn {
         keyed_rows: usize,
     ) -> Result<Vec<usize>> {
         let private = self.private_slots();
-        let shared_unique = (0..self.tables.len())
-            .any(|slot| !private[slot] && idx[slot].iter().any(|x| x.def.unique));
-        if !shared_unique {
+        let eligible: Vec<bool> = (0..self.tables.len())
+            .map(|slot| !private[slot] && idx[slot].iter().any(|x| x.def.unique))
+            .collect();
+        if !eligible.contains(&true) {
             return Ok(Vec::new());
         }
-        if keyed_rows >= ALL_STRIPES_AT {
+        // `keyed_rows` counts rows of every table: count those that bring keys into
+        // the tables concerned before taking every stripe (a big load of a table
+        // without a unique key must not hold up every other committer's keys).
+        if keyed_rows >= ALL_STRIPES_AT
+            && self
+                .pending
+                .values()
+                .filter(|&&i| {
+                    let e = self.entries.get(i);
+                    eligible[e.table] && e.newest_bytes().is_some() && self.may_rekey(i)
+                })
+                .take(ALL_STRIPES_AT)
+                .count()
+                >= ALL_STRIPES_AT
+        {
             return Ok((0..crate::engine::KEY_LOCK_STRIPES).collect());
         }
         let mut stripes = Vec::new();
@@ -270,7 +286,7 @@ impl Txn {
             let Some(row) = e.newest_bytes() else {
                 continue;
             };
-            if !self.may_rekey(i) || private[e.table] {
+            if !eligible[e.table] || !self.may_rekey(i) {
                 continue;
             }
             let table = &self.tables[e.table];
