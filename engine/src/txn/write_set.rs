@@ -149,6 +149,18 @@ impl Txn {
         kind: EntryKind,
         idx: &[std::sync::Arc<crate::index::KeyIndex>],
     ) -> Result<()> {
+        let cost = self.entry_reserve(kind, idx)?;
+        self.commit_reserve += cost;
+        Ok(())
+    }
+
+    /// What [`Txn::reserve_entry`] would add to the reserve, checked against the
+    /// memory limit but not added.
+    fn entry_reserve(
+        &self,
+        kind: EntryKind,
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+    ) -> Result<usize> {
         // Each index says what a removal may defer (see `removal_reserve`). The row-id
         // index (a radix tree) defers only the destruction of a leaf it empties, an
         // eighth of a deferral per row id here: a table thinned to one row per leaf
@@ -172,8 +184,7 @@ impl Txn {
         } else {
             self.engine.check_memory(need)?;
         }
-        self.commit_reserve += cost;
-        Ok(())
+        Ok(cost)
     }
 
     pub(super) fn push_entry(&mut self, e: WriteEntry) {
@@ -218,38 +229,53 @@ impl Txn {
         self.engine.check_memory(
             Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
         )?;
-        if idx.iter().any(|i| i.def.unique) {
-            epoch::with_guard(&self.engine.collector, |g| {
-                for (index, (key, null)) in idx.iter().zip(keys) {
-                    if !index.def.unique || *null {
-                        continue;
-                    }
-                    if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
-                        return Err(unique::violation(
-                            index,
-                            t,
-                            row,
-                            self.key_holder_seen(t, tid),
-                        ));
-                    }
-                }
-                Ok(())
-            })?;
+        // Memory checks (which may wait for the epoch to move on) come before the pin
+        // below; so a full engine refuses a row with 53200 even if its key is taken.
+        let reserve = self.entry_reserve(EntryKind::Insert, idx)?;
+        let data = record::rowbuf_new(row);
+        if data.is_null() {
+            return Err(self.oom());
         }
-        self.reserve_entry(EntryKind::Insert, idx)?;
-        let data = self.new_buffer(Some(row))?;
-        let rowid = t.next_rowid();
-        let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowlock::held_word(
-            rowlock::tag_of(self.lock_tag, stmt.sub),
-            LockMode::Update,
-        ))));
-        self.engine.account(RECORD_BYTES as isize);
-        epoch::with_guard(&self.engine.collector, |g| {
+        self.engine.account(record::rowbuf_size(row.len()) as isize);
+        // One pin for the unique check and the links (each outermost pin is an atomic
+        // read-modify-write that waits for the row's stores).
+        let linked = epoch::with_guard(&self.engine.collector, |g| {
+            for (index, (key, null)) in idx.iter().zip(keys) {
+                if !index.def.unique || *null {
+                    continue;
+                }
+                if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
+                    return Err(unique::violation(
+                        index,
+                        t,
+                        row,
+                        self.key_holder_seen(t, tid),
+                    ));
+                }
+            }
+            let rowid = t.next_rowid();
+            let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowlock::held_word(
+                rowlock::tag_of(self.lock_tag, stmt.sub),
+                LockMode::Update,
+            ))));
             t.rows.insert(rowid, rec, g);
             for (index, (key, _)) in idx.iter().zip(keys) {
                 index.insert(key, rowid, rec, g);
             }
+            Ok((rowid, rec))
         });
+        let (rowid, rec) = match linked {
+            Ok(l) => l,
+            Err(e) => {
+                // SAFETY: our buffer, never published.
+                unsafe { record::rowbuf_free(data) };
+                self.engine
+                    .account(-(record::rowbuf_size(row.len()) as isize));
+                return Err(e);
+            }
+        };
+        self.commit_reserve += reserve;
+        self.engine.account(RECORD_BYTES as isize);
         self.engine.account(key_bytes as isize);
         self.push_entry(WriteEntry {
             table: slot,
