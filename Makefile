@@ -50,6 +50,7 @@ bench: install
 	bash benches/pgbench_vs_heap.sh
 	bash benches/sysbench_vs_heap.sh
 	bash benches/recovery.sh
+	bash benches/bulk_load.sh
 	bash benches/moving_data.sh
 
 # CI runs this short smoke of the SQL benchmarks (not a test: they print ratios).
