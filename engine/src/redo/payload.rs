@@ -258,12 +258,7 @@ impl CommitRecords {
             self.write.clear();
             self.write.extend_from_slice(&cur[start..]);
             cur.truncate(start);
-            self.seal_part(COMMIT_PART);
-            self.start_part();
-            self.parts
-                .last_mut()
-                .expect("started")
-                .extend_from_slice(&self.write);
+            self.next_part_with_write();
         }
         self.count += 1;
     }
@@ -272,16 +267,23 @@ impl CommitRecords {
     /// it would exceed the largest record.
     fn append_write(&mut self) {
         debug_assert!(!self.ended);
-        let cur = self.parts.last().expect("started");
+        let cur = self.parts.last_mut().expect("started");
         if self.count > 0 && cur.len() + self.write.len() > self.max {
-            self.seal_part(COMMIT_PART);
-            self.start_part();
+            self.next_part_with_write();
+        } else {
+            cur.extend_from_slice(&self.write);
         }
+        self.count += 1;
+    }
+
+    /// Seals the part being filled and starts the next one with the entry in `write`.
+    fn next_part_with_write(&mut self) {
+        self.seal_part(COMMIT_PART);
+        self.start_part();
         self.parts
             .last_mut()
             .expect("started")
             .extend_from_slice(&self.write);
-        self.count += 1;
     }
 
     /// Seals the last part as the commit record: nothing more is added.
