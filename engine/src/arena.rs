@@ -227,9 +227,23 @@ impl Arena {
             .min(target)
             .next_multiple_of(PAGE)
             .min(self.end);
-        // SAFETY: [from, to) lies inside the arena's heap, which the region's mapping
-        // covers (see `init`), and is page-aligned; MADV_POPULATE_WRITE only faults
-        // pages in, as a write would, without changing any byte.
+        self.populate(from, to)?;
+        self.prefaulted.fetch_max(to, Ordering::Relaxed);
+        Ok(to - from)
+    }
+
+    /// Faults the pages of `[from, to)` into this process's page tables, allocating
+    /// those not yet resident, with `MADV_POPULATE_WRITE`. `from` and `to` must be
+    /// page-aligned bounds inside the heap (asserted).
+    fn populate(&self, from: usize, to: usize) -> std::io::Result<()> {
+        assert!(
+            self.start <= from && from <= to && to <= self.end && from.is_multiple_of(4096),
+            "populate outside the heap"
+        );
+        // SAFETY: [from, to) lies inside the arena's heap (asserted), which the region's
+        // mapping covers (see `init`), and is page-aligned; MADV_POPULATE_WRITE only
+        // faults pages in, as a write would, without changing any byte (other
+        // processes may be writing them).
         let r = unsafe {
             libc::madvise(
                 from as *mut libc::c_void,
@@ -240,8 +254,7 @@ impl Arena {
         if r != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        self.prefaulted.fetch_max(to, Ordering::Relaxed);
-        Ok(to - from)
+        Ok(())
     }
 
     /// True if `p` points into this arena's heap.
@@ -339,22 +352,11 @@ impl Arena {
         if start >= end {
             return;
         }
-        // SAFETY: [start, end) lies inside the arena's heap, which the region's mapping
-        // covers (see `init`), and is page-aligned; MADV_POPULATE_WRITE only faults
-        // pages in, as a write would, without changing any byte (other processes may
-        // be writing them).
-        let r = unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                end - start,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-        if r != 0 {
+        if let Err(e) = self.populate(start, end) {
             // Pages are then mapped at their first touch, as without this. Not
             // supported (Linux before 5.14): off for good; otherwise (out of memory,
             // a signal) tried again at the next run.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            if e.raw_os_error() == Some(libc::EINVAL) {
                 MAP_AHEAD_OFF.store(true, Ordering::Relaxed);
             }
             return;
