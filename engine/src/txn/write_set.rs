@@ -230,8 +230,17 @@ impl Txn {
             Need::of(record::rowbuf_size(row.len())) + Need::of(RECORD_BYTES) + Need::of(key_bytes),
         )?;
         // Memory checks (which may wait for the epoch to move on) come before the pin
-        // below; so a full engine refuses a row with 53200 even if its key is taken.
-        let reserve = self.entry_reserve(EntryKind::Insert, idx)?;
+        // below. A row refused for memory whose key is taken reports the taken key,
+        // as when the unique check came first.
+        let reserve = match self.entry_reserve(EntryKind::Insert, idx) {
+            Ok(r) => r,
+            Err(e) => {
+                epoch::with_guard(&self.engine.collector, |g| {
+                    self.check_new_keys(t, row, idx, keys, g)
+                })?;
+                return Err(e);
+            }
+        };
         let data = record::rowbuf_new(row);
         if data.is_null() {
             return Err(self.oom());
@@ -240,19 +249,7 @@ impl Txn {
         // One pin for the unique check and the links (each outermost pin is an atomic
         // read-modify-write that waits for the row's stores).
         let linked = epoch::with_guard(&self.engine.collector, |g| {
-            for (index, (key, null)) in idx.iter().zip(keys) {
-                if !index.def.unique || *null {
-                    continue;
-                }
-                if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
-                    return Err(unique::violation(
-                        index,
-                        t,
-                        row,
-                        self.key_holder_seen(t, tid),
-                    ));
-                }
-            }
+            self.check_new_keys(t, row, idx, keys, g)?;
             let rowid = t.next_rowid();
             let rec = RecordPtr(Box::into_raw(Record::new_inserted(rowlock::held_word(
                 rowlock::tag_of(self.lock_tag, stmt.sub),
@@ -290,6 +287,31 @@ impl Txn {
             older: Vec::new(),
         });
         Ok(rowid)
+    }
+
+    /// The statement-time unique check of a new row's `keys` (in indexes `idx`).
+    fn check_new_keys(
+        &self,
+        t: &TableHandle,
+        row: &[u8],
+        idx: &[std::sync::Arc<crate::index::KeyIndex>],
+        keys: &[(Vec<u8>, bool)],
+        g: &crossbeam_epoch::Guard,
+    ) -> Result<()> {
+        for (index, (key, null)) in idx.iter().zip(keys) {
+            if !index.def.unique || *null {
+                continue;
+            }
+            if let Some(tid) = self.unique_conflict(t, index, key, None, g)? {
+                return Err(unique::violation(
+                    index,
+                    t,
+                    row,
+                    self.key_holder_seen(t, tid),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Update (`row` = Some) or delete (None) of row `rowid`, read at `expected`.
