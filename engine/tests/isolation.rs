@@ -274,3 +274,49 @@ fn phantoms_are_refused_under_serializable() {
         .unwrap();
     assert_eq!(t7.commit(), Err(Error::Conflict(AbortReason::ReadChanged)));
 }
+
+/// A serializable transaction that read a whole table fails at commit when another
+/// transaction committed a write to that table after it started (a row it did not
+/// read: an insert, and a delete), and commits when the write went to another table.
+#[test]
+fn a_whole_table_read_conflicts_with_any_later_committed_write_to_it() {
+    let e = engine();
+    let t = setup(e, 40, 5, 0);
+    let other = setup(e, 41, 5, 0);
+    for (write_other_table, delete) in [(false, false), (false, true), (true, false)] {
+        let mut t1 = e.begin();
+        t1.set_isolation(Isolation::Serializable).unwrap();
+        sum_all(&mut t1, &t).unwrap();
+        let mut t2 = e.begin();
+        let target = if write_other_table { &other } else { &t };
+        if delete {
+            let (r, v, _) = read(&mut t2, target, 40, 4).unwrap().unwrap();
+            t2.delete(target, r, v, Stmt { cid: 1, sub: 1 }).unwrap();
+        } else {
+            let id = 100 + write_other_table as i32;
+            t2.insert(target, &row(target, id, 1), Stmt { cid: 1, sub: 1 })
+                .unwrap();
+        }
+        t2.commit().unwrap();
+        // T1 writes a row of the other table, which nobody else touched.
+        let (r, v, b) = read(&mut t1, &other, 41, 0).unwrap().unwrap();
+        t1.update(
+            &other,
+            r,
+            v,
+            &row(&other, 0, b + 1),
+            Stmt { cid: 2, sub: 1 },
+        )
+        .unwrap();
+        let r = t1.commit();
+        if write_other_table {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            assert_eq!(
+                r,
+                Err(Error::Conflict(AbortReason::TableChanged)),
+                "delete {delete}"
+            );
+        }
+    }
+}
