@@ -241,20 +241,8 @@ impl Arena {
             "populate outside the heap"
         );
         // SAFETY: [from, to) lies inside the arena's heap (asserted), which the region's
-        // mapping covers (see `init`), and is page-aligned; MADV_POPULATE_WRITE only
-        // faults pages in, as a write would, without changing any byte (other
-        // processes may be writing them).
-        let r = unsafe {
-            libc::madvise(
-                from as *mut libc::c_void,
-                to - from,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        // mapping covers (see `init`) writably, and is page-aligned.
+        unsafe { crate::pages::populate(from, to) }
     }
 
     /// True if `p` points into this arena's heap.

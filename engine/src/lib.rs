@@ -18,6 +18,7 @@ mod garbage;
 pub mod ids;
 pub mod index;
 pub mod keys;
+mod pages;
 pub mod point_cache;
 pub mod record;
 pub mod recovery;

@@ -67,7 +67,16 @@ impl PendingMap {
         match self.run_position(&key) {
             Ok(at) => self.run[at].1 = value,
             // Past every key (those of `rest` are below the run's last).
-            Err(at) if at == self.run.len() => self.run.push((key, value)),
+            Err(at) if at == self.run.len() => {
+                if self.run.len() == self.run.capacity() {
+                    // Doubling (as push would), with the new room mapped in one call
+                    // rather than faulted a page at a time (a million-row insert: most
+                    // of its page faults were here).
+                    self.run.reserve(self.run.len().max(4));
+                    crate::pages::populate_spare(&self.run);
+                }
+                self.run.push((key, value))
+            }
             Err(_) => {
                 self.rest.insert(key, value);
             }

@@ -82,8 +82,10 @@ impl Rekeyed {
 
     /// May a rekeyed row of `table` hold `key` in unique index `index_id`?
     pub fn may_hold_key(&self, table: TableKey, index_id: u32, key: &[u8]) -> bool {
-        self.untracked.contains(&table)
-            || self.unique_keys.contains(&(table, index_id, key_hash(key)))
+        // (Most transactions rekey nothing: no hash of the key then.)
+        (!self.untracked.is_empty() && self.untracked.contains(&table))
+            || (!self.unique_keys.is_empty()
+                && self.unique_keys.contains(&(table, index_id, key_hash(key))))
     }
 
     /// Every rekeyed row of `table`.
