@@ -3,16 +3,20 @@
 //!
 //! Why not the skip list: a skip-list node per entry costs about 75 bytes (value, key,
 //! reference count and tower, in its size class) and a lookup hops some 40 nodes. A
-//! leaf here holds 24 to 40 entries in 1 KiB, so an entry costs its words, its value
-//! and a length byte (25 bytes for an int4 key) at the leaf's fill, and a lookup
-//! reads a few nodes.
+//! leaf here holds 29 to 59 entries in 1 KiB, so an entry costs its words and a
+//! length byte (17 bytes for an int4 key and its row id) at the leaf's fill, and a
+//! lookup reads a few nodes.
+//!
+//! Entries carry no value: a key index's entry ends with the row id, and the record is
+//! found from it in the row-id index (a few loads). A value word per entry (the
+//! record's address) took 8 bytes per row of every index.
 //!
 //! # Layout
 //! A node is [`NODE_WORDS`] words, all atomics (readers read them while a writer may
 //! change them; see below): a version word, a header word (entry count, level), then
 //! arrays of words whose sizes depend on the tree's entry width `w`:
-//! * a leaf (level 0): `leaf_cap` entries of `w` words, their values, their lengths
-//!   (one byte each, eight to a word);
+//! * a leaf (level 0): `leaf_cap` entries of `w` words and their lengths (one byte
+//!   each, eight to a word);
 //! * an inner node (level > 0): `inner_cap` separator entries, their lengths, and one
 //!   child more than separators. Child `i` holds the entries `e` with
 //!   `sep[i - 1] <= e < sep[i]` (unbounded at the ends).
@@ -76,8 +80,9 @@ const STEP: u64 = 4;
 /// full; with at least 24 separators per inner node and splits in the middle (or at
 /// the right end, leaving a full left node), 40 levels are far beyond any memory.
 const MAX_DEPTH: usize = 40;
-/// Most entries a leaf can hold at any width (`w` = 2).
-const MAX_CAP: usize = 48;
+/// Most entries a node holds (a leaf at `w` = 2, as an int4 or int8 key with its row
+/// id takes; a leaf of one-word entries stops here too).
+const MAX_CAP: usize = 59;
 /// No slot (see [`Node::recent`]).
 const NO_SLOT: usize = 0xFF;
 
@@ -178,7 +183,7 @@ struct Geometry {
 impl Geometry {
     fn new(w: usize) -> Geometry {
         assert!((1..=MAX_WORDS).contains(&w), "entry width {w}");
-        let fits_leaf = |c: usize| HEADER_WORDS + c * w + c + c.div_ceil(8) <= NODE_WORDS;
+        let fits_leaf = |c: usize| HEADER_WORDS + c * w + c.div_ceil(8) <= NODE_WORDS;
         let fits_inner = |c: usize| HEADER_WORDS + c * w + c.div_ceil(8) + c < NODE_WORDS;
         let leaf_cap = (1..=MAX_CAP)
             .take_while(|&c| fits_leaf(c))
@@ -198,14 +203,10 @@ impl Geometry {
     fn key(&self, i: usize) -> usize {
         HEADER_WORDS + i * self.w
     }
-    /// Word offset of leaf value `i`.
-    fn val(&self, i: usize) -> usize {
-        HEADER_WORDS + self.leaf_cap * self.w + i
-    }
     /// Word offset of the length word holding entry `i`'s length byte.
     fn len_word(&self, leaf: bool, i: usize) -> usize {
         let base = if leaf {
-            HEADER_WORDS + self.leaf_cap * (self.w + 1)
+            HEADER_WORDS + self.leaf_cap * self.w
         } else {
             HEADER_WORDS + self.inner_cap * self.w
         };
@@ -413,12 +414,6 @@ impl Node {
             Relaxed,
         );
     }
-    fn put_val(&self, g: &Geometry, i: usize, v: u64) {
-        self.word(g.val(i)).store(v, Relaxed);
-    }
-    fn val(&self, g: &Geometry, i: usize) -> u64 {
-        self.word(g.val(i)).load(Relaxed)
-    }
     fn put_child(&self, g: &Geometry, i: usize, c: Node) {
         self.word(g.child(i)).store(c.0 as u64, Relaxed);
     }
@@ -464,7 +459,7 @@ impl LastLeaf {
     }
 }
 
-/// A B+tree of entries of at most `8 * w` bytes, each with a `u64` value.
+/// A B+tree of entries of at most `8 * w` bytes.
 pub(crate) struct BTree {
     geo: Geometry,
     root: AtomicU64,
@@ -597,15 +592,14 @@ impl BTree {
         p.words[0] <= self.max_first.load(Acquire)
     }
 
-    /// The value of entry `e`, if present.
-    pub(crate) fn get(&self, e: &Probe, guard: &Guard) -> Option<u64> {
+    /// Is entry `e` present?
+    pub(crate) fn contains(&self, e: &Probe, guard: &Guard) -> bool {
         let g = &self.geo;
         loop {
             let r = self.reach(Seek::AtOrAfter(e), guard);
             let n = r.leaf.count().min(g.leaf_cap);
             let i = r.leaf.rank(g, true, n, e, false);
-            let found = (i < n && r.leaf.cmp_at(g, true, i, e) == Ordering::Equal)
-                .then(|| r.leaf.val(g, i));
+            let found = i < n && r.leaf.cmp_at(g, true, i, e) == Ordering::Equal;
             if r.leaf.validate(r.version) {
                 return found;
             }
@@ -613,15 +607,14 @@ impl BTree {
     }
 
     /// Visits the entries within the bounds, in order (or in reverse), until `f`
-    /// returns false. `f` gets each entry and its value; the tree is not held while
-    /// `f` runs.
+    /// returns false. The tree is not held while `f` runs.
     pub(crate) fn scan(
         &self,
         lower: Bound<Probe>,
         upper: Bound<Probe>,
         reverse: bool,
         guard: &Guard,
-        mut f: impl FnMut(&Probe, u64) -> bool,
+        mut f: impl FnMut(&Probe) -> bool,
     ) {
         let g = &self.geo;
         let in_upper = |e: &Probe| match &upper {
@@ -636,7 +629,7 @@ impl BTree {
         };
         // A leaf's matching entries (not initialised: 2 KiB of zeroes per call showed
         // as memset in every unique-key check).
-        let mut buf = [const { std::mem::MaybeUninit::<(Probe, u64)>::uninit() }; MAX_CAP];
+        let mut buf = [const { std::mem::MaybeUninit::<Probe>::uninit() }; MAX_CAP];
         // Where the next leaf's part begins (forward: entries at or after; reverse:
         // entries before or at).
         let mut cursor = if reverse { upper } else { lower };
@@ -671,7 +664,7 @@ impl BTree {
                     ended = true;
                     break;
                 }
-                buf[got].write((e, leaf.val(g, i)));
+                buf[got].write(e);
                 got += 1;
             }
             if !leaf.validate(r.version) {
@@ -679,8 +672,8 @@ impl BTree {
             }
             for b in &buf[..got] {
                 // SAFETY: slots `..got` were written just above in this pass.
-                let (e, v) = unsafe { b.assume_init_ref() };
-                if !f(e, *v) {
+                let e = unsafe { b.assume_init_ref() };
+                if !f(e) {
                     return;
                 }
             }
@@ -737,9 +730,9 @@ impl BTree {
         )
     }
 
-    /// Puts (`e`, `val`) into locked-by-the-writer `leaf` of `n < leaf_cap` entries
-    /// unless `e` is there; returns whether it was put.
-    fn put_in_leaf(&self, leaf: Node, n: usize, e: &Probe, val: u64) -> bool {
+    /// Puts `e` into locked-by-the-writer `leaf` of `n < leaf_cap` entries unless `e`
+    /// is there; returns whether it was put.
+    fn put_in_leaf(&self, leaf: Node, n: usize, e: &Probe) -> bool {
         let g = self.geo;
         // Ascending inserts land after the last entry: one comparison.
         let pos = if n > 0 && leaf.cmp_at(&g, true, n - 1, e) == Ordering::Greater {
@@ -754,19 +747,17 @@ impl BTree {
         leaf.lock();
         for i in (pos..n).rev() {
             leaf.put_entry(&g, true, i + 1, &leaf.entry(&g, true, i));
-            leaf.put_val(&g, i + 1, leaf.val(&g, i));
         }
         leaf.put_entry(&g, true, pos, e);
-        leaf.put_val(&g, pos, val);
         leaf.set_count(n + 1);
         leaf.note_put(pos);
         leaf.unlock();
         true
     }
 
-    /// Inserts entry `e` with value `val` unless `e` is present; returns whether it
+    /// Inserts entry `e` unless it is present; returns whether it
     /// was inserted. `e` must fit the tree ([`BTree::max_len`]).
-    pub(crate) fn insert(&self, e: &Probe, val: u64, _guard: &Guard) -> bool {
+    pub(crate) fn insert(&self, e: &Probe, _guard: &Guard) -> bool {
         assert!(e.len <= self.max_len(), "entry of {} bytes", e.len);
         let g = self.geo;
         let mut last = self.writer.lock();
@@ -778,7 +769,7 @@ impl BTree {
         if let Some(h) = *last {
             let n = h.leaf.count();
             if n < g.leaf_cap && h.covers(e) {
-                return self.put_in_leaf(h.leaf, n, e, val);
+                return self.put_in_leaf(h.leaf, n, e);
             }
         }
         let mut path = [(Node(std::ptr::null()), 0); MAX_DEPTH];
@@ -786,7 +777,7 @@ impl BTree {
         let n = leaf.count();
         if n < g.leaf_cap {
             *last = Some(fenced);
-            return self.put_in_leaf(leaf, n, e, val);
+            return self.put_in_leaf(leaf, n, e);
         }
         let pos = leaf.rank(&g, true, n, e, false);
         if pos < n && leaf.cmp_at(&g, true, pos, e) == Ordering::Equal {
@@ -806,7 +797,7 @@ impl BTree {
             p.0.lock();
         }
         leaf.lock();
-        let (mut sep, mut right) = self.split_leaf(leaf, pos, e, val);
+        let (mut sep, mut right) = self.split_leaf(leaf, pos, e);
         let mut level = depth;
         loop {
             if level == 0 {
@@ -850,26 +841,24 @@ impl BTree {
         Node::alloc(level)
     }
 
-    /// Splits full, locked `leaf` while inserting (`e`, `val`) at `pos`: returns the
+    /// Splits full, locked `leaf` while inserting `e` at `pos`: returns the
     /// first entry of the new right leaf (the separator) and the leaf, not yet linked.
-    fn split_leaf(&self, leaf: Node, pos: usize, e: &Probe, val: u64) -> (Probe, Node) {
+    fn split_leaf(&self, leaf: Node, pos: usize, e: &Probe) -> (Probe, Node) {
         let g = self.geo;
         let n = g.leaf_cap;
-        let mut all = [(*e, val); MAX_CAP + 1];
+        let mut all = [*e; MAX_CAP + 1];
         for i in 0..n {
             let at = if i < pos { i } else { i + 1 };
-            all[at] = (leaf.entry(&g, true, i), leaf.val(&g, i));
+            all[at] = leaf.entry(&g, true, i);
         }
         let (m, low) = split_point(n, pos, leaf.recent(), true);
         let right = self.new_node(0);
-        for (i, (k, v)) in all[m..=n].iter().enumerate() {
+        for (i, k) in all[m..=n].iter().enumerate() {
             right.put_entry(&g, true, i, k);
-            right.put_val(&g, i, *v);
         }
         right.set_count(n + 1 - m);
-        for (i, (k, v)) in all[..m].iter().enumerate() {
+        for (i, k) in all[..m].iter().enumerate() {
             leaf.put_entry(&g, true, i, k);
-            leaf.put_val(&g, i, *v);
         }
         leaf.set_count(m);
         if pos < m {
@@ -880,14 +869,14 @@ impl BTree {
         }
         // The lowest separator: the left node's last entry and a zero byte (the same
         // words, one byte longer), if the tree's entries have room for it.
-        let last = all[m - 1].0;
+        let last = all[m - 1];
         let sep = if low && last.len < self.max_len() {
             Probe {
                 words: last.words,
                 len: last.len + 1,
             }
         } else {
-            all[m].0
+            all[m]
         };
         (sep, right)
     }
@@ -953,7 +942,6 @@ impl BTree {
             leaf.lock();
             for i in pos..n - 1 {
                 leaf.put_entry(&g, true, i, &leaf.entry(&g, true, i + 1));
-                leaf.put_val(&g, i, leaf.val(&g, i + 1));
             }
             leaf.set_count(n - 1);
             leaf.note_taken(pos);
@@ -1069,7 +1057,7 @@ impl Drop for BTree {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
 
     fn collector() -> crossbeam_epoch::Collector {
         crossbeam_epoch::Collector::new()
@@ -1086,12 +1074,12 @@ mod tests {
         hi: Bound<&[u8]>,
         rev: bool,
         c: &crossbeam_epoch::Collector,
-    ) -> Vec<(Vec<u8>, u64)> {
+    ) -> Vec<Vec<u8>> {
         let h = c.register();
         let g = h.pin();
         let mut out = Vec::new();
-        t.scan(lo.map(Probe::new), hi.map(Probe::new), rev, &g, |e, v| {
-            out.push((bytes(e), v));
+        t.scan(lo.map(Probe::new), hi.map(Probe::new), rev, &g, |e| {
+            out.push(bytes(e));
             true
         });
         out
@@ -1105,8 +1093,8 @@ mod tests {
             assert!(g.len_word(true, g.leaf_cap - 1) < NODE_WORDS, "{g:?}");
             assert!(g.leaf_cap <= MAX_CAP && g.inner_cap <= MAX_CAP);
         }
-        assert_eq!(Geometry::new(2).leaf_cap, 40);
-        assert_eq!(Geometry::new(4).leaf_cap, 24);
+        assert_eq!(Geometry::new(2).leaf_cap, 59);
+        assert_eq!(Geometry::new(4).leaf_cap, 30);
     }
 
     #[test]
@@ -1116,14 +1104,14 @@ mod tests {
         let t = BTree::new(13);
         for i in 0..100_000u64 {
             let g = h.pin();
-            assert!(t.insert(&Probe::with_suffix(&(i as u32).to_be_bytes()[..], i), i, &g));
+            assert!(t.insert(&Probe::with_suffix(&(i as u32).to_be_bytes()[..], i), &g));
         }
         assert_eq!(t.len(), 100_000);
         let per = t.bytes() as f64 / 100_000.0;
-        assert!(per < 28.0, "{per} bytes per entry");
+        assert!(per < 19.0, "{per} bytes per entry");
         let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
         assert_eq!(got.len(), 100_000);
-        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -1136,14 +1124,14 @@ mod tests {
         let t = BTree::new(4);
         let key = |k: u32| Probe::new(&k.to_be_bytes());
         for k in 0..200u32 {
-            t.insert(&key(k), k as u64, &h.pin());
+            t.insert(&key(k), &h.pin());
         }
         // The last leaf holds the highest keys: empty it (and more).
         for k in (100..200u32).rev() {
             assert!(t.remove(&key(k), &h.pin()));
         }
         for k in [1000u32, 150, 120] {
-            assert!(t.insert(&key(k), k as u64, &h.pin()));
+            assert!(t.insert(&key(k), &h.pin()));
         }
         for _ in 0..4 {
             c.register().pin().flush();
@@ -1157,9 +1145,9 @@ mod tests {
         assert!(!t.may_hold_at_or_after(&key(1001)));
         assert!(t.remove(&key(1000), &h.pin()));
         assert!(t.may_hold_at_or_after(&key(1000)));
-        assert!(t.insert(&key(1000), 1000, &h.pin()));
+        assert!(t.insert(&key(1000), &h.pin()));
         for k in [150u32, 1000, 120, 0, 99] {
-            assert_eq!(t.get(&key(k), &h.pin()), Some(k as u64), "key {k}");
+            assert!(t.contains(&key(k), &h.pin()), "key {k}");
         }
         let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
         assert_eq!(got.len(), 103);
@@ -1167,14 +1155,17 @@ mod tests {
         // the split still lands in order.
         let t = BTree::new(4);
         for k in (0..400u32).step_by(2) {
-            t.insert(&key(k), k as u64, &h.pin());
+            t.insert(&key(k), &h.pin());
         }
         for k in (1..400u32).step_by(2) {
-            t.insert(&key(k), k as u64, &h.pin());
+            t.insert(&key(k), &h.pin());
         }
         let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
         assert_eq!(got.len(), 400);
-        assert!(got.iter().enumerate().all(|(i, (_, v))| *v == i as u64));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, e)| *e == (i as u32).to_be_bytes()));
     }
 
     #[test]
@@ -1188,22 +1179,22 @@ mod tests {
         for i in 0..n {
             let g = h.pin();
             for k in [i, 1_000_000 + i] {
-                t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), k as u64, &g);
+                t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), &g);
             }
         }
         for k in (2_000_000..2_000_000 + n).rev() {
             let g = h.pin();
-            t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), k as u64, &g);
+            t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), &g);
         }
         assert_eq!(t.len(), 3 * n as usize);
         let per = t.bytes() as f64 / t.len() as f64;
-        assert!(per < 28.0, "{per} bytes per entry");
+        assert!(per < 19.0, "{per} bytes per entry");
         let got = all(&t, Bound::Unbounded, Bound::Unbounded, false, &c);
-        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(got.len(), 3 * n as usize);
         // Descending into an empty tree, and random order (splits in the middle:
         // about two-thirds full).
-        for (descending, limit) in [(true, 28.0), (false, 42.0)] {
+        for (descending, limit) in [(true, 19.0), (false, 29.0)] {
             let t = BTree::new(13);
             let mut x = 0x2545_F491_4F6C_DD1Du64;
             for i in 0..n {
@@ -1213,7 +1204,7 @@ mod tests {
                 x ^= x << 17;
                 let k = if descending { n - i } else { x as u32 };
                 let g = h.pin();
-                t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), k as u64, &g);
+                t.insert(&Probe::with_suffix(&k.to_be_bytes(), 0), &g);
             }
             assert_eq!(t.len(), n as usize);
             let per = t.bytes() as f64 / t.len() as f64;
@@ -1241,7 +1232,7 @@ mod tests {
                 let c = collector();
                 let h = c.register();
                 let g = h.pin();
-                t.insert(&pb, 7, &g);
+                t.insert(&pb, &g);
                 let n = t.root();
                 prop_assert_eq!(n.cmp_at(&t.geo, true, 0, &pa), a.cmp(&b));
             }
@@ -1309,14 +1300,12 @@ mod tests {
             let c = collector();
             let h = c.register();
             let t = BTree::new(16);
-            let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-            for (n, op) in ops.iter().enumerate() {
+            let mut model: BTreeSet<Vec<u8>> = BTreeSet::new();
+            for op in ops.iter() {
                 let g = h.pin();
                 match op {
                     Op::Insert(k) => {
-                        let fresh = !model.contains_key(k);
-                        prop_assert_eq!(t.insert(&Probe::new(k), n as u64, &g), fresh);
-                        model.entry(k.clone()).or_insert(n as u64);
+                        prop_assert_eq!(t.insert(&Probe::new(k), &g), model.insert(k.clone()));
                     }
                     Op::Run(prefix, from, to, desc) => {
                         let mut run: Vec<u8> = (*from..*to).collect();
@@ -1326,16 +1315,14 @@ mod tests {
                         for i in run {
                             let mut k = prefix.clone();
                             k.push(i);
-                            let fresh = !model.contains_key(&k);
-                            prop_assert_eq!(t.insert(&Probe::new(&k), n as u64, &g), fresh);
-                            model.entry(k).or_insert(n as u64);
+                            prop_assert_eq!(t.insert(&Probe::new(&k), &g), model.insert(k));
                         }
                     }
                     Op::Remove(k) => {
-                        prop_assert_eq!(t.remove(&Probe::new(k), &g), model.remove(k).is_some());
+                        prop_assert_eq!(t.remove(&Probe::new(k), &g), model.remove(k));
                     }
                     Op::Get(k) => {
-                        prop_assert_eq!(t.get(&Probe::new(k), &g), model.get(k).copied());
+                        prop_assert_eq!(t.contains(&Probe::new(k), &g), model.contains(k));
                         // A "nothing at or after" answer must be true of the model.
                         if !t.may_hold_at_or_after(&Probe::new(k)) {
                             prop_assert!(model.range(k.clone()..).next().is_none());
@@ -1344,8 +1331,8 @@ mod tests {
                     Op::Scan(lo, hi, rev, limit) => {
                         let (lo, hi) = (bound(lo), bound(hi));
                         let mut got = Vec::new();
-                        t.scan(lo.map(Probe::new), hi.map(Probe::new), *rev, &g, |e, v| {
-                            got.push((bytes(e), v));
+                        t.scan(lo.map(Probe::new), hi.map(Probe::new), *rev, &g, |e| {
+                            got.push(bytes(e));
                             got.len() < *limit
                         });
                         let ordered = match (lo, hi) {
@@ -1355,12 +1342,12 @@ mod tests {
                         };
                         // BTreeMap::range panics on inverted or empty-excluded ranges.
                         let empty = !ordered || matches!((lo, hi), (Bound::Excluded(a), Bound::Excluded(b)) if a == b);
-                        let want: Vec<(Vec<u8>, u64)> = if empty {
+                        let want: Vec<Vec<u8>> = if empty {
                             Vec::new()
                         } else if *rev {
-                            model.range::<[u8], _>((lo, hi)).rev().take((*limit).max(1)).map(|(k, v)| (k.clone(), *v)).collect()
+                            model.range::<[u8], _>((lo, hi)).rev().take((*limit).max(1)).cloned().collect()
                         } else {
-                            model.range::<[u8], _>((lo, hi)).take((*limit).max(1)).map(|(k, v)| (k.clone(), *v)).collect()
+                            model.range::<[u8], _>((lo, hi)).take((*limit).max(1)).cloned().collect()
                         };
                         prop_assert_eq!(got, want);
                     }
@@ -1368,10 +1355,10 @@ mod tests {
                 prop_assert_eq!(t.len(), model.len());
             }
             let got = all(&t, Bound::Unbounded, Bound::Unbounded, true, &c);
-            let want: Vec<_> = model.iter().rev().map(|(k, v)| (k.clone(), *v)).collect();
+            let want: Vec<_> = model.iter().rev().cloned().collect();
             prop_assert_eq!(got, want);
             // Emptying the tree frees every node but the root leaf.
-            for k in model.keys() {
+            for k in model.iter() {
                 let g = h.pin();
                 prop_assert!(t.remove(&Probe::new(k), &g));
             }
@@ -1392,7 +1379,7 @@ mod tests {
             let h = c.register();
             for i in (0..20_000u32).step_by(2) {
                 let g = h.pin();
-                t.insert(&Probe::with_suffix(&i.to_be_bytes(), 0), i as u64, &g);
+                t.insert(&Probe::with_suffix(&i.to_be_bytes(), 0), &g);
             }
         }
         let writer = {
@@ -1408,7 +1395,7 @@ mod tests {
                     }
                     for &i in &odd {
                         let g = h.pin();
-                        t.insert(&Probe::with_suffix(&i.to_be_bytes(), 0), i as u64, &g);
+                        t.insert(&Probe::with_suffix(&i.to_be_bytes(), 0), &g);
                     }
                     odd.reverse();
                     for &i in &odd {
@@ -1433,13 +1420,12 @@ mod tests {
                             Bound::Unbounded,
                             (pass + r) % 2 == 1,
                             &g,
-                            |e, v| {
+                            |e| {
                                 let b = bytes(e);
                                 if let Some(l) = &last {
                                     assert!(if (pass + r) % 2 == 1 { *l > b } else { *l < b });
                                 }
                                 let k = u32::from_be_bytes(b[..4].try_into().unwrap());
-                                assert_eq!(k as u64, v);
                                 evens += (k % 2 == 0) as usize;
                                 last = Some(b);
                                 true
@@ -1447,10 +1433,7 @@ mod tests {
                         );
                         assert_eq!(evens, 10_000);
                         for i in (0..20_000u32).step_by(2 * 97) {
-                            assert_eq!(
-                                t.get(&Probe::with_suffix(&i.to_be_bytes(), 0), &g),
-                                Some(i as u64)
-                            );
+                            assert!(t.contains(&Probe::with_suffix(&i.to_be_bytes(), 0), &g));
                         }
                     }
                 })
@@ -1498,13 +1481,13 @@ mod timing {
         let s = std::time::Instant::now();
         for k in &keys {
             let g = h.pin();
-            t.insert(&Probe::new(k), 1, &g);
+            t.insert(&Probe::new(k), &g);
         }
         let tree_ins = s.elapsed();
         let s = std::time::Instant::now();
         for &p in &probes {
             let g = h.pin();
-            assert!(t.get(&Probe::new(&keys[p as usize]), &g).is_some());
+            assert!(t.contains(&Probe::new(&keys[p as usize]), &g));
         }
         let tree_get = s.elapsed();
         let l: SkipList<IndexKey, u64> = SkipList::new(c.clone());

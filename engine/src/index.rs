@@ -50,9 +50,15 @@ pub const ROWID_SUFFIX: usize = 8;
 /// are not, and all entries of one key are adjacent. Uniqueness of unique indexes is
 /// enforced by the transactions, not by the skip list (see `txn.rs`).
 ///
+/// A skip-list entry's value is the row's record; a B+tree entry has none, and the
+/// record is the one the table's row-id index links to the entry's row id (see
+/// [`KeyIndex::scan_rows`]). Rows are linked in the row-id index before their entries
+/// are linked, and unlinked from it after their entries are unlinked, so an entry
+/// whose row id has no record is one being removed (its row gone for every snapshot).
+///
 /// Invariants (maintained by commit, abort and replay):
-/// * every committed, present row has the entry of its committed key, pointing to
-///   its record;
+/// * every committed, present row has the entry of its committed key, leading to its
+///   record;
 /// * an entry is removed only by the holder of its record's lock when the record's
 ///   committed key differs from it, by the commit that deletes the record (before the
 ///   record is retired), or by the abort of the transaction that inserted the record;
@@ -146,15 +152,16 @@ impl KeyIndex {
         }
     }
 
-    /// Links entry (`key`, `rowid`) -> `rec` unless it exists (and, in a unique
-    /// index whose point cache is in use, remembers it there).
+    /// Links entry (`key`, `rowid`) -> `rec` (a B+tree keeps no record: `rec` must be
+    /// linked to `rowid` in the row-id index already) unless it exists (and, in a
+    /// unique index whose point cache is in use, remembers it there).
     pub fn insert(&self, key: &[u8], rowid: RowId, rec: RecordPtr, guard: &Guard) {
         match &self.entries {
             Entries::List(list) => list
                 .get_or_insert(Self::entry(key, rowid), rec, guard)
                 .release(guard),
             Entries::Tree(tree) => {
-                tree.insert(&Probe::with_suffix(key, rowid.get()), rec.0 as u64, guard);
+                tree.insert(&Probe::with_suffix(key, rowid.get()), guard);
             }
         }
         if self.def.unique {
@@ -182,9 +189,7 @@ impl KeyIndex {
     pub fn contains(&self, key: &[u8], rowid: RowId, guard: &Guard) -> bool {
         match &self.entries {
             Entries::List(list) => list.get(&Self::entry(key, rowid), guard).is_some(),
-            Entries::Tree(tree) => tree
-                .get(&Probe::with_suffix(key, rowid.get()), guard)
-                .is_some(),
+            Entries::Tree(tree) => tree.contains(&Probe::with_suffix(key, rowid.get()), guard),
         }
     }
 
@@ -200,14 +205,47 @@ impl KeyIndex {
 
     /// Visits entries in `[lower, upper)` (by whole entry bytes) in order, or in
     /// reverse order, until `f` returns false. `f` gets the key (without the row-id
-    /// suffix), the row id and the record.
+    /// suffix) and the row id.
     pub fn scan(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         reverse: bool,
         guard: &Guard,
+        mut f: impl FnMut(&[u8], RowId) -> bool,
+    ) {
+        self.scan_entries(lower, upper, reverse, guard, |k, rid, _| f(k, rid));
+    }
+
+    /// As [`KeyIndex::scan`], with each entry's record: from the skip list's entry,
+    /// or from `rows` (the table's row-id index) for a B+tree entry; an entry whose
+    /// row id has no record there is being removed and is skipped.
+    pub fn scan_rows(
+        &self,
+        rows: &RowIdIndex,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        guard: &Guard,
         mut f: impl FnMut(&[u8], RowId, RecordPtr) -> bool,
+    ) {
+        self.scan_entries(lower, upper, reverse, guard, |k, rid, rec| {
+            match rec.or_else(|| rows.get(rid, guard)) {
+                Some(rec) => f(k, rid, rec),
+                None => true,
+            }
+        });
+    }
+
+    /// The walk of [`KeyIndex::scan`]: `f` gets the record of a skip-list entry, None
+    /// for a B+tree entry.
+    fn scan_entries(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        guard: &Guard,
+        mut f: impl FnMut(&[u8], RowId, Option<RecordPtr>) -> bool,
     ) {
         fn split(k: &[u8]) -> (&[u8], RowId) {
             let (key, rid) = k.split_at(k.len() - ROWID_SUFFIX);
@@ -225,9 +263,9 @@ impl KeyIndex {
                     upper.map(Probe::new),
                     reverse,
                     guard,
-                    |e, v| {
+                    |e| {
                         let (key, rowid) = split(e.bytes(&mut buf));
-                        f(key, rowid, RecordPtr(v as *const crate::record::Record))
+                        f(key, rowid, None)
                     },
                 );
                 return;
@@ -236,7 +274,7 @@ impl KeyIndex {
         let (mut stack, mut heap) = ([0u8; 64], Vec::new());
         let mut visit = |k: &IndexKey, v: RecordPtr| {
             let (key, rowid) = split(k.bytes(&mut stack, &mut heap));
-            f(key, rowid, v)
+            f(key, rowid, Some(v))
         };
         let bound = |b: Bound<&[u8]>| match b {
             Bound::Included(x) => Bound::Included(IndexKey::new(x)),
@@ -523,6 +561,75 @@ mod tests {
             super::key_entry_bytes(32) - super::key_entry_bytes(5),
             crate::arena::block_size(16)
         );
+    }
+
+    /// A B+tree entry leads to the record the row-id index links to its row id; an
+    /// entry whose row id has none (its row being removed) is skipped.
+    #[test]
+    fn btree_entries_find_their_records_through_the_row_id_index() {
+        use super::{IndexDef, KeyIndex, RowIdIndex};
+        use crate::catalog::{ColumnDef, ColumnType, TableDef};
+        use crate::ids::RowId;
+        use crate::record::{Record, RecordPtr};
+        use std::ops::Bound;
+        let c = crossbeam_epoch::Collector::new();
+        let h = c.register();
+        let g = h.pin();
+        let table = TableDef {
+            name: "t".into(),
+            columns: vec![ColumnDef::new("id", ColumnType::Int4, false)],
+            database: 0,
+        };
+        let def = IndexDef {
+            id: 1,
+            name: "t_pkey".into(),
+            columns: vec![0],
+            unique: true,
+            primary: true,
+        };
+        let index = KeyIndex::new(def, &table, &c);
+        assert!(index.is_btree());
+        let rows = RowIdIndex::new();
+        let recs: Vec<RecordPtr> = (0..3)
+            .map(|_| RecordPtr(Box::into_raw(Record::new_absent())))
+            .collect();
+        for (i, &rec) in recs.iter().enumerate() {
+            let rowid = RowId(10 + i as u64);
+            rows.insert(rowid, rec, &g);
+            index.insert(&[1, 0, 0, 0, i as u8], rowid, rec, &g);
+        }
+        // Row 11 is being removed: unlinked from the row-id index, its entry not yet.
+        assert_eq!(rows.remove(RowId(11), &g), Some(recs[1]));
+        let mut seen = Vec::new();
+        index.scan_rows(
+            &rows,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &g,
+            |k, rid, rec| {
+                seen.push((k.to_vec(), rid, rec));
+                true
+            },
+        );
+        assert_eq!(
+            seen,
+            vec![
+                (vec![1, 0, 0, 0, 0], RowId(10), recs[0]),
+                (vec![1, 0, 0, 0, 2], RowId(12), recs[2]),
+            ]
+        );
+        // The entry-only scan still has all three.
+        let mut n = 0;
+        index.scan(Bound::Unbounded, Bound::Unbounded, true, &g, |_, _| {
+            n += 1;
+            true
+        });
+        assert_eq!(n, 3);
+        for rec in recs {
+            // SAFETY: the test's own records, reachable by nothing else any more.
+            drop(unsafe { Box::from_raw(rec.0 as *mut Record) });
+        }
     }
 
     proptest! {

@@ -392,7 +392,7 @@ impl crate::engine::Engine {
                             std::ops::Bound::Unbounded,
                             false,
                             g,
-                            |k, _, _| {
+                            |k, _| {
                                 sum += ix.entry_bytes(k.len()) as u64;
                                 true
                             },
@@ -468,26 +468,20 @@ impl crate::engine::Engine {
                     Some(a) => std::ops::Bound::Excluded(&a[..]),
                     None => std::ops::Bound::Unbounded,
                 };
-                ix.scan(
-                    lower,
-                    std::ops::Bound::Unbounded,
-                    false,
-                    g,
-                    |key, rowid, _| {
-                        ix.point
-                            .put(hash_key(key), rowid, entries, g, |b| self.has_room(b));
-                        n += 1;
-                        if n == left {
-                            last = Some(crate::scope::outside(|| {
-                                let mut e = key.to_vec();
-                                e.extend_from_slice(&rowid.get().to_be_bytes());
-                                e
-                            }));
-                            return false;
-                        }
-                        true
-                    },
-                );
+                ix.scan(lower, std::ops::Bound::Unbounded, false, g, |key, rowid| {
+                    ix.point
+                        .put(hash_key(key), rowid, entries, g, |b| self.has_room(b));
+                    n += 1;
+                    if n == left {
+                        last = Some(crate::scope::outside(|| {
+                            let mut e = key.to_vec();
+                            e.extend_from_slice(&rowid.get().to_be_bytes());
+                            e
+                        }));
+                        return false;
+                    }
+                    true
+                });
             });
             left -= n;
             match last {

@@ -5,10 +5,14 @@
 //! skip list takes some 40 node hops, and costs 8 bytes per row id where a skip-list
 //! node costs about 48. A full scan walks the arrays in order.
 //!
-//! Shape: leaves of [`FANOUT`] record slots; directories of [`FANOUT`] child pointers
-//! above them. The root is a leaf (height 1) or a directory of height `h`, covering
-//! row ids below `FANOUT^h`; it grows by one level when a larger row id is inserted
-//! (the old root becomes child 0 of a new root). Nodes are allocated on demand.
+//! Shape: leaves of [`LEAF_SLOTS`] record slots (leaf `n` holds row ids
+//! `n * LEAF_SLOTS ..`); directories of [`FANOUT`] child pointers above them, indexed
+//! by leaf number. The root is a leaf (height 1, leaf 0) or a directory of height `h`,
+//! covering leaves below `FANOUT^(h-1)`; it grows by one level when a larger row id is
+//! inserted (the old root becomes child 0 of a new root). Nodes are allocated on
+//! demand. A leaf has one slot less than a power of two so that with its count it
+//! fills a power-of-two size class exactly (8 KiB): with 1024 slots it took 8,200
+//! bytes, a 10 KiB block, 2 bytes per row of slack.
 //!
 //! Concurrency (readers take no lock, writers only compare-and-swap):
 //! * The root word is the root node's address plus its height in the low bits, so a
@@ -33,12 +37,15 @@ use crossbeam_epoch::Guard;
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-/// Bits of a row id each level resolves.
+/// Bits of a leaf number each directory level resolves.
 const BITS: u32 = 10;
-/// Slots per leaf, children per directory.
+/// Children per directory.
 pub const FANOUT: usize = 1 << BITS;
 const MASK: u64 = FANOUT as u64 - 1;
-/// The tallest tree: `BITS * MAX_HEIGHT >= 64` covers every row id.
+/// Slots per leaf.
+pub const LEAF_SLOTS: usize = FANOUT - 1;
+/// The tallest tree: leaf numbers (below 2^64 / LEAF_SLOTS < 2^55) are all below
+/// `FANOUT^(MAX_HEIGHT - 1)`.
 const MAX_HEIGHT: u32 = 7;
 /// Height bits in the root word (nodes are at least 8-byte aligned).
 const HEIGHT_MASK: usize = 0b111;
@@ -52,8 +59,10 @@ pub const SLOT_BYTES: usize = std::mem::size_of::<usize>();
 struct Leaf {
     /// Entries in `slots`, plus inserters about to add one; [`DEAD`] once reclaimed.
     live: AtomicU32,
-    slots: [AtomicPtr<Record>; FANOUT],
+    slots: [AtomicPtr<Record>; LEAF_SLOTS],
 }
+
+const _: () = assert!(std::mem::size_of::<Leaf>() == 8 * FANOUT);
 
 #[repr(C)]
 struct Dir {
@@ -79,14 +88,31 @@ unsafe fn free_node<T>(p: *mut T) {
     unsafe { std::alloc::dealloc(p.cast(), Layout::new::<T>()) }
 }
 
-/// Row ids a tree of height `h` covers: all below `1 << (BITS * h)`.
-fn covers(h: u32, rowid: u64) -> bool {
-    BITS * h >= 64 || rowid >> (BITS * h) == 0
+/// The number of the leaf holding `rowid`'s slot.
+#[inline]
+fn leaf_no(rowid: u64) -> u64 {
+    rowid / LEAF_SLOTS as u64
 }
 
-/// The index of `rowid`'s entry at `level` (1: the leaf's slot).
+/// Row ids a tree of height `h` covers: those of leaves below `FANOUT^(h-1)`.
+fn covers(h: u32, rowid: u64) -> bool {
+    BITS * (h - 1) >= 64 || leaf_no(rowid) >> (BITS * (h - 1)) == 0
+}
+
+/// The index of `rowid`'s entry at `level` (1: the leaf's slot; above: the child of a
+/// directory of that height).
+#[inline]
 fn index_at(rowid: u64, level: u32) -> usize {
-    ((rowid >> (BITS * (level - 1))) & MASK) as usize
+    if level == 1 {
+        (rowid % LEAF_SLOTS as u64) as usize
+    } else {
+        ((leaf_no(rowid) >> (BITS * (level - 2))) & MASK) as usize
+    }
+}
+
+/// The first row id of the leaf holding `rowid`'s slot.
+fn leaf_base(rowid: u64) -> u64 {
+    leaf_no(rowid) * LEAF_SLOTS as u64
 }
 
 /// The row-id index of one table.
@@ -280,7 +306,7 @@ impl RowIdIndex {
     /// would come back to it).
     fn raise_max(&self, rowid: u64, guard: &Guard) {
         let prev = self.max_rowid.fetch_max(rowid, Ordering::Relaxed);
-        if prev != 0 && prev >> BITS < rowid >> BITS {
+        if prev != 0 && leaf_no(prev) < leaf_no(rowid) {
             if let Some(leaf) = self.find_leaf(prev) {
                 if leaf.live.load(Ordering::Acquire) == 0 {
                     self.reclaim(prev, leaf, guard);
@@ -350,7 +376,7 @@ impl RowIdIndex {
     /// Reclaims `leaf` (holding `rowid`'s slot), found empty, if every row id it
     /// covers has been handed out and nobody counted in since.
     fn reclaim(&self, rowid: u64, leaf: &Leaf, guard: &Guard) {
-        let last = rowid | MASK;
+        let last = leaf_base(rowid) + (LEAF_SLOTS as u64 - 1);
         if last >= self.max_rowid.load(Ordering::Relaxed) {
             return; // row ids still to come: the leaf will be used again
         }
@@ -461,8 +487,8 @@ fn walk(
     if h == 1 {
         // SAFETY: a published leaf, alive while the caller's guard is held.
         let leaf = unsafe { &*(node as *const Leaf) };
-        let from = start.saturating_sub(base).min(FANOUT as u64) as usize;
-        for i in from..FANOUT {
+        let from = start.saturating_sub(base).min(LEAF_SLOTS as u64) as usize;
+        for i in from..LEAF_SLOTS {
             // Scans read the records and row buffers of consecutive slots: ask for
             // them ahead (a record PREFETCH_RECORD slots ahead, the buffer of the one
             // PREFETCH_BUFFER ahead, whose record has arrived by then).
@@ -487,9 +513,11 @@ fn walk(
     }
     // SAFETY: a published directory; directories live as long as the index.
     let dir = unsafe { &*(node as *const Dir) };
-    let span_bits = BITS * (h - 1);
+    // Row ids under each child: LEAF_SLOTS times FANOUT^(h-2) leaves (a directory's
+    // subtree covers less than 2^64 row ids below the root's height).
+    let span = (LEAF_SLOTS as u64).saturating_mul(1u64 << (BITS * (h - 2)).min(63));
     let from = if start > base {
-        ((start - base) >> span_bits).min(FANOUT as u64) as usize
+        ((start - base) / span).min(FANOUT as u64) as usize
     } else {
         0
     };
@@ -498,7 +526,7 @@ fn walk(
         if c.is_null() {
             continue;
         }
-        let child_base = base + ((i as u64) << span_bits);
+        let child_base = base.saturating_add((i as u64).saturating_mul(span));
         if !walk(c, h - 1, child_base, start, f) {
             return false;
         }
@@ -685,10 +713,13 @@ mod tests {
             1024,
             1025,
             5000,
+            (LEAF_SLOTS * FANOUT) as u64 - 1,
+            (LEAF_SLOTS * FANOUT) as u64,
             1 << 20,
             (1 << 20) + 7,
             1 << 30,
             1 << 40,
+            u64::MAX - 1,
         ];
         for &i in &ids {
             ix.insert(RowId(i), rec(i), &g);
@@ -711,7 +742,13 @@ mod tests {
             seen.push(r.0);
             seen.len() < 3
         });
-        assert_eq!(seen, vec![1025, 5000, 1 << 20]);
+        assert_eq!(seen, vec![1025, 5000, (LEAF_SLOTS * FANOUT) as u64 - 1]);
+        let mut seen = Vec::new();
+        ix.scan_after(Some(RowId(1 << 40)), &g, |r, _| {
+            seen.push(r.0);
+            true
+        });
+        assert_eq!(seen, vec![u64::MAX - 1]);
         assert_eq!(ix.remove(RowId(1024), &g), Some(rec(1024)));
         assert_eq!(ix.remove(RowId(1024), &g), None);
         assert_eq!(ix.get(RowId(1024), &g), None);
@@ -720,6 +757,31 @@ mod tests {
         assert_eq!((r, made), (rec(77), Some(rec(77))));
         let (r, made) = ix.get_or_insert_with(RowId(77), || rec(78), &g);
         assert_eq!((r, made), (rec(77), None));
+    }
+
+    /// A leaf and a directory each fill one size class exactly: dense row ids cost 8
+    /// bytes each in the index (8,192 bytes per 1,023 row ids, and a directory per
+    /// 1,024 leaves).
+    #[test]
+    fn dense_row_ids_take_a_slot_each_and_no_slack() {
+        let c = crossbeam_epoch::Collector::new();
+        let h = c.register();
+        let g = h.pin();
+        let ix = RowIdIndex::new();
+        let n = 3 * LEAF_SLOTS as u64;
+        for id in 0..n {
+            ix.insert(RowId(id), rec(id), &g);
+        }
+        assert_eq!(ix.leaf_count(), 3);
+        assert_eq!(crate::arena::block_size(std::mem::size_of::<Leaf>()), 8192);
+        assert_eq!(ix.node_bytes(), 3 * 8192 + 8192);
+        let mut seen = 0;
+        ix.scan_after(None, &g, |r, _| {
+            assert_eq!(r.0, seen);
+            seen += 1;
+            true
+        });
+        assert_eq!(seen, n);
     }
 
     /// Random inserts and removes against a model, with leaves emptied (and

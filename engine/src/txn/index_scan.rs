@@ -232,7 +232,7 @@ impl Txn {
                     batch.push(rid, tid, d);
                 }
             };
-            index.scan(lo, hi, scan.reverse, g, |k, rid, rec| {
+            index.scan_rows(&t.rows, lo, hi, scan.reverse, g, |k, rid, rec| {
                 entry.clear();
                 entry.extend_from_slice(k);
                 entry.extend_from_slice(&rid.get().to_be_bytes());

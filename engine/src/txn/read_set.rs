@@ -140,7 +140,8 @@ impl Txn {
             };
             let table = TableKey::of(t);
             let mut phantom = false;
-            index.scan(
+            index.scan_rows(
+                &t.rows,
                 as_ref(&r.lower),
                 as_ref(&r.upper),
                 false,

@@ -71,6 +71,7 @@ fn stripe_of(index_id: u32, key: &[u8]) -> usize {
 /// `key` (an entry may be stale: its row's current version has another key).
 fn key_held<'r>(
     index: &KeyIndex,
+    rows: &crate::index::RowIdIndex,
     layout: &RowLayout,
     key: &[u8],
     g: &Guard,
@@ -84,7 +85,7 @@ fn key_held<'r>(
     let hi = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     let mut found = Ok(false);
     let mut buf = Vec::new();
-    index.scan(Bound::Included(key), hi, false, g, |k, rid, rec| {
+    index.scan_rows(rows, Bound::Included(key), hi, false, g, |k, rid, rec| {
         if k != key {
             return true;
         }
@@ -123,7 +124,7 @@ impl Txn {
         let tk = TableKey::of(t.arc());
         self.note_key_watermark(tk, t);
         let mut holder_tid = Tid::NONE;
-        let found = key_held(index, &t.layout, key, g, |rid, rec| {
+        let found = key_held(index, &t.rows, &t.layout, key, g, |rid, rec| {
             if Some(rid) == rowid {
                 return Ok(None);
             }
@@ -348,7 +349,7 @@ impl Txn {
                         continue;
                     }
                 }
-                let taken = key_held(index, &table.layout, &kf, g, |rid, rec| {
+                let taken = key_held(index, &table.rows, &table.layout, &kf, g, |rid, rec| {
                     if self.pending.contains_key(&RowKey {
                         table: tk,
                         rowid: rid,
