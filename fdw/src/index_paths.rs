@@ -943,9 +943,22 @@ unsafe fn add_path(
         for &e in &cand.exprs {
             exprs = pg_sys::lappend(exprs, e as *mut c_void);
         }
+        // Conditions and clauses correspond one to one (see `conditions`).
+        let mut exact: *mut pg_sys::List = std::ptr::null_mut();
+        for (c, ri) in cand
+            .conds
+            .iter()
+            .zip(PgList::<pg_sys::RestrictInfo>::from_pg(cand.clauses).iter_ptr())
+        {
+            let value = usize::try_from(c.expr).ok().map(|i| cand.exprs[i]);
+            if value.is_some_and(|v| exact_cond(c.kind, &cols[c.col], v)) {
+                exact = pg_sys::lappend(exact, ri as *mut c_void);
+            }
+        }
         let private = crate::plan_private::PathPrivate {
             choice: choice.to_list(),
             exprs,
+            exact,
         }
         .to_list();
         let pathkeys = if order.is_some() {
@@ -967,6 +980,35 @@ unsafe fn add_path(
         );
         pg_sys::add_path(baserel, path as *mut pg_sys::Path);
     }
+}
+
+/// Does an index scan return exactly the rows for which a condition of `kind` on
+/// `col`, comparing with `value`, is true (so that PostgreSQL need not evaluate it
+/// again on each row)? Only where that is plain to see: an equality or a range of an
+/// integer column with an integer value (`cross_type` converts those exactly, or
+/// finds that no value or every value of the column matches; a NULL value matches
+/// nothing, as the comparison does). The scan compares the key of the version it
+/// reads, and its bounds skip NULL keys and whole prefixes (see
+/// `IndexScan::new`). Other types keep the check: their keys may equate values the
+/// operator tells apart, or the reverse (floats' zeros, numeric scales, collations).
+///
+/// # Safety
+/// `value` is an expression node.
+unsafe fn exact_cond(kind: CondKind, col: &KeyCol, value: *mut pg_sys::Node) -> bool {
+    let int = |t: pg_sys::Oid| matches!(t, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID);
+    if !matches!(
+        kind,
+        CondKind::Eq | CondKind::Lt | CondKind::Le | CondKind::Gt | CondKind::Ge
+    ) || !matches!(
+        col.ty,
+        ColumnType::Int2 | ColumnType::Int4 | ColumnType::Int8
+    ) || !int(col.typid)
+    {
+        return false;
+    }
+    // SAFETY: forwarded contract; catalog lookup of a valid type.
+    let t = unsafe { pg_sys::exprType(strip(value)) };
+    t != pg_sys::InvalidOid && int(unsafe { pg_sys::getBaseType(t) })
 }
 
 /// The fixed prefix of a LIKE pattern (`kind` Like) or of a regular expression

@@ -28,12 +28,17 @@ impl LockPolicy {
 }
 
 /// A `ForeignPath`'s `fdw_private`: NIL for a full scan, else
-/// `(index choice, comparison expressions)`.
+/// `(index choice, comparison expressions, exact clauses)`.
 pub struct PathPrivate {
     /// The index choice as an integer list (see `IndexChoice::to_list`), or NIL.
     pub choice: *mut pg_sys::List,
     /// The values the index conditions compare with (they become `fdw_exprs`).
     pub exprs: *mut pg_sys::List,
+    /// The `RestrictInfo`s whose conditions the index scan enforces exactly (see
+    /// `index_paths::exact_cond`): a plain SELECT leaves them out of the plan's quals.
+    /// Compared by address with the plan's scan clauses (the planner hands the path's
+    /// own over); a copy would only keep them in the quals.
+    pub exact: *mut pg_sys::List,
 }
 
 impl PathPrivate {
@@ -42,10 +47,9 @@ impl PathPrivate {
     pub unsafe fn to_list(&self) -> *mut pg_sys::List {
         // SAFETY: forwarded contract.
         unsafe {
-            pg_sys::lappend(
-                pg_sys::lappend(std::ptr::null_mut(), self.choice as *mut c_void),
-                self.exprs as *mut c_void,
-            )
+            let mut l = pg_sys::lappend(std::ptr::null_mut(), self.choice as *mut c_void);
+            l = pg_sys::lappend(l, self.exprs as *mut c_void);
+            pg_sys::lappend(l, self.exact as *mut c_void)
         }
     }
 
@@ -56,13 +60,15 @@ impl PathPrivate {
             return PathPrivate {
                 choice: std::ptr::null_mut(),
                 exprs: std::ptr::null_mut(),
+                exact: std::ptr::null_mut(),
             };
         }
-        // SAFETY: a two-element list we built.
+        // SAFETY: a three-element list we built.
         unsafe {
             PathPrivate {
                 choice: crate::pglist::nth(l, 0) as *mut pg_sys::List,
                 exprs: crate::pglist::nth(l, 1) as *mut pg_sys::List,
+                exact: crate::pglist::nth(l, 2) as *mut pg_sys::List,
             }
         }
     }

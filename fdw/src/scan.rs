@@ -195,10 +195,27 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         if (*baserel).reloptkind == pg_sys::RelOptKind::RELOPT_UPPER_REL {
             return crate::aggregates::plan(best_path, tlist);
         }
-        let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
         // The index's comparison values go to fdw_exprs, where the planner turns outer
         // columns into params.
         let path = PathPrivate::from_list((*best_path).fdw_private);
+        // Conditions the index scan enforces exactly are not evaluated again on each
+        // row (as a heap index scan has no Filter for its index conditions): in a
+        // plain SELECT only. A query that locks rows or writes may recheck a row with
+        // EvalPlanQual (PostgreSQL's quals are the recheck), and a locking scan
+        // returns the newest version of a row it waited for, whose key may have moved.
+        let scan_clauses = if path.exact.is_null() || !plain_select(root) {
+            scan_clauses
+        } else {
+            let mut kept: *mut pg_sys::List = std::ptr::null_mut();
+            for i in 0..crate::pglist::len(scan_clauses) {
+                let ri = crate::pglist::nth(scan_clauses, i);
+                if !pg_sys::list_member_ptr(path.exact, ri) {
+                    kept = pg_sys::lappend(kept, ri);
+                }
+            }
+            kept
+        };
+        let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
         // SELECT ... FOR UPDATE/SHARE: rows are locked as they are fetched.
         let mut lock = LockPolicy::None;
         let mut mode = LockMode::KeyShare;
@@ -250,6 +267,29 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             std::ptr::null_mut(),
             outer_plan,
         )
+    }
+}
+
+/// Is the query being planned, and every query it is part of, a SELECT that locks no
+/// rows (no EvalPlanQual can recheck its rows)?
+///
+/// # Safety
+/// `root` is the planner's state of the running planning.
+unsafe fn plain_select(mut root: *mut pg_sys::PlannerInfo) -> bool {
+    // SAFETY: planner structures; parent roots outlive their subqueries' planning.
+    unsafe {
+        while !root.is_null() {
+            let parse = (*root).parse;
+            if parse.is_null()
+                || (*parse).commandType != pg_sys::CmdType::CMD_SELECT
+                || !(*root).rowMarks.is_null()
+                || !(*parse).rowMarks.is_null()
+            {
+                return false;
+            }
+            root = (*root).parent_root;
+        }
+        true
     }
 }
 
