@@ -128,16 +128,8 @@ fn cache_alloc(a: &'static Arena, class: usize, csize: usize) -> Option<*mut u8>
 /// instruction until the previous block's stores have fetched their lines.
 #[inline(always)]
 fn prefetch_for_write(addr: usize, csize: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and changes no memory, whatever
-    // the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-        _mm_prefetch::<_MM_HINT_ET0>(addr as *const i8);
-        _mm_prefetch::<_MM_HINT_ET0>((addr + csize.min(512) - 1) as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (addr, csize);
+    crate::prefetch::write(addr as *const u8);
+    crate::prefetch::write((addr + csize.min(512) - 1) as *const u8);
 }
 
 /// Puts block `p` of class `class` into this thread's cache (spilling the older half to

@@ -399,6 +399,13 @@ impl Node {
         Node(self.word(g.child(i)).load(Relaxed) as *const AtomicU64)
     }
 
+    /// Asks for all of the node's lines at once: a search reads a handful of them,
+    /// one after another, and a node just reached is rarely in the cache (a descent
+    /// through a large tree waited for each binary-search step's line in turn).
+    fn prefetch(&self) {
+        crate::prefetch::read_lines(self.0.cast(), NODE_BYTES);
+    }
+
     // Writer-only stores (the node is locked, or not yet reachable).
 
     fn put_entry(&self, g: &Geometry, leaf: bool, i: usize, e: &Probe) {
@@ -571,6 +578,8 @@ impl BTree {
                     upper = Some(node.entry(g, false, i));
                 }
                 let child = node.child(g, i);
+                // (Before the validation: a stale pointer only costs the hints.)
+                child.prefetch();
                 if !node.validate(v) {
                     continue 'restart;
                 }
@@ -718,6 +727,7 @@ impl BTree {
             path[depth] = (node, i);
             depth += 1;
             node = node.child(g, i);
+            node.prefetch();
         }
         (
             node,

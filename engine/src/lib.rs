@@ -20,6 +20,7 @@ pub mod index;
 pub mod keys;
 mod pages;
 pub mod point_cache;
+mod prefetch;
 pub mod record;
 pub mod recovery;
 pub mod redo;

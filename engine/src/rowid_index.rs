@@ -493,7 +493,7 @@ fn walk(
             // them ahead (a record PREFETCH_RECORD slots ahead, the buffer of the one
             // PREFETCH_BUFFER ahead, whose record has arrived by then).
             if let Some(s) = leaf.slots.get(i + PREFETCH_RECORD) {
-                prefetch(s.load(Ordering::Relaxed) as *const u8);
+                crate::prefetch::read(s.load(Ordering::Relaxed) as *const u8);
             }
             if let Some(s) = leaf.slots.get(i + PREFETCH_BUFFER) {
                 // (Acquire: the record's fields are read.)
@@ -501,7 +501,7 @@ fn walk(
                 if !r.is_null() {
                     // SAFETY: a record linked in a leaf reached under the caller's
                     // guard, so not freed.
-                    prefetch(unsafe { (*r).data_ptr() });
+                    crate::prefetch::read(unsafe { (*r).data_ptr() });
                 }
             }
             let p = leaf.slots[i].load(Ordering::Acquire);
@@ -537,18 +537,6 @@ fn walk(
 /// How far ahead of a scan records and row buffers are prefetched, in slots.
 const PREFETCH_RECORD: usize = 8;
 const PREFETCH_BUFFER: usize = 4;
-
-/// Asks the CPU to bring the cache line at `p` in (a hint: never faults).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint and never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Empties every slot of the subtree `node` of height `h`.
 ///
