@@ -57,10 +57,13 @@ impl Retired {
     }
 }
 
-/// Objects retired by one commit or abort, handed to the collector in chunks.
+/// Objects retired by one commit or abort, handed to the collector in chunks of one
+/// size ([`BYTES_PER_RETIRED`] counts a share of each chunk's deferred function; the
+/// chunks are arena memory, so growing ones would take up to twice the bytes
+/// reserved).
 #[derive(Default)]
 pub(crate) struct Garbage {
-    batch: Chunked<Retired>,
+    batch: Chunked<Retired, 256, 256>,
 }
 
 struct SendBatch(Vec<Retired>);

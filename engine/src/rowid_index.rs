@@ -376,7 +376,8 @@ impl RowIdIndex {
     /// Reclaims `leaf` (holding `rowid`'s slot), found empty, if every row id it
     /// covers has been handed out and nobody counted in since.
     fn reclaim(&self, rowid: u64, leaf: &Leaf, guard: &Guard) {
-        let last = leaf_base(rowid) + (LEAF_SLOTS as u64 - 1);
+        // (The last leaf is partial: 2^64 is not a multiple of LEAF_SLOTS.)
+        let last = leaf_base(rowid).saturating_add(LEAF_SLOTS as u64 - 1);
         if last >= self.max_rowid.load(Ordering::Relaxed) {
             return; // row ids still to come: the leaf will be used again
         }

@@ -78,7 +78,9 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
             return false;
         }
         let private = ScanPrivate::from_list((*fscan).fdw_private);
-        if private.lock != LockPolicy::None {
+        // (A plan that left conditions to its index is a plain SELECT's, never a
+        // modification's; the SET expressions could not follow them in fdw_exprs.)
+        if private.lock != LockPolicy::None || private.dropped_at >= 0 {
             return false;
         }
         let tlist = (*fscan).scan.plan.targetlist;

@@ -98,6 +98,11 @@ pub struct ScanPrivate {
     pub mode: LockMode,
     /// The row filter's conditions (see `row_filters::plan`), NIL for none.
     pub filter: *mut pg_sys::List,
+    /// Index in `fdw_exprs` of the first condition left out of the plan's quals
+    /// because the index scan enforces it (see `PathPrivate::exact`); they run to the
+    /// end of `fdw_exprs`. -1: none. They are compiled and checked only if the scan
+    /// has to read the whole table instead (its index was dropped since planning).
+    pub dropped_at: i32,
     /// NIL, or a [`DirectPrivate`] list: the scan updates or deletes the rows it
     /// finds itself (see `direct_modify`).
     pub direct: *mut pg_sys::List,
@@ -115,6 +120,7 @@ impl ScanPrivate {
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.lock as i32) as *mut c_void);
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void);
             l = pg_sys::lappend(l, self.filter as *mut c_void);
+            l = pg_sys::lappend(l, pg_sys::makeInteger(self.dropped_at) as *mut c_void);
             if !self.direct.is_null() {
                 l = pg_sys::lappend(l, self.direct as *mut c_void);
             }
@@ -125,7 +131,7 @@ impl ScanPrivate {
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: a five- or six-element list we built.
+        // SAFETY: a six- or seven-element list we built.
         unsafe {
             ScanPrivate {
                 needed: crate::pglist::nth(l, 0) as *mut pg_sys::List,
@@ -137,8 +143,9 @@ impl ScanPrivate {
                     (*(crate::pglist::nth(l, 3) as *mut pg_sys::Integer)).ival as u64,
                 ),
                 filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
-                direct: if crate::pglist::len(l) > 5 {
-                    crate::pglist::nth(l, 5) as *mut pg_sys::List
+                dropped_at: (*(crate::pglist::nth(l, 5) as *mut pg_sys::Integer)).ival,
+                direct: if crate::pglist::len(l) > 6 {
+                    crate::pglist::nth(l, 6) as *mut pg_sys::List
                 } else {
                     std::ptr::null_mut()
                 },

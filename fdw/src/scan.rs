@@ -68,6 +68,11 @@ pub struct ScanState {
     filter_ready: bool,
     /// Rows the filter removed in earlier scans (before the last rescan).
     filter_removed: u64,
+    /// Where the conditions the plan left to the index start in `fdw_exprs` (-1:
+    /// none; see `ScanPrivate::dropped_at`), and their compiled form once the scan
+    /// reads the whole table instead of the index (null before).
+    dropped_at: i32,
+    dropped_qual: *mut pg_sys::ExprState,
 }
 
 impl ScanState {
@@ -203,17 +208,20 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         // plain SELECT only. A query that locks rows or writes may recheck a row with
         // EvalPlanQual (PostgreSQL's quals are the recheck), and a locking scan
         // returns the newest version of a row it waited for, whose key may have moved.
-        let scan_clauses = if path.exact.is_null() || !plain_select(root) {
-            scan_clauses
+        let (scan_clauses, dropped) = if path.exact.is_null() || !plain_select(root) {
+            (scan_clauses, std::ptr::null_mut())
         } else {
-            let mut kept: *mut pg_sys::List = std::ptr::null_mut();
+            let (mut kept, mut dropped): (*mut pg_sys::List, *mut pg_sys::List) =
+                (std::ptr::null_mut(), std::ptr::null_mut());
             for i in 0..crate::pglist::len(scan_clauses) {
                 let ri = crate::pglist::nth(scan_clauses, i);
-                if !pg_sys::list_member_ptr(path.exact, ri) {
+                if pg_sys::list_member_ptr(path.exact, ri) {
+                    dropped = pg_sys::lappend(dropped, ri);
+                } else {
                     kept = pg_sys::lappend(kept, ri);
                 }
             }
-            kept
+            (kept, pg_sys::extract_actual_clauses(dropped, false))
         };
         let quals = pg_sys::extract_actual_clauses(scan_clauses, false);
         // SELECT ... FOR UPDATE/SHARE: rows are locked as they are fetched.
@@ -249,12 +257,25 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                     crate::row_filters::plan(root, baserel, relid, &types, &clauses, &mut exprs);
             }
         }
+        // The dropped conditions follow the index's values in fdw_exprs (where setrefs
+        // and nestloop parameters prepare them as the plan's own expressions), for
+        // the scan to check should it have to read the whole table instead.
+        let dropped_at = if dropped.is_null() {
+            -1
+        } else {
+            let at = crate::pglist::len(exprs);
+            // (A new list: the path's own stays as it was.)
+            exprs = pg_sys::list_concat_copy(exprs, dropped);
+            at
+        };
         let private = ScanPrivate {
-            needed: needed_columns(baserel, quals),
+            // (The dropped conditions' columns too: they may be checked here.)
+            needed: needed_columns(baserel, pg_sys::list_concat_copy(quals, dropped)),
             choice: path.choice,
             lock,
             mode,
             filter,
+            dropped_at,
             direct: std::ptr::null_mut(),
         };
         pg_sys::make_foreignscan(
@@ -267,6 +288,27 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             std::ptr::null_mut(),
             outer_plan,
         )
+    }
+}
+
+/// The conditions of `fdw_exprs[at..]` (left out of the plan's quals for the index to
+/// enforce), compiled in the query's memory for the scan to check on each row of a
+/// full scan.
+///
+/// # Safety
+/// `node` is the running scan; `at` is within its plan's `fdw_exprs`.
+unsafe fn compile_dropped(node: *mut pg_sys::ForeignScanState, at: i32) -> *mut pg_sys::ExprState {
+    // SAFETY: forwarded contract; executor structures of the running query.
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let mut old = PgMemoryContexts::For((*(*node).ss.ps.state).es_query_cxt).set_as_current();
+        let mut conds: *mut pg_sys::List = std::ptr::null_mut();
+        for i in at..crate::pglist::len((*plan).fdw_exprs) {
+            conds = pg_sys::lappend(conds, crate::pglist::nth((*plan).fdw_exprs, i));
+        }
+        let q = pg_sys::ExecInitQual(conds, node as *mut pg_sys::PlanState);
+        old.set_as_current();
+        q
     }
 }
 
@@ -408,10 +450,12 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let index = IndexChoice::from_list(private.choice).map(|choice| {
             // A direct UPDATE's SET expressions follow the comparison values; they are
             // compiled by `direct_modify`.
-            let n = if private.direct.is_null() {
-                crate::pglist::len((*plan).fdw_exprs)
-            } else {
+            let n = if !private.direct.is_null() {
                 plan_private::DirectPrivate::from_list(private.direct).first_expr
+            } else if private.dropped_at >= 0 {
+                private.dropped_at
+            } else {
+                crate::pglist::len((*plan).fdw_exprs)
             };
             let exprs = init_exprs((*plan).fdw_exprs, n, node as *mut pg_sys::PlanState);
             let mut types = vec![pg_sys::InvalidOid; exprs.len()];
@@ -486,6 +530,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             filter_conds,
             filter_exprs,
             filter_types,
+            dropped_at: private.dropped_at,
+            dropped_qual: std::ptr::null_mut(),
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
             as *mut std::ffi::c_void;
@@ -539,6 +585,8 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             filter_types,
             filter_ready,
             filter_removed: _,
+            dropped_at,
+            dropped_qual,
         } = &mut *st;
         let econtext = (*node).ss.ps.ps_ExprContext;
         if !*filter_ready {
@@ -561,6 +609,12 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
                 types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                 types::store_virtual(slot);
+                // A full scan in place of the plan's index: the conditions the plan
+                // left to the index are checked here.
+                if !dropped_qual.is_null() && !qual_passes(node, *dropped_qual, slot) {
+                    count_filtered(node);
+                    continue;
+                }
                 if *lock != LockPolicy::None && tid != Tid::NONE {
                     // Rows the statement will not touch are not locked.
                     if !qual_passes(node, *qual, slot) {
@@ -663,6 +717,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     Err(Error::NoSuchIndex { .. }) if !ix.choice.ordered => {
                         *index = None;
                         *cursor = ScanCursor::new();
+                        if *dropped_at >= 0 && dropped_qual.is_null() {
+                            *dropped_qual = compile_dropped(node, *dropped_at);
+                        }
                     }
                     Err(e) => errors::raise(e),
                 }

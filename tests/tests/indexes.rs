@@ -754,3 +754,38 @@ fn index_conditions_left_to_the_scan_see_each_snapshot_s_keys() {
         assert_eq!(m, h, "id = {v:?}");
     }
 }
+
+/// A plan that left its conditions to an index whose creating transaction then
+/// rolled back (no invalidation reaches the plan) reads the whole table instead, and
+/// must check those conditions itself.
+#[test]
+fn a_plan_whose_index_vanished_still_checks_the_conditions_it_left_to_it() {
+    let (c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE m (id int PRIMARY KEY, val int) SERVER memfdw; \
+         INSERT INTO m SELECT g, g % 100 FROM generate_series(1, 5000) g; ANALYZE m",
+    )
+    .unwrap();
+    let mut other = c.connect();
+    other
+        .batch_execute("BEGIN; CREATE INDEX m_val ON m (val)")
+        .unwrap();
+    s.batch_execute(
+        "SET plan_cache_mode = force_generic_plan; \
+         PREPARE q(int) AS SELECT count(*) FROM m WHERE val = $1; \
+         PREPARE r(int) AS SELECT count(*) FROM m WHERE val >= $1 AND val < $1 + 2",
+    )
+    .unwrap();
+    let plan = explain(&mut s, "EXECUTE q(5)");
+    let count = |s: &mut Client, sql: &str| -> i64 { s.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut s, "EXECUTE q(5)"), 50, "{plan}");
+    assert_eq!(count(&mut s, "EXECUTE r(5)"), 100);
+    other.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(count(&mut s, "EXECUTE q(5)"), 50, "{plan}");
+    assert_eq!(count(&mut s, "EXECUTE r(5)"), 100);
+    assert_eq!(count(&mut s, "EXECUTE q(500)"), 0);
+    assert!(
+        plan.contains("m_val") && !plan.contains("Filter"),
+        "the plan used the uncommitted index: {plan}"
+    );
+}
