@@ -789,3 +789,60 @@ fn a_plan_whose_index_vanished_still_checks_the_conditions_it_left_to_it() {
         "the plan used the uncommitted index: {plan}"
     );
 }
+
+/// A cursor over an index range sees the rows as of its command: rows the transaction
+/// gives other keys (or deletes) between fetches are still returned with the keys the
+/// cursor's snapshot sees, as a heap table's cursor returns them.
+#[test]
+fn a_cursor_returns_rows_its_transaction_rekeys_between_fetches() {
+    let (_c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE m (id int PRIMARY KEY, val int) SERVER memfdw; \
+         CREATE INDEX m_val ON m (val); \
+         CREATE TABLE h (id int PRIMARY KEY, val int); CREATE INDEX ON h (val); \
+         INSERT INTO m SELECT g, g FROM generate_series(1, 5000) g; \
+         INSERT INTO h SELECT g, g FROM generate_series(1, 5000) g; \
+         ANALYZE m; ANALYZE h",
+    )
+    .unwrap();
+    let run = |s: &mut Client, t: &str, order: &str| -> Vec<i32> {
+        s.batch_execute(&format!(
+            "BEGIN; DECLARE c CURSOR FOR SELECT id FROM {t} WHERE id BETWEEN 100 AND 4900 {order}"
+        ))
+        .unwrap();
+        let mut got: Vec<i32> = s
+            .query("FETCH 10 FROM c", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // After the first fetch: keys moved out of the range and back, and a delete,
+        // in the primary key and in the other index.
+        s.batch_execute(&format!(
+            "UPDATE {t} SET id = -id WHERE id IN (3000, 4000); \
+             UPDATE {t} SET id = id + 100000 WHERE id = 4500; UPDATE {t} SET id = 4500 WHERE id = 104500; \
+             UPDATE {t} SET val = -val WHERE id = 2000; DELETE FROM {t} WHERE id = 2500"
+        ))
+        .unwrap();
+        got.extend(
+            s.query("FETCH ALL FROM c", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, i32>(0)),
+        );
+        s.batch_execute("ROLLBACK").unwrap();
+        got
+    };
+    for order in ["", "ORDER BY id", "ORDER BY id DESC"] {
+        let (m, h) = (run(&mut s, "m", order), run(&mut s, "h", order));
+        let sorted = |mut v: Vec<i32>| {
+            v.sort();
+            v
+        };
+        assert_eq!(m.len(), 4801, "{order}: every row of the range once");
+        assert_eq!(sorted(m.clone()), sorted(h.clone()), "{order}");
+        if !order.is_empty() {
+            assert_eq!(m, h, "{order}");
+        }
+    }
+}

@@ -26,6 +26,11 @@ pub struct IndexScan {
     /// were returned.
     extras: Option<Vec<(Vec<u8>, RowId)>>,
     extra_pos: usize,
+    /// The row ids of `extras`, sorted: their index entries are skipped (they are
+    /// returned from `extras`). Only they: a row the transaction rekeys after the
+    /// scan began (a cursor between fetches) is returned from its entry, with the
+    /// version the scan's command sees.
+    extra_rids: Vec<RowId>,
     /// Index entries visited so far.
     pub examined: u64,
     /// Set by the caller when the bounds fix every column of a unique index (at most
@@ -86,6 +91,7 @@ impl IndexScan {
             done: false,
             extras: None,
             extra_pos: 0,
+            extra_rids: Vec::new(),
             examined: 0,
             unique_point: false,
             returned: 0,
@@ -103,6 +109,7 @@ impl IndexScan {
         self.done = false;
         self.extras = None;
         self.extra_pos = 0;
+        self.extra_rids = Vec::new();
         self.returned = 0;
     }
 
@@ -186,6 +193,9 @@ impl Txn {
                     if scan.reverse {
                         extras.reverse();
                     }
+                    let mut rids: Vec<RowId> = extras.iter().map(|e| e.1).collect();
+                    rids.sort_unstable();
+                    scan.extra_rids = rids;
                 });
                 scan.extras = Some(extras);
             }
@@ -243,7 +253,9 @@ impl Txn {
                     push_extra(batch, extras[pos].1);
                     pos += 1;
                 }
-                if !(has_rekeyed && this.rekeyed.is_in(tk, index_id, rid)) {
+                // (A rekeyed row not in `extras` is seen here: its version for `cid`
+                // is compared with the entry's key like any other.)
+                if scan.extra_rids.binary_search(&rid).is_err() {
                     if let Some((d, tid)) = this.visible_version(t, rid, Some(rec), cid, g) {
                         match index.key_of(&t.layout, d, &mut key) {
                             Ok(_) if key == k => {

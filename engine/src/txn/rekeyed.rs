@@ -111,15 +111,6 @@ impl Rekeyed {
         }
     }
 
-    /// Is `rowid` among [`Rekeyed::rows_in`]?
-    pub fn is_in(&self, table: TableKey, index_id: u32, rowid: RowId) -> bool {
-        if self.untracked.contains(&table) {
-            self.rows.contains(&RowKey { table, rowid })
-        } else {
-            self.in_index.contains(&(table, index_id, rowid))
-        }
-    }
-
     pub fn clear(&mut self) {
         self.rows.clear();
         self.in_index.clear();
