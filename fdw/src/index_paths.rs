@@ -1006,8 +1006,9 @@ unsafe fn exact_cond(kind: CondKind, col: &KeyCol, value: *mut pg_sys::Node) -> 
     {
         return false;
     }
-    // SAFETY: forwarded contract; catalog lookup of a valid type.
+    // SAFETY: `value` is an expression node (forwarded contract).
     let t = unsafe { pg_sys::exprType(strip(value)) };
+    // SAFETY: a catalog lookup of a valid type (checked just before).
     t != pg_sys::InvalidOid && int(unsafe { pg_sys::getBaseType(t) })
 }
 
