@@ -73,6 +73,11 @@ pub struct KeyIndex {
     pub(crate) point: crate::point_cache::PointCache,
     /// What the last ANALYZE found (see [`crate::stats`]).
     pub(crate) stats: crate::stats::IndexStats,
+    /// Built by a CREATE INDEX whose transaction has not committed yet (see
+    /// [`KeyIndex::is_committed`]). Writers maintain the index all the same; only
+    /// planners of other transactions leave it alone, as PostgreSQL's catalog
+    /// snapshot hides an index whose creator has not committed.
+    uncommitted: std::sync::atomic::AtomicBool,
 }
 
 impl KeyIndex {
@@ -104,7 +109,28 @@ impl KeyIndex {
             entries,
             point: crate::point_cache::PointCache::new(),
             stats: crate::stats::IndexStats::default(),
+            uncommitted: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Has the transaction that created the index committed (or was it made by
+    /// recovery, a TRUNCATE or an ALTER, whose replacement tables other transactions
+    /// see only once committed)?
+    pub fn is_committed(&self) -> bool {
+        !self.uncommitted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the index as created by a transaction still running (before it is
+    /// published).
+    pub(crate) fn mark_uncommitted(&self) {
+        self.uncommitted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Its creating transaction commits.
+    pub fn mark_committed(&self) {
+        self.uncommitted
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Encodes the key of `row` into `out` (cleared first); returns true if a key

@@ -168,6 +168,28 @@ impl Table {
         crate::scope::outside(|| list.iter().map(|i| i.def.clone()).collect())
     }
 
+    /// The definitions of the indexes a planner of this backend may use: committed
+    /// ones, and those `own` says this transaction created.
+    pub fn plannable_index_defs(&self, own: impl Fn(u32) -> bool) -> Vec<crate::index::IndexDef> {
+        let _s = crate::scope::enter();
+        let list = self.indexes();
+        crate::scope::outside(|| {
+            list.iter()
+                .filter(|i| i.is_committed() || own(i.def.id))
+                .map(|i| i.def.clone())
+                .collect()
+        })
+    }
+
+    /// Its creating transaction commits: index `id` becomes visible to every
+    /// planner (see [`crate::index::KeyIndex::is_committed`]).
+    pub fn mark_index_committed(&self, id: u32) {
+        let _s = crate::scope::enter();
+        if let Some(i) = self.indexes().iter().find(|i| i.def.id == id) {
+            i.mark_committed();
+        }
+    }
+
     /// Is `f` true of some key column of a unique index (without copying the index
     /// definitions: the per-statement check of UPDATE's lock mode)? `f` must not
     /// allocate through Rust's allocator (it runs inside the engine scope).

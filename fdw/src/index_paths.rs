@@ -582,7 +582,10 @@ pub unsafe fn add_index_paths(
                 .iter_ptr()
                 .filter(|&r| pg_sys::restriction_is_securely_promotable(r, baserel))
                 .collect();
-        for def in table.index_defs() {
+        // (Not the indexes other transactions are creating: PostgreSQL's planner
+        // does not see an index before its creator commits either.)
+        let rel = relid.to_u32();
+        for def in table.plannable_index_defs(|id| crate::xact::index_created_here(rel, id)) {
             if crate::xact::index_drop_pending(relid.to_u32(), def.id) {
                 continue;
             }

@@ -306,6 +306,16 @@ pub fn index_ddl_pending(relid: u32) -> bool {
     })
 }
 
+/// Has this transaction created index `id` of `relid` (not committed yet)?
+pub fn index_created_here(relid: u32, id: u32) -> bool {
+    BACKEND.with(|b| {
+        b.borrow()
+            .index_creates
+            .iter()
+            .any(|&(r, i, _)| r == relid && i == id)
+    })
+}
+
 /// Has this transaction dropped index `id` of `relid` (effective at commit)?
 pub fn index_drop_pending(relid: u32, id: u32) -> bool {
     BACKEND.with(|b| {
@@ -330,6 +340,19 @@ unsafe extern "C-unwind" fn xact_callback(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            // Indexes this transaction created become visible to other planners: now,
+            // before PostgreSQL's commit sends the invalidation that makes them
+            // replan (should the commit fail after this, the abort drops them, and a
+            // plan that chose one falls back to reading the table).
+            let index_creates = BACKEND.with(|b| b.borrow().index_creates.clone());
+            if !index_creates.is_empty() {
+                let e = engine();
+                for (oid, id, _) in index_creates {
+                    if let Some(t) = e.table(crate::handler::table_id(pg_sys::Oid::from(oid))) {
+                        t.mark_index_committed(id);
+                    }
+                }
+            }
             // Tables created by this transaction: nobody else could write them.
             let created: Vec<_> =
                 BACKEND.with(|b| b.borrow().creates.iter().map(|&(t, _)| t).collect());

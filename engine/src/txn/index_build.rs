@@ -105,6 +105,8 @@ impl Txn {
         scope::outside(|| drop(def));
         let unique = shared.unique;
         let index = Arc::new(KeyIndex::new(shared, &t.def, &engine.collector));
+        // Hidden from other transactions' planners until this one commits.
+        index.mark_uncommitted();
         let threads = crate::threads::helper_threads();
         let mut keys = scope::outside(|| Keys {
             bytes: Vec::new(),
