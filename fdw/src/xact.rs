@@ -306,24 +306,19 @@ pub fn index_ddl_pending(relid: u32) -> bool {
     })
 }
 
+/// Is index `id` of `relid` in one of this transaction's index lists?
+fn index_listed(list: &[(u32, u32, u32)], relid: u32, id: u32) -> bool {
+    list.iter().any(|&(r, i, _)| r == relid && i == id)
+}
+
 /// Has this transaction created index `id` of `relid` (not committed yet)?
 pub fn index_created_here(relid: u32, id: u32) -> bool {
-    BACKEND.with(|b| {
-        b.borrow()
-            .index_creates
-            .iter()
-            .any(|&(r, i, _)| r == relid && i == id)
-    })
+    BACKEND.with(|b| index_listed(&b.borrow().index_creates, relid, id))
 }
 
 /// Has this transaction dropped index `id` of `relid` (effective at commit)?
 pub fn index_drop_pending(relid: u32, id: u32) -> bool {
-    BACKEND.with(|b| {
-        b.borrow()
-            .index_drops
-            .iter()
-            .any(|&(r, i, _)| r == relid && i == id)
-    })
+    BACKEND.with(|b| index_listed(&b.borrow().index_drops, relid, id))
 }
 
 fn take_txn() -> Option<TxnHandle> {
