@@ -116,32 +116,34 @@ pub(crate) unsafe fn memory_table_of(rv: *mut pg_sys::RangeVar) -> Option<pg_sys
 }
 
 thread_local! {
-    /// Foreign tables already looked up: relation -> is it a memory table? Entries go
-    /// when PostgreSQL invalidates the relation's cache entry (see
-    /// [`register_relcache_callback`]).
+    /// Relations already looked up: relation -> is it a memory table? Entries go when
+    /// PostgreSQL invalidates the relation's cache entry (see
+    /// [`register_relcache_callback`]), as it does when the relation is dropped or
+    /// changed.
     static FOREIGN_TABLES: std::cell::RefCell<std::collections::HashMap<u32, bool>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// True if relation `relid` is a foreign table of a memfdw server.
 ///
-/// Called for every relation of every query (`snapshots`): a foreign table's answer is
-/// remembered, as finding its wrapper takes three catalog lookups and a call of the
-/// handler (which builds a routine each time).
+/// Called for every relation of every query (`snapshots`), heap tables' too: the
+/// answer is remembered for every relation, as even the relation kind is a catalog
+/// cache lookup, and finding a foreign table's wrapper takes three more and a call of
+/// the handler (which builds a routine each time).
 pub(crate) fn is_memory_table(relid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookup.
-    let foreign = unsafe {
-        pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char
-    };
-    if !foreign {
-        return false;
-    }
     if let Some(known) = FOREIGN_TABLES.with(|m| m.borrow().get(&relid.to_u32()).copied()) {
         return known;
     }
-    // SAFETY: catalog lookups.
-    let ours = unsafe { is_ours(pg_sys::GetFdwRoutineByRelId(relid)) };
-    FOREIGN_TABLES.with(|m| m.borrow_mut().insert(relid.to_u32(), ours));
+    // SAFETY: catalog lookup.
+    let kind = unsafe { pg_sys::get_rel_relkind(relid) };
+    let foreign = kind == pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
+    // SAFETY: catalog lookups of an existing foreign table.
+    let ours = foreign && unsafe { is_ours(pg_sys::GetFdwRoutineByRelId(relid)) };
+    // (A relation that does not exist, kind 0, is not remembered: a relation created
+    // later may get its OID.)
+    if kind != 0 {
+        FOREIGN_TABLES.with(|m| m.borrow_mut().insert(relid.to_u32(), ours));
+    }
     ours
 }
 
