@@ -32,6 +32,7 @@ mod plan_private;
 mod progress;
 mod row_filters;
 mod scan;
+mod scan_plans;
 mod settings;
 mod shmem;
 mod snapshots;

@@ -86,8 +86,9 @@ pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode 
 }
 
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
-/// policy, lock mode, row filter)`, and for a scan that modifies its rows directly a
-/// sixth member, its [`DirectPrivate`].
+/// policy, lock mode, row filter, dropped conditions' position, serial (two
+/// integers))`, and for a scan that modifies its rows directly a last member, its
+/// [`DirectPrivate`].
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
     pub needed: *mut pg_sys::List,
@@ -106,6 +107,23 @@ pub struct ScanPrivate {
     /// NIL, or a [`DirectPrivate`] list: the scan updates or deletes the rows it
     /// finds itself (see `direct_modify`).
     pub direct: *mut pg_sys::List,
+    /// Names this list's content in this backend (see `scan_plans`): a new one is
+    /// given by every [`ScanPrivate::to_list`] (whatever this field holds), so lists
+    /// with the same serial are copies of one list.
+    pub serial: u64,
+}
+
+/// The next plan serial of this backend (never 0).
+fn next_serial() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<u64> = const { Cell::new(1) };
+    }
+    NEXT.with(|n| {
+        let s = n.get();
+        n.set(s + 1);
+        s
+    })
 }
 
 impl ScanPrivate {
@@ -121,6 +139,9 @@ impl ScanPrivate {
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.mode as i32) as *mut c_void);
             l = pg_sys::lappend(l, self.filter as *mut c_void);
             l = pg_sys::lappend(l, pg_sys::makeInteger(self.dropped_at) as *mut c_void);
+            let serial = next_serial();
+            l = pg_sys::lappend(l, pg_sys::makeInteger((serial >> 32) as i32) as *mut c_void);
+            l = pg_sys::lappend(l, pg_sys::makeInteger(serial as u32 as i32) as *mut c_void);
             if !self.direct.is_null() {
                 l = pg_sys::lappend(l, self.direct as *mut c_void);
             }
@@ -131,8 +152,9 @@ impl ScanPrivate {
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: a six- or seven-element list we built.
+        // SAFETY: an eight- or nine-element list we built.
         unsafe {
+            let int = |i| (*(crate::pglist::nth(l, i) as *mut pg_sys::Integer)).ival;
             ScanPrivate {
                 needed: crate::pglist::nth(l, 0) as *mut pg_sys::List,
                 choice: crate::pglist::nth(l, 1) as *mut pg_sys::List,
@@ -144,11 +166,12 @@ impl ScanPrivate {
                 ),
                 filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
                 dropped_at: (*(crate::pglist::nth(l, 5) as *mut pg_sys::Integer)).ival,
-                direct: if crate::pglist::len(l) > 6 {
-                    crate::pglist::nth(l, 6) as *mut pg_sys::List
+                direct: if crate::pglist::len(l) > 8 {
+                    crate::pglist::nth(l, 8) as *mut pg_sys::List
                 } else {
                     std::ptr::null_mut()
                 },
+                serial: ((int(6) as u32 as u64) << 32) | int(7) as u32 as u64,
             }
         }
     }

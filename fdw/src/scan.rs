@@ -23,9 +23,12 @@ use std::ffi::CString;
 pub struct ScanState {
     relid: u32,
     table: TableHandle,
-    codecs: Vec<Codec>,
-    /// Per column: does the plan read it? Others are returned as NULL, unpacked never.
-    needed: Vec<bool>,
+    /// The plan, decoded (its codecs, the columns it reads, its index and filter).
+    plan: std::rc::Rc<crate::scan_plans::ScanPlan>,
+    /// Every column is read, whatever the plan's `needed` says (a direct DELETE ...
+    /// RETURNING). Otherwise columns the plan does not read are returned as NULL,
+    /// unpacked never.
+    all_columns: bool,
     cursor: ScanCursor,
     batch: RowBatch,
     /// Command id of the statement's snapshot: own writes of earlier commands are seen.
@@ -59,12 +62,10 @@ pub struct ScanState {
     pub(crate) last_tid: Tid,
     /// The scan updates or deletes the rows it finds (a direct modification).
     pub(crate) direct: Option<Box<crate::direct_modify::DirectState>>,
-    /// The row filter's conditions (see `row_filters`), their values' expressions
-    /// and base types (indexed as `fdw_exprs`), and whether the filter for the
-    /// current values is on the cursors (built at the first fetch of each scan).
-    filter_conds: Vec<crate::index_paths::Cond>,
+    /// The row filter's value expressions (indexed as `fdw_exprs`; its conditions
+    /// and their types are the plan's), and whether the filter for the current
+    /// values is on the cursors (built at the first fetch of each scan).
     filter_exprs: Vec<*mut pg_sys::ExprState>,
-    filter_types: Vec<pg_sys::Oid>,
     filter_ready: bool,
     /// Rows the filter removed in earlier scans (before the last rescan).
     filter_removed: u64,
@@ -88,21 +89,15 @@ impl ScanState {
 
     /// Every column is read (a direct DELETE ... RETURNING needs the whole old row).
     pub(crate) fn need_all_columns(&mut self) {
-        self.needed.iter_mut().for_each(|n| *n = true);
+        self.all_columns = true;
     }
 }
 
-/// An index scan in progress.
+/// An index scan in progress (the index and its conditions are the plan's
+/// `choice`).
 struct IndexState {
-    choice: IndexChoice,
     /// Comparison values (`fdw_exprs`), evaluated at the start and at every rescan.
     exprs: Vec<*mut pg_sys::ExprState>,
-    /// The base type of each comparison value (of its elements, for `IN`), looked up
-    /// once here rather than at every rescan.
-    types: Vec<pg_sys::Oid>,
-    /// The index's key column types, looked up once at the start (None: the index is
-    /// gone; the scan then reports it).
-    key_types: Option<Vec<memfdw_engine::ColumnType>>,
     /// Key ranges still to read (built lazily), in order.
     ranges: Option<Vec<IndexScan>>,
     current: usize,
@@ -277,6 +272,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             filter,
             dropped_at,
             direct: std::ptr::null_mut(),
+            serial: 0,
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -421,14 +417,14 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         if for_update {
             xact::clear_fetched();
         }
-        let private = ScanPrivate::from_list((*plan).fdw_private);
+        let decoded = crate::scan_plans::of(plan, &table);
         let (lock, mode) = if for_update {
             (
                 LockPolicy::Wait,
                 write_lock_mode(estate, rel, scanrelid, &table),
             )
         } else {
-            (private.lock, private.mode)
+            (decoded.lock, decoded.mode)
         };
         let ncols = table.def.columns.len();
         // (A worker sees the leader's uncommitted catalog but the committed table:
@@ -447,61 +443,23 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
                 )
             );
         }
-        let index = IndexChoice::from_list(private.choice).map(|choice| {
-            // A direct UPDATE's SET expressions follow the comparison values; they are
-            // compiled by `direct_modify`.
-            let n = if !private.direct.is_null() {
-                plan_private::DirectPrivate::from_list(private.direct).first_expr
-            } else if private.dropped_at >= 0 {
-                private.dropped_at
-            } else {
-                crate::pglist::len((*plan).fdw_exprs)
-            };
-            let exprs = init_exprs((*plan).fdw_exprs, n, node as *mut pg_sys::PlanState);
-            let mut types = vec![pg_sys::InvalidOid; exprs.len()];
-            for c in choice.conds.iter().filter(|c| c.expr >= 0) {
-                let mut ty = pg_sys::exprType(crate::pglist::nth((*plan).fdw_exprs, c.expr).cast());
-                if c.kind == CondKind::In {
-                    ty = pg_sys::get_element_type(ty);
-                }
-                types[c.expr as usize] = pg_sys::getBaseType(ty);
-            }
-            let key_types = table.index_key_types(choice.index_id);
-            IndexState {
-                choice,
-                exprs,
-                types,
-                key_types,
-                ranges: None,
-                current: 0,
-            }
+        let index = decoded.choice.as_ref().map(|_| IndexState {
+            exprs: init_exprs(
+                (*plan).fdw_exprs,
+                decoded.index_exprs,
+                node as *mut pg_sys::PlanState,
+            ),
+            ranges: None,
+            current: 0,
         });
-        let filter_conds = crate::row_filters::conds_from_list(private.filter);
-        let (filter_exprs, filter_types) = if filter_conds.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            // The values of a full scan's filter are its only expressions before a
-            // direct modification's SET expressions.
-            let n = if private.direct.is_null() {
-                crate::pglist::len((*plan).fdw_exprs)
-            } else {
-                plan_private::DirectPrivate::from_list(private.direct).first_expr
-            };
-            let exprs = init_exprs((*plan).fdw_exprs, n, node as *mut pg_sys::PlanState);
-            (exprs, crate::row_filters::expr_types((*plan).fdw_exprs, n))
-        };
-        let mut needed = vec![false; ncols];
-        for i in 0..crate::pglist::len(private.needed) {
-            match crate::pglist::nth_int(private.needed, i) {
-                0 => needed.iter_mut().for_each(|n| *n = true),
-                a if a as usize <= ncols => needed[a as usize - 1] = true,
-                _ => {}
-            }
-        }
+        let filter_exprs = init_exprs(
+            (*plan).fdw_exprs,
+            decoded.filter_exprs,
+            node as *mut pg_sys::PlanState,
+        );
         let state = ScanState {
             relid: relid.to_u32(),
-            needed,
-            codecs: table.def.columns.iter().map(|c| Codec::of(c.ty)).collect(),
+            all_columns: false,
             table,
             cursor: ScanCursor::new(),
             batch: RowBatch::new(),
@@ -525,12 +483,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             qual: (*node).ss.ps.qual,
             last_tid: Tid::NONE,
             direct: None,
-            filter_ready: filter_conds.is_empty(),
+            filter_ready: decoded.filter_conds.is_empty(),
             filter_removed: 0,
-            filter_conds,
             filter_exprs,
-            filter_types,
-            dropped_at: private.dropped_at,
+            dropped_at: decoded.dropped_at,
+            plan: decoded,
             dropped_qual: std::ptr::null_mut(),
         };
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state)
@@ -560,8 +517,8 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let ScanState {
             relid,
             table,
-            codecs,
-            needed,
+            plan,
+            all_columns,
             cursor,
             batch,
             cid,
@@ -580,9 +537,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             qual,
             last_tid,
             direct,
-            filter_conds,
             filter_exprs,
-            filter_types,
             filter_ready,
             filter_removed: _,
             dropped_at,
@@ -593,9 +548,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             // The filter for this scan's values (parameters change at rescans).
             let types: Vec<_> = table.def.columns.iter().map(|c| c.ty).collect();
             let f = std::sync::Arc::new(crate::row_filters::build(
-                filter_conds,
+                &plan.filter_conds,
                 filter_exprs,
-                filter_types,
+                &plan.filter_types,
                 &types,
                 econtext,
             ));
@@ -603,10 +558,12 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             *shared_cursor = memfdw_engine::SharedCursor::filtered(f);
             *filter_ready = true;
         }
+        let codecs = &plan.codecs[..];
+        let needed = (!*all_columns).then_some(&plan.needed[..]);
         loop {
             if let Some(r) = batch.next() {
                 let (rowid, mut tid) = (r.rowid, r.tid);
-                types::unpack(codecs, Some(needed.as_slice()), &table.layout, r.data, slot);
+                types::unpack(codecs, needed, &table.layout, r.data, slot);
                 types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                 types::store_virtual(slot);
                 // A full scan in place of the plan's index: the conditions the plan
@@ -651,13 +608,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                                 }
                                 continue;
                             };
-                            types::unpack(
-                                codecs,
-                                Some(needed.as_slice()),
-                                &table.layout,
-                                reread,
-                                slot,
-                            );
+                            types::unpack(codecs, needed, &table.layout, reread, slot);
                             types::rowid_to_ctid(rowid, &mut (*slot).tts_tid);
                             types::store_virtual(slot);
                             if !qual_passes(node, *qual, slot) {
@@ -686,13 +637,13 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 return types::store_virtual(slot);
             }
             pgrx::check_for_interrupts!();
-            if let Some(ix) = index {
+            if let (Some(ix), Some(choice)) = (index.as_mut(), plan.choice.as_ref()) {
                 if ix.ranges.is_none() {
                     ix.ranges = Some(build_ranges(
-                        &ix.choice,
+                        choice,
                         &ix.exprs,
-                        &ix.types,
-                        ix.key_types.as_deref(),
+                        &plan.index_types,
+                        plan.key_types.as_deref(),
                         econtext,
                     ));
                     ix.current = 0;
@@ -714,7 +665,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                     Ok(()) => {}
                     // Dropped since the plan was made (its transaction aborted, so no
                     // invalidation reached this plan): every qual is checked anyway.
-                    Err(Error::NoSuchIndex { .. }) if !ix.choice.ordered => {
+                    Err(Error::NoSuchIndex { .. }) if !choice.ordered => {
                         *index = None;
                         *cursor = ScanCursor::new();
                         if *dropped_at >= 0 && dropped_qual.is_null() {
@@ -1259,7 +1210,7 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
             // The shared blocks are made claimable again by ReInitializeDSMForeignScan.
             st.shared_cursor = memfdw_engine::SharedCursor::new();
             // Parameters may have changed: the filter is built again.
-            st.filter_ready = st.filter_conds.is_empty();
+            st.filter_ready = st.plan.filter_conds.is_empty();
             st.batch = RowBatch::new();
             if let Some(ix) = st.index.as_mut() {
                 // Parameters may have changed: evaluate the values again.
@@ -1418,7 +1369,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
                     st.examined as i64,
                     es,
                 );
-                if !st.filter_conds.is_empty() {
+                if !st.plan.filter_conds.is_empty() {
                     // (Workers count theirs in their own processes.)
                     let label = if st.shared.is_some() {
                         c"Rows Removed by Memory Filter in Leader"

@@ -856,3 +856,103 @@ fn a_cursor_returns_rows_its_transaction_rekeys_between_fetches() {
         }
     }
 }
+
+/// Prepared statements run their plans many times, and each plan's lists are decoded
+/// once per backend (`scan_plans`): statements of one session on one table, with
+/// different indexes, directions, filters and columns, executed in turns with their
+/// generic plans, return what the same statements return on a heap table; so they do
+/// after every change that replans them (index created or dropped, column added, key
+/// column's type changed, table truncated and refilled), in and out of transactions.
+#[test]
+fn prepared_plans_of_one_table_each_return_their_own_rows_through_ddl() {
+    let (_c, mut s) = setup();
+    s.batch_execute(
+        "CREATE FOREIGN TABLE pm (id int PRIMARY KEY, grp int, v text) SERVER memfdw; \
+         CREATE TABLE ph (id int PRIMARY KEY, grp int, v text); \
+         CREATE INDEX pm_grp ON pm (grp); CREATE INDEX ph_grp ON ph (grp); \
+         INSERT INTO pm SELECT g, g % 7, 'v' || g FROM generate_series(1, 300) g; \
+         INSERT INTO ph SELECT * FROM pm; \
+         SET plan_cache_mode = force_generic_plan",
+    )
+    .unwrap();
+    let queries = [
+        "SELECT v FROM {t} WHERE id = $1",
+        "SELECT id, v FROM {t} WHERE grp = $1 % 7 ORDER BY id DESC",
+        "SELECT grp::int FROM {t} WHERE id > $1 ORDER BY id LIMIT 5",
+        "SELECT id FROM {t} WHERE v = 'v' || $1::int ORDER BY id",
+        "SELECT count(*)::int FROM {t} WHERE grp = $1 % 7 AND id < $1",
+    ];
+    let prepare = |s: &mut Client| -> Vec<(postgres::Statement, postgres::Statement)> {
+        queries
+            .iter()
+            .map(|q| {
+                (
+                    s.prepare(&q.replace("{t}", "pm")).unwrap(),
+                    s.prepare(&q.replace("{t}", "ph")).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let text = |rows: Vec<postgres::Row>| -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| match r.columns()[i].type_() {
+                        &postgres::types::Type::INT4 => {
+                            r.get::<_, Option<i32>>(i).map(|x| x.to_string())
+                        }
+                        &postgres::types::Type::INT8 => {
+                            r.get::<_, Option<i64>>(i).map(|x| x.to_string())
+                        }
+                        _ => r.get::<_, Option<String>>(i),
+                    })
+                    .map(|x| x.unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    };
+    let check =
+        |s: &mut Client, stmts: &[(postgres::Statement, postgres::Statement)], round: &str| {
+            for k in [1i32, 7, 150, 299, 300, 301, 0, 42] {
+                for (i, (m, h)) in stmts.iter().enumerate() {
+                    let got = text(s.query(m, &[&k]).unwrap());
+                    let want = text(s.query(h, &[&k]).unwrap());
+                    assert_eq!(got, want, "{round}: query {i} with {k}");
+                }
+            }
+        };
+    let stmts = prepare(&mut s);
+    check(&mut s, &stmts, "start");
+    check(&mut s, &stmts, "again");
+    let changes = [
+        "CREATE UNIQUE INDEX pm_v ON pm (v); CREATE UNIQUE INDEX ph_v ON ph (v)",
+        "DROP INDEX pm_grp; DROP INDEX ph_grp",
+        "ALTER FOREIGN TABLE pm ADD COLUMN w int DEFAULT 3; ALTER TABLE ph ADD COLUMN w int DEFAULT 3",
+        "UPDATE pm SET grp = grp + 1 WHERE id % 5 = 0; UPDATE ph SET grp = grp + 1 WHERE id % 5 = 0",
+        "BEGIN; TRUNCATE pm; TRUNCATE ph; \
+         INSERT INTO pm SELECT g, g % 5, 'v' || g, g FROM generate_series(100, 400) g; \
+         INSERT INTO ph SELECT * FROM pm; COMMIT",
+        "CREATE INDEX pm_grp ON pm (grp, id); CREATE INDEX ph_grp ON ph (grp, id)",
+        "ALTER FOREIGN TABLE pm ALTER COLUMN grp TYPE bigint; ALTER TABLE ph ALTER COLUMN grp TYPE bigint",
+    ];
+    for change in changes {
+        s.batch_execute(change).unwrap();
+        check(&mut s, &stmts, change);
+        // The same statements prepared again (new plans beside the old ones).
+        let again = prepare(&mut s);
+        check(&mut s, &again, change);
+        check(&mut s, &stmts, change);
+    }
+    // Inside a transaction that truncates and refills the table: its plans read the
+    // transaction's replacement.
+    s.batch_execute(
+        "BEGIN; TRUNCATE pm; TRUNCATE ph; \
+         INSERT INTO pm SELECT g, g % 3, 'v' || g, 0 FROM generate_series(1, 50) g; \
+         INSERT INTO ph SELECT * FROM pm",
+    )
+    .unwrap();
+    check(&mut s, &stmts, "in the truncating transaction");
+    s.batch_execute("ROLLBACK").unwrap();
+    check(&mut s, &stmts, "after its rollback");
+}
