@@ -42,7 +42,11 @@ pub struct Engine {
     tables: SpinRwLock<HashMap<TableId, Arc<Table>>>,
     /// Last commit TID handed out.
     last_tid: AtomicU64,
+    /// The next transaction id not handed out in a block (see [`Engine::begin`]).
     next_txn_id: AtomicU64,
+    /// Tells this engine from others a process made before (tests build many): a
+    /// process's block of transaction ids belongs to one engine.
+    instance: u64,
     config: EngineConfig,
     /// Bytes accounted by the engine itself (kept only when no arena is installed:
     /// see [`Engine::account`]).
@@ -190,6 +194,28 @@ pub struct MemoryStats {
     pub arena_reserved: usize,
 }
 
+/// Transaction ids a thread takes from the shared counter at once.
+const TXN_ID_BLOCK: u64 = 256;
+
+/// Instance numbers of engines (see `Engine::instance`), from 1.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's block of transaction ids: `next..end` of engine `instance`, taken in
+/// fork generation `generation`.
+#[derive(Clone, Copy)]
+struct TxnIds {
+    instance: u64,
+    generation: u64,
+    next: u64,
+    end: u64,
+}
+
+thread_local! {
+    static TXN_IDS: std::cell::Cell<TxnIds> = const {
+        std::cell::Cell::new(TxnIds { instance: 0, generation: 0, next: 0, end: 0 })
+    };
+}
+
 impl Engine {
     /// Builds an engine. With an arena installed, it lives in the arena (the caller
     /// leaks the box into shared memory). A `sink` must itself be allocated inside an
@@ -201,6 +227,7 @@ impl Engine {
             tables: SpinRwLock::new(HashMap::new()),
             last_tid: AtomicU64::new(0),
             next_txn_id: AtomicU64::new(1),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             config,
             accounted: AtomicUsize::new(0),
             sink: AtomicPtr::new(sink.map_or(std::ptr::null_mut(), |s| {
@@ -565,8 +592,36 @@ impl Engine {
     /// Starts a transaction.
     pub fn begin(&'static self) -> TxnHandle {
         let _s = scope::enter();
-        let id = self.next_txn_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_txn_id();
         TxnHandle::new(Txn::new(self, id))
+    }
+
+    /// A transaction id no other transaction of this engine has: from this thread's
+    /// block of [`TXN_ID_BLOCK`] ids, taken from the shared counter when used up (one
+    /// update of a line every backend writes per block, not per transaction). A
+    /// block belongs to one engine and one process: a child process forked after its
+    /// parent took a block takes its own (see [`crate::epoch::fork_generation`]).
+    fn next_txn_id(&self) -> u64 {
+        let generation = crate::epoch::fork_generation();
+        TXN_IDS.with(|b| {
+            let mut block = b.get();
+            if block.instance != self.instance
+                || block.generation != generation
+                || block.next == block.end
+            {
+                let start = self.next_txn_id.fetch_add(TXN_ID_BLOCK, Ordering::Relaxed);
+                block = TxnIds {
+                    instance: self.instance,
+                    generation,
+                    next: start,
+                    end: start + TXN_ID_BLOCK,
+                };
+            }
+            let id = block.next;
+            block.next += 1;
+            b.set(block);
+            id
+        })
     }
 
     /// A new commit TID. Sequentially consistent: see [`crate::snapshots`].

@@ -29,10 +29,20 @@ const FREE: u64 = u64::MAX;
 /// Number of slots: transactions holding snapshots at once.
 pub(crate) const SNAPSHOT_SLOTS: usize = 4096;
 
+/// One line per slot: slots are written at every statement by their transaction
+/// only, and four to a line they were written by four backends at once.
+#[repr(align(64))]
 pub(crate) struct Slot {
     at: AtomicU64,
     /// Who holds it (the transaction's lock tag), for introspection.
     holder: AtomicU64,
+}
+
+thread_local! {
+    /// The slot this thread claimed last (a hint only: any free slot will do). A
+    /// child process inherits its parent's, and moves on from it at its first claim
+    /// if the parent holds it.
+    static LAST_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The engine's snapshot slots.
@@ -64,16 +74,27 @@ impl Snapshots {
         }
     }
 
-    /// Claims a free slot holding `at`; None if every slot is taken.
+    /// Claims a free slot holding `at`; None if every slot is taken. The search starts
+    /// at the slot this thread claimed last (see [`LAST_SLOT`]): a backend takes the
+    /// same slot, its own line, transaction after transaction, where every backend
+    /// used to race for the first free slots (and their lines).
     pub(crate) fn claim(&self, at: Tid, holder: u64) -> Option<usize> {
-        for (i, s) in self.slots.iter().enumerate() {
+        let n = self.slots.len();
+        let start = LAST_SLOT.with(|l| l.get()) % n;
+        for i in (start..n).chain(0..start) {
+            let s = &self.slots[i];
             if s.at.load(SeqCst) == FREE
                 && s.at
                     .compare_exchange(FREE, at.get(), SeqCst, SeqCst)
                     .is_ok()
             {
                 s.holder.store(holder, SeqCst);
-                self.high_water.fetch_max(i + 1, SeqCst);
+                // (A read first: the maximum rarely moves, and an update is a write
+                // to a line every claimer reads.)
+                if self.high_water.load(SeqCst) < i + 1 {
+                    self.high_water.fetch_max(i + 1, SeqCst);
+                }
+                LAST_SLOT.with(|l| l.set(i));
                 return Some(i);
             }
         }

@@ -62,8 +62,29 @@ pub(crate) struct ScanPlan {
     col_types: Vec<ColumnType>,
 }
 
+/// Hashes a serial with one multiplication (the default hasher, SipHash, cost more
+/// than the rest of the lookup).
+#[derive(Default)]
+struct SerialHasher(u64);
+
+impl std::hash::Hasher for SerialHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Plans = HashMap<u64, Rc<ScanPlan>, std::hash::BuildHasherDefault<SerialHasher>>;
+
 thread_local! {
-    static PLANS: RefCell<HashMap<u64, Rc<ScanPlan>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<Plans> = RefCell::new(Plans::default());
 }
 
 /// The decoded form of `plan`, a scan of `table`: the one kept for its serial if there
