@@ -605,7 +605,9 @@ mod tests {
         // As pgbench's accounts at scale 10: 2^20 slots.
         let n = 1_000_000u64;
         for i in 1..=n {
-            cache.put(hash_key(&i.to_be_bytes()), RowId(i), n as usize, &g, |_| true);
+            cache.put(hash_key(&i.to_be_bytes()), RowId(i), n as usize, &g, |_| {
+                true
+            });
         }
         assert_eq!(cache.bytes(&g), Slots::layout(slots_for(n as usize)).size());
         assert_eq!(slots_for(n as usize), 1 << 20, "about one slot per entry");

@@ -86,8 +86,8 @@ pub fn lock_mode_from_strength(s: pg_sys::LockClauseStrength::Type) -> LockMode 
 }
 
 /// A `ForeignScan`'s `fdw_private`: `(needed columns, index choice or NIL, lock
-/// policy, lock mode, row filter, dropped conditions' position, serial (two
-/// integers))`, and for a scan that modifies its rows directly a last member, its
+/// policy, lock mode, row filter, dropped conditions' position, serial (three
+/// integers: number's high and low halves, pid))`, and for a scan that modifies its rows directly a last member, its
 /// [`DirectPrivate`].
 pub struct ScanPrivate {
     /// Attribute numbers the plan reads, as an integer list; `[0]` means every column.
@@ -107,13 +107,22 @@ pub struct ScanPrivate {
     /// NIL, or a [`DirectPrivate`] list: the scan updates or deletes the rows it
     /// finds itself (see `direct_modify`).
     pub direct: *mut pg_sys::List,
-    /// Names this list's content in this backend (see `scan_plans`): a new one is
-    /// given by every [`ScanPrivate::to_list`] (whatever this field holds), so lists
-    /// with the same serial are copies of one list.
-    pub serial: u64,
+    /// Names this list's content (see `scan_plans`): the planning process's pid and
+    /// a number it never gave before. A new one is given by every
+    /// [`ScanPrivate::to_list`] (whatever this field holds), so lists with the same
+    /// serial are copies of one list. (The pid: a parallel worker holds its leader's
+    /// plans and plans queries of its own, e.g. of a function called by the scan.)
+    pub serial: PlanSerial,
 }
 
-/// The next plan serial of this backend (never 0).
+/// See [`ScanPrivate::serial`]; `(0, 0)` is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PlanSerial {
+    pub pid: i32,
+    pub number: u64,
+}
+
+/// The next plan number of this process (never 0).
 fn next_serial() -> u64 {
     use std::cell::Cell;
     thread_local! {
@@ -142,6 +151,7 @@ impl ScanPrivate {
             let serial = next_serial();
             l = pg_sys::lappend(l, pg_sys::makeInteger((serial >> 32) as i32) as *mut c_void);
             l = pg_sys::lappend(l, pg_sys::makeInteger(serial as u32 as i32) as *mut c_void);
+            l = pg_sys::lappend(l, pg_sys::makeInteger(pg_sys::MyProcPid) as *mut c_void);
             if !self.direct.is_null() {
                 l = pg_sys::lappend(l, self.direct as *mut c_void);
             }
@@ -152,7 +162,7 @@ impl ScanPrivate {
     /// # Safety
     /// `l` is a list built by [`ScanPrivate::to_list`] (possibly copied).
     pub unsafe fn from_list(l: *mut pg_sys::List) -> ScanPrivate {
-        // SAFETY: an eight- or nine-element list we built.
+        // SAFETY: a nine- or ten-element list we built.
         unsafe {
             let int = |i| (*(crate::pglist::nth(l, i) as *mut pg_sys::Integer)).ival;
             ScanPrivate {
@@ -166,12 +176,15 @@ impl ScanPrivate {
                 ),
                 filter: crate::pglist::nth(l, 4) as *mut pg_sys::List,
                 dropped_at: (*(crate::pglist::nth(l, 5) as *mut pg_sys::Integer)).ival,
-                direct: if crate::pglist::len(l) > 8 {
-                    crate::pglist::nth(l, 8) as *mut pg_sys::List
+                direct: if crate::pglist::len(l) > 9 {
+                    crate::pglist::nth(l, 9) as *mut pg_sys::List
                 } else {
                     std::ptr::null_mut()
                 },
-                serial: ((int(6) as u32 as u64) << 32) | int(7) as u32 as u64,
+                serial: PlanSerial {
+                    pid: int(8),
+                    number: ((int(6) as u32 as u64) << 32) | int(7) as u32 as u64,
+                },
             }
         }
     }

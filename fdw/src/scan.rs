@@ -272,7 +272,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             filter,
             dropped_at,
             direct: std::ptr::null_mut(),
-            serial: 0,
+            serial: Default::default(),
         };
         pg_sys::make_foreignscan(
             tlist,

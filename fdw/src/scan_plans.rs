@@ -6,8 +6,9 @@
 //! reads) was decoded into fresh vectors, with catalog-cache lookups, at every
 //! execution: about 3% of a primary-key SELECT's backend time. It is now decoded at
 //! a plan's first execution and kept here, in a backend-local map, by the plan's
-//! serial (`ScanPrivate::serial`): lists with the same serial are copies of one list
-//! (`copyObject`, a parallel worker's copy of its leader's plan) and say the same.
+//! serial (`ScanPrivate::serial`: the planning process and a number): lists with the
+//! same serial are copies of one list (`copyObject`, a parallel worker's copy of its
+//! leader's plan) and say the same.
 //!
 //! Invariants:
 //! * an entry is the decoding of the plan lists with its serial, and of the column
@@ -19,7 +20,7 @@
 //!   freed, so it is emptied when full (the plans still running keep their `Rc`).
 
 use crate::index_paths::{Cond, CondKind, IndexChoice};
-use crate::plan_private::{self, LockPolicy, ScanPrivate};
+use crate::plan_private::{self, LockPolicy, PlanSerial, ScanPrivate};
 use crate::types::Codec;
 use memfdw_engine::{ColumnType, LockMode, TableHandle};
 use pgrx::pg_sys;
@@ -62,8 +63,8 @@ pub(crate) struct ScanPlan {
     col_types: Vec<ColumnType>,
 }
 
-/// Hashes a serial with one multiplication (the default hasher, SipHash, cost more
-/// than the rest of the lookup).
+/// Hashes a serial with a multiplication per word (the default hasher, SipHash, cost
+/// more than the rest of the lookup).
 #[derive(Default)]
 struct SerialHasher(u64);
 
@@ -77,11 +78,14 @@ impl std::hash::Hasher for SerialHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.write_u64(v as u32 as u64)
     }
 }
 
-type Plans = HashMap<u64, Rc<ScanPlan>, std::hash::BuildHasherDefault<SerialHasher>>;
+type Plans = HashMap<PlanSerial, Rc<ScanPlan>, std::hash::BuildHasherDefault<SerialHasher>>;
 
 thread_local! {
     static PLANS: RefCell<Plans> = RefCell::new(Plans::default());
@@ -107,7 +111,7 @@ pub(crate) unsafe fn of(plan: *mut pg_sys::ForeignScan, table: &TableHandle) -> 
             }
         }
         let decoded = Rc::new(decode(plan, &private, table));
-        if private.serial != 0 {
+        if private.serial != PlanSerial::default() {
             PLANS.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.len() >= MAX_PLANS {

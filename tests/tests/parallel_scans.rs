@@ -179,3 +179,44 @@ fn parallel_scans_return_what_heap_returns() {
     let p = plan(&mut s, "SELECT * FROM m WHERE g = 1 FOR UPDATE");
     assert!(!p.contains("Parallel"), "{p}");
 }
+
+/// A parallel worker holds its leader's plans and plans queries of its own (here a
+/// function the scan's filter calls, which reads the same table by key): each scan
+/// runs its own plan (plan serials name the process that planned them, see
+/// `scan_plans`), as on a heap table. The parallel query is the first plan of a new
+/// session, so that the leader's plan and the worker's own first plan have the same
+/// number.
+#[test]
+fn a_function_called_in_a_parallel_worker_reads_with_its_own_plan() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; \
+         CREATE FOREIGN TABLE m (id int PRIMARY KEY, g int, v text) SERVER memfdw; \
+         CREATE TABLE h (id int PRIMARY KEY, g int, v text); \
+         INSERT INTO m SELECT i, i % 97, 'v' || i FROM generate_series(1, 20000) i; \
+         INSERT INTO h SELECT * FROM m; ANALYZE h; \
+         CREATE FUNCTION mv(k int) RETURNS text LANGUAGE plpgsql STABLE PARALLEL SAFE \
+           AS $$ DECLARE r text; BEGIN SELECT v INTO r FROM m WHERE id = k; RETURN r; END $$; \
+         CREATE FUNCTION hv(k int) RETURNS text LANGUAGE plpgsql STABLE PARALLEL SAFE \
+           AS $$ DECLARE r text; BEGIN SELECT v INTO r FROM h WHERE id = k; RETURN r; END $$",
+    )
+    .unwrap();
+    drop(s);
+    for (q, want) in [
+        ("SELECT count(*) FROM {t} WHERE {f}(id) = v", "20000"),
+        (
+            "SELECT count(*) FROM {t} WHERE {f}(id) = v AND g < 10",
+            "2069",
+        ),
+    ] {
+        let mut fresh = c.connect();
+        fresh.batch_execute(FORCE_PARALLEL).unwrap();
+        let mq = q.replace("{t}", "m").replace("{f}", "mv");
+        let hq = q.replace("{t}", "h").replace("{f}", "hv");
+        assert_eq!(text_rows(&mut fresh, &mq), vec![want.to_string()], "{mq}");
+        assert_eq!(text_rows(&mut fresh, &hq), vec![want.to_string()], "{hq}");
+        let p = plan(&mut fresh, &mq);
+        assert!(p.contains("Parallel Foreign Scan on m"), "{mq}:\n{p}");
+    }
+}
