@@ -897,11 +897,11 @@ fn prepared_plans_of_one_table_each_return_their_own_rows_through_ddl() {
         rows.iter()
             .map(|r| {
                 (0..r.len())
-                    .map(|i| match r.columns()[i].type_() {
-                        &postgres::types::Type::INT4 => {
+                    .map(|i| match *r.columns()[i].type_() {
+                        postgres::types::Type::INT4 => {
                             r.get::<_, Option<i32>>(i).map(|x| x.to_string())
                         }
-                        &postgres::types::Type::INT8 => {
+                        postgres::types::Type::INT8 => {
                             r.get::<_, Option<i64>>(i).map(|x| x.to_string())
                         }
                         _ => r.get::<_, Option<String>>(i),
