@@ -18,6 +18,7 @@ mod ddl;
 mod direct_modify;
 mod error_fields;
 mod errors;
+mod fnv;
 mod handler;
 mod import;
 mod index_ddl;

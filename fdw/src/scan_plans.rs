@@ -63,29 +63,8 @@ pub(crate) struct ScanPlan {
     col_types: Vec<ColumnType>,
 }
 
-/// Hashes a serial with a multiplication per word (the default hasher, SipHash, cost
-/// more than the rest of the lookup).
-#[derive(Default)]
-struct SerialHasher(u64);
-
-impl std::hash::Hasher for SerialHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(29) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    fn write_i32(&mut self, v: i32) {
-        self.write_u64(v as u32 as u64)
-    }
-}
-
-type Plans = HashMap<PlanSerial, Rc<ScanPlan>, std::hash::BuildHasherDefault<SerialHasher>>;
+/// (FNV: SipHash cost more than the rest of the lookup.)
+type Plans = HashMap<PlanSerial, Rc<ScanPlan>, std::hash::BuildHasherDefault<crate::fnv::Fnv>>;
 
 thread_local! {
     static PLANS: RefCell<Plans> = RefCell::new(Plans::default());

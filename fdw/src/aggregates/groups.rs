@@ -2,29 +2,8 @@
 //! the grouping columns' bytes, each group with its aggregates' running state.
 
 use super::accumulators::Acc;
+use crate::fnv::Fnv;
 use memfdw_engine::RowLayout;
-
-/// FNV-1a, for the group table: group keys are short, and need no protection against
-/// chosen collisions (the worst case is a slow query, as for any hash aggregate).
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
 
 /// The running aggregates: one set, or one per group of a GROUP BY.
 ///
