@@ -339,13 +339,13 @@ unsafe extern "C-unwind" fn xact_callback(
             // before PostgreSQL's commit sends the invalidation that makes them
             // replan (should the commit fail after this, the abort drops them, and a
             // plan that chose one falls back to reading the table).
+            // (The table as this transaction sees it: an index created after a
+            // TRUNCATE or ALTER of the table is the replacement's, which the commit
+            // installs.)
             let index_creates = BACKEND.with(|b| b.borrow().index_creates.clone());
-            if !index_creates.is_empty() {
-                let e = engine();
-                for (oid, id, _) in index_creates {
-                    if let Some(t) = e.table(crate::handler::table_id(pg_sys::Oid::from(oid))) {
-                        t.mark_index_committed(id);
-                    }
+            for (oid, id, _) in index_creates {
+                if let Some(t) = table_view(pg_sys::Oid::from(oid)) {
+                    t.mark_index_committed(id);
                 }
             }
             // Tables created by this transaction: nobody else could write them.

@@ -798,6 +798,25 @@ fn planners_use_another_transaction_s_index_only_once_it_commits() {
         "replanned with the committed index: {plan}"
     );
     check(&mut s);
+    // An index created after a TRUNCATE or an ALTER of its table in the same
+    // transaction is the replacement's, which the commit installs: planned as well.
+    for (ddl, index) in [
+        (
+            "BEGIN; TRUNCATE m; INSERT INTO m SELECT g, g % 100 FROM generate_series(1, 5000) g; \
+             CREATE INDEX m_val2 ON m (val, id); DROP INDEX m_val; COMMIT",
+            "m_val2",
+        ),
+        (
+            "BEGIN; ALTER FOREIGN TABLE m ADD COLUMN w int; \
+             CREATE INDEX m_val3 ON m (val, w); DROP INDEX m_val2; COMMIT",
+            "m_val3",
+        ),
+    ] {
+        other.batch_execute(ddl).unwrap();
+        let plan = explain(&mut s, "SELECT count(*) FROM m WHERE val = 5");
+        assert!(plan.contains(index), "{ddl}: {plan}");
+        check(&mut s);
+    }
 }
 
 /// A cursor over an index range sees the rows as of its command: rows the transaction
