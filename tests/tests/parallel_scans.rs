@@ -28,17 +28,27 @@ fn same(s: &mut Client, q: &str, parallel: bool) {
     assert_eq!(text_rows(s, &mq), text_rows(s, &hq), "{mq}");
 }
 
-#[test]
-fn parallel_scans_return_what_heap_returns() {
-    let c = Cluster::start();
+/// A new session, with memfdw, a memory table `m` and a heap table `h` holding the
+/// same `rows` rows `(id, id % 97, 'v' || id)`.
+fn twin_tables(c: &Cluster, rows: u32) -> Client {
     let mut s = c.connect();
-    s.batch_execute(
+    s.batch_execute(&format!(
         "CREATE EXTENSION memfdw; \
          CREATE FOREIGN TABLE m (id int PRIMARY KEY, g int, v text) SERVER memfdw; \
          CREATE TABLE h (id int PRIMARY KEY, g int, v text); \
-         INSERT INTO m SELECT i, i % 97, 'v' || i FROM generate_series(1, 60000) i; \
-         INSERT INTO h SELECT i, i % 97, 'v' || i FROM generate_series(1, 60000) i; \
-         DELETE FROM m WHERE id BETWEEN 10000 AND 14000; \
+         INSERT INTO m SELECT i, i % 97, 'v' || i FROM generate_series(1, {rows}) i; \
+         INSERT INTO h SELECT * FROM m; ANALYZE h"
+    ))
+    .unwrap();
+    s
+}
+
+#[test]
+fn parallel_scans_return_what_heap_returns() {
+    let c = Cluster::start();
+    let mut s = twin_tables(&c, 60000);
+    s.batch_execute(
+        "DELETE FROM m WHERE id BETWEEN 10000 AND 14000; \
          DELETE FROM h WHERE id BETWEEN 10000 AND 14000; \
          ANALYZE h",
     )
@@ -189,14 +199,9 @@ fn parallel_scans_return_what_heap_returns() {
 #[test]
 fn a_function_called_in_a_parallel_worker_reads_with_its_own_plan() {
     let c = Cluster::start();
-    let mut s = c.connect();
+    let mut s = twin_tables(&c, 20000);
     s.batch_execute(
-        "CREATE EXTENSION memfdw; \
-         CREATE FOREIGN TABLE m (id int PRIMARY KEY, g int, v text) SERVER memfdw; \
-         CREATE TABLE h (id int PRIMARY KEY, g int, v text); \
-         INSERT INTO m SELECT i, i % 97, 'v' || i FROM generate_series(1, 20000) i; \
-         INSERT INTO h SELECT * FROM m; ANALYZE h; \
-         CREATE FUNCTION mv(k int) RETURNS text LANGUAGE plpgsql STABLE PARALLEL SAFE \
+        "CREATE FUNCTION mv(k int) RETURNS text LANGUAGE plpgsql STABLE PARALLEL SAFE \
            AS $$ DECLARE r text; BEGIN SELECT v INTO r FROM m WHERE id = k; RETURN r; END $$; \
          CREATE FUNCTION hv(k int) RETURNS text LANGUAGE plpgsql STABLE PARALLEL SAFE \
            AS $$ DECLARE r text; BEGIN SELECT v INTO r FROM h WHERE id = k; RETURN r; END $$",
