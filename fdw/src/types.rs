@@ -21,6 +21,9 @@ pub enum Codec {
     ByRef(usize),
     /// A varlena; its payload is stored without the header.
     Varlena,
+    /// A `character(n)` value: its payload without the header and without its
+    /// trailing blanks, which `datum` puts back (see [`blank_padded`]).
+    Blank(u32),
 }
 
 impl Codec {
@@ -63,9 +66,8 @@ impl Codec {
             Other { len, .. } if len > 0 => Codec::ByRef(len as usize),
             // Always NULL: never read or written.
             Dropped => Codec::ByRef(0),
-            Numeric | Char(_) | Varchar(_) | Text | Bytea | Json | Jsonb | Other { .. } => {
-                Codec::Varlena
-            }
+            Char(n) => Codec::Blank(n),
+            Numeric | Varchar(_) | Text | Bytea | Json | Jsonb | Other { .. } => Codec::Varlena,
         }
     }
 }
@@ -280,18 +282,55 @@ pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &
             // SAFETY: a by-reference datum of this type points at n bytes.
             unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), n) }
         }
-        Codec::Varlena => {
+        Codec::Varlena | Codec::Blank(_) => {
             // SAFETY: a varlena datum; detoasting copies into the current memory
             // context if needed.
-            unsafe {
+            let b = unsafe {
                 let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
                 std::slice::from_raw_parts(
                     pgrx::vardata_any(p) as *const u8,
                     pgrx::varsize_any_exhdr(p),
                 )
+            };
+            if matches!(codec, Codec::Blank(_)) {
+                trim_blanks(b)
+            } else {
+                b
             }
         }
     }
+}
+
+/// `b` without its trailing blanks (0x20 bytes: in every server encoding, a byte below
+/// 0x80 is a whole ASCII character, never part of a multibyte one).
+#[inline]
+pub fn trim_blanks(b: &[u8]) -> &[u8] {
+    let end = b.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
+    &b[..end]
+}
+
+/// Blank-padded storage of `character(n)` columns. PostgreSQL pads every value of a
+/// `character(n)` column to n characters on input (a typmod coercion, also in COPY,
+/// UPDATE, defaults and ALTER ... TYPE), and bpchar's operators, hashing, `length()`
+/// and casts to text ignore trailing blanks; heap stores the padding, so a
+/// `character(84)` filler holding `''` takes 85 bytes per row. Memory tables store the
+/// value without its trailing blanks and pad it back to n characters when they hand
+/// it out, so every value reads back byte for byte as heap returns it (`octet_length`
+/// included). Rows written before this stored the padding; they read back the same
+/// (nothing is added to a value of n characters), index keys drop trailing blanks in
+/// both cases (`keys`), and in-memory GROUP BY trims them before grouping.
+///
+/// The number of blanks to add is n minus the stored bytes' length in characters:
+/// their byte count when they are ASCII, else `pg_mbstrlen_with_len`.
+fn blank_padded(n: u32, b: &[u8]) -> usize {
+    let chars = if b.is_ascii() {
+        b.len()
+    } else {
+        // SAFETY: reads b.len() bytes of a value stored from a datum of the server's
+        // encoding.
+        unsafe { pg_sys::pg_mbstrlen_with_len(b.as_ptr() as *const _, b.len() as i32) as usize }
+    };
+    (n as usize).saturating_sub(chars)
 }
 
 /// Unpacks `row` into the virtual tuple `slot` (values allocated in the current
@@ -352,17 +391,19 @@ pub unsafe fn datum(codec: Codec, b: &[u8]) -> pg_sys::Datum {
                 pg_sys::Datum::from(p)
             }
         }
-        Codec::Varlena => {
-            // SAFETY: as above; a 4-byte header followed by the payload.
+        Codec::Varlena | Codec::Blank(_) => {
+            let pad = match codec {
+                Codec::Blank(n) => blank_padded(n, b),
+                _ => 0,
+            };
+            // SAFETY: as above; a 4-byte header followed by the payload and its padding.
             unsafe {
-                let total = b.len() + pg_sys::VARHDRSZ;
+                let total = b.len() + pad + pg_sys::VARHDRSZ;
                 let p = pg_sys::palloc(total) as *mut pg_sys::varlena;
                 pgrx::set_varsize_4b(p, total as i32);
-                std::ptr::copy_nonoverlapping(
-                    b.as_ptr(),
-                    (p as *mut u8).add(pg_sys::VARHDRSZ),
-                    b.len(),
-                );
+                let data = (p as *mut u8).add(pg_sys::VARHDRSZ);
+                std::ptr::copy_nonoverlapping(b.as_ptr(), data, b.len());
+                std::ptr::write_bytes(data.add(b.len()), b' ', pad);
                 pg_sys::Datum::from(p)
             }
         }

@@ -253,7 +253,13 @@ pub unsafe fn iterate(node: *mut pg_sys::ForeignScanState) -> *mut pg_sys::Tuple
 unsafe fn compute(node: *mut pg_sys::ForeignScanState, st: &mut AggScanState) {
     // SAFETY: executor structures of the running scan.
     unsafe {
-        let mut groups = Groups::new(st.groups.iter().map(|g| g.0).collect(), st.accs.clone());
+        let mut groups = Groups::new(
+            st.groups
+                .iter()
+                .map(|g| (g.0, matches!(g.1, Codec::Blank(_))))
+                .collect(),
+            st.accs.clone(),
+        );
         // Four times a hash aggregate's memory: estimates are estimates.
         groups.limit = pg_sys::get_hash_memory_limit().saturating_mul(4);
         let filter = (!st.filter_conds.is_empty()).then(|| {

@@ -9,12 +9,14 @@ use memfdw_engine::RowLayout;
 ///
 /// A group's key is its columns' bytes as the rows store them, each as a NULL mark (0)
 /// or a value mark (1), its length (u32) and its bytes: `groupable` admits only types
-/// whose equal values have equal bytes. Rows are added inside the engine's scan (see
+/// whose equal values have equal bytes, once a `character(n)` value's trailing blanks
+/// are trimmed (rows written before memory tables trimmed them hold them). Rows are added inside the engine's scan (see
 /// `Txn::scan_visit`), which must not allocate shared memory: the key buffer was
 /// allocated here, so growing it keeps it private, and a new group is entered outside
 /// the engine's scope.
 pub(super) struct Groups {
-    pub(super) cols: Vec<usize>,
+    /// The grouping columns, each with whether it is a `character(n)` column.
+    pub(super) cols: Vec<(usize, bool)>,
     pub(super) template: Vec<Acc>,
     /// Bytes the groups take (about), and the most they may: past it the pass fails
     /// with an error rather than take the backend's memory (PostgreSQL's hash
@@ -33,7 +35,7 @@ impl Groups {
     /// and the allocations' overheads.
     pub(super) const ENTRY_BYTES: usize = 96;
 
-    pub(super) fn new(cols: Vec<usize>, template: Vec<Acc>) -> Groups {
+    pub(super) fn new(cols: Vec<(usize, bool)>, template: Vec<Acc>) -> Groups {
         let states = if cols.is_empty() {
             // Without GROUP BY there is one row, even for no input.
             vec![(Vec::new(), template.clone())]
@@ -62,10 +64,15 @@ impl Groups {
             0
         } else {
             self.key.clear();
-            for &c in &self.cols {
+            for &(c, blank) in &self.cols {
                 match layout.get(row, c) {
                     None => self.key.push(0),
                     Some(b) => {
+                        let b = if blank {
+                            crate::types::trim_blanks(b)
+                        } else {
+                            b
+                        };
                         self.key.push(1);
                         self.key.extend_from_slice(&(b.len() as u32).to_le_bytes());
                         self.key.extend_from_slice(b);
