@@ -260,6 +260,60 @@ pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     }
 }
 
+/// Like [`futex_wait`], but only a wake naming one of `bits` ([`futex_wake_bits`])
+/// ends the sleep early. Returns false if it slept until `timeout`.
+pub fn futex_wait_bits(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+    bits: u32,
+) -> bool {
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+    let deadline = libc::timespec {
+        tv_sec: now.tv_sec
+            + timeout.as_secs() as libc::time_t
+            + (nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT_BITSET on a live, aligned u32; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            &deadline as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            bits,
+        )
+    };
+    !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
+}
+
+/// Wakes up to `n` processes sleeping in [`futex_wait_bits`] on `word` with one of
+/// `bits`.
+pub fn futex_wake_bits(word: &std::sync::atomic::AtomicU32, n: i32, bits: u32) {
+    // SAFETY: FUTEX_WAKE_BITSET on a live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE_BITSET,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            bits,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -419,3 +419,71 @@ fn random_crashes_keep_every_synced_record_and_only_written_ones() {
         }
     }
 }
+
+/// Group commit: many threads commit at once while each sync takes a millisecond,
+/// and pause between commits as clients do.
+/// Every commit returns durable, syncs cover several commits each, and no sleeper is
+/// left to its timeout (a sleeper waits for the sync that covers it: the running one
+/// or the next, whose leader a finishing sync wakes).
+#[test]
+fn group_commit_wakes_every_sleeper_in_time() {
+    let dir = MemDir::new();
+    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
+    log.set_sync_delay(1);
+    let (threads, each) = (8, 150);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let log = &log;
+            s.spawn(move || {
+                for i in 0..each {
+                    let a = log.append(&payload(t * 1000 + i)).unwrap();
+                    log.make_durable(a.end).unwrap();
+                    assert!(log.flushed_lsn() >= a.end, "returned before its sync");
+                    // A client's round trip: the leader is not back at once to lead
+                    // the next sync.
+                    std::thread::sleep(std::time::Duration::from_micros(500 * ((t + i) % 4)));
+                }
+            });
+        }
+    });
+    let (appends, syncs) = log.counters();
+    assert_eq!(appends, threads * each);
+    assert!(
+        syncs * 2 < appends,
+        "{syncs} syncs for {appends} commits: no group commit"
+    );
+    assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
+}
+
+/// A commit written while a sync runs needs the next sync: when the running one ends,
+/// its leader wakes that commit to lead the next, even if no other commit comes.
+#[test]
+fn a_commit_written_during_a_sync_is_woken_to_lead_the_next() {
+    let dir = MemDir::new();
+    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
+    log.set_sync_delay(5);
+    for round in 0..5 {
+        let second = std::thread::scope(|s| {
+            let log = &log;
+            s.spawn(move || {
+                let a = log.append(&payload(round * 2)).unwrap();
+                log.make_durable(a.end).unwrap();
+            });
+            s.spawn(move || {
+                // Written while the first commit's sync runs.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                let a = log.append(&payload(round * 2 + 1)).unwrap();
+                let t = std::time::Instant::now();
+                log.make_durable(a.end).unwrap();
+                t.elapsed()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(
+            second < std::time::Duration::from_millis(18),
+            "round {round}: the second commit took {second:?}"
+        );
+    }
+    assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
+}

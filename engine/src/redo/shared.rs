@@ -16,10 +16,15 @@
 //!   header and renames it. With no spare ready it creates the segment itself, zeros
 //!   and all, under the lock.
 //! * `make_durable(upto)` returns at once if another process already synced past
-//!   `upto`; otherwise it sleeps (futex, across processes) while another process
-//!   syncs, checks again, and if still needed syncs the current segment itself, which
-//!   covers everything written before it looked at `next_lsn`, and publishes that as
-//!   flushed.
+//!   `upto`; otherwise, if no process is syncing, it syncs the current segment itself
+//!   (the leader), which covers everything written before it looked at `next_lsn`,
+//!   and publishes that as flushed. While another process syncs it sleeps (futex,
+//!   across processes) until the sync that covers `upto` is done: the one running, if
+//!   its target reaches `upto`, else the next. Each sync has a number; a sleeper
+//!   names the sync it waits for by a futex bit (the number mod 32), and a leader
+//!   wakes only the sleepers of its own sync, plus one sleeper of the next to lead
+//!   it. (With one wake-up for all, every commit that arrived during a sync woke at
+//!   its end only to sleep again through the next: two futex sleeps per commit.)
 
 use super::files::{SegmentName, HEADER_LEN};
 use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN, SPARES};
@@ -66,9 +71,19 @@ pub struct SharedLog {
     state: SpinLock<LogState>,
     flushed: AtomicU64,
     /// 1 while one process syncs; the others sleep on `sync_done` (a futex bumped
-    /// after every sync) and usually find their record covered (group commit).
+    /// after every sync: the number of syncs done) and usually find their record
+    /// covered (group commit). Invariant: sync number `sync_done + 1` is the one
+    /// running while `syncing` is 1; once its leader has read its target, it stores
+    /// the target in `sync_target`, then the number in `sync_started`.
     syncing: AtomicU32,
     sync_done: AtomicU32,
+    sync_started: AtomicU32,
+    sync_target: AtomicU64,
+    /// Processes sleeping in `make_durable` (a leader with none skips its wake-ups),
+    /// and sleeps that ended by their timeout rather than a wake-up (none, unless a
+    /// wake-up was lost: a test checks).
+    sleepers: AtomicU32,
+    sleep_timeouts: AtomicU64,
     /// Checkpoint phase of new appends (changed under `state`), and per phase the
     /// appended records whose effect is not installed yet.
     phase: AtomicUsize,
@@ -162,6 +177,10 @@ impl SharedLog {
             flushed: AtomicU64::new(next_lsn.get()),
             syncing: AtomicU32::new(0),
             sync_done: AtomicU32::new(0),
+            sync_started: AtomicU32::new(0),
+            sync_target: AtomicU64::new(0),
+            sleepers: AtomicU32::new(0),
+            sleep_timeouts: AtomicU64::new(0),
             phase: AtomicUsize::new(0),
             installing: [AtomicU64::new(0), AtomicU64::new(0)],
             checkpointing: AtomicBool::new(false),
@@ -217,7 +236,9 @@ impl SharedLog {
     }
 
     /// One sync by the process holding `syncing`.
-    fn sync_once(&self, upto: Lsn) -> io::Result<()> {
+    /// Syncs everything written so far, as sync number `number` (the caller holds
+    /// `syncing`).
+    fn sync_once(&self, upto: Lsn, number: u32) -> io::Result<()> {
         if self.flushed_lsn() >= upto {
             return Ok(());
         }
@@ -225,6 +246,8 @@ impl SharedLog {
             let st = self.state.lock();
             (st.seg_start, st.next_lsn)
         };
+        self.sync_target.store(written.get(), Ordering::SeqCst);
+        self.sync_started.store(number, Ordering::SeqCst);
         if upto <= seg {
             // Its segment was sealed, and synced, by a rotation.
             self.flushed.fetch_max(seg.get(), Ordering::AcqRel);
@@ -244,6 +267,11 @@ impl SharedLog {
     /// readers waiting for the durability of what they read).
     pub fn set_sync_delay(&self, ms: u64) {
         self.sync_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sleeps in `make_durable` that ended by their timeout: a wake-up was lost.
+    pub fn sleep_timeouts(&self) -> u64 {
+        self.sleep_timeouts.load(Ordering::Relaxed)
     }
 
     /// (records appended, syncs done) since the server started.
@@ -546,31 +574,66 @@ impl RedoSink for SharedLog {
     }
 
     fn make_durable(&self, upto: Lsn) -> io::Result<()> {
+        /// The futex bit of sync number `n`.
+        fn bit(n: u32) -> u32 {
+            1 << (n % 32)
+        }
         scope::outside(|| loop {
             if self.flushed_lsn() >= upto {
                 return Ok(());
             }
-            let done = self.sync_done.load(Ordering::Acquire);
+            let done = self.sync_done.load(Ordering::SeqCst);
             if self
                 .syncing
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
+                .is_ok()
             {
-                // Another process is syncing: sleep until it is done, then look again.
-                if self.flushed_lsn() < upto {
-                    crate::sync::futex_wait(
-                        &self.sync_done,
-                        done,
-                        std::time::Duration::from_millis(20),
-                    );
+                // The leader of sync number `sync_done + 1` (no other sync ends while
+                // it holds `syncing`).
+                let number = self.sync_done.load(Ordering::SeqCst).wrapping_add(1);
+                let r = self.sync_once(upto, number);
+                self.syncing.store(0, Ordering::Release);
+                self.sync_done.store(number, Ordering::SeqCst);
+                // (SeqCst: a sleeper counts itself before its futex reads `sync_done`,
+                // so it is counted here or sees the new number and does not sleep.)
+                if self.sleepers.load(Ordering::SeqCst) > 0 {
+                    crate::sync::futex_wake_bits(&self.sync_done, i32::MAX, bit(number));
+                    if self.written() > self.flushed_lsn() {
+                        // Written past this sync: one sleeper of the next leads it.
+                        crate::sync::futex_wake_bits(
+                            &self.sync_done,
+                            1,
+                            bit(number.wrapping_add(1)),
+                        );
+                    }
                 }
+                r?;
                 continue;
             }
-            let r = self.sync_once(upto);
-            self.syncing.store(0, Ordering::Release);
-            self.sync_done.fetch_add(1, Ordering::AcqRel);
-            crate::sync::futex_wake_all(&self.sync_done);
-            r?;
+            // Sync number `done + 1` runs (or has just ended: then `sync_done` has
+            // moved and the futex does not sleep). Its target, once published, says
+            // whether it covers `upto`; until then wait for either.
+            let running = done.wrapping_add(1);
+            let bits = if self.sync_started.load(Ordering::SeqCst) == running {
+                if upto.get() <= self.sync_target.load(Ordering::SeqCst) {
+                    bit(running)
+                } else {
+                    bit(running.wrapping_add(1))
+                }
+            } else {
+                bit(running) | bit(running.wrapping_add(1))
+            };
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let woken = crate::sync::futex_wait_bits(
+                &self.sync_done,
+                done,
+                std::time::Duration::from_millis(20),
+                bits,
+            );
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if !woken {
+                self.sleep_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
         })
     }
 }
