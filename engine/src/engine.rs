@@ -4,6 +4,7 @@
 use crate::alloc;
 use crate::catalog::TableDef;
 use crate::epoch;
+use crate::fnv::FnvBuild;
 use crate::error::{Error, Result};
 use crate::ids::{TableId, Tid};
 use crate::redo::payload::LogRecord;
@@ -39,7 +40,7 @@ impl EngineConfig {
 
 pub struct Engine {
     pub(crate) collector: Collector,
-    tables: SpinRwLock<HashMap<TableId, Arc<Table>>>,
+    tables: SpinRwLock<HashMap<TableId, Arc<Table>, FnvBuild>>,
     /// Last commit TID handed out.
     last_tid: AtomicU64,
     /// The next transaction id not handed out in a block (see [`Engine::begin`]).
@@ -224,7 +225,7 @@ impl Engine {
         let _s = scope::enter();
         Box::new(Engine {
             collector: Collector::new(),
-            tables: SpinRwLock::new(HashMap::new()),
+            tables: SpinRwLock::new(HashMap::default()),
             last_tid: AtomicU64::new(0),
             next_txn_id: AtomicU64::new(1),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
@@ -540,7 +541,7 @@ impl Engine {
     }
 
     /// The catalog, for changing it (one writer at a time; DDL logs under it).
-    pub(crate) fn tables_mut(&self) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>>> {
+    pub(crate) fn tables_mut(&self) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>, FnvBuild>> {
         self.tables.write()
     }
 

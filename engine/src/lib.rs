@@ -14,6 +14,7 @@ mod copy;
 pub mod engine;
 pub mod epoch;
 pub mod error;
+pub mod fnv;
 mod garbage;
 pub mod ids;
 pub mod index;

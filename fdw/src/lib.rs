@@ -18,7 +18,6 @@ mod ddl;
 mod direct_modify;
 mod error_fields;
 mod errors;
-mod fnv;
 mod handler;
 mod import;
 mod index_ddl;

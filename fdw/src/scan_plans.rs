@@ -64,7 +64,7 @@ pub(crate) struct ScanPlan {
 }
 
 /// (FNV: SipHash cost more than the rest of the lookup.)
-type Plans = HashMap<PlanSerial, Rc<ScanPlan>, std::hash::BuildHasherDefault<crate::fnv::Fnv>>;
+type Plans = HashMap<PlanSerial, Rc<ScanPlan>, memfdw_engine::fnv::FnvBuild>;
 
 thread_local! {
     static PLANS: RefCell<Plans> = RefCell::new(Plans::default());

@@ -284,9 +284,15 @@ pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &
         }
         Codec::Varlena | Codec::Blank(_) => {
             // SAFETY: a varlena datum; detoasting copies into the current memory
-            // context if needed.
+            // context if needed. A plain value (a 1- or 4-byte header, neither
+            // compressed nor a TOAST pointer) is read in place, as
+            // `pg_detoast_datum_packed` would return it, without a guarded call into
+            // PostgreSQL per value.
             let b = unsafe {
-                let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                let mut p: *mut pg_sys::varlena = d.cast_mut_ptr();
+                if pgrx::varatt_is_1b_e(p) || pgrx::varatt_is_4b_c(p) {
+                    p = pg_sys::pg_detoast_datum_packed(p);
+                }
                 std::slice::from_raw_parts(
                     pgrx::vardata_any(p) as *const u8,
                     pgrx::varsize_any_exhdr(p),

@@ -2,7 +2,7 @@
 //! the grouping columns' bytes, each group with its aggregates' running state.
 
 use super::accumulators::Acc;
-use crate::fnv::Fnv;
+use memfdw_engine::fnv::FnvBuild;
 use memfdw_engine::RowLayout;
 
 /// The running aggregates: one set, or one per group of a GROUP BY.
@@ -24,7 +24,7 @@ pub(super) struct Groups {
     pub(super) bytes: usize,
     pub(super) limit: usize,
     pub(super) overflow: bool,
-    map: std::collections::HashMap<Vec<u8>, usize, std::hash::BuildHasherDefault<Fnv>>,
+    map: std::collections::HashMap<Vec<u8>, usize, FnvBuild>,
     /// Each group's key and aggregates, in the order the groups were met.
     pub(super) states: Vec<(Vec<u8>, Vec<Acc>)>,
     key: Vec<u8>,
