@@ -4,8 +4,8 @@
 use crate::alloc;
 use crate::catalog::TableDef;
 use crate::epoch;
-use crate::fnv::FnvBuild;
 use crate::error::{Error, Result};
+use crate::fnv::FnvBuild;
 use crate::ids::{TableId, Tid};
 use crate::redo::payload::LogRecord;
 use crate::redo::RedoSink;
@@ -541,7 +541,9 @@ impl Engine {
     }
 
     /// The catalog, for changing it (one writer at a time; DDL logs under it).
-    pub(crate) fn tables_mut(&self) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>, FnvBuild>> {
+    pub(crate) fn tables_mut(
+        &self,
+    ) -> crate::sync::WriteGuard<'_, HashMap<TableId, Arc<Table>, FnvBuild>> {
         self.tables.write()
     }
 

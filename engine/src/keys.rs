@@ -69,6 +69,14 @@ pub fn max_encoded_len(ty: ColumnType) -> Option<usize> {
     Some(1 + value)
 }
 
+/// `b` without its trailing blanks: a `character(n)` value as its comparisons see it
+/// (0x20 bytes; in every server encoding a byte below 0x80 is a whole ASCII character,
+/// never part of a multibyte one).
+#[inline]
+pub fn trim_blanks(b: &[u8]) -> &[u8] {
+    &b[..b.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1)]
+}
+
 /// Appends the encoding of one column value (`None` = NULL) of type `ty`, given in the
 /// packed row representation.
 pub fn encode_value(ty: ColumnType, v: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {
@@ -134,8 +142,7 @@ pub fn encode_value(ty: ColumnType, v: Option<&[u8]>, out: &mut Vec<u8>) -> Resu
             out.push(0);
         }
         Char(_) => {
-            let end = b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
-            out.extend_from_slice(&b[..end]);
+            out.extend_from_slice(trim_blanks(b));
             out.push(0);
         }
         Bytea => {

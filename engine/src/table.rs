@@ -1,6 +1,6 @@
 //! A memory table: its definition, row layout, indexes and statistics.
 
-use crate::catalog::TableDef;
+use crate::catalog::{ColumnType, TableDef};
 use crate::ids::{RowId, TableId};
 use crate::index::{KeyIndex, RowIdIndex};
 use crate::row::RowLayout;
@@ -204,16 +204,23 @@ impl Table {
         found
     }
 
-    /// Do rows `a` and `b` hold the same bytes in every column of a unique index? (An
-    /// update from one to the other is not a "key update" in PostgreSQL's terms.)
+    /// Do rows `a` and `b` hold the same value in every column of a unique index? (An
+    /// update from one to the other is not a "key update" in PostgreSQL's terms.) The
+    /// same bytes, or for `character(n)` the same bytes once trailing blanks are
+    /// dropped (rows written by older builds hold them, newer ones do not).
     pub fn unique_keys_equal(&self, a: &[u8], b: &[u8]) -> bool {
         let _s = crate::scope::enter();
         let list = self.indexes();
         let same = list.iter().filter(|i| i.def.unique).all(|i| {
-            i.def
-                .columns
-                .iter()
-                .all(|&c| self.layout.get(a, c as usize) == self.layout.get(b, c as usize))
+            i.def.columns.iter().all(|&c| {
+                let (x, y) = (
+                    self.layout.get(a, c as usize),
+                    self.layout.get(b, c as usize),
+                );
+                x == y
+                    || matches!(self.def.columns[c as usize].ty, ColumnType::Char(_))
+                        && x.map(crate::keys::trim_blanks) == y.map(crate::keys::trim_blanks)
+            })
         });
         drop(list);
         same

@@ -430,6 +430,8 @@ fn group_commit_wakes_every_sleeper_in_time() {
     let dir = MemDir::new();
     let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
     log.set_sync_delay(1);
+    // A lost wake-up sleeps this long; a slow machine's syncs do not.
+    log.set_sleep_limit(400);
     let (threads, each) = (8, 150);
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -462,6 +464,8 @@ fn a_commit_written_during_a_sync_is_woken_to_lead_the_next() {
     let dir = MemDir::new();
     let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
     log.set_sync_delay(5);
+    // A lost wake-up sleeps this long; a slow machine's syncs do not.
+    log.set_sleep_limit(400);
     for round in 0..5 {
         let second = std::thread::scope(|s| {
             let log = &log;
@@ -481,9 +485,79 @@ fn a_commit_written_during_a_sync_is_woken_to_lead_the_next() {
             .unwrap()
         });
         assert!(
-            second < std::time::Duration::from_millis(18),
+            second < std::time::Duration::from_millis(300),
             "round {round}: the second commit took {second:?}"
         );
     }
+    assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
+}
+
+/// A commit that seals a full segment (a sync of its own) covers the commits asleep
+/// for the next sync: they are woken at once, so the one sleeper the running sync's
+/// leader wakes to lead the next is one that still needs it (else that sleeper would
+/// return covered and the other sleep until its timeout).
+#[test]
+fn a_sealed_segment_wakes_the_commits_it_covers() {
+    let dir = MemDir::new();
+    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 4096).unwrap();
+    log.set_sync_delay(5);
+    // A lost wake-up sleeps this long; a slow machine's syncs do not.
+    log.set_sleep_limit(400);
+    for round in 0..12u64 {
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            let log = &log;
+            let commit = move |wait_ms: u64, len: usize| {
+                std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+                let a = log.append(&vec![round as u8; len]).unwrap();
+                log.make_durable(a.end).unwrap();
+            };
+            // The leader of a sync; one commit asleep for the next; one that fills the
+            // segment (from the second round on: the last round's big record is in
+            // it) and seals it.
+            s.spawn(move || commit(0, 10));
+            s.spawn(move || commit(1, 10));
+            s.spawn(move || commit(2, 3900));
+        });
+        let took = t.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(300),
+            "round {round} took {took:?}"
+        );
+    }
+    assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
+}
+
+/// The same with segments of 4 KiB: commits that fill a segment seal it (a sync of
+/// their own, under the log's lock), which covers sleepers without a sync number;
+/// they are woken too, and every commit returns durable without a timed-out sleep.
+#[test]
+fn group_commit_across_sealed_segments_wakes_every_sleeper_in_time() {
+    let dir = MemDir::new();
+    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 4096).unwrap();
+    log.set_sync_delay(1);
+    // A lost wake-up sleeps this long; a slow machine's syncs do not.
+    log.set_sleep_limit(400);
+    let (threads, each) = (8, 100);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let log = &log;
+            s.spawn(move || {
+                for i in 0..each {
+                    let a = log
+                        .append(&[7u8; 300][..(t * 37 + i * 11) as usize % 300])
+                        .unwrap();
+                    log.make_durable(a.end).unwrap();
+                    assert!(log.flushed_lsn() >= a.end, "returned before its sync");
+                    std::thread::sleep(std::time::Duration::from_micros(300 * ((t + i) % 3)));
+                }
+            });
+        }
+    });
+    assert!(
+        segments(&dir).len() > 20,
+        "{} segments",
+        segments(&dir).len()
+    );
     assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
 }

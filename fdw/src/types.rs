@@ -307,13 +307,7 @@ pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &
     }
 }
 
-/// `b` without its trailing blanks (0x20 bytes: in every server encoding, a byte below
-/// 0x80 is a whole ASCII character, never part of a multibyte one).
-#[inline]
-pub fn trim_blanks(b: &[u8]) -> &[u8] {
-    let end = b.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
-    &b[..end]
-}
+pub use memfdw_engine::keys::trim_blanks;
 
 /// Blank-padded storage of `character(n)` columns. PostgreSQL pads every value of a
 /// `character(n)` column to n characters on input (a typmod coercion, also in COPY,

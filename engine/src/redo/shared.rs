@@ -23,8 +23,11 @@
 //!   its target reaches `upto`, else the next. Each sync has a number; a sleeper
 //!   names the sync it waits for by a futex bit (the number mod 32), and a leader
 //!   wakes only the sleepers of its own sync, plus one sleeper of the next to lead
-//!   it. (With one wake-up for all, every commit that arrived during a sync woke at
-//!   its end only to sleep again through the next: two futex sleeps per commit.)
+//!   it; sealing a segment (which syncs it) wakes every sleeper. The futex word is a
+//!   wake-up sequence that every sync end and seal bumps, read before the checks that
+//!   decide to sleep, so no sleep starts after a wake-up it needed. (With one wake-up
+//!   for all, every commit that arrived during a sync woke at its end only to sleep
+//!   again through the next: two futex sleeps per commit.)
 
 use super::files::{SegmentName, HEADER_LEN};
 use super::segment::{self, create_segment, encode_frame, FRAME_HEADER_LEN, SPARES};
@@ -70,13 +73,16 @@ pub struct SharedLog {
     segment_size: u64,
     state: SpinLock<LogState>,
     flushed: AtomicU64,
-    /// 1 while one process syncs; the others sleep on `sync_done` (a futex bumped
-    /// after every sync: the number of syncs done) and usually find their record
-    /// covered (group commit). Invariant: sync number `sync_done + 1` is the one
-    /// running while `syncing` is 1; once its leader has read its target, it stores
-    /// the target in `sync_target`, then the number in `sync_started`.
+    /// 1 while one process syncs; the others sleep on `wake_seq` (a futex bumped
+    /// after every sync and every sealed segment) and usually find their record
+    /// covered (group commit). Invariants: `sync_done` counts the syncs done; sync
+    /// number `sync_done + 1` is the one running while `syncing` is 1 (a leader
+    /// stores its number before it releases `syncing`); once its leader has read
+    /// its target, it stores the target in `sync_target`, then the number in
+    /// `sync_started`.
     syncing: AtomicU32,
     sync_done: AtomicU32,
+    wake_seq: AtomicU32,
     sync_started: AtomicU32,
     sync_target: AtomicU64,
     /// Processes sleeping in `make_durable` (a leader with none skips its wake-ups),
@@ -84,6 +90,9 @@ pub struct SharedLog {
     /// wake-up was lost: a test checks).
     sleepers: AtomicU32,
     sleep_timeouts: AtomicU64,
+    /// How long such a sleep lasts at most (ms): a safety net, 20 unless a test
+    /// lengthens it to tell a lost wake-up from a slow machine.
+    sleep_limit_ms: AtomicU64,
     /// Checkpoint phase of new appends (changed under `state`), and per phase the
     /// appended records whose effect is not installed yet.
     phase: AtomicUsize,
@@ -177,10 +186,12 @@ impl SharedLog {
             flushed: AtomicU64::new(next_lsn.get()),
             syncing: AtomicU32::new(0),
             sync_done: AtomicU32::new(0),
+            wake_seq: AtomicU32::new(0),
             sync_started: AtomicU32::new(0),
             sync_target: AtomicU64::new(0),
             sleepers: AtomicU32::new(0),
             sleep_timeouts: AtomicU64::new(0),
+            sleep_limit_ms: AtomicU64::new(20),
             phase: AtomicUsize::new(0),
             installing: [AtomicU64::new(0), AtomicU64::new(0)],
             checkpointing: AtomicBool::new(false),
@@ -269,9 +280,15 @@ impl SharedLog {
         self.sync_delay_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Sleeps in `make_durable` that ended by their timeout: a wake-up was lost.
+    /// Sleeps in `make_durable` that ended by their timeout: a wake-up was lost (or
+    /// a sync took longer than the timeout).
     pub fn sleep_timeouts(&self) -> u64 {
         self.sleep_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Sets the longest sleep in `make_durable` (a developer setting for tests).
+    pub fn set_sleep_limit(&self, ms: u64) {
+        self.sleep_limit_ms.store(ms, Ordering::Relaxed);
     }
 
     /// (records appended, syncs done) since the server started.
@@ -491,7 +508,12 @@ impl SharedLog {
             // Seal the current segment: it must be complete before a later one
             // holds anything.
             self.dir.sync(&SegmentName::new(st.seg_start))?;
-            self.flushed.fetch_max(st.next_lsn.get(), Ordering::AcqRel);
+            self.flushed.fetch_max(st.next_lsn.get(), Ordering::SeqCst);
+            // Committers asleep for a sync may be covered now: all look again.
+            self.wake_seq.fetch_add(1, Ordering::SeqCst);
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                crate::sync::futex_wake_bits(&self.wake_seq, i32::MAX, u32::MAX);
+            }
             self.begin_segment(st.next_lsn)?;
             st.seg_start = st.next_lsn;
         }
@@ -579,6 +601,9 @@ impl RedoSink for SharedLog {
             1 << (n % 32)
         }
         scope::outside(|| loop {
+            // The wake-up sequence first: a sync that ends or a segment sealed after
+            // this read changes it, so the sleep below does not start.
+            let seq = self.wake_seq.load(Ordering::SeqCst);
             if self.flushed_lsn() >= upto {
                 return Ok(());
             }
@@ -588,20 +613,21 @@ impl RedoSink for SharedLog {
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                // The leader of sync number `sync_done + 1` (no other sync ends while
-                // it holds `syncing`).
+                // The leader of sync number `sync_done + 1`: the last leader stored its
+                // number before it released `syncing`.
                 let number = self.sync_done.load(Ordering::SeqCst).wrapping_add(1);
                 let r = self.sync_once(upto, number);
-                self.syncing.store(0, Ordering::Release);
                 self.sync_done.store(number, Ordering::SeqCst);
-                // (SeqCst: a sleeper counts itself before its futex reads `sync_done`,
-                // so it is counted here or sees the new number and does not sleep.)
+                self.syncing.store(0, Ordering::Release);
+                self.wake_seq.fetch_add(1, Ordering::SeqCst);
+                // (SeqCst: a sleeper counts itself before its futex reads `wake_seq`,
+                // so it is counted here or sees the new sequence and does not sleep.)
                 if self.sleepers.load(Ordering::SeqCst) > 0 {
-                    crate::sync::futex_wake_bits(&self.sync_done, i32::MAX, bit(number));
+                    crate::sync::futex_wake_bits(&self.wake_seq, i32::MAX, bit(number));
                     if self.written() > self.flushed_lsn() {
                         // Written past this sync: one sleeper of the next leads it.
                         crate::sync::futex_wake_bits(
-                            &self.sync_done,
+                            &self.wake_seq,
                             1,
                             bit(number.wrapping_add(1)),
                         );
@@ -610,7 +636,7 @@ impl RedoSink for SharedLog {
                 r?;
                 continue;
             }
-            // Sync number `done + 1` runs (or has just ended: then `sync_done` has
+            // Sync number `done + 1` runs (or has just ended: then `wake_seq` has
             // moved and the futex does not sleep). Its target, once published, says
             // whether it covers `upto`; until then wait for either.
             let running = done.wrapping_add(1);
@@ -625,9 +651,9 @@ impl RedoSink for SharedLog {
             };
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             let woken = crate::sync::futex_wait_bits(
-                &self.sync_done,
-                done,
-                std::time::Duration::from_millis(20),
+                &self.wake_seq,
+                seq,
+                std::time::Duration::from_millis(self.sleep_limit_ms.load(Ordering::Relaxed)),
                 bits,
             );
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
