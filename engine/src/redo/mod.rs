@@ -48,6 +48,17 @@ pub trait RedoSink: Send + Sync {
             )),
         }
     }
+    /// Like [`RedoSink::append_stream`], for a commit that calls
+    /// [`RedoSink::make_durable`] past its record right after (a synchronous commit):
+    /// the sink may hold the record back until that sync (the shared log writes the
+    /// records of a group commit with one write). Nobody may be told the commit
+    /// happened before that `make_durable` returns.
+    fn append_stream_to_sync(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> std::io::Result<Appended> {
+        self.append_stream(next)
+    }
     /// Appends the payloads `next` produces, in consecutive frames, as one append (as
     /// [`RedoSink::append_parts`]). Each call of `next` replaces the buffer's contents
     /// by the next payload (the buffer then holds the previous one, already appended:

@@ -42,11 +42,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 struct LogState {
     seg_start: Lsn,
     next_lsn: Lsn,
+    /// Frames of commits that wait for a sync right after their append, not written
+    /// yet: the bytes from `stage_at` up to `next_lsn`, all in the current segment
+    /// (invariant: empty, or ending at `next_lsn`). The next sync writes them with one
+    /// `pwrite` before it syncs (see [`RedoSink::append_stream_to_sync`]). The buffer
+    /// is allocated once with the log (in the arena) and never grows: a frame that
+    /// does not fit is written out with what is staged.
+    stage: Vec<u8>,
+    stage_at: Lsn,
 }
 
 /// Largest payload copied behind its frame header for a single write; larger ones are
 /// written in place after a separate header write.
 const COPIED_PAYLOAD_MAX: usize = 64 << 10;
+/// Bytes of frames staged for the next sync (see `LogState::stage`).
+const STAGE_BYTES: usize = 256 << 10;
 /// The largest record a commit's record is cut into (see [`RedoSink::append_stream`]):
 /// small enough to stay in the CPU's cache from its encoding to its write, large
 /// enough that frame headers do not count.
@@ -182,6 +192,8 @@ impl SharedLog {
             state: SpinLock::new(LogState {
                 seg_start: next_lsn,
                 next_lsn,
+                stage: Vec::with_capacity(STAGE_BYTES),
+                stage_at: next_lsn,
             }),
             flushed: AtomicU64::new(next_lsn.get()),
             syncing: AtomicU32::new(0),
@@ -254,7 +266,8 @@ impl SharedLog {
             return Ok(());
         }
         let (seg, written) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            self.write_stage(&mut st)?;
             (st.seg_start, st.next_lsn)
         };
         self.sync_target.store(written.get(), Ordering::SeqCst);
@@ -492,10 +505,55 @@ impl SharedLog {
 }
 
 impl SharedLog {
+    /// Appends the frames `next` produces under one hold of the lock, staging them
+    /// (`staged`) or writing them at once.
+    fn append_frames(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+        staged: bool,
+    ) -> io::Result<Appended> {
+        scope::outside(|| {
+            let mut buf = Vec::new();
+            let mut payload = Vec::new();
+            let mut st = self.state.lock();
+            while next(&mut payload) {
+                self.append_frame(&mut st, &mut buf, &payload, staged)?;
+            }
+            self.written.fetch_max(st.next_lsn.get(), Ordering::Release);
+            let phase = self.phase.load(Ordering::Relaxed);
+            self.installing[phase].fetch_add(1, Ordering::AcqRel);
+            self.appends.fetch_add(1, Ordering::Relaxed);
+            Ok(Appended {
+                end: st.next_lsn,
+                phase,
+            })
+        })
+    }
+
+    /// Writes the staged frames to the current segment (the caller holds the log's
+    /// lock, `st`).
+    fn write_stage(&self, st: &mut LogState) -> io::Result<()> {
+        if st.stage.is_empty() {
+            return Ok(());
+        }
+        let offset = HEADER_LEN as u64 + st.stage_at.since(st.seg_start);
+        self.dir
+            .write_at(&SegmentName::new(st.seg_start), offset, &st.stage)?;
+        st.stage.clear();
+        st.stage_at = st.next_lsn;
+        Ok(())
+    }
+
     /// Writes one frame holding `payload` at the end of the log (starting a new
     /// segment first if it does not fit in the current one); `buf` is scratch space.
     /// The caller holds the log's lock (`st`).
-    fn append_frame(&self, st: &mut LogState, buf: &mut Vec<u8>, payload: &[u8]) -> io::Result<()> {
+    fn append_frame(
+        &self,
+        st: &mut LogState,
+        buf: &mut Vec<u8>,
+        payload: &[u8],
+        staged: bool,
+    ) -> io::Result<()> {
         if payload.len() > segment::MAX_PAYLOAD {
             return Err(io::Error::other(format!(
                 "redo record of {} bytes exceeds the largest frame",
@@ -507,6 +565,7 @@ impl SharedLog {
         if st.next_lsn > st.seg_start && used + frame_len > self.segment_size {
             // Seal the current segment: it must be complete before a later one
             // holds anything.
+            self.write_stage(st)?;
             self.dir.sync(&SegmentName::new(st.seg_start))?;
             self.flushed.fetch_max(st.next_lsn.get(), Ordering::SeqCst);
             // Committers asleep for a sync may be covered now: all look again.
@@ -520,6 +579,21 @@ impl SharedLog {
         let lsn = st.next_lsn;
         let offset = HEADER_LEN as u64 + lsn.since(st.seg_start);
         let name = SegmentName::new(st.seg_start);
+        let fits = |st: &LogState| st.stage.capacity() - st.stage.len() >= frame_len as usize;
+        if staged && frame_len as usize <= STAGE_BYTES {
+            if !fits(st) {
+                self.write_stage(st)?;
+            }
+            if st.stage.is_empty() {
+                st.stage_at = lsn;
+            }
+            // Within the capacity checked above: the arena buffer does not move.
+            encode_frame(&mut st.stage, lsn.get(), payload);
+            st.next_lsn = st.next_lsn.plus(frame_len);
+            return Ok(());
+        }
+        // Written now: what is staged before it first (the stage ends at `lsn`).
+        self.write_stage(st)?;
         if payload.len() <= COPIED_PAYLOAD_MAX {
             // One write of header and payload copied together.
             buf.clear();
@@ -569,22 +643,17 @@ impl RedoSink for SharedLog {
     /// Frames are written as `next` hands the payloads over, under one hold of the
     /// log's lock (a commit's parts stay consecutive).
     fn append_stream(&self, next: &mut dyn FnMut(&mut Vec<u8>) -> bool) -> io::Result<Appended> {
-        scope::outside(|| {
-            let mut buf = Vec::new();
-            let mut payload = Vec::new();
-            let mut st = self.state.lock();
-            while next(&mut payload) {
-                self.append_frame(&mut st, &mut buf, &payload)?;
-            }
-            self.written.fetch_max(st.next_lsn.get(), Ordering::Release);
-            let phase = self.phase.load(Ordering::Relaxed);
-            self.installing[phase].fetch_add(1, Ordering::AcqRel);
-            self.appends.fetch_add(1, Ordering::Relaxed);
-            Ok(Appended {
-                end: st.next_lsn,
-                phase,
-            })
-        })
+        self.append_frames(next, false)
+    }
+
+    /// Frames of up to 256 KiB are staged for the sync their commit waits for (see
+    /// `LogState::stage`): a group commit writes them with one `pwrite` instead of
+    /// one per commit. Bigger ones are written at once.
+    fn append_stream_to_sync(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> io::Result<Appended> {
+        self.append_frames(next, true)
     }
 
     fn written(&self) -> Lsn {
@@ -594,7 +663,6 @@ impl RedoSink for SharedLog {
     fn installed(&self, phase: usize) {
         self.installing[phase].fetch_sub(1, Ordering::AcqRel);
     }
-
     fn make_durable(&self, upto: Lsn) -> io::Result<()> {
         /// The futex bit of sync number `n`.
         fn bit(n: u32) -> u32 {

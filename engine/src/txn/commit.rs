@@ -107,7 +107,7 @@ impl Txn {
             return Ok(());
         }
         let prepared = epoch::with_guard(&engine.collector, |g| {
-            let mut c = Commit::new(self, g, xid);
+            let mut c = Commit::new(self, g, xid, durable);
             c.prepare_phases()?;
             Ok(c.suspend())
         });
@@ -152,7 +152,8 @@ impl Txn {
             Prepared::ReadOnly => Ok((Tid::NONE, None, false)),
             Prepared::Writes(st) => epoch::with_guard(&engine.collector, |g| {
                 let tagged = st.xid.is_some();
-                let r = Commit::resume(self, g, st)
+                // (A tagged record was appended, and made durable, at prepare.)
+                let r = Commit::resume(self, g, st, durable && !tagged)
                     .finish_phases()
                     .map(|(tid, end)| (tid, end, tagged));
                 if r.is_ok() && !self.row_locks.is_empty() {
@@ -205,7 +206,9 @@ impl Txn {
     pub(super) fn undo_prepared(&mut self) {
         if let Some(Prepared::Writes(st)) = self.prepared.take() {
             let engine = self.engine;
-            epoch::with_guard(&engine.collector, |g| drop(Commit::resume(self, g, st)));
+            epoch::with_guard(&engine.collector, |g| {
+                drop(Commit::resume(self, g, st, false))
+            });
         }
     }
 }
@@ -306,13 +309,16 @@ pub(super) struct CommitState {
 struct Commit<'t, 'g> {
     txn: &'t mut Txn,
     g: &'g Guard,
+    /// The commit waits for durability right after its record is appended (so the
+    /// log may stage the record for that sync).
+    durable: bool,
     /// Was the record appended (with no log: phase 11 done)?
     appended: bool,
     st: CommitState,
 }
 
 impl<'t, 'g> Commit<'t, 'g> {
-    fn new(txn: &'t mut Txn, g: &'g Guard, xid: Option<u32>) -> Self {
+    fn new(txn: &'t mut Txn, g: &'g Guard, xid: Option<u32>, durable: bool) -> Self {
         let st = CommitState {
             idx: txn.tables.iter().map(|t| t.indexes()).collect(),
             truncations: txn.final_truncations(),
@@ -322,6 +328,7 @@ impl<'t, 'g> Commit<'t, 'g> {
         Commit {
             txn,
             g,
+            durable,
             appended: false,
             st,
         }
@@ -378,10 +385,11 @@ impl<'t, 'g> Commit<'t, 'g> {
     }
 
     /// Takes a suspended commit up again, under guard `g`.
-    fn resume(txn: &'t mut Txn, g: &'g Guard, st: CommitState) -> Self {
+    fn resume(txn: &'t mut Txn, g: &'g Guard, st: CommitState, durable: bool) -> Self {
         Commit {
             txn,
             g,
+            durable,
             appended: st.xid.is_some(),
             st,
         }
@@ -666,7 +674,7 @@ impl<'t, 'g> Commit<'t, 'g> {
             // Each part is appended as soon as it is complete (the log writes it
             // while the rest is encoded into a reused buffer).
             let mut writes = txn.pending.values();
-            sink.append_stream(&mut |out| loop {
+            let mut next = |out: &mut Vec<u8>| loop {
                 if records.take_ready(out) {
                     return true;
                 }
@@ -680,7 +688,12 @@ impl<'t, 'g> Commit<'t, 'g> {
                     None if records.ended() => return false,
                     None => records.end(),
                 }
-            })
+            };
+            if self.durable {
+                sink.append_stream_to_sync(&mut next)
+            } else {
+                sink.append_stream(&mut next)
+            }
         });
         appended.map(Some).map_err(|e| Error::LogIo(e.to_string()))
     }

@@ -72,6 +72,12 @@ impl RedoSink for LogSink {
     ) -> std::io::Result<Appended> {
         self.0.append_stream(next)
     }
+    fn append_stream_to_sync(
+        &self,
+        next: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> std::io::Result<Appended> {
+        self.0.append_stream_to_sync(next)
+    }
     fn max_record(&self) -> usize {
         self.0.max_record()
     }
