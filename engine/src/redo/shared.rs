@@ -7,9 +7,14 @@
 //! in-memory directory with injected faults in the engine's tests).
 //!
 //! * `append` reserves the frame's LSN and writes it at its offset with `pwrite`,
-//!   both under the lock, so every byte below `next_lsn` is written when the lock is
-//!   released. Before a new segment starts, the old one is synced: a sealed segment
-//!   is always complete.
+//!   both under the lock. A synchronous commit's frames (`append_stream_to_sync`)
+//!   are staged instead, in a buffer of the log, and written with one `pwrite` by
+//!   the sync its commit waits for: every byte below `next_lsn` is written, or
+//!   staged, when the lock is released, and written before any sync covers it (a
+//!   direct write, a seal and every sync write the stage first). Only commits that
+//!   are not acknowledged before a sync ever sit in the stage, so a crash loses
+//!   nothing a client was told. Before a new segment starts, the old one is synced:
+//!   a sealed segment is always complete.
 //! * A new segment is a spare one when the background worker has written one out
 //!   ([`SharedLog::prepare_spare`]: 64 MB of zeros and a sync, outside the lock; up to
 //!   [`SPARES`] of them); the appender that moves the log on then only writes its
