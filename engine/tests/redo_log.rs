@@ -620,3 +620,54 @@ fn staged_records_are_written_by_the_sync_or_before_the_next_direct_write() {
     let got: Vec<Vec<u8>> = got.into_iter().map(|(_, p)| p).collect();
     assert_eq!(got, vec![payload(3), payload(4), payload(5), payload(6)]);
 }
+
+/// The stage's edges: records that overflow the stage (256 KiB) are written with it,
+/// a staged commit's part bigger than the stage is written at once after what is
+/// staged, and all come back in order after a sync and a crash.
+#[test]
+fn staged_records_past_the_stage_and_bigger_than_it_keep_their_order() {
+    let dir = MemDir::new();
+    let mut w = Writer::open(&dir, Lsn(HEADER_LEN as u64), 8 << 20);
+    let mut want = Vec::new();
+    for i in 0..100u64 {
+        let p = vec![i as u8; 8000];
+        w.append_to_sync(&p).unwrap();
+        want.push(p);
+    }
+    let big = vec![0xAB; 300 << 10];
+    w.append_to_sync(&big).unwrap();
+    want.push(big);
+    w.append_to_sync(&payload(7)).unwrap();
+    want.push(payload(7));
+    w.sync().unwrap();
+    dir.crash(|_, _| 0);
+    let (got, _) = read_all(&dir).unwrap();
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "records out of order or damaged");
+}
+
+/// A failed write of the stage fails the sync (nothing past it is durable); the
+/// stage is kept, and the next sync writes it where it belongs.
+#[test]
+fn a_failed_write_of_the_stage_fails_the_sync_and_the_next_sync_writes_it() {
+    let dir = MemDir::new();
+    let mut w = Writer::open(&dir, Lsn(HEADER_LEN as u64), 1 << 20);
+    w.append(&payload(1)).unwrap();
+    w.sync().unwrap();
+    w.append_to_sync(&payload(2)).unwrap();
+    w.append_to_sync(&payload(3)).unwrap();
+    dir.set_faults(Faults {
+        fail_appends_after: Some(0),
+        fail_syncs_from: None,
+    });
+    assert!(w.sync().is_err(), "the stage's write failed");
+    dir.set_faults(Faults::default());
+    w.sync().unwrap();
+    w.append(&payload(4)).unwrap();
+    w.sync().unwrap();
+    dir.crash(|_, _| 0);
+    let (got, _) = read_all(&dir).unwrap();
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, vec![payload(1), payload(2), payload(3), payload(4)]);
+}

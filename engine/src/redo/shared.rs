@@ -593,6 +593,7 @@ impl SharedLog {
                 st.stage_at = lsn;
             }
             // Within the capacity checked above: the arena buffer does not move.
+            debug_assert!(fits(st));
             encode_frame(&mut st.stage, lsn.get(), payload);
             st.next_lsn = st.next_lsn.plus(frame_len);
             return Ok(());
