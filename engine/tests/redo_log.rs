@@ -447,6 +447,15 @@ fn random_crashes_keep_every_synced_record_and_only_written_ones() {
     }
 }
 
+/// A log over `dir` whose syncs take `sync_ms` and whose committers sleep up to 400
+/// ms for a sync: a lost wake-up shows as a timed-out sleep, a slow machine does not.
+fn log_with_slow_syncs(dir: &MemDir, segment_size: u64, sync_ms: u64) -> Box<SharedLog> {
+    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), segment_size).unwrap();
+    log.set_sync_delay(sync_ms);
+    log.set_sleep_limit(400);
+    log
+}
+
 /// Group commit: many threads commit at once while each sync takes a millisecond,
 /// and pause between commits as clients do.
 /// Every commit returns durable, syncs cover several commits each, and no sleeper is
@@ -455,10 +464,7 @@ fn random_crashes_keep_every_synced_record_and_only_written_ones() {
 #[test]
 fn group_commit_wakes_every_sleeper_in_time() {
     let dir = MemDir::new();
-    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
-    log.set_sync_delay(1);
-    // A lost wake-up sleeps this long; a slow machine's syncs do not.
-    log.set_sleep_limit(400);
+    let log = log_with_slow_syncs(&dir, 1 << 22, 1);
     let (threads, each) = (8, 150);
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -489,10 +495,7 @@ fn group_commit_wakes_every_sleeper_in_time() {
 #[test]
 fn a_commit_written_during_a_sync_is_woken_to_lead_the_next() {
     let dir = MemDir::new();
-    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 1 << 22).unwrap();
-    log.set_sync_delay(5);
-    // A lost wake-up sleeps this long; a slow machine's syncs do not.
-    log.set_sleep_limit(400);
+    let log = log_with_slow_syncs(&dir, 1 << 22, 5);
     for round in 0..5 {
         let second = std::thread::scope(|s| {
             let log = &log;
@@ -526,10 +529,7 @@ fn a_commit_written_during_a_sync_is_woken_to_lead_the_next() {
 #[test]
 fn a_sealed_segment_wakes_the_commits_it_covers() {
     let dir = MemDir::new();
-    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 4096).unwrap();
-    log.set_sync_delay(5);
-    // A lost wake-up sleeps this long; a slow machine's syncs do not.
-    log.set_sleep_limit(400);
+    let log = log_with_slow_syncs(&dir, 4096, 5);
     for round in 0..12u64 {
         let t = std::time::Instant::now();
         std::thread::scope(|s| {
@@ -555,16 +555,13 @@ fn a_sealed_segment_wakes_the_commits_it_covers() {
     assert_eq!(log.sleep_timeouts(), 0, "a sleeper was not woken");
 }
 
-/// The same with segments of 4 KiB: commits that fill a segment seal it (a sync of
-/// their own, under the log's lock), which covers sleepers without a sync number;
+/// Group commit with segments of 4 KiB: commits that fill a segment seal it (a sync
+/// of their own, under the log's lock), which covers sleepers without a sync number;
 /// they are woken too, and every commit returns durable without a timed-out sleep.
 #[test]
 fn group_commit_across_sealed_segments_wakes_every_sleeper_in_time() {
     let dir = MemDir::new();
-    let log = SharedLog::open(Box::new(dir.clone()), Lsn(HEADER_LEN as u64), 4096).unwrap();
-    log.set_sync_delay(1);
-    // A lost wake-up sleeps this long; a slow machine's syncs do not.
-    log.set_sleep_limit(400);
+    let log = log_with_slow_syncs(&dir, 4096, 1);
     let (threads, each) = (8, 100);
     std::thread::scope(|s| {
         for t in 0..threads {
