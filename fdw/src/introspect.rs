@@ -370,8 +370,10 @@ fn redo_segments() -> TableIterator<
 }
 
 /// The redo log's activity since the server started: LSNs, records appended, syncs
-/// (so syncs per commit can be read off), bytes since the last checkpoint, and the
-/// last checkpoint taken since the start (LSN, time as Unix epoch, size, duration).
+/// (so syncs per commit can be read off), bytes since the last checkpoint, the
+/// last checkpoint taken since the start (LSN, time as Unix epoch, size, duration),
+/// and the committers' waits for a sync that ended by their 20 ms timeout instead of
+/// a wake-up (a sync slower than that, or a lost wake-up).
 #[allow(clippy::type_complexity)]
 #[pg_extern]
 fn redo_stats() -> TableIterator<
@@ -386,6 +388,7 @@ fn redo_stats() -> TableIterator<
         name!(last_checkpoint_epoch, Option<f64>),
         name!(last_checkpoint_bytes, Option<i64>),
         name!(last_checkpoint_seconds, Option<f64>),
+        name!(sync_wait_timeouts, i64),
     ),
 > {
     engine();
@@ -402,6 +405,7 @@ fn redo_stats() -> TableIterator<
         last.map(|c| c.unix_ms as f64 / 1000.0),
         last.map(|c| c.bytes as i64),
         last.map(|c| c.duration_ms as f64 / 1000.0),
+        log.sleep_timeouts() as i64,
     ))
 }
 
