@@ -17,14 +17,23 @@
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
+use std::rc::Rc;
 
 struct Written {
     schema: CString,
     table: CString,
 }
 
+/// A table's names, by the relcache fields that name it: OID, schema OID, name.
+type Named = (pg_sys::Oid, pg_sys::Oid, pg_sys::NameData, Rc<Written>);
+
 thread_local! {
-    static WRITING: RefCell<Option<Written>> = const { RefCell::new(None) };
+    static WRITING: RefCell<Option<Rc<Written>>> = const { RefCell::new(None) };
+    /// The names of the last table written, by its OID, schema OID and name (a
+    /// rename changes the name; a schema's rename clears it: `forget_schemas`), so
+    /// that a statement does not look the schema name up again.
+    static LAST_NAMED: RefCell<Option<Named>> =
+        const { RefCell::new(None) };
 }
 
 static mut PREV_EMIT: pg_sys::emit_log_hook_type = None;
@@ -34,11 +43,34 @@ static mut PREV_EMIT: pg_sys::emit_log_hook_type = None;
 /// # Safety
 /// Once per process, from `_PG_init`.
 pub unsafe fn install_hook() {
-    // SAFETY: forwarded contract; hooks are process-global and set at load.
+    // SAFETY: forwarded contract; hooks are process-global and set at load; the
+    // callback lives as long as the process.
     unsafe {
         PREV_EMIT = pg_sys::emit_log_hook;
         pg_sys::emit_log_hook = Some(emit_log);
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as std::ffi::c_int,
+            Some(forget_schemas),
+            pg_sys::Datum::from(0),
+        );
     }
+}
+
+/// Syscache invalidation callback (schemas): forgets the cached names.
+///
+/// # Safety
+/// Called by PostgreSQL's invalidation machinery only.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget_schemas(
+    _arg: pg_sys::Datum,
+    _cache: std::ffi::c_int,
+    _hash: u32,
+) {
+    LAST_NAMED.with(|n| {
+        if let Ok(mut n) = n.try_borrow_mut() {
+            *n = None;
+        }
+    });
 }
 
 /// A write into memory table `rel` starts.
@@ -46,20 +78,38 @@ pub unsafe fn install_hook() {
 /// # Safety
 /// `rel` must be an open relation.
 pub unsafe fn writing(rel: pg_sys::Relation) {
-    // SAFETY: forwarded contract; the name from the relcache entry, the schema's from
-    // one catalog lookup.
-    let (schema, table) = unsafe {
+    // SAFETY: forwarded contract: the relcache entry's fields.
+    let (relid, nspid, relname) = unsafe {
         let form = (*rel).rd_rel;
-        let nsp = pg_sys::get_namespace_name((*form).relnamespace);
-        if nsp.is_null() {
-            return;
-        }
-        (
-            CStr::from_ptr(nsp).to_owned(),
-            CStr::from_ptr((*form).relname.data.as_ptr()).to_owned(),
-        )
+        ((*rel).rd_id, (*form).relnamespace, (*form).relname)
     };
-    WRITING.with(|w| *w.borrow_mut() = Some(Written { schema, table }));
+    let same = |n: &pg_sys::NameData| n.data == relname.data;
+    let cached = LAST_NAMED.with(|n| {
+        n.borrow()
+            .as_ref()
+            .filter(|(r, s, name, _)| *r == relid && *s == nspid && same(name))
+            .map(|(.., w)| w.clone())
+    });
+    let written = match cached {
+        Some(w) => w,
+        None => {
+            // SAFETY: one catalog lookup; the name from the relcache entry.
+            let (schema, table) = unsafe {
+                let nsp = pg_sys::get_namespace_name(nspid);
+                if nsp.is_null() {
+                    return;
+                }
+                (
+                    CStr::from_ptr(nsp).to_owned(),
+                    CStr::from_ptr(relname.data.as_ptr()).to_owned(),
+                )
+            };
+            let w = Rc::new(Written { schema, table });
+            LAST_NAMED.with(|n| *n.borrow_mut() = Some((relid, nspid, relname, w.clone())));
+            w
+        }
+    };
+    WRITING.with(|w| *w.borrow_mut() = Some(written));
 }
 
 /// The write ended (or its transaction did).

@@ -903,22 +903,24 @@ unsafe fn add_path(
             .filter(|_| eq_prefix > 0)
             .and_then(|s| s.distinct.get(eq_prefix - 1).copied())
             .filter(|&d| d > 0);
-        let sel = match distinct {
-            Some(d) => {
-                let mut rest: *mut pg_sys::List = std::ptr::null_mut();
-                for c in PgList::<c_void>::from_pg(cand.clauses)
-                    .iter_ptr()
-                    .skip(eq_prefix)
-                {
-                    rest = pg_sys::lappend(rest, c);
-                }
-                selectivity(rest) / d as f64
-            }
-            None => selectivity(cand.clauses),
-        };
+        // A point lookup fetches a row per probe: no selectivity to estimate (it was
+        // a second `clauselist_selectivity` of the key clauses per planning).
         let fetched = if point {
             cand.probes.min(tuples)
         } else {
+            let sel = match distinct {
+                Some(d) => {
+                    let mut rest: *mut pg_sys::List = std::ptr::null_mut();
+                    for c in PgList::<c_void>::from_pg(cand.clauses)
+                        .iter_ptr()
+                        .skip(eq_prefix)
+                    {
+                        rest = pg_sys::lappend(rest, c);
+                    }
+                    selectivity(rest) / d as f64
+                }
+                None => selectivity(cand.clauses),
+            };
             (tuples * sel).max(1.0)
         };
         let (rows, param_info) = if pg_sys::bms_is_empty(cand.required_outer) {

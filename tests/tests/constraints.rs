@@ -211,3 +211,46 @@ fn batched_inserts_count_and_fail_like_heap() {
     assert_eq!(n, 2000);
     assert_eq!(count(&mut s, "p1"), 1000);
 }
+
+/// The schema and table fields follow renames of the schema and the table (memory
+/// tables remember the last table's names between statements).
+#[test]
+fn error_fields_follow_schema_and_table_renames() {
+    let c = Cluster::start();
+    let mut s = c.connect();
+    s.batch_execute(
+        "CREATE EXTENSION memfdw; CREATE SCHEMA s1; \
+         CREATE FOREIGN TABLE s1.m (id int PRIMARY KEY) SERVER memfdw; \
+         CREATE TABLE s1.h (id int PRIMARY KEY); \
+         INSERT INTO s1.m VALUES (1); INSERT INTO s1.h VALUES (1)",
+    )
+    .unwrap();
+    let fields = |s: &mut Client, sql: &str| {
+        let e = db_error(s, sql);
+        (
+            e.code().code().to_string(),
+            e.schema().map(str::to_string),
+            e.table().map(str::to_string),
+        )
+    };
+    let dup = |schema: &str, table: &str| format!("INSERT INTO {schema}.{table} VALUES (1)");
+    let sql = dup("s1", "m");
+    assert_eq!(
+        fields(&mut s, &sql),
+        ("23505".into(), Some("s1".into()), Some("m".into()))
+    );
+    s.batch_execute("ALTER SCHEMA s1 RENAME TO s2").unwrap();
+    let sql = dup("s2", "m");
+    assert_eq!(
+        fields(&mut s, &sql),
+        ("23505".into(), Some("s2".into()), Some("m".into()))
+    );
+    assert_eq!(fields(&mut s, &dup("s2", "h")).1, Some("s2".into()));
+    s.batch_execute("ALTER FOREIGN TABLE s2.m RENAME TO m2")
+        .unwrap();
+    let sql = dup("s2", "m2");
+    assert_eq!(
+        fields(&mut s, &sql),
+        ("23505".into(), Some("s2".into()), Some("m2".into()))
+    );
+}
