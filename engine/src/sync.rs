@@ -226,42 +226,18 @@ pub fn futex_wait(
     expected: u32,
     timeout: std::time::Duration,
 ) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: FUTEX_WAIT on a live, aligned u32; the kernel only reads it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
+    // (Every bit: any wake-up of `word` ends it, as a plain FUTEX_WAIT.)
+    futex_wait_bits(word, expected, timeout, u32::MAX);
 }
 
-/// Wakes every process sleeping in [`futex_wait`] on `word`.
+/// Wakes every process sleeping in [`futex_wait`] or [`futex_wait_bits`] on `word`.
 pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a live, aligned u32.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
+    futex_wake_bits(word, i32::MAX, u32::MAX);
 }
 
-/// Like [`futex_wait`], but only a wake naming one of `bits` ([`futex_wake_bits`])
-/// ends the sleep early. Returns false if it slept until `timeout`.
+/// Like [`futex_wait`], but only a wake naming one of `bits` ([`futex_wake_bits`];
+/// [`futex_wake_all`] names them all) ends the sleep early. Returns false if it slept
+/// until `timeout`.
 pub fn futex_wait_bits(
     word: &std::sync::atomic::AtomicU32,
     expected: u32,

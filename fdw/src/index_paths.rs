@@ -903,8 +903,9 @@ unsafe fn add_path(
             .filter(|_| eq_prefix > 0)
             .and_then(|s| s.distinct.get(eq_prefix - 1).copied())
             .filter(|&d| d > 0);
-        // A point lookup fetches a row per probe: no selectivity to estimate (it was
-        // a second `clauselist_selectivity` of the key clauses per planning).
+        // A point lookup fetches a row per probe: no selectivity to estimate (without
+        // index statistics that was a second `clauselist_selectivity` of the key
+        // clauses).
         let fetched = if point {
             cand.probes.min(tuples)
         } else {

@@ -546,12 +546,11 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let econtext = (*node).ss.ps.ps_ExprContext;
         if !*filter_ready {
             // The filter for this scan's values (parameters change at rescans).
-            let types: Vec<_> = table.def.columns.iter().map(|c| c.ty).collect();
             let f = std::sync::Arc::new(crate::row_filters::build(
                 &plan.filter_conds,
                 filter_exprs,
                 &plan.filter_types,
-                &types,
+                &plan.col_types,
                 econtext,
             ));
             *cursor = ScanCursor::filtered(f.clone());

@@ -59,8 +59,9 @@ pub(crate) struct ScanPlan {
     pub needed: Vec<bool>,
     /// Per column: how its values are unpacked.
     pub codecs: Vec<Codec>,
-    /// The table's column types this entry was decoded for.
-    col_types: Vec<ColumnType>,
+    /// The table's column types this entry was decoded for (those of the table the
+    /// scan reads: `of` checks).
+    pub col_types: Vec<ColumnType>,
 }
 
 /// (FNV: SipHash cost more than the rest of the lookup.)

@@ -1,6 +1,7 @@
 //! PostgreSQL types and datums <-> engine column types and packed rows
 //! ("Pack" and "Unpack" in MOT's words).
 
+use memfdw_engine::keys::trim_blanks;
 use memfdw_engine::RowId;
 use memfdw_engine::{ColumnDef, ColumnType, Error, RowLayout, TableDef};
 use pgrx::pg_sys;
@@ -306,8 +307,6 @@ pub unsafe fn datum_bytes(codec: Codec, d: pg_sys::Datum, s: &mut [u8; 16]) -> &
         }
     }
 }
-
-pub use memfdw_engine::keys::trim_blanks;
 
 /// Blank-padded storage of `character(n)` columns. PostgreSQL pads every value of a
 /// `character(n)` column to n characters on input (a typmod coercion, also in COPY,

@@ -263,9 +263,8 @@ impl SharedLog {
         }
     }
 
-    /// One sync by the process holding `syncing`.
-    /// Syncs everything written so far, as sync number `number` (the caller holds
-    /// `syncing`).
+    /// Writes what is staged and syncs everything written so far, as sync number
+    /// `number` (the caller holds `syncing`).
     fn sync_once(&self, upto: Lsn, number: u32) -> io::Result<()> {
         if self.flushed_lsn() >= upto {
             return Ok(());
@@ -669,6 +668,7 @@ impl RedoSink for SharedLog {
     fn installed(&self, phase: usize) {
         self.installing[phase].fetch_sub(1, Ordering::AcqRel);
     }
+
     fn make_durable(&self, upto: Lsn) -> io::Result<()> {
         /// The futex bit of sync number `n`.
         fn bit(n: u32) -> u32 {

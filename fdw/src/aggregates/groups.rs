@@ -10,10 +10,10 @@ use memfdw_engine::RowLayout;
 /// A group's key is its columns' bytes as the rows store them, each as a NULL mark (0)
 /// or a value mark (1), its length (u32) and its bytes: `groupable` admits only types
 /// whose equal values have equal bytes, once a `character(n)` value's trailing blanks
-/// are trimmed (rows written before memory tables trimmed them hold them). Rows are added inside the engine's scan (see
-/// `Txn::scan_visit`), which must not allocate shared memory: the key buffer was
-/// allocated here, so growing it keeps it private, and a new group is entered outside
-/// the engine's scope.
+/// are trimmed (rows written before memory tables trimmed them hold them). Rows are
+/// added inside the engine's scan (see `Txn::scan_visit`), which must not allocate
+/// shared memory: the key buffer was allocated here, so growing it keeps it private,
+/// and a new group is entered outside the engine's scope.
 pub(super) struct Groups {
     /// The grouping columns, each with whether it is a `character(n)` column.
     pub(super) cols: Vec<(usize, bool)>,
@@ -69,7 +69,7 @@ impl Groups {
                     None => self.key.push(0),
                     Some(b) => {
                         let b = if blank {
-                            crate::types::trim_blanks(b)
+                            memfdw_engine::keys::trim_blanks(b)
                         } else {
                             b
                         };
