@@ -523,6 +523,45 @@ fn type_from_tag(tag: u8, p: u32) -> Option<ColumnType> {
     })
 }
 
+/// A rows record written row by row from borrowed bytes (a checkpoint's scan batch),
+/// byte for byte what [`LogRecord::Rows`] encodes: the one place of that format's
+/// writing.
+///
+/// ```text
+/// ROWS | table | count u32 | (rowid u64 | tid u64 | len u32 | bytes)*
+/// ```
+pub struct RowsEncoder {
+    /// Offset of the count in the payload.
+    count_at: usize,
+    /// Rows pushed so far.
+    pub rows: u32,
+}
+
+impl RowsEncoder {
+    /// Appends the record's header (with a count of 0) to `out`.
+    pub fn start(out: &mut Vec<u8>, table: TableId) -> RowsEncoder {
+        out.push(ROWS);
+        put_table(out, table);
+        let count_at = out.len();
+        out.extend_from_slice(&0u32.to_le_bytes());
+        RowsEncoder { count_at, rows: 0 }
+    }
+
+    /// Appends one row to `out`, the payload `start` began.
+    pub fn push(&mut self, out: &mut Vec<u8>, rowid: RowId, tid: Tid, bytes: &[u8]) {
+        out.extend_from_slice(&rowid.get().to_le_bytes());
+        out.extend_from_slice(&tid.get().to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+        self.rows += 1;
+    }
+
+    /// Writes the row count into the header.
+    pub fn finish(self, out: &mut [u8]) {
+        out[self.count_at..self.count_at + 4].copy_from_slice(&self.rows.to_le_bytes());
+    }
+}
+
 fn put_table(out: &mut Vec<u8>, t: TableId) {
     out.extend_from_slice(&t.database.to_le_bytes());
     out.extend_from_slice(&t.relation.to_le_bytes());
@@ -622,15 +661,11 @@ impl LogRecord {
                 out.extend_from_slice(&xid.to_le_bytes());
             }
             LogRecord::Rows { table, rows } => {
-                out.push(ROWS);
-                put_table(out, *table);
-                out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                let mut enc = RowsEncoder::start(out, *table);
                 for (rowid, tid, bytes) in rows {
-                    out.extend_from_slice(&rowid.get().to_le_bytes());
-                    out.extend_from_slice(&tid.get().to_le_bytes());
-                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                    out.extend_from_slice(bytes);
+                    enc.push(out, *rowid, *tid, bytes);
                 }
+                enc.finish(out);
             }
         }
     }

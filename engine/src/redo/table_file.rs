@@ -11,8 +11,8 @@
 //! ([`FrameReader`]), so the two kinds of file cannot drift apart.
 
 use super::files::{file_header, read_header, HEADER_LEN};
-use super::payload::LogRecord;
-use super::segment::{encode_frame, frame_at, FRAME_HEADER_LEN};
+use super::payload::{LogRecord, RowsEncoder};
+use super::segment::{frame_at, frame_header, FRAME_HEADER_LEN};
 use crate::engine::{Engine, TableHandle};
 use crate::ids::{Lsn, Tid};
 use crate::txn::{RowBatch, ScanCursor};
@@ -23,11 +23,27 @@ pub const END_MARK: u8 = 0xFE;
 /// Committed rows per rows frame.
 pub const ROWS_PER_FRAME: usize = 1024;
 
+/// Bytes a writer hands to the kernel between two requests to start writing them out.
+const WRITEBACK_CHUNK: u64 = 4 << 20;
+
 /// Writes a framed file (call outside the engine scope: it allocates privately).
+///
+/// A checkpoint writes every row of every table. Left dirty in the page cache, hundreds
+/// of megabytes were written out at once by the final `fsync`, and the log's commit
+/// syncs on the same device waited behind them: a 526 MB checkpoint (pgbench scale
+/// 100) stalled single-client commits for about a second. So, as PostgreSQL's
+/// `checkpoint_flush_after` does, the writer asks the kernel to start writing out each
+/// 4 MiB it has written (`sync_file_range`), and waits for the 4 MiB before it to be
+/// written: at most two chunks are in flight ahead of a commit's sync, and the final
+/// `fsync` finds little to do (the same checkpoint: commit latency 2-4 ms on average
+/// while it writes, at most 120-170 ms).
 pub struct TableWriter {
     f: io::BufWriter<std::fs::File>,
-    frame: Vec<u8>,
     payload: Vec<u8>,
+    /// File offset up to which write-out was requested.
+    writeback_from: u64,
+    /// File offset up to which write-out was waited for.
+    waited_to: u64,
     /// Frames written so far (the end frame excluded).
     pub frames: u64,
     /// Bytes written so far (header included).
@@ -45,8 +61,9 @@ impl TableWriter {
         f.write_all(&file_header(magic, version, lsn))?;
         Ok(TableWriter {
             f,
-            frame: Vec::new(),
             payload: Vec::new(),
+            writeback_from: 0,
+            waited_to: 0,
             frames: 0,
             bytes: HEADER_LEN as u64,
             rows: 0,
@@ -54,13 +71,53 @@ impl TableWriter {
         })
     }
 
-    /// Appends one frame holding `payload`.
+    /// Appends one frame holding `payload` (written from where it is: the header, then
+    /// the payload, into the file's buffer).
     pub fn emit(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.frame.clear();
-        encode_frame(&mut self.frame, self.frames, payload);
+        let header = frame_header(self.frames, payload);
         self.frames += 1;
-        self.bytes += self.frame.len() as u64;
-        self.f.write_all(&self.frame)
+        self.bytes += (header.len() + payload.len()) as u64;
+        self.f.write_all(&header)?;
+        self.f.write_all(payload)?;
+        self.write_out();
+        Ok(())
+    }
+
+    /// Once this writer has handed the kernel [`WRITEBACK_CHUNK`] or more since its last
+    /// request, asks it to start writing that out and waits for the previous request's
+    /// range to be written (errors are ignored: the final `fsync` reports them).
+    fn write_out(&mut self) {
+        let in_file = self.bytes - self.f.buffer().len() as u64;
+        if in_file - self.writeback_from < WRITEBACK_CHUNK {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on this writer's open file descriptor; it
+            // reads no memory of ours.
+            unsafe {
+                let fd = self.f.get_ref().as_raw_fd();
+                libc::sync_file_range(
+                    fd,
+                    self.writeback_from as libc::off64_t,
+                    (in_file - self.writeback_from) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+                if self.waited_to < self.writeback_from {
+                    libc::sync_file_range(
+                        fd,
+                        self.waited_to as libc::off64_t,
+                        (self.writeback_from - self.waited_to) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+            }
+        }
+        self.waited_to = self.writeback_from;
+        self.writeback_from = in_file;
     }
 
     /// Appends a record.
@@ -97,27 +154,40 @@ impl TableWriter {
         let mut txn = engine.begin();
         let mut cursor = ScanCursor::new();
         let mut batch = RowBatch::new();
-        let mut rows = Vec::with_capacity(ROWS_PER_FRAME);
-        loop {
+        // The rows record being filled, encoded straight from the scan's batches (no
+        // copy of each row of its own: a checkpoint writes every row of every table).
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let mut rows: Option<RowsEncoder> = None;
+        let result = loop {
             // A read-committed scan never conflicts.
-            txn.scan(t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME)
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            if let Err(e) = txn.scan(t, &mut cursor, u32::MAX, &mut batch, ROWS_PER_FRAME) {
+                break Err(io::Error::other(e.to_string()));
+            }
             while let Some(r) = batch.next() {
                 self.max_tid = self.max_tid.max(r.tid);
-                rows.push((r.rowid, r.tid, r.data.to_vec()));
+                rows.get_or_insert_with(|| RowsEncoder::start(&mut payload, table))
+                    .push(&mut payload, r.rowid, r.tid, r.data);
             }
-            if rows.len() >= ROWS_PER_FRAME || (cursor.done() && !rows.is_empty()) {
-                self.rows += rows.len() as u64;
-                self.record(&LogRecord::Rows {
-                    table,
-                    rows: std::mem::take(&mut rows),
-                })?;
+            let full = rows
+                .as_ref()
+                .is_some_and(|r| r.rows as usize >= ROWS_PER_FRAME || cursor.done());
+            if full {
+                let enc = rows.take().expect("checked above");
+                self.rows += u64::from(enc.rows);
+                enc.finish(&mut payload);
+                if let Err(e) = self.emit(&payload) {
+                    break Err(e);
+                }
+                payload.clear();
                 report(self);
             }
             if cursor.done() {
-                break;
+                break Ok(());
             }
-        }
+        };
+        self.payload = payload;
+        result?;
         let _ = txn.commit();
         for def in t.index_defs() {
             self.record(&LogRecord::CreateIndex { table, def })?;

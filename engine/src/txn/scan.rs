@@ -103,8 +103,15 @@ impl RowBatch {
     }
 
     pub(super) fn push(&mut self, rowid: RowId, tid: Tid, data: &[u8]) {
+        let start = self.buf.len();
+        if self.buf.capacity() - start >= data.len() && self.rows.len() < self.rows.capacity() {
+            // Neither vector grows, so nothing is allocated: no switch to private
+            // allocations (two thread-local accesses, per row of every scan).
+            self.buf.extend_from_slice(data);
+            self.rows.push((rowid, tid, start, self.buf.len()));
+            return;
+        }
         scope::outside(|| {
-            let start = self.buf.len();
             self.buf.extend_from_slice(data);
             self.rows.push((rowid, tid, start, self.buf.len()));
         })
