@@ -11,8 +11,9 @@ median and spread of:
                  transaction, from /proc/<pid>/stat over the middle of the run
   wal/txn        WAL fsyncs per commit (pg_stat_wal.wal_sync)
   memfdw/txn     memfdw redo log syncs per commit (memfdw.redo_stats())
-and the memory/heap ratio of the medians. Every run includes a checkpoint on both
-sides (PostgreSQL's CHECKPOINT and memfdw.checkpoint() at mid-run).
+and the memory/heap ratio of the medians. Every run starts after a checkpoint of
+everything and includes one of its own side at mid-run (heap: PostgreSQL's
+CHECKPOINT, its dirty pages; memory: memfdw.checkpoint() too, every memory table).
 
 Workloads (BENCH_WORKLOADS, space-separated names):
   select       pgbench -S
@@ -193,6 +194,10 @@ def run_once(db, args, clients, d):
         "-j", str(min(clients, 2)), "-T", str(SECS), "-P", "1", "--max-tries=10", "-l",
         "--log-prefix", os.path.join(logdir, "tx"),
     ] + args + [db]
+    # Each run starts from a checkpoint of everything, so that its mid-run checkpoint
+    # writes what this run changed: without it, a memory run's CHECKPOINT wrote out the
+    # heap pages the heap run before it had dirtied since its own checkpoint.
+    psql(db, "CHECKPOINT; SELECT memfdw.checkpoint();")
     # Sync counts over the whole run, read once the run's backends have exited (they
     # flush their statistics then).
     before = counters(db)
