@@ -7,7 +7,7 @@ median and spread of:
   tps            pgbench's, with --max-tries (failed and retried transactions are
                  counted and printed, never hidden)
   p95 ms         95th percentile latency from pgbench's per-transaction log
-  cpu us/txn     CPU (user + system) of the server's backends per committed
+  cpu us/txn     CPU (user + system) of pgbench's backends per committed
                  transaction, from /proc/<pid>/stat over the middle of the run
   wal/txn        WAL fsyncs per commit (pg_stat_wal.wal_sync)
   memfdw/txn     memfdw redo log syncs per commit (memfdw.redo_stats())
@@ -153,6 +153,23 @@ def script_for(workload, scale, d):
     return ["-f", path]
 
 
+def checkpoint(db, memory):
+    """PostgreSQL's CHECKPOINT, and memfdw's if `memory`; memfdw's is retried while the
+    background worker's own is running ("already running")."""
+    sql = "CHECKPOINT; SELECT memfdw.checkpoint();" if memory else "CHECKPOINT"
+    for _ in range(60):
+        r = subprocess.run(
+            AS_PG + [f"{BIN}/psql", "-h", "/tmp", "-p", PORT, "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db],
+            input=sql, capture_output=True, text=True,
+        )
+        if r.returncode == 0:
+            return None
+        if "already running" not in r.stderr:
+            break
+        time.sleep(1)
+    return f"checkpoint in {db}: {r.stderr.strip()}"
+
+
 def counters(db):
     """(commits, WAL fsyncs, memfdw log syncs) so far."""
     row = psql(
@@ -197,7 +214,9 @@ def run_once(db, args, clients, d):
     # Each run starts from a checkpoint of everything, so that its mid-run checkpoint
     # writes what this run changed: without it, a memory run's CHECKPOINT wrote out the
     # heap pages the heap run before it had dirtied since its own checkpoint.
-    psql(db, "CHECKPOINT; SELECT memfdw.checkpoint();")
+    err = checkpoint(db, True)
+    if err:
+        sys.exit(err)
     # Sync counts over the whole run, read once the run's backends have exited (they
     # flush their statistics then).
     before = counters(db)
@@ -214,15 +233,16 @@ def run_once(db, args, clients, d):
     # memfdw's of a scale-100 database does, must not move the window's end past the
     # run's. Its backend is not one of pgbench's: its CPU is not counted, on either
     # side, as heap's checkpointer process is not.)
-    ckpt = threading.Thread(
-        target=psql, args=(db, "CHECKPOINT" if "heap" in db else "CHECKPOINT; SELECT memfdw.checkpoint();")
-    )
+    ckpt_err = []
+    ckpt = threading.Thread(target=lambda: ckpt_err.append(checkpoint(db, "heap" not in db)))
     ckpt.start()
     time.sleep(max(0.5, SECS / 2 - lead - 1.0))
     t1 = time.monotonic() - start
     cpu1, _ = backend_cpu(db)
     out, err = proc.communicate()
     ckpt.join()
+    if ckpt_err != [None]:
+        sys.exit(f"{ckpt_err}")
     for _ in range(50):
         if backend_cpu(db)[1] == 0:
             break

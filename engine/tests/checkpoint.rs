@@ -330,7 +330,7 @@ fn a_checkpoint_loads_b_tree_indexes_sorted() {
 /// Rows frames hold `ROWS_PER_FRAME` rows each, encoded straight from the scan's
 /// batches: tables of 0, 1, exactly a frame, a frame and one, and several frames of
 /// rows of many lengths (empty values to 8 KiB) come back whole, and the checkpoint
-/// counts the frames a table of that many rows needs. (The file, about 16 MB, is
+/// counts the frames a table of that many rows needs. (The file, about 20 MB, is
 /// written out in 4 MiB chunks as it is written.)
 #[test]
 fn checkpoint_rows_frames_hold_every_row_at_each_frame_boundary() {
