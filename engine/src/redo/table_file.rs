@@ -35,8 +35,8 @@ const WRITEBACK_CHUNK: u64 = 4 << 20;
 /// `checkpoint_flush_after` does, the writer asks the kernel to start writing out each
 /// 4 MiB it has written (`sync_file_range`), and waits for the 4 MiB before it to be
 /// written: what is being written out ahead of a commit's sync stays a few MiB, and
-/// the final `fsync` finds little to do (the same checkpoint: commit latency 2-4 ms on average
-/// while it writes, at most 120-170 ms).
+/// the final `fsync` finds little to do (the same checkpoint: commit latency 2-4 ms on
+/// average while it writes, at most 120-170 ms).
 pub struct TableWriter {
     f: io::BufWriter<std::fs::File>,
     payload: Vec<u8>,
@@ -44,6 +44,9 @@ pub struct TableWriter {
     writeback_from: u64,
     /// File offset up to which write-out was waited for.
     waited_to: u64,
+    /// The kernel has no `sync_file_range` (ENOSYS: a sandbox's filter, say): not
+    /// asked again; the final `fsync` writes everything, as before.
+    no_write_out: bool,
     /// Frames written so far (the end frame excluded).
     pub frames: u64,
     /// Bytes written so far (header included).
@@ -64,6 +67,7 @@ impl TableWriter {
             payload: Vec::new(),
             writeback_from: 0,
             waited_to: 0,
+            no_write_out: false,
             frames: 0,
             bytes: HEADER_LEN as u64,
             rows: 0,
@@ -89,10 +93,11 @@ impl TableWriter {
     /// Errors are returned, not left to the final `fsync`: a `sync_file_range` that
     /// waits consumes the file's write error (Linux reports it to one caller), so a
     /// failed write-out ignored here would let the final `fsync` succeed on a file
-    /// with a hole (PostgreSQL treats a failed flush request the same way).
+    /// with a hole (PostgreSQL treats a failed flush request the same way). Only a
+    /// kernel without the call (ENOSYS, which consumed nothing) stops the requests.
     fn write_out(&mut self) -> io::Result<()> {
         let in_file = self.bytes - self.f.buffer().len() as u64;
-        if in_file - self.writeback_from < WRITEBACK_CHUNK {
+        if self.no_write_out || in_file - self.writeback_from < WRITEBACK_CHUNK {
             return Ok(());
         }
         #[cfg(target_os = "linux")]
@@ -116,7 +121,13 @@ impl TableWriter {
                     Err(io::Error::last_os_error())
                 }
             };
-            range(self.writeback_from, in_file, libc::SYNC_FILE_RANGE_WRITE)?;
+            if let Err(e) = range(self.writeback_from, in_file, libc::SYNC_FILE_RANGE_WRITE) {
+                if e.raw_os_error() == Some(libc::ENOSYS) {
+                    self.no_write_out = true;
+                    return Ok(());
+                }
+                return Err(e);
+            }
             if self.waited_to < self.writeback_from {
                 range(
                     self.waited_to,
